@@ -1,0 +1,2 @@
+//! cloud-processor: turns raw objects into packed SQS messages.
+fn main() {}

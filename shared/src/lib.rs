@@ -1,0 +1,10 @@
+//! What both stages of the relay must agree on: the key scheme, S3 conditional
+//! writes, AWS client set-up and telemetry.
+
+pub mod client;
+pub mod keys;
+pub mod s3;
+pub mod telemetry;
+
+#[cfg(feature = "test-support")]
+pub mod testing;
