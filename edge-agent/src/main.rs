@@ -1,2 +1,87 @@
-//! edge-agent: relays finished files from a local directory to S3.
-fn main() {}
+//! edge-agent: parses config, sets up logging and metrics, checks S3 access,
+//! and runs the agent until SIGTERM or SIGINT.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use edge_agent::config::{Args, Config};
+use edge_agent::s3::{Access, S3Sink, probe_put_access};
+use edge_agent::upload::RetryPolicy;
+use relay_shared::client::{ClientOptions, load_sdk_config, s3_client};
+use relay_shared::s3::Bucket;
+use relay_shared::telemetry::init_tracing;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let config = match Config::resolve(Args::parse(), || {
+        gethostname::gethostname().into_string().ok()
+    }) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("edge-agent: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = init_tracing(config.log_format, "info") {
+        eprintln!("edge-agent: {e}");
+        return ExitCode::FAILURE;
+    }
+    match start(config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("edge-agent: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn start(config: Config) -> anyhow::Result<()> {
+    if let Some(addr) = config.metrics_addr {
+        let bound = edge_agent::metrics::serve(addr).await?;
+        tracing::info!(%bound, "serving /metrics and /healthz");
+    }
+    let sdk = load_sdk_config().await;
+    let client = s3_client(
+        &sdk,
+        ClientOptions {
+            s3_path_style: config.s3_path_style,
+        },
+    );
+    let bucket = Bucket::new(client, config.bucket.clone());
+    match probe_put_access(&bucket, &config.keys.source_prefix()).await {
+        Access::Allowed => tracing::info!(bucket = %config.bucket, "S3 access checked"),
+        Access::Denied(e) => return Err(e).context("start-up check of S3 access failed"),
+        Access::Unknown(e) => {
+            tracing::warn!(error = %e, "could not reach S3 at start-up; files wait on disk until it answers")
+        }
+    }
+    let summary = edge_agent::run(
+        config,
+        S3Sink::new(bucket),
+        RetryPolicy::default(),
+        shutdown_signal(),
+    )
+    .await
+    .context("edge agent stopped")?;
+    tracing::info!(?summary, "exiting");
+    Ok(())
+}
+
+/// Resolves on the first SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the agent");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod keys;
+pub mod meta;
 pub mod s3;
 pub mod telemetry;
 

@@ -75,17 +75,24 @@ pub enum S3Error {
     Conflict { bucket: String, key: String },
     #[error("s3://{bucket}/{key} does not exist")]
     NotFound { bucket: String, key: String },
-    #[error("s3://{bucket}/{key}: {op} failed ({retry}, {code}): {message}")]
-    Other {
-        bucket: String,
-        key: String,
-        op: &'static str,
-        retry: Retry,
-        code: String,
-        message: String,
-        #[source]
-        source: BoxError,
-    },
+    /// Anything else, boxed: it is the rare path, and a small error keeps
+    /// every `Result` in the hot path small.
+    #[error(transparent)]
+    Other(Box<Failure>),
+}
+
+/// An S3 failure that is not a conditional-write outcome.
+#[derive(Debug, thiserror::Error)]
+#[error("s3://{bucket}/{key}: {op} failed ({retry}, {code}): {message}")]
+pub struct Failure {
+    pub bucket: String,
+    pub key: String,
+    pub op: &'static str,
+    pub retry: Retry,
+    pub code: String,
+    pub message: String,
+    #[source]
+    pub source: BoxError,
 }
 
 impl S3Error {
@@ -98,7 +105,7 @@ impl S3Error {
             Self::AlreadyExists { .. } | Self::Precondition { .. } | Self::NotFound { .. } => {
                 Retry::Permanent
             }
-            Self::Other { retry, .. } => *retry,
+            Self::Other(f) => f.retry,
         }
     }
 
@@ -109,7 +116,7 @@ impl S3Error {
             Self::Precondition { .. } => "precondition",
             Self::Conflict { .. } => "conflict",
             Self::NotFound { .. } => "not_found",
-            Self::Other { code, retry, .. } => match (code.as_str(), retry) {
+            Self::Other(f) => match (f.code.as_str(), f.retry) {
                 ("SlowDown" | "Throttling" | "ThrottlingException" | "RequestLimitExceeded", _) => {
                     "throttled"
                 }
@@ -169,7 +176,7 @@ where
         .message()
         .map(str::to_owned)
         .unwrap_or_else(|| error_chain(&err));
-    S3Error::Other {
+    S3Error::Other(Box::new(Failure {
         bucket,
         key,
         op,
@@ -181,7 +188,7 @@ where
         },
         message,
         source: Box::new(err),
-    }
+    }))
 }
 
 /// The SDK's top-level message for connection failures is just "dispatch
@@ -267,14 +274,16 @@ impl Bucket {
             .await
             .map_err(|e| map_sdk_error(e, &self.name, key, "GetObject", None))?;
         let etag = out.e_tag.clone();
-        let bytes = out.body.collect().await.map_err(|e| S3Error::Other {
-            bucket: self.name.clone(),
-            key: key.to_owned(),
-            op: "GetObject",
-            retry: Retry::Transient,
-            code: "body".into(),
-            message: e.to_string(),
-            source: Box::new(e),
+        let bytes = out.body.collect().await.map_err(|e| {
+            S3Error::Other(Box::new(Failure {
+                bucket: self.name.clone(),
+                key: key.to_owned(),
+                op: "GetObject",
+                retry: Retry::Transient,
+                code: "body".into(),
+                message: e.to_string(),
+                source: Box::new(e),
+            }))
         })?;
         Ok((bytes.to_vec(), etag))
     }
@@ -292,7 +301,7 @@ impl Bucket {
                 let mut err = map_sdk_error(e, &self.name, "", "HeadBucket", None);
                 // HeadBucket has no body, so a missing bucket is a bare 404.
                 if let S3Error::NotFound { bucket, key } = err {
-                    err = S3Error::Other {
+                    err = S3Error::Other(Box::new(Failure {
                         message: format!("bucket {bucket:?} does not exist"),
                         bucket,
                         key,
@@ -300,7 +309,7 @@ impl Bucket {
                         retry: Retry::Permanent,
                         code: "NoSuchBucket".into(),
                         source: "404 from HeadBucket".into(),
-                    };
+                    }));
                 }
                 err
             })

@@ -1,0 +1,462 @@
+//! Configuration: flags, `RELAY_*` environment variables and an optional TOML
+//! file, resolved once into an immutable, validated [`Config`].
+//!
+//! Precedence is flag > environment > file > default. Clap fields are
+//! `Option`s without clap defaults, so a value that was not given can be told
+//! apart from one that happens to equal the default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+use relay_shared::keys::{KeyError, KeyScheme, TimeFormat};
+use relay_shared::telemetry::LogFormat;
+use serde::Deserialize;
+
+pub const DEFAULT_INCLUDE: &str = "*.json";
+pub const DEFAULT_RAW_PREFIX: &str = "raw/";
+pub const DEFAULT_SETTLE_MS: u64 = 1_000;
+pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
+pub const DEFAULT_CONCURRENCY: usize = 4;
+/// S3's minimum part size; also the compressed size above which multipart is used.
+pub const MIN_PART_BYTES: u64 = 5 * 1024 * 1024;
+pub const DEFAULT_MULTIPART_THRESHOLD_BYTES: u64 = 8 * 1024 * 1024;
+pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9187";
+pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 30;
+
+/// Relays finished files from a directory to S3, zstd-compressed, exactly once
+/// per key (conditional writes with If-None-Match: *).
+#[derive(Debug, Parser)]
+#[command(name = "edge-agent", version, about, long_about = None)]
+pub struct Args {
+    /// Optional TOML file with any of the settings below (snake_case names).
+    #[arg(long, env = "RELAY_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Directory the container writes its files into.
+    #[arg(long, env = "RELAY_WATCH_DIR")]
+    pub watch_dir: Option<PathBuf>,
+    /// Watch subdirectories too. File names must then be unique across them,
+    /// because the key is made from the file name alone.
+    #[arg(long, env = "RELAY_RECURSIVE")]
+    pub recursive: Option<bool>,
+    /// Glob that file names must match [default: *.json]. Hidden files (`.x`)
+    /// and temporary files (`*.tmp`, `*.part`, `*~`, `*.swp`) are always ignored.
+    #[arg(long, env = "RELAY_INCLUDE")]
+    pub include: Option<String>,
+    /// Destination bucket.
+    #[arg(long, env = "RELAY_BUCKET")]
+    pub bucket: Option<String>,
+    /// Source id, one path segment of every key [default: the host name].
+    /// Agents that share a directory (an active-active pair) must share it.
+    #[arg(long, env = "RELAY_SOURCE_ID")]
+    pub source_id: Option<String>,
+    /// Key prefix for raw objects [default: raw/].
+    #[arg(long, env = "RELAY_RAW_PREFIX")]
+    pub raw_prefix: Option<String>,
+    /// How to read the timestamp from a file name: `auto` (epoch s/ms/us/ns or
+    /// 2026-11-21T22-30-00.123Z) or a strftime pattern such as
+    /// `events-%Y%m%d-%H%M%S` [default: auto].
+    #[arg(long, env = "RELAY_TIMESTAMP_FORMAT")]
+    pub timestamp_format: Option<String>,
+    /// What to do with a file once S3 has it: `delete`, `keep`, or
+    /// `move:<dir>` [default: keep]. `keep` records uploads in a durable
+    /// ledger under the state dir so a restart does not re-upload them.
+    #[arg(long, env = "RELAY_ON_SUCCESS")]
+    pub on_success: Option<String>,
+    /// A file must be closed (or renamed in) and then unchanged in size and
+    /// mtime for this long before it is uploaded [default: 1000].
+    #[arg(long, env = "RELAY_SETTLE_MS")]
+    pub settle_ms: Option<u64>,
+    /// zstd level, 1-19 [default: 3].
+    #[arg(long, env = "RELAY_ZSTD_LEVEL")]
+    pub zstd_level: Option<i32>,
+    /// Uploads in flight at once [default: 4].
+    #[arg(long, env = "RELAY_CONCURRENCY")]
+    pub concurrency: Option<usize>,
+    /// Compressed size above which a multipart upload is used; also the part
+    /// size. At least 5 MiB [default: 8388608].
+    #[arg(long, env = "RELAY_MULTIPART_THRESHOLD_BYTES")]
+    pub multipart_threshold_bytes: Option<u64>,
+    /// Address for /metrics (Prometheus) and /healthz, or `off`
+    /// [default: 127.0.0.1:9187].
+    #[arg(long, env = "RELAY_METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
+    /// Where the agent keeps its ledger [default: <watch-dir>/.relay-agent].
+    #[arg(long, env = "RELAY_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// On SIGTERM/SIGINT, how long in-flight uploads may take to finish
+    /// [default: 30].
+    #[arg(long, env = "RELAY_SHUTDOWN_TIMEOUT_SECS")]
+    pub shutdown_timeout_secs: Option<u64>,
+    /// Force path-style S3 addressing (needed by emulators on 127.0.0.1).
+    #[arg(long, env = "RELAY_S3_PATH_STYLE")]
+    pub s3_path_style: Option<bool>,
+    /// Log format.
+    #[arg(long, env = "RELAY_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+/// The TOML file. Every field mirrors the flag of the same name.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Directory the container writes its files into.
+    pub watch_dir: Option<PathBuf>,
+    /// Watch subdirectories too.
+    pub recursive: Option<bool>,
+    /// Glob that file names must match.
+    pub include: Option<String>,
+    /// Destination bucket.
+    pub bucket: Option<String>,
+    /// Source id, one path segment of every key.
+    pub source_id: Option<String>,
+    /// Key prefix for raw objects.
+    pub raw_prefix: Option<String>,
+    /// `auto` or a strftime pattern for the timestamp in file names.
+    pub timestamp_format: Option<String>,
+    /// `delete`, `keep` or `move:<dir>`.
+    pub on_success: Option<String>,
+    /// Settle time in milliseconds.
+    pub settle_ms: Option<u64>,
+    /// zstd level.
+    pub zstd_level: Option<i32>,
+    /// Uploads in flight at once.
+    pub concurrency: Option<usize>,
+    /// Multipart threshold and part size in bytes.
+    pub multipart_threshold_bytes: Option<u64>,
+    /// Metrics and health address, or `off`.
+    pub metrics_addr: Option<String>,
+    /// Where the ledger lives.
+    pub state_dir: Option<PathBuf>,
+    /// Shutdown deadline in seconds.
+    pub shutdown_timeout_secs: Option<u64>,
+    /// Force path-style S3 addressing.
+    pub s3_path_style: Option<bool>,
+    /// `text` or `json`.
+    pub log_format: Option<LogFormat>,
+}
+
+/// What happens to a file after S3 has confirmed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OnSuccess {
+    Delete,
+    Keep,
+    Move(PathBuf),
+}
+
+/// The resolved, validated configuration. Immutable after start-up.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub watch_dir: PathBuf,
+    pub recursive: bool,
+    pub include: glob::Pattern,
+    pub bucket: String,
+    pub keys: KeyScheme,
+    pub on_success: OnSuccess,
+    pub settle: Duration,
+    pub zstd_level: i32,
+    pub concurrency: usize,
+    pub multipart_threshold_bytes: u64,
+    pub metrics_addr: Option<SocketAddr>,
+    pub state_dir: PathBuf,
+    pub shutdown_timeout: Duration,
+    pub s3_path_style: bool,
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("{name} is required (flag --{flag} or {env})")]
+    Missing {
+        name: &'static str,
+        flag: &'static str,
+        env: &'static str,
+    },
+    #[error("{name}: {reason}")]
+    Invalid { name: &'static str, reason: String },
+    #[error(transparent)]
+    Key(#[from] KeyError),
+}
+
+fn invalid(name: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        name,
+        reason: reason.into(),
+    }
+}
+
+impl Config {
+    /// Resolves flags and environment (already in `args`) over the file named
+    /// by `--config`, over defaults. `hostname` supplies the default source id.
+    pub fn resolve(
+        args: Args,
+        hostname: impl FnOnce() -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let file = match &args.config {
+            Some(path) => load_file(path)?,
+            None => FileConfig::default(),
+        };
+        macro_rules! pick {
+            ($field:ident) => {
+                args.$field.or(file.$field)
+            };
+        }
+        let watch_dir = pick!(watch_dir).ok_or(ConfigError::Missing {
+            name: "watch directory",
+            flag: "watch-dir",
+            env: "RELAY_WATCH_DIR",
+        })?;
+        if !watch_dir.is_dir() {
+            return Err(invalid(
+                "watch directory",
+                format!("{} is not a directory", watch_dir.display()),
+            ));
+        }
+        let bucket = pick!(bucket).ok_or(ConfigError::Missing {
+            name: "bucket",
+            flag: "bucket",
+            env: "RELAY_BUCKET",
+        })?;
+        if bucket.is_empty() || bucket.contains('/') {
+            return Err(invalid(
+                "bucket",
+                format!("{bucket:?} is not a bucket name"),
+            ));
+        }
+        let include_src = pick!(include).unwrap_or_else(|| DEFAULT_INCLUDE.to_owned());
+        let include = glob::Pattern::new(&include_src)
+            .map_err(|e| invalid("include glob", format!("{include_src:?}: {e}")))?;
+        let source_id = match pick!(source_id) {
+            Some(s) => s,
+            None => hostname().ok_or(ConfigError::Missing {
+                name: "source id (the host name could not be read)",
+                flag: "source-id",
+                env: "RELAY_SOURCE_ID",
+            })?,
+        };
+        let format: TimeFormat = pick!(timestamp_format).unwrap_or_default().parse()?;
+        let keys = KeyScheme::new(
+            &pick!(raw_prefix).unwrap_or_else(|| DEFAULT_RAW_PREFIX.to_owned()),
+            &source_id,
+            format,
+        )?;
+        let on_success = parse_on_success(pick!(on_success).as_deref().unwrap_or("keep"))?;
+        if let OnSuccess::Move(dir) = &on_success
+            && !dir.is_dir()
+        {
+            return Err(invalid(
+                "on-success",
+                format!("move target {} is not a directory", dir.display()),
+            ));
+        }
+        let zstd_level = pick!(zstd_level).unwrap_or(DEFAULT_ZSTD_LEVEL);
+        if !(1..=19).contains(&zstd_level) {
+            return Err(invalid(
+                "zstd level",
+                format!("{zstd_level} is outside 1-19"),
+            ));
+        }
+        let concurrency = pick!(concurrency).unwrap_or(DEFAULT_CONCURRENCY);
+        if !(1..=256).contains(&concurrency) {
+            return Err(invalid(
+                "concurrency",
+                format!("{concurrency} is outside 1-256"),
+            ));
+        }
+        let multipart_threshold_bytes =
+            pick!(multipart_threshold_bytes).unwrap_or(DEFAULT_MULTIPART_THRESHOLD_BYTES);
+        if !(MIN_PART_BYTES..=(5 << 30)).contains(&multipart_threshold_bytes) {
+            return Err(invalid(
+                "multipart threshold",
+                format!(
+                    "{multipart_threshold_bytes} bytes is outside S3's part sizes (5 MiB to 5 GiB)"
+                ),
+            ));
+        }
+        let metrics_addr = match pick!(metrics_addr)
+            .as_deref()
+            .unwrap_or(DEFAULT_METRICS_ADDR)
+        {
+            "" | "off" => None,
+            addr => Some(
+                addr.parse()
+                    .map_err(|e| invalid("metrics address", format!("{addr:?}: {e}")))?,
+            ),
+        };
+        let state_dir = pick!(state_dir).unwrap_or_else(|| watch_dir.join(".relay-agent"));
+        Ok(Self {
+            recursive: pick!(recursive).unwrap_or(false),
+            include,
+            bucket,
+            keys,
+            on_success,
+            settle: Duration::from_millis(pick!(settle_ms).unwrap_or(DEFAULT_SETTLE_MS)),
+            zstd_level,
+            concurrency,
+            multipart_threshold_bytes,
+            metrics_addr,
+            state_dir,
+            shutdown_timeout: Duration::from_secs(
+                pick!(shutdown_timeout_secs).unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT_SECS),
+            ),
+            s3_path_style: pick!(s3_path_style).unwrap_or(false),
+            log_format: pick!(log_format).unwrap_or_default(),
+            watch_dir,
+        })
+    }
+
+    /// Whether a file name is one the agent should relay.
+    pub fn wants(&self, name: &str) -> bool {
+        !is_hidden_or_temporary(name) && self.include.matches(name)
+    }
+}
+
+/// Writers commonly create `.name.tmp`, `name.part` or editor swap files and
+/// rename them into place; those are never finished data.
+pub fn is_hidden_or_temporary(name: &str) -> bool {
+    name.starts_with('.')
+        || name.ends_with('~')
+        || [
+            ".tmp",
+            ".temp",
+            ".part",
+            ".partial",
+            ".swp",
+            ".swx",
+            ".crdownload",
+        ]
+        .iter()
+        .any(|ext| name.ends_with(ext))
+}
+
+fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|source| ConfigError::Parse {
+        path: path.to_owned(),
+        source: Box::new(source),
+    })
+}
+
+fn parse_on_success(value: &str) -> Result<OnSuccess, ConfigError> {
+    match value {
+        "delete" => Ok(OnSuccess::Delete),
+        "keep" => Ok(OnSuccess::Keep),
+        other => match other.strip_prefix("move:") {
+            Some(dir) if !dir.is_empty() => Ok(OnSuccess::Move(PathBuf::from(dir))),
+            _ => Err(invalid(
+                "on-success",
+                format!("{other:?}: expected `delete`, `keep` or `move:<dir>`"),
+            )),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> Args {
+        let mut argv = vec!["edge-agent"];
+        argv.extend_from_slice(extra);
+        Args::try_parse_from(argv).unwrap()
+    }
+
+    #[test]
+    fn defaults_and_required_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        let err = Config::resolve(args(&["--bucket", "b"]), || None).unwrap_err();
+        assert!(err.to_string().contains("RELAY_WATCH_DIR"), "{err}");
+        let err = Config::resolve(args(&["--watch-dir", d]), || None).unwrap_err();
+        assert!(err.to_string().contains("RELAY_BUCKET"), "{err}");
+
+        let c = Config::resolve(args(&["--watch-dir", d, "--bucket", "b"]), || {
+            Some("host-1".into())
+        })
+        .unwrap();
+        assert_eq!(c.keys.source_id(), "host-1");
+        assert_eq!(c.keys.prefix(), "raw/");
+        assert_eq!(c.on_success, OnSuccess::Keep);
+        assert_eq!(c.settle, Duration::from_millis(1000));
+        assert_eq!(c.zstd_level, 3);
+        assert_eq!(c.metrics_addr, Some("127.0.0.1:9187".parse().unwrap()));
+        assert_eq!(c.state_dir, dir.path().join(".relay-agent"));
+        assert!(c.wants("1732227000.json"));
+        assert!(!c.wants(".1732227000.json"));
+        assert!(!c.wants("1732227000.json.tmp"));
+        assert!(!c.wants("1732227000.txt"));
+    }
+
+    #[test]
+    fn flags_override_file_which_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        let file = dir.path().join("agent.toml");
+        std::fs::write(
+            &file,
+            format!("watch_dir = {d:?}\nbucket = \"from-file\"\nsettle_ms = 250\nsource_id = \"f\"\non_success = \"delete\"\n"),
+        )
+        .unwrap();
+        let f = file.to_str().unwrap();
+        let c = Config::resolve(args(&["--config", f, "--bucket", "from-flag"]), || None).unwrap();
+        assert_eq!(c.bucket, "from-flag");
+        assert_eq!(c.settle, Duration::from_millis(250));
+        assert_eq!(c.on_success, OnSuccess::Delete);
+
+        std::fs::write(&file, "bucket = \"b\"\nsetle_ms = 5\n").unwrap();
+        let err = Config::resolve(args(&["--config", f]), || None).unwrap_err();
+        assert!(
+            err.to_string().contains("setle_ms"),
+            "unknown fields are named: {err}"
+        );
+    }
+
+    #[test]
+    fn invalid_values_say_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        let base = ["--watch-dir", d, "--bucket", "b", "--source-id", "s"];
+        let cases: &[(&[&str], &str)] = &[
+            (&["--on-success", "archive"], "move:<dir>"),
+            (
+                &["--on-success", "move:/nonexistent/relay"],
+                "not a directory",
+            ),
+            (&["--zstd-level", "40"], "1-19"),
+            (&["--concurrency", "0"], "1-256"),
+            (&["--multipart-threshold-bytes", "1024"], "5 MiB"),
+            (&["--metrics-addr", "nowhere"], "metrics address"),
+            (&["--include", "[*.json"], "include glob"),
+            (&["--raw-prefix", "raw"], "end with `/`"),
+            (&["--timestamp-format", "plain"], "no % conversion"),
+        ];
+        for (extra, want) in cases {
+            let mut argv: Vec<&str> = base.to_vec();
+            argv.extend_from_slice(extra);
+            let err = Config::resolve(args(&argv), || None)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(want), "{extra:?}: {err}");
+        }
+        let err = Config::resolve(
+            args(&["--watch-dir", "/nonexistent/relay", "--bucket", "b"]),
+            || None,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("not a directory"), "{err}");
+    }
+}

@@ -1,0 +1,439 @@
+//! The edge agent: watches a directory and relays every finished file to S3,
+//! zstd-compressed, under an immutable key, exactly once.
+//!
+//! One task owns all state (the tracker, the ready queue, the ledger); uploads
+//! run as bounded concurrent tasks and report back. That keeps the agent free
+//! of locks and its memory bounded by the number of files it knows about plus
+//! one part buffer per upload in flight.
+
+pub mod config;
+pub mod ledger;
+pub mod metrics;
+pub mod s3;
+pub mod tracker;
+pub mod upload;
+mod watch;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::future::Future;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tracing::{Instrument, debug, error, info, warn};
+
+use crate::config::{Config, OnSuccess};
+use crate::ledger::Ledger;
+use crate::tracker::{FileStat, Signal, Tracker};
+use crate::upload::{Job, ObjectMeta, Outcome, RetryPolicy, Sink, UploadError, stat_of};
+use crate::watch::WatchMsg;
+
+/// Counts from one run of the agent, for logs and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub uploaded: u64,
+    pub duplicates: u64,
+    pub gone: u64,
+    pub rejected: u64,
+    /// Uploads still running at the shutdown deadline; relayed on next start.
+    pub unfinished: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("watching {dir}: {source}")]
+    Watch { dir: PathBuf, source: notify::Error },
+    #[error("opening the upload ledger in {dir}: {source}")]
+    Ledger { dir: PathBuf, source: io::Error },
+}
+
+/// Runs until `shutdown` resolves, then stops taking new files and gives
+/// in-flight uploads `config.shutdown_timeout` to finish.
+pub async fn run<S: Sink>(
+    config: Config,
+    sink: S,
+    retry: RetryPolicy,
+    shutdown: impl Future<Output = ()>,
+) -> Result<Summary, AgentError> {
+    let ledger = match config.on_success {
+        OnSuccess::Keep => Some(
+            Ledger::open(&config.state_dir, &config.bucket, &config.watch_dir).map_err(
+                |source| AgentError::Ledger {
+                    dir: config.state_dir.clone(),
+                    source,
+                },
+            )?,
+        ),
+        _ => None,
+    };
+    let (tx, mut rx) = mpsc::channel(4096);
+    // Watch before scanning, so a file created during the scan is not missed.
+    let watcher = watch::start(&config.watch_dir, config.recursive, tx).map_err(|source| {
+        AgentError::Watch {
+            dir: config.watch_dir.clone(),
+            source,
+        }
+    })?;
+    let tick_every =
+        (config.settle / 4).clamp(Duration::from_millis(20), Duration::from_millis(250));
+    let mut agent = Agent {
+        tracker: Tracker::new(config.settle),
+        ready: VecDeque::new(),
+        queued: HashSet::new(),
+        inflight: HashMap::new(),
+        rejected: HashMap::new(),
+        ledger,
+        summary: Summary::default(),
+        sink,
+        retry,
+        config,
+    };
+    let root = agent.config.watch_dir.clone();
+    agent.scan(&root);
+    info!(
+        dir = %root.display(),
+        backlog = agent.tracker.len(),
+        bucket = %agent.config.bucket,
+        prefix = %agent.config.keys.source_prefix(),
+        "watching"
+    );
+
+    let mut uploads: JoinSet<(Job, Outcome, u32, Duration)> = JoinSet::new();
+    let mut tick = tokio::time::interval(tick_every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    loop {
+        while uploads.len() < agent.config.concurrency {
+            let Some(job) = agent.ready.pop_front() else {
+                break;
+            };
+            agent.queued.remove(&job.path);
+            agent.spawn(&mut uploads, job);
+        }
+        tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            Some(done) = uploads.join_next(), if !uploads.is_empty() => agent.finish(done),
+            Some(msg) = rx.recv() => agent.handle(msg),
+            _ = tick.tick() => agent.tick(),
+        }
+    }
+
+    drop(watcher);
+    let waiting = uploads.len();
+    info!(
+        in_flight = waiting,
+        timeout_secs = agent.config.shutdown_timeout.as_secs(),
+        "shutting down"
+    );
+    let deadline = tokio::time::sleep(agent.config.shutdown_timeout);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            () = &mut deadline => {
+                agent.summary.unfinished = uploads.len();
+                warn!(unfinished = uploads.len(), "shutdown deadline reached; unfinished files are relayed on the next start");
+                uploads.abort_all();
+                break;
+            }
+            done = uploads.join_next() => match done {
+                Some(done) => agent.finish(done),
+                None => break,
+            },
+        }
+    }
+    info!(summary = ?agent.summary, "stopped");
+    Ok(agent.summary)
+}
+
+struct Agent<S> {
+    config: Config,
+    sink: S,
+    retry: RetryPolicy,
+    tracker: Tracker,
+    ready: VecDeque<Job>,
+    /// Paths in `ready`.
+    queued: HashSet<PathBuf>,
+    /// Paths being uploaded, with their mtime for the oldest-file gauge.
+    inflight: HashMap<PathBuf, SystemTime>,
+    /// Files whose name gives no key, with the stat they had: not retried
+    /// until they change, and never deleted.
+    rejected: HashMap<PathBuf, FileStat>,
+    ledger: Option<Ledger>,
+    summary: Summary,
+}
+
+type Done = Result<(Job, Outcome, u32, Duration), tokio::task::JoinError>;
+
+impl<S: Sink> Agent<S> {
+    fn rel(&self, path: &Path) -> Option<String> {
+        path.strip_prefix(&self.config.watch_dir)
+            .ok()
+            .and_then(|r| r.to_str())
+            .map(str::to_owned)
+    }
+
+    /// Paths the agent itself writes to or moves files into.
+    fn is_own(&self, path: &Path) -> bool {
+        path.starts_with(&self.config.state_dir)
+            || matches!(&self.config.on_success, OnSuccess::Move(dir) if path.starts_with(dir))
+    }
+
+    fn handle(&mut self, msg: WatchMsg) {
+        match msg {
+            WatchMsg::File(path, signal) => self.observe(&path, signal),
+            WatchMsg::Dir(dir) => self.scan(&dir),
+            WatchMsg::Rescan(reason) => {
+                warn!(%reason, "rescanning the watch directory");
+                ::metrics::counter!(metrics::RESCANS).increment(1);
+                let root = self.config.watch_dir.clone();
+                self.scan(&root);
+            }
+        }
+    }
+
+    fn observe(&mut self, path: &Path, signal: Signal) {
+        if self.inflight.contains_key(path) || self.queued.contains(path) || self.is_own(path) {
+            return;
+        }
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            if let Some(name) = path.file_name() {
+                self.reject(
+                    path,
+                    None,
+                    &format!("file name {name:?} is not valid UTF-8"),
+                );
+            }
+            return;
+        };
+        if !self.config.wants(name) {
+            return;
+        }
+        let stat = match std::fs::metadata(path) {
+            Ok(m) if m.is_file() => Some(stat_of(&m)),
+            Ok(_) => return,
+            Err(_) => None,
+        };
+        if let Some(rel) = self.rel(path)
+            && let Some(ledger) = &mut self.ledger
+            && ledger.contains(&rel)
+        {
+            if stat.is_none() {
+                ledger.forget(&rel);
+            }
+            return;
+        }
+        match (stat, self.rejected.get(path)) {
+            (Some(s), Some(r)) if s == *r => return,
+            (_, Some(_)) => {
+                self.rejected.remove(path);
+            }
+            _ => {}
+        }
+        self.tracker.observe(path, stat, signal, Instant::now());
+    }
+
+    /// Walks `root` (recursively if configured) and observes every file found.
+    fn scan(&mut self, root: &Path) {
+        let depth = if self.config.recursive { usize::MAX } else { 1 };
+        let state_dir = self.config.state_dir.clone();
+        let walker = walkdir::WalkDir::new(root)
+            .min_depth(1)
+            .max_depth(depth)
+            .into_iter()
+            .filter_entry(|e| {
+                e.depth() == 0 || !(e.file_type().is_dir() && e.path().starts_with(&state_dir))
+            });
+        for entry in walker {
+            match entry {
+                Ok(e) if e.file_type().is_file() => self.observe(e.path(), Signal::Discovered),
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "scanning the watch directory"),
+            }
+        }
+    }
+
+    fn tick(&mut self) {
+        let now = Instant::now();
+        let paths: Vec<PathBuf> = self.tracker.paths().map(Path::to_path_buf).collect();
+        for path in paths {
+            let stat = std::fs::metadata(&path)
+                .ok()
+                .filter(|m| m.is_file())
+                .map(|m| stat_of(&m));
+            self.tracker.observe(&path, stat, Signal::Discovered, now);
+        }
+        for (path, stat) in self.tracker.take_due(now) {
+            self.enqueue(path, stat);
+        }
+        let backlog = self.tracker.len() + self.ready.len() + self.inflight.len();
+        ::metrics::gauge!(metrics::BACKLOG).set(backlog as f64);
+        let oldest = self
+            .tracker
+            .oldest_mtime()
+            .into_iter()
+            .chain(self.ready.iter().map(|j| j.stat.mtime))
+            .chain(self.inflight.values().copied())
+            .min();
+        let age = oldest
+            .and_then(|m| SystemTime::now().duration_since(m).ok())
+            .unwrap_or_default();
+        ::metrics::gauge!(metrics::OLDEST_WAITING).set(age.as_secs_f64());
+    }
+
+    fn enqueue(&mut self, path: PathBuf, stat: FileStat) {
+        let Some(rel) = self.rel(&path) else {
+            return self.reject(&path, Some(stat), "its path is not valid UTF-8");
+        };
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_owned();
+        let key = match self.config.keys.raw_key(&name) {
+            Ok(k) => k.key,
+            Err(e) => return self.reject(&path, Some(stat), &e.to_string()),
+        };
+        let meta = ObjectMeta {
+            original_name: name,
+            original_size: stat.size,
+            source_id: self.config.keys.source_id().to_owned(),
+        };
+        self.queued.insert(path.clone());
+        self.ready.push_back(Job {
+            path,
+            rel,
+            key,
+            stat,
+            meta,
+        });
+    }
+
+    fn reject(&mut self, path: &Path, stat: Option<FileStat>, reason: &str) {
+        error!(path = %path.display(), %reason, "cannot relay this file; it stays on disk until renamed or the key scheme is fixed");
+        ::metrics::counter!(metrics::REJECTED).increment(1);
+        self.summary.rejected += 1;
+        if let Some(stat) = stat {
+            self.rejected.insert(path.to_owned(), stat);
+        }
+    }
+
+    fn spawn(&mut self, uploads: &mut JoinSet<(Job, Outcome, u32, Duration)>, job: Job) {
+        self.inflight.insert(job.path.clone(), job.stat.mtime);
+        let sink = self.sink.clone();
+        let retry = self.retry.clone();
+        let (level, part) = (
+            self.config.zstd_level,
+            self.config.multipart_threshold_bytes,
+        );
+        let (bucket, prefix) = (self.config.bucket.clone(), self.config.keys.source_prefix());
+        let span = tracing::info_span!("file", path = %job.path.display(), key = %job.key);
+        uploads.spawn(
+            async move {
+                let started = Instant::now();
+                let on_error = |e: &UploadError, attempt: u32, delay: Duration| {
+                    let kind = e.kind();
+                    ::metrics::counter!(metrics::RETRIES, "kind" => kind).increment(1);
+                    ::metrics::counter!(metrics::ERRORS, "kind" => kind).increment(1);
+                    let transient = matches!(e, UploadError::S3(s) if s.retry() == relay_shared::s3::Retry::Transient);
+                    if transient {
+                        warn!(error = %e, kind, attempt, retry_in_ms = delay.as_millis() as u64, "upload failed; retrying");
+                    } else {
+                        let fix = upload::fix_hint(kind, &bucket, &prefix);
+                        error!(error = %e, kind, attempt, retry_in_secs = delay.as_secs(), %fix, "upload failed and needs attention; retrying slowly");
+                        metrics::set_permanent_failure(Some(format!("{e} ({fix})")));
+                    }
+                };
+                let (outcome, retries) = upload::upload_with_retry(&sink, &job, level, part, &retry, on_error).await;
+                (job, outcome, retries, started.elapsed())
+            }
+            .instrument(span),
+        );
+    }
+
+    fn finish(&mut self, done: Done) {
+        let (job, outcome, retries, elapsed) = match done {
+            Ok(v) => v,
+            Err(e) => {
+                // Upload tasks do not panic by design; if one did, its file is
+                // still on disk and the next rescan or restart relays it.
+                error!(error = %e, "an upload task failed");
+                return;
+            }
+        };
+        self.inflight.remove(&job.path);
+        let span = tracing::info_span!("file", path = %job.path.display(), key = %job.key);
+        let _enter = span.enter();
+        match outcome {
+            Outcome::Uploaded {
+                compressed_bytes,
+                parts,
+            } => {
+                metrics::set_permanent_failure(None);
+                self.summary.uploaded += 1;
+                ::metrics::counter!(metrics::FILES, "outcome" => "uploaded").increment(1);
+                ::metrics::counter!(metrics::BYTES_IN).increment(job.stat.size);
+                ::metrics::counter!(metrics::BYTES_OUT).increment(compressed_bytes);
+                ::metrics::histogram!(metrics::UPLOAD_SECONDS).record(elapsed.as_secs_f64());
+                if compressed_bytes > 0 {
+                    ::metrics::histogram!(metrics::COMPRESSION_RATIO)
+                        .record(job.stat.size as f64 / compressed_bytes as f64);
+                }
+                info!(
+                    bytes = job.stat.size,
+                    compressed_bytes,
+                    parts,
+                    retries,
+                    elapsed_ms = elapsed.as_millis() as u64,
+                    "uploaded"
+                );
+                self.after_success(&job);
+            }
+            Outcome::Duplicate => {
+                metrics::set_permanent_failure(None);
+                self.summary.duplicates += 1;
+                ::metrics::counter!(metrics::FILES, "outcome" => "duplicate").increment(1);
+                info!(retries, "already in S3 (412); counted as a duplicate");
+                self.after_success(&job);
+            }
+            Outcome::Gone => {
+                self.summary.gone += 1;
+                ::metrics::counter!(metrics::FILES, "outcome" => "gone").increment(1);
+                debug!("file vanished before upload; a peer agent handled it");
+            }
+            Outcome::Changed => {
+                warn!("file changed after it looked finished; waiting for it to settle again");
+                self.observe(&job.path, Signal::Discovered);
+            }
+        }
+    }
+
+    fn after_success(&mut self, job: &Job) {
+        let result = match &self.config.on_success {
+            OnSuccess::Keep => match &mut self.ledger {
+                Some(ledger) => ledger.record(&job.rel),
+                None => Ok(()),
+            },
+            OnSuccess::Delete => std::fs::remove_file(&job.path),
+            OnSuccess::Move(dir) => {
+                let target = dir.join(&job.rel);
+                target
+                    .parent()
+                    .map_or(Ok(()), std::fs::create_dir_all)
+                    .and_then(|()| std::fs::rename(&job.path, &target))
+            }
+        };
+        match result {
+            Ok(()) => {}
+            // A peer agent already deleted or moved it: S3 has the file either way.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                ::metrics::counter!(metrics::ERRORS, "kind" => "after_success").increment(1);
+                error!(path = %job.path.display(), error = %e, action = ?self.config.on_success,
+                    "S3 has the file, but the after-success action failed; it will be seen as a duplicate later");
+            }
+        }
+    }
+}

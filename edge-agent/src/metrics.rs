@@ -1,0 +1,126 @@
+//! Prometheus metrics and the health endpoint.
+//!
+//! Metrics go through the `metrics` facade; without an installed recorder
+//! (tests, `--metrics-addr off`) they cost nothing. `/healthz` answers 503
+//! while uploads are failing for a reason only an operator can fix.
+
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::get;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+
+pub const FILES: &str = "relay_agent_files_total";
+pub const BYTES_IN: &str = "relay_agent_bytes_in_total";
+pub const BYTES_OUT: &str = "relay_agent_bytes_out_total";
+pub const COMPRESSION_RATIO: &str = "relay_agent_compression_ratio";
+pub const UPLOAD_SECONDS: &str = "relay_agent_upload_seconds";
+pub const RETRIES: &str = "relay_agent_retries_total";
+pub const ERRORS: &str = "relay_agent_errors_total";
+pub const BACKLOG: &str = "relay_agent_backlog_files";
+pub const OLDEST_WAITING: &str = "relay_agent_oldest_waiting_seconds";
+pub const REJECTED: &str = "relay_agent_rejected_files_total";
+pub const RESCANS: &str = "relay_agent_rescans_total";
+
+static PERMANENT_FAILURE: Mutex<Option<String>> = Mutex::new(None);
+
+/// Marks the agent unhealthy with the reason, or healthy with `None`.
+pub fn set_permanent_failure(reason: Option<String>) {
+    if let Ok(mut slot) = PERMANENT_FAILURE.lock() {
+        *slot = reason;
+    }
+}
+
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        FILES,
+        "Files handled, by outcome (uploaded, duplicate, gone)"
+    );
+    describe_counter!(
+        BYTES_IN,
+        Unit::Bytes,
+        "Uncompressed bytes read from uploaded files"
+    );
+    describe_counter!(BYTES_OUT, Unit::Bytes, "Compressed bytes stored in S3");
+    describe_histogram!(COMPRESSION_RATIO, "Uncompressed / compressed size per file");
+    describe_histogram!(
+        UPLOAD_SECONDS,
+        Unit::Seconds,
+        "Time from upload start to S3's answer, retries included"
+    );
+    describe_counter!(
+        RETRIES,
+        "Upload attempts that failed and were retried, by error kind"
+    );
+    describe_counter!(
+        ERRORS,
+        "Errors by kind (upload failures, unreadable files, after-success actions)"
+    );
+    describe_gauge!(BACKLOG, "Files seen but not yet in S3");
+    describe_gauge!(
+        OLDEST_WAITING,
+        Unit::Seconds,
+        "Age (since mtime) of the oldest file not yet in S3"
+    );
+    describe_counter!(
+        REJECTED,
+        "Files that cannot be relayed (name gives no valid key), by reason"
+    );
+    describe_counter!(
+        RESCANS,
+        "Directory rescans after an inotify queue overflow or watch error"
+    );
+}
+
+/// Installs the global recorder and serves `/metrics` and `/healthz` on `addr`.
+pub async fn serve(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full(UPLOAD_SECONDS.to_owned()),
+            &[
+                0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+            ],
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full(COMPRESSION_RATIO.to_owned()),
+            &[1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 15.0, 20.0],
+        )?
+        .install_recorder()?;
+    describe();
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    let app = Router::new()
+        .route("/metrics", get(move || std::future::ready(handle.render())))
+        .route("/healthz", get(health));
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("binding the metrics address {addr}: {e}"))?;
+    let bound = listener.local_addr()?;
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "metrics server stopped");
+        }
+    });
+    Ok(bound)
+}
+
+async fn health() -> (StatusCode, String) {
+    let failure = PERMANENT_FAILURE.lock().ok().and_then(|s| s.clone());
+    match failure {
+        None => (StatusCode::OK, "ok\n".to_owned()),
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("unhealthy: {reason}\n"),
+        ),
+    }
+}

@@ -1,0 +1,86 @@
+//! Object metadata and encodings both stages agree on: what the edge agent
+//! attaches to a raw object, and how keys and names are escaped on the wire.
+
+use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
+
+/// `x-amz-meta-original-name`: the file's name, percent-encoded (S3 metadata
+/// travels as HTTP headers, which are ASCII-only).
+pub const ORIGINAL_NAME: &str = "original-name";
+/// `x-amz-meta-original-size`: the uncompressed size in bytes, in decimal.
+pub const ORIGINAL_SIZE: &str = "original-size";
+/// `x-amz-meta-source-id`: the edge source that produced the file.
+pub const SOURCE_ID: &str = "source-id";
+/// The edge agent always stores zstd frames of JSON text.
+pub const RAW_CONTENT_TYPE: &str = "application/json";
+pub const RAW_CONTENT_ENCODING: &str = "zstd";
+
+/// Everything but unreserved characters is escaped, so the value is plain ASCII.
+const HEADER_UNSAFE: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'%')
+    .add(b'<')
+    .add(b'>')
+    .add(b'\\')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}')
+    .add(b'+')
+    .add(b',')
+    .add(b';')
+    .add(b'=');
+
+/// Percent-encodes a value for an S3 metadata header.
+pub fn encode_header_value(value: &str) -> String {
+    utf8_percent_encode(value, HEADER_UNSAFE).to_string()
+}
+
+/// Decodes an object key as S3 event notifications deliver it: `+` is a space
+/// and `%XX` an escaped byte. Neither `aws_lambda_events` nor the official
+/// examples do this, and a raw `+` would otherwise name a different object.
+pub fn decode_event_key(key: &str) -> Result<String, std::str::Utf8Error> {
+    let spaced = key.replace('+', " ");
+    percent_decode_str(&spaced)
+        .decode_utf8()
+        .map(|c| c.into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn event_keys_decode_both_space_forms() {
+        assert_eq!(
+            decode_event_key("raw/a/b+c.json.zst").unwrap(),
+            "raw/a/b c.json.zst"
+        );
+        assert_eq!(
+            decode_event_key("raw/a/b%20c.json.zst").unwrap(),
+            "raw/a/b c.json.zst"
+        );
+        assert_eq!(decode_event_key("raw/a%2Bb").unwrap(), "raw/a+b");
+        assert_eq!(decode_event_key("caf%C3%A9").unwrap(), "café");
+        assert!(decode_event_key("bad%FF").is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn header_values_are_ascii_and_round_trip(value in "\\PC{0,40}") {
+            let enc = encode_header_value(&value);
+            prop_assert!(enc.bytes().all(|b| b.is_ascii_graphic()));
+            prop_assert_eq!(percent_decode_str(&enc).decode_utf8().unwrap(), value.as_str());
+        }
+
+        /// What S3 does to a key in an event (spaces as `+`, the rest escaped)
+        /// is undone exactly.
+        #[test]
+        fn event_key_round_trip(key in "\\PC{0,40}") {
+            let escaped = utf8_percent_encode(&key, HEADER_UNSAFE).to_string().replace("%20", "+");
+            prop_assert_eq!(decode_event_key(&escaped).unwrap(), key);
+        }
+    }
+}
