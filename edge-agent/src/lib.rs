@@ -182,6 +182,7 @@ impl<S: Sink> Agent<S> {
     }
 
     fn handle(&mut self, msg: WatchMsg) {
+        tracing::trace!(?msg, "watch event");
         match msg {
             WatchMsg::File(path, signal) => self.observe(&path, signal),
             WatchMsg::Dir(dir) => self.scan(&dir),

@@ -179,9 +179,17 @@ async fn next_chunk(
 }
 
 /// The file must still be what was judged finished when it was opened, or
-/// the bytes just compressed may not be the file's final content.
-fn unchanged(path: &Path, expect: FileStat) -> bool {
-    std::fs::metadata(path).is_ok_and(|m| stat_of(&m) == expect)
+/// the bytes just compressed may not be the file's final content. A file that
+/// vanished meanwhile was taken by a peer agent: the bytes read are complete
+/// (an open descriptor keeps an unlinked file readable), but storing them
+/// would only race the peer, so the upload stops.
+fn recheck(path: &Path, expect: FileStat) -> Option<Outcome> {
+    match std::fs::metadata(path) {
+        Ok(m) if stat_of(&m) == expect => None,
+        Ok(_) => Some(Outcome::Changed),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Some(Outcome::Gone),
+        Err(_) => Some(Outcome::Changed),
+    }
 }
 
 /// One attempt to store the file.
@@ -207,8 +215,8 @@ pub async fn upload_once<S: Sink>(
     };
     let (mut compressor, first) = next_chunk(compressor, part_bytes, &job.path).await?;
     if compressor.done {
-        if !unchanged(&job.path, job.stat) {
-            return Ok(Outcome::Changed);
+        if let Some(outcome) = recheck(&job.path, job.stat) {
+            return Ok(outcome);
         }
         let compressed_bytes = first.len() as u64;
         return match sink.put_new(&job.key, first, &job.meta).await {
@@ -236,8 +244,8 @@ pub async fn upload_once<S: Sink>(
             let number = i32::try_from(parts.len() + 1).unwrap_or(i32::MAX);
             parts.push(sink.put_part(&job.key, &upload_id, number, chunk).await?);
         }
-        if !unchanged(&job.path, job.stat) {
-            return Ok(Outcome::Changed);
+        if let Some(outcome) = recheck(&job.path, job.stat) {
+            return Ok(outcome);
         }
         let n = u32::try_from(parts.len()).unwrap_or(u32::MAX);
         match sink.complete_new(&job.key, &upload_id, parts).await {

@@ -121,3 +121,79 @@ impl Emulator {
         }
     }
 }
+
+impl Emulator {
+    /// An S3 client that reaches the emulator through `endpoint` (a proxy).
+    pub async fn s3_via(&self, endpoint: &str) -> aws_sdk_s3::Client {
+        let sdk = self.sdk.to_builder().endpoint_url(endpoint).build();
+        s3_client(
+            &sdk,
+            ClientOptions {
+                s3_path_style: true,
+            },
+        )
+    }
+}
+
+/// A TCP proxy in front of the emulator that a test can take down and bring
+/// back, to simulate a network outage or an emulator restart without
+/// disturbing other tests that share the emulator.
+#[derive(Debug)]
+pub struct TcpProxy {
+    addr: std::net::SocketAddr,
+    down: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TcpProxy {
+    /// Starts a proxy on a free loopback port forwarding to `upstream`
+    /// (`http://127.0.0.1:PORT`).
+    pub async fn start(upstream: &str) -> Self {
+        let target = upstream
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("binding a proxy port: {e}"));
+        let addr = listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("proxy address: {e}"));
+        let (down, watch) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if *watch.borrow() {
+                    drop(inbound); // Down: the client sees the connection closed.
+                    continue;
+                }
+                let mut cut = watch.clone();
+                let target = target.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut.wait_for(|down| *down) => {}
+                    }
+                });
+            }
+        });
+        Self { addr, down, task }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Takes the proxy down (refusing and cutting connections) or brings it back.
+    pub fn set_down(&self, down: bool) {
+        self.down.send_replace(down);
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -1,0 +1,373 @@
+//! The edge agent against the real S3 protocol (the local emulator): every
+//! finished file arrives once, with its content, whatever happens around it.
+
+mod common;
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use common::*;
+use relay_shared::testing::{Emulator, TcpProxy};
+
+const PREFIX: &str = "raw/edge-test/";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backlog_and_live_files_arrive_once_with_their_content() {
+    let emu = Emulator::connect().await;
+    let bucket = emu.bucket("agent-backlog").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut expected = std::collections::BTreeMap::new();
+    for i in 0..20 {
+        expected.insert(key_for(&name(i)), write_file(dir.path(), &name(i), i));
+    }
+    // Files the agent must ignore.
+    std::fs::write(dir.path().join(".hidden.json"), "{}").unwrap();
+    std::fs::write(dir.path().join("1763800000000.json.tmp"), "{}").unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "x").unwrap();
+
+    let agent = start(config(dir.path(), bucket.name(), &[]), bucket.clone());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for i in 20..30 {
+        let body = content(i);
+        if i % 2 == 0 {
+            // Written in place and closed.
+            write_file(dir.path(), &name(i), i);
+        } else {
+            // Written under a temporary name and renamed in, as many writers do.
+            let tmp = dir.path().join(format!(".{}.tmp", name(i)));
+            std::fs::write(&tmp, &body).unwrap();
+            std::fs::rename(&tmp, dir.path().join(name(i))).unwrap();
+        }
+        expected.insert(key_for(&name(i)), body);
+    }
+    wait_for_count(&bucket, PREFIX, 30, Duration::from_secs(30)).await;
+    let summary = agent.stop().await;
+
+    let stored = objects(&bucket, "").await;
+    assert_eq!(
+        stored, expected,
+        "exactly the expected keys, each with its bytes"
+    );
+    assert_eq!(
+        (summary.uploaded, summary.duplicates, summary.rejected),
+        (30, 0, 0)
+    );
+
+    let head = bucket
+        .client()
+        .head_object()
+        .bucket(bucket.name())
+        .key(key_for(&name(3)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.content_encoding(), Some("zstd"));
+    assert_eq!(head.content_type(), Some("application/json"));
+    let meta = head.metadata().unwrap();
+    assert_eq!(meta["original-name"], name(3));
+    assert_eq!(meta["original-size"], content(3).len().to_string());
+    assert_eq!(meta["source-id"], SOURCE);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_being_written_waits_until_it_is_closed() {
+    let emu = Emulator::connect().await;
+    let bucket = emu.bucket("agent-partial").await;
+    let dir = tempfile::tempdir().unwrap();
+    let agent = start(config(dir.path(), bucket.name(), &[]), bucket.clone());
+    // The file must be created after the watch is in place: a file found by
+    // the start-up scan has no close event and relies on settling alone.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+
+    let path = dir.path().join(name(1));
+    let mut f = std::fs::File::create(&path).unwrap();
+    f.write_all(b"# header\n{\"a\":1}\n").unwrap();
+    f.flush().unwrap();
+    // Far longer than the settle time: still open, so never uploaded.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        count(&bucket, PREFIX).await,
+        0,
+        "an open file must not be uploaded"
+    );
+    f.write_all(b"{\"b\":2}\n").unwrap();
+    drop(f);
+
+    wait_for_count(&bucket, PREFIX, 1, Duration::from_secs(15)).await;
+    agent.stop().await;
+    let stored = objects(&bucket, PREFIX).await;
+    assert_eq!(
+        stored[&key_for(&name(1))],
+        b"# header\n{\"a\":1}\n{\"b\":2}\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_files_go_multipart_and_arrive_whole() {
+    let emu = Emulator::connect().await;
+    let bucket = emu.bucket("agent-multipart").await;
+    let dir = tempfile::tempdir().unwrap();
+    // Incompressible, so 12 MiB stays above the 5 MiB part size.
+    let mut x: u64 = 88172645463325252;
+    let body: Vec<u8> = (0..12 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(dir.path().join(name(7)), &body).unwrap();
+    let agent = start(
+        config(
+            dir.path(),
+            bucket.name(),
+            &["--multipart-threshold-bytes", "5242880"],
+        ),
+        bucket.clone(),
+    );
+    wait_for_count(&bucket, PREFIX, 1, Duration::from_secs(60)).await;
+    let summary = agent.stop().await;
+    assert_eq!(summary.uploaded, 1);
+    let stored = objects(&bucket, PREFIX).await;
+    assert!(
+        stored[&key_for(&name(7))] == body,
+        "multipart object decodes to the file"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backlog_drains_after_s3_comes_back() {
+    let emu = Emulator::connect().await;
+    let bucket = emu.bucket("agent-outage").await;
+    let proxy = TcpProxy::start(&emu.endpoint).await;
+    let via_proxy =
+        relay_shared::s3::Bucket::new(emu.s3_via(&proxy.endpoint()).await, bucket.name());
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..15 {
+        write_file(dir.path(), &name(i), i);
+    }
+    proxy.set_down(true);
+    let agent = start(
+        config(dir.path(), bucket.name(), &["--on-success", "delete"]),
+        via_proxy,
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        count(&bucket, PREFIX).await,
+        0,
+        "nothing can arrive while S3 is down"
+    );
+    assert_eq!(
+        files_in(dir.path()).len(),
+        15,
+        "nothing is deleted while S3 is down"
+    );
+
+    proxy.set_down(false);
+    wait_for_count(&bucket, PREFIX, 15, Duration::from_secs(30)).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !files_in(dir.path()).is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let summary = agent.stop().await;
+    assert_eq!(summary.uploaded, 15);
+    assert!(
+        files_in(dir.path()).is_empty(),
+        "each file deleted once S3 had it"
+    );
+    for i in 0..15 {
+        assert_eq!(
+            objects(&bucket, &key_for(&name(i)))
+                .await
+                .into_values()
+                .next()
+                .unwrap(),
+            content(i)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_success_modes_delete_move_and_keep() {
+    let emu = Emulator::connect().await;
+
+    // delete
+    let bucket = emu.bucket("agent-delete").await;
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..3 {
+        write_file(dir.path(), &name(i), i);
+    }
+    let agent = start(
+        config(dir.path(), bucket.name(), &["--on-success", "delete"]),
+        bucket.clone(),
+    );
+    wait_for_count(&bucket, PREFIX, 3, Duration::from_secs(15)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    agent.stop().await;
+    assert!(files_in(dir.path()).is_empty());
+
+    // move:<dir>
+    let bucket = emu.bucket("agent-move").await;
+    let dir = tempfile::tempdir().unwrap();
+    let done = tempfile::tempdir().unwrap();
+    for i in 0..3 {
+        write_file(dir.path(), &name(i), i);
+    }
+    let mv = format!("move:{}", done.path().display());
+    let agent = start(
+        config(dir.path(), bucket.name(), &["--on-success", &mv]),
+        bucket.clone(),
+    );
+    wait_for_count(&bucket, PREFIX, 3, Duration::from_secs(15)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    agent.stop().await;
+    assert!(files_in(dir.path()).is_empty());
+    let moved: Vec<_> = files_in(done.path())
+        .iter()
+        .map(|p| std::fs::read(p).unwrap())
+        .collect();
+    assert_eq!(moved, (0..3).map(content).collect::<Vec<_>>());
+
+    // keep: files stay, and a restart uploads nothing again.
+    let bucket = emu.bucket("agent-keep").await;
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..3 {
+        write_file(dir.path(), &name(i), i);
+    }
+    let agent = start(config(dir.path(), bucket.name(), &[]), bucket.clone());
+    wait_for_count(&bucket, PREFIX, 3, Duration::from_secs(15)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(agent.stop().await.uploaded, 3);
+    assert_eq!(files_in(dir.path()).len(), 3);
+    let agent = start(config(dir.path(), bucket.name(), &[]), bucket.clone());
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let again = agent.stop().await;
+    assert_eq!(
+        (again.uploaded, again.duplicates),
+        (0, 0),
+        "the ledger stops re-uploads: {again:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_burst_loses_nothing_and_reuploads_almost_nothing() {
+    let emu = Emulator::connect().await;
+    let bucket = emu.bucket("agent-kill").await;
+    let dir = tempfile::tempdir().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    const N: usize = 200;
+    for i in 0..N {
+        write_file(dir.path(), &name(i), i);
+    }
+    let mut first = spawn_agent(
+        dir.path(),
+        bucket.name(),
+        &logs.path().join("1.log"),
+        &["--concurrency", "4"],
+    );
+    let start = Instant::now();
+    while count(&bucket, PREFIX).await < 20 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "agent made no progress"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.kill().unwrap(); // SIGKILL
+    first.wait().unwrap();
+    let before = count(&bucket, PREFIX).await;
+    assert!(
+        before < N,
+        "the kill must land mid-burst ({before} already uploaded)"
+    );
+
+    let second_log = logs.path().join("2.log");
+    let mut second = spawn_agent(
+        dir.path(),
+        bucket.name(),
+        &second_log,
+        &["--concurrency", "4"],
+    );
+    wait_for_count(&bucket, PREFIX, N, Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    sigterm(&second);
+    assert!(second.wait().unwrap().success(), "SIGTERM exits 0");
+
+    let lines = log_lines(&second_log);
+    let uploaded = count_messages(&lines, "uploaded");
+    let duplicates = count_messages(&lines, "already in S3 (412); counted as a duplicate");
+    assert_eq!(
+        uploaded,
+        N - before,
+        "the restart uploads exactly what S3 lacked"
+    );
+    // Only files whose ledger line the kill cut off can be tried again, and
+    // S3 refuses those (412): at most the uploads that were in flight.
+    assert!(duplicates <= 4, "{duplicates} duplicates after restart");
+    let stored = objects(&bucket, PREFIX).await;
+    assert_eq!(stored.len(), N);
+    for i in 0..N {
+        assert_eq!(stored[&key_for(&name(i))], content(i), "{}", name(i));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_agents_on_one_directory_store_each_file_once_without_errors() {
+    let emu = Emulator::connect().await;
+    let bucket = emu.bucket("agent-pair").await;
+    let dir = tempfile::tempdir().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let (log_a, log_b) = (logs.path().join("a.log"), logs.path().join("b.log"));
+    // Separate state dirs, as two hosts sharing a directory would have.
+    let state_a = logs.path().join("state-a").display().to_string();
+    let state_b = logs.path().join("state-b").display().to_string();
+    let mut a = spawn_agent(
+        dir.path(),
+        bucket.name(),
+        &log_a,
+        &["--on-success", "delete", "--state-dir", &state_a],
+    );
+    let mut b = spawn_agent(
+        dir.path(),
+        bucket.name(),
+        &log_b,
+        &["--on-success", "delete", "--state-dir", &state_b],
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    const N: usize = 100;
+    for i in 0..N {
+        write_file(dir.path(), &name(i), i);
+        if i % 10 == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    wait_for_count(&bucket, PREFIX, N, Duration::from_secs(60)).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !files_in(dir.path()).is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    sigterm(&a);
+    sigterm(&b);
+    assert!(a.wait().unwrap().success() && b.wait().unwrap().success());
+
+    assert!(files_in(dir.path()).is_empty(), "every file deleted");
+    let (la, lb) = (log_lines(&log_a), log_lines(&log_b));
+    assert_eq!(
+        problems(&la),
+        Vec::<String>::new(),
+        "agent A reported problems"
+    );
+    assert_eq!(
+        problems(&lb),
+        Vec::<String>::new(),
+        "agent B reported problems"
+    );
+    let uploaded = count_messages(&la, "uploaded") + count_messages(&lb, "uploaded");
+    assert_eq!(uploaded, N, "each file stored by exactly one agent");
+    let stored = objects(&bucket, PREFIX).await;
+    for i in 0..N {
+        assert_eq!(stored[&key_for(&name(i))], content(i));
+    }
+}

@@ -1,0 +1,224 @@
+//! Helpers for the agent's integration tests against the local emulator.
+
+#![allow(dead_code)] // Each test binary uses a different subset.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test-only helpers: a panic is a test failure.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use edge_agent::Summary;
+use edge_agent::config::{Args, Config};
+use edge_agent::s3::S3Sink;
+use edge_agent::upload::RetryPolicy;
+use relay_shared::s3::Bucket;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const SOURCE: &str = "edge-test";
+
+/// Retries fast, so outage tests finish quickly once S3 is back.
+pub fn fast_retry() -> RetryPolicy {
+    RetryPolicy {
+        min_delay: Duration::from_millis(50),
+        max_delay: Duration::from_millis(400),
+        permanent_delay: Duration::from_millis(400),
+    }
+}
+
+pub fn config(dir: &Path, bucket: &str, extra: &[&str]) -> Config {
+    let mut argv = vec![
+        "edge-agent".to_owned(),
+        "--watch-dir".into(),
+        dir.display().to_string(),
+        "--bucket".into(),
+        bucket.into(),
+        "--source-id".into(),
+        SOURCE.into(),
+        "--settle-ms".into(),
+        "150".into(),
+        "--metrics-addr".into(),
+        "off".into(),
+    ];
+    argv.extend(extra.iter().map(|s| s.to_string()));
+    Config::resolve(Args::try_parse_from(argv).unwrap(), || None).unwrap()
+}
+
+/// An agent running in this process, stopped by [`RunningAgent::stop`].
+pub struct RunningAgent {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<Summary>,
+}
+
+pub fn start(config: Config, bucket: Bucket) -> RunningAgent {
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        edge_agent::run(config, S3Sink::new(bucket), fast_retry(), async {
+            let _ = stopped.await;
+        })
+        .await
+        .unwrap()
+    });
+    RunningAgent { stop, task }
+}
+
+impl RunningAgent {
+    pub async fn stop(self) -> Summary {
+        let _ = self.stop.send(());
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("agent stops within 30 s")
+            .unwrap()
+    }
+}
+
+/// Writes a file the way the container does: comment preamble, then JSON.
+pub fn write_file(dir: &Path, name: &str, seed: usize) -> Vec<u8> {
+    let body = content(seed);
+    std::fs::write(dir.join(name), &body).unwrap();
+    body
+}
+
+pub fn content(seed: usize) -> Vec<u8> {
+    let mut s = format!("# collector v1 seed {seed}\n// started\n");
+    for i in 0..(seed % 7 + 1) {
+        s.push_str(&format!(
+            "{{\"id\":{seed}{i},\"msg\":\"héllo ✓ {seed}\",\"n\":1.50e3,\"big\":12345678901234567890}}\n"
+        ));
+    }
+    s.into_bytes()
+}
+
+/// Epoch-millis names, one second apart, so keys are distinct and sortable.
+pub fn name(i: usize) -> String {
+    format!("{}.json", 1_763_800_000_000u64 + i as u64 * 1000)
+}
+
+/// Lists every object under `prefix` with its decompressed content.
+pub async fn objects(bucket: &Bucket, prefix: &str) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut pages = bucket
+        .client()
+        .list_objects_v2()
+        .bucket(bucket.name())
+        .prefix(prefix)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        for obj in page.unwrap().contents() {
+            let key = obj.key().unwrap().to_owned();
+            let (raw, _) = bucket.get_bytes(&key).await.unwrap();
+            let plain = zstd::decode_all(&raw[..]).unwrap_or_else(|e| panic!("{key}: {e}"));
+            out.insert(key, plain);
+        }
+    }
+    out
+}
+
+pub async fn count(bucket: &Bucket, prefix: &str) -> usize {
+    let mut n = 0;
+    let mut pages = bucket
+        .client()
+        .list_objects_v2()
+        .bucket(bucket.name())
+        .prefix(prefix)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        n += page.unwrap().contents().len();
+    }
+    n
+}
+
+/// Waits until `n` objects exist under `prefix`, or panics after `timeout`.
+pub async fn wait_for_count(bucket: &Bucket, prefix: &str, n: usize, timeout: Duration) {
+    let start = Instant::now();
+    loop {
+        let have = count(bucket, prefix).await;
+        if have >= n {
+            return;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "only {have} of {n} objects after {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The key the agent must use for `name` (epoch millis).
+pub fn key_for(name: &str) -> String {
+    relay_shared::keys::KeyScheme::new("raw/", SOURCE, Default::default())
+        .unwrap()
+        .raw_key(name)
+        .unwrap()
+        .key
+}
+
+/// The agent binary, with JSON logs to `log`, for kill -9 and peer tests.
+pub fn spawn_agent(dir: &Path, bucket: &str, log: &Path, extra: &[&str]) -> Child {
+    let log_file = std::fs::File::create(log).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_edge-agent"))
+        .args([
+            "--watch-dir",
+            &dir.display().to_string(),
+            "--bucket",
+            bucket,
+        ])
+        .args([
+            "--source-id",
+            SOURCE,
+            "--settle-ms",
+            "150",
+            "--metrics-addr",
+            "off",
+        ])
+        .args(["--log-format", "json", "--s3-path-style", "true"])
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log_file)
+        .spawn()
+        .unwrap()
+}
+
+/// Log lines of a JSON-logging agent, parsed.
+pub fn log_lines(log: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+pub fn count_messages(lines: &[serde_json::Value], message: &str) -> usize {
+    lines.iter().filter(|l| l["message"] == message).count()
+}
+
+pub fn problems(lines: &[serde_json::Value]) -> Vec<String> {
+    lines
+        .iter()
+        .filter(|l| l["level"] == "ERROR" || l["level"] == "WARN")
+        .map(|l| l.to_string())
+        .collect()
+}
+
+pub fn sigterm(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+pub fn files_in(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .collect();
+    v.sort();
+    v
+}
