@@ -122,6 +122,7 @@ pub async fn run<S: Sink>(
     }
 
     drop(watcher);
+    agent.sync_ledger();
     let waiting = uploads.len();
     info!(
         in_flight = waiting,
@@ -144,6 +145,7 @@ pub async fn run<S: Sink>(
             },
         }
     }
+    agent.sync_ledger();
     info!(summary = ?agent.summary, "stopped");
     Ok(agent.summary)
 }
@@ -256,7 +258,17 @@ impl<S: Sink> Agent<S> {
         }
     }
 
+    fn sync_ledger(&mut self) {
+        if let Some(ledger) = &mut self.ledger
+            && let Err(e) = ledger.sync()
+        {
+            ::metrics::counter!(metrics::ERRORS, "kind" => "ledger").increment(1);
+            error!(path = %ledger.path().display(), error = %e, "cannot sync the upload ledger; after a crash, kept files may be offered to S3 again (harmless 412s)");
+        }
+    }
+
     fn tick(&mut self) {
+        self.sync_ledger();
         let now = Instant::now();
         let paths: Vec<PathBuf> = self.tracker.paths().map(Path::to_path_buf).collect();
         for path in paths {
@@ -271,11 +283,12 @@ impl<S: Sink> Agent<S> {
         }
         let backlog = self.tracker.len() + self.ready.len() + self.inflight.len();
         ::metrics::gauge!(metrics::BACKLOG).set(backlog as f64);
+        // The ready queue is filled oldest first, so its front stands for it.
         let oldest = self
             .tracker
             .oldest_mtime()
             .into_iter()
-            .chain(self.ready.iter().map(|j| j.stat.mtime))
+            .chain(self.ready.front().map(|j| j.stat.mtime))
             .chain(self.inflight.values().copied())
             .min();
         let age = oldest

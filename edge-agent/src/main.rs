@@ -12,11 +12,9 @@ use relay_shared::client::{ClientOptions, load_sdk_config, s3_client};
 use relay_shared::s3::Bucket;
 use relay_shared::telemetry::init_tracing;
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    let config = match Config::resolve(Args::parse(), || {
-        gethostname::gethostname().into_string().ok()
-    }) {
+fn main() -> ExitCode {
+    let hostname = || gethostname::gethostname().into_string().ok();
+    let config = match Config::resolve(Args::parse(), hostname) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("edge-agent: {e:#}");
@@ -27,7 +25,22 @@ async fn main() -> ExitCode {
         eprintln!("edge-agent: {e}");
         return ExitCode::FAILURE;
     }
-    match start(config).await {
+    // One thread runs all async work (uploads wait on the network), and the
+    // blocking pool that compresses is capped at the upload concurrency:
+    // fewer threads mean fewer cross-thread wake-ups and malloc arenas, which
+    // is much of the agent's CPU and memory beyond zstd itself.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(config.concurrency)
+        .build();
+    let runtime = match runtime {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("edge-agent: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(start(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

@@ -199,21 +199,32 @@ pub async fn upload_once<S: Sink>(
     level: i32,
     part_bytes: u64,
 ) -> Result<Outcome, UploadError> {
+    // Opening and compressing the first part share one trip to the blocking
+    // pool: most files fit in one part, so this is their only one.
     let (path, expect) = (job.path.clone(), job.stat);
-    let opened = tokio::task::spawn_blocking(move || Compressor::open(&path, expect, level))
-        .await
-        .map_err(|e| io::Error::other(e.to_string()))
-        .and_then(|r| r)
-        .map_err(|source| UploadError::Read {
-            path: job.path.clone(),
-            source,
-        })?;
-    let compressor = match opened {
-        Opened::Ready(c) => c,
-        Opened::Gone => return Ok(Outcome::Gone),
-        Opened::Changed => return Ok(Outcome::Changed),
+    let first = tokio::task::spawn_blocking(
+        move || -> io::Result<Result<(Compressor, Vec<u8>), Outcome>> {
+            Ok(match Compressor::open(&path, expect, level)? {
+                Opened::Ready(mut c) => {
+                    let chunk = c.next_chunk(part_bytes)?;
+                    Ok((c, chunk))
+                }
+                Opened::Gone => Err(Outcome::Gone),
+                Opened::Changed => Err(Outcome::Changed),
+            })
+        },
+    )
+    .await
+    .map_err(|e| io::Error::other(e.to_string()))
+    .and_then(|r| r)
+    .map_err(|source| UploadError::Read {
+        path: job.path.clone(),
+        source,
+    })?;
+    let (mut compressor, first) = match first {
+        Ok(v) => v,
+        Err(outcome) => return Ok(outcome),
     };
-    let (mut compressor, first) = next_chunk(compressor, part_bytes, &job.path).await?;
     if compressor.done {
         if let Some(outcome) = recheck(&job.path, job.stat) {
             return Ok(outcome);

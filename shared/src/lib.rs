@@ -5,6 +5,7 @@ pub mod client;
 pub mod keys;
 pub mod meta;
 pub mod s3;
+pub mod sample;
 pub mod telemetry;
 
 #[cfg(feature = "test-support")]
