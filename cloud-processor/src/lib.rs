@@ -1,0 +1,7 @@
+//! The cloud processor: turns raw objects from the edge agent into packed SQS
+//! messages. Pure stages (reader, projection, packing) have no I/O; the
+//! pipeline drives them over a stream; AWS adapters are leaf modules.
+
+pub mod pack;
+pub mod project;
+pub mod reader;

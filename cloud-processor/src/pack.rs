@@ -1,0 +1,342 @@
+//! Packing: projected records, in order, into SQS message bodies as large as
+//! the queue allows, and messages into SendMessageBatch calls.
+//!
+//! Sizes are UTF-8 bytes, as SQS counts them (the emulator counts characters
+//! and ignores attributes, so these rules are tested here, not there). The
+//! body limit is the queue's limit minus the worst case of the attributes,
+//! so how records are cut into chunks depends only on the object and the
+//! config, which is what lets a resumed run re-create the same chunks.
+
+/// SendMessageBatch: at most 10 entries.
+pub const MAX_BATCH_ENTRIES: usize = 10;
+/// SendMessageBatch: the whole payload (bodies plus attributes) is capped too.
+pub const DEFAULT_MAX_BATCH_BYTES: usize = 1024 * 1024;
+
+/// Message attribute names, part of the output contract for consumers.
+pub const ATTR_SOURCE_KEY: &str = "relay.source_key";
+pub const ATTR_CHUNK: &str = "relay.chunk";
+pub const ATTR_RECORDS: &str = "relay.records";
+
+/// How records are joined in a body.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BodyFormat {
+    /// One record per line, no trailing newline.
+    #[default]
+    Ndjson,
+    /// A JSON array of records.
+    Array,
+}
+
+/// Bytes the three attributes take, at most, for a given source key: SQS counts
+/// each attribute's name, data type and value. Chunk index and record count
+/// are u32, so at most 10 digits each.
+pub fn attributes_size(source_key: &str) -> usize {
+    let string = "String".len();
+    let number = "Number".len();
+    ATTR_SOURCE_KEY.len()
+        + string
+        + source_key.len()
+        + ATTR_CHUNK.len()
+        + number
+        + 10
+        + ATTR_RECORDS.len()
+        + number
+        + 10
+}
+
+/// One SQS message body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chunk {
+    pub index: u32,
+    pub records: u32,
+    pub body: Vec<u8>,
+}
+
+/// A record too large for any message, even alone.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the projected record is {size} bytes; a message body can hold at most {limit}")]
+pub struct Oversized {
+    pub size: usize,
+    pub limit: usize,
+}
+
+/// Accumulates records into bodies of at most `max_body_bytes`.
+#[derive(Debug)]
+pub struct Packer {
+    max_body_bytes: usize,
+    format: BodyFormat,
+    body: Vec<u8>,
+    records: u32,
+    next_index: u32,
+}
+
+impl Packer {
+    pub fn new(max_body_bytes: usize, format: BodyFormat) -> Self {
+        Self {
+            max_body_bytes,
+            format,
+            body: Vec::new(),
+            records: 0,
+            next_index: 0,
+        }
+    }
+
+    /// The size of a body holding just this record.
+    fn alone(&self, record: &[u8]) -> usize {
+        match self.format {
+            BodyFormat::Ndjson => record.len(),
+            BodyFormat::Array => record.len() + 2,
+        }
+    }
+
+    /// Adds a record. Returns the finished chunk when the record did not fit
+    /// in the current one (the record then starts the next chunk).
+    pub fn push(&mut self, record: &[u8]) -> Result<Option<Chunk>, Oversized> {
+        if self.alone(record) > self.max_body_bytes {
+            return Err(Oversized {
+                size: self.alone(record),
+                limit: self.max_body_bytes,
+            });
+        }
+        // Adding to a non-empty body costs a separator; the array's closing
+        // bracket is already counted in `body.len() + 1`.
+        let grown = match (self.format, self.records) {
+            (_, 0) => self.alone(record),
+            (BodyFormat::Ndjson, _) => self.body.len() + 1 + record.len(),
+            (BodyFormat::Array, _) => self.body.len() + 1 + record.len() + 1,
+        };
+        let finished = if grown > self.max_body_bytes {
+            self.take()
+        } else {
+            None
+        };
+        match (self.format, self.records) {
+            (BodyFormat::Ndjson, 0) => {}
+            (BodyFormat::Ndjson, _) => self.body.push(b'\n'),
+            (BodyFormat::Array, 0) => self.body.push(b'['),
+            (BodyFormat::Array, _) => self.body.push(b','),
+        }
+        self.body.extend_from_slice(record);
+        self.records += 1;
+        Ok(finished)
+    }
+
+    /// Finishes the current chunk, if it has any records.
+    pub fn take(&mut self) -> Option<Chunk> {
+        if self.records == 0 {
+            return None;
+        }
+        let mut body = std::mem::take(&mut self.body);
+        if self.format == BodyFormat::Array {
+            body.push(b']');
+        }
+        let chunk = Chunk {
+            index: self.next_index,
+            records: self.records,
+            body,
+        };
+        self.next_index += 1;
+        self.records = 0;
+        Some(chunk)
+    }
+}
+
+/// Groups chunks into SendMessageBatch calls: at most 10 entries, and at most
+/// `max_batch_bytes` of bodies plus attributes.
+#[derive(Debug)]
+pub struct Batcher {
+    max_batch_bytes: usize,
+    attrs: usize,
+    pending: Vec<Chunk>,
+    bytes: usize,
+}
+
+impl Batcher {
+    pub fn new(max_batch_bytes: usize, source_key: &str) -> Self {
+        Self {
+            max_batch_bytes,
+            attrs: attributes_size(source_key),
+            pending: Vec::new(),
+            bytes: 0,
+        }
+    }
+
+    /// Adds a chunk; returns a full batch when this chunk did not fit.
+    pub fn push(&mut self, chunk: Chunk) -> Option<Vec<Chunk>> {
+        let size = chunk.body.len() + self.attrs;
+        let full = if self.pending.len() == MAX_BATCH_ENTRIES
+            || self.bytes + size > self.max_batch_bytes
+        {
+            self.take()
+        } else {
+            None
+        };
+        self.bytes += size;
+        self.pending.push(chunk);
+        full
+    }
+
+    pub fn take(&mut self) -> Option<Vec<Chunk>> {
+        self.bytes = 0;
+        (!self.pending.is_empty()).then(|| std::mem::take(&mut self.pending))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn pack_all(records: &[Vec<u8>], limit: usize, format: BodyFormat) -> (Vec<Chunk>, Vec<usize>) {
+        let mut p = Packer::new(limit, format);
+        let (mut chunks, mut oversized) = (Vec::new(), Vec::new());
+        for (i, r) in records.iter().enumerate() {
+            match p.push(r) {
+                Ok(Some(c)) => chunks.push(c),
+                Ok(None) => {}
+                Err(_) => oversized.push(i),
+            }
+        }
+        chunks.extend(p.take());
+        (chunks, oversized)
+    }
+
+    fn unpack(chunk: &Chunk, format: BodyFormat) -> Vec<Vec<u8>> {
+        match format {
+            BodyFormat::Ndjson => chunk
+                .body
+                .split(|&b| b == b'\n')
+                .map(<[u8]>::to_vec)
+                .collect(),
+            BodyFormat::Array => serde_json::from_slice::<Vec<serde_json::Value>>(&chunk.body)
+                .unwrap()
+                .iter()
+                .map(|v| v.to_string().into_bytes())
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn exact_fit_and_one_byte_over() {
+        // Two 4-byte records and a newline: exactly 9 bytes.
+        let recs = vec![b"{\"a\"".to_vec(), b"{\"b\"".to_vec(), b"{\"c\"".to_vec()];
+        let (chunks, _) = pack_all(&recs, 9, BodyFormat::Ndjson);
+        assert_eq!(chunks.len(), 2);
+        assert_eq!(chunks[0].body, b"{\"a\"\n{\"b\"");
+        assert_eq!((chunks[0].records, chunks[1].records), (2, 1));
+        let (chunks, _) = pack_all(&recs, 8, BodyFormat::Ndjson);
+        assert_eq!(chunks.len(), 3);
+        // Array: `[` + 4 + `,` + 4 + `]` = 11.
+        let (chunks, _) = pack_all(&recs, 11, BodyFormat::Array);
+        assert_eq!(chunks[0].body, b"[{\"a\",{\"b\"]");
+    }
+
+    #[test]
+    fn sizes_are_utf8_bytes_not_characters() {
+        // 4 characters, 12 bytes: a character-counting emulator would accept
+        // what SQS refuses.
+        let rec = "\"日本語\"".as_bytes().to_vec();
+        assert_eq!(rec.len(), 11);
+        let (chunks, oversized) = pack_all(&[rec.clone(), rec], 11, BodyFormat::Ndjson);
+        assert_eq!((chunks.len(), oversized.len()), (2, 0));
+        let (_, oversized) = pack_all(&["\"日本語\"".as_bytes().to_vec()], 10, BodyFormat::Ndjson);
+        assert_eq!(oversized, [0]);
+    }
+
+    #[test]
+    fn attributes_are_counted() {
+        let key = "raw/s/2026/11/21/22/1.json.zst";
+        assert_eq!(
+            attributes_size(key),
+            "relay.source_key".len()
+                + 6
+                + key.len()
+                + "relay.chunk".len()
+                + 6
+                + 10
+                + "relay.records".len()
+                + 6
+                + 10
+        );
+        // Ten 100 KB chunks fit a 1 MiB batch only without attributes.
+        let mut b = Batcher::new(10 * 100_000 + 9 * attributes_size(key), key);
+        for i in 0..9 {
+            assert!(
+                b.push(Chunk {
+                    index: i,
+                    records: 1,
+                    body: vec![b'x'; 100_000]
+                })
+                .is_none()
+            );
+        }
+        let full = b
+            .push(Chunk {
+                index: 9,
+                records: 1,
+                body: vec![b'x'; 100_000],
+            })
+            .unwrap();
+        assert_eq!(full.len(), 9);
+        assert_eq!(b.take().unwrap().len(), 1);
+    }
+
+    proptest! {
+        /// Packing never exceeds the limit, keeps order, loses and duplicates
+        /// nothing, and rejects exactly the records too big to send alone.
+        #[test]
+        fn packing_is_lossless_ordered_and_bounded(
+            lens in proptest::collection::vec(1usize..300, 0..200),
+            limit in 50usize..1000,
+            array in any::<bool>(),
+        ) {
+            let format = if array { BodyFormat::Array } else { BodyFormat::Ndjson };
+            let records: Vec<Vec<u8>> = lens.iter().enumerate()
+                .map(|(i, &n)| format!("{{\"i\":{i},\"p\":\"{}\"}}", "é".repeat(n / 2)).into_bytes())
+                .collect();
+            let (chunks, oversized) = pack_all(&records, limit, format);
+            let mut seen = Vec::new();
+            for (n, c) in chunks.iter().enumerate() {
+                prop_assert!(c.body.len() <= limit, "chunk of {} bytes over {}", c.body.len(), limit);
+                prop_assert_eq!(c.index as usize, n);
+                let parts = unpack(c, format);
+                prop_assert_eq!(parts.len(), c.records as usize);
+                seen.extend(parts);
+            }
+            let expected: Vec<Vec<u8>> = records.iter().enumerate()
+                .filter(|(i, _)| !oversized.contains(i))
+                .map(|(_, r)| r.clone())
+                .collect();
+            prop_assert_eq!(seen, expected);
+            for i in oversized {
+                let alone = records[i].len() + if array { 2 } else { 0 };
+                prop_assert!(alone > limit);
+            }
+        }
+
+        /// Batches respect both SendMessageBatch limits and keep order.
+        #[test]
+        fn batches_are_bounded(sizes in proptest::collection::vec(1usize..50_000, 0..60)) {
+            let key = "raw/k";
+            let limit = 200_000;
+            let mut b = Batcher::new(limit, key);
+            let mut batches = Vec::new();
+            for (i, s) in sizes.iter().enumerate() {
+                batches.extend(b.push(Chunk { index: i as u32, records: 1, body: vec![b'x'; *s] }));
+            }
+            batches.extend(b.take());
+            let mut next = 0;
+            for batch in &batches {
+                prop_assert!(batch.len() <= MAX_BATCH_ENTRIES && !batch.is_empty());
+                let bytes: usize = batch.iter().map(|c| c.body.len() + attributes_size(key)).sum();
+                prop_assert!(bytes <= limit);
+                for c in batch {
+                    prop_assert_eq!(c.index, next);
+                    next += 1;
+                }
+            }
+            prop_assert_eq!(next as usize, sizes.len());
+        }
+    }
+}
