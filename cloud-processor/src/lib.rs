@@ -3,5 +3,6 @@
 //! pipeline drives them over a stream; AWS adapters are leaf modules.
 
 pub mod pack;
+pub mod pipeline;
 pub mod project;
 pub mod reader;

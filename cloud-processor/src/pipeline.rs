@@ -1,0 +1,383 @@
+//! The processor's data path over one raw object, with no I/O of its own:
+//! decompress (zstd, detected by magic bytes, or plain), read records, project,
+//! pack. Chunks go to a callback as soon as they are full, so memory stays at
+//! a few message sizes plus the decoder's buffers whatever the object size.
+
+use std::io::{self, BufRead, BufReader, Read};
+use std::ops::ControlFlow;
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use crate::pack::{BodyFormat, Chunk, Packer};
+use crate::project::{Projection, RecordError};
+use crate::reader::{Item, Reader, Reject};
+
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
+/// A report with every reject of a garbage file would be as big as the file.
+pub const MAX_REPORTED_REJECTS: usize = 1000;
+
+/// Everything that shapes the output. Two runs with equal settings over the
+/// same object produce the same chunks.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub projection: Projection,
+    pub format: BodyFormat,
+    /// Largest body: the queue's limit less the attributes' worst case.
+    pub max_body_bytes: usize,
+    /// Largest record the reader will frame (bigger ones are rejected).
+    pub max_record_bytes: usize,
+    /// Decompressed size above which the object is quarantined.
+    pub max_decompressed_bytes: u64,
+    /// JSON pointer to the array of records inside each top-level value.
+    pub records_pointer: Option<String>,
+}
+
+/// Counts for one object.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    pub bytes_decompressed: u64,
+    pub preamble_lines: u64,
+    pub records_in: u64,
+    pub records_out: u64,
+    pub rejected: u64,
+    pub chunks: u32,
+}
+
+/// The outcome of a complete run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    pub stats: Stats,
+    /// The first [`MAX_REPORTED_REJECTS`] rejects (`stats.rejected` counts all).
+    pub rejects: Vec<Reject>,
+    /// False if the callback asked to stop early.
+    pub complete: bool,
+}
+
+/// Why an object could not be read at all. These are quarantined, not retried.
+#[derive(Debug, thiserror::Error)]
+pub enum Unreadable {
+    #[error("the zstd data is corrupt or truncated: {0}")]
+    Corrupt(io::Error),
+    #[error("it decompresses to more than the {limit}-byte limit")]
+    TooLarge { limit: u64 },
+    #[error("reading it failed: {0}")]
+    Io(io::Error),
+}
+
+/// Counts bytes and fails past the limit, so a zstd bomb stops early.
+struct Limited<R> {
+    inner: R,
+    read: u64,
+    limit: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("decompressed size limit exceeded")]
+struct LimitExceeded;
+
+impl<R: Read> Read for Limited<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        if self.read > self.limit {
+            return Err(io::Error::other(LimitExceeded));
+        }
+        Ok(n)
+    }
+}
+
+struct Run<'a, F> {
+    settings: &'a Settings,
+    packer: Packer,
+    report: Report,
+    record: Vec<u8>,
+    on_chunk: F,
+}
+
+impl<F: FnMut(Chunk) -> ControlFlow<()>> Run<'_, F> {
+    fn reject(&mut self, reject: Reject) {
+        self.report.stats.rejected += 1;
+        if self.report.rejects.len() < MAX_REPORTED_REJECTS {
+            self.report.rejects.push(reject);
+        }
+    }
+
+    fn emit(&mut self, chunk: Chunk) -> ControlFlow<()> {
+        self.report.stats.chunks += 1;
+        (self.on_chunk)(chunk)
+    }
+
+    /// Projects and packs one record.
+    fn record(&mut self, bytes: &[u8], line: u64, offset: u64) -> ControlFlow<()> {
+        self.report.stats.records_in += 1;
+        self.record.clear();
+        if let Err(e) = self.settings.projection.project(bytes, &mut self.record) {
+            let reason = match e {
+                RecordError::NotAnObject => "the value is not a JSON object".to_owned(),
+                RecordError::Invalid(why) => format!("invalid JSON: {why}"),
+            };
+            self.reject(reject_at(bytes, line, offset, reason));
+            return ControlFlow::Continue(());
+        }
+        match self.packer.push(&self.record) {
+            Ok(Some(chunk)) => {
+                self.report.stats.records_out += 1;
+                self.emit(chunk)
+            }
+            Ok(None) => {
+                self.report.stats.records_out += 1;
+                ControlFlow::Continue(())
+            }
+            Err(too_big) => {
+                self.reject(reject_at(bytes, line, offset, too_big.to_string()));
+                ControlFlow::Continue(())
+            }
+        }
+    }
+
+    /// In wrapper mode each top-level value holds the records at a pointer.
+    fn wrapper(&mut self, pointer: &str, bytes: &[u8], line: u64, offset: u64) -> ControlFlow<()> {
+        match records_at(bytes, pointer) {
+            Ok(records) => {
+                for r in records {
+                    self.record(r.get().as_bytes(), line, offset)?;
+                }
+                ControlFlow::Continue(())
+            }
+            Err(reason) => {
+                self.reject(reject_at(bytes, line, offset, reason));
+                ControlFlow::Continue(())
+            }
+        }
+    }
+}
+
+fn reject_at(bytes: &[u8], line: u64, offset: u64, reason: String) -> Reject {
+    let cut = &bytes[..bytes.len().min(120)];
+    Reject {
+        line,
+        offset,
+        reason,
+        excerpt: String::from_utf8_lossy(cut)
+            .chars()
+            .flat_map(char::escape_debug)
+            .collect(),
+    }
+}
+
+/// The elements of the array at `pointer` (RFC 6901) inside a wrapper value.
+fn records_at<'a>(bytes: &'a [u8], pointer: &str) -> Result<Vec<&'a RawValue>, String> {
+    let mut value: &RawValue =
+        serde_json::from_slice(bytes).map_err(|e| format!("the wrapper is not valid JSON: {e}"))?;
+    for seg in pointer.split('/').skip(1) {
+        let seg = seg.replace("~1", "/").replace("~0", "~");
+        let text = value.get();
+        let next = if text.starts_with('{') {
+            let map: std::collections::HashMap<String, &RawValue> =
+                serde_json::from_str(text).map_err(|e| e.to_string())?;
+            map.get(&seg).copied()
+        } else if text.starts_with('[') {
+            let items: Vec<&RawValue> = serde_json::from_str(text).map_err(|e| e.to_string())?;
+            seg.parse::<usize>()
+                .ok()
+                .and_then(|i| items.get(i).copied())
+        } else {
+            None
+        };
+        value = next.ok_or_else(|| format!("the wrapper has nothing at {pointer}"))?;
+    }
+    if !value.get().starts_with('[') {
+        return Err(format!("the value at {pointer} is not an array"));
+    }
+    serde_json::from_str(value.get()).map_err(|e| e.to_string())
+}
+
+/// Runs the pipeline over one raw object. `on_chunk` receives every chunk in
+/// order and may stop the run (for example when a lease is lost).
+pub fn run(
+    src: impl Read,
+    settings: &Settings,
+    on_chunk: impl FnMut(Chunk) -> ControlFlow<()>,
+) -> Result<Report, Unreadable> {
+    let mut src = BufReader::with_capacity(128 * 1024, src);
+    let head = src.fill_buf().map_err(Unreadable::Io)?;
+    let zstd = head.starts_with(&ZSTD_MAGIC);
+    let limit = settings.max_decompressed_bytes;
+    let decoded: Box<dyn Read> = if zstd {
+        let decoder = zstd::stream::read::Decoder::with_buffer(src).map_err(Unreadable::Corrupt)?;
+        Box::new(Limited {
+            inner: decoder,
+            read: 0,
+            limit,
+        })
+    } else {
+        Box::new(Limited {
+            inner: src,
+            read: 0,
+            limit,
+        })
+    };
+    let mut reader = Reader::new(decoded, settings.max_record_bytes);
+    let mut run = Run {
+        settings,
+        packer: Packer::new(settings.max_body_bytes, settings.format),
+        report: Report::default(),
+        record: Vec::with_capacity(4096),
+        on_chunk,
+    };
+    let classify = |e: io::Error| {
+        if e.get_ref().is_some_and(|inner| inner.is::<LimitExceeded>()) {
+            Unreadable::TooLarge { limit }
+        } else if zstd {
+            Unreadable::Corrupt(e)
+        } else {
+            Unreadable::Io(e)
+        }
+    };
+    loop {
+        let item = reader.next_item().map_err(classify)?;
+        let flow = match item {
+            None => break,
+            Some(Item::Record {
+                bytes,
+                line,
+                offset,
+            }) => match &settings.records_pointer {
+                Some(p) => run.wrapper(p, bytes, line, offset),
+                None => run.record(bytes, line, offset),
+            },
+            Some(Item::Reject(r)) => {
+                run.reject(r);
+                ControlFlow::Continue(())
+            }
+        };
+        if flow.is_break() {
+            run.report.stats.bytes_decompressed = reader.bytes_read();
+            return Ok(run.report);
+        }
+    }
+    run.report.stats.preamble_lines = reader.preamble_lines();
+    run.report.stats.bytes_decompressed = reader.bytes_read();
+    if let Some(chunk) = run.packer.take()
+        && run.emit(chunk).is_break()
+    {
+        return Ok(run.report);
+    }
+    run.report.complete = true;
+    Ok(run.report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::project::{Missing, parse_fields};
+
+    fn settings(fields: &str) -> Settings {
+        Settings {
+            projection: Projection::new(&parse_fields(fields).unwrap(), Missing::Omit),
+            format: BodyFormat::Ndjson,
+            max_body_bytes: 64,
+            max_record_bytes: 1 << 20,
+            max_decompressed_bytes: 1 << 30,
+            records_pointer: None,
+        }
+    }
+
+    fn collect(input: &[u8], s: &Settings) -> Result<(Vec<String>, Report), Unreadable> {
+        let mut bodies = Vec::new();
+        let report = run(input, s, |c| {
+            bodies.push(String::from_utf8(c.body).unwrap());
+            ControlFlow::Continue(())
+        })?;
+        Ok((bodies, report))
+    }
+
+    #[test]
+    fn zstd_and_plain_give_the_same_chunks() {
+        let text =
+            "# c\n{\"a\":1,\"b\":\"x\"}\nbad\n{\"a\":2}\n{\"a\":\"three\",\"z\":[1]}\n".repeat(5);
+        let s = settings("a");
+        let plain = collect(text.as_bytes(), &s).unwrap();
+        let packed = zstd::encode_all(text.as_bytes(), 3).unwrap();
+        let zst = collect(&packed, &s).unwrap();
+        assert_eq!(plain.0, zst.0);
+        assert_eq!(plain.1.stats.records_out, 15);
+        assert!(plain.0.iter().all(|b| b.len() <= 64));
+        // "# c" after the first copy is not preamble any more: it is garbage.
+        assert_eq!(zst.1.stats.rejected, 5 + 4);
+        assert!(zst.1.complete);
+    }
+
+    #[test]
+    fn oversized_and_invalid_records_are_reported() {
+        let long = format!("{{\"a\":\"{}\"}}", "y".repeat(100));
+        let text = format!("{{\"a\":1}}\n{long}\n{{\"a\":[1,,]}}\n{{\"a\":2}}\n");
+        let (bodies, report) = collect(text.as_bytes(), &settings("a")).unwrap();
+        assert_eq!(bodies, ["{\"a\":1}\n{\"a\":2}"]);
+        assert_eq!(report.stats.rejected, 2);
+        assert!(
+            report.rejects[0].reason.contains("at most 64"),
+            "{:?}",
+            report.rejects[0]
+        );
+        assert_eq!(report.rejects[0].line, 2);
+        assert!(report.rejects[1].reason.starts_with("invalid JSON"));
+    }
+
+    #[test]
+    fn unreadable_objects_are_classified() {
+        let s = settings("a");
+        let mut packed = zstd::encode_all(&b"{\"a\":1}\n".repeat(10_000)[..], 3).unwrap();
+        packed.truncate(packed.len() / 2);
+        assert!(matches!(collect(&packed, &s), Err(Unreadable::Corrupt(_))));
+
+        // A bomb: 64 MiB of zeros compresses to a few KiB.
+        let bomb = zstd::encode_all(std::io::repeat(0).take(64 << 20), 19).unwrap();
+        assert!(bomb.len() < 100_000);
+        let small = Settings {
+            max_decompressed_bytes: 1 << 20,
+            ..s.clone()
+        };
+        assert!(matches!(
+            collect(&bomb, &small),
+            Err(Unreadable::TooLarge { limit: 1048576 })
+        ));
+    }
+
+    #[test]
+    fn wrapper_pointer_mode() {
+        let text = "# x\n{\"meta\":{\"n\":2},\"data\":{\"records\":[{\"a\":1},7,{\"a\":2}]}}\n{\"data\":{}}\n";
+        let s = Settings {
+            records_pointer: Some("/data/records".into()),
+            ..settings("a")
+        };
+        let (bodies, report) = collect(text.as_bytes(), &s).unwrap();
+        assert_eq!(bodies, ["{\"a\":1}\n{\"a\":2}"]);
+        let reasons: Vec<_> = report.rejects.iter().map(|r| r.reason.as_str()).collect();
+        assert_eq!(
+            reasons,
+            [
+                "the value is not a JSON object",
+                "the wrapper has nothing at /data/records"
+            ]
+        );
+    }
+
+    #[test]
+    fn stopping_early_is_reported_as_incomplete() {
+        let text = "{\"a\":1}\n".repeat(100);
+        let mut seen = 0;
+        let report = run(text.as_bytes(), &settings("a"), |_| {
+            seen += 1;
+            if seen == 2 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })
+        .unwrap();
+        assert!(!report.complete);
+        assert_eq!(seen, 2);
+    }
+}
