@@ -2,7 +2,12 @@
 //! messages. Pure stages (reader, projection, packing) have no I/O; the
 //! pipeline drives them over a stream; AWS adapters are leaf modules.
 
+pub mod config;
+pub mod event;
+pub mod handler;
 pub mod pack;
 pub mod pipeline;
+pub mod poll;
 pub mod project;
 pub mod reader;
+pub mod sqs;

@@ -1,2 +1,218 @@
-//! cloud-processor: turns raw objects into packed SQS messages.
-fn main() {}
+//! cloud-processor: parses config, sets up logging, builds the AWS clients
+//! once, and runs the chosen mode: the Lambda runtime (default), `poll`, or
+//! `process` on local files.
+
+use std::io::Write;
+use std::ops::ControlFlow;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use cloud_processor::config::{Aws, Cli, Command, Config, check_aws};
+use cloud_processor::handler::App;
+use cloud_processor::pack::attributes_size;
+use cloud_processor::pipeline::{self, Settings};
+use cloud_processor::sqs::Output;
+use relay_shared::client::{ClientOptions, load_sdk_config, s3_client, sqs_client};
+use relay_shared::telemetry::init_tracing;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::from_common(&cli.common) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("cloud-processor: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = init_tracing(config.log_format, "info") {
+        eprintln!("cloud-processor: {e}");
+        return ExitCode::FAILURE;
+    }
+    let result = match cli.command {
+        Some(Command::Process {
+            files,
+            out,
+            max_message_bytes,
+        }) => process_files(&config, &files, out.as_deref(), max_message_bytes),
+        Some(Command::Poll {
+            aws,
+            notification_queue_url,
+            visibility_timeout_secs,
+        }) => {
+            poll(
+                config,
+                aws,
+                &notification_queue_url,
+                visibility_timeout_secs,
+            )
+            .await
+        }
+        Some(Command::Lambda(aws)) => lambda(config, aws).await,
+        None => match aws_from_env() {
+            Ok(aws) => lambda(config, aws).await,
+            Err(e) => Err(e),
+        },
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("cloud-processor: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// In Lambda there are no arguments: the AWS settings come from the environment.
+fn aws_from_env() -> anyhow::Result<Aws> {
+    #[derive(Parser)]
+    struct LambdaEnv {
+        #[command(flatten)]
+        aws: Aws,
+    }
+    LambdaEnv::try_parse_from(["cloud-processor"])
+        .map(|e| e.aws)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .context("configuring the Lambda from its environment")
+}
+
+async fn app(config: Config, aws: Aws) -> anyhow::Result<(App, aws_sdk_sqs::Client)> {
+    check_aws(&aws, &config.raw_prefix)?;
+    let sdk = load_sdk_config().await;
+    let s3 = s3_client(
+        &sdk,
+        ClientOptions {
+            s3_path_style: aws.s3_path_style,
+        },
+    );
+    let sqs = sqs_client(&sdk);
+    let output = Output::connect(
+        sqs.clone(),
+        &aws.output_queue_url,
+        &aws.fifo_group_id,
+        aws.max_message_bytes,
+    )
+    .await
+    .context("reading the output queue's attributes")?;
+    tracing::info!(queue = %output.queue_url(), max_message_bytes = output.max_message_bytes, fifo = output.is_fifo(), "output queue");
+    Ok((
+        App {
+            config,
+            aws,
+            s3,
+            output,
+        },
+        sqs,
+    ))
+}
+
+async fn lambda(config: Config, aws: Aws) -> anyhow::Result<ExitCode> {
+    let (app, _) = app(config, aws).await?;
+    let app = &app;
+    lambda_runtime::run(lambda_runtime::service_fn(
+        move |event: lambda_runtime::LambdaEvent<serde_json::Value>| async move {
+            // `{e:#}`-style text reaches the Lambda error report and CloudWatch.
+            app.handle(event.payload).await.map_err(|e| {
+                lambda_runtime::Diagnostic::from(
+                    Box::new(e) as Box<dyn std::error::Error + Send + Sync>
+                )
+            })
+        },
+    ))
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn poll(
+    config: Config,
+    aws: Aws,
+    queue_url: &str,
+    visibility_secs: u32,
+) -> anyhow::Result<ExitCode> {
+    let (app, sqs) = app(config, aws).await?;
+    cloud_processor::poll::run(&app, &sqs, queue_url, visibility_secs, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `process`: the pipeline on local files, no AWS.
+fn process_files(
+    config: &Config,
+    files: &[std::path::PathBuf],
+    out: Option<&std::path::Path>,
+    max_message_bytes: usize,
+) -> anyhow::Result<ExitCode> {
+    let mut failed = false;
+    let stdout = std::io::stdout();
+    for file in files {
+        let name = file.display().to_string();
+        let src: Box<dyn std::io::Read> = if name == "-" {
+            Box::new(std::io::stdin().lock())
+        } else {
+            Box::new(std::fs::File::open(file).with_context(|| format!("opening {name}"))?)
+        };
+        let settings = Settings {
+            projection: config.projection.clone(),
+            format: config.body_format,
+            max_body_bytes: max_message_bytes.saturating_sub(attributes_size(&name)),
+            max_record_bytes: cloud_processor::config::DEFAULT_MAX_RECORD_BYTES,
+            max_decompressed_bytes: config.max_decompressed_bytes,
+            records_pointer: config.records_pointer.clone(),
+        };
+        let stem = file
+            .file_name()
+            .map_or("stdin".into(), |n| n.to_string_lossy().into_owned());
+        let mut write_error = None;
+        let result = pipeline::run(src, &settings, |chunk| {
+            let written = match out {
+                Some(dir) => std::fs::write(
+                    dir.join(format!("{stem}.{:05}.json", chunk.index)),
+                    &chunk.body,
+                ),
+                None => {
+                    let mut lock = stdout.lock();
+                    lock.write_all(&chunk.body)
+                        .and_then(|()| lock.write_all(b"\n"))
+                }
+            };
+            match written {
+                Ok(()) => ControlFlow::Continue(()),
+                Err(e) => {
+                    write_error = Some(e);
+                    ControlFlow::Break(())
+                }
+            }
+        });
+        if let Some(e) = write_error {
+            return Err(e).context("writing message bodies");
+        }
+        match result {
+            Ok(report) => {
+                for r in &report.rejects {
+                    eprintln!(
+                        "{name}:{}: offset {}: {}: {}",
+                        r.line, r.offset, r.reason, r.excerpt
+                    );
+                }
+                eprintln!(
+                    "{name}: {}",
+                    serde_json::to_string(&report.stats).unwrap_or_default()
+                );
+            }
+            Err(e) => {
+                failed = true;
+                eprintln!("{name}: cannot be read: {e}");
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}

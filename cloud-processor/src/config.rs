@@ -1,0 +1,242 @@
+//! Configuration from flags and `RELAY_*` environment variables (the Lambda
+//! has only the environment), validated once at start-up into [`Config`].
+
+use std::path::PathBuf;
+
+use clap::{Args as ClapArgs, Parser, Subcommand};
+use relay_shared::telemetry::LogFormat;
+
+use crate::pack::BodyFormat;
+use crate::project::{Field, Missing, Projection, SpecError, parse_fields};
+
+pub const DEFAULT_MAX_DECOMPRESSED_BYTES: u64 = 2 << 30;
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 1 << 20;
+
+/// The relay's cloud processor: raw objects in S3 to packed SQS messages.
+/// With no subcommand it runs as an AWS Lambda function.
+#[derive(Debug, Parser)]
+#[command(name = "cloud-processor", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run as an AWS Lambda function (the default).
+    Lambda(Aws),
+    /// Long-poll the S3 notification queue and process objects, outside Lambda.
+    Poll {
+        #[command(flatten)]
+        aws: Aws,
+        /// The queue S3 notifications are delivered to.
+        #[arg(long, env = "RELAY_NOTIFICATION_QUEUE_URL")]
+        notification_queue_url: String,
+        /// Visibility timeout while a message is worked on; it is extended
+        /// every half of it until the object is done.
+        #[arg(long, env = "RELAY_VISIBILITY_TIMEOUT_SECS", default_value_t = 60)]
+        visibility_timeout_secs: u32,
+    },
+    /// Run the pipeline on local files (zstd or plain, `-` for stdin) with no
+    /// AWS at all: message bodies go to stdout, or one file per message with
+    /// --out; a summary and the rejects go to stderr.
+    Process {
+        /// Files to process.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Write each message body to DIR/<file>.<chunk>.json instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// The queue's message size limit to pack for.
+        #[arg(long, env = "RELAY_MAX_MESSAGE_BYTES", default_value_t = 262_144)]
+        max_message_bytes: usize,
+    },
+}
+
+/// Settings for the modes that talk to AWS.
+#[derive(Debug, Clone, ClapArgs)]
+pub struct Aws {
+    /// Where packed messages go.
+    #[arg(long, env = "RELAY_OUTPUT_QUEUE_URL")]
+    pub output_queue_url: String,
+    /// Pack for at most this many bytes even if the queue allows more
+    /// [default: the queue's MaximumMessageSize].
+    #[arg(long, env = "RELAY_MAX_MESSAGE_BYTES")]
+    pub max_message_bytes: Option<usize>,
+    /// Key prefix of markers, reject reports and quarantine records. Must be
+    /// outside the notification filter, so the processor never triggers itself.
+    #[arg(long, env = "RELAY_STATE_PREFIX", default_value = "state/")]
+    pub state_prefix: String,
+    /// FIFO output queues: the MessageGroupId of every message.
+    #[arg(long, env = "RELAY_FIFO_GROUP_ID", default_value = "relay")]
+    pub fifo_group_id: String,
+    /// Force path-style S3 addressing (emulators on 127.0.0.1).
+    #[arg(long, env = "RELAY_S3_PATH_STYLE", default_value_t = false)]
+    pub s3_path_style: bool,
+}
+
+/// Settings shared by every mode.
+#[derive(Debug, Clone, ClapArgs)]
+pub struct Common {
+    /// Fields to keep: `name=path` or `path`, comma-separated; paths are
+    /// dotted (`user.id`, `tags.0`) or JSON pointers (`/user/id`).
+    #[arg(long, env = "RELAY_FIELDS", global = true)]
+    pub fields: Option<String>,
+    /// Only objects under this prefix are processed.
+    #[arg(long, env = "RELAY_RAW_PREFIX", default_value = "raw/", global = true)]
+    pub raw_prefix: String,
+    /// How records are joined in a message body.
+    #[arg(long, env = "RELAY_BODY_FORMAT", value_enum, default_value_t = BodyFormat::Ndjson, global = true)]
+    pub body_format: BodyFormat,
+    /// What to write for a field a record lacks.
+    #[arg(long, env = "RELAY_MISSING", value_enum, default_value_t = Missing::Omit, global = true)]
+    pub missing: Missing,
+    /// JSON pointer to the array of records inside each top-level value,
+    /// for files that wrap their records (e.g. `/data/records`).
+    #[arg(long, env = "RELAY_RECORDS_POINTER", global = true)]
+    pub records_pointer: Option<String>,
+    /// Objects that decompress to more than this are quarantined.
+    #[arg(long, env = "RELAY_MAX_DECOMPRESSED_BYTES", default_value_t = DEFAULT_MAX_DECOMPRESSED_BYTES, global = true)]
+    pub max_decompressed_bytes: u64,
+    /// Log format.
+    #[arg(long, env = "RELAY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "RELAY_FIELDS (--fields) is required: the fields to keep, e.g. `id,ts=timestamp,user_id=user.id`"
+    )]
+    NoFields,
+    #[error("RELAY_FIELDS: {0}")]
+    Fields(#[from] SpecError),
+    #[error("{name}: {reason}")]
+    Invalid { name: &'static str, reason: String },
+}
+
+/// The validated settings of the data path.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub fields: Vec<Field>,
+    pub projection: Projection,
+    pub raw_prefix: String,
+    pub body_format: BodyFormat,
+    pub records_pointer: Option<String>,
+    pub max_decompressed_bytes: u64,
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    pub fn from_common(c: &Common) -> Result<Self, ConfigError> {
+        let fields = parse_fields(c.fields.as_deref().ok_or(ConfigError::NoFields)?)?;
+        if !c.raw_prefix.ends_with('/') || c.raw_prefix.starts_with('/') {
+            return Err(ConfigError::Invalid {
+                name: "RELAY_RAW_PREFIX",
+                reason: format!(
+                    "{:?} must end with `/` and not start with one",
+                    c.raw_prefix
+                ),
+            });
+        }
+        if let Some(p) = &c.records_pointer
+            && !p.starts_with('/')
+        {
+            return Err(ConfigError::Invalid {
+                name: "RELAY_RECORDS_POINTER",
+                reason: format!("{p:?} is not a JSON pointer (it must start with `/`)"),
+            });
+        }
+        Ok(Self {
+            projection: Projection::new(&fields, c.missing),
+            fields,
+            raw_prefix: c.raw_prefix.clone(),
+            body_format: c.body_format,
+            records_pointer: c.records_pointer.clone(),
+            max_decompressed_bytes: c.max_decompressed_bytes,
+            log_format: c.log_format,
+        })
+    }
+}
+
+/// Validates the AWS settings that can be checked without AWS.
+pub fn check_aws(aws: &Aws, raw_prefix: &str) -> Result<(), ConfigError> {
+    let invalid = |name, reason: String| Err(ConfigError::Invalid { name, reason });
+    if !aws.state_prefix.ends_with('/') {
+        return invalid(
+            "RELAY_STATE_PREFIX",
+            format!("{:?} must end with `/`", aws.state_prefix),
+        );
+    }
+    if aws.state_prefix.starts_with(raw_prefix) || raw_prefix.starts_with(&aws.state_prefix) {
+        return invalid(
+            "RELAY_STATE_PREFIX",
+            format!(
+                "{:?} overlaps RELAY_RAW_PREFIX {raw_prefix:?}; the processor would trigger itself",
+                aws.state_prefix
+            ),
+        );
+    }
+    if aws.output_queue_url.is_empty() {
+        return invalid("RELAY_OUTPUT_QUEUE_URL", "is empty".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_are_required_and_validated() {
+        let cli = Cli::try_parse_from(["cloud-processor", "process", "f.json"]).unwrap();
+        assert!(matches!(
+            Config::from_common(&cli.common),
+            Err(ConfigError::NoFields)
+        ));
+        let cli = Cli::try_parse_from(["cloud-processor", "process", "f.json", "--fields", "a..b"])
+            .unwrap();
+        let err = Config::from_common(&cli.common).unwrap_err().to_string();
+        assert!(
+            err.contains("RELAY_FIELDS") && err.contains("empty segment"),
+            "{err}"
+        );
+        let cli = Cli::try_parse_from([
+            "cloud-processor",
+            "process",
+            "f",
+            "--fields",
+            "a",
+            "--records-pointer",
+            "data",
+        ])
+        .unwrap();
+        assert!(
+            Config::from_common(&cli.common)
+                .unwrap_err()
+                .to_string()
+                .contains("JSON pointer")
+        );
+    }
+
+    #[test]
+    fn state_prefix_must_not_overlap_the_raw_prefix() {
+        let aws = |state: &str| Aws {
+            output_queue_url: "http://q".into(),
+            max_message_bytes: None,
+            state_prefix: state.into(),
+            fifo_group_id: "g".into(),
+            s3_path_style: false,
+        };
+        assert!(check_aws(&aws("state/"), "raw/").is_ok());
+        assert!(
+            check_aws(&aws("raw/state/"), "raw/")
+                .unwrap_err()
+                .to_string()
+                .contains("trigger itself")
+        );
+        assert!(check_aws(&aws("state"), "raw/").is_err());
+    }
+}

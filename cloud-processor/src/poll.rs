@@ -1,0 +1,104 @@
+//! `cloud-processor poll`: the Lambda's handler outside Lambda, fed by
+//! long-polling the S3 notification queue. A message is deleted only after
+//! every object it names is done; while one is in progress its visibility is
+//! extended, so a long file is not handed to a second worker.
+
+use std::future::Future;
+use std::time::Duration;
+
+use aws_sdk_sqs::Client;
+use tracing::{error, info, warn};
+
+use crate::handler::App;
+
+/// Polls until `shutdown` resolves. A message being worked on at shutdown
+/// is finished first.
+pub async fn run(
+    app: &App,
+    sqs: &Client,
+    queue_url: &str,
+    visibility_secs: u32,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    info!(queue = queue_url, "polling for S3 notifications");
+    loop {
+        let receive = sqs
+            .receive_message()
+            .queue_url(queue_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(20)
+            .visibility_timeout(visibility_secs as i32)
+            .send();
+        let out = tokio::select! {
+            () = &mut shutdown => break,
+            out = receive => out,
+        };
+        let messages = match out {
+            Ok(o) => o.messages.unwrap_or_default(),
+            Err(e) => {
+                warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "receiving notifications failed; retrying in 5 s");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                continue;
+            }
+        };
+        for m in messages {
+            let (Some(body), Some(receipt)) = (m.body(), m.receipt_handle()) else {
+                continue;
+            };
+            let heartbeat = heartbeat(
+                sqs.clone(),
+                queue_url.to_owned(),
+                receipt.to_owned(),
+                visibility_secs,
+            );
+            let result = tokio::select! {
+                r = app.process_message_body(body) => r,
+                never = heartbeat => match never {},
+            };
+            match result {
+                Ok(_) => {
+                    if let Err(e) = sqs
+                        .delete_message()
+                        .queue_url(queue_url)
+                        .receipt_handle(receipt)
+                        .send()
+                        .await
+                    {
+                        // The work is done; a redelivery is skipped or resent
+                        // according to the once-only protocol.
+                        warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "deleting a processed notification failed");
+                    }
+                }
+                Err(e) => {
+                    error!(error = %e, "processing failed; the notification will be redelivered")
+                }
+            }
+        }
+    }
+    info!("poller stopped");
+}
+
+/// Extends a message's visibility every half timeout, forever; dropped when
+/// the work finishes.
+async fn heartbeat(
+    sqs: Client,
+    queue_url: String,
+    receipt: String,
+    visibility_secs: u32,
+) -> std::convert::Infallible {
+    let every = Duration::from_secs(u64::from(visibility_secs.max(2) / 2));
+    loop {
+        tokio::time::sleep(every).await;
+        if let Err(e) = sqs
+            .change_message_visibility()
+            .queue_url(&queue_url)
+            .receipt_handle(&receipt)
+            .visibility_timeout(visibility_secs as i32)
+            .send()
+            .await
+        {
+            warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "extending visibility failed");
+        }
+    }
+}

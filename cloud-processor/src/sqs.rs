@@ -1,0 +1,271 @@
+//! SQS adapter: the output queue's limits, and SendMessageBatch with retries
+//! of exactly the entries that failed.
+
+use std::time::Duration;
+
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName, SendMessageBatchRequestEntry};
+use backon::BackoffBuilder;
+use sha2::{Digest, Sha256};
+
+use crate::pack::{ATTR_CHUNK, ATTR_RECORDS, ATTR_SOURCE_KEY, Chunk};
+
+/// Sends to SQS give up after this many attempts of one batch; the object is
+/// then retried as a whole by its event, which resumes (see the README).
+const MAX_ATTEMPTS: usize = 8;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("queue {queue}: {op} failed: {message}")]
+    Call {
+        queue: String,
+        op: &'static str,
+        message: String,
+        transient: bool,
+    },
+    #[error("queue {queue} refused message {id}: {code}: {message}")]
+    Refused {
+        queue: String,
+        id: String,
+        code: String,
+        message: String,
+    },
+    #[error(
+        "queue {queue}: {failed} messages still failing after {MAX_ATTEMPTS} attempts (last: {last})"
+    )]
+    GaveUp {
+        queue: String,
+        failed: usize,
+        last: String,
+    },
+}
+
+/// Where packed messages go.
+#[derive(Debug, Clone)]
+pub struct Output {
+    client: Client,
+    queue_url: String,
+    fifo: bool,
+    group_id: String,
+    /// The queue's MaximumMessageSize (or a lower configured cap).
+    pub max_message_bytes: usize,
+}
+
+fn call_error<
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+>(
+    queue: &str,
+    op: &'static str,
+    e: SdkError<E, R>,
+) -> SendError {
+    let transient = matches!(
+        e,
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_)
+    ) || e.code().is_some_and(|c| {
+        c.contains("Throttl")
+            || c.contains("RequestThrottled")
+            || c.contains("ServiceUnavailable")
+            || c.contains("InternalError")
+    });
+    let message = match (e.code(), e.message()) {
+        (Some(c), Some(m)) => format!("{c}: {m}"),
+        _ => format!("{}", aws_sdk_sqs::error::DisplayErrorContext(&e)),
+    };
+    SendError::Call {
+        queue: queue.to_owned(),
+        op,
+        message,
+        transient,
+    }
+}
+
+impl Output {
+    /// Reads the queue's size limit and type once, at start-up.
+    pub async fn connect(
+        client: Client,
+        queue_url: &str,
+        group_id: &str,
+        cap: Option<usize>,
+    ) -> Result<Self, SendError> {
+        let attrs = client
+            .get_queue_attributes()
+            .queue_url(queue_url)
+            .attribute_names(QueueAttributeName::MaximumMessageSize)
+            .attribute_names(QueueAttributeName::FifoQueue)
+            .send()
+            .await
+            .map_err(|e| call_error(queue_url, "GetQueueAttributes", e))?;
+        let attrs = attrs.attributes.unwrap_or_default();
+        let queue_max = attrs
+            .get(&QueueAttributeName::MaximumMessageSize)
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(262_144);
+        let fifo = attrs
+            .get(&QueueAttributeName::FifoQueue)
+            .is_some_and(|v| v == "true")
+            || queue_url.ends_with(".fifo");
+        Ok(Self {
+            client,
+            queue_url: queue_url.to_owned(),
+            fifo,
+            group_id: group_id.to_owned(),
+            max_message_bytes: cap.map_or(queue_max, |c| c.min(queue_max)),
+        })
+    }
+
+    pub fn is_fifo(&self) -> bool {
+        self.fifo
+    }
+
+    pub fn queue_url(&self) -> &str {
+        &self.queue_url
+    }
+
+    fn entry(
+        &self,
+        source_key: &str,
+        dedup_base: &str,
+        chunk: &Chunk,
+    ) -> Result<SendMessageBatchRequestEntry, SendError> {
+        let string = |v: &str| {
+            MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value(v)
+                .build()
+        };
+        let number = |v: u32| {
+            MessageAttributeValue::builder()
+                .data_type("Number")
+                .string_value(v.to_string())
+                .build()
+        };
+        let mut e = SendMessageBatchRequestEntry::builder()
+            .id(format!("c{}", chunk.index))
+            // Bodies are projections of records serde_json validated, so UTF-8.
+            .message_body(String::from_utf8_lossy(&chunk.body))
+            .set_message_attributes(Some(
+                [
+                    (ATTR_SOURCE_KEY.to_owned(), string(source_key)),
+                    (ATTR_CHUNK.to_owned(), number(chunk.index)),
+                    (ATTR_RECORDS.to_owned(), number(chunk.records)),
+                ]
+                .into_iter()
+                .filter_map(|(k, v)| v.ok().map(|v| (k, v)))
+                .collect(),
+            ));
+        if self.fifo {
+            e = e
+                .message_group_id(&self.group_id)
+                .message_deduplication_id(dedup_id(dedup_base, chunk.index));
+        }
+        e.build().map_err(|err| SendError::Call {
+            queue: self.queue_url.clone(),
+            op: "SendMessageBatch",
+            message: err.to_string(),
+            transient: false,
+        })
+    }
+
+    /// Sends one batch; entries that fail for a transient reason (throttling,
+    /// a service error) are retried, alone, with backoff.
+    pub async fn send(
+        &self,
+        source_key: &str,
+        dedup_base: &str,
+        batch: &[Chunk],
+    ) -> Result<(), SendError> {
+        let mut pending: Vec<&Chunk> = batch.iter().collect();
+        let mut backoff = backon::ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(100))
+            .with_max_delay(Duration::from_secs(10))
+            .with_jitter()
+            .without_max_times()
+            .build();
+        let mut last = String::new();
+        for _ in 0..MAX_ATTEMPTS {
+            let entries = pending
+                .iter()
+                .map(|c| self.entry(source_key, dedup_base, c))
+                .collect::<Result<Vec<_>, _>>()?;
+            match self
+                .client
+                .send_message_batch()
+                .queue_url(&self.queue_url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+            {
+                Ok(out) => {
+                    if out.failed.is_empty() {
+                        return Ok(());
+                    }
+                    let mut retry = Vec::new();
+                    for f in &out.failed {
+                        let throttled = f.code.contains("Throttl")
+                            || f.code.contains("ServiceUnavailable")
+                            || f.code.contains("InternalError");
+                        if f.sender_fault && !throttled {
+                            return Err(SendError::Refused {
+                                queue: self.queue_url.clone(),
+                                id: f.id.clone(),
+                                code: f.code.clone(),
+                                message: f.message.clone().unwrap_or_default(),
+                            });
+                        }
+                        last = format!("{}: {}", f.code, f.message.as_deref().unwrap_or(""));
+                        retry.extend(
+                            pending
+                                .iter()
+                                .copied()
+                                .find(|c| format!("c{}", c.index) == f.id),
+                        );
+                    }
+                    tracing::warn!(failed = retry.len(), of = pending.len(), %last, "SendMessageBatch partly failed; retrying those entries");
+                    pending = retry;
+                }
+                Err(e) => match call_error(&self.queue_url, "SendMessageBatch", e) {
+                    SendError::Call {
+                        transient: true,
+                        message,
+                        ..
+                    } => {
+                        tracing::warn!(%message, "SendMessageBatch failed; retrying");
+                        last = message;
+                    }
+                    permanent => return Err(permanent),
+                },
+            }
+            tokio::time::sleep(backoff.next().unwrap_or(Duration::from_secs(10))).await;
+        }
+        Err(SendError::GaveUp {
+            queue: self.queue_url.clone(),
+            failed: pending.len(),
+            last,
+        })
+    }
+}
+
+/// A deterministic MessageDeduplicationId: the same object version and chunk
+/// always give the same id, so a resend inside FIFO's 5-minute window is
+/// dropped by SQS.
+pub fn dedup_id(dedup_base: &str, chunk: u32) -> String {
+    let digest = Sha256::digest(format!("{dedup_base}\0{chunk}").as_bytes());
+    format!("{digest:x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dedup_ids_are_deterministic_distinct_and_short() {
+        let a = dedup_id("b/raw/k\0etag1", 0);
+        assert_eq!(a, dedup_id("b/raw/k\0etag1", 0));
+        assert_ne!(a, dedup_id("b/raw/k\0etag1", 1));
+        assert_ne!(a, dedup_id("b/raw/k\0etag2", 0));
+        assert_eq!(a.len(), 64);
+        assert!(a.bytes().all(|b| b.is_ascii_hexdigit()));
+    }
+}
