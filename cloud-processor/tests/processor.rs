@@ -432,3 +432,67 @@ async fn fifo_output_deduplicates_a_repeated_object() {
     let got = drain(&s).await;
     assert_eq!(got.len(), chunks as usize, "each chunk exactly once");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poll_processes_notifications_and_deletes_them() {
+    let s = setup("proc-poll", false).await;
+    let app = app(&s, None).await;
+    for i in 0..3 {
+        let key = format!("raw/e/2026/11/21/22/176380000000{i}.json.zst");
+        put(
+            &s,
+            &key,
+            zstd::encode_all(sample_file(20).as_bytes(), 3).unwrap(),
+        )
+        .await;
+    }
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let sqs = s.emu.sqs.clone();
+    let queue = s.notifications.clone();
+    let poller = tokio::spawn(async move {
+        cloud_processor::poll::run(&app, &sqs, &queue, 30, async {
+            let _ = stopped.await;
+        })
+        .await;
+    });
+    let start = Instant::now();
+    let mut got = BTreeMap::new();
+    while got.len() < 3 {
+        got.extend(drain(&s).await);
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "only {} of 3 objects arrived",
+            got.len()
+        );
+    }
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(30), poller)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(got.values().all(|(_, a)| a["relay.records"] == "20"));
+    // Processed notifications were deleted: none comes back after their
+    // visibility timeout would have passed.
+    let left = s
+        .emu
+        .sqs
+        .get_queue_attributes()
+        .queue_url(&s.notifications)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap();
+    assert_eq!(
+        left[&QueueAttributeName::ApproximateNumberOfMessages],
+        "0",
+        "{left:?}"
+    );
+    assert_eq!(
+        left[&QueueAttributeName::ApproximateNumberOfMessagesNotVisible],
+        "0",
+        "{left:?}"
+    );
+}

@@ -1,0 +1,84 @@
+//! `cloud-processor process`: the pipeline on local files, no AWS at all.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Command;
+
+fn processor() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_cloud-processor"));
+    // No AWS settings at all: `process` must not need them.
+    c.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    c
+}
+
+#[test]
+fn process_prints_bodies_summary_and_rejects() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("1763800000000.json");
+    std::fs::write(
+        &plain,
+        "# junk\n{\"id\":1,\"x\":{\"y\":2.50}}\n{\"id\":\n{\"id\":3}\n",
+    )
+    .unwrap();
+    let packed = dir.path().join("1763800000001.json.zst");
+    std::fs::write(
+        &packed,
+        zstd::encode_all(&b"[INFO] x\n{\"id\":4}\n"[..], 3).unwrap(),
+    )
+    .unwrap();
+
+    let out = processor()
+        .args(["--fields", "id,y=x.y", "process"])
+        .arg(&plain)
+        .arg(&packed)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "{\"id\":1,\"y\":2.50}\n{\"id\":3}\n{\"id\":4}\n"
+    );
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("1763800000000.json:3: offset 31: the record is incomplete"),
+        "{err}"
+    );
+    assert!(
+        err.contains("\"records_out\":2") && err.contains("\"rejected\":1"),
+        "{err}"
+    );
+
+    // One file per message with --out, and a corrupt file fails with its name.
+    let outdir = dir.path().join("out");
+    std::fs::create_dir(&outdir).unwrap();
+    let bad = dir.path().join("bad.json.zst");
+    std::fs::write(&bad, [0x28, 0xB5, 0x2F, 0xFD, 1, 2, 3]).unwrap();
+    let out = processor()
+        .env("RELAY_FIELDS", "id")
+        .args(["process", "--out"])
+        .arg(&outdir)
+        .arg(&plain)
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("bad.json.zst: cannot be read: the zstd data is corrupt"),
+        "{err}"
+    );
+    let written = std::fs::read_to_string(outdir.join("1763800000000.json.00000.json")).unwrap();
+    assert_eq!(written, "{\"id\":1}\n{\"id\":3}");
+}
+
+#[test]
+fn missing_fields_config_is_a_clear_error() {
+    let out = processor().args(["process", "x.json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("RELAY_FIELDS (--fields) is required"));
+}
