@@ -3,15 +3,22 @@
 # tables (copy them into README.md with the machine they came from).
 #   scripts/bench.sh            all benchmarks
 #   scripts/bench.sh agent      only the edge agent's
-# Knobs: RELAY_BENCH_FILES, RELAY_BENCH_FILE_BYTES (see each bench's header).
+#   scripts/bench.sh processor  only the cloud processor's (no emulator needed)
+# Knobs: RELAY_BENCH_FILES, RELAY_BENCH_FILE_BYTES, RELAY_BENCH_MB,
+# RELAY_BENCH_GB (see each bench's header).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-export RELAY_MOTO_DIR="$PWD/.moto/bench"
-env_lines=$(scripts/moto.sh start)
-eval "$env_lines"
-trap 'scripts/moto.sh stop' EXIT
 which=${1:-all}
+if [[ $which == all || $which == processor ]]; then
+  echo "== cloud processor hot path and peak RSS (release build, $(nproc) cores, $(uname -m))" >&2
+  cargo bench --locked -p cloud-processor --bench pipeline
+  cargo bench --locked -p cloud-processor --bench rss
+fi
 if [[ $which == all || $which == agent ]]; then
+  export RELAY_MOTO_DIR="$PWD/.moto/bench"
+  env_lines=$(scripts/moto.sh start)
+  eval "$env_lines"
+  trap 'scripts/moto.sh stop' EXIT
   echo "== edge agent (release build, $(nproc) cores, $(uname -m))" >&2
   cargo bench --locked -p edge-agent --bench agent
 fi

@@ -1,0 +1,84 @@
+//! Peak memory of the processor on a large object: generates a zstd object of
+//! about 1 GB of decompressed JSON, runs the release binary's `process` mode on
+//! it (the same pipeline the Lambda runs), and reports the child's peak RSS
+//! and throughput. RELAY_BENCH_GB (default 1) sets the size.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // A benchmark: failing loudly is right.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use relay_shared::sample::SampleGen;
+
+fn main() {
+    let gb: f64 = std::env::var("RELAY_BENCH_GB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1.0);
+    let target = (gb * 1e9) as u64;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("1763800000000.json.zst");
+    let mut enc =
+        zstd::stream::write::Encoder::new(std::fs::File::create(&path).unwrap(), 3).unwrap();
+    let mut g = SampleGen::new(11);
+    let (mut written, mut records) = (0u64, 0u64);
+    let mut text = String::new();
+    g.preamble(&mut text);
+    while written < target {
+        for _ in 0..1000 {
+            g.record(&mut text);
+            text.push('\n');
+            records += 1;
+        }
+        enc.write_all(text.as_bytes()).unwrap();
+        written += text.len() as u64;
+        text.clear();
+    }
+    enc.finish().unwrap();
+    let compressed = std::fs::metadata(&path).unwrap().len();
+
+    let started = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cloud-processor"))
+        .args([
+            "--fields",
+            "id,ts=timestamp,type,user_id=user.id,country=geo.country,first_tag=tags.0",
+        ])
+        .args([
+            "--max-decompressed-bytes",
+            &(target * 2).to_string(),
+            "process",
+        ])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status_path = format!("/proc/{}/status", child.id());
+    let mut peak_kib = 0u64;
+    while child.try_wait().unwrap().is_none() {
+        if let Ok(status) = std::fs::read_to_string(&status_path)
+            && let Some(v) = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))
+        {
+            peak_kib = peak_kib.max(v.trim().trim_end_matches("kB").trim().parse().unwrap_or(0));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let out = child.wait_with_output().unwrap();
+    let summary = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{summary}");
+    assert!(
+        summary.contains(&format!("\"records_out\":{records}")),
+        "every record out: {summary}"
+    );
+    println!("| object | peak RSS | wall time | throughput |");
+    println!("|---|---|---|---|");
+    println!(
+        "| {:.2} GB of JSON ({records} records), {:.0} MB zstd | {:.1} MiB | {secs:.1} s | {:.0} MB/s |",
+        written as f64 / 1e9,
+        compressed as f64 / 1e6,
+        peak_kib as f64 / 1024.0,
+        written as f64 / 1e6 / secs
+    );
+}
