@@ -9,6 +9,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # is neither reused nor stopped by the test run.
 export RELAY_MOTO_DIR="$PWD/.moto/test"
 scripts/moto.sh install
+# cargo-lambda (the Lambda runtime test) lives in the same virtualenv.
+export PATH="$PWD/.venv/bin:$PATH"
 env_lines=$(scripts/moto.sh start)
 eval "$env_lines"
 trap 'scripts/moto.sh stop' EXIT

@@ -1,0 +1,171 @@
+//! The Lambda through a real runtime API: cargo-lambda's emulator serves the
+//! Lambda Runtime API, the built binary runs as the function with no
+//! subcommand (as in AWS), and events are invoked through it. cargo-lambda
+//! comes from PyPI; `scripts/test.sh` installs it into `.venv`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use relay_shared::s3::{PutMode, PutOptions};
+use relay_shared::testing::Emulator;
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn cargo_lambda(args: &[&str]) -> Command {
+    let mut c = Command::new("cargo");
+    c.arg("lambda").args(args);
+    c
+}
+
+/// Invokes the function and returns (success, output).
+fn invoke(port: u16, event: &serde_json::Value) -> (bool, String) {
+    let out = cargo_lambda(&[
+        "invoke",
+        "_",
+        "-A",
+        "127.0.0.1",
+        "-P",
+        &port.to_string(),
+        "--data-ascii",
+    ])
+    .arg(event.to_string())
+    .output()
+    .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_and_sqs_events_through_the_lambda_runtime_api() {
+    let installed = Command::new("cargo")
+        .args(["lambda", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        installed,
+        "cargo-lambda is not installed; run the suite with scripts/test.sh, which installs it into .venv and puts it on PATH"
+    );
+    let emu = Emulator::connect().await;
+    let bucket = emu.bucket("lambda-rt").await;
+    let queue = emu.queue("lambda-rt-out", false).await;
+    let key = "raw/edge 1/2026/11/21/22/1763800000000.json.zst";
+    let body = zstd::encode_all(&b"# junk\n{\"id\":1,\"x\":true}\n{\"id\":2}\n"[..], 3).unwrap();
+    bucket
+        .put(key, body, &PutMode::Create, &PutOptions::default())
+        .await
+        .unwrap();
+
+    let port = free_port();
+    let _api = KillOnDrop(
+        cargo_lambda(&[
+            "watch",
+            "--only-lambda-apis",
+            "-A",
+            "127.0.0.1",
+            "-P",
+            &port.to_string(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap(),
+    );
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the runtime API did not start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let _function = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_cloud-processor"))
+            .env(
+                "AWS_LAMBDA_RUNTIME_API",
+                format!("http://127.0.0.1:{port}/.rt"),
+            )
+            .env("AWS_LAMBDA_FUNCTION_NAME", "_")
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512")
+            .env("RELAY_FIELDS", "id")
+            .env("RELAY_OUTPUT_QUEUE_URL", &queue)
+            .env("RELAY_S3_PATH_STYLE", "true")
+            .env("RELAY_LOG_FORMAT", "json")
+            .stdout(Stdio::null())
+            .stderr(log.reopen().unwrap())
+            .spawn()
+            .unwrap(),
+    );
+
+    // An S3 notification as the emulator sends it (the key `+`-encoded as AWS does).
+    let s3_event = serde_json::json!({"Records": [{
+        "eventVersion": "2.1", "eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
+        "s3": {"bucket": {"name": bucket.name()}, "object": {"key": "raw/edge+1/2026/11/21/22/1763800000000.json.zst", "size": 40}}
+    }]});
+    let (ok, out) = invoke(port, &s3_event);
+    assert!(
+        ok,
+        "invoke failed: {out}\nfunction log:\n{}",
+        std::fs::read_to_string(log.path()).unwrap_or_default()
+    );
+
+    let got = emu
+        .sqs
+        .receive_message()
+        .queue_url(&queue)
+        .max_number_of_messages(10)
+        .message_attribute_names("All")
+        .wait_time_seconds(2)
+        .send()
+        .await
+        .unwrap()
+        .messages
+        .unwrap_or_default();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].body(), Some("{\"id\":1}\n{\"id\":2}"));
+    assert_eq!(
+        got[0].message_attributes().unwrap()["relay.source_key"].string_value(),
+        Some(key)
+    );
+
+    // An SQS batch: a test event (ignored, succeeds) and a garbage body, which
+    // alone is reported as a batch item failure.
+    let notification =
+        serde_json::json!({"Event": "s3:TestEvent", "Service": "Amazon S3"}).to_string();
+    let sqs_event = serde_json::json!({"Records": [
+        {"messageId": "ok-1", "eventSource": "aws:sqs", "body": notification},
+        {"messageId": "bad-2", "eventSource": "aws:sqs", "body": "not json"}
+    ]});
+    let (ok, out) = invoke(port, &sqs_event);
+    assert!(ok, "{out}");
+    let start = out.find('{').unwrap_or(0);
+    let response: serde_json::Value =
+        serde_json::from_str(out[start..].trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(
+        response,
+        serde_json::json!({"batchItemFailures": [{"itemIdentifier": "bad-2"}]})
+    );
+}
