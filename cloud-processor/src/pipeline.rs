@@ -11,7 +11,7 @@ use serde_json::value::RawValue;
 
 use crate::pack::{BodyFormat, Chunk, Packer};
 use crate::project::{Projection, RecordError};
-use crate::reader::{Item, Reader, Reject};
+use crate::reader::{Item, Reader, Reject, excerpt};
 
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
 /// A report with every reject of a garbage file would be as big as the file.
@@ -154,15 +154,11 @@ impl<F: FnMut(Chunk) -> ControlFlow<()>> Run<'_, F> {
 }
 
 fn reject_at(bytes: &[u8], line: u64, offset: u64, reason: String) -> Reject {
-    let cut = &bytes[..bytes.len().min(120)];
     Reject {
         line,
         offset,
         reason,
-        excerpt: String::from_utf8_lossy(cut)
-            .chars()
-            .flat_map(char::escape_debug)
-            .collect(),
+        excerpt: excerpt(bytes),
     }
 }
 

@@ -154,7 +154,8 @@ fn truncated() -> Scan {
     }
 }
 
-fn excerpt(bytes: &[u8]) -> String {
+/// The first bytes of a rejected region, lossily decoded and escaped, for reports.
+pub fn excerpt(bytes: &[u8]) -> String {
     let cut = &bytes[..bytes.len().min(EXCERPT_BYTES)];
     String::from_utf8_lossy(cut)
         .chars()

@@ -112,6 +112,17 @@ async fn put(s: &Setup, key: &str, body: Vec<u8>) {
         .unwrap();
 }
 
+async fn delete(s: &Setup, queue: &str, receipt: String) {
+    s.emu
+        .sqs
+        .delete_message()
+        .queue_url(queue)
+        .receipt_handle(receipt)
+        .send()
+        .await
+        .unwrap();
+}
+
 /// Waits for the notification S3 sent for our object and returns its body,
 /// skipping the test event S3 sends when a notification is configured.
 async fn notification(s: &Setup) -> String {
@@ -128,14 +139,7 @@ async fn notification(s: &Setup) -> String {
             .unwrap();
         for m in out.messages.unwrap_or_default() {
             let body = m.body.unwrap();
-            s.emu
-                .sqs
-                .delete_message()
-                .queue_url(&s.notifications)
-                .receipt_handle(m.receipt_handle.unwrap())
-                .send()
-                .await
-                .unwrap();
+            delete(s, &s.notifications, m.receipt_handle.unwrap()).await;
             if body.contains("ObjectCreated") {
                 return body;
             }

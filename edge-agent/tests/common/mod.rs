@@ -96,9 +96,9 @@ pub fn name(i: usize) -> String {
     format!("{}.json", 1_763_800_000_000u64 + i as u64 * 1000)
 }
 
-/// Lists every object under `prefix` with its decompressed content.
-pub async fn objects(bucket: &Bucket, prefix: &str) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
+/// Every key under `prefix`.
+pub async fn keys(bucket: &Bucket, prefix: &str) -> Vec<String> {
+    let mut keys = Vec::new();
     let mut pages = bucket
         .client()
         .list_objects_v2()
@@ -107,29 +107,29 @@ pub async fn objects(bucket: &Bucket, prefix: &str) -> BTreeMap<String, Vec<u8>>
         .into_paginator()
         .send();
     while let Some(page) = pages.next().await {
-        for obj in page.unwrap().contents() {
-            let key = obj.key().unwrap().to_owned();
-            let (raw, _) = bucket.get_bytes(&key).await.unwrap();
-            let plain = zstd::decode_all(&raw[..]).unwrap_or_else(|e| panic!("{key}: {e}"));
-            out.insert(key, plain);
-        }
+        keys.extend(
+            page.unwrap()
+                .contents()
+                .iter()
+                .filter_map(|o| o.key().map(str::to_owned)),
+        );
+    }
+    keys
+}
+
+/// Every object under `prefix` with its decompressed content.
+pub async fn objects(bucket: &Bucket, prefix: &str) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    for key in keys(bucket, prefix).await {
+        let (raw, _) = bucket.get_bytes(&key).await.unwrap();
+        let plain = zstd::decode_all(&raw[..]).unwrap_or_else(|e| panic!("{key}: {e}"));
+        out.insert(key, plain);
     }
     out
 }
 
 pub async fn count(bucket: &Bucket, prefix: &str) -> usize {
-    let mut n = 0;
-    let mut pages = bucket
-        .client()
-        .list_objects_v2()
-        .bucket(bucket.name())
-        .prefix(prefix)
-        .into_paginator()
-        .send();
-    while let Some(page) = pages.next().await {
-        n += page.unwrap().contents().len();
-    }
-    n
+    keys(bucket, prefix).await.len()
 }
 
 /// Waits until `n` objects exist under `prefix`, or panics after `timeout`.
