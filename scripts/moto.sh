@@ -52,6 +52,7 @@ export AWS_SECRET_ACCESS_KEY=test
 export AWS_REGION=us-east-1
 export AWS_DEFAULT_REGION=us-east-1
 export RELAY_S3_PATH_STYLE=true
+export PATH="$venv/bin:\$PATH"
 ENV
 }
 

@@ -38,6 +38,9 @@ pub enum Command {
         /// every half of it until the object is done.
         #[arg(long, env = "RELAY_VISIBILITY_TIMEOUT_SECS", default_value_t = 60)]
         visibility_timeout_secs: u32,
+        /// Address for /metrics (Prometheus) and /healthz, or `off`.
+        #[arg(long, env = "RELAY_METRICS_ADDR", default_value = "127.0.0.1:9188")]
+        metrics_addr: String,
     },
     /// Run the pipeline on local files (zstd or plain, `-` for stdin) with no
     /// AWS at all: message bodies go to stdout, or one file per message with

@@ -18,6 +18,7 @@ use tracing::{Instrument, error, info, warn};
 
 use crate::config::{Aws, Config};
 use crate::event::{EventError, Incoming, ObjectRef, classify, from_sqs_body};
+use crate::metrics as m;
 use crate::pack::{Batcher, Chunk, DEFAULT_MAX_BATCH_BYTES, attributes_size};
 use crate::pipeline::{self, Report, Settings, Unreadable};
 use crate::sqs::{Output, SendError};
@@ -137,7 +138,18 @@ impl App {
             return Ok(Outcome::Ignored);
         }
         let span = tracing::info_span!("object", bucket = %obj.bucket, key = %obj.key);
-        self.process_inner(obj).instrument(span).await
+        let started = Instant::now();
+        let result = self.process_inner(obj).instrument(span).await;
+        let outcome = match &result {
+            Ok(Outcome::Sent { .. }) => "sent",
+            Ok(Outcome::Quarantined { .. }) => "quarantined",
+            Ok(Outcome::Missing) => "missing",
+            Ok(Outcome::Ignored) => "ignored",
+            Err(_) => "failed",
+        };
+        metrics::counter!(m::OBJECTS, "outcome" => outcome).increment(1);
+        metrics::histogram!(m::OBJECT_SECONDS).record(started.elapsed().as_secs_f64());
+        result
     }
 
     async fn process_inner(&self, obj: &ObjectRef) -> Result<Outcome, ProcessError> {
@@ -167,6 +179,11 @@ impl App {
             Err(unreadable) => return self.quarantine(obj, &etag, &unreadable, sent).await,
         };
         let s = &report.stats;
+        metrics::counter!(m::RECORDS_IN).increment(s.records_in);
+        metrics::counter!(m::RECORDS_OUT).increment(s.records_out);
+        metrics::counter!(m::REJECTED).increment(s.rejected);
+        metrics::counter!(m::MESSAGES).increment(u64::from(s.chunks));
+        metrics::counter!(m::BYTES).increment(s.bytes_decompressed);
         if !report.rejects.is_empty() {
             let key = self.state_key("rejects", &obj.key);
             let doc = json!({

@@ -40,12 +40,14 @@ async fn main() -> ExitCode {
             aws,
             notification_queue_url,
             visibility_timeout_secs,
+            metrics_addr,
         }) => {
             poll(
                 config,
                 aws,
                 &notification_queue_url,
                 visibility_timeout_secs,
+                &metrics_addr,
             )
             .await
         }
@@ -110,11 +112,22 @@ async fn app(config: Config, aws: Aws) -> anyhow::Result<(App, aws_sdk_sqs::Clie
 
 async fn lambda(config: Config, aws: Aws) -> anyhow::Result<ExitCode> {
     let (app, _) = app(config, aws).await?;
+    // Metrics leave as CloudWatch Embedded Metric Format on stdout after each
+    // invocation; CloudWatch extracts them from the log stream.
+    let emf = metrics_cloudwatch_embedded::Builder::new()
+        .cloudwatch_namespace("relay")
+        .init()
+        .map_err(|e| anyhow::anyhow!("installing the metrics recorder: {e}"))?;
+    cloud_processor::metrics::describe();
     let app = &app;
     lambda_runtime::run(lambda_runtime::service_fn(
         move |event: lambda_runtime::LambdaEvent<serde_json::Value>| async move {
-            // `{e:#}`-style text reaches the Lambda error report and CloudWatch.
-            app.handle(event.payload).await.map_err(|e| {
+            let result = app.handle(event.payload).await;
+            if let Err(e) = emf.flush(std::io::stdout()) {
+                tracing::warn!(error = %e, "writing metrics failed");
+            }
+            // The error's text reaches the Lambda error report and CloudWatch.
+            result.map_err(|e| {
                 lambda_runtime::Diagnostic::from(
                     Box::new(e) as Box<dyn std::error::Error + Send + Sync>
                 )
@@ -131,8 +144,22 @@ async fn poll(
     aws: Aws,
     queue_url: &str,
     visibility_secs: u32,
+    metrics_addr: &str,
 ) -> anyhow::Result<ExitCode> {
     let (app, sqs) = app(config, aws).await?;
+    if !matches!(metrics_addr, "" | "off") {
+        let addr = metrics_addr
+            .parse()
+            .with_context(|| format!("RELAY_METRICS_ADDR {metrics_addr:?}"))?;
+        let health: relay_shared::telemetry::HealthCheck = std::sync::Arc::new(|| Ok(()));
+        let buckets = [(
+            cloud_processor::metrics::OBJECT_SECONDS,
+            cloud_processor::metrics::OBJECT_SECONDS_BUCKETS,
+        )];
+        let bound = relay_shared::telemetry::serve_metrics(addr, &buckets, health).await?;
+        cloud_processor::metrics::describe();
+        tracing::info!(%bound, "serving /metrics and /healthz");
+    }
     cloud_processor::poll::run(&app, &sqs, queue_url, visibility_secs, async {
         let _ = tokio::signal::ctrl_c().await;
     })

@@ -223,6 +223,7 @@ impl Output {
                         );
                     }
                     tracing::warn!(failed = retry.len(), of = pending.len(), %last, "SendMessageBatch partly failed; retrying those entries");
+                    metrics::counter!(crate::metrics::SEND_RETRIES).increment(1);
                     pending = retry;
                 }
                 Err(e) => match call_error(&self.queue_url, "SendMessageBatch", e) {
@@ -232,6 +233,7 @@ impl Output {
                         ..
                     } => {
                         tracing::warn!(%message, "SendMessageBatch failed; retrying");
+                        metrics::counter!(crate::metrics::SEND_RETRIES).increment(1);
                         last = message;
                     }
                     permanent => return Err(permanent),

@@ -101,6 +101,7 @@ async fn s3_and_sqs_events_through_the_lambda_runtime_api() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let log = tempfile::NamedTempFile::new().unwrap();
+    let metrics_out = tempfile::NamedTempFile::new().unwrap();
     let _function = KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_cloud-processor"))
             .env(
@@ -114,7 +115,7 @@ async fn s3_and_sqs_events_through_the_lambda_runtime_api() {
             .env("RELAY_OUTPUT_QUEUE_URL", &queue)
             .env("RELAY_S3_PATH_STYLE", "true")
             .env("RELAY_LOG_FORMAT", "json")
-            .stdout(Stdio::null())
+            .stdout(metrics_out.reopen().unwrap())
             .stderr(log.reopen().unwrap())
             .spawn()
             .unwrap(),

@@ -6,12 +6,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Mutex;
-use std::time::Duration;
-
-use axum::Router;
-use axum::http::StatusCode;
-use axum::routing::get;
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 
 pub const FILES: &str = "relay_agent_files_total";
 pub const BYTES_IN: &str = "relay_agent_bytes_in_total";
@@ -78,49 +72,26 @@ fn describe() {
 
 /// Installs the global recorder and serves `/metrics` and `/healthz` on `addr`.
 pub async fn serve(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
-    let handle = PrometheusBuilder::new()
-        .set_buckets_for_metric(
-            Matcher::Full(UPLOAD_SECONDS.to_owned()),
-            &[
-                0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-            ],
-        )?
-        .set_buckets_for_metric(
-            Matcher::Full(COMPRESSION_RATIO.to_owned()),
-            &[1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 15.0, 20.0],
-        )?
-        .install_recorder()?;
+    const UPLOAD_BUCKETS: &[f64] = &[
+        0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    ];
+    const RATIO_BUCKETS: &[f64] = &[1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 15.0, 20.0];
+    let health: relay_shared::telemetry::HealthCheck =
+        std::sync::Arc::new(
+            || match PERMANENT_FAILURE.lock().ok().and_then(|s| s.clone()) {
+                None => Ok(()),
+                Some(reason) => Err(reason),
+            },
+        );
+    let bound = relay_shared::telemetry::serve_metrics(
+        addr,
+        &[
+            (UPLOAD_SECONDS, UPLOAD_BUCKETS),
+            (COMPRESSION_RATIO, RATIO_BUCKETS),
+        ],
+        health,
+    )
+    .await?;
     describe();
-    let upkeep = handle.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(5));
-        loop {
-            tick.tick().await;
-            upkeep.run_upkeep();
-        }
-    });
-    let app = Router::new()
-        .route("/metrics", get(move || std::future::ready(handle.render())))
-        .route("/healthz", get(health));
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("binding the metrics address {addr}: {e}"))?;
-    let bound = listener.local_addr()?;
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "metrics server stopped");
-        }
-    });
     Ok(bound)
-}
-
-async fn health() -> (StatusCode, String) {
-    let failure = PERMANENT_FAILURE.lock().ok().and_then(|s| s.clone());
-    match failure {
-        None => (StatusCode::OK, "ok\n".to_owned()),
-        Some(reason) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("unhealthy: {reason}\n"),
-        ),
-    }
 }

@@ -1,0 +1,38 @@
+//! The processor's metrics, through the `metrics` facade. In Lambda they are
+//! written as CloudWatch Embedded Metric Format after each invocation (no
+//! agent, no API calls); under `poll` they are served for Prometheus.
+
+pub const OBJECTS: &str = "relay_processor_objects_total";
+pub const RECORDS_IN: &str = "relay_processor_records_in_total";
+pub const RECORDS_OUT: &str = "relay_processor_records_out_total";
+pub const REJECTED: &str = "relay_processor_rejected_records_total";
+pub const MESSAGES: &str = "relay_processor_messages_total";
+pub const BYTES: &str = "relay_processor_bytes_decompressed_total";
+pub const OBJECT_SECONDS: &str = "relay_processor_object_seconds";
+pub const SEND_RETRIES: &str = "relay_processor_send_retries_total";
+
+/// Histogram buckets for the Prometheus exporter.
+pub const OBJECT_SECONDS_BUCKETS: &[f64] = &[
+    0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
+
+pub fn describe() {
+    use metrics::{Unit, describe_counter, describe_histogram};
+    describe_counter!(
+        OBJECTS,
+        "Objects handled, by outcome (sent, quarantined, missing, failed)"
+    );
+    describe_counter!(RECORDS_IN, "Records read from objects, good or bad");
+    describe_counter!(RECORDS_OUT, "Records sent to SQS");
+    describe_counter!(
+        REJECTED,
+        "Rejected regions (invalid, not an object, truncated, oversized)"
+    );
+    describe_counter!(MESSAGES, "SQS messages sent");
+    describe_counter!(BYTES, Unit::Bytes, "Decompressed bytes read");
+    describe_histogram!(OBJECT_SECONDS, Unit::Seconds, "Time to process one object");
+    describe_counter!(
+        SEND_RETRIES,
+        "SendMessageBatch attempts retried (throttling, partial failures)"
+    );
+}
