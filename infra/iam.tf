@@ -1,0 +1,104 @@
+# ------------------------------------------------ the processor's role
+
+data "aws_iam_policy_document" "lambda_assume" {
+  statement {
+    actions = ["sts:AssumeRole"]
+    principals {
+      type        = "Service"
+      identifiers = ["lambda.amazonaws.com"]
+    }
+  }
+}
+
+resource "aws_iam_role" "processor" {
+  name               = "${var.name}-processor"
+  assume_role_policy = data.aws_iam_policy_document.lambda_assume.json
+  tags               = local.tags
+}
+
+data "aws_iam_policy_document" "processor" {
+  statement {
+    sid       = "ReadRawObjects"
+    actions   = ["s3:GetObject", "s3:GetObjectVersion"]
+    resources = ["${aws_s3_bucket.this.arn}/${var.raw_prefix}*"]
+  }
+  statement {
+    sid       = "WriteState"
+    actions   = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"]
+    resources = ["${aws_s3_bucket.this.arn}/${var.state_prefix}*"]
+  }
+  statement {
+    # Without ListBucket a missing marker reads as 403, not 404.
+    sid       = "ListState"
+    actions   = ["s3:ListBucket"]
+    resources = [aws_s3_bucket.this.arn]
+    condition {
+      test     = "StringLike"
+      variable = "s3:prefix"
+      values   = ["${var.state_prefix}*", "${var.raw_prefix}*"]
+    }
+  }
+  statement {
+    sid       = "ConsumeNotifications"
+    actions   = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility"]
+    resources = [aws_sqs_queue.notifications.arn]
+  }
+  statement {
+    sid       = "SendOutput"
+    actions   = ["sqs:SendMessage", "sqs:GetQueueAttributes"]
+    resources = [aws_sqs_queue.output.arn]
+  }
+  statement {
+    sid       = "Logs"
+    actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
+    resources = ["${aws_cloudwatch_log_group.processor.arn}:*"]
+  }
+  statement {
+    sid       = "Tracing"
+    actions   = ["xray:PutTraceSegments", "xray:PutTelemetryRecords"]
+    resources = ["*"]
+  }
+}
+
+resource "aws_iam_role_policy" "processor" {
+  name   = "${var.name}-processor"
+  role   = aws_iam_role.processor.id
+  policy = data.aws_iam_policy_document.processor.json
+}
+
+# ------------------------------------------------------- the edge agents
+
+data "aws_iam_policy_document" "edge" {
+  statement {
+    sid       = "PutRawObjects"
+    actions   = ["s3:PutObject"]
+    resources = ["${aws_s3_bucket.this.arn}/${var.raw_prefix}*"]
+  }
+}
+
+resource "aws_iam_policy" "edge" {
+  name        = "${var.name}-edge-agent"
+  description = "relay edge agents: s3:PutObject on the raw prefix, nothing else"
+  policy      = data.aws_iam_policy_document.edge.json
+  tags        = local.tags
+}
+
+resource "aws_iam_role_policy_attachment" "edge" {
+  count      = var.edge_role_name == null ? 0 : 1
+  role       = var.edge_role_name
+  policy_arn = aws_iam_policy.edge.arn
+}
+
+resource "aws_iam_user" "edge" {
+  #checkov:skip=CKV_AWS_273:Optional, off by default; for sites that cannot use roles. Access keys are created outside Terraform so they never enter the state.
+  count = var.create_edge_user ? 1 : 0
+  name  = "${var.name}-edge-agent"
+  tags  = local.tags
+}
+
+resource "aws_iam_user_policy_attachment" "edge" {
+  #checkov:skip=CKV_AWS_40:The user exists only to carry this one managed policy.
+  count      = var.create_edge_user ? 1 : 0
+  user       = aws_iam_user.edge[0].name
+  policy_arn = aws_iam_policy.edge.arn
+}

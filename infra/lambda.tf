@@ -1,0 +1,61 @@
+# ------------------------------------------------------------ the processor
+
+resource "aws_cloudwatch_log_group" "processor" {
+  #checkov:skip=CKV_AWS_158:Logs carry counts and keys, not record contents; a KMS key is left to the operator.
+  #checkov:skip=CKV_AWS_338:Retention is a variable (log_retention_days); a year of debug logs is not a sensible default.
+  name              = "/aws/lambda/${var.name}-processor"
+  retention_in_days = var.log_retention_days
+  tags              = local.tags
+}
+
+resource "aws_lambda_function" "processor" {
+  #checkov:skip=CKV_AWS_117:The function reaches only S3 and SQS over their public endpoints; a VPC adds NAT cost and nothing to protect.
+  #checkov:skip=CKV_AWS_116:Failures are retried and dead-lettered by the notification queue (its redrive policy), not by a function DLQ.
+  #checkov:skip=CKV_AWS_173:The environment holds only settings, no secrets.
+  #checkov:skip=CKV_AWS_272:Code signing needs a signing profile the operator owns; the zip is built reproducibly by scripts/build-lambda.sh.
+  function_name                  = "${var.name}-processor"
+  description                    = "relay: raw objects in S3 to packed SQS messages"
+  role                           = aws_iam_role.processor.arn
+  runtime                        = "provided.al2023"
+  handler                        = "bootstrap"
+  architectures                  = [var.lambda_architecture]
+  filename                       = var.lambda_zip_path
+  source_code_hash               = filebase64sha256(var.lambda_zip_path)
+  memory_size                    = var.lambda_memory_mb
+  timeout                        = var.lambda_timeout_secs
+  reserved_concurrent_executions = var.lambda_reserved_concurrency
+
+  tracing_config {
+    mode = "Active"
+  }
+
+  environment {
+    variables = merge(
+      {
+        RELAY_FIELDS           = var.fields
+        RELAY_OUTPUT_QUEUE_URL = aws_sqs_queue.output.id
+        RELAY_RAW_PREFIX       = var.raw_prefix
+        RELAY_STATE_PREFIX     = var.state_prefix
+        RELAY_BODY_FORMAT      = var.body_format
+        RELAY_MISSING          = var.missing_fields
+        RELAY_FIFO_GROUP_ID    = var.fifo_group_id
+        RELAY_LOG_FORMAT       = "json"
+      },
+      var.records_pointer == null ? {} : { RELAY_RECORDS_POINTER = var.records_pointer },
+    )
+  }
+
+  depends_on = [aws_cloudwatch_log_group.processor, aws_iam_role_policy.processor]
+  tags       = local.tags
+}
+
+resource "aws_lambda_event_source_mapping" "notifications" {
+  event_source_arn        = aws_sqs_queue.notifications.arn
+  function_name           = aws_lambda_function.processor.arn
+  batch_size              = var.notification_batch_size
+  function_response_types = ["ReportBatchItemFailures"]
+
+  scaling_config {
+    maximum_concurrency = var.notification_max_concurrency
+  }
+}

@@ -1,0 +1,162 @@
+data "aws_caller_identity" "current" {}
+data "aws_region" "current" {}
+data "aws_partition" "current" {}
+
+locals {
+  bucket_name = coalesce(var.bucket_name, "${var.name}-${data.aws_caller_identity.current.account_id}-${data.aws_region.current.name}")
+  bucket_arn  = "arn:${data.aws_partition.current.partition}:s3:::${local.bucket_name}"
+  output_name = var.output_fifo ? "${var.name}-output.fifo" : "${var.name}-output"
+  output_dlq  = var.output_fifo ? "${var.name}-output-dlq.fifo" : "${var.name}-output-dlq"
+  tags        = merge({ "app" = "relay", "relay:name" = var.name }, var.tags)
+}
+
+# ---------------------------------------------------------------- the bucket
+
+resource "aws_s3_bucket" "this" {
+  #checkov:skip=CKV_AWS_144:Cross-region replication is a business decision; raw objects are re-creatable from the edge only while kept there.
+  #checkov:skip=CKV_AWS_18:Access logging needs a second bucket the operator owns; enable it there if required.
+  #checkov:skip=CKV2_AWS_62:Event notifications are configured in aws_s3_bucket_notification.raw.
+  #checkov:skip=CKV_AWS_145:SSE-S3 is the default; KMS adds a per-request cost and key policy the edge agents would need.
+  bucket = local.bucket_name
+  tags   = local.tags
+}
+
+resource "aws_s3_bucket_versioning" "this" {
+  bucket = aws_s3_bucket.this.id
+  versioning_configuration {
+    status = "Enabled"
+  }
+}
+
+resource "aws_s3_bucket_server_side_encryption_configuration" "this" {
+  bucket = aws_s3_bucket.this.id
+  rule {
+    apply_server_side_encryption_by_default {
+      sse_algorithm = "AES256"
+    }
+  }
+}
+
+resource "aws_s3_bucket_public_access_block" "this" {
+  bucket                  = aws_s3_bucket.this.id
+  block_public_acls       = true
+  block_public_policy     = true
+  ignore_public_acls      = true
+  restrict_public_buckets = true
+}
+
+data "aws_iam_policy_document" "bucket" {
+  statement {
+    sid     = "DenyInsecureTransport"
+    effect  = "Deny"
+    actions = ["s3:*"]
+    resources = [
+      local.bucket_arn,
+      "${local.bucket_arn}/*",
+    ]
+    principals {
+      type        = "*"
+      identifiers = ["*"]
+    }
+    condition {
+      test     = "Bool"
+      variable = "aws:SecureTransport"
+      values   = ["false"]
+    }
+  }
+}
+
+resource "aws_s3_bucket_policy" "this" {
+  bucket     = aws_s3_bucket.this.id
+  policy     = data.aws_iam_policy_document.bucket.json
+  depends_on = [aws_s3_bucket_public_access_block.this]
+}
+
+resource "aws_s3_bucket_lifecycle_configuration" "this" {
+  bucket = aws_s3_bucket.this.id
+
+  # Anywhere in the bucket: an upload an agent started and never completed
+  # (it retries a failed multipart upload from the start).
+  rule {
+    id     = "abort-incomplete-uploads"
+    status = "Enabled"
+    filter {}
+    abort_incomplete_multipart_upload {
+      days_after_initiation = 1
+    }
+  }
+
+  rule {
+    id     = "raw"
+    status = "Enabled"
+    filter {
+      prefix = var.raw_prefix
+    }
+    expiration {
+      days = var.raw_expiration_days
+    }
+    noncurrent_version_expiration {
+      noncurrent_days = 1
+    }
+    abort_incomplete_multipart_upload {
+      days_after_initiation = 1
+    }
+  }
+
+  rule {
+    id     = "markers"
+    status = "Enabled"
+    filter {
+      prefix = "${var.state_prefix}done/"
+    }
+    # Markers are kept as long as the raw objects unless told otherwise: a raw
+    # object without its marker is processed again by a replay.
+    expiration {
+      days = coalesce(var.marker_expiration_days, var.raw_expiration_days)
+    }
+    noncurrent_version_expiration {
+      noncurrent_days = 1
+    }
+    abort_incomplete_multipart_upload {
+      days_after_initiation = 1
+    }
+  }
+
+  # Disjoint prefixes on purpose: where rules overlap, S3 applies the
+  # shortest expiration, which could expire markers before their raw objects.
+  rule {
+    id     = "rejects"
+    status = "Enabled"
+    filter {
+      prefix = "${var.state_prefix}rejects/"
+    }
+    expiration {
+      days = var.report_expiration_days
+    }
+    noncurrent_version_expiration {
+      noncurrent_days = 1
+    }
+    abort_incomplete_multipart_upload {
+      days_after_initiation = 1
+    }
+  }
+
+  rule {
+    id     = "quarantine"
+    status = "Enabled"
+    filter {
+      prefix = "${var.state_prefix}quarantine/"
+    }
+    expiration {
+      days = var.report_expiration_days
+    }
+    noncurrent_version_expiration {
+      noncurrent_days = 1
+    }
+    abort_incomplete_multipart_upload {
+      days_after_initiation = 1
+    }
+  }
+
+  depends_on = [aws_s3_bucket_versioning.this]
+}

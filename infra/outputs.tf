@@ -1,0 +1,49 @@
+output "bucket" {
+  description = "Bucket for raw objects (edge agents' RELAY_BUCKET), markers and reports."
+  value       = aws_s3_bucket.this.id
+}
+
+output "raw_prefix" {
+  description = "Key prefix for edge agents (RELAY_RAW_PREFIX)."
+  value       = var.raw_prefix
+}
+
+output "notification_queue_url" {
+  description = "Queue of S3 notifications (RELAY_NOTIFICATION_QUEUE_URL for `cloud-processor poll` and `replay`)."
+  value       = aws_sqs_queue.notifications.id
+}
+
+output "notification_dlq_url" {
+  description = "Dead-letter queue of notifications that failed repeatedly."
+  value       = aws_sqs_queue.notifications_dlq.id
+}
+
+output "output_queue_url" {
+  description = "The queue consumers read packed messages from."
+  value       = aws_sqs_queue.output.id
+}
+
+output "output_queue_arn" {
+  description = "ARN of the output queue, for consumers' IAM policies."
+  value       = aws_sqs_queue.output.arn
+}
+
+output "output_dlq_url" {
+  description = "Dead-letter queue for consumers of the output queue."
+  value       = aws_sqs_queue.output_dlq.id
+}
+
+output "processor_function_name" {
+  description = "Name of the Lambda function."
+  value       = aws_lambda_function.processor.function_name
+}
+
+output "edge_policy_arn" {
+  description = "The put-only policy to attach to edge agents' roles or users."
+  value       = aws_iam_policy.edge.arn
+}
+
+output "edge_user_name" {
+  description = "The edge agents' IAM user, if create_edge_user is set."
+  value       = var.create_edge_user ? aws_iam_user.edge[0].name : null
+}

@@ -1,0 +1,225 @@
+variable "name" {
+  description = "Name prefix for every resource (lowercase letters, digits and hyphens)."
+  type        = string
+  default     = "relay"
+
+  validation {
+    condition     = can(regex("^[a-z0-9][a-z0-9-]{1,30}$", var.name))
+    error_message = "name must be 2-31 lowercase letters, digits or hyphens, starting with a letter or digit."
+  }
+}
+
+variable "bucket_name" {
+  description = "Name of the bucket for raw objects, markers and reports. Defaults to \"<name>-<account id>-<region>\"."
+  type        = string
+  default     = null
+}
+
+variable "raw_prefix" {
+  description = "Key prefix the edge agents write under; only these objects notify the processor."
+  type        = string
+  default     = "raw/"
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*/$", var.raw_prefix))
+    error_message = "raw_prefix must be one or more path segments ending with \"/\", such as \"raw/\"."
+  }
+}
+
+variable "state_prefix" {
+  description = "Key prefix of done markers, leases, reject reports and quarantine records. Must not overlap raw_prefix, or the processor would trigger itself."
+  type        = string
+  default     = "state/"
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*/$", var.state_prefix))
+    error_message = "state_prefix must be one or more path segments ending with \"/\", such as \"state/\"."
+  }
+}
+
+variable "lambda_zip_path" {
+  description = "Path of the Lambda zip built by scripts/build-lambda.sh (a `bootstrap` binary for provided.al2023)."
+  type        = string
+}
+
+variable "lambda_architecture" {
+  description = "Lambda architecture, matching the zip: x86_64 (buildable on the project's machines) or arm64 (cheaper; build elsewhere)."
+  type        = string
+  default     = "x86_64"
+
+  validation {
+    condition     = contains(["x86_64", "arm64"], var.lambda_architecture)
+    error_message = "lambda_architecture must be x86_64 or arm64."
+  }
+}
+
+variable "lambda_memory_mb" {
+  description = "Lambda memory in MB; CPU scales with it. The processor streams, so memory is for speed, not size."
+  type        = number
+  default     = 1024
+
+  validation {
+    condition     = var.lambda_memory_mb >= 128 && var.lambda_memory_mb <= 10240
+    error_message = "lambda_memory_mb must be between 128 and 10240."
+  }
+}
+
+variable "lambda_timeout_secs" {
+  description = "Lambda timeout. The notification queue's visibility timeout is set to six times this, as AWS recommends."
+  type        = number
+  default     = 300
+
+  validation {
+    condition     = var.lambda_timeout_secs >= 10 && var.lambda_timeout_secs <= 900
+    error_message = "lambda_timeout_secs must be between 10 and 900."
+  }
+}
+
+variable "lambda_reserved_concurrency" {
+  description = "Reserved concurrency for the processor (-1 for none). Caps what it can take from the account and what it sends to SQS at once."
+  type        = number
+  default     = 20
+}
+
+variable "fields" {
+  description = "RELAY_FIELDS: the fields to keep, e.g. \"id,ts=timestamp,user_id=user.id,country=geo.country,first_tag=tags.0\"."
+  type        = string
+
+  validation {
+    condition     = length(trimspace(var.fields)) > 0
+    error_message = "fields must list at least one field."
+  }
+}
+
+variable "body_format" {
+  description = "How records are joined in a message: ndjson or array."
+  type        = string
+  default     = "ndjson"
+
+  validation {
+    condition     = contains(["ndjson", "array"], var.body_format)
+    error_message = "body_format must be ndjson or array."
+  }
+}
+
+variable "missing_fields" {
+  description = "What to write for a field a record lacks: omit or null."
+  type        = string
+  default     = "omit"
+
+  validation {
+    condition     = contains(["omit", "null"], var.missing_fields)
+    error_message = "missing_fields must be omit or null."
+  }
+}
+
+variable "records_pointer" {
+  description = "JSON pointer to the records inside each top-level value, for wrapped files (e.g. /data/records); null for plain records."
+  type        = string
+  default     = null
+}
+
+variable "output_fifo" {
+  description = "Make the output queue FIFO: no duplicates within SQS's 5-minute window, at FIFO throughput limits."
+  type        = bool
+  default     = false
+}
+
+variable "output_max_message_bytes" {
+  description = "MaximumMessageSize of the output queue. SQS allows up to 1048576 (1 MiB), but the hashicorp/aws provider before 6.x refuses more than 262144: with it, keep 262144, or raise the queue's limit outside Terraform. The processor packs for the queue's real limit, read at start-up."
+  type        = number
+  default     = 262144
+
+  validation {
+    condition     = var.output_max_message_bytes >= 1024 && var.output_max_message_bytes <= 1048576
+    error_message = "output_max_message_bytes must be between 1024 and 1048576."
+  }
+}
+
+variable "fifo_group_id" {
+  description = "MessageGroupId of every message when the output queue is FIFO."
+  type        = string
+  default     = "relay"
+}
+
+variable "notification_batch_size" {
+  description = "Notifications per Lambda invocation (each names one object)."
+  type        = number
+  default     = 5
+
+  validation {
+    condition     = var.notification_batch_size >= 1 && var.notification_batch_size <= 10
+    error_message = "notification_batch_size must be between 1 and 10."
+  }
+}
+
+variable "notification_max_concurrency" {
+  description = "Most concurrent invocations the event source mapping starts (2-1000)."
+  type        = number
+  default     = 10
+
+  validation {
+    condition     = var.notification_max_concurrency >= 2 && var.notification_max_concurrency <= 1000
+    error_message = "notification_max_concurrency must be between 2 and 1000."
+  }
+}
+
+variable "max_receive_count" {
+  description = "Deliveries of a notification (or an output message) before it moves to its dead-letter queue."
+  type        = number
+  default     = 5
+}
+
+variable "raw_expiration_days" {
+  description = "Days to keep raw objects. Replays can only re-send what is still here."
+  type        = number
+  default     = 30
+}
+
+variable "marker_expiration_days" {
+  description = "Days to keep done markers; null keeps them for as long as the raw objects (recommended). A raw object whose marker expired is processed again by a replay or a redelivered event."
+  type        = number
+  default     = null
+}
+
+variable "report_expiration_days" {
+  description = "Days to keep reject reports and quarantine records."
+  type        = number
+  default     = 90
+}
+
+variable "log_retention_days" {
+  description = "CloudWatch Logs retention for the processor."
+  type        = number
+  default     = 30
+}
+
+variable "oldest_notification_alarm_secs" {
+  description = "Alarm when the oldest waiting notification is older than this."
+  type        = number
+  default     = 900
+}
+
+variable "alarm_actions" {
+  description = "ARNs (e.g. SNS topics) notified when an alarm fires or clears."
+  type        = list(string)
+  default     = []
+}
+
+variable "create_edge_user" {
+  description = "Create an IAM user for edge agents with the put-only policy attached. Prefer attaching the policy to a role (edge_role_name) with IAM Roles Anywhere or an instance profile."
+  type        = bool
+  default     = false
+}
+
+variable "edge_role_name" {
+  description = "Name of an existing IAM role to attach the edge agents' put-only policy to; null for none."
+  type        = string
+  default     = null
+}
+
+variable "tags" {
+  description = "Tags for every resource."
+  type        = map(string)
+  default     = {}
+}
