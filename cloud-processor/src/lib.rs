@@ -12,3 +12,4 @@ pub mod poll;
 pub mod project;
 pub mod reader;
 pub mod sqs;
+pub mod state;

@@ -288,6 +288,18 @@ impl Bucket {
         Ok((bytes.to_vec(), etag))
     }
 
+    /// Deletes `key`. Deleting a key that does not exist succeeds, as in S3.
+    pub async fn delete(&self, key: &str) -> Result<(), S3Error> {
+        self.client
+            .delete_object()
+            .bucket(&self.name)
+            .key(key)
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| map_sdk_error(e, &self.name, key, "DeleteObject", None))
+    }
+
     /// Checks that the bucket exists and is reachable with these credentials,
     /// so misconfiguration is reported at start-up, not on the first file.
     pub async fn check_access(&self) -> Result<(), S3Error> {
