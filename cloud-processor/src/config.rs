@@ -75,6 +75,12 @@ pub struct Aws {
     /// FIFO output queues: the MessageGroupId of every message.
     #[arg(long, env = "RELAY_FIFO_GROUP_ID", default_value = "relay")]
     pub fifo_group_id: String,
+    /// How long a processor's claim on an object lasts without renewal. It is
+    /// renewed after every batch; after a crash, another processor takes the
+    /// object over this long after the last renewal. Keep it well under
+    /// SQS FIFO's 5-minute deduplication window.
+    #[arg(long, env = "RELAY_LEASE_TTL_SECS", default_value_t = 120)]
+    pub lease_ttl_secs: u64,
     /// Force path-style S3 addressing (emulators on 127.0.0.1).
     #[arg(long, env = "RELAY_S3_PATH_STYLE", default_value_t = false)]
     pub s3_path_style: bool,
@@ -128,6 +134,7 @@ pub struct Config {
     pub raw_prefix: String,
     pub body_format: BodyFormat,
     pub records_pointer: Option<String>,
+    pub missing: Missing,
     pub max_decompressed_bytes: u64,
     pub log_format: LogFormat,
 }
@@ -158,6 +165,7 @@ impl Config {
             raw_prefix: c.raw_prefix.clone(),
             body_format: c.body_format,
             records_pointer: c.records_pointer.clone(),
+            missing: c.missing,
             max_decompressed_bytes: c.max_decompressed_bytes,
             log_format: c.log_format,
         })
@@ -180,6 +188,12 @@ pub fn check_aws(aws: &Aws, raw_prefix: &str) -> Result<(), ConfigError> {
                 "{:?} overlaps RELAY_RAW_PREFIX {raw_prefix:?}; the processor would trigger itself",
                 aws.state_prefix
             ),
+        );
+    }
+    if aws.lease_ttl_secs < 5 {
+        return invalid(
+            "RELAY_LEASE_TTL_SECS",
+            format!("{} is too short to renew in time", aws.lease_ttl_secs),
         );
     }
     if aws.output_queue_url.is_empty() {
@@ -231,6 +245,7 @@ mod tests {
             max_message_bytes: None,
             state_prefix: state.into(),
             fifo_group_id: "g".into(),
+            lease_ttl_secs: 120,
             s3_path_style: false,
         };
         assert!(check_aws(&aws("state/"), "raw/").is_ok());

@@ -7,7 +7,9 @@
 //! stays at a few chunks whatever the object's size.
 
 use std::ops::ControlFlow;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use sha2::Digest;
 
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
@@ -22,6 +24,7 @@ use crate::metrics as m;
 use crate::pack::{Batcher, Chunk, DEFAULT_MAX_BATCH_BYTES, attributes_size};
 use crate::pipeline::{self, Report, Settings, Unreadable};
 use crate::sqs::{Output, SendError};
+use crate::state::{self, Acquired, DoneMarker, Held, StateError, StateKeys, StateStore};
 
 /// Everything a handler needs, built once per process.
 #[derive(Debug, Clone)]
@@ -30,17 +33,42 @@ pub struct App {
     pub aws: Aws,
     pub s3: aws_sdk_s3::Client,
     pub output: Output,
+    /// Names this process in leases and markers.
+    pub owner: String,
+    /// Test-only fault hook: after this many batches are acknowledged, stop
+    /// as if the process crashed between the send and its progress write.
+    /// Always `None` outside tests.
+    pub crash_after_batches: Option<u32>,
+}
+
+/// One object's run, as `run_pipeline` needs it.
+struct Run<'a> {
+    obj: &'a ObjectRef,
+    store: &'a Bucket,
+    keys: &'a StateKeys,
+    settings: Settings,
+    dedup_base: String,
+    ttl_ms: u64,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// What happened to one object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// Every record that could be read went to SQS.
+    /// Every record that could be read went to SQS. `chunks` counts the
+    /// object's chunks; after a resume, fewer were sent by this run.
     Sent {
         chunks: u32,
         records: u64,
         rejected: u64,
     },
+    /// The done marker exists: the event was a duplicate and nothing was sent.
+    Duplicate,
     /// The object cannot be read at all; a quarantine record says why.
     Quarantined { reason: String },
     /// Not ours: outside the raw prefix.
@@ -72,6 +100,42 @@ pub enum ProcessError {
         key: String,
         message: String,
     },
+    #[error("s3://{bucket}/{key}: {source}")]
+    State {
+        bucket: String,
+        key: String,
+        source: StateError,
+    },
+    #[error(
+        "s3://{bucket}/{key} is being processed by {owner} (its lease expires in {expires_in_ms} ms); try again later"
+    )]
+    Busy {
+        bucket: String,
+        key: String,
+        owner: String,
+        expires_in_ms: u64,
+    },
+    #[error(
+        "s3://{bucket}/{key} was left half-sent ({next_chunk} chunks) by {owner} under other settings \
+         (fingerprint {theirs}, now {ours}), and resuming would cut its chunks differently. Restore the old \
+         settings, or delete the lease {lease} to send the object again from the start (its first \
+         {next_chunk} chunks then arrive twice)"
+    )]
+    ConfigChanged {
+        bucket: String,
+        key: String,
+        owner: String,
+        next_chunk: u32,
+        theirs: String,
+        ours: String,
+        lease: String,
+    },
+    #[error("s3://{bucket}/{key}: injected crash after {batches} batches (test fault hook)")]
+    InjectedCrash {
+        bucket: String,
+        key: String,
+        batches: u32,
+    },
 }
 
 fn s3_error<
@@ -94,6 +158,46 @@ fn s3_error<
 }
 
 impl App {
+    pub fn new(config: Config, aws: Aws, s3: aws_sdk_s3::Client, output: Output) -> Self {
+        let owner = format!(
+            "{}-{}-{:x}",
+            std::env::var("AWS_LAMBDA_LOG_STREAM_NAME").unwrap_or_else(|_| "processor".into()),
+            std::process::id(),
+            now_ms()
+        );
+        Self {
+            config,
+            aws,
+            s3,
+            output,
+            owner,
+            crash_after_batches: None,
+        }
+    }
+
+    /// Everything that decides how an object is cut into chunks and where
+    /// they go. A lease left under another fingerprint is not resumed.
+    fn fingerprint(&self, settings: &Settings) -> String {
+        let fields: Vec<String> = self
+            .config
+            .fields
+            .iter()
+            .map(|f| format!("{}={}", f.name, f.path.join("\u{1}")))
+            .collect();
+        let text = format!(
+            "v1\0{}\0{:?}\0{:?}\0{:?}\0{}\0{}\0{}",
+            fields.join("\u{2}"),
+            self.config.missing,
+            settings.format,
+            settings.records_pointer,
+            settings.max_body_bytes,
+            settings.max_record_bytes,
+            self.output.queue_url(),
+        );
+        let digest = sha2::Sha256::digest(text.as_bytes());
+        format!("{digest:x}")[..16].to_owned()
+    }
+
     fn settings_for(&self, key: &str) -> Settings {
         Settings {
             projection: self.config.projection.clone(),
@@ -144,6 +248,7 @@ impl App {
             Ok(Outcome::Sent { .. }) => "sent",
             Ok(Outcome::Quarantined { .. }) => "quarantined",
             Ok(Outcome::Missing) => "missing",
+            Ok(Outcome::Duplicate) => "duplicate",
             Ok(Outcome::Ignored) => "ignored",
             Err(_) => "failed",
         };
@@ -154,6 +259,61 @@ impl App {
 
     async fn process_inner(&self, obj: &ObjectRef) -> Result<Outcome, ProcessError> {
         let started = Instant::now();
+        let state_err = |source| ProcessError::State {
+            bucket: obj.bucket.clone(),
+            key: obj.key.clone(),
+            source,
+        };
+        let settings = self.settings_for(&obj.key);
+        let fingerprint = self.fingerprint(&settings);
+        let keys = StateKeys::new(&self.aws.state_prefix, &self.config.raw_prefix, &obj.key);
+        let store = Bucket::new(self.s3.clone(), &obj.bucket);
+        let ttl_ms = self.aws.lease_ttl_secs * 1000;
+        let held = match state::acquire(&store, &keys, &self.owner, &fingerprint, ttl_ms, now_ms())
+            .await
+            .map_err(state_err)?
+        {
+            Acquired::Ours(held) => held,
+            Acquired::Done => {
+                info!("already processed (done marker exists); skipping the duplicate event");
+                return Ok(Outcome::Duplicate);
+            }
+            Acquired::Busy {
+                owner,
+                expires_in_ms,
+            } => {
+                return Err(ProcessError::Busy {
+                    bucket: obj.bucket.clone(),
+                    key: obj.key.clone(),
+                    owner,
+                    expires_in_ms,
+                });
+            }
+            Acquired::ConfigChanged {
+                owner,
+                next_chunk,
+                theirs,
+                ours,
+            } => {
+                return Err(ProcessError::ConfigChanged {
+                    bucket: obj.bucket.clone(),
+                    key: obj.key.clone(),
+                    owner,
+                    next_chunk,
+                    theirs,
+                    ours,
+                    lease: keys.lease.clone(),
+                });
+            }
+        };
+        let resumed_from = held.lease.next_chunk;
+        if resumed_from > 0 {
+            warn!(
+                resumed_from,
+                "resuming an object another processor left unfinished"
+            );
+        }
+
         let mut get = self.s3.get_object().bucket(&obj.bucket).key(&obj.key);
         if let Some(v) = &obj.version_id {
             get = get.version_id(v);
@@ -162,9 +322,13 @@ impl App {
             Ok(g) => g,
             Err(e) if e.code() == Some("NoSuchKey") => {
                 warn!("the object no longer exists; nothing to do");
+                let _ = store.remove(&keys.lease).await;
                 return Ok(Outcome::Missing);
             }
-            Err(e) => return Err(s3_error(obj, "GetObject", &e)),
+            Err(e) => {
+                self.release(&store, &keys, held).await;
+                return Err(s3_error(obj, "GetObject", &e));
+            }
         };
         let etag = got.e_tag.clone().unwrap_or_default();
         let dedup_base = format!(
@@ -173,16 +337,56 @@ impl App {
             obj.key,
             obj.version_id.as_deref().unwrap_or(&etag)
         );
-        let (report, sent) = self.run_pipeline(obj, got.body, &dedup_base).await?;
+        let run = Run {
+            obj,
+            store: &store,
+            keys: &keys,
+            settings,
+            dedup_base,
+            ttl_ms,
+        };
+        let (report, sent, held) = match self.run_pipeline(run, got.body, held).await {
+            Ok(v) => v,
+            Err((e, held)) => {
+                if let Some(held) = held {
+                    self.release(&store, &keys, held).await;
+                }
+                return Err(e);
+            }
+        };
+        let mut marker = DoneMarker {
+            outcome: "sent".into(),
+            owner: self.owner.clone(),
+            finished_at_ms: 0,
+            fingerprint: fingerprint.clone(),
+            etag: etag.clone(),
+            records_in: 0,
+            records_out: 0,
+            rejected: 0,
+            messages: 0,
+            bytes_decompressed: 0,
+            elapsed_ms: 0,
+            resumed_from_chunk: resumed_from,
+        };
         let report = match report {
             Ok(r) => r,
-            Err(unreadable) => return self.quarantine(obj, &etag, &unreadable, sent).await,
+            Err(unreadable) => {
+                let outcome = self.quarantine(obj, &etag, &unreadable, sent).await?;
+                marker.outcome = "quarantined".into();
+                marker.finished_at_ms = now_ms();
+                marker.elapsed_ms = started.elapsed().as_millis() as u64;
+                state::finish(&store, &keys, &marker)
+                    .await
+                    .map_err(state_err)?;
+                drop(held);
+                return Ok(outcome);
+            }
         };
         let s = &report.stats;
         metrics::counter!(m::RECORDS_IN).increment(s.records_in);
         metrics::counter!(m::RECORDS_OUT).increment(s.records_out);
         metrics::counter!(m::REJECTED).increment(s.rejected);
-        metrics::counter!(m::MESSAGES).increment(u64::from(s.chunks));
+        metrics::counter!(m::MESSAGES).increment(u64::from(sent));
         metrics::counter!(m::BYTES).increment(s.bytes_decompressed);
         if !report.rejects.is_empty() {
             let key = self.state_key("rejects", &obj.key);
@@ -196,6 +400,17 @@ impl App {
             self.put_json(&obj.bucket, &key, &doc).await?;
             warn!(rejected = s.rejected, report = %key, "some records were rejected");
         }
+        marker.finished_at_ms = now_ms();
+        marker.records_in = s.records_in;
+        marker.records_out = s.records_out;
+        marker.rejected = s.rejected;
+        marker.messages = s.chunks;
+        marker.bytes_decompressed = s.bytes_decompressed;
+        marker.elapsed_ms = started.elapsed().as_millis() as u64;
+        state::finish(&store, &keys, &marker)
+            .await
+            .map_err(state_err)?;
+        drop(held);
         info!(
             bytes = s.bytes_decompressed,
             preamble_lines = s.preamble_lines,
@@ -203,7 +418,9 @@ impl App {
             records_out = s.records_out,
             rejected = s.rejected,
             messages = s.chunks,
-            elapsed_ms = started.elapsed().as_millis() as u64,
+            sent_now = sent,
+            resumed_from,
+            elapsed_ms = marker.elapsed_ms,
             "processed"
         );
         Ok(Outcome::Sent {
@@ -213,15 +430,33 @@ impl App {
         })
     }
 
-    /// Runs the pipeline over the object's stream and sends its chunks.
-    /// Returns the pipeline's result and how many chunks were sent.
+    /// After a clean failure, lets the next attempt resume at once instead of
+    /// waiting for the lease to expire. Best effort: expiry does the same.
+    async fn release(&self, store: &Bucket, keys: &StateKeys, mut held: Held) {
+        let next = held.lease.next_chunk;
+        if let Err(e) = state::advance(store, keys, &mut held, next, 0).await {
+            warn!(error = %e, "could not release the lease; the next attempt waits for it to expire");
+        }
+    }
+
+    /// Runs the pipeline over the object's stream and sends the chunks the
+    /// lease does not record as sent, advancing it after every batch.
+    /// Returns the pipeline's result, the chunks sent now, and the lease.
     async fn run_pipeline(
         &self,
-        obj: &ObjectRef,
+        run: Run<'_>,
         body: ByteStream,
-        dedup_base: &str,
-    ) -> Result<(Result<Report, Unreadable>, u32), ProcessError> {
-        let settings = self.settings_for(&obj.key);
+        mut held: Held,
+    ) -> Result<(Result<Report, Unreadable>, u32, Held), (ProcessError, Option<Held>)> {
+        let Run {
+            obj,
+            store,
+            keys,
+            settings,
+            dedup_base,
+            ttl_ms,
+        } = run;
+        let start = held.lease.next_chunk;
         let (tx, mut rx) = mpsc::channel::<Chunk>(4);
         let reader = tokio_util::io::SyncIoBridge::new(body.into_async_read());
         let task = tokio::task::spawn_blocking(move || {
@@ -234,39 +469,87 @@ impl App {
             })
         });
         let mut batcher = Batcher::new(DEFAULT_MAX_BATCH_BYTES, &obj.key);
-        let mut sent = 0u32;
-        let mut failure = None;
-        while let Some(chunk) = rx.recv().await {
-            if let Some(batch) = batcher.push(chunk) {
-                if let Err(e) = self.output.send(&obj.key, dedup_base, &batch).await {
-                    failure = Some(e);
-                    break;
+        let mut renew = tokio::time::interval(Duration::from_millis((ttl_ms / 3).max(1000)));
+        renew.tick().await;
+        let (mut sent, mut batches) = (0u32, 0u32);
+        let mut failure: Option<ProcessError> = None;
+        let mut flushing = false;
+        loop {
+            let batch = if flushing {
+                match batcher.take() {
+                    Some(b) => b,
+                    None => break,
                 }
-                sent += batch.len() as u32;
+            } else {
+                tokio::select! {
+                    chunk = rx.recv() => match chunk {
+                        Some(c) if c.index < start => continue,
+                        Some(c) => match batcher.push(c) {
+                            Some(b) => b,
+                            None => continue,
+                        },
+                        None => {
+                            flushing = true;
+                            continue;
+                        }
+                    },
+                    _ = renew.tick() => {
+                        let next = held.lease.next_chunk;
+                        if let Err(e) = state::advance(store, keys, &mut held, next, now_ms() + ttl_ms).await {
+                            failure = Some(ProcessError::State { bucket: obj.bucket.clone(), key: obj.key.clone(), source: e });
+                            break;
+                        }
+                        continue;
+                    }
+                }
+            };
+            let next = batch.last().map_or(held.lease.next_chunk, |c| c.index + 1);
+            if let Err(source) = self.output.send(&obj.key, &dedup_base, &batch).await {
+                failure = Some(ProcessError::Send {
+                    bucket: obj.bucket.clone(),
+                    key: obj.key.clone(),
+                    source,
+                });
+                break;
+            }
+            sent += batch.len() as u32;
+            batches += 1;
+            if self.crash_after_batches == Some(batches) {
+                failure = Some(ProcessError::InjectedCrash {
+                    bucket: obj.bucket.clone(),
+                    key: obj.key.clone(),
+                    batches,
+                });
+                break;
+            }
+            if let Err(e) = state::advance(store, keys, &mut held, next, now_ms() + ttl_ms).await {
+                failure = Some(ProcessError::State {
+                    bucket: obj.bucket.clone(),
+                    key: obj.key.clone(),
+                    source: e,
+                });
+                break;
             }
         }
         drop(rx);
-        let result = task.await.map_err(|e| ProcessError::Task {
-            bucket: obj.bucket.clone(),
-            key: obj.key.clone(),
-            message: e.to_string(),
+        let result = task.await.map_err(|e| {
+            (
+                ProcessError::Task {
+                    bucket: obj.bucket.clone(),
+                    key: obj.key.clone(),
+                    message: e.to_string(),
+                },
+                None,
+            )
         })?;
-        if failure.is_none()
-            && let Some(batch) = batcher.take()
-        {
-            match self.output.send(&obj.key, dedup_base, &batch).await {
-                Ok(()) => sent += batch.len() as u32,
-                Err(e) => failure = Some(e),
-            }
+        match failure {
+            // A crash leaves the lease as it was: nobody can release it.
+            Some(e @ ProcessError::InjectedCrash { .. }) => Err((e, None)),
+            // A lost lease is someone else's now.
+            Some(e @ ProcessError::State { .. }) => Err((e, None)),
+            Some(e) => Err((e, Some(held))),
+            None => Ok((result, sent, held)),
         }
-        if let Some(source) = failure {
-            return Err(ProcessError::Send {
-                bucket: obj.bucket.clone(),
-                key: obj.key.clone(),
-                source,
-            });
-        }
-        Ok((result, sent))
     }
 
     async fn quarantine(

@@ -1,0 +1,216 @@
+//! Helpers for the processor's integration tests against the local emulator.
+
+#![allow(dead_code)] // Each test binary uses a different subset.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test-only helpers: a panic is a test failure.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::types::{
+    Event, FilterRule, FilterRuleName, NotificationConfiguration, NotificationConfigurationFilter,
+    QueueConfiguration, S3KeyFilter,
+};
+use aws_sdk_sqs::types::QueueAttributeName;
+use clap::Parser;
+use cloud_processor::config::{Aws, Cli, Config};
+use cloud_processor::handler::App;
+use cloud_processor::sqs::Output;
+use relay_shared::s3::{Bucket, PutMode, PutOptions};
+use relay_shared::testing::Emulator;
+
+pub const FIELDS: &str = "id,ts=timestamp,user_id=user.id,country=geo.country,first_tag=tags.0,big";
+
+pub struct Setup {
+    pub emu: Emulator,
+    pub bucket: Bucket,
+    pub notifications: String,
+    pub output: String,
+}
+
+pub async fn setup(label: &str, fifo: bool) -> Setup {
+    let emu = Emulator::connect().await;
+    let bucket = emu.bucket(label).await;
+    let notifications = emu.queue(&format!("{label}-n"), false).await;
+    let output = emu.queue(&format!("{label}-o"), fifo).await;
+    let arn = emu
+        .sqs
+        .get_queue_attributes()
+        .queue_url(&notifications)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap()[&QueueAttributeName::QueueArn]
+        .clone();
+    let filter = NotificationConfigurationFilter::builder()
+        .key(
+            S3KeyFilter::builder()
+                .filter_rules(
+                    FilterRule::builder()
+                        .name(FilterRuleName::Prefix)
+                        .value("raw/")
+                        .build(),
+                )
+                .build(),
+        )
+        .build();
+    emu.s3
+        .put_bucket_notification_configuration()
+        .bucket(bucket.name())
+        .notification_configuration(
+            NotificationConfiguration::builder()
+                .queue_configurations(
+                    QueueConfiguration::builder()
+                        .queue_arn(arn)
+                        .events(Event::from("s3:ObjectCreated:*"))
+                        .filter(filter)
+                        .build()
+                        .unwrap(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    Setup {
+        emu,
+        bucket,
+        notifications,
+        output,
+    }
+}
+
+pub async fn app(s: &Setup, cap: Option<usize>) -> App {
+    app_with(s, cap, FIELDS, 120).await
+}
+
+pub async fn app_with(s: &Setup, cap: Option<usize>, fields: &str, lease_ttl_secs: u64) -> App {
+    let cli = Cli::try_parse_from(["cloud-processor", "--fields", fields]).unwrap();
+    let config = Config::from_common(&cli.common).unwrap();
+    let output = Output::connect(s.emu.sqs.clone(), &s.output, "relay", cap)
+        .await
+        .unwrap();
+    App::new(
+        config,
+        Aws {
+            output_queue_url: s.output.clone(),
+            max_message_bytes: cap,
+            state_prefix: "state/".into(),
+            fifo_group_id: "relay".into(),
+            lease_ttl_secs,
+            s3_path_style: true,
+        },
+        s.emu.s3.clone(),
+        output,
+    )
+}
+
+pub async fn put(s: &Setup, key: &str, body: Vec<u8>) {
+    s.bucket
+        .put(key, body, &PutMode::Create, &PutOptions::default())
+        .await
+        .unwrap();
+}
+
+pub async fn delete(s: &Setup, queue: &str, receipt: String) {
+    s.emu
+        .sqs
+        .delete_message()
+        .queue_url(queue)
+        .receipt_handle(receipt)
+        .send()
+        .await
+        .unwrap();
+}
+
+/// Waits for the notification S3 sent for our object and returns its body,
+/// skipping the test event S3 sends when a notification is configured.
+pub async fn notification(s: &Setup) -> String {
+    let start = Instant::now();
+    loop {
+        let out = s
+            .emu
+            .sqs
+            .receive_message()
+            .queue_url(&s.notifications)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap();
+        for m in out.messages.unwrap_or_default() {
+            let body = m.body.unwrap();
+            delete(s, &s.notifications, m.receipt_handle.unwrap()).await;
+            if body.contains("ObjectCreated") {
+                return body;
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no S3 notification arrived"
+        );
+    }
+}
+
+/// Every message in the output queue, keyed by source key and chunk index.
+pub async fn drain(s: &Setup) -> BTreeMap<(String, u32), (String, BTreeMap<String, String>)> {
+    let mut got = BTreeMap::new();
+    let mut empty = 0;
+    while empty < 2 {
+        let out = s
+            .emu
+            .sqs
+            .receive_message()
+            .queue_url(&s.output)
+            .max_number_of_messages(10)
+            .message_attribute_names("All")
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap();
+        let msgs = out.messages.unwrap_or_default();
+        if msgs.is_empty() {
+            empty += 1;
+        }
+        for m in msgs {
+            let attrs: BTreeMap<String, String> = m
+                .message_attributes
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.string_value.unwrap_or_default()))
+                .collect();
+            let id = (
+                attrs["relay.source_key"].clone(),
+                attrs["relay.chunk"].parse().unwrap(),
+            );
+            assert!(
+                got.insert(id.clone(), (m.body.unwrap(), attrs)).is_none(),
+                "{id:?} delivered twice"
+            );
+            s.emu
+                .sqs
+                .delete_message()
+                .queue_url(&s.output)
+                .receipt_handle(m.receipt_handle.unwrap())
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+    got
+}
+
+/// Sample records with a junk preamble and one truncated record after the sixth.
+pub fn sample_file(records: usize) -> String {
+    let mut g = relay_shared::sample::SampleGen::new(3);
+    let mut text =
+        String::from("\u{feff}# collector v2\r\n// started\n[INFO] banner\n{not json\n\n");
+    for i in 0..records {
+        g.record(&mut text);
+        text.push('\n');
+        if i == 5 {
+            text.push_str("{\"broken\": \n"); // a truncated record: the next line must survive
+        }
+    }
+    text
+}

@@ -1,0 +1,226 @@
+//! Exactly once per object, on S3 markers and leases, against the emulator:
+//! repeated and concurrent events, a crash between a send and its progress
+//! write, lease takeover and resume, and a config change across a crash.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use cloud_processor::handler::{Outcome, ProcessError};
+use cloud_processor::state::DoneMarker;
+use common::*;
+
+const KEY: &str = "raw/e/2026/11/21/22/1763800000000.json.zst";
+
+/// Every message in the output queue, counted per (source key, chunk).
+async fn receive_counts(s: &Setup) -> BTreeMap<u32, (usize, String)> {
+    let mut counts: BTreeMap<u32, (usize, String)> = BTreeMap::new();
+    let mut empty = 0;
+    while empty < 2 {
+        let out = s
+            .emu
+            .sqs
+            .receive_message()
+            .queue_url(&s.output)
+            .max_number_of_messages(10)
+            .message_attribute_names("All")
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap();
+        let msgs = out.messages.unwrap_or_default();
+        if msgs.is_empty() {
+            empty += 1;
+        }
+        for m in msgs {
+            let chunk: u32 = m.message_attributes().unwrap()["relay.chunk"]
+                .string_value()
+                .unwrap()
+                .parse()
+                .unwrap();
+            let e = counts
+                .entry(chunk)
+                .or_insert((0, m.body().unwrap().to_owned()));
+            e.0 += 1;
+            assert_eq!(
+                e.1,
+                m.body().unwrap(),
+                "a resent chunk {chunk} has the same body"
+            );
+            delete(s, &s.output, m.receipt_handle.unwrap()).await;
+        }
+    }
+    counts
+}
+
+async fn marker(s: &Setup) -> DoneMarker {
+    let (bytes, _) = s
+        .bucket
+        .get_bytes("state/done/e/2026/11/21/22/1763800000000.json.zst")
+        .await
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_event_ten_times_to_concurrent_processors_sends_each_chunk_once() {
+    let s = setup("once-dup", false).await;
+    put(
+        &s,
+        KEY,
+        zstd::encode_all(sample_file(300).as_bytes(), 3).unwrap(),
+    )
+    .await;
+    let body = notification(&s).await;
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        // A separate processor each, as concurrent Lambdas would be.
+        let app = app(&s, Some(4096)).await;
+        let body = body.clone();
+        tasks.push(tokio::spawn(async move {
+            // Busy means another holds the lease: the event comes back later.
+            loop {
+                match app.process_message_body(&body).await {
+                    Ok(outcome) => return outcome,
+                    Err(ProcessError::Busy { .. }) => {
+                        tokio::time::sleep(Duration::from_millis(200)).await
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }));
+    }
+    let mut sent = 0;
+    for t in tasks {
+        match t.await.unwrap()[..] {
+            [Outcome::Sent { .. }] => sent += 1,
+            [Outcome::Duplicate] => {}
+            ref other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(sent, 1, "exactly one processor sent the object");
+    let m = marker(&s).await;
+    let counts = receive_counts(&s).await;
+    assert_eq!(counts.len() as u32, m.messages);
+    assert!(counts.values().all(|(n, _)| *n == 1), "{counts:?}");
+    assert_eq!(m.records_out, 300);
+}
+
+/// Crashes after 3 of the object's batches, then lets another processor
+/// take the expired lease over. Returns how often each chunk arrived.
+async fn crash_and_resume(fifo: bool) -> (BTreeMap<u32, (usize, String)>, DoneMarker) {
+    let s = setup(if fifo { "once-crash-f" } else { "once-crash" }, fifo).await;
+    put(
+        &s,
+        KEY,
+        zstd::encode_all(sample_file(1500).as_bytes(), 3).unwrap(),
+    )
+    .await;
+    let body = notification(&s).await;
+
+    let mut first = app_with(&s, Some(4096), FIELDS, 1).await;
+    first.crash_after_batches = Some(3);
+    let err = first.process_message_body(&body).await.unwrap_err();
+    assert!(
+        matches!(err, ProcessError::InjectedCrash { batches: 3, .. }),
+        "{err}"
+    );
+
+    // The crashed processor's lease is live for a second: a retry now waits.
+    let retry = app_with(&s, Some(4096), FIELDS, 1).await;
+    assert!(matches!(
+        retry.process_message_body(&body).await,
+        Err(ProcessError::Busy { .. })
+    ));
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let outcome = retry.process_message_body(&body).await.unwrap();
+    assert!(
+        matches!(outcome[..], [Outcome::Sent { records: 1500, .. }]),
+        "{outcome:?}"
+    );
+    let m = marker(&s).await;
+    (receive_counts(&s).await, m)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_mid_object_resumes_with_at_most_one_batch_twice_into_standard() {
+    let (counts, m) = crash_and_resume(false).await;
+    // More than three batches of ten, so the crash after three is mid-object.
+    assert!(
+        m.messages > 30,
+        "enough chunks for several batches: {}",
+        m.messages
+    );
+    assert!(m.resumed_from_chunk > 0, "the retry resumed: {m:?}");
+    assert_eq!(
+        counts.keys().copied().collect::<Vec<_>>(),
+        (0..m.messages).collect::<Vec<_>>(),
+        "every chunk arrived"
+    );
+    let twice: Vec<u32> = counts
+        .iter()
+        .filter(|(_, (n, _))| *n > 1)
+        .map(|(c, _)| *c)
+        .collect();
+    assert!(counts.values().all(|(n, _)| *n <= 2));
+    // Exactly the batch sent before the crash and never recorded: the third,
+    // whose chunks start where the lease says the retry resumed.
+    assert!(
+        !twice.is_empty() && twice.len() <= 10,
+        "at most one batch twice: {twice:?}"
+    );
+    assert!(
+        twice.iter().all(|c| *c >= m.resumed_from_chunk),
+        "{twice:?} vs resume at {}",
+        m.resumed_from_chunk
+    );
+    let records: usize = counts.values().map(|(_, body)| body.lines().count()).sum();
+    assert_eq!(records, 1500, "every record, counting each chunk once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_mid_object_sends_nothing_twice_into_fifo() {
+    let (counts, m) = crash_and_resume(true).await;
+    assert!(m.resumed_from_chunk > 0);
+    assert_eq!(counts.len() as u32, m.messages);
+    assert!(
+        counts.values().all(|(n, _)| *n == 1),
+        "FIFO deduplicated the resent batch: {counts:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_change_across_a_crash_is_refused_with_a_clear_error() {
+    let s = setup("once-config", false).await;
+    put(
+        &s,
+        KEY,
+        zstd::encode_all(sample_file(600).as_bytes(), 3).unwrap(),
+    )
+    .await;
+    let body = notification(&s).await;
+    let mut first = app_with(&s, Some(4096), FIELDS, 1).await;
+    first.crash_after_batches = Some(2);
+    assert!(first.process_message_body(&body).await.is_err());
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+
+    let changed = app_with(&s, Some(4096), "id,ts=timestamp", 1).await;
+    let err = changed.process_message_body(&body).await.unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, ProcessError::ConfigChanged { .. }), "{text}");
+    assert!(
+        text.contains("under other settings")
+            && text.contains("state/leases/e/2026/11/21/22/1763800000000.json.zst"),
+        "{text}"
+    );
+
+    // With the old settings back, the object resumes and completes.
+    let same = app_with(&s, Some(4096), FIELDS, 1).await;
+    assert!(matches!(
+        same.process_message_body(&body).await.unwrap()[..],
+        [Outcome::Sent { .. }]
+    ));
+}
