@@ -42,6 +42,40 @@ pub enum Command {
         #[arg(long, env = "RELAY_METRICS_ADDR", default_value = "127.0.0.1:9188")]
         metrics_addr: String,
     },
+    /// Re-send S3 events for raw objects to the notification queue: only those
+    /// without a done marker (backfill), or all of them (reprocess).
+    Replay {
+        #[command(flatten)]
+        range: Range,
+        /// The queue the processor consumes S3 notifications from.
+        #[arg(long, env = "RELAY_NOTIFICATION_QUEUE_URL")]
+        notification_queue_url: String,
+        /// `missing`: objects without a done marker; `reprocess`: all, after
+        /// deleting their markers (consumers then see those records again).
+        #[arg(long, value_enum, default_value_t = crate::replay::Mode::Missing)]
+        mode: crate::replay::Mode,
+        /// List what would be sent; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Confirm `--mode reprocess` without a prompt.
+        #[arg(long)]
+        yes: bool,
+        /// Events sent per second at most.
+        #[arg(long, default_value_t = 50)]
+        rate_per_sec: u32,
+    },
+    /// Report raw objects with no done marker after a while, stale leases,
+    /// quarantined objects and reject reports.
+    Audit {
+        #[command(flatten)]
+        range: Range,
+        /// Raw objects older than this without a done marker are reported.
+        #[arg(long, default_value_t = 60)]
+        older_than_mins: i64,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the pipeline on local files (zstd or plain, `-` for stdin) with no
     /// AWS at all: message bodies go to stdout, or one file per message with
     /// --out; a summary and the rejects go to stderr.
@@ -56,6 +90,30 @@ pub enum Command {
         #[arg(long, env = "RELAY_MAX_MESSAGE_BYTES", default_value_t = 262_144)]
         max_message_bytes: usize,
     },
+}
+
+/// Which objects `replay` and `audit` look at.
+#[derive(Debug, Clone, ClapArgs)]
+pub struct Range {
+    /// The bucket of raw objects.
+    #[arg(long, env = "RELAY_BUCKET")]
+    pub bucket: String,
+    /// Key prefix to look under [default: the raw prefix], e.g.
+    /// `raw/edge-1/2026/11/21/` for one source's day.
+    #[arg(long)]
+    pub prefix: Option<String>,
+    /// Only objects stored at or after this instant (RFC 3339, e.g. 2026-11-21T00:00:00Z).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only objects stored before this instant (RFC 3339).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Key prefix of markers and reports.
+    #[arg(long, env = "RELAY_STATE_PREFIX", default_value = "state/")]
+    pub state_prefix: String,
+    /// Force path-style S3 addressing (emulators on 127.0.0.1).
+    #[arg(long, env = "RELAY_S3_PATH_STYLE", default_value_t = false)]
+    pub s3_path_style: bool,
 }
 
 /// Settings for the modes that talk to AWS.

@@ -11,5 +11,6 @@ pub mod pipeline;
 pub mod poll;
 pub mod project;
 pub mod reader;
+pub mod replay;
 pub mod sqs;
 pub mod state;

@@ -12,6 +12,7 @@ use cloud_processor::config::{Aws, Cli, Command, Config, check_aws};
 use cloud_processor::handler::App;
 use cloud_processor::pack::attributes_size;
 use cloud_processor::pipeline::{self, Settings};
+use cloud_processor::replay::{self, Selection};
 use cloud_processor::sqs::Output;
 use relay_shared::client::{ClientOptions, load_sdk_config, s3_client, sqs_client};
 use relay_shared::telemetry::init_tracing;
@@ -19,6 +20,20 @@ use relay_shared::telemetry::init_tracing;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The operator tools need no projection settings.
+    if let Some(Command::Replay { .. } | Command::Audit { .. }) = &cli.command {
+        if let Err(e) = init_tracing(cli.common.log_format, "warn") {
+            eprintln!("cloud-processor: {e}");
+            return ExitCode::FAILURE;
+        }
+        return match tools(cli.command, &cli.common.raw_prefix).await {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("cloud-processor: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let config = match Config::from_common(&cli.common) {
         Ok(c) => c,
         Err(e) => {
@@ -52,6 +67,7 @@ async fn main() -> ExitCode {
             .await
         }
         Some(Command::Lambda(aws)) => lambda(config, aws).await,
+        Some(Command::Replay { .. } | Command::Audit { .. }) => Ok(ExitCode::SUCCESS),
         None => match aws_from_env() {
             Ok(aws) => lambda(config, aws).await,
             Err(e) => Err(e),
@@ -157,6 +173,144 @@ async fn poll(
     })
     .await;
     Ok(ExitCode::SUCCESS)
+}
+
+fn instant(flag: &str, value: Option<&str>) -> anyhow::Result<Option<i64>> {
+    value
+        .map(|v| {
+            v.parse::<jiff::Timestamp>()
+                .map(|t| t.as_second())
+                .with_context(|| {
+                    format!("{flag} {v:?} is not an RFC 3339 instant such as 2026-11-21T00:00:00Z")
+                })
+        })
+        .transpose()
+}
+
+/// `replay` and `audit`.
+async fn tools(command: Option<Command>, raw_prefix: &str) -> anyhow::Result<ExitCode> {
+    use std::io::IsTerminal;
+    let selection = |range: &cloud_processor::config::Range| -> anyhow::Result<Selection> {
+        Ok(Selection {
+            bucket: range.bucket.clone(),
+            prefix: range
+                .prefix
+                .clone()
+                .unwrap_or_else(|| raw_prefix.to_owned()),
+            raw_prefix: raw_prefix.to_owned(),
+            state_prefix: range.state_prefix.clone(),
+            since: instant("--since", range.since.as_deref())?,
+            until: instant("--until", range.until.as_deref())?,
+        })
+    };
+    match command {
+        Some(Command::Replay {
+            range,
+            notification_queue_url,
+            mode,
+            dry_run,
+            yes,
+            rate_per_sec,
+        }) => {
+            let sel = selection(&range)?;
+            if mode == replay::Mode::Reprocess && !dry_run && !yes {
+                if !std::io::stdin().is_terminal() {
+                    anyhow::bail!(
+                        "--mode reprocess deletes done markers and sends every object again; confirm with --yes"
+                    );
+                }
+                eprint!(
+                    "Reprocess every object under s3://{}/{}? Consumers will see their records again. Type 'reprocess': ",
+                    sel.bucket, sel.prefix
+                );
+                let mut answer = String::new();
+                std::io::stdin().read_line(&mut answer)?;
+                if answer.trim() != "reprocess" {
+                    anyhow::bail!("not confirmed; nothing was changed");
+                }
+            }
+            let sdk = load_sdk_config().await;
+            let s3 = s3_client(
+                &sdk,
+                ClientOptions {
+                    s3_path_style: range.s3_path_style,
+                },
+            );
+            let sqs = sqs_client(&sdk);
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            let summary = replay::replay(
+                &s3,
+                &sqs,
+                &notification_queue_url,
+                &sel,
+                mode,
+                dry_run,
+                rate_per_sec,
+                |n, total, obj, action| {
+                    bar.set_length(total as u64);
+                    bar.set_position(n as u64);
+                    if dry_run || !bar.is_hidden() {
+                        bar.set_message(format!("{action}: {}", obj.key));
+                    }
+                    if dry_run {
+                        bar.suspend(|| println!("{action}\t{}", obj.key));
+                    }
+                },
+            )
+            .await?;
+            bar.finish_and_clear();
+            eprintln!("{}", serde_json::to_string(&summary)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Audit {
+            range,
+            older_than_mins,
+            json,
+        }) => {
+            let sel = selection(&range)?;
+            let sdk = load_sdk_config().await;
+            let s3 = s3_client(
+                &sdk,
+                ClientOptions {
+                    s3_path_style: range.s3_path_style,
+                },
+            );
+            let now = jiff::Timestamp::now().as_second();
+            let report = replay::audit(&s3, &sel, older_than_mins * 60, now).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!(
+                    "unprocessed after {older_than_mins} min: {}",
+                    report.unprocessed.len()
+                );
+                for o in &report.unprocessed {
+                    println!("  {}", o.key);
+                }
+                for (title, keys) in [
+                    ("stale leases", &report.stale_leases),
+                    ("quarantined", &report.quarantined),
+                    ("reject reports", &report.reject_reports),
+                ] {
+                    println!("{title}: {}", keys.len());
+                    for k in keys {
+                        println!("  {k}");
+                    }
+                }
+            }
+            let clean = report.unprocessed.is_empty() && report.stale_leases.is_empty();
+            Ok(if clean {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(3)
+            })
+        }
+        _ => Ok(ExitCode::SUCCESS),
+    }
 }
 
 /// `process`: the pipeline on local files, no AWS.

@@ -82,3 +82,36 @@ fn missing_fields_config_is_a_clear_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("RELAY_FIELDS (--fields) is required"));
 }
+
+#[test]
+fn reprocess_needs_confirmation_and_bad_instants_are_named() {
+    let out = processor()
+        .args([
+            "replay",
+            "--bucket",
+            "b",
+            "--notification-queue-url",
+            "http://127.0.0.1:1/q",
+            "--mode",
+            "reprocess",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("confirm with --yes"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = processor()
+        .args(["audit", "--bucket", "b", "--since", "yesterday"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("--since \"yesterday\" is not an RFC 3339 instant")
+    );
+}

@@ -224,3 +224,122 @@ async fn a_config_change_across_a_crash_is_refused_with_a_clear_error() {
         [Outcome::Sent { .. }]
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_sends_only_what_is_missing_and_reprocess_sends_everything() {
+    use cloud_processor::replay::{self, Mode, Selection};
+    let s = setup("once-replay", false).await;
+    let app = app(&s, Some(8192)).await;
+    let keys: Vec<String> = (0..3)
+        .map(|i| format!("raw/e/2026/11/21/22/176380000000{i}.json.zst"))
+        .collect();
+    for k in &keys {
+        put(
+            &s,
+            k,
+            zstd::encode_all(sample_file(50).as_bytes(), 3).unwrap(),
+        )
+        .await;
+    }
+    // Two events are processed; the third is lost.
+    for _ in 0..2 {
+        app.process_message_body(&notification(&s).await)
+            .await
+            .unwrap();
+    }
+    let lost = notification(&s).await;
+    assert!(
+        lost.contains("1763800000002"),
+        "events arrive in order here: {lost}"
+    );
+    assert_eq!(drain(&s).await.len(), 2);
+
+    let sel = Selection {
+        bucket: s.bucket.name().to_owned(),
+        prefix: "raw/e/2026/11/21/".into(),
+        raw_prefix: "raw/".into(),
+        state_prefix: "state/".into(),
+        since: None,
+        until: None,
+    };
+    let now = jiff::Timestamp::now().as_second();
+    let report = replay::audit(&s.emu.s3, &sel, 0, now + 1).await.unwrap();
+    assert_eq!(
+        report
+            .unprocessed
+            .iter()
+            .map(|o| o.key.as_str())
+            .collect::<Vec<_>>(),
+        [keys[2].as_str()]
+    );
+    assert_eq!(
+        report.reject_reports.len(),
+        2,
+        "each processed sample has one reject"
+    );
+
+    // A dry run changes nothing.
+    let dry = replay::replay(
+        &s.emu.s3,
+        &s.emu.sqs,
+        &s.notifications,
+        &sel,
+        Mode::Missing,
+        true,
+        100,
+        |_, _, _, _| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!((dry.listed, dry.already_done, dry.sent), (3, 2, 1));
+
+    let backfill = replay::replay(
+        &s.emu.s3,
+        &s.emu.sqs,
+        &s.notifications,
+        &sel,
+        Mode::Missing,
+        false,
+        100,
+        |_, _, _, _| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!((backfill.sent, backfill.markers_deleted), (1, 0));
+    let replayed = notification(&s).await;
+    assert_eq!(app.process_message_body(&replayed).await.unwrap().len(), 1);
+    let got = drain(&s).await;
+    assert_eq!(
+        got.keys().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+        [keys[2].as_str()]
+    );
+    assert!(
+        replay::audit(&s.emu.s3, &sel, 0, now + 1)
+            .await
+            .unwrap()
+            .unprocessed
+            .is_empty()
+    );
+
+    let again = replay::replay(
+        &s.emu.s3,
+        &s.emu.sqs,
+        &s.notifications,
+        &sel,
+        Mode::Reprocess,
+        false,
+        100,
+        |_, _, _, _| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!((again.sent, again.markers_deleted), (3, 3));
+    for _ in 0..3 {
+        let outcome = app
+            .process_message_body(&notification(&s).await)
+            .await
+            .unwrap();
+        assert!(matches!(outcome[..], [Outcome::Sent { .. }]), "{outcome:?}");
+    }
+    assert_eq!(drain(&s).await.len(), 3, "reprocess re-sent every object");
+}
