@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
-# The relay on one machine, with no AWS account: a local S3 emulator, the edge
-# agent watching a directory, and a load generator writing files the way the
-# edge container does. Prints what reached S3. Ctrl-C stops everything.
+# The relay on one machine, with no AWS account: a local S3 and SQS emulator,
+# the edge agent watching a directory, the cloud processor in poll mode (the
+# Lambda's handler outside Lambda; the emulator cannot run Lambdas), and a
+# load generator writing files the way the edge container does. Reads the
+# output queue to the end and prints files, records, messages, duplicates,
+# losses and latency. Ctrl-C stops everything.
 #
 # Knobs: RELAY_DEMO_RATE (messages/s, default 6000),
 #        RELAY_DEMO_DURATION_SECS (default 20),
 #        RELAY_DEMO_RECORDS_PER_FILE (default 1000),
 #        RELAY_DEMO_PROFILE (cargo profile: dev or release, default dev).
-#
-# The cloud processor (S3 -> SQS) joins this demo when it is built; until
-# then the demo stops at S3.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$PWD
@@ -24,20 +24,23 @@ export RELAY_MOTO_DIR=$root/.moto/demo
 say() { printf '\n== %s\n' "$*" >&2; }
 
 say "building (cargo --profile $profile)"
-cargo build --locked --profile "$profile" -p edge-agent --bin edge-agent --example loadgen
+cargo build --locked --profile "$profile" -p edge-agent --bin edge-agent --example loadgen \
+  -p cloud-processor --bin cloud-processor
 
 say "starting the local S3 emulator"
 scripts/moto.sh install
 env_lines=$(scripts/moto.sh start)
 eval "$env_lines"
 
-agent_pid=""
+agent_pid="" processor_pid=""
 cleanup() {
   trap - EXIT INT TERM
-  if [[ -n $agent_pid ]] && kill -0 "$agent_pid" 2>/dev/null; then
-    kill -TERM "$agent_pid" 2>/dev/null || true
-    wait "$agent_pid" 2>/dev/null || true
-  fi
+  for pid in $agent_pid $processor_pid; do
+    if kill -0 "$pid" 2>/dev/null; then
+      kill -INT "$pid" 2>/dev/null || true
+      wait "$pid" 2>/dev/null || true
+    fi
+  done
   pkill -TERM -f "$target_dir/examples/loadgen" 2>/dev/null || true
   scripts/moto.sh stop
 }
@@ -46,7 +49,19 @@ trap 'echo "interrupted" >&2; exit 130' INT TERM
 
 rm -rf "$work" && mkdir -p "$work/in"
 bucket=relay-demo
-"$root/.venv/bin/aws" s3 mb "s3://$bucket" >/dev/null
+aws=("$root/.venv/bin/aws" --endpoint-url "$AWS_ENDPOINT_URL")
+"${aws[@]}" s3 mb "s3://$bucket" >/dev/null
+notifications=$("${aws[@]}" sqs create-queue --queue-name relay-demo-notifications --query QueueUrl --output text)
+output=$("${aws[@]}" sqs create-queue --queue-name relay-demo-output --query QueueUrl --output text)
+arn=$("${aws[@]}" sqs get-queue-attributes --queue-url "$notifications" --attribute-names QueueArn --query Attributes.QueueArn --output text)
+"${aws[@]}" s3api put-bucket-notification-configuration --bucket "$bucket" --notification-configuration \
+  "{\"QueueConfigurations\":[{\"QueueArn\":\"$arn\",\"Events\":[\"s3:ObjectCreated:*\"],\"Filter\":{\"Key\":{\"FilterRules\":[{\"Name\":\"prefix\",\"Value\":\"raw/\"}]}}}]}"
+
+say "starting the cloud processor (poll mode) on the notification queue"
+RELAY_FIELDS='id,ts=timestamp,type,user_id=user.id,country=geo.country,first_tag=tags.0' \
+  RELAY_OUTPUT_QUEUE_URL=$output RELAY_NOTIFICATION_QUEUE_URL=$notifications RELAY_METRICS_ADDR=off \
+  "$target_dir/cloud-processor" poll 2>"$work/processor.log" &
+processor_pid=$!
 
 metrics_port=$("$root/.venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 say "starting the edge agent on $work/in (metrics on 127.0.0.1:$metrics_port)"
@@ -56,18 +71,19 @@ RELAY_WATCH_DIR=$work/in RELAY_BUCKET=$bucket RELAY_SOURCE_ID=demo-edge \
   "$target_dir/edge-agent" 2>"$work/agent.log" &
 agent_pid=$!
 
-say "writing $rate messages/s for ${duration}s, $per_file per file"
+files=$(( (rate * duration + per_file - 1) / per_file ))
+records=$(( files * per_file ))
+say "writing $rate messages/s for ${duration}s, $per_file per file ($files files)"
 "$target_dir/examples/loadgen" --dir "$work/in" --rate "$rate" --duration-secs "$duration" --records-per-file "$per_file"
+kill -0 "$agent_pid" 2>/dev/null || { echo "the edge agent exited; see $work/agent.log" >&2; exit 1; }
+kill -0 "$processor_pid" 2>/dev/null || { echo "the processor exited; see $work/processor.log" >&2; exit 1; }
 
-say "waiting for the agent to drain"
-for _ in $(seq 1 600); do
-  if [[ -z $(find "$work/in" -maxdepth 1 -name '*.json' -print -quit) ]]; then break; fi
-  kill -0 "$agent_pid" 2>/dev/null || { echo "the edge agent exited; see $work/agent.log" >&2; exit 1; }
-  sleep 0.2
-done
+say "reading the output queue to the end"
+status=0
+"$root/.venv/bin/python" scripts/demo_summary.py "$output" "$records" "$files" 60 || status=$?
 
-say "what reached S3"
-"$root/.venv/bin/aws" s3 ls --recursive --summarize "s3://$bucket/raw/" | tail -n 2
+say "in S3"
+"${aws[@]}" s3 ls --recursive --summarize "s3://$bucket/raw/" | tail -n 2
 "$root/.venv/bin/python" - "$metrics_port" <<'PY'
 import sys, urllib.request
 text = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics").read().decode()
@@ -78,4 +94,5 @@ for line in text.splitlines():
     if line.startswith(want):
         print("  " + line)
 PY
-echo "agent log: $work/agent.log" >&2
+echo "logs: $work/agent.log, $work/processor.log" >&2
+exit "$status"

@@ -1,0 +1,67 @@
+"""Reads the demo's output queue to the end and prints what arrived.
+
+Losses and duplicates are counted by the records' unique `id` field (the load
+generator numbers every record); latency is each message's SQS SentTimestamp
+minus the write time in its source file's name (epoch milliseconds).
+
+usage: demo_summary.py QUEUE_URL EXPECTED_RECORDS EXPECTED_FILES [TIMEOUT_SECS]
+"""
+import json
+import os
+import sys
+import time
+
+import boto3
+
+
+def percentile(values, p):
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+
+
+def main():
+    queue, expected, files_expected = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    timeout = float(sys.argv[4]) if len(sys.argv) > 4 else 120
+    sqs = boto3.client("sqs", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+    ids, seen_ids, latencies_ms, sources = 0, set(), [], set()
+    messages, duplicates = 0, 0
+    last_progress = time.time()
+    while True:
+        out = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, WaitTimeSeconds=1,
+                                  MessageAttributeNames=["All"], AttributeNames=["SentTimestamp"])
+        batch = out.get("Messages", [])
+        for m in batch:
+            messages += 1
+            source = m["MessageAttributes"]["relay.source_key"]["StringValue"]
+            sources.add(source)
+            written_ms = int(source.rsplit("/", 1)[-1].split(".", 1)[0])
+            latencies_ms.append(int(m["Attributes"]["SentTimestamp"]) - written_ms)
+            for line in m["Body"].splitlines():
+                rid = json.loads(line)["id"]
+                ids += 1
+                if rid in seen_ids:
+                    duplicates += 1
+                seen_ids.add(rid)
+            sqs.delete_message(QueueUrl=queue, ReceiptHandle=m["ReceiptHandle"])
+        if batch:
+            last_progress = time.time()
+        if len(seen_ids) >= expected and not batch:
+            break
+        if time.time() - last_progress > timeout:
+            break
+    lost = expected - len(seen_ids)
+    print(f"  files             {len(sources)} of {files_expected}")
+    print(f"  records in        {expected}")
+    print(f"  records out       {ids} ({len(seen_ids)} distinct)")
+    print(f"  SQS messages      {messages}")
+    print(f"  duplicates        {duplicates}")
+    print(f"  losses            {lost}")
+    print(f"  latency, file write to message in SQS: p50 {percentile(latencies_ms, 50):.0f} ms, "
+          f"p99 {percentile(latencies_ms, 99):.0f} ms")
+    sys.exit(0 if duplicates == 0 and lost == 0 else 1)
+
+
+if __name__ == "__main__":
+    main()
