@@ -178,7 +178,7 @@ pub async fn acquire<S: StateStore>(
         .write(&keys.lease, encode(&fresh), PutMode::Create)
         .await
     {
-        Ok(etag) => return Ok(Acquired::Ours(Held { lease: fresh, etag })),
+        Ok(etag) => return confirm(store, keys, Held { lease: fresh, etag }).await,
         Err(S3Error::AlreadyExists { .. }) => {}
         Err(e) => return Err(e.into()),
     }
@@ -225,13 +225,29 @@ pub async fn acquire<S: StateStore>(
         .write(&keys.lease, encode(&taken), PutMode::Update { etag })
         .await
     {
-        Ok(etag) => Ok(Acquired::Ours(Held { lease: taken, etag })),
+        Ok(etag) => confirm(store, keys, Held { lease: taken, etag }).await,
         Err(S3Error::Precondition { .. }) => Ok(Acquired::Busy {
             owner: "(another taker)".into(),
             expires_in_ms: ttl_ms,
         }),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Re-checks the done marker once the lease is ours. A holder writes its
+/// marker before it deletes its lease, so if the previous holder finished
+/// between our first check and our write, the marker is visible now (S3 reads
+/// are strongly consistent) and the object must not be sent again.
+async fn confirm<S: StateStore>(
+    store: &S,
+    keys: &StateKeys,
+    held: Held,
+) -> Result<Acquired, StateError> {
+    if store.read(&keys.done).await?.is_none() {
+        return Ok(Acquired::Ours(held));
+    }
+    let _ = store.remove(&keys.lease).await;
+    Ok(Acquired::Done)
 }
 
 /// Records that chunks below `next_chunk` are acknowledged, renewing the lease.
@@ -423,6 +439,60 @@ mod tests {
                 theirs: "new".into(),
                 ours: "newer".into()
             }
+        );
+    }
+
+    /// A store in which another processor finishes the object right after
+    /// our first look at the done marker.
+    struct FinishesMeanwhile {
+        inner: Mem,
+        looked: Mutex<bool>,
+    }
+
+    impl StateStore for FinishesMeanwhile {
+        async fn read(&self, key: &str) -> Result<Option<(Vec<u8>, String)>, S3Error> {
+            let got = self.inner.read(key).await?;
+            let first_look = key.contains("/done/")
+                && !std::mem::replace(&mut *self.looked.lock().unwrap(), true);
+            if first_look {
+                // The holder writes its marker, then deletes its lease.
+                self.inner
+                    .write(key, b"{}".to_vec(), PutMode::Create)
+                    .await?;
+                self.inner
+                    .remove(&key.replace("/done/", "/leases/"))
+                    .await?;
+            }
+            Ok(got)
+        }
+        async fn write(&self, key: &str, body: Vec<u8>, mode: PutMode) -> Result<String, S3Error> {
+            self.inner.write(key, body, mode).await
+        }
+        async fn remove(&self, key: &str) -> Result<(), S3Error> {
+            self.inner.remove(key).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_holder_finishing_between_check_and_create_is_seen() {
+        let store = FinishesMeanwhile {
+            inner: Mem::default(),
+            looked: Mutex::new(false),
+        };
+        let k = keys();
+        // Someone holds the object when we arrive.
+        store
+            .inner
+            .write(&k.lease, b"{}".to_vec(), PutMode::Create)
+            .await
+            .unwrap();
+        assert_eq!(
+            acquire(&store, &k, "late", "fp", 1000, 0).await.unwrap(),
+            Acquired::Done
+        );
+        assert!(
+            store.inner.read(&k.lease).await.unwrap().is_none(),
+            "our own lease was not left behind"
         );
     }
 
