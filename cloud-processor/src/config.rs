@@ -47,9 +47,19 @@ pub enum Command {
     Replay {
         #[command(flatten)]
         range: Range,
-        /// The queue the processor consumes S3 notifications from.
-        #[arg(long, env = "RELAY_NOTIFICATION_QUEUE_URL")]
-        notification_queue_url: String,
+        /// Send the events to the queue the processor consumes S3
+        /// notifications from (the usual way)...
+        #[arg(
+            long,
+            env = "RELAY_NOTIFICATION_QUEUE_URL",
+            required_unless_present = "function_name",
+            conflicts_with = "function_name"
+        )]
+        notification_queue_url: Option<String>,
+        /// ...or invoke the processor function with each event, one object at
+        /// a time, reporting any object it fails on.
+        #[arg(long, env = "RELAY_FUNCTION_NAME")]
+        function_name: Option<String>,
         /// `missing`: objects without a done marker; `reprocess`: all, after
         /// deleting their markers (consumers then see those records again).
         #[arg(long, value_enum, default_value_t = crate::replay::Mode::Missing)]

@@ -207,6 +207,7 @@ async fn tools(command: Option<Command>, raw_prefix: &str) -> anyhow::Result<Exi
         Some(Command::Replay {
             range,
             notification_queue_url,
+            function_name,
             mode,
             dry_run,
             yes,
@@ -236,7 +237,17 @@ async fn tools(command: Option<Command>, raw_prefix: &str) -> anyhow::Result<Exi
                     s3_path_style: range.s3_path_style,
                 },
             );
-            let sqs = sqs_client(&sdk);
+            let target = match (notification_queue_url, function_name) {
+                (Some(url), _) => replay::Target::Queue {
+                    client: sqs_client(&sdk),
+                    url,
+                },
+                (None, Some(name)) => replay::Target::Function {
+                    client: aws_sdk_lambda::Client::new(&sdk),
+                    name,
+                },
+                (None, None) => anyhow::bail!("give --notification-queue-url or --function-name"),
+            };
             let bar = indicatif::ProgressBar::new(0);
             bar.set_style(
                 indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}")
@@ -244,8 +255,7 @@ async fn tools(command: Option<Command>, raw_prefix: &str) -> anyhow::Result<Exi
             );
             let summary = replay::replay(
                 &s3,
-                &sqs,
-                &notification_queue_url,
+                &target,
                 &sel,
                 mode,
                 dry_run,

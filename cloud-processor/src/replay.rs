@@ -1,7 +1,7 @@
 //! `replay` and `audit`: operator tools over the bucket's raw objects and
 //! their state. Replay re-sends S3 events for raw objects, to the
-//! notification queue the processor already consumes, so replayed objects go
-//! through the same once-only protocol as live ones.
+//! notification queue the processor consumes or to the function itself, so
+//! replayed objects go through the same once-only protocol as live ones.
 
 use std::time::Duration;
 
@@ -21,6 +21,71 @@ pub enum Mode {
     /// Every object in range: done markers are deleted first, so everything
     /// is sent again (consumers see those records twice).
     Reprocess,
+}
+
+/// Where replayed events go.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// The notification queue the processor consumes (the usual way).
+    Queue {
+        client: aws_sdk_sqs::Client,
+        url: String,
+    },
+    /// The function itself, invoked synchronously per object, so a failure
+    /// is reported for the object that caused it.
+    Function {
+        client: aws_sdk_lambda::Client,
+        name: String,
+    },
+}
+
+impl Target {
+    fn name(&self) -> &str {
+        match self {
+            Self::Queue { url, .. } => url,
+            Self::Function { name, .. } => name,
+        }
+    }
+
+    async fn send(&self, key: &str, event: &serde_json::Value) -> Result<(), ReplayError> {
+        let failed = |message: String| ReplayError::Send {
+            key: key.to_owned(),
+            queue: self.name().to_owned(),
+            message,
+        };
+        match self {
+            Self::Queue { client, url } => client
+                .send_message()
+                .queue_url(url)
+                .message_body(event.to_string())
+                .send()
+                .await
+                .map(drop)
+                .map_err(|e| failed(DisplayErrorContext(&e).to_string())),
+            Self::Function { client, name } => {
+                let out = client
+                    .invoke()
+                    .function_name(name)
+                    .invocation_type(aws_sdk_lambda::types::InvocationType::RequestResponse)
+                    .payload(aws_sdk_lambda::primitives::Blob::new(event.to_string()))
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        failed(aws_sdk_lambda::error::DisplayErrorContext(&e).to_string())
+                    })?;
+                match out.function_error {
+                    None => Ok(()),
+                    Some(kind) => {
+                        let detail = out
+                            .payload
+                            .map(|p| String::from_utf8_lossy(p.as_ref()).into_owned())
+                            .unwrap_or_default();
+                        Err(failed(format!("the function failed ({kind}): {detail}")))
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// What to replay.
@@ -55,7 +120,7 @@ pub enum ReplayError {
     },
     #[error(transparent)]
     S3(#[from] S3Error),
-    #[error("sending a replay event for {key} to {queue}: {message}")]
+    #[error("replaying {key} to {queue}: {message}")]
     Send {
         key: String,
         queue: String,
@@ -161,8 +226,7 @@ pub struct ReplaySummary {
 #[allow(clippy::too_many_arguments)] // An operator command's full set of knobs.
 pub async fn replay(
     s3: &aws_sdk_s3::Client,
-    sqs: &aws_sdk_sqs::Client,
-    queue_url: &str,
+    target: &Target,
     sel: &Selection,
     mode: Mode,
     dry_run: bool,
@@ -197,16 +261,7 @@ pub async fn replay(
             summary.markers_deleted += 1;
         }
         pace.tick().await;
-        sqs.send_message()
-            .queue_url(queue_url)
-            .message_body(event_for(&sel.bucket, obj).to_string())
-            .send()
-            .await
-            .map_err(|e| ReplayError::Send {
-                key: obj.key.clone(),
-                queue: queue_url.to_owned(),
-                message: DisplayErrorContext(&e).to_string(),
-            })?;
+        target.send(&obj.key, &event_for(&sel.bucket, obj)).await?;
         summary.sent += 1;
         progress(n, total, obj, "sent");
     }

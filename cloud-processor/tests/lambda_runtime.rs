@@ -152,6 +152,61 @@ async fn s3_and_sqs_events_through_the_lambda_runtime_api() {
         Some(key)
     );
 
+    // Replay by invoking the function: the first object has its done marker,
+    // so only a second, never-notified object is sent.
+    let second = "raw/edge 1/2026/11/21/22/1763800000001.json.zst";
+    let body = zstd::encode_all(&b"{\"id\":3}\n"[..], 3).unwrap();
+    bucket
+        .put(second, body, &PutMode::Create, &PutOptions::default())
+        .await
+        .unwrap();
+    let lambda = aws_sdk_lambda::Client::from_conf(
+        aws_sdk_lambda::config::Builder::from(&emu.sdk)
+            .endpoint_url(format!("http://127.0.0.1:{port}"))
+            .build(),
+    );
+    let sel = cloud_processor::replay::Selection {
+        bucket: bucket.name().to_owned(),
+        prefix: "raw/".into(),
+        raw_prefix: "raw/".into(),
+        state_prefix: "state/".into(),
+        since: None,
+        until: None,
+    };
+    let target = cloud_processor::replay::Target::Function {
+        client: lambda,
+        name: "_".into(),
+    };
+    let summary = cloud_processor::replay::replay(
+        &emu.s3,
+        &target,
+        &sel,
+        cloud_processor::replay::Mode::Missing,
+        false,
+        10,
+        |_, _, _, _| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (summary.listed, summary.already_done, summary.sent),
+        (2, 1, 1)
+    );
+    let got = emu
+        .sqs
+        .receive_message()
+        .queue_url(&queue)
+        .max_number_of_messages(10)
+        .message_attribute_names("All")
+        .wait_time_seconds(2)
+        .send()
+        .await
+        .unwrap()
+        .messages
+        .unwrap_or_default();
+    let bodies: Vec<&str> = got.iter().filter_map(|m| m.body()).collect();
+    assert!(bodies.contains(&"{\"id\":3}"), "{bodies:?}");
+
     // An SQS batch: a test event (ignored, succeeds) and a garbage body, which
     // alone is reported as a batch item failure.
     let notification =

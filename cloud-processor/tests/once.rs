@@ -278,11 +278,14 @@ async fn replay_sends_only_what_is_missing_and_reprocess_sends_everything() {
         "each processed sample has one reject"
     );
 
+    let queue = replay::Target::Queue {
+        client: s.emu.sqs.clone(),
+        url: s.notifications.clone(),
+    };
     // A dry run changes nothing.
     let dry = replay::replay(
         &s.emu.s3,
-        &s.emu.sqs,
-        &s.notifications,
+        &queue,
         &sel,
         Mode::Missing,
         true,
@@ -295,8 +298,7 @@ async fn replay_sends_only_what_is_missing_and_reprocess_sends_everything() {
 
     let backfill = replay::replay(
         &s.emu.s3,
-        &s.emu.sqs,
-        &s.notifications,
+        &queue,
         &sel,
         Mode::Missing,
         false,
@@ -323,8 +325,7 @@ async fn replay_sends_only_what_is_missing_and_reprocess_sends_everything() {
 
     let again = replay::replay(
         &s.emu.s3,
-        &s.emu.sqs,
-        &s.notifications,
+        &queue,
         &sel,
         Mode::Reprocess,
         false,
