@@ -124,37 +124,23 @@ resource "aws_s3_bucket_lifecycle_configuration" "this" {
 
   # Disjoint prefixes on purpose: where rules overlap, S3 applies the
   # shortest expiration, which could expire markers before their raw objects.
-  rule {
-    id     = "rejects"
-    status = "Enabled"
-    filter {
-      prefix = "${var.state_prefix}rejects/"
-    }
-    expiration {
-      days = var.report_expiration_days
-    }
-    noncurrent_version_expiration {
-      noncurrent_days = 1
-    }
-    abort_incomplete_multipart_upload {
-      days_after_initiation = 1
-    }
-  }
-
-  rule {
-    id     = "quarantine"
-    status = "Enabled"
-    filter {
-      prefix = "${var.state_prefix}quarantine/"
-    }
-    expiration {
-      days = var.report_expiration_days
-    }
-    noncurrent_version_expiration {
-      noncurrent_days = 1
-    }
-    abort_incomplete_multipart_upload {
-      days_after_initiation = 1
+  dynamic "rule" {
+    for_each = toset(["rejects", "quarantine"])
+    content {
+      id     = rule.value
+      status = "Enabled"
+      filter {
+        prefix = "${var.state_prefix}${rule.value}/"
+      }
+      expiration {
+        days = var.report_expiration_days
+      }
+      noncurrent_version_expiration {
+        noncurrent_days = 1
+      }
+      abort_incomplete_multipart_upload {
+        days_after_initiation = 1
+      }
     }
   }
 

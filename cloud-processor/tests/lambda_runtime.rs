@@ -21,6 +21,20 @@ impl Drop for KillOnDrop {
     }
 }
 
+async fn receive(emu: &Emulator, queue: &str) -> Vec<aws_sdk_sqs::types::Message> {
+    emu.sqs
+        .receive_message()
+        .queue_url(queue)
+        .max_number_of_messages(10)
+        .message_attribute_names("All")
+        .wait_time_seconds(2)
+        .send()
+        .await
+        .unwrap()
+        .messages
+        .unwrap_or_default()
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -133,18 +147,7 @@ async fn s3_and_sqs_events_through_the_lambda_runtime_api() {
         std::fs::read_to_string(log.path()).unwrap_or_default()
     );
 
-    let got = emu
-        .sqs
-        .receive_message()
-        .queue_url(&queue)
-        .max_number_of_messages(10)
-        .message_attribute_names("All")
-        .wait_time_seconds(2)
-        .send()
-        .await
-        .unwrap()
-        .messages
-        .unwrap_or_default();
+    let got = receive(&emu, &queue).await;
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].body(), Some("{\"id\":1}\n{\"id\":2}"));
     assert_eq!(
@@ -192,18 +195,7 @@ async fn s3_and_sqs_events_through_the_lambda_runtime_api() {
         (summary.listed, summary.already_done, summary.sent),
         (2, 1, 1)
     );
-    let got = emu
-        .sqs
-        .receive_message()
-        .queue_url(&queue)
-        .max_number_of_messages(10)
-        .message_attribute_names("All")
-        .wait_time_seconds(2)
-        .send()
-        .await
-        .unwrap()
-        .messages
-        .unwrap_or_default();
+    let got = receive(&emu, &queue).await;
     let bodies: Vec<&str> = got.iter().filter_map(|m| m.body()).collect();
     assert!(bodies.contains(&"{\"id\":3}"), "{bodies:?}");
 

@@ -15,43 +15,14 @@ use common::*;
 
 const KEY: &str = "raw/e/2026/11/21/22/1763800000000.json.zst";
 
-/// Every message in the output queue, counted per (source key, chunk).
+/// Every message in the output queue, counted per chunk, with its body.
 async fn receive_counts(s: &Setup) -> BTreeMap<u32, (usize, String)> {
     let mut counts: BTreeMap<u32, (usize, String)> = BTreeMap::new();
-    let mut empty = 0;
-    while empty < 2 {
-        let out = s
-            .emu
-            .sqs
-            .receive_message()
-            .queue_url(&s.output)
-            .max_number_of_messages(10)
-            .message_attribute_names("All")
-            .wait_time_seconds(1)
-            .send()
-            .await
-            .unwrap();
-        let msgs = out.messages.unwrap_or_default();
-        if msgs.is_empty() {
-            empty += 1;
-        }
-        for m in msgs {
-            let chunk: u32 = m.message_attributes().unwrap()["relay.chunk"]
-                .string_value()
-                .unwrap()
-                .parse()
-                .unwrap();
-            let e = counts
-                .entry(chunk)
-                .or_insert((0, m.body().unwrap().to_owned()));
-            e.0 += 1;
-            assert_eq!(
-                e.1,
-                m.body().unwrap(),
-                "a resent chunk {chunk} has the same body"
-            );
-            delete(s, &s.output, m.receipt_handle.unwrap()).await;
-        }
+    for m in receive_all(&s.emu, &s.output).await {
+        let chunk = m.chunk();
+        let e = counts.entry(chunk).or_insert((0, m.body.clone()));
+        e.0 += 1;
+        assert_eq!(e.1, m.body, "a resent chunk {chunk} has the same body");
     }
     counts
 }

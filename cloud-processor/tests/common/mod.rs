@@ -152,16 +152,31 @@ pub async fn notification(s: &Setup) -> String {
     }
 }
 
-/// Every message in the output queue, keyed by source key and chunk index.
-pub async fn drain(s: &Setup) -> BTreeMap<(String, u32), (String, BTreeMap<String, String>)> {
-    let mut got = BTreeMap::new();
+/// One message from the output queue: body and string attributes.
+pub struct Received {
+    pub body: String,
+    pub attrs: BTreeMap<String, String>,
+}
+
+impl Received {
+    pub fn source_key(&self) -> &str {
+        &self.attrs["relay.source_key"]
+    }
+
+    pub fn chunk(&self) -> u32 {
+        self.attrs["relay.chunk"].parse().unwrap()
+    }
+}
+
+/// Receives and deletes every message in `queue` until it stays empty.
+pub async fn receive_all(emu: &Emulator, queue: &str) -> Vec<Received> {
+    let mut got = Vec::new();
     let mut empty = 0;
     while empty < 2 {
-        let out = s
-            .emu
+        let out = emu
             .sqs
             .receive_message()
-            .queue_url(&s.output)
+            .queue_url(queue)
             .max_number_of_messages(10)
             .message_attribute_names("All")
             .wait_time_seconds(1)
@@ -173,29 +188,38 @@ pub async fn drain(s: &Setup) -> BTreeMap<(String, u32), (String, BTreeMap<Strin
             empty += 1;
         }
         for m in msgs {
-            let attrs: BTreeMap<String, String> = m
+            let attrs = m
                 .message_attributes
                 .unwrap_or_default()
                 .into_iter()
                 .map(|(k, v)| (k, v.string_value.unwrap_or_default()))
                 .collect();
-            let id = (
-                attrs["relay.source_key"].clone(),
-                attrs["relay.chunk"].parse().unwrap(),
-            );
-            assert!(
-                got.insert(id.clone(), (m.body.unwrap(), attrs)).is_none(),
-                "{id:?} delivered twice"
-            );
-            s.emu
-                .sqs
+            emu.sqs
                 .delete_message()
-                .queue_url(&s.output)
+                .queue_url(queue)
                 .receipt_handle(m.receipt_handle.unwrap())
                 .send()
                 .await
                 .unwrap();
+            got.push(Received {
+                body: m.body.unwrap(),
+                attrs,
+            });
         }
+    }
+    got
+}
+
+/// Every message in the output queue, keyed by source key and chunk index;
+/// a chunk delivered twice fails the test.
+pub async fn drain(s: &Setup) -> BTreeMap<(String, u32), (String, BTreeMap<String, String>)> {
+    let mut got = BTreeMap::new();
+    for m in receive_all(&s.emu, &s.output).await {
+        let id = (m.source_key().to_owned(), m.chunk());
+        assert!(
+            got.insert(id.clone(), (m.body, m.attrs)).is_none(),
+            "{id:?} delivered twice"
+        );
     }
     got
 }
