@@ -4,11 +4,17 @@
 #   scripts/bench.sh            all benchmarks
 #   scripts/bench.sh agent      only the edge agent's
 #   scripts/bench.sh processor  only the cloud processor's (no emulator needed)
+#   scripts/bench.sh demo       the whole relay, release build, for RELAY_BENCH_DEMO_SECS
+#                               (default 60) at RELAY_DEMO_RATE: sustained rate and latency
 # Knobs: RELAY_BENCH_FILES, RELAY_BENCH_FILE_BYTES, RELAY_BENCH_MB,
 # RELAY_BENCH_GB (see each bench's header).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 which=${1:-all}
+if [[ $which == all || $which == demo ]]; then
+  echo "== end-to-end demo (release build, $(nproc) cores, $(uname -m))" >&2
+  RELAY_DEMO_PROFILE=release RELAY_DEMO_DURATION_SECS=${RELAY_BENCH_DEMO_SECS:-60} scripts/demo.sh
+fi
 if [[ $which == all || $which == processor ]]; then
   echo "== cloud processor hot path and peak RSS (release build, $(nproc) cores, $(uname -m))" >&2
   cargo bench --locked -p cloud-processor --bench pipeline

@@ -57,16 +57,19 @@ arn=$("${aws[@]}" sqs get-queue-attributes --queue-url "$notifications" --attrib
 "${aws[@]}" s3api put-bucket-notification-configuration --bucket "$bucket" --notification-configuration \
   "{\"QueueConfigurations\":[{\"QueueArn\":\"$arn\",\"Events\":[\"s3:ObjectCreated:*\"],\"Filter\":{\"Key\":{\"FilterRules\":[{\"Name\":\"prefix\",\"Value\":\"raw/\"}]}}}]}"
 
-say "starting the cloud processor (poll mode) on the notification queue"
+free_port() { "$root/.venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+processor_port=$(free_port)
+say "starting the cloud processor (poll mode; metrics on 127.0.0.1:$processor_port)"
 RELAY_FIELDS='id,ts=timestamp,type,user_id=user.id,country=geo.country,first_tag=tags.0' \
-  RELAY_OUTPUT_QUEUE_URL=$output RELAY_NOTIFICATION_QUEUE_URL=$notifications RELAY_METRICS_ADDR=off \
+  RELAY_OUTPUT_QUEUE_URL=$output RELAY_NOTIFICATION_QUEUE_URL=$notifications \
+  RELAY_METRICS_ADDR=127.0.0.1:$processor_port \
   "$target_dir/cloud-processor" poll 2>"$work/processor.log" &
 processor_pid=$!
 
-metrics_port=$("$root/.venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-say "starting the edge agent on $work/in (metrics on 127.0.0.1:$metrics_port)"
+agent_port=$(free_port)
+say "starting the edge agent on $work/in (metrics on 127.0.0.1:$agent_port)"
 RELAY_WATCH_DIR=$work/in RELAY_BUCKET=$bucket RELAY_SOURCE_ID=demo-edge \
-  RELAY_ON_SUCCESS=delete RELAY_SETTLE_MS=500 RELAY_METRICS_ADDR=127.0.0.1:$metrics_port \
+  RELAY_ON_SUCCESS=delete RELAY_SETTLE_MS=500 RELAY_METRICS_ADDR=127.0.0.1:$agent_port \
   RELAY_STATE_DIR=$work/state \
   "$target_dir/edge-agent" 2>"$work/agent.log" &
 agent_pid=$!
@@ -80,19 +83,18 @@ kill -0 "$processor_pid" 2>/dev/null || { echo "the processor exited; see $work/
 
 say "reading the output queue to the end"
 status=0
-"$root/.venv/bin/python" scripts/demo_summary.py "$output" "$records" "$files" 60 || status=$?
+"$root/.venv/bin/python" scripts/demo_summary.py "$output" "$records" "$files" 60 \
+  "http://127.0.0.1:$processor_port/metrics" || status=$?
 
-say "in S3"
+say "in S3, and the agent's and processor's counters"
 "${aws[@]}" s3 ls --recursive --summarize "s3://$bucket/raw/" | tail -n 2
-"$root/.venv/bin/python" - "$metrics_port" <<'PY'
+"$root/.venv/bin/python" - "$agent_port" "$processor_port" <<'PY'
 import sys, urllib.request
-text = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics").read().decode()
-want = ("relay_agent_files_total", "relay_agent_bytes_in_total", "relay_agent_bytes_out_total",
-        "relay_agent_retries_total", "relay_agent_rejected_files_total", "relay_agent_upload_seconds_sum",
-        "relay_agent_upload_seconds_count")
-for line in text.splitlines():
-    if line.startswith(want):
-        print("  " + line)
+for port in sys.argv[1:]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+    for line in text.splitlines():
+        if line.startswith(("relay_agent_", "relay_processor_")) and "_bucket{" not in line:
+            print("  " + line)
 PY
 echo "logs: $work/agent.log, $work/processor.log" >&2
 exit "$status"

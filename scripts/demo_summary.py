@@ -4,14 +4,27 @@ Losses and duplicates are counted by the records' unique `id` field (the load
 generator numbers every record); latency is each message's SQS SentTimestamp
 minus the write time in its source file's name (epoch milliseconds).
 
-usage: demo_summary.py QUEUE_URL EXPECTED_RECORDS EXPECTED_FILES [TIMEOUT_SECS]
+usage: demo_summary.py QUEUE_URL EXPECTED_RECORDS EXPECTED_FILES [TIMEOUT_SECS [PROCESSOR_METRICS_URL]]
 """
 import json
 import os
 import sys
 import time
 
+import urllib.request
+
 import boto3
+
+
+def rejected_records(metrics_url):
+    """The processor's count of rejected records, from its Prometheus endpoint."""
+    if not metrics_url:
+        return "unknown"
+    text = urllib.request.urlopen(metrics_url).read().decode()
+    for line in text.splitlines():
+        if line.startswith("relay_processor_rejected_records_total"):
+            return str(int(float(line.rsplit(" ", 1)[1])))
+    return "0"
 
 
 def percentile(values, p):
@@ -24,6 +37,7 @@ def percentile(values, p):
 def main():
     queue, expected, files_expected = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     timeout = float(sys.argv[4]) if len(sys.argv) > 4 else 120
+    metrics_url = sys.argv[5] if len(sys.argv) > 5 else None
     sqs = boto3.client("sqs", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
     ids, seen_ids, latencies_ms, sources = 0, set(), [], set()
     messages, duplicates = 0, 0
@@ -58,6 +72,7 @@ def main():
     print(f"  SQS messages      {messages}")
     print(f"  duplicates        {duplicates}")
     print(f"  losses            {lost}")
+    print(f"  rejected records  {rejected_records(metrics_url)}")
     print(f"  latency, file write to message in SQS: p50 {percentile(latencies_ms, 50):.0f} ms, "
           f"p99 {percentile(latencies_ms, 99):.0f} ms")
     sys.exit(0 if duplicates == 0 and lost == 0 else 1)
