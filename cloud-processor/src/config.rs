@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use relay_shared::telemetry::LogFormat;
 
-use crate::pack::BodyFormat;
+use crate::pack::{BodyFormat, attributes_size};
+use crate::pipeline::Settings;
 use crate::project::{Field, Missing, Projection, SpecError, parse_fields};
 
 pub const DEFAULT_MAX_DECOMPRESSED_BYTES: u64 = 2 << 30;
@@ -237,6 +238,22 @@ impl Config {
             max_decompressed_bytes: c.max_decompressed_bytes,
             log_format: c.log_format,
         })
+    }
+}
+
+impl Config {
+    /// The pipeline's settings for one object, packed for a queue whose
+    /// messages hold `max_message_bytes` (the attributes' worst case for
+    /// `source_key` is reserved).
+    pub fn settings(&self, max_message_bytes: usize, source_key: &str) -> Settings {
+        Settings {
+            projection: self.projection.clone(),
+            format: self.body_format,
+            max_body_bytes: max_message_bytes.saturating_sub(attributes_size(source_key)),
+            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
+            max_decompressed_bytes: self.max_decompressed_bytes,
+            records_pointer: self.records_pointer.clone(),
+        }
     }
 }
 

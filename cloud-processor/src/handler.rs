@@ -11,9 +11,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sha2::Digest;
 
-use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
-use relay_shared::s3::{Bucket, PutMode, PutOptions};
+use relay_shared::s3::{Bucket, PutMode, PutOptions, S3Error, map_sdk_error};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tracing::{Instrument, error, info, warn};
@@ -21,7 +20,7 @@ use tracing::{Instrument, error, info, warn};
 use crate::config::{Aws, Config};
 use crate::event::{EventError, Incoming, ObjectRef, classify, from_sqs_body};
 use crate::metrics as m;
-use crate::pack::{Batcher, Chunk, DEFAULT_MAX_BATCH_BYTES, attributes_size};
+use crate::pack::{Batcher, Chunk, DEFAULT_MAX_BATCH_BYTES};
 use crate::pipeline::{self, Report, Settings, Unreadable};
 use crate::sqs::{Output, SendError};
 use crate::state::{self, Acquired, DoneMarker, Held, StateError, StateKeys, StateStore};
@@ -79,13 +78,8 @@ pub enum Outcome {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
-    #[error("s3://{bucket}/{key}: {op} failed: {message}")]
-    S3 {
-        bucket: String,
-        key: String,
-        op: &'static str,
-        message: String,
-    },
+    #[error(transparent)]
+    S3(#[from] S3Error),
     #[error("s3://{bucket}/{key}: sending to SQS: {source}")]
     Send {
         bucket: String,
@@ -138,25 +132,6 @@ pub enum ProcessError {
     },
 }
 
-fn s3_error<
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug + Send + Sync + 'static,
->(
-    obj: &ObjectRef,
-    op: &'static str,
-    e: &SdkError<E, R>,
-) -> ProcessError {
-    ProcessError::S3 {
-        bucket: obj.bucket.clone(),
-        key: obj.key.clone(),
-        op,
-        message: match (e.code(), e.message()) {
-            (Some(c), Some(m)) => format!("{c}: {m}"),
-            _ => aws_sdk_s3::error::DisplayErrorContext(e).to_string(),
-        },
-    }
-}
-
 impl App {
     pub fn new(config: Config, aws: Aws, s3: aws_sdk_s3::Client, output: Output) -> Self {
         let owner = format!(
@@ -198,26 +173,6 @@ impl App {
         format!("{digest:x}")[..16].to_owned()
     }
 
-    fn settings_for(&self, key: &str) -> Settings {
-        Settings {
-            projection: self.config.projection.clone(),
-            format: self.config.body_format,
-            max_body_bytes: self
-                .output
-                .max_message_bytes
-                .saturating_sub(attributes_size(key)),
-            max_record_bytes: crate::config::DEFAULT_MAX_RECORD_BYTES,
-            max_decompressed_bytes: self.config.max_decompressed_bytes,
-            records_pointer: self.config.records_pointer.clone(),
-        }
-    }
-
-    /// Where reports about a raw object go: the same path under the state prefix.
-    fn state_key(&self, kind: &str, key: &str) -> String {
-        let rel = key.strip_prefix(&self.config.raw_prefix).unwrap_or(key);
-        format!("{}{kind}/{rel}.json", self.aws.state_prefix)
-    }
-
     async fn put_json(&self, bucket: &str, key: &str, value: &Value) -> Result<(), ProcessError> {
         let body = serde_json::to_vec_pretty(value).unwrap_or_default();
         let options = PutOptions {
@@ -228,12 +183,7 @@ impl App {
             .put(key, body, &PutMode::Overwrite, &options)
             .await
             .map(drop)
-            .map_err(|e| ProcessError::S3 {
-                bucket: bucket.to_owned(),
-                key: key.to_owned(),
-                op: "PutObject",
-                message: e.to_string(),
-            })
+            .map_err(ProcessError::from)
     }
 
     /// Processes one raw object: stream, decode, project, pack, send.
@@ -264,7 +214,9 @@ impl App {
             key: obj.key.clone(),
             source,
         };
-        let settings = self.settings_for(&obj.key);
+        let settings = self
+            .config
+            .settings(self.output.max_message_bytes, &obj.key);
         let fingerprint = self.fingerprint(&settings);
         let keys = StateKeys::new(&self.aws.state_prefix, &self.config.raw_prefix, &obj.key);
         let store = Bucket::new(self.s3.clone(), &obj.bucket);
@@ -318,16 +270,20 @@ impl App {
         if let Some(v) = &obj.version_id {
             get = get.version_id(v);
         }
-        let got = match get.send().await {
+        let sent = get
+            .send()
+            .await
+            .map_err(|e| map_sdk_error(e, &obj.bucket, &obj.key, "GetObject", None));
+        let got = match sent {
             Ok(g) => g,
-            Err(e) if e.code() == Some("NoSuchKey") => {
+            Err(S3Error::NotFound { .. }) => {
                 warn!("the object no longer exists; nothing to do");
                 let _ = store.remove(&keys.lease).await;
                 return Ok(Outcome::Missing);
             }
             Err(e) => {
                 self.release(&store, &keys, held).await;
-                return Err(s3_error(obj, "GetObject", &e));
+                return Err(e.into());
             }
         };
         let etag = got.e_tag.clone().unwrap_or_default();
@@ -345,7 +301,7 @@ impl App {
             dedup_base,
             ttl_ms,
         };
-        let (report, sent, held) = match self.run_pipeline(run, got.body, held).await {
+        let (report, sent) = match self.run_pipeline(run, got.body, held).await {
             Ok(v) => v,
             Err((e, held)) => {
                 if let Some(held) = held {
@@ -371,14 +327,15 @@ impl App {
         let report = match report {
             Ok(r) => r,
             Err(unreadable) => {
-                let outcome = self.quarantine(obj, &etag, &unreadable, sent).await?;
+                let outcome = self
+                    .quarantine(obj, &keys.quarantine, &etag, &unreadable, sent)
+                    .await?;
                 marker.outcome = "quarantined".into();
                 marker.finished_at_ms = now_ms();
                 marker.elapsed_ms = started.elapsed().as_millis() as u64;
                 state::finish(&store, &keys, &marker)
                     .await
                     .map_err(state_err)?;
-                drop(held);
                 return Ok(outcome);
             }
         };
@@ -389,7 +346,7 @@ impl App {
         metrics::counter!(m::MESSAGES).increment(u64::from(sent));
         metrics::counter!(m::BYTES).increment(s.bytes_decompressed);
         if !report.rejects.is_empty() {
-            let key = self.state_key("rejects", &obj.key);
+            let key = &keys.rejects;
             let doc = json!({
                 "source": format!("s3://{}/{}", obj.bucket, obj.key),
                 "etag": etag,
@@ -397,7 +354,7 @@ impl App {
                 "reported": report.rejects.len(),
                 "rejects": report.rejects,
             });
-            self.put_json(&obj.bucket, &key, &doc).await?;
+            self.put_json(&obj.bucket, key, &doc).await?;
             warn!(rejected = s.rejected, report = %key, "some records were rejected");
         }
         marker.finished_at_ms = now_ms();
@@ -410,7 +367,6 @@ impl App {
         state::finish(&store, &keys, &marker)
             .await
             .map_err(state_err)?;
-        drop(held);
         info!(
             bytes = s.bytes_decompressed,
             preamble_lines = s.preamble_lines,
@@ -441,13 +397,14 @@ impl App {
 
     /// Runs the pipeline over the object's stream and sends the chunks the
     /// lease does not record as sent, advancing it after every batch.
-    /// Returns the pipeline's result, the chunks sent now, and the lease.
+    /// Returns the pipeline's result and the chunks sent now; on a failure
+    /// that leaves the lease ours, the lease too, so it can be released.
     async fn run_pipeline(
         &self,
         run: Run<'_>,
         body: ByteStream,
         mut held: Held,
-    ) -> Result<(Result<Report, Unreadable>, u32, Held), (ProcessError, Option<Held>)> {
+    ) -> Result<(Result<Report, Unreadable>, u32), (ProcessError, Option<Held>)> {
         let Run {
             obj,
             store,
@@ -548,26 +505,26 @@ impl App {
             // A lost lease is someone else's now.
             Some(e @ ProcessError::State { .. }) => Err((e, None)),
             Some(e) => Err((e, Some(held))),
-            None => Ok((result, sent, held)),
+            None => Ok((result, sent)),
         }
     }
 
     async fn quarantine(
         &self,
         obj: &ObjectRef,
+        key: &str,
         etag: &str,
         why: &Unreadable,
         sent: u32,
     ) -> Result<Outcome, ProcessError> {
         let reason = why.to_string();
-        let key = self.state_key("quarantine", &obj.key);
         let doc = json!({
             "source": format!("s3://{}/{}", obj.bucket, obj.key),
             "etag": etag,
             "reason": reason,
             "messages_sent_before_the_error": sent,
         });
-        self.put_json(&obj.bucket, &key, &doc).await?;
+        self.put_json(&obj.bucket, key, &doc).await?;
         error!(%reason, record = %key, messages_sent = sent, "quarantined: the object cannot be read");
         Ok(Outcome::Quarantined { reason })
     }

@@ -10,8 +10,7 @@ use anyhow::Context;
 use clap::Parser;
 use cloud_processor::config::{Aws, Cli, Command, Config, check_aws};
 use cloud_processor::handler::App;
-use cloud_processor::pack::attributes_size;
-use cloud_processor::pipeline::{self, Settings};
+use cloud_processor::pipeline;
 use cloud_processor::replay::{self, Selection};
 use cloud_processor::sqs::Output;
 use relay_shared::client::{ClientOptions, load_sdk_config, s3_client, sqs_client};
@@ -339,14 +338,7 @@ fn process_files(
         } else {
             Box::new(std::fs::File::open(file).with_context(|| format!("opening {name}"))?)
         };
-        let settings = Settings {
-            projection: config.projection.clone(),
-            format: config.body_format,
-            max_body_bytes: max_message_bytes.saturating_sub(attributes_size(&name)),
-            max_record_bytes: cloud_processor::config::DEFAULT_MAX_RECORD_BYTES,
-            max_decompressed_bytes: config.max_decompressed_bytes,
-            records_pointer: config.records_pointer.clone(),
-        };
+        let settings = config.settings(max_message_bytes, &name);
         let stem = file
             .file_name()
             .map_or("stdin".into(), |n| n.to_string_lossy().into_owned());

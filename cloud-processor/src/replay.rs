@@ -11,7 +11,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use relay_shared::s3::{Bucket, S3Error};
 use serde::Serialize;
 
-use crate::state::{Lease, StateKeys, StateStore};
+use crate::state::{self, Lease, StateKeys, StateStore};
 
 /// Which objects a replay re-sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -295,14 +295,8 @@ pub async fn audit(
             report.unprocessed.push(obj);
         }
     }
-    let rel = sel.prefix.strip_prefix(&sel.raw_prefix).unwrap_or_default();
-    for lease in list(
-        s3,
-        &sel.bucket,
-        &format!("{}leases/{rel}", sel.state_prefix),
-    )
-    .await?
-    {
+    let folder = |f| state::mirrored(&sel.state_prefix, f, &sel.raw_prefix, &sel.prefix);
+    for lease in list(s3, &sel.bucket, &folder(state::LEASES)).await? {
         if let Some((bytes, _)) = store.read(&lease.key).await?
             && serde_json::from_slice::<Lease>(&bytes)
                 .is_ok_and(|l| (l.expires_at_ms / 1000) as i64 <= now_secs)
@@ -310,24 +304,16 @@ pub async fn audit(
             report.stale_leases.push(lease.key);
         }
     }
-    report.quarantined = list(
-        s3,
-        &sel.bucket,
-        &format!("{}quarantine/{rel}", sel.state_prefix),
-    )
-    .await?
-    .into_iter()
-    .map(|o| o.key)
-    .collect();
-    report.reject_reports = list(
-        s3,
-        &sel.bucket,
-        &format!("{}rejects/{rel}", sel.state_prefix),
-    )
-    .await?
-    .into_iter()
-    .map(|o| o.key)
-    .collect();
+    report.quarantined = list(s3, &sel.bucket, &folder(state::QUARANTINE))
+        .await?
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    report.reject_reports = list(s3, &sel.bucket, &folder(state::REJECTS))
+        .await?
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
     Ok(report)
 }
 

@@ -96,15 +96,32 @@ impl StateStore for Bucket {
 pub struct StateKeys {
     pub done: String,
     pub lease: String,
+    pub rejects: String,
+    pub quarantine: String,
+}
+
+/// The folders under the state prefix. Each mirrors the raw key space.
+pub const DONE: &str = "done/";
+pub const LEASES: &str = "leases/";
+pub const REJECTS: &str = "rejects/";
+pub const QUARANTINE: &str = "quarantine/";
+
+/// A raw key, or a prefix of raw keys, mirrored under one state folder:
+/// `raw/<rel>` becomes `state/<folder><rel>`.
+pub fn mirrored(state_prefix: &str, folder: &str, raw_prefix: &str, raw_key: &str) -> String {
+    let rel = raw_key.strip_prefix(raw_prefix).unwrap_or(raw_key);
+    format!("{state_prefix}{folder}{rel}")
 }
 
 impl StateKeys {
     /// `raw_key` must start with `raw_prefix`; the rest is kept verbatim.
     pub fn new(state_prefix: &str, raw_prefix: &str, raw_key: &str) -> Self {
-        let rel = raw_key.strip_prefix(raw_prefix).unwrap_or(raw_key);
+        let at = |folder| mirrored(state_prefix, folder, raw_prefix, raw_key);
         Self {
-            done: format!("{state_prefix}done/{rel}"),
-            lease: format!("{state_prefix}leases/{rel}"),
+            done: at(DONE),
+            lease: at(LEASES),
+            rejects: at(REJECTS) + ".json",
+            quarantine: at(QUARANTINE) + ".json",
         }
     }
 }
@@ -358,6 +375,11 @@ mod tests {
         let k = keys();
         assert_eq!(k.done, "state/done/s/2026/11/21/22/1.json.zst");
         assert_eq!(k.lease, "state/leases/s/2026/11/21/22/1.json.zst");
+        assert_eq!(k.rejects, "state/rejects/s/2026/11/21/22/1.json.zst.json");
+        assert_eq!(
+            k.quarantine,
+            "state/quarantine/s/2026/11/21/22/1.json.zst.json"
+        );
     }
 
     #[tokio::test]
