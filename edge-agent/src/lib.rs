@@ -351,8 +351,7 @@ impl<S: Sink> Agent<S> {
                     let kind = e.kind();
                     ::metrics::counter!(metrics::RETRIES, "kind" => kind).increment(1);
                     ::metrics::counter!(metrics::ERRORS, "kind" => kind).increment(1);
-                    let transient = matches!(e, UploadError::S3(s) if s.retry() == relay_shared::s3::Retry::Transient);
-                    if transient {
+                    if e.is_transient() {
                         warn!(error = %e, kind, attempt, retry_in_ms = delay.as_millis() as u64, "upload failed; retrying");
                     } else {
                         let fix = upload::fix_hint(kind, &bucket, &prefix);

@@ -97,6 +97,12 @@ pub enum UploadError {
 }
 
 impl UploadError {
+    /// Whether retrying soon may succeed. Unreadable files and permanent S3
+    /// errors need a person, so they are retried slowly.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::S3(e) if e.retry() == Retry::Transient)
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Read { .. } => "read",
@@ -334,11 +340,7 @@ pub async fn upload_with_retry<S: Sink>(
         match upload_once(sink, job, level, part_bytes).await {
             Ok(outcome) => return (outcome, attempt - 1),
             Err(e) => {
-                let transient = match &e {
-                    UploadError::S3(s3) => s3.retry() == Retry::Transient,
-                    UploadError::Read { .. } => false,
-                };
-                let delay = if transient {
+                let delay = if e.is_transient() {
                     backoff.next().unwrap_or(policy.max_delay)
                 } else {
                     policy.permanent_delay
