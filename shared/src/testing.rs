@@ -11,7 +11,10 @@ use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_s3::config::{Credentials, Region};
 
 use crate::client::{ClientOptions, s3_client, sqs_client};
+
+mod fault_proxy;
 use crate::s3::Bucket;
+pub use fault_proxy::{FaultProxy, Faults};
 
 const HOW_TO_START: &str = "start it with `scripts/moto.sh start` and export the variables it prints, \
      or run the whole suite with `scripts/test.sh`";
@@ -57,6 +60,12 @@ impl Emulator {
                 "AWS_ENDPOINT_URL is not set, so there is no emulator to test against: {HOW_TO_START}"
             ),
         };
+        Self::connect_to(endpoint).await
+    }
+
+    /// Connects to the emulator at `endpoint` (a test's private instance) or
+    /// panics with instructions.
+    pub async fn connect_to(endpoint: String) -> Self {
         assert!(
             endpoint.starts_with("http://127.0.0.1:") || endpoint.starts_with("http://localhost:"),
             "AWS_ENDPOINT_URL={endpoint} is not on loopback; tests only talk to a local emulator"

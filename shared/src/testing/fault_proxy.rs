@@ -1,0 +1,327 @@
+//! A fault-injecting HTTP proxy in front of the emulator: S3 requests answered
+//! `503 SlowDown`, and SQS batch sends with some entries reported failed (and
+//! never delivered), the two partial failures real AWS produces under load.
+//!
+//! It speaks HTTP/1.1 on both sides, buffers each body (test objects are
+//! small), and forwards everything else untouched. moto does not check
+//! signatures, so rewriting an SQS body does not need re-signing.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{CONNECTION, CONTENT_LENGTH, HeaderValue, TRANSFER_ENCODING};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+
+/// What the proxy injects, adjustable while it runs, and what it has injected.
+#[derive(Debug, Default)]
+pub struct Faults {
+    /// Every n-th S3 request is answered `503 SlowDown` without reaching the
+    /// emulator (0: never).
+    pub s3_slowdown_every: AtomicU64,
+    /// Every n-th SendMessageBatch has every second entry (or its only entry)
+    /// withheld from the emulator and reported in `Failed` (0: never).
+    pub sqs_fail_every: AtomicU64,
+    /// Every SendMessageBatch is held this long before it is forwarded, like
+    /// a slow link, so a test can kill a sender between two batches.
+    pub sqs_batch_delay_ms: AtomicU64,
+    s3_requests: AtomicU64,
+    sqs_batches: AtomicU64,
+    /// S3 requests answered with SlowDown so far.
+    pub slowdowns: AtomicU64,
+    /// Batch entries reported failed so far.
+    pub failed_entries: AtomicU64,
+    /// Requests forwarded to the emulator so far.
+    pub forwarded: AtomicU64,
+}
+
+impl Faults {
+    fn due(every: &AtomicU64, counter: &AtomicU64) -> bool {
+        let every = every.load(Ordering::Relaxed);
+        every != 0 && (counter.fetch_add(1, Ordering::Relaxed) + 1).is_multiple_of(every)
+    }
+}
+
+/// The proxy; dropped, it stops accepting connections.
+#[derive(Debug)]
+pub struct FaultProxy {
+    addr: SocketAddr,
+    pub faults: Arc<Faults>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FaultProxy {
+    /// Starts a proxy on a free loopback port forwarding to `upstream`
+    /// (`http://127.0.0.1:PORT`), injecting nothing until told to.
+    pub async fn start(upstream: &str) -> Self {
+        let upstream: SocketAddr = upstream
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .parse()
+            .unwrap_or_else(|e| panic!("the proxy's upstream {upstream}: {e}"));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("binding a proxy port: {e}"));
+        let addr = listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("proxy address: {e}"));
+        let faults = Arc::new(Faults::default());
+        let shared = faults.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let faults = shared.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| {
+                        handle(req, upstream, faults.clone())
+                    });
+                    // A client that hangs up mid-request is not the proxy's concern.
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self { addr, faults, task }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    upstream: SocketAddr,
+    faults: Arc<Faults>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (parts, body) = req.into_parts();
+    // Read the whole request first, so the client sees our answer and not a
+    // connection reset in the middle of its upload.
+    let body = match body.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return Ok(plain(StatusCode::BAD_GATEWAY, format!("reading: {e}"))),
+    };
+    let target = parts
+        .headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    if !target.starts_with("AmazonSQS.")
+        && Faults::due(&faults.s3_slowdown_every, &faults.s3_requests)
+    {
+        faults.slowdowns.fetch_add(1, Ordering::Relaxed);
+        return Ok(slow_down());
+    }
+    if target == "AmazonSQS.SendMessageBatch" {
+        let delay = faults.sqs_batch_delay_ms.load(Ordering::Relaxed);
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+    }
+    let (body, withheld) = if target == "AmazonSQS.SendMessageBatch"
+        && Faults::due(&faults.sqs_fail_every, &faults.sqs_batches)
+    {
+        withhold_entries(body)
+    } else {
+        (body, Vec::new())
+    };
+    faults
+        .failed_entries
+        .fetch_add(withheld.len() as u64, Ordering::Relaxed);
+    let mut response = if body.is_empty() && !withheld.is_empty() {
+        // Every entry withheld: SQS would still answer 200 with only failures.
+        let mut r = Response::new(Full::new(Bytes::from_static(b"{}")));
+        r.headers_mut().insert(
+            "content-type",
+            HeaderValue::from_static("application/x-amz-json-1.0"),
+        );
+        r
+    } else {
+        match forward(parts, body, upstream).await {
+            Ok(r) => {
+                faults.forwarded.fetch_add(1, Ordering::Relaxed);
+                r
+            }
+            Err(e) => return Ok(plain(StatusCode::BAD_GATEWAY, e)),
+        }
+    };
+    if !withheld.is_empty() && response.status().is_success() {
+        response = report_failed(response, &withheld).await;
+    }
+    Ok(response)
+}
+
+/// Removes every second entry (or the only one) from a SendMessageBatch body.
+/// Returns the new body (empty if nothing is left to send) and the removed ids.
+fn withhold_entries(body: Bytes) -> (Bytes, Vec<String>) {
+    let Ok(mut doc) = serde_json::from_slice::<Value>(&body) else {
+        return (body, Vec::new());
+    };
+    let Some(entries) = doc.get_mut("Entries").and_then(Value::as_array_mut) else {
+        return (body, Vec::new());
+    };
+    let all: Vec<Value> = std::mem::take(entries);
+    let only_one = all.len() == 1;
+    let mut withheld = Vec::new();
+    for (i, entry) in all.into_iter().enumerate() {
+        if only_one || i % 2 == 1 {
+            withheld.push(entry["Id"].as_str().unwrap_or_default().to_owned());
+        } else {
+            entries.push(entry);
+        }
+    }
+    if entries.is_empty() {
+        return (Bytes::new(), withheld);
+    }
+    match serde_json::to_vec(&doc) {
+        Ok(v) => (Bytes::from(v), withheld),
+        Err(_) => (body, Vec::new()),
+    }
+}
+
+/// Adds the withheld entries to a SendMessageBatch answer's `Failed` list.
+async fn report_failed(response: Response<Full<Bytes>>, ids: &[String]) -> Response<Full<Bytes>> {
+    let (parts, body) = response.into_parts();
+    let bytes = match body.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(never) => match never {},
+    };
+    let mut doc: Value = serde_json::from_slice(&bytes).unwrap_or_else(|_| json!({}));
+    if !doc.is_object() {
+        doc = json!({});
+    }
+    let failed = doc
+        .as_object_mut()
+        .map(|o| o.entry("Failed").or_insert_with(|| json!([])));
+    if let Some(Value::Array(failed)) = failed {
+        for id in ids {
+            failed.push(json!({
+                "Id": id,
+                "SenderFault": false,
+                "Code": "InternalError",
+                "Message": "withheld by the test's fault proxy",
+            }));
+        }
+    }
+    let body = serde_json::to_vec(&doc).unwrap_or_default();
+    let mut response = Response::from_parts(parts, Full::new(Bytes::from(body)));
+    response.headers_mut().remove(CONTENT_LENGTH);
+    response
+}
+
+async fn forward(
+    parts: hyper::http::request::Parts,
+    body: Bytes,
+    upstream: SocketAddr,
+) -> Result<Response<Full<Bytes>>, String> {
+    let stream = tokio::net::TcpStream::connect(upstream)
+        .await
+        .map_err(|e| format!("connecting to {upstream}: {e}"))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("handshake with {upstream}: {e}"))?;
+    tokio::spawn(conn);
+    let mut req = Request::from_parts(parts, Full::new(body));
+    // The body is buffered now: its length replaces any chunked framing.
+    for h in [TRANSFER_ENCODING, CONTENT_LENGTH, CONNECTION] {
+        req.headers_mut().remove(h);
+    }
+    let response = sender
+        .send_request(req)
+        .await
+        .map_err(|e| format!("forwarding to {upstream}: {e}"))?;
+    let (mut parts, body) = response.into_parts();
+    let bytes = body
+        .collect()
+        .await
+        .map_err(|e| format!("reading the answer from {upstream}: {e}"))?
+        .to_bytes();
+    for h in [TRANSFER_ENCODING, CONTENT_LENGTH, CONNECTION] {
+        parts.headers.remove(h);
+    }
+    Ok(Response::from_parts(parts, Full::new(bytes)))
+}
+
+fn slow_down() -> Response<Full<Bytes>> {
+    let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code>\
+                <Message>Please reduce your request rate.</Message>\
+                <RequestId>FAULTPROXY</RequestId></Error>";
+    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    r.headers_mut()
+        .insert("content-type", HeaderValue::from_static("application/xml"));
+    r
+}
+
+fn plain(status: StatusCode, message: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(message)));
+    *r.status_mut() = status;
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_second_entry_is_withheld() {
+        let body = json!({"QueueUrl": "q", "Entries": [
+            {"Id": "0", "MessageBody": "a"}, {"Id": "1", "MessageBody": "b"},
+            {"Id": "2", "MessageBody": "c"}, {"Id": "3", "MessageBody": "d"},
+        ]});
+        let (rest, withheld) = withhold_entries(Bytes::from(body.to_string()));
+        assert_eq!(withheld, ["1", "3"]);
+        let rest: Value = serde_json::from_slice(&rest).unwrap();
+        let ids: Vec<&str> = rest["Entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["Id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["0", "2"]);
+        assert_eq!(rest["QueueUrl"], "q");
+    }
+
+    #[test]
+    fn a_lone_entry_is_withheld_and_nothing_is_sent() {
+        let body = json!({"QueueUrl": "q", "Entries": [{"Id": "7", "MessageBody": "a"}]});
+        let (rest, withheld) = withhold_entries(Bytes::from(body.to_string()));
+        assert_eq!(withheld, ["7"]);
+        assert!(rest.is_empty());
+    }
+
+    #[tokio::test]
+    async fn failures_are_added_to_the_answer() {
+        let answer = Response::new(Full::new(Bytes::from(
+            json!({"Successful": [{"Id": "0", "MessageId": "m"}]}).to_string(),
+        )));
+        let r = report_failed(answer, &["1".to_owned()]).await;
+        let bytes = r.into_body().collect().await.unwrap().to_bytes();
+        let doc: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(doc["Successful"][0]["Id"], "0");
+        assert_eq!(doc["Failed"][0]["Id"], "1");
+        assert_eq!(doc["Failed"][0]["SenderFault"], false);
+    }
+
+    #[test]
+    fn due_counts_every_nth() {
+        let f = Faults::default();
+        f.s3_slowdown_every.store(3, Ordering::Relaxed);
+        let hits: Vec<bool> = (0..6)
+            .map(|_| Faults::due(&f.s3_slowdown_every, &f.s3_requests))
+            .collect();
+        assert_eq!(hits, [false, false, true, false, false, true]);
+        assert!(!Faults::due(&f.sqs_fail_every, &f.sqs_batches));
+    }
+}
