@@ -278,7 +278,10 @@ pub fn check_aws(aws: &Aws, raw_prefix: &str) -> Result<(), ConfigError> {
     if aws.lease_ttl_secs < 5 {
         return invalid(
             "RELAY_LEASE_TTL_SECS",
-            format!("{} is too short to renew in time", aws.lease_ttl_secs),
+            format!(
+                "{} is too short to renew in time (the minimum is 5)",
+                aws.lease_ttl_secs
+            ),
         );
     }
     if aws.output_queue_url.is_empty() {

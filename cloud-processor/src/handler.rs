@@ -86,6 +86,16 @@ pub enum ProcessError {
         key: String,
         source: SendError,
     },
+    #[error(
+        "s3://{bucket}/{key}: reading the object failed after {sent} messages were sent: {message}; \
+         the next attempt resumes after them"
+    )]
+    Read {
+        bucket: String,
+        key: String,
+        sent: u32,
+        message: String,
+    },
     #[error(transparent)]
     Event(#[from] EventError),
     #[error("s3://{bucket}/{key}: the pipeline task failed: {message}")]
@@ -301,7 +311,7 @@ impl App {
             dedup_base,
             ttl_ms,
         };
-        let (report, sent) = match self.run_pipeline(run, got.body, held).await {
+        let (report, sent, held) = match self.run_pipeline(run, got.body, held).await {
             Ok(v) => v,
             Err((e, held)) => {
                 if let Some(held) = held {
@@ -326,6 +336,17 @@ impl App {
         };
         let report = match report {
             Ok(r) => r,
+            // The object's stream broke (a network fault), which says nothing
+            // about its bytes: retry, resuming after the chunks already sent.
+            Err(Unreadable::Io(e)) => {
+                self.release(&store, &keys, held).await;
+                return Err(ProcessError::Read {
+                    bucket: obj.bucket.clone(),
+                    key: obj.key.clone(),
+                    sent,
+                    message: e.to_string(),
+                });
+            }
             Err(unreadable) => {
                 let outcome = self
                     .quarantine(obj, &keys.quarantine, &etag, &unreadable, sent)
@@ -404,7 +425,7 @@ impl App {
         run: Run<'_>,
         body: ByteStream,
         mut held: Held,
-    ) -> Result<(Result<Report, Unreadable>, u32), (ProcessError, Option<Held>)> {
+    ) -> Result<(Result<Report, Unreadable>, u32, Held), (ProcessError, Option<Held>)> {
         let Run {
             obj,
             store,
@@ -461,6 +482,21 @@ impl App {
                 }
             };
             let next = batch.last().map_or(held.lease.next_chunk, |c| c.index + 1);
+            // Start a send only with most of the lease left: one that starts
+            // late may land after another processor took the object over,
+            // which on a standard queue is a duplicate.
+            if now_ms() + ttl_ms / 3 > held.lease.expires_at_ms {
+                let at = held.lease.next_chunk;
+                if let Err(e) = state::advance(store, keys, &mut held, at, now_ms() + ttl_ms).await
+                {
+                    failure = Some(ProcessError::State {
+                        bucket: obj.bucket.clone(),
+                        key: obj.key.clone(),
+                        source: e,
+                    });
+                    break;
+                }
+            }
             if let Err(source) = self.output.send(&obj.key, &dedup_base, &batch).await {
                 failure = Some(ProcessError::Send {
                     bucket: obj.bucket.clone(),
@@ -505,7 +541,7 @@ impl App {
             // A lost lease is someone else's now.
             Some(e @ ProcessError::State { .. }) => Err((e, None)),
             Some(e) => Err((e, Some(held))),
-            None => Ok((result, sent)),
+            None => Ok((result, sent, held)),
         }
     }
 

@@ -54,7 +54,10 @@ pub struct Report {
     pub complete: bool,
 }
 
-/// Why an object could not be read at all. These are quarantined, not retried.
+/// Why a run over an object stopped before its end. `Corrupt` and
+/// `TooLarge` are facts about the object's bytes: the object is quarantined.
+/// `Io` is a failure of the stream the bytes came from (a broken download),
+/// which says nothing about them: the caller retries.
 #[derive(Debug, thiserror::Error)]
 pub enum Unreadable {
     #[error("the zstd data is corrupt or truncated: {0}")]
@@ -63,6 +66,37 @@ pub enum Unreadable {
     TooLarge { limit: u64 },
     #[error("reading it failed: {0}")]
     Io(io::Error),
+}
+
+/// The object's stream, remembering whether it failed, so a download that
+/// breaks inside the zstd decoder is not taken for corrupt data.
+struct Source<R> {
+    inner: R,
+    failed: std::rc::Rc<std::cell::Cell<bool>>,
+}
+
+impl<R: BufRead> Read for Source<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let r = self.inner.read(buf);
+        if r.is_err() {
+            self.failed.set(true);
+        }
+        r
+    }
+}
+
+impl<R: BufRead> BufRead for Source<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        let r = self.inner.fill_buf();
+        if r.is_err() {
+            self.failed.set(true);
+        }
+        r
+    }
+
+    fn consume(&mut self, amt: usize) {
+        self.inner.consume(amt);
+    }
 }
 
 /// Counts bytes and fails past the limit, so a zstd bomb stops early.
@@ -196,7 +230,11 @@ pub fn run(
     settings: &Settings,
     on_chunk: impl FnMut(Chunk) -> ControlFlow<()>,
 ) -> Result<Report, Unreadable> {
-    let mut src = BufReader::with_capacity(128 * 1024, src);
+    let failed = std::rc::Rc::new(std::cell::Cell::new(false));
+    let mut src = Source {
+        inner: BufReader::with_capacity(128 * 1024, src),
+        failed: failed.clone(),
+    };
     let head = src.fill_buf().map_err(Unreadable::Io)?;
     let zstd = head.starts_with(&ZSTD_MAGIC);
     let limit = settings.max_decompressed_bytes;
@@ -225,6 +263,8 @@ pub fn run(
     let classify = |e: io::Error| {
         if e.get_ref().is_some_and(|inner| inner.is::<LimitExceeded>()) {
             Unreadable::TooLarge { limit }
+        } else if failed.get() {
+            Unreadable::Io(e)
         } else if zstd {
             Unreadable::Corrupt(e)
         } else {
@@ -319,6 +359,43 @@ mod tests {
         );
         assert_eq!(report.rejects[0].line, 2);
         assert!(report.rejects[1].reason.starts_with("invalid JSON"));
+    }
+
+    /// The first `n` bytes of `data`, then a connection reset.
+    struct Breaks<'a> {
+        data: &'a [u8],
+        n: usize,
+    }
+
+    impl Read for Breaks<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.n == 0 {
+                return Err(io::Error::new(io::ErrorKind::ConnectionReset, "reset"));
+            }
+            let k = buf.len().min(self.n).min(self.data.len());
+            buf[..k].copy_from_slice(&self.data[..k]);
+            self.data = &self.data[k..];
+            self.n -= k;
+            Ok(k)
+        }
+    }
+
+    #[test]
+    fn a_broken_download_is_a_read_failure_not_corruption() {
+        let s = settings("a");
+        let text = b"{\"a\":1}\n".repeat(50_000);
+        let packed = zstd::encode_all(&text[..], 3).unwrap();
+        for input in [&packed[..], &text[..]] {
+            let broken = Breaks {
+                data: input,
+                n: input.len() / 2,
+            };
+            let got = run(broken, &s, |_| ControlFlow::Continue(()));
+            assert!(
+                matches!(&got, Err(Unreadable::Io(e)) if e.kind() == io::ErrorKind::ConnectionReset),
+                "{got:?}"
+            );
+        }
     }
 
     #[test]

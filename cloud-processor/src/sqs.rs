@@ -215,12 +215,21 @@ impl Output {
                             });
                         }
                         last = format!("{}: {}", f.code, f.message.as_deref().unwrap_or(""));
-                        retry.extend(
-                            pending
-                                .iter()
-                                .copied()
-                                .find(|c| format!("c{}", c.index) == f.id),
-                        );
+                        // An id we did not send would leave us unable to
+                        // tell which chunk failed; never guess, never drop.
+                        let chunk = pending
+                            .iter()
+                            .copied()
+                            .find(|c| format!("c{}", c.index) == f.id)
+                            .ok_or_else(|| SendError::Refused {
+                                queue: self.queue_url.clone(),
+                                id: f.id.clone(),
+                                code: "UnknownEntryId".into(),
+                                message: format!(
+                                    "SQS reported a failure for an entry not in the batch ({last})"
+                                ),
+                            })?;
+                        retry.push(chunk);
                     }
                     tracing::warn!(failed = retry.len(), of = pending.len(), %last, "SendMessageBatch partly failed; retrying those entries");
                     metrics::counter!(crate::metrics::SEND_RETRIES).increment(1);
