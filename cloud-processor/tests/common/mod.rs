@@ -28,7 +28,12 @@ pub struct Setup {
 }
 
 pub async fn setup(label: &str, fifo: bool) -> Setup {
-    let emu = Emulator::connect().await;
+    setup_on(Emulator::connect().await, label, fifo).await
+}
+
+/// A bucket whose `raw/` notifications go to a fresh queue, and an output
+/// queue, on the emulator `emu`.
+pub async fn setup_on(emu: Emulator, label: &str, fifo: bool) -> Setup {
     let bucket = emu.bucket(label).await;
     let notifications = emu.queue(&format!("{label}-n"), false).await;
     let output = emu.queue(&format!("{label}-o"), fifo).await;
