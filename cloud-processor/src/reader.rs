@@ -317,13 +317,25 @@ impl<R: Read> Reader<R> {
                             _ => false,
                         },
                         _ => {
-                            // A scalar element: it runs to the next `,`, `]` or line end.
-                            let rest = &self.buf[first..];
-                            let len = rest
-                                .iter()
-                                .position(|b| matches!(b, b',' | b']' | b'\n'))
-                                .unwrap_or(rest.len());
-                            serde_json::from_slice::<serde::de::IgnoredAny>(&rest[..len]).is_ok()
+                            // A scalar element: it runs to the next `,`, `]` or
+                            // line end, which may not have been read yet (found
+                            // by fuzzing: `[6` split across reads). `fill` only
+                            // grows the buffer, so `first` stays valid.
+                            let len = loop {
+                                let rest = &self.buf[first..];
+                                if let Some(len) =
+                                    rest.iter().position(|b| matches!(b, b',' | b']' | b'\n'))
+                                {
+                                    break len;
+                                }
+                                if rest.len() > self.max_record_bytes || !self.fill()? {
+                                    break self.buf.len() - first;
+                                }
+                            };
+                            serde_json::from_slice::<serde::de::IgnoredAny>(
+                                &self.buf[first..first + len],
+                            )
+                            .is_ok()
                         }
                     };
                 self.pos = start;
@@ -612,6 +624,22 @@ mod tests {
         big.push_str("{\"last\":1}\n]\n");
         let (recs, rejects, preamble) = read_all(big.as_bytes(), 100, 999);
         assert_eq!((recs.len(), rejects.len(), preamble), (2001, 0, 1));
+    }
+
+    #[test]
+    fn a_scalar_array_start_split_across_reads_is_judged_whole() {
+        // Found by cargo-fuzz: with `[6` in one read and `\0` in the next,
+        // the line was taken for the start of an array body.
+        for input in ["\0\n[6\0", "# c\n[12x\n{\"a\":1}\n"] {
+            let whole = read_all(input.as_bytes(), 1 << 20, 4096);
+            for chunk in [1, 2, 3] {
+                let split = read_all(input.as_bytes(), 1 << 20, chunk);
+                assert_eq!(split.0, whole.0, "{input:?} in reads of {chunk}");
+                assert_eq!(split.1, whole.1, "{input:?} in reads of {chunk}");
+                assert_eq!(split.2, whole.2, "{input:?} in reads of {chunk}");
+            }
+        }
+        assert_eq!(read_all(b"\0\n[6\0", 1 << 20, 1).2, 2);
     }
 
     #[test]
