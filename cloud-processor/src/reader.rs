@@ -266,10 +266,15 @@ impl<R: Read> Reader<R> {
     }
 
     /// Scans a value at `self.pos`, reading more as needed, up to the record limit.
+    /// Only the first `max_record_bytes + 1` bytes are ever looked at, so the
+    /// answer is the same however the input was split into reads (the resume
+    /// protocol relies on runs over one object cutting the same chunks).
     fn scan(&mut self) -> io::Result<Scan> {
         loop {
-            match scan_value(&self.buf, self.pos, self.eof) {
-                Scan::NeedMore if self.buf.len() - self.pos > self.max_record_bytes => {
+            let window = self.buf.len().min(self.pos + self.max_record_bytes + 1);
+            let at_eof = self.eof && window == self.buf.len();
+            match scan_value(&self.buf[..window], self.pos, at_eof) {
+                Scan::NeedMore if window - self.pos > self.max_record_bytes => {
                     return Ok(Scan::Broken {
                         at: self.pos,
                         reason: "the record is larger than the record size limit",
@@ -332,10 +337,11 @@ impl<R: Read> Reader<R> {
                                     break self.buf.len() - first;
                                 }
                             };
-                            serde_json::from_slice::<serde::de::IgnoredAny>(
-                                &self.buf[first..first + len],
-                            )
-                            .is_ok()
+                            len <= self.max_record_bytes
+                                && serde_json::from_slice::<serde::de::IgnoredAny>(
+                                    &self.buf[first..first + len],
+                                )
+                                .is_ok()
                         }
                     };
                 self.pos = start;
@@ -494,9 +500,19 @@ impl<R: Read> Reader<R> {
                         self.scan()?
                     };
                     match scan {
-                        Scan::Complete(end) => end,
-                        _ => {
-                            let reject = self.reject(start, self.buf.len(), reason);
+                        // The limit applies however much happens to be
+                        // buffered, or the outcome would depend on read
+                        // sizes (found by fuzzing).
+                        Scan::Complete(end) if end - start <= self.max_record_bytes => end,
+                        other => {
+                            // The excerpt, too, must not depend on how much
+                            // was buffered.
+                            let end = match other {
+                                Scan::Broken { at, .. } => at,
+                                _ => self.buf.len(),
+                            }
+                            .min(start + self.max_record_bytes + 1);
+                            let reject = self.reject(start, end, reason);
                             self.resync(start)?;
                             return Ok(reject);
                         }
@@ -532,7 +548,7 @@ impl<R: Read> Reader<R> {
                 break;
             }
         }
-        let reject = self.reject(start, end, reason);
+        let reject = self.reject(start, end.min(start + self.max_record_bytes + 1), reason);
         self.resync(start)?;
         Ok(reject)
     }
@@ -640,6 +656,14 @@ mod tests {
             }
         }
         assert_eq!(read_all(b"\0\n[6\0", 1 << 20, 1).2, 2);
+
+        // An over-long string element, complete in one read but not in many.
+        let long = format!("[{{\"a\":1}},\"{}\",\"x\"]\n", "a".repeat(100));
+        let whole = read_all(long.as_bytes(), 64, 4096);
+        let split = read_all(long.as_bytes(), 64, 1);
+        assert_eq!(whole.0, ["{\"a\":1}"]);
+        assert!(!whole.1.is_empty());
+        assert_eq!(split.1, whole.1);
     }
 
     #[test]
