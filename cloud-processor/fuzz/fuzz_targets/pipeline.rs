@@ -1,0 +1,69 @@
+//! The whole data path over arbitrary bytes, plain or zstd: no panic, no
+//! unbounded work (a small decompression limit stops bombs), every message
+//! body within the limit and made of valid JSON objects, and counts that
+//! add up.
+#![no_main]
+
+use std::ops::ControlFlow;
+use std::sync::OnceLock;
+
+use cloud_processor::pack::BodyFormat;
+use cloud_processor::pipeline::{Settings, run};
+use cloud_processor::project::{Missing, Projection, parse_fields};
+use libfuzzer_sys::fuzz_target;
+
+fn settings() -> &'static Settings {
+    static S: OnceLock<Settings> = OnceLock::new();
+    S.get_or_init(|| {
+        let fields = parse_fields("id,ts=timestamp,user_id=user.id,first=tags.0,p=/a~1b").unwrap();
+        Settings {
+            projection: Projection::new(&fields, Missing::Null),
+            format: BodyFormat::Ndjson,
+            max_body_bytes: 512,
+            max_record_bytes: 4096,
+            max_decompressed_bytes: 1 << 20,
+            records_pointer: None,
+        }
+    })
+}
+
+fuzz_target!(|input: &[u8]| {
+    let Some((&mode, data)) = input.split_first() else {
+        return;
+    };
+    // Half the inputs are compressed, so the reader sees real records behind
+    // the zstd layer as well as raw garbage in front of the decoder.
+    let owned;
+    let data = if mode & 1 == 1 {
+        owned = zstd::encode_all(data, 1).unwrap();
+        &owned[..]
+    } else {
+        data
+    };
+    let s = settings();
+    let mut chunks = 0u32;
+    let mut records = 0u64;
+    let result = run(data, s, |chunk| {
+        assert_eq!(chunk.index, chunks, "chunks numbered in order");
+        assert!(
+            chunk.body.len() <= s.max_body_bytes,
+            "a body over the limit"
+        );
+        let mut lines = 0;
+        for line in chunk.body.split(|&b| b == b'\n') {
+            let v: serde_json::Value = serde_json::from_slice(line).expect("a body line is JSON");
+            assert!(v.is_object(), "a body line is a JSON object");
+            lines += 1;
+        }
+        assert_eq!(lines, chunk.records);
+        chunks += 1;
+        records += u64::from(chunk.records);
+        ControlFlow::Continue(())
+    });
+    if let Ok(report) = result {
+        assert!(report.complete);
+        assert_eq!(report.stats.chunks, chunks);
+        assert_eq!(report.stats.records_out, records);
+        assert!(report.stats.records_out <= report.stats.records_in);
+    }
+});

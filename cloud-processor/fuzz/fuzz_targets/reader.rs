@@ -1,0 +1,119 @@
+//! The record reader over arbitrary bytes: it must not panic, every record
+//! it frames must be the input's own bytes at the offset it reports, within
+//! the size limit, in order, and the result must not depend on how the
+//! bytes arrive (whole, or a few at a time across every buffer boundary).
+#![no_main]
+
+use std::io::Read;
+
+use cloud_processor::reader::{Item, Reader};
+use libfuzzer_sys::fuzz_target;
+
+/// Hands out at most `step` bytes per read.
+struct Trickle<'a> {
+    data: &'a [u8],
+    step: usize,
+}
+
+impl Read for Trickle<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = buf.len().min(self.step).min(self.data.len());
+        buf[..n].copy_from_slice(&self.data[..n]);
+        self.data = &self.data[n..];
+        Ok(n)
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Found {
+    Record {
+        bytes: Vec<u8>,
+        line: u64,
+        offset: u64,
+    },
+    Reject {
+        line: u64,
+        offset: u64,
+        reason: String,
+        excerpt: String,
+    },
+}
+
+fn read_all(src: impl Read, max_record: usize) -> (Vec<Found>, u64) {
+    let mut reader = Reader::new(src, max_record);
+    let mut found = Vec::new();
+    while let Some(item) = reader.next_item().expect("reading from memory cannot fail") {
+        found.push(match item {
+            Item::Record {
+                bytes,
+                line,
+                offset,
+            } => Found::Record {
+                bytes: bytes.to_vec(),
+                line,
+                offset,
+            },
+            Item::Reject(r) => Found::Reject {
+                line: r.line,
+                offset: r.offset,
+                reason: r.reason,
+                excerpt: r.excerpt,
+            },
+        });
+    }
+    (found, reader.preamble_lines())
+}
+
+fuzz_target!(|input: &[u8]| {
+    let Some((&knob, data)) = input.split_first() else {
+        return;
+    };
+    let step = usize::from(knob % 61) + 1;
+    let max_record = 64 + usize::from(knob) * 8;
+    let whole = read_all(data, max_record);
+    let trickled = read_all(Trickle { data, step }, max_record);
+    assert_eq!(
+        whole, trickled,
+        "the read size changed what was found (step {step})"
+    );
+
+    let mut last_offset = None;
+    for f in &whole.0 {
+        let (line, offset) = match f {
+            Found::Record {
+                bytes,
+                line,
+                offset,
+            } => {
+                let at = *offset as usize;
+                assert!(
+                    bytes.len() <= max_record,
+                    "a record over the limit was framed"
+                );
+                assert_eq!(
+                    &data[at..at + bytes.len()],
+                    &bytes[..],
+                    "a record is not the input's bytes"
+                );
+                (*line, *offset)
+            }
+            Found::Reject {
+                line,
+                offset,
+                reason,
+                ..
+            } => {
+                assert!(!reason.is_empty());
+                (*line, *offset)
+            }
+        };
+        assert!(line >= 1);
+        let newlines = data[..offset as usize]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count() as u64;
+        assert_eq!(line, newlines + 1, "line numbers count newlines");
+        assert!(last_offset < Some(offset), "items out of order");
+        last_offset = Some(offset);
+    }
+});
