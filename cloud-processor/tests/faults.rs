@@ -169,7 +169,12 @@ impl Relay {
     }
 
     fn agent(&self, n: usize) -> Proc {
+        self.agent_with(n, &[])
+    }
+
+    fn agent_with(&self, n: usize, env: &[(&str, &str)]) -> Proc {
         let mut cmd = Command::new(agent_binary());
+        cmd.envs(env.iter().copied());
         aws_env(&mut cmd, &self.endpoint);
         cmd.env("RELAY_WATCH_DIR", self.dir())
             .env("RELAY_BUCKET", self.s.bucket.name())
@@ -800,4 +805,48 @@ async fn s3_slowdown_and_sqs_partial_batch_failures_lose_and_duplicate_nothing()
         "faults injected: {slowdowns} SlowDown, {failed} failed entries"
     );
     assert_exactly_once(&relay, &w, &tally);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_with_spaces_and_unicode_are_relayed_and_unsafe_ones_left_with_a_clear_error() {
+    let _turn = SHARED_EMULATOR.lock().await;
+    let relay = Relay::new(setup("f-names", false).await, None);
+    let mut processor = relay.processor(0);
+    let mut agent = relay.agent_with(
+        0,
+        &[("RELAY_TIMESTAMP_FORMAT", "cámara ✓ %Y-%m-%d %H-%M-%S")],
+    );
+    let mut w = Writer::new();
+    for i in 0..3 {
+        let (_, text) = w.content(50);
+        let name = format!("cámara ✓ 2026-11-21 22-30-{i:02}.json");
+        std::fs::write(relay.dir().join(name), text).unwrap();
+    }
+    // Names the key scheme refuses. Their record would be counted as one
+    // nobody wrote, should it ever arrive.
+    let refused = [
+        "notes.json",
+        "cámara ✓ 2026-11-21 22-30..json",
+        "cámara ✓ 2026-13-45 99-99-99.json",
+    ];
+    for name in refused {
+        std::fs::write(relay.dir().join(name), "{\"id\":\"evt-9999999999\"}\n").unwrap();
+    }
+    let tally = collect(
+        &relay,
+        &w,
+        Duration::from_secs(60),
+        &mut [&mut processor, &mut agent],
+    )
+    .await;
+    assert_exactly_once(&relay, &w, &tally);
+    let log = std::fs::read_to_string(relay.work.path().join("agent-0.log")).unwrap();
+    for name in refused {
+        assert!(relay.dir().join(name).exists(), "{name} was left in place");
+        assert!(
+            log.lines()
+                .any(|l| l.contains(name) && (l.contains("WARN") || l.contains("ERROR"))),
+            "the agent's log names {name}:\n{log}"
+        );
+    }
 }
