@@ -310,10 +310,14 @@ impl Writer {
         (name, text)
     }
 
-    /// Writes the file in place: created, written and closed, as a writer would.
-    fn write(&mut self, dir: &Path, records: usize) {
-        let (name, text) = self.content(records);
-        std::fs::write(dir.join(name), text).unwrap();
+    /// Writes `files` files of `records` records, `gap` apart, each in place:
+    /// created, written and closed, as the container does.
+    async fn burst(&mut self, dir: &Path, files: usize, records: usize, gap: Duration) {
+        for _ in 0..files {
+            let (name, text) = self.content(records);
+            std::fs::write(dir.join(name), text).unwrap();
+            sleep(gap).await;
+        }
     }
 }
 
@@ -498,26 +502,20 @@ async fn agent_killed_mid_burst_then_restarted_loses_and_duplicates_nothing() {
     let mut processor = relay.processor(0);
     let agent = relay.agent(0);
     let mut w = Writer::new();
-    for _ in 0..20 {
-        w.write(&relay.dir(), 100);
-        sleep(Duration::from_millis(20)).await;
-    }
+    w.burst(&relay.dir(), 20, 100, Duration::from_millis(20))
+        .await;
     // The kill lands while uploads are under way and files are still settling.
     relay.wait_count("raw/", 3, Duration::from_secs(20)).await;
-    for _ in 0..10 {
-        w.write(&relay.dir(), 100);
-    }
+    w.burst(&relay.dir(), 10, 100, Duration::from_millis(0))
+        .await;
     sleep(Duration::from_millis(250)).await;
     agent.kill9();
     let stored_before_restart = relay.count("raw/").await;
-    for _ in 0..10 {
-        w.write(&relay.dir(), 100);
-    }
+    w.burst(&relay.dir(), 10, 100, Duration::from_millis(0))
+        .await;
     let mut agent = relay.agent(1);
-    for _ in 0..20 {
-        w.write(&relay.dir(), 100);
-        sleep(Duration::from_millis(20)).await;
-    }
+    w.burst(&relay.dir(), 20, 100, Duration::from_millis(20))
+        .await;
     let tally = collect(
         &relay,
         &w,
@@ -593,30 +591,24 @@ async fn emulator_stopped_20_s_mid_burst_loses_and_duplicates_nothing() {
     let mut processor = relay.processor(0);
     let mut agent = relay.agent(0);
     let mut w = Writer::new();
-    for _ in 0..15 {
-        w.write(&relay.dir(), 100);
-        sleep(Duration::from_millis(50)).await;
-    }
+    w.burst(&relay.dir(), 15, 100, Duration::from_millis(50))
+        .await;
     relay
         .wait_count("state/done/", 3, Duration::from_secs(30))
         .await;
     // Uploads, sends and marker writes are in flight when it stops.
-    for _ in 0..5 {
-        w.write(&relay.dir(), 100);
-    }
+    w.burst(&relay.dir(), 5, 100, Duration::from_millis(0))
+        .await;
     sleep(Duration::from_millis(150)).await;
     signal(moto.pid, "STOP");
     let stopped = Instant::now();
     // The burst goes on while the emulator is away.
     while stopped.elapsed() < Duration::from_secs(20) {
-        w.write(&relay.dir(), 100);
-        sleep(Duration::from_secs(1)).await;
+        w.burst(&relay.dir(), 1, 100, Duration::from_secs(1)).await;
     }
     signal(moto.pid, "CONT");
-    for _ in 0..10 {
-        w.write(&relay.dir(), 100);
-        sleep(Duration::from_millis(50)).await;
-    }
+    w.burst(&relay.dir(), 10, 100, Duration::from_millis(50))
+        .await;
     let tally = collect(
         &relay,
         &w,
@@ -787,10 +779,8 @@ async fn s3_slowdown_and_sqs_partial_batch_failures_lose_and_duplicate_nothing()
     let mut processor = relay.processor(0);
     let mut agent = relay.agent(0);
     let mut w = Writer::new();
-    for _ in 0..20 {
-        w.write(&relay.dir(), 200);
-        sleep(Duration::from_millis(30)).await;
-    }
+    w.burst(&relay.dir(), 20, 200, Duration::from_millis(30))
+        .await;
     let tally = collect(
         &relay,
         &w,

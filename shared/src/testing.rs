@@ -144,6 +144,17 @@ impl Emulator {
     }
 }
 
+/// A listener on a free loopback port, for the test proxies.
+async fn bind_loopback() -> (tokio::net::TcpListener, std::net::SocketAddr) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("binding a proxy port: {e}"));
+    let addr = listener
+        .local_addr()
+        .unwrap_or_else(|e| panic!("proxy address: {e}"));
+    (listener, addr)
+}
+
 /// A TCP proxy in front of the emulator that a test can take down and bring
 /// back, to simulate a network outage or an emulator restart without
 /// disturbing other tests that share the emulator.
@@ -162,12 +173,7 @@ impl TcpProxy {
             .trim_start_matches("http://")
             .trim_end_matches('/')
             .to_owned();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap_or_else(|e| panic!("binding a proxy port: {e}"));
-        let addr = listener
-            .local_addr()
-            .unwrap_or_else(|e| panic!("proxy address: {e}"));
+        let (listener, addr) = bind_loopback().await;
         let (down, watch) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {

@@ -65,12 +65,7 @@ impl FaultProxy {
             .trim_end_matches('/')
             .parse()
             .unwrap_or_else(|e| panic!("the proxy's upstream {upstream}: {e}"));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap_or_else(|e| panic!("binding a proxy port: {e}"));
-        let addr = listener
-            .local_addr()
-            .unwrap_or_else(|e| panic!("proxy address: {e}"));
+        let (listener, addr) = super::bind_loopback().await;
         let faults = Arc::new(Faults::default());
         let shared = faults.clone();
         let task = tokio::spawn(async move {
