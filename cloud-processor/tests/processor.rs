@@ -216,6 +216,59 @@ async fn unreadable_objects_are_quarantined_and_oversized_records_rejected() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_cut_halfway_is_retried_not_quarantined() {
+    let s = setup("proc-cut", false).await;
+    let proxy = relay_shared::testing::FaultProxy::start(&s.emu.endpoint).await;
+    let app = app_on(
+        &s,
+        s.emu.s3_via(&proxy.endpoint()).await,
+        Some(2048),
+        FIELDS,
+        120,
+    )
+    .await;
+    let key = "raw/e/2026/11/21/22/cut.json.zst";
+    put(
+        &s,
+        key,
+        zstd::encode_all(sample_file(3000).as_bytes(), 3).unwrap(),
+    )
+    .await;
+    let event = notification(&s).await;
+
+    proxy
+        .faults
+        .s3_get_cuts
+        .store(1, std::sync::atomic::Ordering::Relaxed);
+    let err = app.process_message_body(&event).await.unwrap_err();
+    assert!(
+        matches!(err, cloud_processor::handler::ProcessError::Read { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains(key), "{err}");
+    assert!(
+        s.bucket
+            .get_bytes("state/quarantine/e/2026/11/21/22/cut.json.zst.json")
+            .await
+            .is_err(),
+        "a network fault is not corruption"
+    );
+
+    // The redelivered event resumes and finishes: every record once.
+    let outcomes = app.process_message_body(&event).await.unwrap();
+    assert!(
+        matches!(outcomes[0], Outcome::Sent { records: 3000, .. }),
+        "{outcomes:?}"
+    );
+    let records: usize = drain(&s)
+        .await
+        .values()
+        .map(|(b, _)| b.lines().count())
+        .sum();
+    assert_eq!(records, 3000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifo_output_and_a_repeated_event() {
     let s = setup("proc-fifo", true).await;
     let app = app(&s, Some(8 * 1024)).await;

@@ -91,6 +91,17 @@ pub async fn app(s: &Setup, cap: Option<usize>) -> App {
 }
 
 pub async fn app_with(s: &Setup, cap: Option<usize>, fields: &str, lease_ttl_secs: u64) -> App {
+    app_on(s, s.emu.s3.clone(), cap, fields, lease_ttl_secs).await
+}
+
+/// A processor whose S3 requests go through `s3` (a client via a proxy).
+pub async fn app_on(
+    s: &Setup,
+    s3: aws_sdk_s3::Client,
+    cap: Option<usize>,
+    fields: &str,
+    lease_ttl_secs: u64,
+) -> App {
     let cli = Cli::try_parse_from(["cloud-processor", "--fields", fields]).unwrap();
     let config = Config::from_common(&cli.common).unwrap();
     let output = Output::connect(s.emu.sqs.clone(), &s.output, "relay", cap)
@@ -106,7 +117,7 @@ pub async fn app_with(s: &Setup, cap: Option<usize>, fields: &str, lease_ttl_sec
             lease_ttl_secs,
             s3_path_style: true,
         },
-        s.emu.s3.clone(),
+        s3,
         output,
     )
 }

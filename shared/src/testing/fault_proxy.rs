@@ -1,17 +1,20 @@
 //! A fault-injecting HTTP proxy in front of the emulator: S3 requests answered
-//! `503 SlowDown`, and SQS batch sends with some entries reported failed (and
-//! never delivered), the two partial failures real AWS produces under load.
+//! `503 SlowDown`, SQS batch sends with some entries reported failed (and
+//! never delivered), the two partial failures real AWS produces under load,
+//! and downloads that break halfway.
 //!
 //! It speaks HTTP/1.1 on both sides, buffers each body (test objects are
 //! small), and forwards everything else untouched. moto does not check
 //! signatures, so rewriting an SQS body does not need re-signing.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{CONNECTION, CONTENT_LENGTH, HeaderValue, TRANSFER_ENCODING};
@@ -31,6 +34,9 @@ pub struct Faults {
     /// Every SendMessageBatch is held this long before it is forwarded, like
     /// a slow link, so a test can kill a sender between two batches.
     pub sqs_batch_delay_ms: AtomicU64,
+    /// The next this-many downloads (GETs answering over 1 KiB) break
+    /// halfway: the connection drops after half the promised bytes.
+    pub s3_get_cuts: AtomicU64,
     s3_requests: AtomicU64,
     sqs_batches: AtomicU64,
     /// S3 requests answered with SlowDown so far.
@@ -96,7 +102,76 @@ impl Drop for FaultProxy {
     }
 }
 
+type ProxyBody = BoxBody<Bytes, std::io::Error>;
+
 async fn handle(
+    req: Request<Incoming>,
+    upstream: SocketAddr,
+    faults: Arc<Faults>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let is_get = req.method() == hyper::Method::GET;
+    let response = respond(req, upstream, faults.clone()).await?;
+    let (mut parts, body) = response.into_parts();
+    let bytes = match body.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(never) => match never {},
+    };
+    if is_get
+        && parts.status.is_success()
+        && bytes.len() > 1024
+        && faults
+            .s3_get_cuts
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+    {
+        parts
+            .headers
+            .insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+        let half = bytes.slice(..bytes.len() / 2);
+        return Ok(Response::from_parts(parts, Cut::new(half).boxed()));
+    }
+    let body = Full::new(bytes).map_err(|never| match never {}).boxed();
+    Ok(Response::from_parts(parts, body))
+}
+
+/// A body that delivers its bytes, waits long enough for them to reach the
+/// client, then fails, so hyper drops the connection short of the promised
+/// length: the client has its answer and part of the body, as when a
+/// download breaks.
+struct Cut {
+    data: Option<Bytes>,
+    pause: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Cut {
+    fn new(data: Bytes) -> Self {
+        Self {
+            data: Some(data),
+            pause: Box::pin(tokio::time::sleep(std::time::Duration::from_millis(200))),
+        }
+    }
+}
+
+impl hyper::body::Body for Cut {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, std::io::Error>>> {
+        let this = self.get_mut();
+        if let Some(data) = this.data.take() {
+            return std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(data))));
+        }
+        std::task::ready!(this.pause.as_mut().poll(cx));
+        std::task::Poll::Ready(Some(Err(std::io::Error::other(
+            "download cut by the test's fault proxy",
+        ))))
+    }
+}
+
+async fn respond(
     req: Request<Incoming>,
     upstream: SocketAddr,
     faults: Arc<Faults>,
