@@ -107,8 +107,25 @@ fn agent_binary() -> PathBuf {
         .join("edge-agent");
     let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified());
     let built = mtime(&bin).unwrap_or_else(|e| panic!("{}: {e}; {how}", bin.display()));
-    let deps = std::fs::read_to_string(bin.with_extension("d"))
-        .unwrap_or_else(|e| panic!("{}.d: {e}; {how}", bin.display()));
+    // `cargo build` leaves the dep-info beside the binary; `cargo test` only
+    // in deps/, under the crate's name and a hash.
+    let deps_dir = bin.parent().unwrap().join("deps");
+    let dep_info = std::iter::once(bin.with_extension("d"))
+        .chain(
+            std::fs::read_dir(&deps_dir)
+                .into_iter()
+                .flatten()
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| {
+                    let name = p.file_name().unwrap().to_string_lossy();
+                    name.starts_with("edge_agent-") && name.ends_with(".d")
+                }),
+        )
+        .filter(|p| p.exists())
+        .max_by_key(|p| mtime(p).ok())
+        .unwrap_or_else(|| panic!("no dep-info for {}; {how}", bin.display()));
+    let deps = std::fs::read_to_string(&dep_info).unwrap();
     let sources = deps.split_once(": ").map_or("", |(_, s)| s);
     for source in sources.replace("\\ ", "\0").split_whitespace() {
         let source = PathBuf::from(source.replace('\0', " "));
