@@ -142,6 +142,16 @@ pub enum ProcessError {
     },
 }
 
+impl ProcessError {
+    fn state(obj: &ObjectRef, source: StateError) -> Self {
+        Self::State {
+            bucket: obj.bucket.clone(),
+            key: obj.key.clone(),
+            source,
+        }
+    }
+}
+
 impl App {
     pub fn new(config: Config, aws: Aws, s3: aws_sdk_s3::Client, output: Output) -> Self {
         let owner = format!(
@@ -219,11 +229,7 @@ impl App {
 
     async fn process_inner(&self, obj: &ObjectRef) -> Result<Outcome, ProcessError> {
         let started = Instant::now();
-        let state_err = |source| ProcessError::State {
-            bucket: obj.bucket.clone(),
-            key: obj.key.clone(),
-            source,
-        };
+        let state_err = |source| ProcessError::state(obj, source);
         let settings = self
             .config
             .settings(self.output.max_message_bytes, &obj.key);
@@ -474,7 +480,7 @@ impl App {
                     _ = renew.tick() => {
                         let next = held.lease.next_chunk;
                         if let Err(e) = state::advance(store, keys, &mut held, next, now_ms() + ttl_ms).await {
-                            failure = Some(ProcessError::State { bucket: obj.bucket.clone(), key: obj.key.clone(), source: e });
+                            failure = Some(ProcessError::state(obj, e));
                             break;
                         }
                         continue;
@@ -489,11 +495,7 @@ impl App {
                 let at = held.lease.next_chunk;
                 if let Err(e) = state::advance(store, keys, &mut held, at, now_ms() + ttl_ms).await
                 {
-                    failure = Some(ProcessError::State {
-                        bucket: obj.bucket.clone(),
-                        key: obj.key.clone(),
-                        source: e,
-                    });
+                    failure = Some(ProcessError::state(obj, e));
                     break;
                 }
             }
@@ -516,11 +518,7 @@ impl App {
                 break;
             }
             if let Err(e) = state::advance(store, keys, &mut held, next, now_ms() + ttl_ms).await {
-                failure = Some(ProcessError::State {
-                    bucket: obj.bucket.clone(),
-                    key: obj.key.clone(),
-                    source: e,
-                });
+                failure = Some(ProcessError::state(obj, e));
                 break;
             }
         }

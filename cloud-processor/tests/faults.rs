@@ -356,12 +356,14 @@ impl Tally {
         let mut receivers = tokio::task::JoinSet::new();
         for _ in 0..4 {
             let (sqs, queue) = (emu.sqs.clone(), queue.to_owned());
-            receivers.spawn(async move { receive_and_delete(&sqs, &queue).await });
+            receivers.spawn(async move { common::receive_batch(&sqs, &queue).await });
         }
         let mut n = 0;
         while let Some(messages) = receivers.join_next().await {
-            for (message_id, source_key, chunk, body) in messages.unwrap() {
+            for m in messages.unwrap() {
                 n += 1;
+                let (source_key, chunk) = (m.source_key().to_owned(), m.chunk());
+                let message_id = m.message_id;
                 if !self.message_ids.insert(message_id.clone()) {
                     eprintln!(
                         "the queue handed out message {message_id} ({source_key} chunk {chunk}) twice"
@@ -369,7 +371,7 @@ impl Tally {
                     continue;
                 }
                 *self.chunks.entry((source_key, chunk)).or_default() += 1;
-                for line in body.lines() {
+                for line in m.body.lines() {
                     let v: serde_json::Value = serde_json::from_str(line).unwrap();
                     let id = v["id"].as_str().unwrap();
                     let seq: u64 = id.trim_start_matches("evt-").parse().unwrap();
@@ -401,49 +403,6 @@ impl Tally {
     fn unknown(&self, expected: u64) -> usize {
         self.records.keys().filter(|&&k| k >= expected).count()
     }
-}
-
-/// Up to ten messages as (message id, source key, chunk, body), deleted
-/// from the queue.
-async fn receive_and_delete(
-    sqs: &aws_sdk_sqs::Client,
-    queue: &str,
-) -> Vec<(String, String, u32, String)> {
-    let out = sqs
-        .receive_message()
-        .queue_url(queue)
-        .max_number_of_messages(10)
-        .message_attribute_names("All")
-        .wait_time_seconds(1)
-        .send()
-        .await
-        .unwrap();
-    let messages = out.messages.unwrap_or_default();
-    if messages.is_empty() {
-        return Vec::new();
-    }
-    let mut delete = sqs.delete_message_batch().queue_url(queue);
-    let mut got = Vec::new();
-    for (i, m) in messages.iter().enumerate() {
-        let attrs = m.message_attributes().unwrap();
-        let attr = |k: &str| attrs[k].string_value().unwrap().to_owned();
-        got.push((
-            m.message_id().unwrap().to_owned(),
-            attr("relay.source_key"),
-            attr("relay.chunk").parse().unwrap(),
-            m.body().unwrap().to_owned(),
-        ));
-        delete = delete.entries(
-            aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
-                .id(i.to_string())
-                .receipt_handle(m.receipt_handle().unwrap())
-                .build()
-                .unwrap(),
-        );
-    }
-    let out = delete.send().await.unwrap();
-    assert!(out.failed().is_empty(), "deleting: {:?}", out.failed());
-    got
 }
 
 /// Reads the output queue until every record written has arrived and every

@@ -168,8 +168,9 @@ pub async fn notification(s: &Setup) -> String {
     }
 }
 
-/// One message from the output queue: body and string attributes.
+/// One message from the output queue: its SQS id, body and string attributes.
 pub struct Received {
+    pub message_id: String,
     pub body: String,
     pub attrs: BTreeMap<String, String>,
 }
@@ -184,44 +185,58 @@ impl Received {
     }
 }
 
+/// One receive of up to ten messages (waiting up to a second), deleted from
+/// `queue` in one batch.
+pub async fn receive_batch(sqs: &aws_sdk_sqs::Client, queue: &str) -> Vec<Received> {
+    let out = sqs
+        .receive_message()
+        .queue_url(queue)
+        .max_number_of_messages(10)
+        .message_attribute_names("All")
+        .wait_time_seconds(1)
+        .send()
+        .await
+        .unwrap();
+    let messages = out.messages.unwrap_or_default();
+    if messages.is_empty() {
+        return Vec::new();
+    }
+    let mut delete = sqs.delete_message_batch().queue_url(queue);
+    let mut got = Vec::new();
+    for (i, m) in messages.into_iter().enumerate() {
+        delete = delete.entries(
+            aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
+                .id(i.to_string())
+                .receipt_handle(m.receipt_handle.unwrap())
+                .build()
+                .unwrap(),
+        );
+        got.push(Received {
+            message_id: m.message_id.unwrap(),
+            body: m.body.unwrap(),
+            attrs: m
+                .message_attributes
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.string_value.unwrap_or_default()))
+                .collect(),
+        });
+    }
+    let out = delete.send().await.unwrap();
+    assert!(out.failed().is_empty(), "deleting: {:?}", out.failed());
+    got
+}
+
 /// Receives and deletes every message in `queue` until it stays empty.
 pub async fn receive_all(emu: &Emulator, queue: &str) -> Vec<Received> {
     let mut got = Vec::new();
     let mut empty = 0;
     while empty < 2 {
-        let out = emu
-            .sqs
-            .receive_message()
-            .queue_url(queue)
-            .max_number_of_messages(10)
-            .message_attribute_names("All")
-            .wait_time_seconds(1)
-            .send()
-            .await
-            .unwrap();
-        let msgs = out.messages.unwrap_or_default();
-        if msgs.is_empty() {
+        let batch = receive_batch(&emu.sqs, queue).await;
+        if batch.is_empty() {
             empty += 1;
         }
-        for m in msgs {
-            let attrs = m
-                .message_attributes
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(k, v)| (k, v.string_value.unwrap_or_default()))
-                .collect();
-            emu.sqs
-                .delete_message()
-                .queue_url(queue)
-                .receipt_handle(m.receipt_handle.unwrap())
-                .send()
-                .await
-                .unwrap();
-            got.push(Received {
-                body: m.body.unwrap(),
-                attrs,
-            });
-        }
+        got.extend(batch);
     }
     got
 }
