@@ -5,6 +5,7 @@
 pub mod config;
 pub mod event;
 pub mod handler;
+pub mod json;
 pub mod metrics;
 pub mod pack;
 pub mod pipeline;

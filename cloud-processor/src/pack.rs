@@ -28,6 +28,25 @@ pub enum BodyFormat {
     Array,
 }
 
+/// A string as SQS accepts it in a message attribute: characters outside
+/// #x9 | #xA | #xD | #x20-#xD7FF | #xE000-#xFFFD | #x10000-#x10FFFF (which
+/// S3 keys may hold) are written as `\uXXXX`, as in JSON.
+pub fn sqs_text(s: &str) -> std::borrow::Cow<'_, str> {
+    let allowed = |c: char| matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..);
+    if s.chars().all(allowed) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if allowed(c) {
+            out.push(c);
+        } else {
+            out.push_str(&format!("\\u{:04X}", u32::from(c)));
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// Bytes the three attributes take, at most, for a given source key: SQS counts
 /// each attribute's name, data type and value. Chunk index and record count
 /// are u32, so at most 10 digits each.
@@ -36,7 +55,7 @@ pub fn attributes_size(source_key: &str) -> usize {
     let number = "Number".len();
     ATTR_SOURCE_KEY.len()
         + string
-        + source_key.len()
+        + sqs_text(source_key).len()
         + ATTR_CHUNK.len()
         + number
         + 10
@@ -187,6 +206,13 @@ impl Batcher {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn attribute_text_is_escaped_where_sqs_refuses_it() {
+        assert_eq!(sqs_text("raw/a b/ü.json.zst"), "raw/a b/ü.json.zst");
+        assert_eq!(sqs_text("raw/a\u{1}b\u{FFFF}"), "raw/a\\u0001b\\uFFFF");
+        assert_eq!(attributes_size("k\u{0}"), attributes_size("k") + 6);
+    }
 
     fn pack_all(records: &[Vec<u8>], limit: usize, format: BodyFormat) -> (Vec<Chunk>, Vec<usize>) {
         let mut p = Packer::new(limit, format);

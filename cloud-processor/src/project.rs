@@ -1,15 +1,17 @@
 //! Projection: cut a record down to the configured fields, copying each value
 //! as its exact JSON text (floats and big integers are never re-encoded).
 //!
-//! One pass of serde_json over the record validates all of it (unwanted
-//! values are skipped with `IgnoredAny`, which still checks them) and borrows
-//! the wanted values as raw text. Only subtrees on a wanted path are parsed
-//! again, to reach nested fields.
+//! The fast path is the validating scanner in [`crate::json`]: one pass over
+//! the record checks all of it and captures the wanted values' spans. The
+//! serde_json implementation below ([`Projection::project_reference`]) is
+//! kept as the reference it is tested against.
 
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
+
+use crate::json::{self, Node, Scanner, Span, Stop};
 
 /// One configured field: where to read it and what to call it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,33 +84,6 @@ pub fn parse_fields(spec: &str) -> Result<Vec<Field>, SpecError> {
     Ok(fields)
 }
 
-/// A trie of wanted paths, so one walk of a record serves every field.
-#[derive(Debug, Default, Clone)]
-struct Node {
-    /// Output slots filled by the value at exactly this path.
-    slots: Vec<usize>,
-    /// Few children per level: a linear scan beats hashing every key of
-    /// every record (SipHash was 7% of the hot path).
-    children: Vec<(String, Node)>,
-}
-
-impl Node {
-    fn child(&self, key: &str) -> Option<&Node> {
-        self.children.iter().find(|(k, _)| k == key).map(|(_, n)| n)
-    }
-
-    fn child_mut(&mut self, key: &str) -> &mut Node {
-        let i = match self.children.iter().position(|(k, _)| k == key) {
-            Some(i) => i,
-            None => {
-                self.children.push((key.to_owned(), Node::default()));
-                self.children.len() - 1
-            }
-        };
-        &mut self.children[i].1
-    }
-}
-
 /// A compiled projection.
 #[derive(Debug, Clone)]
 pub struct Projection {
@@ -131,11 +106,7 @@ impl Projection {
     pub fn new(fields: &[Field], missing: Missing) -> Self {
         let mut root = Node::default();
         for (i, f) in fields.iter().enumerate() {
-            let mut node = &mut root;
-            for seg in &f.path {
-                node = node.child_mut(seg);
-            }
-            node.slots.push(i);
+            root.insert(&f.path).slots.push(i);
         }
         let keys = fields
             .iter()
@@ -148,34 +119,70 @@ impl Projection {
         }
     }
 
-    /// Validates `record` as one JSON object and appends its projection, a
-    /// compact JSON object with the fields in configured order, to `out`.
-    /// On error `out` is left as it was.
-    pub fn project(&self, record: &[u8], out: &mut Vec<u8>) -> Result<(), RecordError> {
-        let first = record.iter().find(|b| !b.is_ascii_whitespace());
-        if first != Some(&b'{') {
-            // Still reject invalid JSON as invalid, not as "not an object".
-            return match serde_json::from_slice::<IgnoredAny>(record) {
-                Ok(_) => Err(RecordError::NotAnObject),
-                Err(e) => Err(RecordError::Invalid(e.to_string())),
-            };
-        }
-        let mut slots: Vec<Option<&RawValue>> = vec![None; self.keys.len()];
-        let mut de = serde_json::Deserializer::from_slice(record);
-        ObjectSeed {
-            node: &self.root,
-            slots: &mut slots,
-        }
-        .deserialize(&mut de)
-        .and_then(|()| de.end())
-        .map_err(|e| RecordError::Invalid(e.to_string()))?;
+    /// The trie the scanner walks.
+    pub fn root(&self) -> &Node {
+        &self.root
+    }
 
+    /// How many output fields (capture slots) there are.
+    pub fn slots(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Validates `record` as one JSON object (UTF-8 included; whitespace may
+    /// surround it) and appends its projection, a compact JSON object with the
+    /// fields in configured order, to `out`. On error `out` is left as it was.
+    pub fn project(&self, record: &[u8], out: &mut Vec<u8>) -> Result<(), RecordError> {
+        let start = record
+            .iter()
+            .position(|b| !json::is_ws(*b))
+            .unwrap_or(record.len());
+        let mut stack = Vec::new();
+        let invalid = |at: usize, why: &str| {
+            RecordError::Invalid(format!("{why} (at byte {at} of the record)"))
+        };
+        let stop = |e: Stop| match e {
+            Stop::Invalid { at, reason } => invalid(at, reason),
+            Stop::Incomplete => invalid(record.len(), "the record ends early"),
+        };
+        if let Err(e) = std::str::from_utf8(record) {
+            return Err(invalid(e.valid_up_to(), "invalid UTF-8"));
+        }
+        if record.get(start) != Some(&b'{') {
+            // Still reject invalid JSON as invalid, not as "not an object".
+            let end = json::skip_value(record, start, true, &mut stack).map_err(stop)?;
+            if let Some(extra) = record[end..].iter().position(|b| !json::is_ws(*b)) {
+                return Err(invalid(end + extra, "text after the value"));
+            }
+            return Err(RecordError::NotAnObject);
+        }
+        let mut slots = vec![None; self.keys.len()];
+        let mut scanner = Scanner::new(record, start, true);
+        json::object(&mut scanner, &self.root, &mut slots, &mut stack).map_err(stop)?;
+        if let Some(extra) = record[scanner.i..].iter().position(|b| !json::is_ws(*b)) {
+            return Err(invalid(scanner.i + extra, "text after the record"));
+        }
+        self.write(record, &slots, out);
+        Ok(())
+    }
+
+    /// Appends the projection of an already validated `record` whose wanted
+    /// values are at `slots` (as captured by [`json::object`]).
+    pub fn write(&self, record: &[u8], slots: &[Option<Span>], out: &mut Vec<u8>) {
+        let values = slots
+            .iter()
+            .map(|s| s.map(|(a, b)| &record[a as usize..b as usize]));
+        self.write_values(values, out);
+    }
+
+    fn write_values<'v>(&self, values: impl Iterator<Item = Option<&'v [u8]>>, out: &mut Vec<u8>) {
+        let start = out.len();
         out.push(b'{');
         let mut first = true;
-        for (key, slot) in self.keys.iter().zip(&slots) {
-            let value = match (slot, self.missing) {
-                (Some(v), _) => v.get(),
-                (None, Missing::Null) => "null",
+        for (key, value) in self.keys.iter().zip(values) {
+            let value = match (value, self.missing) {
+                (Some(v), _) => v,
+                (None, Missing::Null) => b"null",
                 (None, Missing::Omit) => continue,
             };
             if !first {
@@ -183,10 +190,65 @@ impl Projection {
             }
             first = false;
             out.extend_from_slice(key.as_bytes());
-            write_compact(value.as_bytes(), out);
+            write_compact(value, out);
         }
         out.push(b'}');
+        escape_for_sqs(out, start);
+    }
+
+    /// The same projection by serde_json: the reference the scanner is tested
+    /// against (unit, property and fuzz tests), and the simplest statement of
+    /// what a projection is. UTF-8 is checked first, since serde_json skips
+    /// unwanted strings without checking theirs.
+    pub fn project_reference(&self, record: &[u8], out: &mut Vec<u8>) -> Result<(), RecordError> {
+        let text = std::str::from_utf8(record).map_err(|e| {
+            RecordError::Invalid(format!("invalid UTF-8 at byte {}", e.valid_up_to()))
+        })?;
+        let first = text.bytes().find(|b| !json::is_ws(*b));
+        if first != Some(b'{') {
+            return match serde_json::from_str::<IgnoredAny>(text) {
+                Ok(_) => Err(RecordError::NotAnObject),
+                Err(e) => Err(RecordError::Invalid(e.to_string())),
+            };
+        }
+        let mut slots: Vec<Option<&RawValue>> = vec![None; self.keys.len()];
+        let mut de = serde_json::Deserializer::from_str(text);
+        ObjectSeed {
+            node: &self.root,
+            slots: &mut slots,
+        }
+        .deserialize(&mut de)
+        .and_then(|()| de.end())
+        .map_err(|e| RecordError::Invalid(e.to_string()))?;
+        self.write_values(slots.iter().map(|s| s.map(|v| v.get().as_bytes())), out);
         Ok(())
+    }
+}
+
+/// SQS refuses U+FFFE and U+FFFF, which valid JSON and valid UTF-8 can hold
+/// (raw, only inside strings). Writes them as `\uFFFE` / `\uFFFF` escapes:
+/// the same JSON value, in characters SQS accepts. Every other character a
+/// valid JSON text can hold raw is allowed (control characters must already
+/// be escaped, and surrogates cannot appear in UTF-8).
+pub fn escape_for_sqs(out: &mut Vec<u8>, from: usize) {
+    let nonchar = |w: &[u8]| matches!(w, [0xEF, 0xBF, 0xBE | 0xBF]);
+    if memchr::memchr(0xEF, &out[from..]).is_none() || !out[from..].windows(3).any(nonchar) {
+        return;
+    }
+    let tail = out.split_off(from);
+    let mut i = 0;
+    while i < tail.len() {
+        if tail[i..].len() >= 3 && nonchar(&tail[i..i + 3]) {
+            out.extend_from_slice(if tail[i + 2] == 0xBE {
+                b"\\uFFFE"
+            } else {
+                b"\\uFFFF"
+            });
+            i += 3;
+        } else {
+            out.push(tail[i]);
+            i += 1;
+        }
     }
 }
 
@@ -465,7 +527,99 @@ mod tests {
         );
     }
 
+    /// A projection's bytes, or whether it failed as "not an object".
+    type Projected = Result<Vec<u8>, bool>;
+
+    fn projected(r: Result<(), RecordError>, out: Vec<u8>) -> Projected {
+        r.map(|()| out)
+            .map_err(|e| matches!(e, RecordError::NotAnObject))
+    }
+
+    /// Both projections of `record`: the fast one and the reference.
+    fn both(p: &Projection, record: &[u8]) -> (Projected, Projected) {
+        let (mut fast, mut reference) = (Vec::new(), Vec::new());
+        let f = p.project(record, &mut fast);
+        let r = p.project_reference(record, &mut reference);
+        (projected(f, fast), projected(r, reference))
+    }
+
+    /// Whether SQS accepts every character of `body`.
+    fn sqs_accepts(body: &[u8]) -> bool {
+        std::str::from_utf8(body).is_ok_and(|s| {
+            s.chars().all(|c| {
+                matches!(c, '\u{9}' | '\u{A}' | '\u{D}' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..='\u{10FFFF}')
+            })
+        })
+    }
+
+    #[test]
+    fn characters_sqs_refuses_are_escaped() {
+        let rec = "{\"a\":\"x\u{FFFF}y\u{FFFE}\",\"\u{FFFF}\":1,\"b\":\"\u{FFFD}\u{10000}\"}";
+        let p = Projection::new(&parse_fields("a,k=\u{FFFF},b").unwrap(), Missing::Omit);
+        let mut out = Vec::new();
+        p.project(rec.as_bytes(), &mut out).unwrap();
+        assert_eq!(
+            String::from_utf8(out.clone()).unwrap(),
+            "{\"a\":\"x\\uFFFFy\\uFFFE\",\"k\":1,\"b\":\"\u{FFFD}\u{10000}\"}"
+        );
+        assert!(sqs_accepts(&out));
+    }
+
     proptest! {
+        /// The scanner and the serde_json reference agree on every record:
+        /// both accept it with identical bytes, or both refuse it for the
+        /// same kind of reason.
+        #[test]
+        fn fast_path_matches_the_reference_on_values(
+            v in crate::json::tests::any_value(),
+            pretty in any::<bool>(),
+            spec in "(a|b|c|[a-c]\\.[a-c0-2]|[a-c]\\.[0-2]\\.[a-c])(,(a|b|c|[a-c]\\.[a-c0-2])){0,3}",
+        ) {
+            if let Ok(fields) = parse_fields(&spec) {
+                let p = Projection::new(&fields, Missing::Null);
+                let text = if pretty { serde_json::to_vec_pretty(&v).unwrap() } else { serde_json::to_vec(&v).unwrap() };
+                let (fast, reference) = both(&p, &text);
+                prop_assert_eq!(fast, reference);
+            }
+        }
+
+        /// And on broken ones: JSON-shaped noise around a few keys.
+        #[test]
+        fn fast_path_matches_the_reference_on_noise(
+            parts in proptest::collection::vec(proptest::sample::select(vec![
+                "{", "}", "[", "]", ",", ":", " ", "\"a\"", "\"b\"", "\"c\"", "1", "-2.5e3", "true",
+                "null", "\"s\\u00e9\"", "\"\\ud800\"", "\"\\ud800\":", "\"\u{1}\"", "NaN", "\"x\\q\"", "\"é\"",
+            ]), 0..30),
+            invalid_utf8 in any::<bool>(),
+        ) {
+            let mut text = parts.concat().into_bytes();
+            if invalid_utf8 && !text.is_empty() {
+                let at = text.len() / 2;
+                text.insert(at, 0xFF);
+            }
+            let p = Projection::new(&parse_fields("a,b.c,b.0,c").unwrap(), Missing::Omit);
+            let (fast, reference) = both(&p, &text);
+            prop_assert_eq!(fast, reference, "{:?}", String::from_utf8_lossy(&text));
+        }
+
+        /// Any valid record gives a body SQS accepts, with the same values.
+        #[test]
+        fn output_is_valid_for_sqs_and_the_same_value(v in crate::json::tests::any_value(), extra in "\\PC{0,4}[\u{FFFE}\u{FFFF}]?") {
+            let mut obj = serde_json::Map::new();
+            obj.insert("a".into(), v);
+            obj.insert("b".into(), serde_json::Value::String(extra));
+            let text = serde_json::to_vec(&obj).unwrap();
+            let p = Projection::new(&parse_fields("a,b").unwrap(), Missing::Omit);
+            let mut out = Vec::new();
+            p.project(&text, &mut out).unwrap();
+            prop_assert!(sqs_accepts(&out), "{:?}", String::from_utf8_lossy(&out));
+            // Parsed by the same parser on both sides: serde_json's float
+            // parsing is not exact, and the relay copies numbers verbatim.
+            let got: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            let want: serde_json::Value = serde_json::from_slice(&text).unwrap();
+            prop_assert_eq!(got, want);
+        }
+
         /// Whatever the bytes, projection returns Ok or Err, never panics, and
         /// anything it accepts is valid JSON.
         #[test]

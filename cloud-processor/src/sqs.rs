@@ -9,7 +9,7 @@ use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName, SendMessageB
 use backon::BackoffBuilder;
 use sha2::{Digest, Sha256};
 
-use crate::pack::{ATTR_CHUNK, ATTR_RECORDS, ATTR_SOURCE_KEY, Chunk};
+use crate::pack::{ATTR_CHUNK, ATTR_RECORDS, ATTR_SOURCE_KEY, Chunk, sqs_text};
 
 /// Sends to SQS give up after this many attempts of one batch; the object is
 /// then retried as a whole by its event, which resumes (see the README).
@@ -143,11 +143,12 @@ impl Output {
         };
         let mut e = SendMessageBatchRequestEntry::builder()
             .id(format!("c{}", chunk.index))
-            // Bodies are projections of records serde_json validated, so UTF-8.
+            // Bodies are projections of validated records, so UTF-8, with
+            // the characters SQS refuses already escaped.
             .message_body(String::from_utf8_lossy(&chunk.body))
             .set_message_attributes(Some(
                 [
-                    (ATTR_SOURCE_KEY.to_owned(), string(source_key)),
+                    (ATTR_SOURCE_KEY.to_owned(), string(&sqs_text(source_key))),
                     (ATTR_CHUNK.to_owned(), number(chunk.index)),
                     (ATTR_RECORDS.to_owned(), number(chunk.records)),
                 ]
