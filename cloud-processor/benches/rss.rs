@@ -1,11 +1,12 @@
-//! Peak memory of the processor on a large object: generates a zstd object of
-//! about 1 GB of decompressed JSON, runs the release binary's `process` mode on
-//! it (the same pipeline the Lambda runs), and reports the child's peak RSS
-//! and throughput. RELAY_BENCH_GB (default 1) sets the size.
+//! Peak memory of the processor: on a large object (about 1 GB of
+//! decompressed JSON; RELAY_BENCH_GB sets the size), and on small hostile
+//! objects that decompress to long runs of whitespace, separators or junk
+//! between records. Each runs the release binary's `process` mode (the same
+//! pipeline the Lambda runs) and reports the child's peak RSS.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // A benchmark: failing loudly is right.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -38,18 +39,67 @@ fn main() {
     enc.finish().unwrap();
     let compressed = std::fs::metadata(&path).unwrap().len();
 
+    println!("| object | peak RSS | wall time | throughput |");
+    println!("|---|---|---|---|");
+    let (peak, secs) = measure(&path, target * 2, records);
+    println!(
+        "| {:.2} GB of JSON ({records} records), {:.0} MB zstd | {:.1} MiB | {secs:.1} s | {:.0} MB/s |",
+        written as f64 / 1e9,
+        compressed as f64 / 1e6,
+        peak,
+        written as f64 / 1e6 / secs
+    );
+
+    // Runs that once were held whole: 400 MB between two records.
+    let run = 400usize << 20;
+    for (what, head, fill, tail) in [
+        (
+            "spaces between two records",
+            "# c\n{\"id\":1}",
+            b' ',
+            "{\"id\":2}\n",
+        ),
+        (
+            "blank lines between two records",
+            "# c\n{\"id\":1}\n",
+            b'\n',
+            "{\"id\":2}\n",
+        ),
+        (
+            "spaces between two array elements",
+            "[{\"id\":1},",
+            b' ',
+            "{\"id\":2}]\n",
+        ),
+        ("one preamble line", "#", b'#', "\n{\"id\":1}\n{\"id\":2}\n"),
+    ] {
+        let path = dir.path().join("1763800000001.json.zst");
+        let mut enc =
+            zstd::stream::write::Encoder::new(std::fs::File::create(&path).unwrap(), 3).unwrap();
+        enc.write_all(head.as_bytes()).unwrap();
+        std::io::copy(&mut std::io::repeat(fill).take(run as u64), &mut enc).unwrap();
+        enc.write_all(tail.as_bytes()).unwrap();
+        enc.finish().unwrap();
+        let compressed = std::fs::metadata(&path).unwrap().len();
+        let (peak, secs) = measure(&path, 2 * run as u64, 2);
+        println!(
+            "| 400 MiB of {what}, {:.0} kB zstd | {peak:.1} MiB | {secs:.1} s | {:.0} MB/s |",
+            compressed as f64 / 1e3,
+            run as f64 / 1e6 / secs
+        );
+    }
+}
+
+/// Runs `process` on `path` and returns its peak RSS (MiB) and wall time.
+fn measure(path: &std::path::Path, limit: u64, records: u64) -> (f64, f64) {
     let started = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_cloud-processor"))
         .args([
             "--fields",
             "id,ts=timestamp,type,user_id=user.id,country=geo.country,first_tag=tags.0",
         ])
-        .args([
-            "--max-decompressed-bytes",
-            &(target * 2).to_string(),
-            "process",
-        ])
-        .arg(&path)
+        .args(["--max-decompressed-bytes", &limit.to_string(), "process"])
+        .arg(path)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -72,13 +122,5 @@ fn main() {
         summary.contains(&format!("\"records_out\":{records}")),
         "every record out: {summary}"
     );
-    println!("| object | peak RSS | wall time | throughput |");
-    println!("|---|---|---|---|");
-    println!(
-        "| {:.2} GB of JSON ({records} records), {:.0} MB zstd | {:.1} MiB | {secs:.1} s | {:.0} MB/s |",
-        written as f64 / 1e9,
-        compressed as f64 / 1e6,
-        peak_kib as f64 / 1024.0,
-        written as f64 / 1e6 / secs
-    );
+    (peak_kib as f64 / 1024.0, secs)
 }

@@ -369,15 +369,26 @@ fn process_files(
         match result {
             Ok(report) => {
                 for r in &report.rejects {
+                    let excerpt: String = r.excerpt.chars().flat_map(char::escape_debug).collect();
                     eprintln!(
-                        "{name}:{}: offset {}: {}: {}",
-                        r.line, r.offset, r.reason, r.excerpt
+                        "{name}:{}: offset {} ({} bytes): {}: {excerpt}",
+                        r.line, r.offset, r.length, r.reason
                     );
                 }
-                eprintln!(
-                    "{name}: {}",
-                    serde_json::to_string(&report.stats).unwrap_or_default()
-                );
+                let s = &report.stats;
+                if report.rejects.len() < s.rejected as usize {
+                    eprintln!(
+                        "{name}: {} more rejects not listed",
+                        s.rejected as usize - report.rejects.len()
+                    );
+                }
+                eprintln!("{name}: {}", serde_json::to_string(s).unwrap_or_default());
+                if !s.accounted() {
+                    failed = true;
+                    eprintln!(
+                        "{name}: the byte accounting does not add up; please report this as a bug"
+                    );
+                }
             }
             Err(e) => {
                 failed = true;

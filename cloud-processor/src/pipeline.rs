@@ -9,13 +9,15 @@ use std::ops::ControlFlow;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
+use crate::json::Span;
 use crate::pack::{BodyFormat, Chunk, Packer};
 use crate::project::{Projection, RecordError};
-use crate::reader::{Item, Reader, Reject, excerpt};
+use crate::reader::{Accounting, Item, Reader, Reject, excerpt};
 
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
-/// A report with every reject of a garbage file would be as big as the file.
-pub const MAX_REPORTED_REJECTS: usize = 1000;
+/// A report with every reject of a garbage file would be as big as the file:
+/// past this many, rejects are counted (exactly) but not listed.
+pub const MAX_REPORTED_REJECTS: usize = 10_000;
 
 /// Everything that shapes the output. Two runs with equal settings over the
 /// same object produce the same chunks.
@@ -34,14 +36,42 @@ pub struct Settings {
 }
 
 /// Counts for one object.
+///
+/// Every decompressed byte is counted once, as preamble, record, rejected or
+/// separator, so `preamble_bytes + record_bytes + rejected_bytes +
+/// separator_bytes == bytes_decompressed` (see [`Stats::accounted`]).
+/// `record_bytes` are the bytes of records that were sent.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Stats {
     pub bytes_decompressed: u64,
     pub preamble_lines: u64,
+    pub preamble_bytes: u64,
+    pub record_bytes: u64,
+    pub rejected_bytes: u64,
+    pub separator_bytes: u64,
+    /// Valid JSON records read (every element, in wrapper mode).
     pub records_in: u64,
     pub records_out: u64,
+    /// Rejected regions: invalid, truncated or oversized records, values
+    /// that are not objects, junk in the body.
     pub rejected: u64,
     pub chunks: u32,
+}
+
+impl Stats {
+    /// Whether the byte accounting adds up.
+    pub fn accounted(&self) -> bool {
+        self.preamble_bytes + self.record_bytes + self.rejected_bytes + self.separator_bytes
+            == self.bytes_decompressed
+    }
+
+    fn set_accounting(&mut self, acct: Accounting, moved: u64, read: u64) {
+        self.preamble_bytes = acct.preamble_bytes;
+        self.record_bytes = acct.record_bytes - moved;
+        self.rejected_bytes = acct.rejected_bytes + moved;
+        self.separator_bytes = acct.separator_bytes;
+        self.bytes_decompressed = read;
+    }
 }
 
 /// The outcome of a complete run.
@@ -126,6 +156,9 @@ struct Run<'a, F> {
     packer: Packer,
     report: Report,
     record: Vec<u8>,
+    /// Bytes the reader handed out as records that were rejected after all
+    /// (too large for a message, or not an object inside a wrapper).
+    moved: u64,
     on_chunk: F,
 }
 
@@ -137,23 +170,25 @@ impl<F: FnMut(Chunk) -> ControlFlow<()>> Run<'_, F> {
         }
     }
 
+    /// A record the reader accepted that is rejected now.
+    fn reject_record(&mut self, bytes: &[u8], line: u64, offset: u64, reason: String) {
+        self.moved += bytes.len() as u64;
+        self.reject(Reject {
+            line,
+            offset,
+            length: bytes.len() as u64,
+            reason,
+            excerpt: excerpt(bytes),
+        });
+    }
+
     fn emit(&mut self, chunk: Chunk) -> ControlFlow<()> {
         self.report.stats.chunks += 1;
         (self.on_chunk)(chunk)
     }
 
-    /// Projects and packs one record.
-    fn record(&mut self, bytes: &[u8], line: u64, offset: u64) -> ControlFlow<()> {
-        self.report.stats.records_in += 1;
-        self.record.clear();
-        if let Err(e) = self.settings.projection.project(bytes, &mut self.record) {
-            let reason = match e {
-                RecordError::NotAnObject => "the value is not a JSON object".to_owned(),
-                RecordError::Invalid(why) => format!("invalid JSON: {why}"),
-            };
-            self.reject(reject_at(bytes, line, offset, reason));
-            return ControlFlow::Continue(());
-        }
+    /// Packs the projection in `self.record` of the record `bytes`.
+    fn pack(&mut self, bytes: &[u8], line: u64, offset: u64) -> ControlFlow<()> {
         match self.packer.push(&self.record) {
             Ok(Some(chunk)) => {
                 self.report.stats.records_out += 1;
@@ -164,35 +199,56 @@ impl<F: FnMut(Chunk) -> ControlFlow<()>> Run<'_, F> {
                 ControlFlow::Continue(())
             }
             Err(too_big) => {
-                self.reject(reject_at(bytes, line, offset, too_big.to_string()));
+                self.reject_record(bytes, line, offset, too_big.to_string());
                 ControlFlow::Continue(())
             }
         }
+    }
+
+    /// A record the reader validated, with its wanted values' spans.
+    fn record(
+        &mut self,
+        bytes: &[u8],
+        fields: &[Option<Span>],
+        line: u64,
+        offset: u64,
+    ) -> ControlFlow<()> {
+        self.report.stats.records_in += 1;
+        self.record.clear();
+        self.settings
+            .projection
+            .write(bytes, fields, &mut self.record);
+        self.pack(bytes, line, offset)
     }
 
     /// In wrapper mode each top-level value holds the records at a pointer.
     fn wrapper(&mut self, pointer: &str, bytes: &[u8], line: u64, offset: u64) -> ControlFlow<()> {
-        match records_at(bytes, pointer) {
-            Ok(records) => {
-                for r in records {
-                    self.record(r.get().as_bytes(), line, offset)?;
-                }
-                ControlFlow::Continue(())
-            }
+        let records = match records_at(bytes, pointer) {
+            Ok(records) => records,
             Err(reason) => {
-                self.reject(reject_at(bytes, line, offset, reason));
-                ControlFlow::Continue(())
+                self.reject_record(bytes, line, offset, reason);
+                return ControlFlow::Continue(());
+            }
+        };
+        for r in records {
+            let inner = r.get().as_bytes();
+            self.report.stats.records_in += 1;
+            self.record.clear();
+            match self.settings.projection.project(inner, &mut self.record) {
+                Ok(()) => self.pack(inner, line, offset)?,
+                Err(e) => {
+                    self.report.stats.records_in -= 1;
+                    let reason = match e {
+                        RecordError::NotAnObject => {
+                            "a record in the wrapper is not a JSON object".to_owned()
+                        }
+                        RecordError::Invalid(why) => format!("invalid JSON: {why}"),
+                    };
+                    self.reject_record(inner, line, offset, reason);
+                }
             }
         }
-    }
-}
-
-fn reject_at(bytes: &[u8], line: u64, offset: u64, reason: String) -> Reject {
-    Reject {
-        line,
-        offset,
-        reason,
-        excerpt: excerpt(bytes),
+        ControlFlow::Continue(())
     }
 }
 
@@ -252,12 +308,18 @@ pub fn run(
             limit,
         })
     };
-    let mut reader = Reader::new(decoded, settings.max_record_bytes);
+    // In wrapper mode the top-level values are wrappers, projected later.
+    let projection = settings
+        .records_pointer
+        .is_none()
+        .then(|| (settings.projection.root(), settings.projection.slots()));
+    let mut reader = Reader::new(decoded, settings.max_record_bytes, projection);
     let mut run = Run {
         settings,
         packer: Packer::new(settings.max_body_bytes, settings.format),
         report: Report::default(),
         record: Vec::with_capacity(4096),
+        moved: 0,
         on_chunk,
     };
     let classify = |e: io::Error| {
@@ -279,9 +341,10 @@ pub fn run(
                 bytes,
                 line,
                 offset,
+                fields,
             }) => match &settings.records_pointer {
                 Some(p) => run.wrapper(p, bytes, line, offset),
-                None => run.record(bytes, line, offset),
+                None => run.record(bytes, fields, line, offset),
             },
             Some(Item::Reject(r)) => {
                 run.reject(r);
@@ -289,12 +352,15 @@ pub fn run(
             }
         };
         if flow.is_break() {
-            run.report.stats.bytes_decompressed = reader.bytes_read();
+            let (acct, read) = (reader.accounting(), reader.bytes_read());
+            run.report.stats.set_accounting(acct, run.moved, read);
+            run.report.stats.preamble_lines = reader.preamble_lines();
             return Ok(run.report);
         }
     }
+    let (acct, read) = (reader.accounting(), reader.bytes_read());
+    run.report.stats.set_accounting(acct, run.moved, read);
     run.report.stats.preamble_lines = reader.preamble_lines();
-    run.report.stats.bytes_decompressed = reader.bytes_read();
     if let Some(chunk) = run.packer.take()
         && run.emit(chunk).is_break()
     {
@@ -431,7 +497,7 @@ mod tests {
         assert_eq!(
             reasons,
             [
-                "the value is not a JSON object",
+                "a record in the wrapper is not a JSON object",
                 "the wrapper has nothing at /data/records"
             ]
         );

@@ -45,6 +45,16 @@ pub struct DoneMarker {
     pub rejected: u64,
     pub messages: u32,
     pub bytes_decompressed: u64,
+    /// Where the decompressed bytes went; the four add up to
+    /// `bytes_decompressed` (markers written before this was kept have 0).
+    #[serde(default)]
+    pub preamble_bytes: u64,
+    #[serde(default)]
+    pub record_bytes: u64,
+    #[serde(default)]
+    pub rejected_bytes: u64,
+    #[serde(default)]
+    pub separator_bytes: u64,
     pub elapsed_ms: u64,
     /// Chunks this owner resumed after (0 for a run from the start).
     pub resumed_from_chunk: u32,
@@ -422,6 +432,10 @@ mod tests {
             rejected: 0,
             messages: 5,
             bytes_decompressed: 9,
+            preamble_bytes: 1,
+            record_bytes: 8,
+            rejected_bytes: 0,
+            separator_bytes: 0,
             elapsed_ms: 1,
             resumed_from_chunk: 3,
         };

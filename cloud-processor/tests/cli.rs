@@ -45,7 +45,9 @@ fn process_prints_bodies_summary_and_rejects() {
     );
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(
-        err.contains("1763800000000.json:3: offset 31: the record is incomplete"),
+        err.contains(
+            "1763800000000.json:3: offset 31 (7 bytes): the record is incomplete: the next record begins on line 4"
+        ),
         "{err}"
     );
     assert!(

@@ -195,5 +195,140 @@ fn a_record_over_the_message_limit_is_rejected_with_its_size() {
         "{\"id\":1}\n{\"id\":2}\n"
     );
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("big.json:2: offset 9: the projected record is 5009 bytes; a message body can hold at most 1898"), "{}", &err[..err.len().min(300)]);
+    assert!(err.contains("big.json:2: offset 9 (5009 bytes): the projected record is 5009 bytes; a message body can hold at most 1898"), "{}", &err[..err.len().min(300)]);
+}
+
+fn ids(out: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l[..l.len().min(40)].to_owned())
+        .collect()
+}
+
+fn reject_lines(out: &Output, file: &Path) -> Vec<String> {
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| l.starts_with(&format!("{}:", file.display())) && l.contains("offset"))
+        .map(|l| l[..l.len().min(200)].to_owned())
+        .collect()
+}
+
+/// The cases that once lost records without a trace, each through the
+/// binary, plain and zstd: every good record comes out, every bad one is
+/// reported, and the summary's byte accounting adds up.
+#[test]
+fn files_that_once_lost_records_keep_all_their_good_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    // `json.dump(records, f, indent=2)` with one element over the 1 MiB
+    // record limit in the middle.
+    let mut pretty = String::from("# export\n[\n");
+    for i in 0..5 {
+        let pad = if i == 2 {
+            "p".repeat(1_100_000)
+        } else {
+            "q".into()
+        };
+        let sep = if i < 4 { "," } else { "" };
+        pretty.push_str(&format!(
+            "  {{\n    \"id\": {i},\n    \"pad\": \"{pad}\"\n  }}{sep}\n"
+        ));
+    }
+    pretty.push_str("]\n");
+    // Python writes NaN; here in the first element.
+    let nan = "[\n  {\n    \"id\": 0,\n    \"v\": NaN\n  },\n  {\n    \"id\": 1,\n    \"v\": 2\n  },\n  {\n    \"id\": 2,\n    \"v\": Infinity\n  },\n  {\n    \"id\": 3\n  }\n]\n";
+    // A preamble, then records with trailing commas.
+    let commas = "# c\n{\"id\":1},\n{\"id\":2},\n";
+    let mut utf8 = b"{\"id\":1,\"other\":\"ok\"}\n{\"id\":2,\"other\":\"".to_vec();
+    utf8.extend_from_slice(b"\xc3\x28\"}\n{\"id\":3}\n");
+    let cases: [(&str, Vec<u8>, &[&str], usize); 4] = [
+        (
+            "pretty.json",
+            pretty.into_bytes(),
+            &["{\"id\":0", "{\"id\":1", "{\"id\":3", "{\"id\":4"],
+            1,
+        ),
+        (
+            "nan.json",
+            nan.as_bytes().to_vec(),
+            &["{\"id\":1}", "{\"id\":3}"],
+            2,
+        ),
+        (
+            "commas.json",
+            commas.as_bytes().to_vec(),
+            &["{\"id\":1}", "{\"id\":2}"],
+            0,
+        ),
+        ("utf8.json", utf8, &["{\"id\":1}", "{\"id\":3}"], 1),
+    ];
+    for (name, bytes, want, rejects) in cases {
+        let plain = write(dir.path(), name, &bytes);
+        let packed = write(
+            dir.path(),
+            &format!("{name}.zst"),
+            &zstd::encode_all(&bytes[..], 1).unwrap(),
+        );
+        for f in [&plain, &packed] {
+            let (out, _) = run(&[f], &[]);
+            assert!(out.status.success(), "{name}");
+            let got: Vec<String> = ids(&out)
+                .iter()
+                .map(|l| l[..l.len().min(want[0].len())].to_owned())
+                .collect();
+            assert_eq!(got, want, "{}", String::from_utf8_lossy(&out.stderr));
+            assert_eq!(
+                reject_lines(&out, f).len(),
+                rejects,
+                "{name}: {:?}",
+                reject_lines(&out, f)
+            );
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!err.contains("accounting does not add up"), "{err}");
+            assert!(
+                err.contains(&format!("\"bytes_decompressed\":{}", bytes.len())),
+                "{err}"
+            );
+        }
+    }
+}
+
+/// 100 MB of spaces, or of newlines, between two records: both records come
+/// out (peak memory for this is measured by the `rss` benchmark).
+#[test]
+fn long_whitespace_runs_between_records() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, fill) in [("spaces.json.zst", b' '), ("newlines.json.zst", b'\n')] {
+        let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+        enc.write_all(b"# c\n{\"id\":1}").unwrap();
+        std::io::copy(&mut std::io::repeat(fill).take(100 << 20), &mut enc).unwrap();
+        enc.write_all(b"{\"id\":2}\n").unwrap();
+        let packed = enc.finish().unwrap();
+        assert!(packed.len() < 100_000);
+        let f = write(dir.path(), name, &packed);
+        let (out, _) = run(&[&f], &[]);
+        assert!(out.status.success());
+        assert_eq!(ids(&out), ["{\"id\":1}", "{\"id\":2}"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("\"separator_bytes\":{}", (100 << 20) + 1)),
+            "{err}"
+        );
+    }
+}
+
+/// SQS refuses U+FFFE and U+FFFF; they leave as escapes, the same value.
+#[test]
+fn characters_sqs_refuses_are_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        dir.path(),
+        "nonchar.json",
+        "{\"id\":\"a\u{FFFF}b\u{FFFE}\"}\n".as_bytes(),
+    );
+    let (out, _) = run(&[&f], &[]);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "{\"id\":\"a\\uFFFFb\\uFFFE\"}\n"
+    );
 }
