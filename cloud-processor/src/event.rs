@@ -1,7 +1,17 @@
-//! Events that name raw objects: S3 notifications (direct, or wrapped in SQS
-//! messages) and EventBridge "Object Created". Parsed leniently with types of
-//! our own: emulators leave out fields AWS sends (`userIdentity`,
-//! `sequencer`), which `aws_lambda_events` rejects.
+//! Events that name raw objects, and nothing silently dropped.
+//!
+//! Every payload is classified as exactly one of:
+//! - objects to process: S3 notifications, delivered directly, inside SQS
+//!   messages, or wrapped by SNS (`"Type": "Notification"`, the notification
+//!   as a JSON string in `"Message"`, through SQS or delivered to the Lambda
+//!   directly), and EventBridge "Object Created";
+//! - ignored on purpose, with a reason: `s3:TestEvent` (sent when a
+//!   notification is configured) and S3 events that create nothing;
+//! - unknown: anything else, JSON or not, which is an error. It is never
+//!   acknowledged, so it is retried and reaches the dead-letter queue.
+//!
+//! Parsed leniently with types of our own: emulators leave out fields AWS
+//! sends (`userIdentity`, `sequencer`), which `aws_lambda_events` rejects.
 
 use relay_shared::meta::decode_event_key;
 use serde::Deserialize;
@@ -18,11 +28,21 @@ pub struct ObjectRef {
     pub size: Option<u64>,
 }
 
+/// What one notification (an S3 event, or an envelope around one) asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    Objects(Vec<ObjectRef>),
+    /// Deliberately not processed; the reason is logged and counted.
+    Ignored(&'static str),
+}
+
 /// What an invocation carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Incoming {
-    /// S3 notifications delivered directly, or an EventBridge event.
-    Objects(Vec<ObjectRef>),
+    /// A notification delivered to the function directly.
+    Notice(Notice),
+    /// SNS messages delivered to the function directly, each a notification.
+    Sns(Vec<Notice>),
     /// SQS messages (from an event source mapping), each to succeed or fail alone.
     Sqs(Vec<SqsMessage>),
 }
@@ -33,18 +53,28 @@ pub struct SqsMessage {
     pub body: String,
 }
 
+/// How many bytes of an unknown payload are logged.
+pub const EXCERPT_BYTES: usize = 200;
+
 #[derive(Debug, thiserror::Error)]
 pub enum EventError {
-    #[error("the event is not JSON of a known shape: {0}")]
-    Shape(String),
+    #[error("the event has no known shape ({why}); it starts: {excerpt}")]
+    Unknown { why: String, excerpt: String },
     #[error("object key {key:?} is not valid percent-encoded UTF-8")]
     Key { key: String },
 }
 
-#[derive(Deserialize)]
-struct Notification {
-    #[serde(rename = "Records", default)]
-    records: Vec<S3Record>,
+impl EventError {
+    fn unknown(why: impl std::fmt::Display, payload: &str) -> Self {
+        let mut end = payload.len().min(EXCERPT_BYTES);
+        while !payload.is_char_boundary(end) {
+            end -= 1;
+        }
+        Self::Unknown {
+            why: why.to_string(),
+            excerpt: payload[..end].to_owned(),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -85,6 +115,18 @@ struct SqsRecord {
 }
 
 #[derive(Deserialize)]
+struct SnsRecord {
+    #[serde(rename = "Sns")]
+    sns: SnsMessage,
+}
+
+#[derive(Deserialize)]
+struct SnsMessage {
+    #[serde(rename = "Message")]
+    message: String,
+}
+
+#[derive(Deserialize)]
 struct EventBridgeDetail {
     bucket: NamedBucket,
     object: EventBridgeObject,
@@ -101,86 +143,151 @@ struct EventBridgeObject {
     version_id: Option<String>,
 }
 
-fn shape(e: impl std::fmt::Display) -> EventError {
-    EventError::Shape(e.to_string())
+/// The `eventSource` (SQS, S3) or `EventSource` (SNS) of the first record.
+fn record_source(records: &[Value]) -> Option<&str> {
+    let first = records.first()?;
+    first
+        .get("eventSource")
+        .or_else(|| first.get("EventSource"))
+        .and_then(Value::as_str)
 }
 
 /// Classifies a Lambda payload.
 pub fn classify(event: &Value) -> Result<Incoming, EventError> {
-    if event.get("detail-type").is_some() {
-        return Ok(Incoming::Objects(from_eventbridge(event)?));
+    let text = || event.to_string();
+    if let Some(records) = event.get("Records").and_then(Value::as_array) {
+        match record_source(records) {
+            Some("aws:sqs") => {
+                let messages: Vec<SqsRecord> =
+                    serde_json::from_value(Value::Array(records.clone()))
+                        .map_err(|e| EventError::unknown(e, &text()))?;
+                return Ok(Incoming::Sqs(
+                    messages
+                        .into_iter()
+                        .map(|m| SqsMessage {
+                            message_id: m.message_id,
+                            body: m.body,
+                        })
+                        .collect(),
+                ));
+            }
+            Some("aws:sns") => {
+                let messages: Vec<SnsRecord> =
+                    serde_json::from_value(Value::Array(records.clone()))
+                        .map_err(|e| EventError::unknown(e, &text()))?;
+                return messages
+                    .iter()
+                    .map(|m| from_text(&m.sns.message))
+                    .collect::<Result<_, _>>()
+                    .map(Incoming::Sns);
+            }
+            _ => {}
+        }
     }
-    let records = event.get("Records").and_then(Value::as_array);
-    let from_sqs = records
-        .and_then(|r| r.first())
-        .and_then(|r| r.get("eventSource"))
-        .is_some_and(|s| s == "aws:sqs");
-    if from_sqs {
-        let messages: Vec<SqsRecord> =
-            serde_json::from_value(event["Records"].clone()).map_err(shape)?;
-        return Ok(Incoming::Sqs(
-            messages
-                .into_iter()
-                .map(|m| SqsMessage {
-                    message_id: m.message_id,
-                    body: m.body,
-                })
-                .collect(),
+    notice(event, &text).map(Incoming::Notice)
+}
+
+/// Parses an SQS message body or an SNS message: a notification as JSON text.
+pub fn from_text(body: &str) -> Result<Notice, EventError> {
+    let v: Value = serde_json::from_str(body)
+        .map_err(|e| EventError::unknown(format!("not JSON: {e}"), body))?;
+    notice(&v, &|| body.to_owned())
+}
+
+/// One notification: S3's own, SNS's envelope around one, or EventBridge's.
+fn notice(v: &Value, text: &dyn Fn() -> String) -> Result<Notice, EventError> {
+    if v.get("Type").and_then(Value::as_str) == Some("Notification")
+        && let Some(message) = v.get("Message").and_then(Value::as_str)
+    {
+        return from_text(message);
+    }
+    if v.get("Event").and_then(Value::as_str) == Some("s3:TestEvent") {
+        return Ok(Notice::Ignored("s3:TestEvent"));
+    }
+    if let Some(detail_type) = v.get("detail-type").and_then(Value::as_str) {
+        return from_eventbridge(v, detail_type, text);
+    }
+    let Some(records) = v.get("Records").and_then(Value::as_array) else {
+        return Err(EventError::unknown(
+            "no S3 `Records`, SNS envelope or EventBridge detail",
+            &text(),
+        ));
+    };
+    if records.is_empty() {
+        return Err(EventError::unknown("an empty `Records` list", &text()));
+    }
+    if record_source(records).is_some_and(|s| s != "aws:s3") {
+        return Err(EventError::unknown(
+            "records from a source other than S3",
+            &text(),
         ));
     }
-    Ok(Incoming::Objects(from_notification(event)?))
+    let records: Vec<S3Record> = serde_json::from_value(Value::Array(records.clone()))
+        .map_err(|e| EventError::unknown(e, &text()))?;
+    let mut objects = Vec::new();
+    for r in records {
+        // Only creations name data to send; deletions, restores, tagging
+        // and the like do not.
+        if !r.event_name.is_empty() && !r.event_name.starts_with("ObjectCreated") {
+            continue;
+        }
+        let key = decode_event_key(&r.s3.object.key).map_err(|_| EventError::Key {
+            key: r.s3.object.key.clone(),
+        })?;
+        objects.push(ObjectRef {
+            bucket: r.s3.bucket.name,
+            key,
+            etag: r.s3.object.etag,
+            version_id: r.s3.object.version_id,
+            size: r.s3.object.size,
+        });
+    }
+    Ok(if objects.is_empty() {
+        Notice::Ignored("S3 events that create no object")
+    } else {
+        Notice::Objects(objects)
+    })
 }
 
-/// Objects named by an S3 notification. `s3:TestEvent` (sent when a
-/// notification is configured) and non-create events give none.
+/// Objects named by an S3 notification (for callers that build one).
 pub fn from_notification(event: &Value) -> Result<Vec<ObjectRef>, EventError> {
-    if event.get("Event").is_some_and(|e| e == "s3:TestEvent") {
-        return Ok(Vec::new());
+    match notice(event, &|| event.to_string())? {
+        Notice::Objects(objects) => Ok(objects),
+        Notice::Ignored(_) => Ok(Vec::new()),
     }
-    let n: Notification = serde_json::from_value(event.clone()).map_err(shape)?;
-    n.records
-        .into_iter()
-        .filter(|r| r.event_name.is_empty() || r.event_name.starts_with("ObjectCreated"))
-        .map(|r| {
-            let key = decode_event_key(&r.s3.object.key).map_err(|_| EventError::Key {
-                key: r.s3.object.key.clone(),
-            })?;
-            Ok(ObjectRef {
-                bucket: r.s3.bucket.name,
-                key,
-                etag: r.s3.object.etag,
-                version_id: r.s3.object.version_id,
-                size: r.s3.object.size,
-            })
-        })
-        .collect()
 }
 
-/// The object of an EventBridge "Object Created" event. EventBridge sends the
-/// key as stored, not URL-encoded.
-pub fn from_eventbridge(event: &Value) -> Result<Vec<ObjectRef>, EventError> {
-    if event.get("detail-type").and_then(Value::as_str) != Some("Object Created") {
-        return Ok(Vec::new());
+/// An EventBridge event from S3. EventBridge sends the key as stored, not
+/// URL-encoded. Other S3 events are ignored; events from elsewhere are unknown.
+fn from_eventbridge(
+    v: &Value,
+    detail_type: &str,
+    text: &dyn Fn() -> String,
+) -> Result<Notice, EventError> {
+    if v.get("source")
+        .and_then(Value::as_str)
+        .is_some_and(|s| s != "aws.s3")
+    {
+        return Err(EventError::unknown(
+            "an EventBridge event from a source other than S3",
+            &text(),
+        ));
     }
-    let d: EventBridgeDetail = serde_json::from_value(event["detail"].clone()).map_err(shape)?;
-    Ok(vec![ObjectRef {
+    if detail_type != "Object Created" {
+        return Ok(Notice::Ignored("S3 events that create no object"));
+    }
+    let d: EventBridgeDetail = v
+        .get("detail")
+        .cloned()
+        .ok_or_else(|| EventError::unknown("an EventBridge event without `detail`", &text()))
+        .and_then(|d| serde_json::from_value(d).map_err(|e| EventError::unknown(e, &text())))?;
+    Ok(Notice::Objects(vec![ObjectRef {
         bucket: d.bucket.name,
         key: d.object.key,
         etag: d.object.etag,
         version_id: d.object.version_id,
         size: d.object.size,
-    }])
-}
-
-/// Parses an SQS message body that holds an S3 notification.
-pub fn from_sqs_body(body: &str) -> Result<Vec<ObjectRef>, EventError> {
-    let v: Value = serde_json::from_str(body).map_err(shape)?;
-    match classify(&v)? {
-        Incoming::Objects(objects) => Ok(objects),
-        Incoming::Sqs(_) => Err(EventError::Shape(
-            "an SQS event inside an SQS message".into(),
-        )),
-    }
+    }]))
 }
 
 #[cfg(test)]
@@ -192,11 +299,16 @@ mod tests {
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
     }
 
+    fn objects(i: Incoming) -> Vec<ObjectRef> {
+        match i {
+            Incoming::Notice(Notice::Objects(o)) => o,
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn aws_s3_notification_with_plus_encoded_key() {
-        let Incoming::Objects(objs) = classify(&fixture("s3-put.json")).unwrap() else {
-            panic!()
-        };
+        let objs = objects(classify(&fixture("s3-put.json")).unwrap());
         assert_eq!(objs.len(), 1);
         assert_eq!(objs[0].bucket, "relay-bucket");
         assert_eq!(
@@ -212,9 +324,7 @@ mod tests {
 
     #[test]
     fn emulator_notification_without_user_identity_or_sequencer() {
-        let Incoming::Objects(objs) = classify(&fixture("s3-put-moto.json")).unwrap() else {
-            panic!()
-        };
+        let objs = objects(classify(&fixture("s3-put-moto.json")).unwrap());
         assert_eq!(
             objs[0].key,
             "raw/edge 1/2026/11/21/22/1763800000000.json.zst"
@@ -228,30 +338,105 @@ mod tests {
         };
         assert_eq!(msgs.len(), 2);
         assert_eq!(msgs[0].message_id, "m-1");
-        let objs = from_sqs_body(&msgs[0].body).unwrap();
+        let Notice::Objects(objs) = from_text(&msgs[0].body).unwrap() else {
+            panic!()
+        };
         assert_eq!(objs[0].key, "raw/a/2026/11/21/22/1.json.zst");
-        assert!(
-            from_sqs_body(&msgs[1].body).unwrap().is_empty(),
-            "s3:TestEvent is ignored"
+        assert_eq!(
+            from_text(&msgs[1].body).unwrap(),
+            Notice::Ignored("s3:TestEvent")
         );
+    }
+
+    /// S3 -> SNS -> SQS without raw delivery: the SQS body is SNS's envelope.
+    #[test]
+    fn sns_envelopes_through_sqs_and_direct() {
+        let Incoming::Sqs(msgs) = classify(&fixture("sqs-sns-s3.json")).unwrap() else {
+            panic!()
+        };
+        let Notice::Objects(objs) = from_text(&msgs[0].body).unwrap() else {
+            panic!("{:?}", from_text(&msgs[0].body))
+        };
+        assert_eq!(
+            objs[0].key,
+            "raw/edge 1/2026/11/21/22/1763800000000.json.zst"
+        );
+        assert_eq!(
+            from_text(&msgs[1].body).unwrap(),
+            Notice::Ignored("s3:TestEvent")
+        );
+
+        let Incoming::Sns(notices) = classify(&fixture("sns-s3.json")).unwrap() else {
+            panic!()
+        };
+        let Notice::Objects(objs) = &notices[0] else {
+            panic!()
+        };
+        assert_eq!(
+            objs[0].key,
+            "raw/edge 1/2026/11/21/22/1763800000000.json.zst"
+        );
+        assert_eq!(objs[0].version_id.as_deref(), Some("v-1"));
     }
 
     #[test]
     fn eventbridge_object_created() {
-        let Incoming::Objects(objs) = classify(&fixture("eventbridge.json")).unwrap() else {
-            panic!()
-        };
+        let objs = objects(classify(&fixture("eventbridge.json")).unwrap());
         assert_eq!(
             objs[0].key, "raw/a/2026/11/21/22/1+2.json.zst",
             "EventBridge keys are not decoded"
         );
         assert_eq!(objs[0].version_id.as_deref(), Some("v1"));
+        let mut deleted = fixture("eventbridge.json");
+        deleted["detail-type"] = "Object Deleted".into();
+        assert_eq!(
+            classify(&deleted).unwrap(),
+            Incoming::Notice(Notice::Ignored("S3 events that create no object"))
+        );
     }
 
     #[test]
-    fn garbage_is_an_error_not_a_panic() {
-        assert!(classify(&serde_json::json!({"Records": [{"s3": 1}]})).is_err());
-        assert!(from_sqs_body("not json").is_err());
+    fn non_create_events_are_ignored_on_purpose() {
+        let mut deleted = fixture("s3-put.json");
+        deleted["Records"][0]["eventName"] = "ObjectRemoved:Delete".into();
+        assert_eq!(
+            classify(&deleted).unwrap(),
+            Incoming::Notice(Notice::Ignored("S3 events that create no object"))
+        );
+    }
+
+    /// Nothing of an unknown shape is acknowledged: each is an error that
+    /// names what was wrong and shows its start.
+    #[test]
+    fn unknown_shapes_are_errors_with_an_excerpt() {
+        for body in [
+            "{}",
+            "not json",
+            "[]",
+            "{\"Records\":[]}",
+            "{\"Records\":[{\"s3\":1}]}",
+            "{\"Records\":[{\"eventSource\":\"aws:dynamodb\"}]}",
+            "{\"Type\":\"Notification\",\"Message\":\"{}\"}",
+            "{\"Type\":\"Notification\",\"Message\":\"hello\"}",
+            "{\"detail-type\":\"Scheduled Event\",\"source\":\"aws.events\"}",
+            "{\"hello\":\"world\"}",
+        ] {
+            match from_text(body) {
+                Err(EventError::Unknown { excerpt, .. }) => {
+                    assert!(!excerpt.is_empty() || body.is_empty(), "{body}");
+                }
+                other => panic!("{body}: {other:?}"),
+            }
+        }
+        let long = format!("{{\"x\":\"{}\"}}", "é".repeat(500));
+        let Err(EventError::Unknown { excerpt, .. }) = from_text(&long) else {
+            panic!()
+        };
+        assert!(excerpt.len() <= EXCERPT_BYTES && long.starts_with(&excerpt));
+        assert!(matches!(
+            classify(&serde_json::json!({})),
+            Err(EventError::Unknown { .. })
+        ));
         assert!(matches!(
             classify(
                 &serde_json::json!({"Records": [{"eventName": "ObjectCreated:Put",

@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tracing::{Instrument, error, info, warn};
 
 use crate::config::{Aws, Config};
-use crate::event::{EventError, Incoming, ObjectRef, classify, from_sqs_body};
+use crate::event::{EventError, Incoming, Notice, ObjectRef, classify, from_text};
 use crate::metrics as m;
 use crate::pack::{Batcher, Chunk, DEFAULT_MAX_BATCH_BYTES};
 use crate::pipeline::{self, Report, Settings, Unreadable};
@@ -337,6 +337,10 @@ impl App {
             rejected: 0,
             messages: 0,
             bytes_decompressed: 0,
+            preamble_bytes: 0,
+            record_bytes: 0,
+            rejected_bytes: 0,
+            separator_bytes: 0,
             elapsed_ms: 0,
             resumed_from_chunk: resumed_from,
         };
@@ -367,6 +371,20 @@ impl App {
             }
         };
         let s = &report.stats;
+        if !s.accounted() {
+            // Every byte is counted once by construction, and tests and
+            // fuzzing hold it to that; should it ever fail, say so loudly.
+            metrics::counter!(m::ACCOUNTING_ERRORS).increment(1);
+            error!(stats = ?s, "the byte accounting does not add up: some input bytes are not accounted for");
+        }
+        for (kind, bytes) in [
+            ("preamble", s.preamble_bytes),
+            ("record", s.record_bytes),
+            ("rejected", s.rejected_bytes),
+            ("separator", s.separator_bytes),
+        ] {
+            metrics::counter!(m::INPUT_BYTES, "kind" => kind).increment(bytes);
+        }
         metrics::counter!(m::RECORDS_IN).increment(s.records_in);
         metrics::counter!(m::RECORDS_OUT).increment(s.records_out);
         metrics::counter!(m::REJECTED).increment(s.rejected);
@@ -390,6 +408,10 @@ impl App {
         marker.rejected = s.rejected;
         marker.messages = s.chunks;
         marker.bytes_decompressed = s.bytes_decompressed;
+        marker.preamble_bytes = s.preamble_bytes;
+        marker.record_bytes = s.record_bytes;
+        marker.rejected_bytes = s.rejected_bytes;
+        marker.separator_bytes = s.separator_bytes;
         marker.elapsed_ms = started.elapsed().as_millis() as u64;
         state::finish(&store, &keys, &marker)
             .await
@@ -397,6 +419,10 @@ impl App {
         info!(
             bytes = s.bytes_decompressed,
             preamble_lines = s.preamble_lines,
+            preamble_bytes = s.preamble_bytes,
+            record_bytes = s.record_bytes,
+            rejected_bytes = s.rejected_bytes,
+            separator_bytes = s.separator_bytes,
             records_in = s.records_in,
             records_out = s.records_out,
             rejected = s.rejected,
@@ -563,22 +589,52 @@ impl App {
         Ok(Outcome::Quarantined { reason })
     }
 
-    /// Processes every object an SQS message body names.
-    pub async fn process_message_body(&self, body: &str) -> Result<Vec<Outcome>, ProcessError> {
-        let mut outcomes = Vec::new();
-        for obj in from_sqs_body(body)? {
-            outcomes.push(self.process_object(&obj).await?);
+    /// Processes every object one notification names, or counts it as
+    /// ignored on purpose.
+    async fn process_notice(&self, notice: Notice) -> Result<Vec<Outcome>, ProcessError> {
+        match notice {
+            Notice::Objects(objects) => {
+                let mut outcomes = Vec::new();
+                for obj in &objects {
+                    match self.process_object(obj).await {
+                        Ok(o) => outcomes.push(o),
+                        Err(e) => {
+                            metrics::counter!(m::EVENTS, "outcome" => "failed").increment(1);
+                            return Err(e);
+                        }
+                    }
+                }
+                metrics::counter!(m::EVENTS, "outcome" => "processed").increment(1);
+                Ok(outcomes)
+            }
+            Notice::Ignored(reason) => {
+                info!(reason, "notification ignored on purpose");
+                metrics::counter!(m::EVENTS, "outcome" => "ignored").increment(1);
+                Ok(Vec::new())
+            }
         }
-        Ok(outcomes)
     }
 
-    /// The Lambda entry point's logic. S3 and EventBridge events fail as a
-    /// whole (Lambda retries them); SQS batches report per-message failures.
+    /// Processes an SQS message body (or an SNS message) holding a
+    /// notification. A body of no known shape is an error, so it is never
+    /// acknowledged and reaches the dead-letter queue.
+    pub async fn process_message_body(&self, body: &str) -> Result<Vec<Outcome>, ProcessError> {
+        let notice = from_text(body).map_err(unknown)?;
+        self.process_notice(notice).await
+    }
+
+    /// The Lambda entry point's logic. Direct S3, SNS and EventBridge
+    /// events fail as a whole (Lambda retries them, then its on-failure
+    /// destination has them); SQS batches report per-message failures.
     pub async fn handle(&self, event: Value) -> Result<Value, ProcessError> {
-        match classify(&event)? {
-            Incoming::Objects(objects) => {
-                for obj in &objects {
-                    self.process_object(obj).await?;
+        match classify(&event).map_err(unknown)? {
+            Incoming::Notice(notice) => {
+                self.process_notice(notice).await?;
+                Ok(Value::Null)
+            }
+            Incoming::Sns(notices) => {
+                for notice in notices {
+                    self.process_notice(notice).await?;
                 }
                 Ok(Value::Null)
             }
@@ -586,7 +642,7 @@ impl App {
                 let mut failures = Vec::new();
                 for m in messages {
                     if let Err(e) = self.process_message_body(&m.body).await {
-                        error!(message_id = %m.message_id, error = %e, "message failed; SQS will redeliver it");
+                        error!(message_id = %m.message_id, error = %e, "message failed; SQS will redeliver it, then move it to the dead-letter queue");
                         failures.push(json!({ "itemIdentifier": m.message_id }));
                     }
                 }
@@ -594,4 +650,13 @@ impl App {
             }
         }
     }
+}
+
+/// Counts and logs a payload of no known shape, and turns it into an error.
+fn unknown(e: EventError) -> ProcessError {
+    if let EventError::Unknown { why, excerpt } = &e {
+        metrics::counter!(m::EVENTS, "outcome" => "unknown").increment(1);
+        warn!(%why, %excerpt, "an event of no known shape; it is not acknowledged, so it ends in the dead-letter queue");
+    }
+    ProcessError::Event(e)
 }

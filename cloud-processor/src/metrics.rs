@@ -2,12 +2,15 @@
 //! written as CloudWatch Embedded Metric Format after each invocation (no
 //! agent, no API calls); under `poll` they are served for Prometheus.
 
+pub const EVENTS: &str = "relay_processor_events_total";
 pub const OBJECTS: &str = "relay_processor_objects_total";
 pub const RECORDS_IN: &str = "relay_processor_records_in_total";
 pub const RECORDS_OUT: &str = "relay_processor_records_out_total";
 pub const REJECTED: &str = "relay_processor_rejected_records_total";
 pub const MESSAGES: &str = "relay_processor_messages_total";
 pub const BYTES: &str = "relay_processor_bytes_decompressed_total";
+pub const INPUT_BYTES: &str = "relay_processor_input_bytes_total";
+pub const ACCOUNTING_ERRORS: &str = "relay_processor_accounting_errors_total";
 pub const OBJECT_SECONDS: &str = "relay_processor_object_seconds";
 pub const SEND_RETRIES: &str = "relay_processor_send_retries_total";
 
@@ -18,6 +21,10 @@ pub const OBJECT_SECONDS_BUCKETS: &[f64] = &[
 
 pub fn describe() {
     use metrics::{Unit, describe_counter, describe_histogram};
+    describe_counter!(
+        EVENTS,
+        "Notifications by outcome: processed, ignored (test events, events that create nothing), unknown (no known shape: not acknowledged, so retried into the DLQ), failed"
+    );
     describe_counter!(
         OBJECTS,
         "Objects handled, by outcome (sent, quarantined, missing, failed)"
@@ -30,6 +37,15 @@ pub fn describe() {
     );
     describe_counter!(MESSAGES, "SQS messages sent");
     describe_counter!(BYTES, Unit::Bytes, "Decompressed bytes read");
+    describe_counter!(
+        INPUT_BYTES,
+        Unit::Bytes,
+        "Decompressed bytes by kind: preamble, record (sent), rejected, separator; they add up to relay_processor_bytes_decompressed_total"
+    );
+    describe_counter!(
+        ACCOUNTING_ERRORS,
+        "Objects whose byte accounting did not add up (a bug: every byte should be counted once)"
+    );
     describe_histogram!(OBJECT_SECONDS, Unit::Seconds, "Time to process one object");
     describe_counter!(
         SEND_RETRIES,

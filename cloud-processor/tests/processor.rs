@@ -357,3 +357,157 @@ async fn poll_processes_notifications_and_deletes_them() {
         "{left:?}"
     );
 }
+
+/// S3 -> SNS -> SQS fan-out, delivered by the emulator itself: the body is
+/// SNS's envelope (raw delivery off). The object is processed, SNS's
+/// wrapped test event is ignored, and bodies of no known shape are never
+/// acknowledged: they come back until the queue's redrive policy moves them
+/// to its dead-letter queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sns_fan_out_is_processed_and_unknown_bodies_reach_the_dlq() {
+    let s = setup("proc-sns", false).await;
+    let app = app(&s, None).await;
+    let dlq = s.emu.queue("proc-sns-dlq", false).await;
+    let queue = s.emu.queue("proc-sns-n", false).await;
+    let redrive = serde_json::json!({
+        "deadLetterTargetArn": queue_arn(&s.emu, &dlq).await,
+        "maxReceiveCount": "2",
+    });
+    s.emu
+        .sqs
+        .set_queue_attributes()
+        .queue_url(&queue)
+        .attributes(QueueAttributeName::RedrivePolicy, redrive.to_string())
+        .send()
+        .await
+        .unwrap();
+    let topic = xml_field(
+        &sns_call(
+            &s.emu,
+            &[
+                ("Action", "CreateTopic"),
+                ("Name", &relay_shared::testing::unique_name("raw-events")),
+            ],
+        )
+        .await,
+        "TopicArn",
+    );
+    let endpoint = queue_arn(&s.emu, &queue).await;
+    sns_call(
+        &s.emu,
+        &[
+            ("Action", "Subscribe"),
+            ("TopicArn", &topic),
+            ("Protocol", "sqs"),
+            ("Endpoint", &endpoint),
+        ],
+    )
+    .await;
+    let filter = aws_sdk_s3::types::NotificationConfigurationFilter::builder()
+        .key(
+            aws_sdk_s3::types::S3KeyFilter::builder()
+                .filter_rules(
+                    aws_sdk_s3::types::FilterRule::builder()
+                        .name(aws_sdk_s3::types::FilterRuleName::Prefix)
+                        .value("raw/")
+                        .build(),
+                )
+                .build(),
+        )
+        .build();
+    s.emu
+        .s3
+        .put_bucket_notification_configuration()
+        .bucket(s.bucket.name())
+        .notification_configuration(
+            aws_sdk_s3::types::NotificationConfiguration::builder()
+                .topic_configurations(
+                    aws_sdk_s3::types::TopicConfiguration::builder()
+                        .topic_arn(&topic)
+                        .events(aws_sdk_s3::types::Event::from("s3:ObjectCreated:*"))
+                        .filter(filter)
+                        .build()
+                        .unwrap(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let key = "raw/edge 1/2026/11/21/22/1763800000000.json.zst";
+    put(
+        &s,
+        key,
+        zstd::encode_all(sample_file(30).as_bytes(), 3).unwrap(),
+    )
+    .await;
+    for junk in [
+        "{}",
+        "not json",
+        "{\"Type\":\"Notification\",\"Message\":\"{\\\"hello\\\":1}\"}",
+    ] {
+        s.emu
+            .sqs
+            .send_message()
+            .queue_url(&queue)
+            .message_body(junk)
+            .send()
+            .await
+            .unwrap();
+    }
+
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let sqs = s.emu.sqs.clone();
+    let polled = queue.clone();
+    let poller = tokio::spawn(async move {
+        cloud_processor::poll::run(&app, &sqs, &polled, 1, async {
+            let _ = stopped.await;
+        })
+        .await;
+    });
+    let start = Instant::now();
+    let mut got = BTreeMap::new();
+    let mut dead = Vec::new();
+    while got.is_empty() || dead.len() < 3 {
+        got.extend(drain(&s).await);
+        dead.extend(
+            receive_batch(&s.emu.sqs, &dlq)
+                .await
+                .into_iter()
+                .map(|m| m.body),
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "after 60 s: {} objects delivered, dead letters {dead:?}",
+            got.len()
+        );
+    }
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(30), poller)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.len(), 1, "one message of 30 records");
+    let ((source, _), (_, attrs)) = got.iter().next().unwrap();
+    assert_eq!(
+        (source.as_str(), attrs["relay.records"].as_str()),
+        (key, "30")
+    );
+    dead.sort();
+    assert_eq!(
+        dead,
+        [
+            "not json",
+            "{\"Type\":\"Notification\",\"Message\":\"{\\\"hello\\\":1}\"}",
+            "{}"
+        ]
+    );
+    // Nothing else is left behind: the envelope and SNS's test event were
+    // acknowledged.
+    let left = receive_batch(&s.emu.sqs, &queue).await;
+    assert!(
+        left.is_empty(),
+        "{:?}",
+        left.iter().map(|m| &m.body).collect::<Vec<_>>()
+    );
+}

@@ -269,3 +269,59 @@ pub fn sample_file(records: usize) -> String {
     }
     text
 }
+
+/// One call of the SNS Query API on the emulator, returning the response
+/// body. The tests need only two SNS calls (create a topic, subscribe a
+/// queue), which does not justify building another SDK crate; the emulator
+/// routes by the credential scope and does not check signatures.
+pub async fn sns_call(emu: &Emulator, params: &[(&str, &str)]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body: String = params
+        .iter()
+        .chain(&[("Version", "2010-03-31")])
+        .map(|(k, v)| {
+            format!(
+                "{k}={}",
+                percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("&");
+    let host = emu.endpoint.trim_start_matches("http://");
+    let request = format!(
+        "POST / HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+         Authorization: AWS4-HMAC-SHA256 Credential=test/20261127/us-east-1/sns/aws4_request, SignedHeaders=host, Signature=0\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    assert!(
+        response.starts_with("HTTP/1.1 200"),
+        "{params:?}: {response}"
+    );
+    response
+}
+
+/// The text between `<tag>` and `</tag>` in an XML response.
+pub fn xml_field(xml: &str, tag: &str) -> String {
+    let open = format!("<{tag}>");
+    let from = xml.find(&open).map(|i| i + open.len()).unwrap();
+    let to = xml[from..].find(&format!("</{tag}>")).unwrap();
+    xml[from..from + to].to_owned()
+}
+
+pub async fn queue_arn(emu: &Emulator, url: &str) -> String {
+    emu.sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap()[&QueueAttributeName::QueueArn]
+        .clone()
+}
