@@ -1,7 +1,7 @@
 //! The whole data path over arbitrary bytes, plain or zstd: no panic, no
 //! unbounded work (a small decompression limit stops bombs), every message
 //! body within the limit and made of valid JSON objects, and counts that
-//! add up.
+//! add up, bytes included.
 #![no_main]
 
 use std::ops::ControlFlow;
@@ -65,5 +65,10 @@ fuzz_target!(|input: &[u8]| {
         assert_eq!(report.stats.chunks, chunks);
         assert_eq!(report.stats.records_out, records);
         assert!(report.stats.records_out <= report.stats.records_in);
+        assert!(report.stats.accounted(), "the byte accounting adds up: {:?}", report.stats);
+        let listed: u64 = report.rejects.iter().map(|r| r.length).sum();
+        if report.rejects.len() as u64 == report.stats.rejected {
+            assert_eq!(listed, report.stats.rejected_bytes, "rejected bytes are the rejects' lengths");
+        }
     }
 });

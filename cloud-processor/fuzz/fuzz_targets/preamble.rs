@@ -28,7 +28,8 @@ fuzz_target!(|junk: Vec<Vec<u8>>| {
         text.push(b'\n');
     }
 
-    let mut reader = Reader::new(&text[..], 1 << 16);
+    let junk_bytes = text.len() as u64;
+    let mut reader = Reader::new(&text[..], 1 << 16, None);
     let mut found = Vec::new();
     while let Some(item) = reader.next_item().expect("reading from memory cannot fail") {
         match item {
@@ -38,4 +39,7 @@ fuzz_target!(|junk: Vec<Vec<u8>>| {
     }
     assert_eq!(found, expected);
     assert_eq!(reader.preamble_lines(), junk.len() as u64);
+    let acct = reader.accounting();
+    assert_eq!(acct.preamble_bytes, junk_bytes, "exactly the junk is preamble");
+    assert_eq!(acct.total(), text.len() as u64);
 });

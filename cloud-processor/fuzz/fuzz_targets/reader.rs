@@ -1,12 +1,15 @@
 //! The record reader over arbitrary bytes: it must not panic, every record
-//! it frames must be the input's own bytes at the offset it reports, within
-//! the size limit, in order, and the result must not depend on how the
-//! bytes arrive (whole, or a few at a time across every buffer boundary).
+//! it frames must be the input's own bytes at the offset it reports, a valid
+//! JSON object within the size limit, records and rejected regions must not
+//! overlap and come in order, every byte must be accounted for exactly once
+//! (preamble, record, rejected or separator), and the result must not
+//! depend on how the bytes arrive (whole, or a few at a time across every
+//! buffer boundary).
 #![no_main]
 
 use std::io::Read;
 
-use cloud_processor::reader::{Item, Reader};
+use cloud_processor::reader::{Accounting, Item, Reader};
 use libfuzzer_sys::fuzz_target;
 
 /// Hands out at most `step` bytes per read.
@@ -34,13 +37,14 @@ enum Found {
     Reject {
         line: u64,
         offset: u64,
+        length: u64,
         reason: String,
         excerpt: String,
     },
 }
 
-fn read_all(src: impl Read, max_record: usize) -> (Vec<Found>, u64) {
-    let mut reader = Reader::new(src, max_record);
+fn read_all(src: impl Read, max_record: usize) -> (Vec<Found>, u64, Accounting, u64) {
+    let mut reader = Reader::new(src, max_record, None);
     let mut found = Vec::new();
     while let Some(item) = reader.next_item().expect("reading from memory cannot fail") {
         found.push(match item {
@@ -48,6 +52,7 @@ fn read_all(src: impl Read, max_record: usize) -> (Vec<Found>, u64) {
                 bytes,
                 line,
                 offset,
+                ..
             } => Found::Record {
                 bytes: bytes.to_vec(),
                 line,
@@ -56,12 +61,13 @@ fn read_all(src: impl Read, max_record: usize) -> (Vec<Found>, u64) {
             Item::Reject(r) => Found::Reject {
                 line: r.line,
                 offset: r.offset,
+                length: r.length,
                 reason: r.reason,
                 excerpt: r.excerpt,
             },
         });
     }
-    (found, reader.preamble_lines())
+    (found, reader.preamble_lines(), reader.accounting(), reader.bytes_read())
 }
 
 fuzz_target!(|input: &[u8]| {
@@ -77,43 +83,48 @@ fuzz_target!(|input: &[u8]| {
         "the read size changed what was found (step {step})"
     );
 
-    let mut last_offset = None;
-    for f in &whole.0 {
-        let (line, offset) = match f {
+    let (found, _, acct, read) = &whole;
+    assert_eq!(*read, data.len() as u64);
+    assert_eq!(acct.total(), data.len() as u64, "every byte accounted for once: {acct:?}");
+    let (mut records, mut rejected) = (0u64, 0u64);
+    // The end of the last item: items are in order and never overlap.
+    let mut covered = 0u64;
+    for f in found {
+        let (line, offset, length) = match f {
             Found::Record {
                 bytes,
                 line,
                 offset,
             } => {
                 let at = *offset as usize;
-                assert!(
-                    bytes.len() <= max_record,
-                    "a record over the limit was framed"
-                );
-                assert_eq!(
-                    &data[at..at + bytes.len()],
-                    &bytes[..],
-                    "a record is not the input's bytes"
-                );
-                (*line, *offset)
+                assert!(bytes.len() <= max_record, "a record over the limit was framed");
+                assert_eq!(&data[at..at + bytes.len()], &bytes[..], "a record is not the input's bytes");
+                let v: serde_json::Value = std::str::from_utf8(bytes)
+                    .ok()
+                    .and_then(|t| serde_json::from_str(t).ok())
+                    .expect("a record is valid JSON");
+                assert!(v.is_object(), "a record is an object");
+                records += bytes.len() as u64;
+                (*line, *offset, bytes.len() as u64)
             }
             Found::Reject {
                 line,
                 offset,
+                length,
                 reason,
                 ..
             } => {
                 assert!(!reason.is_empty());
-                (*line, *offset)
+                rejected += length;
+                (*line, *offset, *length)
             }
         };
         assert!(line >= 1);
-        let newlines = data[..offset as usize]
-            .iter()
-            .filter(|&&b| b == b'\n')
-            .count() as u64;
+        let newlines = data[..offset as usize].iter().filter(|&&b| b == b'\n').count() as u64;
         assert_eq!(line, newlines + 1, "line numbers count newlines");
-        assert!(last_offset < Some(offset), "items out of order");
-        last_offset = Some(offset);
+        assert!(offset >= covered, "items overlap or are out of order");
+        covered = offset + length;
     }
+    assert_eq!(acct.record_bytes, records);
+    assert_eq!(acct.rejected_bytes, rejected);
 });
