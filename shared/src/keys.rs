@@ -164,6 +164,43 @@ impl KeyScheme {
     }
 }
 
+impl KeyScheme {
+    /// The key for content that arrived under an already used name with
+    /// other bytes: `<stem>.<tag>.<ext>` next to the first, e.g.
+    /// `.../1763800000000.3f9a0c1d2e4b5a69.json.zst`, so both are kept and
+    /// both are relayed. `tag` is 16 lowercase hex digits (of the content
+    /// hash), so the same content always lands on the same conflict key.
+    pub fn conflict_key(&self, file_name: &str, tag: &str) -> Result<RawKey, KeyError> {
+        if tag.len() != 16
+            || !tag
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return Err(KeyError::UnsafeName {
+                name: format!("{file_name} ({tag})"),
+                reason: "a conflict tag must be 16 lowercase hex digits",
+            });
+        }
+        let base = self.raw_key(file_name)?;
+        let name_at = base.key.len() - RAW_SUFFIX.len() - file_name.len();
+        let renamed = match file_name.rfind('.') {
+            Some(dot) if dot > 0 => format!("{}.{tag}{}", &file_name[..dot], &file_name[dot..]),
+            _ => format!("{file_name}.{tag}"),
+        };
+        let key = format!("{}{renamed}{RAW_SUFFIX}", &base.key[..name_at]);
+        if key.len() > MAX_KEY_BYTES {
+            return Err(KeyError::KeyTooLong {
+                name: file_name.to_owned(),
+                len: key.len(),
+            });
+        }
+        Ok(RawKey {
+            key,
+            timestamp: base.timestamp,
+        })
+    }
+}
+
 /// The name without its last extension: `1732227000123.json` -> `1732227000123`.
 /// A name whose only dot is the first character has no extension to strip.
 fn file_stem(name: &str) -> &str {
@@ -336,6 +373,35 @@ fn parse_pattern(pattern: &str, stem: &str) -> Result<Timestamp, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn conflict_keys_sit_next_to_the_first_and_are_deterministic() {
+        let k = KeyScheme::new("raw/", "edge-1", TimeFormat::Auto).unwrap();
+        let first = k.raw_key("1763800000000.json").unwrap();
+        let other = k
+            .conflict_key("1763800000000.json", "3f9a0c1d2e4b5a69")
+            .unwrap();
+        assert_eq!(first.key, "raw/edge-1/2025/11/22/08/1763800000000.json.zst");
+        assert_eq!(
+            other.key,
+            "raw/edge-1/2025/11/22/08/1763800000000.3f9a0c1d2e4b5a69.json.zst"
+        );
+        assert_eq!(other.timestamp, first.timestamp);
+        assert_eq!(
+            k.conflict_key("1763800000000", "0000000000000000")
+                .unwrap()
+                .key,
+            "raw/edge-1/2025/11/22/08/1763800000000.0000000000000000.zst"
+        );
+        for bad in [
+            "3F9A0C1D2E4B5A69",
+            "3f9a",
+            "../../../etc/pa",
+            "3f9a0c1d2e4b5a6g",
+        ] {
+            assert!(k.conflict_key("1763800000000.json", bad).is_err(), "{bad}");
+        }
+    }
     use proptest::prelude::*;
 
     fn scheme() -> KeyScheme {

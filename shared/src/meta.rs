@@ -10,6 +10,16 @@ pub const ORIGINAL_NAME: &str = "original-name";
 pub const ORIGINAL_SIZE: &str = "original-size";
 /// `x-amz-meta-source-id`: the edge source that produced the file.
 pub const SOURCE_ID: &str = "source-id";
+/// `x-amz-meta-content-xxh3`: xxh3-128 of the uncompressed bytes, as 32 hex
+/// digits. When a conditional put finds the key taken, this is how the
+/// agent learns whether S3 holds exactly its file's bytes before it deletes
+/// or moves the file (a name may be used again for other content).
+pub const CONTENT_HASH: &str = "content-xxh3";
+
+/// The content hash as it is stored in metadata.
+pub fn content_hash_hex(hash: u128) -> String {
+    format!("{hash:032x}")
+}
 /// The edge agent always stores zstd frames of JSON text.
 pub const RAW_CONTENT_TYPE: &str = "application/json";
 pub const RAW_CONTENT_ENCODING: &str = "zstd";
