@@ -8,7 +8,40 @@
 //! costs a duplicate 412 each on restart, never data. A torn last line, from
 //! a crash mid-append, is ignored on load.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
+
+use crate::tracker::FileStat;
+
+/// What a ledger line says of a file: its size and mtime (nanoseconds) when
+/// it was uploaded, or nothing for lines written before they were kept.
+type Seen = Option<(u64, u128)>;
+
+fn seen(stat: FileStat) -> Seen {
+    let mtime = stat
+        .mtime
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    Some((stat.size, mtime))
+}
+
+/// `rel\tsize\tmtime_ns`, or a bare `rel` from an older agent.
+fn parse_line(line: &str) -> (&str, Seen) {
+    let mut parts = line.rsplitn(3, '\t');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(m), Some(s), Some(rel)) => match (s.parse(), m.parse()) {
+            (Ok(size), Ok(mtime)) => (rel, Some((size, mtime))),
+            _ => (line, None),
+        },
+        _ => (line, None),
+    }
+}
+
+fn format_line(rel: &str, seen: Seen) -> String {
+    match seen {
+        Some((size, mtime)) => format!("{rel}\t{size}\t{mtime}\n"),
+        None => format!("{rel}\n"),
+    }
+}
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -17,7 +50,7 @@ use std::path::{Path, PathBuf};
 pub struct Ledger {
     path: PathBuf,
     file: File,
-    done: HashSet<String>,
+    done: HashMap<String, Seen>,
     dirty: bool,
 }
 
@@ -36,11 +69,12 @@ impl Ledger {
         // The piece after the last newline is empty, or a torn append.
         lines.pop();
         let total = lines.len();
-        let done: HashSet<String> = lines
+        let done: HashMap<String, Seen> = lines
             .into_iter()
             .filter_map(|l| std::str::from_utf8(l).ok())
-            .filter(|rel| watch_dir.join(rel).exists())
-            .map(str::to_owned)
+            .map(parse_line)
+            .filter(|(rel, _)| watch_dir.join(rel).exists())
+            .map(|(rel, seen)| (rel.to_owned(), seen))
             .collect();
         if done.len() < total || text.last().is_some_and(|&b| b != b'\n') {
             rewrite(&path, &done)?;
@@ -55,7 +89,19 @@ impl Ledger {
     }
 
     pub fn contains(&self, rel: &str) -> bool {
-        self.done.contains(rel)
+        self.done.contains_key(rel)
+    }
+
+    /// Whether `rel` was uploaded as it is now. A path whose size or mtime
+    /// changed since holds other bytes: it goes to S3 again, where a 412
+    /// leads to the conflict key. Lines from older agents, which kept no
+    /// stat, count as a match.
+    pub fn uploaded_as(&self, rel: &str, stat: FileStat) -> bool {
+        match self.done.get(rel) {
+            Some(None) => true,
+            Some(s) => *s == seen(stat),
+            None => false,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -70,25 +116,24 @@ impl Ledger {
         &self.path
     }
 
-    /// Records that `rel` (a path relative to the watch dir) is in S3. Durable
-    /// after the next [`Ledger::sync`].
-    pub fn record(&mut self, rel: &str) -> io::Result<()> {
+    /// Records that `rel` (a path relative to the watch dir) is in S3 as it
+    /// is with `stat`. Durable after the next [`Ledger::sync`].
+    pub fn record(&mut self, rel: &str, stat: FileStat) -> io::Result<()> {
         if rel.contains('\n') {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("ledger entries cannot contain a newline: {rel:?}"),
             ));
         }
-        if self.done.contains(rel) {
+        let seen = seen(stat);
+        if self.done.get(rel) == Some(&seen) {
             return Ok(());
         }
-        let mut line = Vec::with_capacity(rel.len() + 1);
-        line.extend_from_slice(rel.as_bytes());
-        line.push(b'\n');
         // One write call per line: with O_APPEND, concurrent agents sharing
-        // the file never interleave inside a line.
-        self.file.write_all(&line)?;
-        self.done.insert(rel.to_owned());
+        // the file never interleave inside a line. A later line for the same
+        // path supersedes an earlier one.
+        self.file.write_all(format_line(rel, seen).as_bytes())?;
+        self.done.insert(rel.to_owned(), seen);
         self.dirty = true;
         Ok(())
     }
@@ -109,14 +154,13 @@ impl Ledger {
 }
 
 /// Atomic replace: write a temp file, fsync it, rename, fsync the directory.
-fn rewrite(path: &Path, done: &HashSet<String>) -> io::Result<()> {
+fn rewrite(path: &Path, done: &HashMap<String, Seen>) -> io::Result<()> {
     let tmp = path.with_extension("log.tmp");
-    let mut entries: Vec<&String> = done.iter().collect();
+    let mut entries: Vec<(&String, &Seen)> = done.iter().collect();
     entries.sort();
     let mut f = File::create(&tmp)?;
-    for e in entries {
-        f.write_all(e.as_bytes())?;
-        f.write_all(b"\n")?;
+    for (rel, seen) in entries {
+        f.write_all(format_line(rel, *seen).as_bytes())?;
     }
     f.sync_all()?;
     std::fs::rename(&tmp, path)?;
@@ -130,6 +174,34 @@ fn rewrite(path: &Path, done: &HashSet<String>) -> io::Result<()> {
 mod tests {
     use super::*;
 
+    fn stat(size: u64) -> FileStat {
+        FileStat {
+            size,
+            mtime: std::time::UNIX_EPOCH + std::time::Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn lines_from_older_agents_still_count() {
+        let watch = tempfile::tempdir().unwrap();
+        let state = watch.path().join(".state");
+        std::fs::create_dir_all(&state).unwrap();
+        std::fs::write(watch.path().join("a\tb.json"), "x").unwrap();
+        std::fs::write(watch.path().join("old.json"), "x").unwrap();
+        std::fs::write(
+            state.join("uploaded-bkt.log"),
+            "old.json\na\tb.json\t3\t7\n",
+        )
+        .unwrap();
+        let l = Ledger::open(&state, "bkt", watch.path()).unwrap();
+        assert!(l.uploaded_as("old.json", stat(9)));
+        let t = FileStat {
+            size: 3,
+            mtime: std::time::UNIX_EPOCH + std::time::Duration::from_nanos(7),
+        };
+        assert!(l.uploaded_as("a\tb.json", t), "tabs in names survive");
+    }
+
     #[test]
     fn records_survive_reopen_and_torn_lines_are_dropped() {
         let watch = tempfile::tempdir().unwrap();
@@ -138,9 +210,9 @@ mod tests {
             std::fs::write(watch.path().join(name), "x").unwrap();
         }
         let mut l = Ledger::open(&state, "bkt", watch.path()).unwrap();
-        l.record("a.json").unwrap();
-        l.record("b.json").unwrap();
-        l.record("a.json").unwrap();
+        l.record("a.json", stat(1)).unwrap();
+        l.record("b.json", stat(2)).unwrap();
+        l.record("a.json", stat(1)).unwrap();
         l.sync().unwrap();
         drop(l);
         // A crash mid-append leaves a partial line.
@@ -157,8 +229,13 @@ mod tests {
         assert_eq!(l.len(), 2);
         assert_eq!(
             std::fs::read_to_string(l.path()).unwrap(),
-            "a.json\nb.json\n",
+            "a.json\t1\t1000000000\nb.json\t2\t1000000000\n",
             "compaction rewrote the torn tail away"
+        );
+        assert!(l.uploaded_as("a.json", stat(1)));
+        assert!(
+            !l.uploaded_as("a.json", stat(5)),
+            "changed since: upload again"
         );
     }
 
@@ -169,14 +246,17 @@ mod tests {
         std::fs::write(watch.path().join("a.json"), "x").unwrap();
         std::fs::write(watch.path().join("b.json"), "x").unwrap();
         let mut l = Ledger::open(&state, "bkt", watch.path()).unwrap();
-        l.record("a.json").unwrap();
-        l.record("b.json").unwrap();
+        l.record("a.json", stat(1)).unwrap();
+        l.record("b.json", stat(1)).unwrap();
         drop(l);
         std::fs::remove_file(watch.path().join("a.json")).unwrap();
         let l = Ledger::open(&state, "bkt", watch.path()).unwrap();
         assert!(!l.contains("a.json"));
         assert!(l.contains("b.json"));
-        assert_eq!(std::fs::read_to_string(l.path()).unwrap(), "b.json\n");
+        assert_eq!(
+            std::fs::read_to_string(l.path()).unwrap(),
+            "b.json\t1\t1000000000\n"
+        );
         // A different bucket has its own ledger.
         assert!(
             Ledger::open(&state, "other", watch.path())

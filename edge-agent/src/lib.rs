@@ -35,8 +35,15 @@ use crate::watch::WatchMsg;
 pub struct Summary {
     pub uploaded: u64,
     pub duplicates: u64,
+    /// Files whose name S3 already held with other bytes, stored under a
+    /// conflict key.
+    pub conflicts: u64,
+    /// Files whose key S3 held without a content hash: kept on disk.
+    pub unverified: u64,
     pub gone: u64,
     pub rejected: u64,
+    /// Times a file was set aside after a permanent failure.
+    pub set_aside: u64,
     /// Uploads still running at the shutdown deadline; relayed on next start.
     pub unfinished: usize,
 }
@@ -84,6 +91,8 @@ pub async fn run<S: Sink>(
         queued: HashSet::new(),
         inflight: HashMap::new(),
         rejected: HashMap::new(),
+        parked: HashMap::new(),
+        special: HashSet::new(),
         ledger,
         summary: Summary::default(),
         sink,
@@ -160,14 +169,27 @@ struct Agent<S> {
     queued: HashSet<PathBuf>,
     /// Paths being uploaded, with their mtime for the oldest-file gauge.
     inflight: HashMap<PathBuf, SystemTime>,
-    /// Files whose name gives no key, with the stat they had: not retried
-    /// until they change, and never deleted.
+    /// Files whose name gives no key, or whose key S3 holds unverified,
+    /// with the stat they had: not retried until they change, never deleted.
     rejected: HashMap<PathBuf, FileStat>,
+    /// Files that failed for a reason retrying soon will not fix, waiting
+    /// outside the upload slots until their time comes.
+    parked: HashMap<PathBuf, Parked>,
+    /// Symlinks and special files already reported: never opened.
+    special: HashSet<PathBuf>,
     ledger: Option<Ledger>,
     summary: Summary,
 }
 
 type Done = Result<(Job, Outcome, u32, Duration), tokio::task::JoinError>;
+
+/// A file set aside after a permanent failure.
+#[derive(Debug, Clone)]
+struct Parked {
+    stat: FileStat,
+    retry_at: Instant,
+    reason: String,
+}
 
 impl<S: Sink> Agent<S> {
     fn rel(&self, path: &Path) -> Option<String> {
@@ -214,19 +236,45 @@ impl<S: Sink> Agent<S> {
         if !self.config.wants(name) {
             return;
         }
-        let stat = match std::fs::metadata(path) {
+        // Never followed: a symlink could point anywhere the agent can read.
+        let stat = match std::fs::symlink_metadata(path) {
             Ok(m) if m.is_file() => Some(stat_of(&m)),
-            Ok(_) => return,
+            Ok(m) => {
+                if self.special.insert(path.to_owned()) {
+                    let kind = if m.file_type().is_symlink() {
+                        "a symlink"
+                    } else {
+                        "not a regular file"
+                    };
+                    warn!(path = %path.display(), kind, "not relayed: only regular files are read, and links are never followed");
+                    ::metrics::counter!(metrics::FILES, "outcome" => "not_regular").increment(1);
+                }
+                return;
+            }
             Err(_) => None,
         };
         if let Some(rel) = self.rel(path)
             && let Some(ledger) = &mut self.ledger
             && ledger.contains(&rel)
         {
-            if stat.is_none() {
-                ledger.forget(&rel);
+            match stat {
+                None => {
+                    ledger.forget(&rel);
+                    return;
+                }
+                // Uploaded as it is now: nothing to do. Otherwise the same
+                // name holds other bytes, and goes to S3 again.
+                Some(s) if ledger.uploaded_as(&rel, s) => return,
+                Some(_) => {}
             }
-            return;
+        }
+        if let Some(p) = self.parked.get(path) {
+            if stat == Some(p.stat) {
+                return;
+            }
+            // It changed: perhaps what made it fail is fixed. Try it again.
+            self.parked.remove(path);
+            self.publish_parked();
         }
         match (stat, self.rejected.get(path)) {
             (Some(s), Some(r)) if s == *r => return,
@@ -270,6 +318,19 @@ impl<S: Sink> Agent<S> {
     fn tick(&mut self) {
         self.sync_ledger();
         let now = Instant::now();
+        let due: Vec<PathBuf> = self
+            .parked
+            .iter()
+            .filter(|(_, p)| p.retry_at <= now)
+            .map(|(path, _)| path.clone())
+            .collect();
+        if !due.is_empty() {
+            for path in &due {
+                self.parked.remove(path);
+                self.observe(path, Signal::Discovered);
+            }
+            self.publish_parked();
+        }
         let paths: Vec<PathBuf> = self.tracker.paths().map(Path::to_path_buf).collect();
         for path in paths {
             let stat = std::fs::metadata(&path)
@@ -314,12 +375,14 @@ impl<S: Sink> Agent<S> {
             original_name: name,
             original_size: stat.size,
             source_id: self.config.keys.source_id().to_owned(),
+            content_hash: 0,
         };
         self.queued.insert(path.clone());
         self.ready.push_back(Job {
             path,
             rel,
             key,
+            keys: self.config.keys.clone(),
             stat,
             meta,
         });
@@ -408,8 +471,55 @@ impl<S: Sink> Agent<S> {
                 metrics::set_permanent_failure(None);
                 self.summary.duplicates += 1;
                 ::metrics::counter!(metrics::FILES, "outcome" => "duplicate").increment(1);
-                info!(retries, "already in S3 (412); counted as a duplicate");
+                info!(
+                    retries,
+                    "already in S3 with exactly these bytes (412, content hash checked); counted as a duplicate"
+                );
                 self.after_success(&job);
+            }
+            Outcome::Conflict {
+                key,
+                compressed_bytes,
+            } => {
+                metrics::set_permanent_failure(None);
+                self.summary.conflicts += 1;
+                ::metrics::counter!(metrics::FILES, "outcome" => "conflict").increment(1);
+                ::metrics::counter!(metrics::BYTES_IN).increment(job.stat.size);
+                ::metrics::counter!(metrics::BYTES_OUT).increment(compressed_bytes);
+                warn!(conflict_key = %key, retries,
+                    "S3 holds other bytes under this name (it was used again): this file is stored next to it, under the conflict key, and both are relayed");
+                self.after_success(&job);
+            }
+            Outcome::Unverified => {
+                self.summary.unverified += 1;
+                ::metrics::counter!(metrics::FILES, "outcome" => "unverified").increment(1);
+                warn!(
+                    "S3 has an object under this name with no content hash (an older agent stored it), so it cannot be told whether it holds these bytes; the file stays on disk and is not offered again until it changes"
+                );
+                self.rejected.insert(job.path.clone(), job.stat);
+            }
+            Outcome::NotRegular => {
+                if self.special.insert(job.path.clone()) {
+                    warn!(
+                        "not relayed: the name now points to a symlink or special file, which is never opened"
+                    );
+                }
+            }
+            Outcome::Failed { error, kind } => {
+                self.summary.set_aside += 1;
+                ::metrics::counter!(metrics::FILES, "outcome" => "set_aside").increment(1);
+                let delay = self.retry.permanent_delay;
+                error!(%error, kind, retry_in_secs = delay.as_secs(),
+                    "set aside: retrying soon will not help; other files keep flowing and this one is tried again later");
+                self.parked.insert(
+                    job.path.clone(),
+                    Parked {
+                        stat: job.stat,
+                        retry_at: Instant::now() + delay,
+                        reason: error,
+                    },
+                );
+                self.publish_parked();
             }
             Outcome::Gone => {
                 self.summary.gone += 1;
@@ -423,10 +533,22 @@ impl<S: Sink> Agent<S> {
         }
     }
 
+    /// Tells `/healthz` and the metrics which files are set aside, and why.
+    fn publish_parked(&self) {
+        ::metrics::gauge!(metrics::SET_ASIDE).set(self.parked.len() as f64);
+        let mut named: Vec<String> = self
+            .parked
+            .iter()
+            .map(|(p, parked)| format!("{}: {}", p.display(), parked.reason))
+            .collect();
+        named.sort();
+        metrics::set_parked(named);
+    }
+
     fn after_success(&mut self, job: &Job) {
         let result = match &self.config.on_success {
             OnSuccess::Keep => match &mut self.ledger {
-                Some(ledger) => ledger.record(&job.rel),
+                Some(ledger) => ledger.record(&job.rel, job.stat),
                 None => Ok(()),
             },
             OnSuccess::Delete => std::fs::remove_file(&job.path),

@@ -18,8 +18,35 @@ pub const BACKLOG: &str = "relay_agent_backlog_files";
 pub const OLDEST_WAITING: &str = "relay_agent_oldest_waiting_seconds";
 pub const REJECTED: &str = "relay_agent_rejected_files_total";
 pub const RESCANS: &str = "relay_agent_rescans_total";
+pub const SET_ASIDE: &str = "relay_agent_set_aside_files";
 
 static PERMANENT_FAILURE: Mutex<Option<String>> = Mutex::new(None);
+static PARKED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Names the files set aside after a permanent failure, with their reasons.
+pub fn set_parked(files: Vec<String>) {
+    if let Ok(mut slot) = PARKED.lock() {
+        *slot = files;
+    }
+}
+
+/// What `/healthz` reports: healthy, or why not.
+fn health() -> Result<(), String> {
+    let failure = PERMANENT_FAILURE.lock().ok().and_then(|s| s.clone());
+    let parked = PARKED.lock().map(|p| p.clone()).unwrap_or_default();
+    if failure.is_none() && parked.is_empty() {
+        return Ok(());
+    }
+    let mut lines: Vec<String> = failure.into_iter().collect();
+    if !parked.is_empty() {
+        lines.push(format!(
+            "{} file(s) set aside after a permanent failure, retried every minute:",
+            parked.len()
+        ));
+        lines.extend(parked.iter().take(20).map(|p| format!("  {p}")));
+    }
+    Err(lines.join("\n"))
+}
 
 /// Marks the agent unhealthy with the reason, or healthy with `None`.
 pub fn set_permanent_failure(reason: Option<String>) {
@@ -32,7 +59,11 @@ fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_counter!(
         FILES,
-        "Files handled, by outcome (uploaded, duplicate, gone)"
+        "Files handled, by outcome: uploaded, duplicate (S3 had exactly these bytes), conflict (S3 had other bytes under the name: stored under a conflict key), unverified (S3 had the name with no content hash: kept on disk), gone, not_regular (symlinks and special files: never opened), set_aside (a permanent failure)"
+    );
+    describe_gauge!(
+        SET_ASIDE,
+        "Files set aside after a permanent failure (unreadable, too many parts, access denied), retried every minute; /healthz names them"
     );
     describe_counter!(
         BYTES_IN,
@@ -76,13 +107,7 @@ pub async fn serve(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
         0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
     ];
     const RATIO_BUCKETS: &[f64] = &[1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 15.0, 20.0];
-    let health: relay_shared::telemetry::HealthCheck =
-        std::sync::Arc::new(
-            || match PERMANENT_FAILURE.lock().ok().and_then(|s| s.clone()) {
-                None => Ok(()),
-                Some(reason) => Err(reason),
-            },
-        );
+    let health: relay_shared::telemetry::HealthCheck = std::sync::Arc::new(health);
     let bound = relay_shared::telemetry::serve_metrics(
         addr,
         &[

@@ -27,6 +27,10 @@ impl S3Sink {
             ),
             (meta::ORIGINAL_SIZE.to_owned(), m.original_size.to_string()),
             (meta::SOURCE_ID.to_owned(), m.source_id.clone()),
+            (
+                meta::CONTENT_HASH.to_owned(),
+                meta::content_hash_hex(m.content_hash),
+            ),
         ])
     }
 }
@@ -143,6 +147,10 @@ impl Sink for S3Sink {
             })
     }
 
+    async fn metadata(&self, key: &str) -> Result<Option<HashMap<String, String>>, S3Error> {
+        self.head(key).await
+    }
+
     async fn abort(&self, key: &str, upload_id: &str) {
         let name = self.bucket.name();
         if let Err(e) = self
@@ -161,6 +169,30 @@ impl Sink for S3Sink {
     }
 }
 
+impl S3Sink {
+    /// HeadObject: the object's user metadata, or `None` if it is missing.
+    /// It needs `s3:GetObject` on the agent's raw prefix (HeadObject has no
+    /// permission of its own), used only when a put finds its key taken.
+    async fn head(&self, key: &str) -> Result<Option<HashMap<String, String>>, S3Error> {
+        let name = self.bucket.name();
+        match self
+            .bucket
+            .client()
+            .head_object()
+            .bucket(name)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Some(out.metadata.unwrap_or_default())),
+            Err(e) => match map_sdk_error(e, name, key, "HeadObject", None) {
+                S3Error::NotFound { .. } => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+}
+
 /// What the start-up check learned.
 #[derive(Debug)]
 pub enum Access {
@@ -171,24 +203,31 @@ pub enum Access {
     Unknown(S3Error),
 }
 
-/// Checks that the agent may write under `prefix`, with nothing but
-/// s3:PutObject, and without writing anything: a put with `If-Match` on a key
-/// that does not exist is authorised first and then refused (404 or 412), so
-/// only a refusal for another reason means trouble. No object is created, so
-/// no event reaches the processor.
+/// Checks that the agent may write under `prefix` without writing anything:
+/// it starts a multipart upload there and aborts it. Starting one needs
+/// exactly `s3:PutObject`, and works under a bucket policy that requires
+/// `If-None-Match` for object creation (parts are exempt from it); aborting
+/// needs `s3:AbortMultipartUpload`, which the agent uses anyway. No object
+/// is created, so no event reaches the processor.
 pub async fn probe_put_access(bucket: &Bucket, prefix: &str) -> Access {
     let key = format!("{prefix}.relay-agent-access-probe");
-    let mode = PutMode::Update {
-        etag: "\"00000000000000000000000000000000\"".to_owned(),
-    };
-    match bucket
-        .put(&key, Vec::new(), &mode, &PutOptions::default())
+    let name = bucket.name();
+    let started = bucket
+        .client()
+        .create_multipart_upload()
+        .bucket(name)
+        .key(&key)
+        .send()
         .await
-    {
-        Err(S3Error::NotFound { .. } | S3Error::Precondition { .. }) => Access::Allowed,
+        .map_err(|e| map_sdk_error(e, name, &key, "CreateMultipartUpload", None));
+    match started {
+        Ok(out) => {
+            if let Some(id) = out.upload_id {
+                S3Sink::new(bucket.clone()).abort(&key, &id).await;
+            }
+            Access::Allowed
+        }
         Err(e) if e.retry() == Retry::Transient => Access::Unknown(e),
         Err(e) => Access::Denied(e),
-        // A store that ignores If-Match wrote an empty probe: access works.
-        Ok(_) => Access::Allowed,
     }
 }

@@ -19,7 +19,11 @@ pub struct FileStat {
 /// What was seen about a path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Signal {
-    /// Created or written to: it may still be open.
+    /// A name appeared (IN_CREATE). A writer creating a file writes to it
+    /// next (IN_MODIFY); a file published with `link()` or `O_TMPFILE` plus
+    /// `linkat` arrives whole and sends nothing more.
+    Created,
+    /// Written to: it may still be open.
     Changed,
     /// Closed after writing, or renamed into the directory.
     Finished,
@@ -33,6 +37,8 @@ struct Pending {
     stat: FileStat,
     stable_since: Instant,
     finished: bool,
+    /// Created, and never written to since: linked in whole.
+    linked: bool,
 }
 
 /// Files seen but not yet handed out for upload.
@@ -64,7 +70,15 @@ impl Tracker {
                     p.stable_since = now;
                 }
                 match signal {
-                    Signal::Changed => p.finished = false,
+                    Signal::Changed => {
+                        p.finished = false;
+                        p.linked = false;
+                    }
+                    // A name created again (deleted and created anew) starts over.
+                    Signal::Created => {
+                        p.finished = false;
+                        p.linked = true;
+                    }
                     Signal::Finished => p.finished = true,
                     // A scan says nothing new about a file we already follow.
                     Signal::Discovered => {}
@@ -76,7 +90,8 @@ impl Tracker {
                     Pending {
                         stat,
                         stable_since: now,
-                        finished: signal != Signal::Changed,
+                        finished: matches!(signal, Signal::Finished | Signal::Discovered),
+                        linked: signal == Signal::Created,
                     },
                 );
             }
@@ -90,7 +105,10 @@ impl Tracker {
         let mut due: Vec<(PathBuf, FileStat)> = self
             .pending
             .iter()
-            .filter(|(_, p)| p.finished && now.saturating_duration_since(p.stable_since) >= settle)
+            // A linked-in file must hold something: an empty one may be a
+            // writer's fresh file it has not written to yet.
+            .filter(|(_, p)| p.finished || (p.linked && p.stat.size > 0))
+            .filter(|(_, p)| now.saturating_duration_since(p.stable_since) >= settle)
             .map(|(path, p)| (path.clone(), p.stat))
             .collect();
         for (path, _) in &due {
@@ -156,6 +174,26 @@ mod tests {
     }
 
     #[test]
+    fn a_linked_in_file_is_due_but_a_created_one_being_written_is_not() {
+        let t0 = Instant::now();
+        let mut t = Tracker::new(SETTLE);
+        let linked = Path::new("/d/linked.json");
+        let written = Path::new("/d/written.json");
+        let empty = Path::new("/d/empty.json");
+        t.observe(linked, stat(10, 1), Signal::Created, t0);
+        t.observe(written, stat(0, 1), Signal::Created, t0);
+        t.observe(written, stat(10, 2), Signal::Changed, t0);
+        t.observe(empty, stat(0, 1), Signal::Created, t0);
+        let due: Vec<_> = t
+            .take_due(t0 + SETTLE)
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect();
+        assert_eq!(due, [PathBuf::from("/d/linked.json")]);
+        assert!(t.take_due(t0 + Duration::from_secs(3600)).is_empty());
+    }
+
+    #[test]
     fn a_change_restarts_the_settle_clock() {
         let t0 = Instant::now();
         let mut t = Tracker::new(SETTLE);
@@ -206,10 +244,11 @@ mod tests {
     proptest! {
         /// Whatever the interleaving, a file is only ever due with the stat it
         /// had for a full settle time, after a Finished or Discovered signal
-        /// that no later Changed signal cancelled.
+        /// that no later Changed signal cancelled, or after a Created one
+        /// with no write since, for a file that is not empty.
         #[test]
         fn due_only_when_finished_and_settled(
-            steps in proptest::collection::vec((0u8..3, 0u64..3, 0u64..400), 1..40)
+            steps in proptest::collection::vec((0u8..4, 0u64..3, 0u64..400), 1..40)
         ) {
             let t0 = Instant::now();
             let mut t = Tracker::new(SETTLE);
@@ -218,23 +257,26 @@ mod tests {
             let mut last_change = t0;
             let mut last_stat = None;
             let mut finished = false;
+            let mut linked = false;
             let mut tracked = false;
             for (sig, size, dt) in steps {
                 now += Duration::from_millis(dt);
-                let signal = [Signal::Changed, Signal::Finished, Signal::Discovered][sig as usize];
+                let signal = [Signal::Changed, Signal::Finished, Signal::Discovered, Signal::Created][sig as usize];
                 let s = stat(size, size);
                 if !tracked || last_stat != s { last_change = now; }
-                finished = match (signal, tracked) {
-                    (Signal::Changed, _) => false,
-                    (Signal::Finished, _) => true,
-                    (Signal::Discovered, false) => true,
-                    (Signal::Discovered, true) => finished,
+                (finished, linked) = match (signal, tracked) {
+                    (Signal::Changed, _) => (false, false),
+                    (Signal::Created, _) => (false, true),
+                    (Signal::Finished, _) => (true, linked && tracked),
+                    (Signal::Discovered, false) => (true, false),
+                    (Signal::Discovered, true) => (finished, linked),
                 };
                 tracked = true;
                 last_stat = s;
                 t.observe(p, s, signal, now);
                 let due = t.take_due(now);
-                let expect = finished && now.duration_since(last_change) >= SETTLE;
+                let whole = finished || (linked && size > 0);
+                let expect = whole && now.duration_since(last_change) >= SETTLE;
                 prop_assert_eq!(due.len() == 1, expect);
                 if expect {
                     prop_assert_eq!(Some(due[0].1), s);

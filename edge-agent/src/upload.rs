@@ -3,16 +3,25 @@
 //! The file is read through a streaming zstd encoder in chunks of at most the
 //! multipart threshold, so memory per upload is bounded by one part whatever
 //! the file's size. Both the single put and the multipart completion carry
-//! `If-None-Match: *`: a 412 means S3 already has the key, which is success.
+//! `If-None-Match: *`, and every object carries the xxh3-128 of its
+//! uncompressed bytes. A 412 means S3 has the key, which is not yet proof
+//! that it has this file: the object's hash and size must match. If they do
+//! not (a name used again), the file is stored under a conflict key next to
+//! the first, so nothing is discarded that S3 does not hold.
 
 use std::fs::File;
 use std::future::Future;
 use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use std::collections::HashMap;
 
 use backon::BackoffBuilder;
+use relay_shared::keys::KeyScheme;
+use relay_shared::meta::{CONTENT_HASH, ORIGINAL_SIZE, content_hash_hex};
 use relay_shared::s3::{Retry, S3Error};
+use xxhash_rust::xxh3::Xxh3;
 
 use crate::tracker::FileStat;
 
@@ -22,6 +31,8 @@ pub struct ObjectMeta {
     pub original_name: String,
     pub original_size: u64,
     pub source_id: String,
+    /// xxh3-128 of the uncompressed bytes (set by the upload once known).
+    pub content_hash: u128,
 }
 
 /// One uploaded part of a multipart upload.
@@ -31,6 +42,9 @@ pub struct Part {
     pub etag: String,
     pub checksum_crc32c: Option<String>,
 }
+
+/// S3 caps a multipart upload at this many parts.
+pub const MAX_PARTS: usize = 10_000;
 
 /// The S3 capabilities an upload needs. The real one is [`crate::s3::S3Sink`].
 pub trait Sink: Clone + Send + Sync + 'static {
@@ -62,6 +76,12 @@ pub trait Sink: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), S3Error>> + Send;
     /// Best effort: a leftover upload is also removed by the bucket's lifecycle rule.
     fn abort(&self, key: &str, upload_id: &str) -> impl Future<Output = ()> + Send;
+    /// The user metadata of the object at `key` (HeadObject), or `None` if
+    /// there is no object.
+    fn metadata(
+        &self,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<HashMap<String, String>>, S3Error>> + Send;
 }
 
 /// A file that is due for upload.
@@ -71,34 +91,57 @@ pub struct Job {
     /// Path relative to the watch directory (the ledger's key).
     pub rel: String,
     pub key: String,
+    /// Where the file goes if `key` holds other bytes (see [`conflict_tag`]).
+    pub keys: KeyScheme,
     pub stat: FileStat,
     pub meta: ObjectMeta,
 }
 
 /// How an upload ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// S3 stored it now.
     Uploaded { compressed_bytes: u64, parts: u32 },
-    /// S3 already had the key (412): an earlier run or a peer agent uploaded it.
+    /// S3 already had the key (412) with exactly this file's bytes (its
+    /// content hash and size match): an earlier run or a peer agent uploaded it.
     Duplicate,
+    /// S3 had the key with other bytes: the name was used again. This file
+    /// is stored (now, or already by an earlier attempt) under `key`, next
+    /// to the first.
+    Conflict { key: String, compressed_bytes: u64 },
+    /// S3 has the key, but its object carries no content hash (an older
+    /// agent stored it), so whether it holds these bytes is unknown. The
+    /// file is kept on disk.
+    Unverified,
     /// The file disappeared before it could be read: a peer agent took it.
     Gone,
     /// The file changed after it was judged finished; it goes back to settling.
     Changed,
+    /// Not a regular file at the moment it was opened (a symlink, FIFO,
+    /// socket or device swapped in): never read.
+    NotRegular,
+    /// A failure retrying soon will not fix (unreadable, too many parts, a
+    /// permanent S3 error): the file waits outside the upload slots.
+    Failed { error: String, kind: &'static str },
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum UploadError {
     #[error("reading {path}: {source}")]
     Read { path: PathBuf, source: io::Error },
+    #[error(
+        "{path} needs more than {MAX_PARTS} parts of {part_bytes} bytes; raise RELAY_MULTIPART_THRESHOLD_BYTES"
+    )]
+    TooManyParts { path: PathBuf, part_bytes: u64 },
+    #[error("{key} holds other bytes than {path} although its name carries the same content hash")]
+    HashClash { key: String, path: PathBuf },
     #[error(transparent)]
     S3(#[from] S3Error),
 }
 
 impl UploadError {
     /// Whether retrying soon may succeed. Unreadable files and permanent S3
-    /// errors need a person, so they are retried slowly.
+    /// errors need a person: the file is set aside and retried slowly.
     pub fn is_transient(&self) -> bool {
         matches!(self, Self::S3(e) if e.retry() == Retry::Transient)
     }
@@ -106,35 +149,67 @@ impl UploadError {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Read { .. } => "read",
+            Self::TooManyParts { .. } => "too_many_parts",
+            Self::HashClash { .. } => "hash_clash",
             Self::S3(e) => e.kind(),
         }
     }
 }
 
-/// Reads a file through a zstd encoder in bounded chunks.
+/// Reads through to `inner` while hashing what passes.
+struct Hashing<R> {
+    inner: R,
+    hasher: Xxh3,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Reads a file through a zstd encoder in bounded chunks, hashing its bytes.
 struct Compressor {
-    enc: zstd::stream::read::Encoder<'static, BufReader<File>>,
+    enc: zstd::stream::read::Encoder<'static, BufReader<Hashing<File>>>,
     done: bool,
 }
 
 enum Opened {
-    Ready(Compressor),
+    Ready(File),
     Gone,
-    Changed,
+    NotRegular,
+}
+
+/// Opens `path` for reading only if it is a regular file, without following
+/// a symlink (`O_NOFOLLOW`) and without blocking on a FIFO (`O_NONBLOCK`),
+/// then checks the type of what was opened: a name swapped for a link or a
+/// special file between the check and the open is never read.
+fn open_regular(path: &Path) -> io::Result<Opened> {
+    use rustix::fs::{FileType, Mode, OFlags};
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let fd = match rustix::fs::open(path, flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOENT) => return Ok(Opened::Gone),
+        Err(rustix::io::Errno::LOOP) => return Ok(Opened::NotRegular),
+        Err(e) => return Err(e.into()),
+    };
+    let st = rustix::fs::fstat(&fd)?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+        return Ok(Opened::NotRegular);
+    }
+    Ok(Opened::Ready(File::from(fd)))
 }
 
 impl Compressor {
-    fn open(path: &Path, expect: FileStat, level: i32) -> io::Result<Opened> {
-        let file = match File::open(path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Opened::Gone),
-            Err(e) => return Err(e),
+    fn new(file: File, expect: FileStat, level: i32) -> io::Result<Self> {
+        let hashing = Hashing {
+            inner: file,
+            hasher: Xxh3::new(),
         };
-        if stat_of(&file.metadata()?) != expect {
-            return Ok(Opened::Changed);
-        }
         let mut enc = zstd::stream::read::Encoder::with_buffer(
-            BufReader::with_capacity(128 * 1024, file),
+            BufReader::with_capacity(128 * 1024, hashing),
             level,
         )?;
         // The frame records its content size (the processor can check it
@@ -143,7 +218,7 @@ impl Compressor {
         enc.include_checksum(true)?;
         enc.include_contentsize(true)?;
         enc.set_pledged_src_size(Some(expect.size))?;
-        Ok(Opened::Ready(Self { enc, done: false }))
+        Ok(Self { enc, done: false })
     }
 
     /// The next chunk of compressed output, at most `max` bytes.
@@ -155,6 +230,27 @@ impl Compressor {
         }
         Ok(buf)
     }
+
+    /// The hash of everything read (final once `done`).
+    fn hash(&self) -> u128 {
+        self.enc.get_ref().get_ref().hasher.digest128()
+    }
+}
+
+/// The content hash of a whole file, read separately: a multipart upload's
+/// metadata is set before its parts are read.
+fn hash_file(file: File) -> io::Result<u128> {
+    let mut h = Hashing {
+        inner: BufReader::with_capacity(128 * 1024, file),
+        hasher: Xxh3::new(),
+    };
+    io::copy(&mut h, &mut io::sink())?;
+    Ok(h.hasher.digest128())
+}
+
+/// The 16 hex digits that name a conflict copy: the top of the content hash.
+pub fn conflict_tag(hash: u128) -> String {
+    format!("{:016x}", (hash >> 64) as u64)
 }
 
 pub fn stat_of(m: &std::fs::Metadata) -> FileStat {
@@ -190,93 +286,224 @@ async fn next_chunk(
 /// (an open descriptor keeps an unlinked file readable), but storing them
 /// would only race the peer, so the upload stops.
 fn recheck(path: &Path, expect: FileStat) -> Option<Outcome> {
-    match std::fs::metadata(path) {
-        Ok(m) if stat_of(&m) == expect => None,
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_file() && stat_of(&m) == expect => None,
         Ok(_) => Some(Outcome::Changed),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Some(Outcome::Gone),
         Err(_) => Some(Outcome::Changed),
     }
 }
 
-/// One attempt to store the file.
+/// What a conditional store of the file under one key found.
+enum Stored {
+    New {
+        compressed_bytes: u64,
+        parts: u32,
+    },
+    /// The key was taken (412).
+    Taken,
+    Early(Outcome),
+}
+
+/// What the object already at a key holds, by its metadata.
+enum Held {
+    Same,
+    Other,
+    Unknown,
+}
+
+async fn held<S: Sink>(sink: &S, key: &str, meta: &ObjectMeta) -> Result<Held, UploadError> {
+    let Some(found) = sink.metadata(key).await? else {
+        // Gone between the 412 and now (a lifecycle rule, a person): the
+        // next attempt stores it again.
+        return Err(UploadError::S3(S3Error::Conflict {
+            bucket: String::new(),
+            key: key.to_owned(),
+        }));
+    };
+    let want = content_hash_hex(meta.content_hash);
+    Ok(match found.get(CONTENT_HASH) {
+        None => Held::Unknown,
+        Some(h)
+            if *h == want && found.get(ORIGINAL_SIZE) == Some(&meta.original_size.to_string()) =>
+        {
+            Held::Same
+        }
+        Some(_) => Held::Other,
+    })
+}
+
+/// One attempt to store the file: under its key, or, if S3 holds other
+/// bytes there, under its conflict key.
 pub async fn upload_once<S: Sink>(
     sink: &S,
     job: &Job,
     level: i32,
     part_bytes: u64,
 ) -> Result<Outcome, UploadError> {
+    let mut meta = job.meta.clone();
+    let stored = match store(sink, job, &job.key, &mut meta, level, part_bytes).await? {
+        Stored::New {
+            compressed_bytes,
+            parts,
+        } => {
+            return Ok(Outcome::Uploaded {
+                compressed_bytes,
+                parts,
+            });
+        }
+        Stored::Early(outcome) => return Ok(outcome),
+        Stored::Taken => held(sink, &job.key, &meta).await?,
+    };
+    match stored {
+        Held::Same => return Ok(Outcome::Duplicate),
+        Held::Unknown => return Ok(Outcome::Unverified),
+        Held::Other => {}
+    }
+    let conflict = job
+        .keys
+        .conflict_key(&meta.original_name, &conflict_tag(meta.content_hash))
+        .map_err(|e| UploadError::Read {
+            path: job.path.clone(),
+            source: io::Error::other(e.to_string()),
+        })?
+        .key;
+    match store(sink, job, &conflict, &mut meta, level, part_bytes).await? {
+        Stored::New {
+            compressed_bytes, ..
+        } => Ok(Outcome::Conflict {
+            key: conflict,
+            compressed_bytes,
+        }),
+        Stored::Early(outcome) => Ok(outcome),
+        Stored::Taken => match held(sink, &conflict, &meta).await? {
+            Held::Same => Ok(Outcome::Conflict {
+                key: conflict,
+                compressed_bytes: 0,
+            }),
+            Held::Other | Held::Unknown => Err(UploadError::HashClash {
+                key: conflict,
+                path: job.path.clone(),
+            }),
+        },
+    }
+}
+
+/// Compresses the file and stores it under `key` with `If-None-Match: *`,
+/// filling in `meta.content_hash`.
+async fn store<S: Sink>(
+    sink: &S,
+    job: &Job,
+    key: &str,
+    meta: &mut ObjectMeta,
+    level: i32,
+    part_bytes: u64,
+) -> Result<Stored, UploadError> {
+    let read_error = |source| UploadError::Read {
+        path: job.path.clone(),
+        source,
+    };
     // Opening and compressing the first part share one trip to the blocking
     // pool: most files fit in one part, so this is their only one.
     let (path, expect) = (job.path.clone(), job.stat);
     let first = tokio::task::spawn_blocking(
         move || -> io::Result<Result<(Compressor, Vec<u8>), Outcome>> {
-            Ok(match Compressor::open(&path, expect, level)? {
-                Opened::Ready(mut c) => {
-                    let chunk = c.next_chunk(part_bytes)?;
-                    Ok((c, chunk))
-                }
-                Opened::Gone => Err(Outcome::Gone),
-                Opened::Changed => Err(Outcome::Changed),
-            })
+            let file = match open_regular(&path)? {
+                Opened::Ready(f) => f,
+                Opened::Gone => return Ok(Err(Outcome::Gone)),
+                Opened::NotRegular => return Ok(Err(Outcome::NotRegular)),
+            };
+            if stat_of(&file.metadata()?) != expect {
+                return Ok(Err(Outcome::Changed));
+            }
+            let mut c = Compressor::new(file, expect, level)?;
+            let chunk = c.next_chunk(part_bytes)?;
+            Ok(Ok((c, chunk)))
         },
     )
     .await
     .map_err(|e| io::Error::other(e.to_string()))
     .and_then(|r| r)
-    .map_err(|source| UploadError::Read {
-        path: job.path.clone(),
-        source,
-    })?;
+    .map_err(read_error)?;
     let (mut compressor, first) = match first {
         Ok(v) => v,
-        Err(outcome) => return Ok(outcome),
+        Err(outcome) => return Ok(Stored::Early(outcome)),
     };
     if compressor.done {
         if let Some(outcome) = recheck(&job.path, job.stat) {
-            return Ok(outcome);
+            return Ok(Stored::Early(outcome));
         }
+        meta.content_hash = compressor.hash();
         let compressed_bytes = first.len() as u64;
-        return match sink.put_new(&job.key, first, &job.meta).await {
-            Ok(()) => Ok(Outcome::Uploaded {
+        return match sink.put_new(key, first, meta).await {
+            Ok(()) => Ok(Stored::New {
                 compressed_bytes,
                 parts: 1,
             }),
-            Err(S3Error::AlreadyExists { .. }) => Ok(Outcome::Duplicate),
+            Err(S3Error::AlreadyExists { .. }) => Ok(Stored::Taken),
             Err(e) => Err(e.into()),
         };
     }
 
-    let upload_id = sink.start_multipart(&job.key, &job.meta).await?;
+    // A multipart upload: its metadata, the content hash included, is set
+    // when it starts, so hash the whole file first.
+    let (path, expect) = (job.path.clone(), job.stat);
+    let pre = tokio::task::spawn_blocking(move || -> io::Result<Option<u128>> {
+        match open_regular(&path)? {
+            Opened::Ready(f) if stat_of(&f.metadata()?) == expect => hash_file(f).map(Some),
+            _ => Ok(None),
+        }
+    })
+    .await
+    .map_err(|e| io::Error::other(e.to_string()))
+    .and_then(|r| r)
+    .map_err(read_error)?;
+    let Some(pre_hash) = pre else {
+        return Ok(Stored::Early(Outcome::Changed));
+    };
+    meta.content_hash = pre_hash;
+    let upload_id = sink.start_multipart(key, meta).await?;
     let result = async {
         let mut parts = Vec::new();
         let mut compressed_bytes = first.len() as u64;
-        parts.push(sink.put_part(&job.key, &upload_id, 1, first).await?);
+        parts.push(sink.put_part(key, &upload_id, 1, first).await?);
         while !compressor.done {
             let (c, chunk) = next_chunk(compressor, part_bytes, &job.path).await?;
             compressor = c;
             if chunk.is_empty() {
                 break;
             }
+            if parts.len() == MAX_PARTS {
+                return Err(UploadError::TooManyParts {
+                    path: job.path.clone(),
+                    part_bytes,
+                });
+            }
             compressed_bytes += chunk.len() as u64;
             let number = i32::try_from(parts.len() + 1).unwrap_or(i32::MAX);
-            parts.push(sink.put_part(&job.key, &upload_id, number, chunk).await?);
+            parts.push(sink.put_part(key, &upload_id, number, chunk).await?);
+        }
+        // What was compressed must be what was hashed, and the file must
+        // still be what was judged finished.
+        if compressor.hash() != pre_hash {
+            return Ok(Stored::Early(Outcome::Changed));
         }
         if let Some(outcome) = recheck(&job.path, job.stat) {
-            return Ok(outcome);
+            return Ok(Stored::Early(outcome));
         }
         let n = u32::try_from(parts.len()).unwrap_or(u32::MAX);
-        match sink.complete_new(&job.key, &upload_id, parts).await {
-            Ok(()) => Ok(Outcome::Uploaded {
+        match sink.complete_new(key, &upload_id, parts).await {
+            Ok(()) => Ok(Stored::New {
                 compressed_bytes,
                 parts: n,
             }),
-            Err(S3Error::AlreadyExists { .. }) => Ok(Outcome::Duplicate),
+            Err(S3Error::AlreadyExists { .. }) => Ok(Stored::Taken),
             Err(e) => Err(UploadError::from(e)),
         }
     }
     .await;
-    if !matches!(result, Ok(Outcome::Uploaded { .. })) {
-        sink.abort(&job.key, &upload_id).await;
+    if !matches!(result, Ok(Stored::New { .. })) {
+        sink.abort(key, &upload_id).await;
     }
     result
 }
@@ -316,9 +543,12 @@ pub fn fix_hint(kind: &str, bucket: &str, prefix: &str) -> String {
 }
 
 /// Retries [`upload_once`] until the file is in S3 (or gone, or changed).
-/// Transient errors back off exponentially with jitter, without limit;
-/// permanent ones are retried slowly. Nothing is ever given up on: the caller
-/// cancels the task at shutdown instead, and the file is relayed on restart.
+/// Transient errors back off exponentially with jitter, without limit,
+/// holding the upload slot: they pass. A permanent one (an unreadable file,
+/// too many parts, access denied) returns [`Outcome::Failed`] at once, so
+/// the caller sets the file aside and its slot goes to other files. Nothing
+/// is given up on: the caller retries set-aside files slowly, and cancels
+/// the task at shutdown instead, relaying the file on restart.
 pub async fn upload_with_retry<S: Sink>(
     sink: &S,
     job: &Job,
@@ -336,21 +566,20 @@ pub async fn upload_with_retry<S: Sink>(
     let mut attempt: u32 = 0;
     loop {
         attempt += 1;
-        let started = Instant::now();
         match upload_once(sink, job, level, part_bytes).await {
             Ok(outcome) => return (outcome, attempt - 1),
-            Err(e) => {
-                let delay = if e.is_transient() {
-                    backoff.next().unwrap_or(policy.max_delay)
-                } else {
-                    policy.permanent_delay
-                };
+            Err(e) if e.is_transient() => {
+                let delay = backoff.next().unwrap_or(policy.max_delay);
                 on_error(&e, attempt, delay);
-                tracing::trace!(
-                    elapsed_ms = started.elapsed().as_millis() as u64,
-                    "attempt failed"
-                );
                 tokio::time::sleep(delay).await;
+            }
+            Err(e) => {
+                on_error(&e, attempt, policy.permanent_delay);
+                let failed = Outcome::Failed {
+                    error: e.to_string(),
+                    kind: e.kind(),
+                };
+                return (failed, attempt - 1);
             }
         }
     }
@@ -364,14 +593,19 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     type Staged = Vec<(i32, Vec<u8>)>;
+    type UserMeta = HashMap<String, String>;
+    /// Key to (bytes or staged parts, user metadata).
+    type Store<T> = Arc<Mutex<HashMap<String, (T, UserMeta)>>>;
 
     /// An in-memory S3 that can be told to fail the next N calls.
     #[derive(Clone, Default)]
     struct FakeS3 {
-        objects: Arc<Mutex<HashMap<String, Vec<u8>>>>,
-        uploads: Arc<Mutex<HashMap<String, Staged>>>,
+        objects: Store<Vec<u8>>,
+        uploads: Store<Staged>,
         fail_next: Arc<Mutex<Vec<S3Error>>>,
         aborted: Arc<Mutex<u32>>,
+        /// Keys refused for good (access denied).
+        denied: Arc<Mutex<Vec<String>>>,
     }
 
     fn failure(retry: Retry, code: &str) -> S3Error {
@@ -386,6 +620,13 @@ mod tests {
         }))
     }
 
+    fn user_meta(m: &ObjectMeta) -> HashMap<String, String> {
+        HashMap::from([
+            (ORIGINAL_SIZE.to_owned(), m.original_size.to_string()),
+            (CONTENT_HASH.to_owned(), content_hash_hex(m.content_hash)),
+        ])
+    }
+
     impl FakeS3 {
         fn injected(&self) -> Result<(), S3Error> {
             match self.fail_next.lock().unwrap().pop() {
@@ -393,11 +634,18 @@ mod tests {
                 None => Ok(()),
             }
         }
+
+        fn body(&self, key: &str) -> Vec<u8> {
+            self.objects.lock().unwrap()[key].0.clone()
+        }
     }
 
     impl Sink for FakeS3 {
-        async fn put_new(&self, key: &str, body: Vec<u8>, _: &ObjectMeta) -> Result<(), S3Error> {
+        async fn put_new(&self, key: &str, body: Vec<u8>, m: &ObjectMeta) -> Result<(), S3Error> {
             self.injected()?;
+            if self.denied.lock().unwrap().iter().any(|k| k == key) {
+                return Err(failure(Retry::Permanent, "AccessDenied"));
+            }
             let mut objects = self.objects.lock().unwrap();
             if objects.contains_key(key) {
                 return Err(S3Error::AlreadyExists {
@@ -405,12 +653,15 @@ mod tests {
                     key: key.into(),
                 });
             }
-            objects.insert(key.into(), body);
+            objects.insert(key.into(), (body, user_meta(m)));
             Ok(())
         }
-        async fn start_multipart(&self, key: &str, _: &ObjectMeta) -> Result<String, S3Error> {
+        async fn start_multipart(&self, key: &str, m: &ObjectMeta) -> Result<String, S3Error> {
             self.injected()?;
-            self.uploads.lock().unwrap().insert(key.into(), Vec::new());
+            self.uploads
+                .lock()
+                .unwrap()
+                .insert(key.into(), (Vec::new(), user_meta(m)));
             Ok(format!("upload-{key}"))
         }
         async fn put_part(
@@ -426,6 +677,7 @@ mod tests {
                 .unwrap()
                 .get_mut(key)
                 .unwrap()
+                .0
                 .push((number, body));
             Ok(Part {
                 number,
@@ -435,7 +687,7 @@ mod tests {
         }
         async fn complete_new(&self, key: &str, _: &str, parts: Vec<Part>) -> Result<(), S3Error> {
             self.injected()?;
-            let staged = self.uploads.lock().unwrap().remove(key).unwrap();
+            let (staged, meta) = self.uploads.lock().unwrap().remove(key).unwrap();
             assert_eq!(parts.len(), staged.len());
             let mut objects = self.objects.lock().unwrap();
             if objects.contains_key(key) {
@@ -446,12 +698,21 @@ mod tests {
             }
             objects.insert(
                 key.into(),
-                staged.into_iter().flat_map(|(_, b)| b).collect(),
+                (staged.into_iter().flat_map(|(_, b)| b).collect(), meta),
             );
             Ok(())
         }
         async fn abort(&self, _: &str, _: &str) {
             *self.aborted.lock().unwrap() += 1;
+        }
+        async fn metadata(&self, key: &str) -> Result<Option<HashMap<String, String>>, S3Error> {
+            self.injected()?;
+            Ok(self
+                .objects
+                .lock()
+                .unwrap()
+                .get(key)
+                .map(|(_, m)| m.clone()))
         }
     }
 
@@ -459,15 +720,18 @@ mod tests {
         let path = dir.join(name);
         std::fs::write(&path, content).unwrap();
         let stat = stat_of(&std::fs::metadata(&path).unwrap());
+        let keys = KeyScheme::new("raw/", "s", relay_shared::keys::TimeFormat::Auto).unwrap();
         Job {
             path,
             rel: name.into(),
-            key: format!("raw/s/{name}.zst"),
+            key: keys.raw_key(name).unwrap().key,
+            keys,
             stat,
             meta: ObjectMeta {
                 original_name: name.into(),
                 original_size: content.len() as u64,
                 source_id: "s".into(),
+                content_hash: 0,
             },
         }
     }
@@ -501,7 +765,7 @@ mod tests {
         let s3 = FakeS3::default();
         let out = upload_once(&s3, &job, 3, 5 << 20).await.unwrap();
         assert!(matches!(out, Outcome::Uploaded { parts: 1, .. }), "{out:?}");
-        let stored = s3.objects.lock().unwrap()[&job.key].clone();
+        let stored = s3.body(&job.key);
         assert_eq!(zstd::decode_all(&stored[..]).unwrap(), content);
         assert_eq!(
             upload_once(&s3, &job, 3, 5 << 20).await.unwrap(),
@@ -518,7 +782,7 @@ mod tests {
         // A tiny part size, to exercise several parts without megabytes of data.
         let out = upload_once(&s3, &job, 3, 1_000_000).await.unwrap();
         assert!(matches!(out, Outcome::Uploaded { parts: 3, .. }), "{out:?}");
-        let stored = s3.objects.lock().unwrap()[&job.key].clone();
+        let stored = s3.body(&job.key);
         assert_eq!(zstd::decode_all(&stored[..]).unwrap(), content);
 
         // A second multipart upload of the same key completes as a duplicate
@@ -549,13 +813,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn transient_and_permanent_errors_are_retried_until_stored() {
+    async fn transient_errors_are_retried_and_permanent_ones_set_the_file_aside() {
         let dir = tempfile::tempdir().unwrap();
-        let job = job_for(dir.path(), "4.json", b"{\"a\":1}\n");
+        let job = job_for(dir.path(), "1763800000004.json", b"{\"a\":1}\n");
         let s3 = FakeS3::default();
         *s3.fail_next.lock().unwrap() = vec![
             failure(Retry::Transient, "SlowDown"),
-            failure(Retry::Permanent, "AccessDenied"),
             failure(Retry::Transient, "SlowDown"),
         ];
         let seen = Mutex::new(Vec::new());
@@ -564,11 +827,189 @@ mod tests {
         })
         .await;
         assert!(matches!(out, Outcome::Uploaded { .. }));
-        assert_eq!(retries, 3);
-        assert_eq!(
-            *seen.lock().unwrap(),
-            ["throttled", "access_denied", "throttled"]
-        );
+        assert_eq!(retries, 2);
+        assert_eq!(*seen.lock().unwrap(), ["throttled", "throttled"]);
         assert!(s3.objects.lock().unwrap().contains_key(&job.key));
+
+        // A permanent error returns at once, so the upload slot is freed.
+        let job = job_for(dir.path(), "1763800000005.json", b"{\"a\":2}\n");
+        *s3.fail_next.lock().unwrap() = vec![failure(Retry::Permanent, "AccessDenied")];
+        let (out, retries) = upload_with_retry(&s3, &job, 3, 5 << 20, &fast(), |_, _, _| {}).await;
+        assert!(
+            matches!(
+                out,
+                Outcome::Failed {
+                    kind: "access_denied",
+                    ..
+                }
+            ),
+            "{out:?}"
+        );
+        assert_eq!(retries, 0);
+    }
+
+    /// A name used again with other bytes: the 412 is not taken for success.
+    /// The new bytes go to a conflict key next to the first, and the same
+    /// bytes offered again are a verified duplicate of that conflict copy.
+    #[tokio::test]
+    async fn a_name_used_again_with_other_bytes_goes_to_a_conflict_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let s3 = FakeS3::default();
+        let first = job_for(dir.path(), "1763800000006.json", b"{\"v\":1}\n");
+        assert!(matches!(
+            upload_once(&s3, &first, 3, 5 << 20).await.unwrap(),
+            Outcome::Uploaded { .. }
+        ));
+        let second = job_for(dir.path(), "1763800000006.json", b"{\"v\":2}\n{\"v\":3}\n");
+        let Outcome::Conflict { key, .. } = upload_once(&s3, &second, 3, 5 << 20).await.unwrap()
+        else {
+            panic!()
+        };
+        assert!(
+            key.starts_with("raw/s/2025/11/22/08/1763800000006.") && key.ends_with(".json.zst"),
+            "{key}"
+        );
+        assert_ne!(key, first.key);
+        assert_eq!(
+            zstd::decode_all(&s3.body(&first.key)[..]).unwrap(),
+            b"{\"v\":1}\n"
+        );
+        assert_eq!(
+            zstd::decode_all(&s3.body(&key)[..]).unwrap(),
+            b"{\"v\":2}\n{\"v\":3}\n"
+        );
+        // After a crash, the same bytes again: verified against the conflict copy.
+        assert_eq!(
+            upload_once(&s3, &second, 3, 5 << 20).await.unwrap(),
+            Outcome::Conflict {
+                key,
+                compressed_bytes: 0
+            }
+        );
+        assert_eq!(s3.objects.lock().unwrap().len(), 2);
+        // And the first file's bytes again: a plain duplicate.
+        std::fs::write(&first.path, b"{\"v\":1}\n").unwrap();
+        let first = job_for(dir.path(), "1763800000006.json", b"{\"v\":1}\n");
+        assert_eq!(
+            upload_once(&s3, &first, 3, 5 << 20).await.unwrap(),
+            Outcome::Duplicate
+        );
+    }
+
+    #[tokio::test]
+    async fn an_object_without_a_content_hash_is_not_taken_for_proof() {
+        let dir = tempfile::tempdir().unwrap();
+        let s3 = FakeS3::default();
+        let job = job_for(dir.path(), "1763800000007.json", b"{\"v\":1}\n");
+        s3.objects
+            .lock()
+            .unwrap()
+            .insert(job.key.clone(), (b"old".to_vec(), HashMap::new()));
+        assert_eq!(
+            upload_once(&s3, &job, 3, 5 << 20).await.unwrap(),
+            Outcome::Unverified
+        );
+    }
+
+    #[tokio::test]
+    async fn symlinks_and_fifos_are_never_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let s3 = FakeS3::default();
+        let outside = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(outside.path(), b"{\"secret\":1}\n").unwrap();
+        let mut job = job_for(dir.path(), "1763800000008.json", b"x");
+        std::fs::remove_file(&job.path).unwrap();
+        std::os::unix::fs::symlink(outside.path(), &job.path).unwrap();
+        job.stat = stat_of(&std::fs::metadata(&job.path).unwrap());
+        assert_eq!(
+            upload_once(&s3, &job, 3, 5 << 20).await.unwrap(),
+            Outcome::NotRegular
+        );
+
+        let fifo = dir.path().join("1763800000009.json");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        job.path = fifo;
+        // Opening a FIFO for reading would block until a writer came; here
+        // it returns at once.
+        let out =
+            tokio::time::timeout(Duration::from_secs(5), upload_once(&s3, &job, 3, 5 << 20)).await;
+        assert_eq!(out.unwrap().unwrap(), Outcome::NotRegular);
+        assert!(s3.objects.lock().unwrap().is_empty());
+    }
+
+    /// Four files that fail for good at concurrency 4 hold no upload slot:
+    /// the good files around them still flow, and the bad ones wait aside.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn permanently_failing_files_do_not_block_the_others() {
+        use clap::Parser;
+        let dir = tempfile::tempdir().unwrap();
+        let config = crate::config::Config::resolve(
+            crate::config::Args::parse_from([
+                "edge-agent",
+                "--watch-dir",
+                dir.path().to_str().unwrap(),
+                "--bucket",
+                "b",
+                "--source-id",
+                "s",
+                "--settle-ms",
+                "50",
+                "--concurrency",
+                "4",
+                "--on-success",
+                "delete",
+                "--metrics-addr",
+                "off",
+            ]),
+            || None,
+        )
+        .unwrap();
+        let s3 = FakeS3::default();
+        for i in 0..4 {
+            let name = format!("17638000001{i:02}.json");
+            s3.denied
+                .lock()
+                .unwrap()
+                .push(config.keys.raw_key(&name).unwrap().key);
+            std::fs::write(dir.path().join(&name), b"{\"bad\":1}\n").unwrap();
+        }
+        for i in 0..6 {
+            std::fs::write(
+                dir.path().join(format!("17638000002{i:02}.json")),
+                b"{\"good\":1}\n",
+            )
+            .unwrap();
+        }
+        let policy = RetryPolicy {
+            min_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(5),
+            permanent_delay: Duration::from_secs(3600),
+        };
+        let watched = s3.clone();
+        let stop = async move {
+            for _ in 0..200 {
+                if watched.objects.lock().unwrap().len() == 6 {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        let summary = crate::run(config, s3.clone(), policy, stop).await.unwrap();
+        assert_eq!(
+            s3.objects.lock().unwrap().len(),
+            6,
+            "every good file stored"
+        );
+        assert_eq!((summary.uploaded, summary.set_aside), (6, 4));
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.ends_with(".json"))
+            .collect();
+        assert_eq!(left.len(), 4, "the set-aside files stay on disk: {left:?}");
     }
 }

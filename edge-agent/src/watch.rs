@@ -74,7 +74,8 @@ fn classify(res: notify::Result<notify::Event>) -> Vec<WatchMsg> {
         // Reads and attribute changes say nothing about whether a file is finished;
         // an mtime change is caught by the tracker's re-stat anyway.
         EventKind::Access(_) | EventKind::Modify(ModifyKind::Metadata(_)) => Vec::new(),
-        EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_) => each(Signal::Changed),
+        EventKind::Create(_) => each(Signal::Created),
+        EventKind::Modify(_) | EventKind::Remove(_) => each(Signal::Changed),
         EventKind::Any | EventKind::Other => each(Signal::Discovered),
     }
 }

@@ -4,6 +4,7 @@
 mod common;
 
 use std::io::Write;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -370,4 +371,176 @@ async fn two_agents_on_one_directory_store_each_file_once_without_errors() {
     for i in 0..N {
         assert_eq!(stored[&key_for(&name(i))], content(i));
     }
+}
+
+/// The same name written again with other bytes, in each after-success mode,
+/// through the real binary: S3's 412 is not taken for proof. Both contents
+/// end up in S3 (the second under a conflict key next to the first), and
+/// the second file is removed or moved only once its own bytes are stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_used_again_keeps_both_contents_in_every_mode() {
+    let emu = Emulator::connect().await;
+    let done = tempfile::tempdir().unwrap();
+    let mv = format!("move:{}", done.path().display());
+    for mode in ["delete", "keep", mv.as_str()] {
+        let bucket = emu.bucket("agent-reuse").await;
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("agent.log");
+        let state = tempfile::tempdir().unwrap();
+        let state_arg = state.path().display().to_string();
+        let mut agent = spawn_agent(
+            dir.path(),
+            bucket.name(),
+            &log,
+            &["--on-success", mode, "--state-dir", &state_arg],
+        );
+        let name = name(0);
+        let first = write_file(dir.path(), &name, 1);
+        wait_for_count(&bucket, PREFIX, 1, Duration::from_secs(20)).await;
+        // Let the after-success action happen, then use the name again.
+        let start = Instant::now();
+        while mode != "keep" && dir.path().join(&name).exists() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{mode}: first file still there"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let second = content(2);
+        std::fs::write(dir.path().join(&name), &second).unwrap();
+        wait_for_count(&bucket, PREFIX, 2, Duration::from_secs(20)).await;
+        let stored = objects(&bucket, PREFIX).await;
+        let original = key_for(&name);
+        let conflict: Vec<&String> = stored.keys().filter(|k| **k != original).collect();
+        assert_eq!(conflict.len(), 1, "{mode}: {:?}", stored.keys());
+        let stem = original.trim_end_matches(".json.zst");
+        let tag = conflict[0]
+            .strip_prefix(&format!("{stem}."))
+            .and_then(|t| t.strip_suffix(".json.zst"));
+        assert!(
+            tag.is_some_and(|t| t.len() == 16 && t.bytes().all(|b| b.is_ascii_hexdigit())),
+            "{mode}: conflict key {}",
+            conflict[0]
+        );
+        assert_eq!(stored[&original], first, "{mode}: the first bytes kept");
+        assert_eq!(stored[conflict[0]], second, "{mode}: the new bytes stored");
+        let start = Instant::now();
+        while mode != "keep" && dir.path().join(&name).exists() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{mode}: second file never removed"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        sigterm(&agent);
+        assert!(agent.wait().unwrap().success());
+        let lines = log_lines(&log);
+        assert!(
+            lines
+                .iter()
+                .any(|l| l["conflict_key"].as_str() == Some(conflict[0].as_str())),
+            "{mode}: the conflict is logged with its key"
+        );
+        if mode == "keep" {
+            assert_eq!(std::fs::read(dir.path().join(&name)).unwrap(), second);
+        }
+    }
+}
+
+/// A file hard-linked into the directory (as `link()` or `O_TMPFILE` plus
+/// `linkat` publish it) sends only IN_CREATE, and is relayed. A symlink to a
+/// file outside, and a FIFO named like a data file, are never opened, never
+/// waited on, and named in the log; the other files keep flowing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hard_links_are_relayed_and_links_and_fifos_are_left_alone() {
+    let emu = Emulator::connect().await;
+    let bucket = emu.bucket("agent-links").await;
+    let dir = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir_in(dir.path().parent().unwrap()).unwrap();
+    let log = outside.path().join("agent.log");
+    let mut agent = spawn_agent(dir.path(), bucket.name(), &log, &["--on-success", "delete"]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let linked = write_file(outside.path(), "staged.json", 3);
+    std::fs::hard_link(outside.path().join("staged.json"), dir.path().join(name(1))).unwrap();
+    std::fs::write(outside.path().join("secret.json"), b"{\"secret\":1}\n").unwrap();
+    std::os::unix::fs::symlink(outside.path().join("secret.json"), dir.path().join(name(2)))
+        .unwrap();
+    let fifo = dir.path().join(name(3));
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let plain = write_file(dir.path(), &name(4), 4);
+
+    wait_for_count(&bucket, PREFIX, 2, Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let stored = objects(&bucket, PREFIX).await;
+    assert_eq!(
+        stored.keys().cloned().collect::<Vec<_>>(),
+        [key_for(&name(1)), key_for(&name(4))],
+        "the hard link and the plain file, nothing else"
+    );
+    assert_eq!(stored[&key_for(&name(1))], linked);
+    assert_eq!(stored[&key_for(&name(4))], plain);
+    assert!(
+        dir.path().join(name(2)).is_symlink() && fifo.exists(),
+        "left alone"
+    );
+    assert_eq!(
+        std::fs::read(outside.path().join("secret.json")).unwrap(),
+        b"{\"secret\":1}\n"
+    );
+    sigterm(&agent);
+    assert!(
+        agent.wait().unwrap().success(),
+        "no upload was waiting on the FIFO"
+    );
+    let lines = log_lines(&log);
+    let named = |n: &str| {
+        lines.iter().any(|l| {
+            l["path"].as_str().is_some_and(|p| p.ends_with(n))
+                && l["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("not relayed"))
+        })
+    };
+    assert!(named(&name(2)) && named(&name(3)), "both named in the log");
+}
+
+/// The start-up check proves write access without writing: no object (so no
+/// event), and no multipart upload left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_start_up_probe_writes_nothing() {
+    use edge_agent::s3::{Access, probe_put_access};
+    let emu = Emulator::connect().await;
+    let bucket = emu.bucket("agent-probe").await;
+    assert!(matches!(
+        probe_put_access(&bucket, PREFIX).await,
+        Access::Allowed
+    ));
+    assert_eq!(count(&bucket, "").await, 0);
+    let uploads = emu
+        .s3
+        .list_multipart_uploads()
+        .bucket(bucket.name())
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        uploads.uploads.unwrap_or_default().is_empty(),
+        "the probe's upload was aborted"
+    );
+    let missing = relay_shared::s3::Bucket::new(
+        emu.s3.clone(),
+        relay_shared::testing::unique_name("missing"),
+    );
+    assert!(matches!(
+        probe_put_access(&missing, PREFIX).await,
+        Access::Denied(_)
+    ));
 }
