@@ -67,26 +67,72 @@ resource "aws_iam_role_policy" "processor" {
 }
 
 # ------------------------------------------------------- the edge agents
+#
+# An edge agent needs, under its own raw/<source id>/ prefix only:
+# - s3:PutObject, for its conditional puts (and to start multipart uploads);
+# - s3:AbortMultipartUpload, to clean up a failed multipart upload;
+# - s3:GetObject, for HeadObject when a put finds its key taken (412): the
+#   object's content hash tells whether S3 holds exactly the file's bytes
+#   before the file is deleted or moved. HeadObject has no permission of
+#   its own.
+
+locals {
+  # Every source named in var.edge_sources, plus "*" for the shared policy.
+  edge_policies = merge(
+    { for id, _ in var.edge_sources : id => "${var.raw_prefix}${id}/*" },
+    var.edge_role_name != null || var.create_edge_user ? { "*" = "${var.raw_prefix}*" } : {},
+  )
+}
 
 data "aws_iam_policy_document" "edge" {
+  for_each = local.edge_policies
   statement {
     sid       = "PutRawObjects"
-    actions   = ["s3:PutObject"]
-    resources = ["${aws_s3_bucket.this.arn}/${var.raw_prefix}*"]
+    actions   = ["s3:PutObject", "s3:AbortMultipartUpload"]
+    resources = ["${aws_s3_bucket.this.arn}/${each.value}"]
+  }
+  statement {
+    sid       = "VerifyRawObjects"
+    actions   = ["s3:GetObject"]
+    resources = ["${aws_s3_bucket.this.arn}/${each.value}"]
   }
 }
 
 resource "aws_iam_policy" "edge" {
-  name        = "${var.name}-edge-agent"
-  description = "relay edge agents: s3:PutObject on the raw prefix, nothing else"
-  policy      = data.aws_iam_policy_document.edge.json
+  for_each    = local.edge_policies
+  name        = each.key == "*" ? "${var.name}-edge-agent" : "${var.name}-edge-${each.key}"
+  description = each.key == "*" ? "relay edge agents: write and verify raw objects of any source" : "relay edge agent ${each.key}: write and verify raw objects under ${each.value} only"
+  policy      = data.aws_iam_policy_document.edge[each.key].json
   tags        = local.tags
 }
+
+resource "aws_iam_role_policy_attachment" "edge_source" {
+  for_each   = { for id, s in var.edge_sources : id => s if s.role_name != null }
+  role       = each.value.role_name
+  policy_arn = aws_iam_policy.edge[each.key].arn
+}
+
+resource "aws_iam_user" "edge_source" {
+  #checkov:skip=CKV_AWS_273:Optional, off by default; for sites that cannot use roles. Access keys are created outside Terraform so they never enter the state.
+  for_each = { for id, s in var.edge_sources : id => s if s.create_user }
+  name     = "${var.name}-edge-${each.key}"
+  tags     = local.tags
+}
+
+resource "aws_iam_user_policy_attachment" "edge_source" {
+  #checkov:skip=CKV_AWS_40:The user exists only to carry this one managed policy.
+  for_each   = aws_iam_user.edge_source
+  user       = each.value.name
+  policy_arn = aws_iam_policy.edge[each.key].arn
+}
+
+# The shared, any-source policy: for sites that cannot name their sources.
+# Prefer var.edge_sources, which confines each agent to its own prefix.
 
 resource "aws_iam_role_policy_attachment" "edge" {
   count      = var.edge_role_name == null ? 0 : 1
   role       = var.edge_role_name
-  policy_arn = aws_iam_policy.edge.arn
+  policy_arn = aws_iam_policy.edge["*"].arn
 }
 
 resource "aws_iam_user" "edge" {
@@ -100,5 +146,5 @@ resource "aws_iam_user_policy_attachment" "edge" {
   #checkov:skip=CKV_AWS_40:The user exists only to carry this one managed policy.
   count      = var.create_edge_user ? 1 : 0
   user       = aws_iam_user.edge[0].name
-  policy_arn = aws_iam_policy.edge.arn
+  policy_arn = aws_iam_policy.edge["*"].arn
 }

@@ -64,6 +64,31 @@ data "aws_iam_policy_document" "bucket" {
       values   = ["false"]
     }
   }
+  # Raw objects are written once: creating one (PutObject, or completing a
+  # multipart upload) under the raw prefix requires If-None-Match, so no
+  # identity, however broad its IAM policy, can overwrite what an edge
+  # agent stored. Starting a multipart upload and uploading its parts take
+  # no conditional headers; s3:ObjectCreationOperation is false for them.
+  statement {
+    sid       = "RawObjectsAreWrittenOnce"
+    effect    = "Deny"
+    actions   = ["s3:PutObject"]
+    resources = ["${local.bucket_arn}/${var.raw_prefix}*"]
+    principals {
+      type        = "*"
+      identifiers = ["*"]
+    }
+    condition {
+      test     = "Null"
+      variable = "s3:if-none-match"
+      values   = ["true"]
+    }
+    condition {
+      test     = "Bool"
+      variable = "s3:ObjectCreationOperation"
+      values   = ["true"]
+    }
+  }
 }
 
 resource "aws_s3_bucket_policy" "this" {

@@ -39,8 +39,18 @@ output "processor_function_name" {
 }
 
 output "edge_policy_arn" {
-  description = "The put-only policy to attach to edge agents' roles or users."
-  value       = aws_iam_policy.edge.arn
+  description = "The any-source edge policy (edge_role_name, create_edge_user), if either is used."
+  value       = try(aws_iam_policy.edge["*"].arn, null)
+}
+
+output "edge_source_policy_arns" {
+  description = "Per source id: the policy that confines that edge agent to raw/<source id>/."
+  value       = { for id, _ in var.edge_sources : id => aws_iam_policy.edge[id].arn }
+}
+
+output "edge_source_user_names" {
+  description = "Per source id with create_user: its IAM user (create its access key outside Terraform)."
+  value       = { for id, u in aws_iam_user.edge_source : id => u.name }
 }
 
 output "edge_user_name" {

@@ -206,14 +206,27 @@ variable "alarm_actions" {
   default     = []
 }
 
+variable "edge_sources" {
+  description = "Edge sources by source id (each agent's RELAY_SOURCE_ID). Each gets a policy that lets it write and verify objects under raw/<source id>/ only, attached to role_name if given, and to a new IAM user if create_user is set."
+  type = map(object({
+    role_name   = optional(string)
+    create_user = optional(bool, false)
+  }))
+  default = {}
+  validation {
+    condition     = alltrue([for id, _ in var.edge_sources : can(regex("^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$", id))])
+    error_message = "Source ids are 1-128 letters, digits, `_`, `.` or `-`, starting with a letter or digit (one key segment)."
+  }
+}
+
 variable "create_edge_user" {
-  description = "Create an IAM user for edge agents with the put-only policy attached. Prefer attaching the policy to a role (edge_role_name) with IAM Roles Anywhere or an instance profile."
+  description = "Create one IAM user for all edge agents with the any-source policy attached. Prefer edge_sources, which confines each agent to its own prefix."
   type        = bool
   default     = false
 }
 
 variable "edge_role_name" {
-  description = "Name of an existing IAM role to attach the edge agents' put-only policy to; null for none."
+  description = "Name of an existing IAM role to attach the any-source edge policy to; null for none. Prefer edge_sources."
   type        = string
   default     = null
 }

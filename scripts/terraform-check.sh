@@ -101,10 +101,21 @@ name            = "relay-tf-test"
 lambda_zip_path = "$work/function.zip"
 fields          = "id,ts=timestamp,user_id=user.id"
 output_fifo     = true
+edge_sources = {
+  "edge-1" = {}
+  "edge-2" = { create_user = true }
+}
 TFVARS
 terraform -chdir="$work/module" apply -auto-approve >"$work/apply.log" 2>&1 || { cat "$work/apply.log" >&2; exit 1; }
 grep -E "^Apply complete" "$work/apply.log" >&2
 queue=$(terraform -chdir="$work/module" output -raw output_queue_url)
 [[ $queue == *relay-tf-test-output.fifo ]] || { echo "unexpected output queue URL: $queue" >&2; exit 1; }
+# One policy per source, confined to its own prefix.
+policies=$(terraform -chdir="$work/module" output -json edge_source_policy_arns)
+for id in edge-1 edge-2; do
+  [[ $policies == *"relay-tf-test-edge-$id"* ]] || { echo "no policy for $id: $policies" >&2; exit 1; }
+done
+users=$(terraform -chdir="$work/module" output -json edge_source_user_names)
+[[ $users == '{"edge-2":"relay-tf-test-edge-edge-2"}' ]] || { echo "unexpected edge users: $users" >&2; exit 1; }
 terraform -chdir="$work/module" destroy -auto-approve >"$work/destroy.log" 2>&1 || { cat "$work/destroy.log" >&2; exit 1; }
 grep -E "^Destroy complete" "$work/destroy.log" >&2
