@@ -845,7 +845,7 @@ impl<'p, R: Read> Reader<'p, R> {
     /// its layout can still be learned from its second element.
     fn search(&mut self, try_first: bool, col: Option<usize>) -> io::Result<()> {
         let layout = self.layout();
-        if try_first && self.resumes_here(self.pos)? {
+        if try_first && self.resumes_here(self.pos, false)? {
             self.array_col = col;
             return Ok(());
         }
@@ -872,7 +872,7 @@ impl<'p, R: Read> Reader<'p, R> {
             };
             if candidate && self.abs(i) > first {
                 self.take(Cat::Rejected, i);
-                if self.resumes_here(i)? {
+                if self.resumes_here(i, after_comma)? {
                     self.array_col = col;
                     return Ok(());
                 }
@@ -903,7 +903,10 @@ impl<'p, R: Read> Reader<'p, R> {
     /// Whether a record may resume at `at`: a whole value parses there (or a
     /// bad one whose brackets close), and what follows it is what follows a
     /// record in this body.
-    fn resumes_here(&mut self, at: usize) -> io::Result<bool> {
+    /// `after_comma` says whether a comma precedes `at` (with only
+    /// whitespace between), as the caller's scan saw it: looking back into
+    /// the buffer would depend on what happened to be buffered.
+    fn resumes_here(&mut self, at: usize, after_comma: bool) -> io::Result<bool> {
         if !self.has(at)? || !self.begins_record(self.buf[at]) {
             return Ok(false);
         }
@@ -913,7 +916,7 @@ impl<'p, R: Read> Reader<'p, R> {
         // nested in it.
         if matches!(self.layout(), Layout::Inline | Layout::Either(_))
             && self.buf[at] == b'{'
-            && self.after_comma(at)
+            && after_comma
         {
             return Ok(true);
         }
@@ -949,12 +952,6 @@ impl<'p, R: Read> Reader<'p, R> {
                 return Ok(true);
             }
         }
-    }
-
-    /// Whether a comma precedes `at`, with only whitespace between (looking
-    /// back only as far as the buffer reaches).
-    fn after_comma(&self, at: usize) -> bool {
-        self.buf[..at].iter().rev().find(|b| !json::is_ws(**b)) == Some(&b',')
     }
 
     /// The start of a reject report for a region beginning at `start`; it is
@@ -1362,6 +1359,19 @@ mod tests {
         }
         assert_eq!(read("\0\n[6\0", 1 << 20).preamble_lines, 2);
         assert_eq!(read("[1, {\"a\":1}]", 1 << 20).records, ["{\"a\":1}"]);
+    }
+
+    #[test]
+    fn a_resume_point_after_a_comma_does_not_depend_on_read_sizes() {
+        // Found by cargo-fuzz: whether a `{` after a comma resumed a one-line
+        // array was decided by looking back into the buffer for the comma,
+        // which one-byte reads had already dropped.
+        let input = b"\x5b\x5b\x7b\x5b\x5b\x5b\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x5b\x7b\x5b\x5b\x5b\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\xff\xff\xff\xff\xff\xff\xff\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01\x7b\x5b\x33\x2c\x7b\x20\x20\x20\x20\x7b\x5b\x7b\x20\x20\x20\x20\x20\x20\x20\x20\x20";
+        let whole = read_all(input, 64, 1 << 20);
+        for chunk in [1, 2, 3, 7] {
+            assert_eq!(read_all(input, 64, chunk), whole, "reads of {chunk}");
+        }
+        assert_eq!(whole.rejects.len(), 3, "{:?}", whole.rejects);
     }
 
     #[test]

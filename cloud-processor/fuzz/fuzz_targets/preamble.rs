@@ -21,6 +21,7 @@ fuzz_target!(|junk: Vec<Vec<u8>>| {
         }));
         text.push(b'\n');
     }
+    let junk_bytes = text.len() as u64;
     let mut expected = Vec::new();
     for record in BODY {
         expected.push((text.len() as u64, record.as_bytes().to_vec()));
@@ -28,7 +29,6 @@ fuzz_target!(|junk: Vec<Vec<u8>>| {
         text.push(b'\n');
     }
 
-    let junk_bytes = text.len() as u64;
     let mut reader = Reader::new(&text[..], 1 << 16, None);
     let mut found = Vec::new();
     while let Some(item) = reader.next_item().expect("reading from memory cannot fail") {
