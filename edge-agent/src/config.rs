@@ -223,6 +223,9 @@ impl Config {
                 format!("{} is not a directory", watch_dir.display()),
             ));
         }
+        // Every path is resolved once, here: inotify reports absolute paths,
+        // and a relative watch directory made every live file look foreign.
+        let watch_dir = absolute("watch directory", &watch_dir)?;
         let bucket = pick!(bucket).ok_or(ConfigError::Missing {
             name: "bucket",
             flag: "bucket",
@@ -251,14 +254,15 @@ impl Config {
             &source_id,
             format,
         )?;
-        let on_success = parse_on_success(pick!(on_success).as_deref().unwrap_or("keep"))?;
-        if let OnSuccess::Move(dir) = &on_success
-            && !dir.is_dir()
-        {
-            return Err(invalid(
-                "on-success",
-                format!("move target {} is not a directory", dir.display()),
-            ));
+        let mut on_success = parse_on_success(pick!(on_success).as_deref().unwrap_or("keep"))?;
+        if let OnSuccess::Move(dir) = &on_success {
+            if !dir.is_dir() {
+                return Err(invalid(
+                    "on-success",
+                    format!("move target {} is not a directory", dir.display()),
+                ));
+            }
+            on_success = OnSuccess::Move(absolute("on-success move target", dir)?);
         }
         let zstd_level = pick!(zstd_level).unwrap_or(DEFAULT_ZSTD_LEVEL);
         if !(1..=19).contains(&zstd_level) {
@@ -294,7 +298,13 @@ impl Config {
                     .map_err(|e| invalid("metrics address", format!("{addr:?}: {e}")))?,
             ),
         };
-        let state_dir = pick!(state_dir).unwrap_or_else(|| watch_dir.join(".relay-agent"));
+        let state_dir = match pick!(state_dir) {
+            Some(dir) if dir.is_relative() => std::env::current_dir()
+                .map(|cwd| cwd.join(dir))
+                .map_err(|e| invalid("state directory", e.to_string()))?,
+            Some(dir) => dir,
+            None => watch_dir.join(".relay-agent"),
+        };
         Ok(Self {
             recursive: pick!(recursive).unwrap_or(false),
             include,
@@ -320,6 +330,11 @@ impl Config {
     pub fn wants(&self, name: &str) -> bool {
         !is_hidden_or_temporary(name) && self.include.matches(name)
     }
+}
+
+/// The canonical, absolute form of an existing directory.
+fn absolute(name: &'static str, dir: &Path) -> Result<PathBuf, ConfigError> {
+    std::fs::canonicalize(dir).map_err(|e| invalid(name, format!("{}: {e}", dir.display())))
 }
 
 /// Writers commonly create `.name.tmp`, `name.part` or editor swap files and

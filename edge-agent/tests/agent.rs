@@ -544,3 +544,48 @@ async fn the_start_up_probe_writes_nothing() {
         Access::Denied(_)
     ));
 }
+
+/// A relative --watch-dir: inotify reports absolute paths, which once made
+/// every live file look foreign ("not valid UTF-8") until a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relative_watch_dir_uploads_live_files() {
+    let emu = Emulator::connect().await;
+    let bucket = emu.bucket("agent-relative").await;
+    let base = tempfile::tempdir().unwrap();
+    std::fs::create_dir(base.path().join("wk")).unwrap();
+    let log = base.path().join("agent.log");
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_edge-agent"))
+        .current_dir(base.path())
+        .args([
+            "--watch-dir",
+            "wk",
+            "--bucket",
+            bucket.name(),
+            "--source-id",
+            SOURCE,
+        ])
+        .args([
+            "--settle-ms",
+            "150",
+            "--metrics-addr",
+            "off",
+            "--log-format",
+            "json",
+        ])
+        .args(["--s3-path-style", "true"])
+        .env("RUST_LOG", "info")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let live = write_file(&base.path().join("wk"), &name(5), 5);
+    wait_for_count(&bucket, PREFIX, 1, Duration::from_secs(20)).await;
+    assert_eq!(objects(&bucket, PREFIX).await[&key_for(&name(5))], live);
+    sigterm(&agent);
+    assert!(agent.wait().unwrap().success());
+    assert!(
+        problems(&log_lines(&log)).is_empty(),
+        "{:?}",
+        problems(&log_lines(&log))
+    );
+}
