@@ -17,7 +17,10 @@ if [[ $which == all || $which == demo ]]; then
 fi
 if [[ $which == all || $which == processor ]]; then
   echo "== cloud processor hot path and peak RSS (release build, $(nproc) cores, $(uname -m))" >&2
-  cargo bench --locked -p cloud-processor --bench pipeline
+  # The Python baseline (scripts/bench_python.py) runs on the same file.
+  scripts/moto.sh install
+  .venv/bin/pip install -q zstandard==0.23.0
+  RELAY_BENCH_PYTHON="$PWD/.venv/bin/python" cargo bench --locked -p cloud-processor --bench pipeline
   cargo bench --locked -p cloud-processor --bench rss
 fi
 if [[ $which == all || $which == agent ]]; then

@@ -189,6 +189,15 @@ pub struct Reader<'p, R> {
     pending_end: Option<usize>,
 }
 
+/// Where `bytes` stop being UTF-8, if they do. The fast check (SIMD) runs
+/// on every record; std's finds the position in the rare bad one.
+fn utf8_error(bytes: &[u8]) -> Option<usize> {
+    match simdutf8::basic::from_utf8(bytes) {
+        Ok(_) => None,
+        Err(_) => std::str::from_utf8(bytes).err().map(|e| e.valid_up_to()),
+    }
+}
+
 /// The first bytes of a rejected region, lossily decoded, for reports.
 pub fn excerpt(bytes: &[u8]) -> String {
     let cut = &bytes[..bytes.len().min(EXCERPT_BYTES)];
@@ -349,10 +358,10 @@ impl<'p, R: Read> Reader<'p, R> {
             };
             return Ok(match scan {
                 Ok(end) if end - start > limit => Err(Bad::Oversized),
-                Ok(end) => match std::str::from_utf8(&self.buf[start..end]) {
-                    Ok(_) => Ok(end),
-                    Err(e) => Err(Bad::Invalid {
-                        at: start + e.valid_up_to(),
+                Ok(end) => match utf8_error(&self.buf[start..end]) {
+                    None => Ok(end),
+                    Some(at) => Err(Bad::Invalid {
+                        at: start + at,
                         reason: "invalid UTF-8",
                     }),
                 },
