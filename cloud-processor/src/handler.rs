@@ -303,12 +303,7 @@ impl App {
             }
         };
         let etag = got.e_tag.clone().unwrap_or_default();
-        let dedup_base = format!(
-            "{}/{}\0{}",
-            obj.bucket,
-            obj.key,
-            obj.version_id.as_deref().unwrap_or(&etag)
-        );
+        let dedup_base = dedup_base(&obj.bucket, &obj.key, got.version_id.as_deref(), &etag);
         let run = Run {
             obj,
             store: &store,
@@ -650,6 +645,15 @@ impl App {
             }
         }
     }
+}
+
+/// What every FIFO deduplication id of an object is derived from: the
+/// object as it was read (its version id in a versioned bucket, else its
+/// ETag), never what the event said. A live event carries `versionId` and a
+/// replayed one does not; taking the id from the event gave a resume driven
+/// by replay other deduplication ids, so FIFO could not drop its resent batch.
+pub fn dedup_base(bucket: &str, key: &str, read_version: Option<&str>, read_etag: &str) -> String {
+    format!("{bucket}/{key}\0{}", read_version.unwrap_or(read_etag))
 }
 
 /// Counts and logs a payload of no known shape, and turns it into an error.

@@ -315,3 +315,81 @@ async fn replay_sends_only_what_is_missing_and_reprocess_sends_everything() {
     }
     assert_eq!(drain(&s).await.len(), 3, "reprocess re-sent every object");
 }
+
+/// A versioned bucket and a FIFO queue: the object is sent from a live event
+/// (which carries `versionId`), then sent again from a replayed one (which
+/// does not), as `replay --mode reprocess` or a replay-driven resume does.
+/// The deduplication ids are the same, so FIFO drops every resent message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_event_gives_the_same_deduplication_ids_as_a_live_one() {
+    use relay_shared::s3::{PutMode, PutOptions};
+    let s = setup("once-replay-ids", true).await;
+    s.emu
+        .s3
+        .put_bucket_versioning()
+        .bucket(s.bucket.name())
+        .versioning_configuration(
+            aws_sdk_s3::types::VersioningConfiguration::builder()
+                .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let body = zstd::encode_all(sample_file(300).as_bytes(), 3).unwrap();
+    let stored = s
+        .bucket
+        .put(KEY, body.clone(), &PutMode::Create, &PutOptions::default())
+        .await
+        .unwrap();
+    let version = stored
+        .version_id
+        .expect("a versioned bucket gives a version id");
+    let etag = stored.etag.unwrap_or_default();
+    let app = app(&s, Some(4096)).await;
+
+    let live = serde_json::json!({"Records": [{
+        "eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
+        "s3": {"bucket": {"name": s.bucket.name()},
+               "object": {"key": KEY, "size": body.len(), "eTag": etag.trim_matches('"'), "versionId": version}}
+    }]});
+    // The emulator deduplicates only against messages still in the queue,
+    // so count without receiving until the end.
+    let queued = || async {
+        s.emu
+            .sqs
+            .get_queue_attributes()
+            .queue_url(&s.output)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+            .send()
+            .await
+            .unwrap()
+            .attributes
+            .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages]
+            .parse::<usize>()
+            .unwrap()
+    };
+    app.handle(live).await.unwrap();
+    let first = queued().await;
+    assert!(first > 3, "several messages: {first}");
+    // Reprocess: the done marker goes, and a replayed event comes.
+    s.bucket
+        .delete("state/done/e/2026/11/21/22/1763800000000.json.zst")
+        .await
+        .unwrap();
+    let obj = cloud_processor::replay::RawObject {
+        key: KEY.into(),
+        size: body.len() as i64,
+        etag: etag.trim_matches('"').into(),
+        last_modified_secs: 0,
+    };
+    app.handle(cloud_processor::replay::event_for(s.bucket.name(), &obj))
+        .await
+        .unwrap();
+    assert_eq!(
+        queued().await,
+        first,
+        "messages sent again under other deduplication ids"
+    );
+    assert_eq!(receive_all(&s.emu, &s.output).await.len(), first);
+}
