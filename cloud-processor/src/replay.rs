@@ -218,7 +218,11 @@ pub struct ReplaySummary {
     pub listed: usize,
     pub already_done: usize,
     pub markers_deleted: usize,
+    /// Leases cleared by `reprocess` (left behind, or held by a run it restarts).
+    pub leases_deleted: usize,
     pub sent: usize,
+    /// In a dry run: what would have been sent (nothing is).
+    pub would_send: usize,
 }
 
 /// Re-sends events for the selected objects. `progress(n, total, object,
@@ -251,14 +255,25 @@ pub async fn replay(
             continue;
         }
         if dry_run {
-            summary.sent += 1;
+            summary.would_send += 1;
             progress(n, total, obj, "would send");
             continue;
         }
-        if done {
+        if mode == Mode::Reprocess {
+            // The lease first, then the marker: stopped in between, the
+            // object is still done, and running reprocess again finishes the
+            // job. The other order could leave a lease recording every chunk
+            // as sent and no marker, so the next attempt would send nothing
+            // and call the object sent.
             let keys = StateKeys::new(&sel.state_prefix, &sel.raw_prefix, &obj.key);
-            store.remove(&keys.done).await?;
-            summary.markers_deleted += 1;
+            if store.read(&keys.lease).await?.is_some() {
+                store.remove(&keys.lease).await?;
+                summary.leases_deleted += 1;
+            }
+            if done {
+                store.remove(&keys.done).await?;
+                summary.markers_deleted += 1;
+            }
         }
         pace.tick().await;
         target.send(&obj.key, &event_for(&sel.bucket, obj)).await?;

@@ -265,7 +265,10 @@ async fn replay_sends_only_what_is_missing_and_reprocess_sends_everything() {
     )
     .await
     .unwrap();
-    assert_eq!((dry.listed, dry.already_done, dry.sent), (3, 2, 1));
+    assert_eq!(
+        (dry.listed, dry.already_done, dry.sent, dry.would_send),
+        (3, 2, 0, 1)
+    );
 
     let backfill = replay::replay(
         &s.emu.s3,
@@ -392,4 +395,88 @@ async fn a_replayed_event_gives_the_same_deduplication_ids_as_a_live_one() {
         "messages sent again under other deduplication ids"
     );
     assert_eq!(receive_all(&s.emu, &s.output).await.len(), first);
+}
+
+/// A finished object whose lease could not be deleted (the delete failed,
+/// which `finish` only logs) keeps a lease recording every chunk as sent.
+/// Reprocessing must send every record again: it clears the lease as well
+/// as the marker, so the next attempt does not take over that lease, send
+/// nothing and call the object sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reprocess_after_a_leftover_lease_sends_everything_again() {
+    use cloud_processor::replay::{self, Mode, Selection};
+    use std::sync::atomic::Ordering;
+    let s = setup("once-leftover", false).await;
+    let proxy = relay_shared::testing::FaultProxy::start(&s.emu.endpoint).await;
+    let app = app_on(
+        &s,
+        s.emu.s3_via(&proxy.endpoint()).await,
+        Some(4096),
+        FIELDS,
+        1,
+    )
+    .await;
+    put(
+        &s,
+        KEY,
+        zstd::encode_all(sample_file(300).as_bytes(), 3).unwrap(),
+    )
+    .await;
+    proxy.faults.s3_fail_deletes.store(true, Ordering::Relaxed);
+    app.process_message_body(&notification(&s).await)
+        .await
+        .unwrap();
+    proxy.faults.s3_fail_deletes.store(false, Ordering::Relaxed);
+    let first = drain(&s).await.len();
+    assert!(first > 3, "several messages: {first}");
+    assert!(
+        s.bucket
+            .get_bytes("state/leases/e/2026/11/21/22/1763800000000.json.zst")
+            .await
+            .is_ok(),
+        "the lease was left behind"
+    );
+    // Past its expiry, as a reprocess days later would find it.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+
+    let sel = Selection {
+        bucket: s.bucket.name().to_owned(),
+        prefix: "raw/e/".into(),
+        raw_prefix: "raw/".into(),
+        state_prefix: "state/".into(),
+        since: None,
+        until: None,
+    };
+    let queue = replay::Target::Queue {
+        client: s.emu.sqs.clone(),
+        url: s.notifications.clone(),
+    };
+    let summary = replay::replay(
+        &s.emu.s3,
+        &queue,
+        &sel,
+        Mode::Reprocess,
+        false,
+        100,
+        |_, _, _, _| {},
+    )
+    .await
+    .unwrap();
+    let outcomes = app
+        .process_message_body(&notification(&s).await)
+        .await
+        .unwrap();
+    assert!(
+        matches!(outcomes[..], [Outcome::Sent { .. }]),
+        "{outcomes:?}"
+    );
+    assert_eq!(drain(&s).await.len(), first, "every message sent again");
+    assert_eq!(
+        (
+            summary.sent,
+            summary.markers_deleted,
+            summary.leases_deleted
+        ),
+        (1, 1, 1)
+    );
 }

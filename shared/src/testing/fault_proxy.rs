@@ -37,6 +37,9 @@ pub struct Faults {
     /// The next this-many downloads (GETs answering over 1 KiB) break
     /// halfway: the connection drops after half the promised bytes.
     pub s3_get_cuts: AtomicU64,
+    /// While set, S3 DELETE requests are answered `500 InternalError`
+    /// without reaching the emulator (a cleanup that fails).
+    pub s3_fail_deletes: std::sync::atomic::AtomicBool,
     s3_requests: AtomicU64,
     sqs_batches: AtomicU64,
     /// S3 requests answered with SlowDown so far.
@@ -189,6 +192,15 @@ async fn respond(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
+    if !target.starts_with("AmazonSQS.")
+        && parts.method == hyper::Method::DELETE
+        && faults.s3_fail_deletes.load(Ordering::Relaxed)
+    {
+        return Ok(plain(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "<Error><Code>InternalError</Code><Message>injected</Message></Error>".into(),
+        ));
+    }
     if !target.starts_with("AmazonSQS.")
         && Faults::due(&faults.s3_slowdown_every, &faults.s3_requests)
     {
