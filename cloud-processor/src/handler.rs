@@ -479,6 +479,8 @@ impl App {
         let (mut sent, mut batches) = (0u32, 0u32);
         let mut failure: Option<ProcessError> = None;
         let mut flushing = false;
+        // The end of the last batch, sent but not yet recorded in the lease.
+        let mut unrecorded: Option<u32> = None;
         loop {
             let batch = if flushing {
                 match batcher.take() {
@@ -538,6 +540,15 @@ impl App {
                 });
                 break;
             }
+            // The last batch's progress is recorded by the done marker that
+            // follows at once: a progress write here would only add a PUT to
+            // every object (a third for a single-batch one). A crash before
+            // the marker resends this batch, as a crash before any progress
+            // write would.
+            if flushing {
+                unrecorded = Some(next);
+                continue;
+            }
             if let Err(e) = state::advance(store, keys, &mut held, next, now_ms() + ttl_ms).await {
                 failure = Some(ProcessError::state(obj, e));
                 break;
@@ -560,7 +571,17 @@ impl App {
             // A lost lease is someone else's now.
             Some(e @ ProcessError::State { .. }) => Err((e, None)),
             Some(e) => Err((e, Some(held))),
-            None => Ok((result, sent, held)),
+            None => {
+                // Without a done marker to follow (the download broke), the
+                // lease must record the last batch before it is released.
+                if let (Some(next), Err(Unreadable::Io(_))) = (unrecorded, &result)
+                    && let Err(e) =
+                        state::advance(store, keys, &mut held, next, now_ms() + ttl_ms).await
+                {
+                    return Err((ProcessError::state(obj, e), None));
+                }
+                Ok((result, sent, held))
+            }
         }
     }
 

@@ -511,3 +511,33 @@ async fn sns_fan_out_is_processed_and_unknown_bodies_reach_the_dlq() {
         left.iter().map(|m| &m.body).collect::<Vec<_>>()
     );
 }
+
+/// A single-batch object costs two state PUTs: the lease and the done
+/// marker. A progress write after the last batch would be a third, made
+/// redundant by the marker that follows at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_batch_object_costs_two_state_puts() {
+    use std::sync::atomic::Ordering;
+    let s = setup("proc-puts", false).await;
+    let proxy = relay_shared::testing::FaultProxy::start(&s.emu.endpoint).await;
+    let app = app_on(&s, s.emu.s3_via(&proxy.endpoint()).await, None, FIELDS, 120).await;
+    let (text, records) = relay_shared::sample::SampleGen::new(5).file(40_000);
+    put(
+        &s,
+        "raw/e/2026/11/21/22/1763800000000.json.zst",
+        zstd::encode_all(text.as_bytes(), 3).unwrap(),
+    )
+    .await;
+    let body = notification(&s).await;
+    let outcomes = app.process_message_body(&body).await.unwrap();
+    assert!(
+        matches!(outcomes[..], [Outcome::Sent { chunks: 1, rejected: 0, records: r }] if r as usize == records),
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        proxy.faults.s3_puts.load(Ordering::Relaxed),
+        2,
+        "the lease and the done marker"
+    );
+    assert_eq!(drain(&s).await.len(), 1);
+}

@@ -48,6 +48,8 @@ pub struct Faults {
     pub failed_entries: AtomicU64,
     /// Requests forwarded to the emulator so far.
     pub forwarded: AtomicU64,
+    /// S3 PUT requests forwarded so far (objects and parts).
+    pub s3_puts: AtomicU64,
 }
 
 impl Faults {
@@ -192,6 +194,9 @@ async fn respond(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
+    if !target.starts_with("AmazonSQS.") && parts.method == hyper::Method::PUT {
+        faults.s3_puts.fetch_add(1, Ordering::Relaxed);
+    }
     if !target.starts_with("AmazonSQS.")
         && parts.method == hyper::Method::DELETE
         && faults.s3_fail_deletes.load(Ordering::Relaxed)
