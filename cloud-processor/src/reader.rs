@@ -129,9 +129,11 @@ enum Walk {
     /// be, a missing `:` or `,`). With the whitespace since the last line
     /// end before it (`None` if something else came since).
     Truncated(usize, Option<usize>),
-    /// Cut short inside a string, which ran on to the next record's first
-    /// quote: it ends with that record's `,{`, and the structure breaks
-    /// right after it. The next record begins at this index (its `{`).
+    /// The next record begins at this index (its `{`): either a `{` stood
+    /// where a key must follow a comma (a record cut short, then the `,`
+    /// before the next), or a string cut short ran on to the next record's
+    /// first quote, so it ends with that record's `,{` and the structure
+    /// breaks right after it.
     Swallowed(usize),
     /// The end of input.
     Eof,
@@ -764,6 +766,7 @@ impl<'p, R: Read> Reader<'p, R> {
             }
             let cut = match closed.and_then(|q| self.swallowed(q, i)) {
                 Some(next) if self.abs(next) > first => Walk::Swallowed(next),
+                _ if b == b'{' && expect == Expect::Key => Walk::Swallowed(i),
                 _ => Walk::Truncated(i, before),
             };
             let top = self.stack.last().copied();
@@ -853,7 +856,24 @@ impl<'p, R: Read> Reader<'p, R> {
     /// at the end of input, and tells the array the column it resumed at, so
     /// its layout can still be learned from its second element.
     fn search(&mut self, try_first: bool, col: Option<usize>) -> io::Result<()> {
-        let layout = self.layout();
+        let mut layout = self.layout();
+        // While the layout is undecided (the first element of an array that
+        // began on the `[`'s line), a record at a line start shows that
+        // elements begin lines: from then on only line starts count, or a
+        // value nested after a comma in a bad element could be taken.
+        let settle = |reader: &mut Self, layout: &mut Layout, col: Option<usize>, b: u8| {
+            if let Layout::Either(indent) = *layout
+                && col == Some(indent)
+                && reader.begins_record(b)
+            {
+                *layout = Layout::Lines(indent);
+                reader.array_layout = Some(Layout::Lines(indent));
+            }
+        };
+        if self.has(self.pos)? {
+            let b = self.buf[self.pos];
+            settle(self, &mut layout, col, b);
+        }
         if try_first && self.resumes_here(self.pos, false)? {
             self.array_col = col;
             return Ok(());
@@ -872,6 +892,7 @@ impl<'p, R: Read> Reader<'p, R> {
                 }
             }
             let b = self.buf[i];
+            settle(self, &mut layout, col, b);
             let candidate = match layout {
                 Layout::Lines(indent) => col == Some(indent) && self.begins_record(b),
                 Layout::Inline => after_comma && json::is_value_start(b),
@@ -931,6 +952,10 @@ impl<'p, R: Read> Reader<'p, R> {
         }
         let end = match self.validate(at, false)? {
             Ok(end) => end,
+            // Valid as far as the record limit: a record that begins here,
+            // too large, to be rejected on its own. Searching on inside it
+            // would enter its nested values.
+            Err(Bad::Oversized) => return Ok(true),
             // A bad record whose brackets still close is the next record,
             // bad in itself: the region ends here and it gets its own report.
             // Searching on inside it could take its nested values for records.
