@@ -18,18 +18,23 @@
 //! printed ones too), or the elements of top-level arrays. Each is validated
 //! whole by [`crate::json`] before it is handed out.
 //!
-//! **Recovery.** A bad record costs only itself. Its end is found by a
-//! lenient walk of its brackets and strings, which is exact when only its
-//! content is bad (`NaN`, invalid UTF-8, an over-long value). When the walk
-//! shows the record was cut short instead (a line ends inside a string, the
-//! next record's first line appears where the body's layout puts records, or
-//! the brackets cannot match), reading resumes at the next place where a
-//! record can begin as the body's own layout shows: a line indented like the
-//! first record (column 0 in NDJSON and `json.dumps(indent=2)` output), or,
-//! in an array written on one line, the value after a comma. A resume point
-//! is accepted only where a whole value parses and is followed by what
-//! follows a record there (a line end, or `,` / `]` in an array), so a nested
-//! value never comes out as a record.
+//! **Recovery.** A bad record costs only itself. Its end is found by a walk
+//! that checks structure as strictly as JSON (keys, `:`, `,`, matching
+//! brackets) but accepts bad tokens and any bytes in quotes, so it is exact
+//! when only the content is bad (`NaN`, invalid UTF-8, an over-long value).
+//! When the walk shows the record was cut short instead (a line ends inside
+//! a string, the next record's first line appears where the body's layout
+//! puts records, or the structure breaks), reading resumes at the next place
+//! where a record can begin as the body's own layout shows: a line indented
+//! like the first record (column 0 in NDJSON and `json.dumps(indent=2)`
+//! output), or, in an array written on one line, the value after a comma
+//! past the break. A resume point is accepted only where a whole value
+//! parses and is followed by what follows a record there (a line end, or
+//! `,` / `]` in an array), or where a bad record begins that is itself
+//! whole (its brackets close) or merely too large. So a value nested in a
+//! bad record does not come out as a record; the one case no reader can
+//! tell, an element of a one-line array cut short and continued validly by
+//! the elements after it, rejects those elements with it.
 //!
 //! **Memory.** The buffer holds at most one record window (the record limit
 //! plus one byte) plus one read. Over-long records, whitespace runs and

@@ -418,7 +418,7 @@ impl<S: Sink> Agent<S> {
                         warn!(error = %e, kind, attempt, retry_in_ms = delay.as_millis() as u64, "upload failed; retrying");
                     } else {
                         let fix = upload::fix_hint(kind, &bucket, &prefix);
-                        error!(error = %e, kind, attempt, retry_in_secs = delay.as_secs(), %fix, "upload failed and needs attention; retrying slowly");
+                        error!(error = %e, kind, attempt, retry_in_secs = delay.as_secs(), %fix, "upload failed and needs attention; the file is set aside and retried later");
                         metrics::set_permanent_failure(Some(format!("{e} ({fix})")));
                     }
                 };
