@@ -403,18 +403,6 @@ async fn sns_fan_out_is_processed_and_unknown_bodies_reach_the_dlq() {
         ],
     )
     .await;
-    let filter = aws_sdk_s3::types::NotificationConfigurationFilter::builder()
-        .key(
-            aws_sdk_s3::types::S3KeyFilter::builder()
-                .filter_rules(
-                    aws_sdk_s3::types::FilterRule::builder()
-                        .name(aws_sdk_s3::types::FilterRuleName::Prefix)
-                        .value("raw/")
-                        .build(),
-                )
-                .build(),
-        )
-        .build();
     s.emu
         .s3
         .put_bucket_notification_configuration()
@@ -425,7 +413,7 @@ async fn sns_fan_out_is_processed_and_unknown_bodies_reach_the_dlq() {
                     aws_sdk_s3::types::TopicConfiguration::builder()
                         .topic_arn(&topic)
                         .events(aws_sdk_s3::types::Event::from("s3:ObjectCreated:*"))
-                        .filter(filter)
+                        .filter(raw_filter())
                         .build()
                         .unwrap(),
                 )

@@ -31,24 +31,9 @@ pub async fn setup(label: &str, fifo: bool) -> Setup {
     setup_on(Emulator::connect().await, label, fifo).await
 }
 
-/// A bucket whose `raw/` notifications go to a fresh queue, and an output
-/// queue, on the emulator `emu`.
-pub async fn setup_on(emu: Emulator, label: &str, fifo: bool) -> Setup {
-    let bucket = emu.bucket(label).await;
-    let notifications = emu.queue(&format!("{label}-n"), false).await;
-    let output = emu.queue(&format!("{label}-o"), fifo).await;
-    let arn = emu
-        .sqs
-        .get_queue_attributes()
-        .queue_url(&notifications)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap()
-        .attributes
-        .unwrap()[&QueueAttributeName::QueueArn]
-        .clone();
-    let filter = NotificationConfigurationFilter::builder()
+/// The notification filter every test bucket uses: keys under `raw/`.
+pub fn raw_filter() -> NotificationConfigurationFilter {
+    NotificationConfigurationFilter::builder()
         .key(
             S3KeyFilter::builder()
                 .filter_rules(
@@ -59,7 +44,17 @@ pub async fn setup_on(emu: Emulator, label: &str, fifo: bool) -> Setup {
                 )
                 .build(),
         )
-        .build();
+        .build()
+}
+
+/// A bucket whose `raw/` notifications go to a fresh queue, and an output
+/// queue, on the emulator `emu`.
+pub async fn setup_on(emu: Emulator, label: &str, fifo: bool) -> Setup {
+    let bucket = emu.bucket(label).await;
+    let notifications = emu.queue(&format!("{label}-n"), false).await;
+    let output = emu.queue(&format!("{label}-o"), fifo).await;
+    let arn = queue_arn(&emu, &notifications).await;
+    let filter = raw_filter();
     emu.s3
         .put_bucket_notification_configuration()
         .bucket(bucket.name())
