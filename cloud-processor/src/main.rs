@@ -67,6 +67,13 @@ async fn main() -> ExitCode {
         }
         Some(Command::Lambda(aws)) => lambda(config, aws).await,
         Some(Command::Replay { .. } | Command::Audit { .. }) => Ok(ExitCode::SUCCESS),
+        // Without a subcommand the binary is the Lambda, which only makes
+        // sense where the Lambda runtime API is.
+        None if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_none() => Err(anyhow::anyhow!(
+            "no subcommand, and not inside AWS Lambda (AWS_LAMBDA_RUNTIME_API is not set): \
+             use `cloud-processor poll` to consume S3 notifications from a queue, \
+             `cloud-processor process FILE` to try the pipeline on local files, or `--help`"
+        )),
         None => match aws_from_env() {
             Ok(aws) => lambda(config, aws).await,
             Err(e) => Err(e),
@@ -190,6 +197,17 @@ fn instant(flag: &str, value: Option<&str>) -> anyhow::Result<Option<i64>> {
 async fn tools(command: Option<Command>, raw_prefix: &str) -> anyhow::Result<ExitCode> {
     use std::io::IsTerminal;
     let selection = |range: &cloud_processor::config::Range| -> anyhow::Result<Selection> {
+        let since = instant("--since", range.since.as_deref())?;
+        let until = instant("--until", range.until.as_deref())?;
+        if let (Some(s), Some(u)) = (since, until)
+            && s >= u
+        {
+            anyhow::bail!(
+                "--since {} is not before --until {}: the range selects nothing",
+                range.since.as_deref().unwrap_or_default(),
+                range.until.as_deref().unwrap_or_default()
+            );
+        }
         Ok(Selection {
             bucket: range.bucket.clone(),
             prefix: range
@@ -198,8 +216,8 @@ async fn tools(command: Option<Command>, raw_prefix: &str) -> anyhow::Result<Exi
                 .unwrap_or_else(|| raw_prefix.to_owned()),
             raw_prefix: raw_prefix.to_owned(),
             state_prefix: range.state_prefix.clone(),
-            since: instant("--since", range.since.as_deref())?,
-            until: instant("--until", range.until.as_deref())?,
+            since,
+            until,
         })
     };
     match command {

@@ -117,3 +117,33 @@ fn reprocess_needs_confirmation_and_bad_instants_are_named() {
             .contains("--since \"yesterday\" is not an RFC 3339 instant")
     );
 }
+
+#[test]
+fn an_inverted_time_range_is_an_error_not_an_empty_selection() {
+    let out = processor()
+        .args([
+            "audit",
+            "--bucket",
+            "b",
+            "--since",
+            "2026-11-22T00:00:00Z",
+            "--until",
+            "2026-11-21T00:00:00Z",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is not before --until"), "{err}");
+}
+
+#[test]
+fn outside_lambda_the_default_mode_points_to_poll_and_process() {
+    let out = processor().env("RELAY_FIELDS", "id").output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not inside AWS Lambda") && err.contains("cloud-processor poll"),
+        "{err}"
+    );
+}
