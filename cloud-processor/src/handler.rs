@@ -143,6 +143,22 @@ pub enum ProcessError {
 }
 
 impl ProcessError {
+    /// When a notification that failed this way is worth trying again. A
+    /// busy object is free when its lease ends; a settings mismatch needs a
+    /// person, so it waits the queue's visibility timeout (`None`); anything
+    /// else soon, so that a resend still lands inside SQS FIFO's 5-minute
+    /// deduplication window rather than after the queue's full visibility
+    /// timeout.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Busy { expires_in_ms, .. } => {
+                Some(Duration::from_millis(*expires_in_ms) + Duration::from_secs(2))
+            }
+            Self::ConfigChanged { .. } => None,
+            _ => Some(Duration::from_secs(10)),
+        }
+    }
+
     fn state(obj: &ObjectRef, source: StateError) -> Self {
         Self::State {
             bucket: obj.bucket.clone(),

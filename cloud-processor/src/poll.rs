@@ -1,7 +1,9 @@
 //! `cloud-processor poll`: the Lambda's handler outside Lambda, fed by
 //! long-polling the S3 notification queue. A message is deleted only after
 //! every object it names is done; while one is in progress its visibility is
-//! extended, so a long file is not handed to a second worker.
+//! extended, so a long file is not handed to a second worker. A message that
+//! failed comes back as soon as retrying makes sense, not after the whole
+//! visibility timeout.
 
 use std::future::Future;
 use std::time::Duration;
@@ -71,7 +73,24 @@ pub async fn run(
                     }
                 }
                 Err(e) => {
-                    error!(error = %e, "processing failed; the notification will be redelivered")
+                    // Back sooner than the visibility timeout where that
+                    // helps (see `ProcessError::retry_after`).
+                    let after = e
+                        .retry_after()
+                        .map(|d| d.as_secs().clamp(1, u64::from(visibility_secs)));
+                    error!(error = %e, retry_in_secs = after.unwrap_or(u64::from(visibility_secs)),
+                        "processing failed; the notification will be redelivered");
+                    if let Some(secs) = after
+                        && let Err(e) = sqs
+                            .change_message_visibility()
+                            .queue_url(queue_url)
+                            .receipt_handle(receipt)
+                            .visibility_timeout(secs as i32)
+                            .send()
+                            .await
+                    {
+                        warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "shortening a failed notification's visibility failed; it comes back after the full timeout");
+                    }
                 }
             }
         }

@@ -529,3 +529,63 @@ async fn a_single_batch_object_costs_two_state_puts() {
     );
     assert_eq!(drain(&s).await.len(), 1);
 }
+
+/// A notification that failed comes back when retrying makes sense, not
+/// after the whole visibility timeout: here the object is busy (another
+/// processor's live lease ends in 3 s), the visibility timeout is 300 s, and
+/// the object still arrives within seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_notification_comes_back_when_retrying_makes_sense() {
+    let s = setup("proc-retry", false).await;
+    let app = app(&s, None).await;
+    let key = "raw/e/2026/11/21/22/1763800000000.json.zst";
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let lease = serde_json::json!({
+        "owner": "another-processor",
+        "expires_at_ms": now_ms + 3000,
+        "fingerprint": "other",
+        "next_chunk": 0,
+    });
+    s.bucket
+        .put(
+            "state/leases/e/2026/11/21/22/1763800000000.json.zst",
+            serde_json::to_vec(&lease).unwrap(),
+            &relay_shared::s3::PutMode::Create,
+            &relay_shared::s3::PutOptions::default(),
+        )
+        .await
+        .unwrap();
+    put(
+        &s,
+        key,
+        zstd::encode_all(sample_file(20).as_bytes(), 3).unwrap(),
+    )
+    .await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let sqs = s.emu.sqs.clone();
+    let queue = s.notifications.clone();
+    let poller = tokio::spawn(async move {
+        cloud_processor::poll::run(&app, &sqs, &queue, 300, async {
+            let _ = stopped.await;
+        })
+        .await;
+    });
+    let start = Instant::now();
+    let mut got = BTreeMap::new();
+    while got.is_empty() {
+        got.extend(drain(&s).await);
+        assert!(
+            start.elapsed() < Duration::from_secs(40),
+            "the busy notification did not come back before its 300 s visibility timeout"
+        );
+    }
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(30), poller)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(got.values().all(|(_, a)| a["relay.records"] == "20"));
+}
