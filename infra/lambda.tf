@@ -39,7 +39,10 @@ resource "aws_lambda_function" "processor" {
         RELAY_BODY_FORMAT      = var.body_format
         RELAY_MISSING          = var.missing_fields
         RELAY_FIFO_GROUP_ID    = var.fifo_group_id
-        RELAY_LOG_FORMAT       = "json"
+        # A failed notification is made visible again early, through its
+        # receipt handle, instead of after the whole visibility timeout.
+        RELAY_NOTIFICATION_QUEUE_URL = aws_sqs_queue.notifications.id
+        RELAY_LOG_FORMAT             = "json"
       },
       var.records_pointer == null ? {} : { RELAY_RECORDS_POINTER = var.records_pointer },
     )

@@ -50,6 +50,8 @@ pub enum Incoming {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SqsMessage {
     pub message_id: String,
+    /// To change the message's visibility after a failure.
+    pub receipt_handle: String,
     pub body: String,
 }
 
@@ -110,6 +112,8 @@ struct S3Object {
 struct SqsRecord {
     #[serde(rename = "messageId")]
     message_id: String,
+    #[serde(rename = "receiptHandle", default)]
+    receipt_handle: String,
     #[serde(default)]
     body: String,
 }
@@ -166,6 +170,7 @@ pub fn classify(event: &Value) -> Result<Incoming, EventError> {
                         .into_iter()
                         .map(|m| SqsMessage {
                             message_id: m.message_id,
+                            receipt_handle: m.receipt_handle,
                             body: m.body,
                         })
                         .collect(),

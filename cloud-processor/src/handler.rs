@@ -38,6 +38,9 @@ pub struct App {
     /// as if the process crashed between the send and its progress write.
     /// Always `None` outside tests.
     pub crash_after_batches: Option<u32>,
+    /// In Lambda, the queue the notifications come from, so a failed one
+    /// can come back early (see [`ProcessError::retry_after`]).
+    pub notifications: Option<(aws_sdk_sqs::Client, String)>,
 }
 
 /// One object's run, as `run_pipeline` needs it.
@@ -183,7 +186,19 @@ impl App {
             output,
             owner,
             crash_after_batches: None,
+            notifications: None,
         }
+    }
+
+    /// Lets failed SQS-delivered notifications come back early: the queue
+    /// they come from (`RELAY_NOTIFICATION_QUEUE_URL` in Lambda).
+    pub fn with_notification_queue(
+        mut self,
+        client: aws_sdk_sqs::Client,
+        queue_url: String,
+    ) -> Self {
+        self.notifications = Some((client, queue_url));
+        self
     }
 
     /// Everything that decides how an object is cut into chunks and where
@@ -675,6 +690,13 @@ impl App {
                 for m in messages {
                     if let Err(e) = self.process_message_body(&m.body).await {
                         error!(message_id = %m.message_id, error = %e, "message failed; SQS will redeliver it, then move it to the dead-letter queue");
+                        if let (Some((sqs, queue)), Some(after)) =
+                            (&self.notifications, e.retry_after())
+                            && let Err(e) =
+                                crate::sqs::show_again(sqs, queue, &m.receipt_handle, after).await
+                        {
+                            warn!(message_id = %m.message_id, error = %e, "shortening a failed notification's visibility failed; it comes back after the full timeout");
+                        }
                         failures.push(json!({ "itemIdentifier": m.message_id }));
                     }
                 }

@@ -65,7 +65,7 @@ async fn main() -> ExitCode {
             )
             .await
         }
-        Some(Command::Lambda(aws)) => lambda(config, aws).await,
+        Some(Command::Lambda(aws)) => lambda(config, aws, notification_queue_from_env()).await,
         Some(Command::Replay { .. } | Command::Audit { .. }) => Ok(ExitCode::SUCCESS),
         // Without a subcommand the binary is the Lambda, which only makes
         // sense where the Lambda runtime API is.
@@ -75,7 +75,7 @@ async fn main() -> ExitCode {
              `cloud-processor process FILE` to try the pipeline on local files, or `--help`"
         )),
         None => match aws_from_env() {
-            Ok(aws) => lambda(config, aws).await,
+            Ok(aws) => lambda(config, aws, notification_queue_from_env()).await,
             Err(e) => Err(e),
         },
     };
@@ -102,6 +102,22 @@ fn aws_from_env() -> anyhow::Result<Aws> {
         .context("configuring the Lambda from its environment")
 }
 
+/// In Lambda, `RELAY_NOTIFICATION_QUEUE_URL` (optional) names the queue the
+/// event source mapping reads, so a failed notification can be made visible
+/// again early through its receipt handle rather than after the queue's
+/// whole visibility timeout.
+fn notification_queue_from_env() -> Option<String> {
+    #[derive(Parser)]
+    struct NotificationQueue {
+        #[arg(long, env = "RELAY_NOTIFICATION_QUEUE_URL")]
+        notification_queue_url: Option<String>,
+    }
+    NotificationQueue::try_parse_from(["cloud-processor"])
+        .ok()
+        .and_then(|n| n.notification_queue_url)
+        .filter(|u| !u.is_empty())
+}
+
 async fn app(config: Config, aws: Aws) -> anyhow::Result<(App, aws_sdk_sqs::Client)> {
     check_aws(&aws, &config.raw_prefix)?;
     let sdk = load_sdk_config().await;
@@ -124,8 +140,18 @@ async fn app(config: Config, aws: Aws) -> anyhow::Result<(App, aws_sdk_sqs::Clie
     Ok((App::new(config, aws, s3, output), sqs))
 }
 
-async fn lambda(config: Config, aws: Aws) -> anyhow::Result<ExitCode> {
-    let (app, _) = app(config, aws).await?;
+async fn lambda(
+    config: Config,
+    aws: Aws,
+    notifications: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    let (mut app, sqs) = app(config, aws).await?;
+    match notifications {
+        Some(url) => app = app.with_notification_queue(sqs, url),
+        None => tracing::warn!(
+            "RELAY_NOTIFICATION_QUEUE_URL is not set: a failed notification comes back only after the queue's visibility timeout"
+        ),
+    }
     // Metrics leave as CloudWatch Embedded Metric Format on stdout after each
     // invocation; CloudWatch extracts them from the log stream.
     let emf = metrics_cloudwatch_embedded::Builder::new()

@@ -75,21 +75,14 @@ pub async fn run(
                 Err(e) => {
                     // Back sooner than the visibility timeout where that
                     // helps (see `ProcessError::retry_after`).
-                    let after = e
-                        .retry_after()
-                        .map(|d| d.as_secs().clamp(1, u64::from(visibility_secs)));
-                    error!(error = %e, retry_in_secs = after.unwrap_or(u64::from(visibility_secs)),
+                    let full = Duration::from_secs(u64::from(visibility_secs));
+                    let after = e.retry_after().map(|d| d.min(full));
+                    error!(error = %e, retry_in_secs = after.unwrap_or(full).as_secs(),
                         "processing failed; the notification will be redelivered");
-                    if let Some(secs) = after
-                        && let Err(e) = sqs
-                            .change_message_visibility()
-                            .queue_url(queue_url)
-                            .receipt_handle(receipt)
-                            .visibility_timeout(secs as i32)
-                            .send()
-                            .await
+                    if let Some(after) = after
+                        && let Err(e) = crate::sqs::show_again(sqs, queue_url, receipt, after).await
                     {
-                        warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "shortening a failed notification's visibility failed; it comes back after the full timeout");
+                        warn!(error = %e, "shortening a failed notification's visibility failed; it comes back after the full timeout");
                     }
                 }
             }

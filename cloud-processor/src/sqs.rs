@@ -259,6 +259,28 @@ impl Output {
     }
 }
 
+/// Makes a received message visible again `after` from now
+/// (ChangeMessageVisibility through its receipt handle): a failed
+/// notification comes back when retrying makes sense, not after the queue's
+/// whole visibility timeout.
+pub async fn show_again(
+    client: &Client,
+    queue_url: &str,
+    receipt: &str,
+    after: Duration,
+) -> Result<(), SendError> {
+    let secs = i32::try_from(after.as_secs().clamp(1, 43_200)).unwrap_or(43_200);
+    client
+        .change_message_visibility()
+        .queue_url(queue_url)
+        .receipt_handle(receipt)
+        .visibility_timeout(secs)
+        .send()
+        .await
+        .map(drop)
+        .map_err(|e| call_error(queue_url, "ChangeMessageVisibility", e))
+}
+
 /// A deterministic MessageDeduplicationId: the same object version and chunk
 /// always give the same id, so a resend inside FIFO's 5-minute window is
 /// dropped by SQS.

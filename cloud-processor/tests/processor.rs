@@ -589,3 +589,71 @@ async fn a_failed_notification_comes_back_when_retrying_makes_sense() {
         .unwrap();
     assert!(got.values().all(|(_, a)| a["relay.records"] == "20"));
 }
+
+/// In Lambda too: a failed SQS record (here a body of no known shape) is
+/// reported as a batch item failure and made visible again through its
+/// receipt handle, so it comes back in seconds, not after the queue's
+/// 300 s visibility timeout (the module's default is six times the Lambda
+/// timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_lambda_a_failed_record_comes_back_early() {
+    let s = setup("proc-lambda-retry", false).await;
+    let queue = s.emu.queue("proc-lambda-n", false).await;
+    let app = app(&s, None)
+        .await
+        .with_notification_queue(s.emu.sqs.clone(), queue.clone());
+    s.emu
+        .sqs
+        .send_message()
+        .queue_url(&queue)
+        .message_body("{}")
+        .send()
+        .await
+        .unwrap();
+    let got = s
+        .emu
+        .sqs
+        .receive_message()
+        .queue_url(&queue)
+        .visibility_timeout(300)
+        .wait_time_seconds(5)
+        .send()
+        .await
+        .unwrap();
+    let m = &got.messages.unwrap()[0];
+    let id = m.message_id.clone().unwrap();
+    let event = serde_json::json!({"Records": [{
+        "messageId": id,
+        "receiptHandle": m.receipt_handle.clone().unwrap(),
+        "body": m.body.clone().unwrap(),
+        "eventSource": "aws:sqs",
+        "attributes": {"ApproximateReceiveCount": "1"},
+    }]});
+    let answer = app.handle(event).await.unwrap();
+    assert_eq!(
+        answer["batchItemFailures"][0]["itemIdentifier"],
+        id.as_str()
+    );
+    let start = Instant::now();
+    loop {
+        let again = s
+            .emu
+            .sqs
+            .receive_message()
+            .queue_url(&queue)
+            .wait_time_seconds(2)
+            .send()
+            .await
+            .unwrap();
+        if again.messages.is_some_and(|ms| {
+            ms.iter()
+                .any(|x| x.message_id.as_deref() == Some(id.as_str()))
+        }) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(40),
+            "the failed record did not come back before its 300 s visibility timeout"
+        );
+    }
+}
