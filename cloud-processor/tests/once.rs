@@ -198,7 +198,7 @@ async fn a_config_change_across_a_crash_is_refused_with_a_clear_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_sends_only_what_is_missing_and_reprocess_sends_everything() {
-    use cloud_processor::replay::{self, Mode, Selection};
+    use cloud_processor::replay::{self, Mode};
     let s = setup("once-replay", false).await;
     let app = app(&s, Some(8192)).await;
     let keys: Vec<String> = (0..3)
@@ -225,14 +225,7 @@ async fn replay_sends_only_what_is_missing_and_reprocess_sends_everything() {
     );
     assert_eq!(drain(&s).await.len(), 2);
 
-    let sel = Selection {
-        bucket: s.bucket.name().to_owned(),
-        prefix: "raw/e/2026/11/21/".into(),
-        raw_prefix: "raw/".into(),
-        state_prefix: "state/".into(),
-        since: None,
-        until: None,
-    };
+    let sel = selection(&s, "raw/e/2026/11/21/");
     let now = jiff::Timestamp::now().as_second();
     let report = replay::audit(&s.emu.s3, &sel, 0, now + 1).await.unwrap();
     assert_eq!(
@@ -249,10 +242,7 @@ async fn replay_sends_only_what_is_missing_and_reprocess_sends_everything() {
         "each processed sample has one reject"
     );
 
-    let queue = replay::Target::Queue {
-        client: s.emu.sqs.clone(),
-        url: s.notifications.clone(),
-    };
+    let queue = replay_to_queue(&s);
     // A dry run changes nothing.
     let dry = replay::replay(
         &s.emu.s3,
@@ -404,7 +394,7 @@ async fn a_replayed_event_gives_the_same_deduplication_ids_as_a_live_one() {
 /// nothing and call the object sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reprocess_after_a_leftover_lease_sends_everything_again() {
-    use cloud_processor::replay::{self, Mode, Selection};
+    use cloud_processor::replay::{self, Mode};
     use std::sync::atomic::Ordering;
     let s = setup("once-leftover", false).await;
     let proxy = relay_shared::testing::FaultProxy::start(&s.emu.endpoint).await;
@@ -439,18 +429,8 @@ async fn reprocess_after_a_leftover_lease_sends_everything_again() {
     // Past its expiry, as a reprocess days later would find it.
     tokio::time::sleep(Duration::from_millis(1200)).await;
 
-    let sel = Selection {
-        bucket: s.bucket.name().to_owned(),
-        prefix: "raw/e/".into(),
-        raw_prefix: "raw/".into(),
-        state_prefix: "state/".into(),
-        since: None,
-        until: None,
-    };
-    let queue = replay::Target::Queue {
-        client: s.emu.sqs.clone(),
-        url: s.notifications.clone(),
-    };
+    let sel = selection(&s, "raw/e/");
+    let queue = replay_to_queue(&s);
     let summary = replay::replay(
         &s.emu.s3,
         &queue,

@@ -307,15 +307,7 @@ async fn poll_processes_notifications_and_deletes_them() {
         )
         .await;
     }
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let sqs = s.emu.sqs.clone();
-    let queue = s.notifications.clone();
-    let poller = tokio::spawn(async move {
-        cloud_processor::poll::run(&app, &sqs, &queue, 30, async {
-            let _ = stopped.await;
-        })
-        .await;
-    });
+    let poller = start_poller(app, s.emu.sqs.clone(), s.notifications.clone(), 30);
     let start = Instant::now();
     let mut got = BTreeMap::new();
     while got.len() < 3 {
@@ -326,11 +318,7 @@ async fn poll_processes_notifications_and_deletes_them() {
             got.len()
         );
     }
-    stop.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(30), poller)
-        .await
-        .unwrap()
-        .unwrap();
+    poller.stop().await;
     assert!(got.values().all(|(_, a)| a["relay.records"] == "20"));
     // Processed notifications were deleted: none comes back after their
     // visibility timeout would have passed.
@@ -444,15 +432,7 @@ async fn sns_fan_out_is_processed_and_unknown_bodies_reach_the_dlq() {
             .unwrap();
     }
 
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let sqs = s.emu.sqs.clone();
-    let polled = queue.clone();
-    let poller = tokio::spawn(async move {
-        cloud_processor::poll::run(&app, &sqs, &polled, 1, async {
-            let _ = stopped.await;
-        })
-        .await;
-    });
+    let poller = start_poller(app, s.emu.sqs.clone(), queue.clone(), 1);
     let start = Instant::now();
     let mut got = BTreeMap::new();
     let mut dead = Vec::new();
@@ -470,11 +450,7 @@ async fn sns_fan_out_is_processed_and_unknown_bodies_reach_the_dlq() {
             got.len()
         );
     }
-    stop.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(30), poller)
-        .await
-        .unwrap()
-        .unwrap();
+    poller.stop().await;
     assert_eq!(got.len(), 1, "one message of 30 records");
     let ((source, _), (_, attrs)) = got.iter().next().unwrap();
     assert_eq!(
@@ -564,15 +540,7 @@ async fn a_failed_notification_comes_back_when_retrying_makes_sense() {
         zstd::encode_all(sample_file(20).as_bytes(), 3).unwrap(),
     )
     .await;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let sqs = s.emu.sqs.clone();
-    let queue = s.notifications.clone();
-    let poller = tokio::spawn(async move {
-        cloud_processor::poll::run(&app, &sqs, &queue, 300, async {
-            let _ = stopped.await;
-        })
-        .await;
-    });
+    let poller = start_poller(app, s.emu.sqs.clone(), s.notifications.clone(), 300);
     let start = Instant::now();
     let mut got = BTreeMap::new();
     while got.is_empty() {
@@ -582,11 +550,7 @@ async fn a_failed_notification_comes_back_when_retrying_makes_sense() {
             "the busy notification did not come back before its 300 s visibility timeout"
         );
     }
-    stop.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(30), poller)
-        .await
-        .unwrap()
-        .unwrap();
+    poller.stop().await;
     assert!(got.values().all(|(_, a)| a["relay.records"] == "20"));
 }
 

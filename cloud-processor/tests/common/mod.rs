@@ -320,3 +320,57 @@ pub async fn queue_arn(emu: &Emulator, url: &str) -> String {
         .unwrap()[&QueueAttributeName::QueueArn]
         .clone()
 }
+
+/// `cloud-processor poll` running in this process on `queue`, stopped and
+/// joined by [`Poller::stop`].
+pub struct Poller {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+pub fn start_poller(
+    app: App,
+    sqs: aws_sdk_sqs::Client,
+    queue: String,
+    visibility_secs: u32,
+) -> Poller {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        cloud_processor::poll::run(&app, &sqs, &queue, visibility_secs, async {
+            let _ = stopped.await;
+        })
+        .await;
+    });
+    Poller { stop, task }
+}
+
+impl Poller {
+    /// Stops the poller and waits (at most 30 s) for it to finish.
+    pub async fn stop(self) {
+        self.stop.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
+
+/// Replay's selection of everything under `prefix` in the setup's bucket.
+pub fn selection(s: &Setup, prefix: &str) -> cloud_processor::replay::Selection {
+    cloud_processor::replay::Selection {
+        bucket: s.bucket.name().to_owned(),
+        prefix: prefix.into(),
+        raw_prefix: "raw/".into(),
+        state_prefix: "state/".into(),
+        since: None,
+        until: None,
+    }
+}
+
+/// Replay's target: the setup's notification queue.
+pub fn replay_to_queue(s: &Setup) -> cloud_processor::replay::Target {
+    cloud_processor::replay::Target::Queue {
+        client: s.emu.sqs.clone(),
+        url: s.notifications.clone(),
+    }
+}
