@@ -135,6 +135,10 @@ pub enum UploadError {
     TooManyParts { path: PathBuf, part_bytes: u64 },
     #[error("{key} holds other bytes than {path} although its name carries the same content hash")]
     HashClash { key: String, path: PathBuf },
+    #[error(
+        "{key} was taken (412), then gone before its content hash could be read; storing it again"
+    )]
+    Vanished { key: String },
     #[error(transparent)]
     S3(#[from] S3Error),
 }
@@ -143,7 +147,11 @@ impl UploadError {
     /// Whether retrying soon may succeed. Unreadable files and permanent S3
     /// errors need a person: the file is set aside and retried slowly.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::S3(e) if e.retry() == Retry::Transient)
+        match self {
+            Self::S3(e) => e.retry() == Retry::Transient,
+            Self::Vanished { .. } => true,
+            _ => false,
+        }
     }
 
     pub fn kind(&self) -> &'static str {
@@ -151,6 +159,7 @@ impl UploadError {
             Self::Read { .. } => "read",
             Self::TooManyParts { .. } => "too_many_parts",
             Self::HashClash { .. } => "hash_clash",
+            Self::Vanished { .. } => "vanished",
             Self::S3(e) => e.kind(),
         }
     }
@@ -316,10 +325,9 @@ async fn held<S: Sink>(sink: &S, key: &str, meta: &ObjectMeta) -> Result<Held, U
     let Some(found) = sink.metadata(key).await? else {
         // Gone between the 412 and now (a lifecycle rule, a person): the
         // next attempt stores it again.
-        return Err(UploadError::S3(S3Error::Conflict {
-            bucket: String::new(),
+        return Err(UploadError::Vanished {
             key: key.to_owned(),
-        }));
+        });
     };
     let want = content_hash_hex(meta.content_hash);
     Ok(match found.get(CONTENT_HASH) {
