@@ -232,12 +232,13 @@ impl<F: FnMut(Chunk) -> ControlFlow<()>> Run<'_, F> {
         };
         for r in records {
             let inner = r.get().as_bytes();
-            self.report.stats.records_in += 1;
             self.record.clear();
             match self.settings.projection.project(inner, &mut self.record) {
-                Ok(()) => self.pack(inner, line, offset)?,
+                Ok(()) => {
+                    self.report.stats.records_in += 1;
+                    self.pack(inner, line, offset)?;
+                }
                 Err(e) => {
-                    self.report.stats.records_in -= 1;
                     let reason = match e {
                         RecordError::NotAnObject => {
                             "a record in the wrapper is not a JSON object".to_owned()
@@ -333,34 +334,34 @@ pub fn run(
             Unreadable::Io(e)
         }
     };
-    loop {
-        let item = reader.next_item().map_err(classify)?;
+    let mut stopped = false;
+    while let Some(item) = reader.next_item().map_err(classify)? {
         let flow = match item {
-            None => break,
-            Some(Item::Record {
+            Item::Record {
                 bytes,
                 line,
                 offset,
                 fields,
-            }) => match &settings.records_pointer {
+            } => match &settings.records_pointer {
                 Some(p) => run.wrapper(p, bytes, line, offset),
                 None => run.record(bytes, fields, line, offset),
             },
-            Some(Item::Reject(r)) => {
+            Item::Reject(r) => {
                 run.reject(r);
                 ControlFlow::Continue(())
             }
         };
         if flow.is_break() {
-            let (acct, read) = (reader.accounting(), reader.bytes_read());
-            run.report.stats.set_accounting(acct, run.moved, read);
-            run.report.stats.preamble_lines = reader.preamble_lines();
-            return Ok(run.report);
+            stopped = true;
+            break;
         }
     }
     let (acct, read) = (reader.accounting(), reader.bytes_read());
     run.report.stats.set_accounting(acct, run.moved, read);
     run.report.stats.preamble_lines = reader.preamble_lines();
+    if stopped {
+        return Ok(run.report);
+    }
     if let Some(chunk) = run.packer.take()
         && run.emit(chunk).is_break()
     {
