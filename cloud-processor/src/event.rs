@@ -254,14 +254,6 @@ fn notice(v: &Value, text: &dyn Fn() -> String) -> Result<Notice, EventError> {
     })
 }
 
-/// Objects named by an S3 notification (for callers that build one).
-pub fn from_notification(event: &Value) -> Result<Vec<ObjectRef>, EventError> {
-    match notice(event, &|| event.to_string())? {
-        Notice::Objects(objects) => Ok(objects),
-        Notice::Ignored(_) => Ok(Vec::new()),
-    }
-}
-
 /// An EventBridge event from S3. EventBridge sends the key as stored, not
 /// URL-encoded. Other S3 events are ignored; events from elsewhere are unknown.
 fn from_eventbridge(

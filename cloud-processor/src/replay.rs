@@ -345,7 +345,11 @@ mod tests {
             last_modified_secs: 0,
         };
         let event = event_for("bkt", &obj);
-        let parsed = crate::event::from_notification(&event).unwrap();
+        let crate::event::Incoming::Notice(crate::event::Notice::Objects(parsed)) =
+            crate::event::classify(&event).unwrap()
+        else {
+            panic!("a replay event must name its object")
+        };
         assert_eq!(parsed.len(), 1);
         assert_eq!(parsed[0].key, obj.key);
         assert_eq!(parsed[0].bucket, "bkt");
