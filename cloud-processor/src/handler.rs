@@ -692,10 +692,8 @@ impl App {
                         error!(message_id = %m.message_id, error = %e, "message failed; SQS will redeliver it, then move it to the dead-letter queue");
                         if let (Some((sqs, queue)), Some(after)) =
                             (&self.notifications, e.retry_after())
-                            && let Err(e) =
-                                crate::sqs::show_again(sqs, queue, &m.receipt_handle, after).await
                         {
-                            warn!(message_id = %m.message_id, error = %e, "shortening a failed notification's visibility failed; it comes back after the full timeout");
+                            show_again(sqs, queue, &m.receipt_handle, after).await;
                         }
                         failures.push(json!({ "itemIdentifier": m.message_id }));
                     }
@@ -713,6 +711,19 @@ impl App {
 /// by replay other deduplication ids, so FIFO could not drop its resent batch.
 pub fn dedup_base(bucket: &str, key: &str, read_version: Option<&str>, read_etag: &str) -> String {
     format!("{bucket}/{key}\0{}", read_version.unwrap_or(read_etag))
+}
+
+/// Makes a failed notification visible again `after` from now. Should that
+/// fail, it comes back after the queue's visibility timeout: later, not lost.
+pub(crate) async fn show_again(
+    sqs: &aws_sdk_sqs::Client,
+    queue: &str,
+    receipt: &str,
+    after: Duration,
+) {
+    if let Err(e) = crate::sqs::show_again(sqs, queue, receipt, after).await {
+        warn!(error = %e, "shortening a failed notification's visibility failed; it comes back after the full timeout");
+    }
 }
 
 /// Counts and logs a payload of no known shape, and turns it into an error.

@@ -79,10 +79,8 @@ pub async fn run(
                     let after = e.retry_after().map(|d| d.min(full));
                     error!(error = %e, retry_in_secs = after.unwrap_or(full).as_secs(),
                         "processing failed; the notification will be redelivered");
-                    if let Some(after) = after
-                        && let Err(e) = crate::sqs::show_again(sqs, queue_url, receipt, after).await
-                    {
-                        warn!(error = %e, "shortening a failed notification's visibility failed; it comes back after the full timeout");
+                    if let Some(after) = after {
+                        crate::handler::show_again(sqs, queue_url, receipt, after).await;
                     }
                 }
             }
