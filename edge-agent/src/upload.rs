@@ -136,6 +136,13 @@ pub enum UploadError {
     #[error("{key} holds other bytes than {path} although its name carries the same content hash")]
     HashClash { key: String, path: PathBuf },
     #[error(
+        "{path}: S3 holds other bytes under its name, and there is no conflict key for it: {source}"
+    )]
+    ConflictKey {
+        path: PathBuf,
+        source: relay_shared::keys::KeyError,
+    },
+    #[error(
         "{key} was taken (412), then gone before its content hash could be read; storing it again"
     )]
     Vanished { key: String },
@@ -159,6 +166,7 @@ impl UploadError {
             Self::Read { .. } => "read",
             Self::TooManyParts { .. } => "too_many_parts",
             Self::HashClash { .. } => "hash_clash",
+            Self::ConflictKey { .. } => "conflict_key",
             Self::Vanished { .. } => "vanished",
             Self::S3(e) => e.kind(),
         }
@@ -269,24 +277,42 @@ pub fn stat_of(m: &std::fs::Metadata) -> FileStat {
     }
 }
 
-/// Runs a blocking read off the async threads, keeping the compressor's state.
+/// Runs blocking file work off the async threads; a failure names the file.
+async fn blocking<T: Send + 'static>(
+    path: &Path,
+    work: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> Result<T, UploadError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|join| io::Error::other(join.to_string()))
+        .and_then(|r| r)
+        .map_err(|source| UploadError::Read {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+/// Reads the next chunk off the async threads, keeping the compressor's state.
 async fn next_chunk(
     mut c: Compressor,
     max: u64,
     path: &Path,
 ) -> Result<(Compressor, Vec<u8>), UploadError> {
-    let res = tokio::task::spawn_blocking(move || c.next_chunk(max).map(|chunk| (c, chunk))).await;
-    match res {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(source)) => Err(UploadError::Read {
-            path: path.to_owned(),
-            source,
-        }),
-        Err(join) => Err(UploadError::Read {
-            path: path.to_owned(),
-            source: io::Error::other(join.to_string()),
-        }),
+    blocking(path, move || c.next_chunk(max).map(|chunk| (c, chunk))).await
+}
+
+/// Opens the file if it is still a regular file with the size and mtime it
+/// was judged finished with; otherwise why not.
+fn open_expected(path: &Path, expect: FileStat) -> io::Result<Result<File, Outcome>> {
+    let file = match open_regular(path)? {
+        Opened::Ready(f) => f,
+        Opened::Gone => return Ok(Err(Outcome::Gone)),
+        Opened::NotRegular => return Ok(Err(Outcome::NotRegular)),
+    };
+    if stat_of(&file.metadata()?) != expect {
+        return Ok(Err(Outcome::Changed));
     }
+    Ok(Ok(file))
 }
 
 /// The file must still be what was judged finished when it was opened, or
@@ -371,9 +397,9 @@ pub async fn upload_once<S: Sink>(
     let conflict = job
         .keys
         .conflict_key(&meta.original_name, &conflict_tag(meta.content_hash))
-        .map_err(|e| UploadError::Read {
+        .map_err(|source| UploadError::ConflictKey {
             path: job.path.clone(),
-            source: io::Error::other(e.to_string()),
+            source,
         })?
         .key;
     match store(sink, job, &conflict, &mut meta, level, part_bytes).await? {
@@ -407,32 +433,20 @@ async fn store<S: Sink>(
     level: i32,
     part_bytes: u64,
 ) -> Result<Stored, UploadError> {
-    let read_error = |source| UploadError::Read {
-        path: job.path.clone(),
-        source,
-    };
     // Opening and compressing the first part share one trip to the blocking
     // pool: most files fit in one part, so this is their only one.
     let (path, expect) = (job.path.clone(), job.stat);
-    let first = tokio::task::spawn_blocking(
-        move || -> io::Result<Result<(Compressor, Vec<u8>), Outcome>> {
-            let file = match open_regular(&path)? {
-                Opened::Ready(f) => f,
-                Opened::Gone => return Ok(Err(Outcome::Gone)),
-                Opened::NotRegular => return Ok(Err(Outcome::NotRegular)),
-            };
-            if stat_of(&file.metadata()?) != expect {
-                return Ok(Err(Outcome::Changed));
+    let first = blocking(&job.path, move || {
+        Ok(match open_expected(&path, expect)? {
+            Ok(file) => {
+                let mut c = Compressor::new(file, expect, level)?;
+                let chunk = c.next_chunk(part_bytes)?;
+                Ok((c, chunk))
             }
-            let mut c = Compressor::new(file, expect, level)?;
-            let chunk = c.next_chunk(part_bytes)?;
-            Ok(Ok((c, chunk)))
-        },
-    )
-    .await
-    .map_err(|e| io::Error::other(e.to_string()))
-    .and_then(|r| r)
-    .map_err(read_error)?;
+            Err(outcome) => Err(outcome),
+        })
+    })
+    .await?;
     let (mut compressor, first) = match first {
         Ok(v) => v,
         Err(outcome) => return Ok(Stored::Early(outcome)),
@@ -456,16 +470,11 @@ async fn store<S: Sink>(
     // A multipart upload: its metadata, the content hash included, is set
     // when it starts, so hash the whole file first.
     let (path, expect) = (job.path.clone(), job.stat);
-    let pre = tokio::task::spawn_blocking(move || -> io::Result<Option<u128>> {
-        match open_regular(&path)? {
-            Opened::Ready(f) if stat_of(&f.metadata()?) == expect => hash_file(f).map(Some),
-            _ => Ok(None),
-        }
+    let pre = blocking(&job.path, move || match open_expected(&path, expect)? {
+        Ok(file) => hash_file(file).map(Some),
+        Err(_) => Ok(None),
     })
-    .await
-    .map_err(|e| io::Error::other(e.to_string()))
-    .and_then(|r| r)
-    .map_err(read_error)?;
+    .await?;
     let Some(pre_hash) = pre else {
         return Ok(Stored::Early(Outcome::Changed));
     };
