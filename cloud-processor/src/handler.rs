@@ -53,6 +53,10 @@ struct Run<'a> {
     ttl_ms: u64,
 }
 
+/// Time from taking a lease over to resending its first batch, at most,
+/// when judging whether the resend is still inside FIFO's window.
+const RESEND_LEAD_MS: u64 = 10_000;
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -226,6 +230,7 @@ impl App {
 
     async fn put_json(&self, bucket: &str, key: &str, value: &Value) -> Result<(), ProcessError> {
         let body = serde_json::to_vec_pretty(value).unwrap_or_default();
+        metrics::counter!(m::STATE_REQUESTS, "op" => "put").increment(1);
         let options = PutOptions {
             content_type: Some("application/json".into()),
             ..PutOptions::default()
@@ -306,6 +311,18 @@ impl App {
             }
         };
         let resumed_from = held.lease.next_chunk;
+        if let Some(age_ms) = held.taken_over_after_ms
+            && self.output.is_fifo()
+            && age_ms + RESEND_LEAD_MS > state::FIFO_DEDUP_WINDOW_MS
+        {
+            metrics::counter!(m::FIFO_WINDOW_EXCEEDED).increment(1);
+            warn!(
+                age_ms,
+                resumed_from,
+                "taking over an object whose previous holder last recorded progress over 5 minutes ago: \
+                 a batch it sent unrecorded, if any, is outside SQS FIFO's deduplication window and arrives twice"
+            );
+        }
         if resumed_from > 0 {
             warn!(
                 resumed_from,
@@ -325,7 +342,7 @@ impl App {
             Ok(g) => g,
             Err(S3Error::NotFound { .. }) => {
                 warn!("the object no longer exists; nothing to do");
-                let _ = store.remove(&keys.lease).await;
+                let _ = store.remove(&keys.lease, Some(&held.etag)).await;
                 return Ok(Outcome::Missing);
             }
             Err(e) => {
@@ -390,7 +407,7 @@ impl App {
                 marker.outcome = "quarantined".into();
                 marker.finished_at_ms = now_ms();
                 marker.elapsed_ms = started.elapsed().as_millis() as u64;
-                state::finish(&store, &keys, &marker)
+                state::finish(&store, &keys, &held, &marker)
                     .await
                     .map_err(state_err)?;
                 return Ok(outcome);
@@ -439,7 +456,7 @@ impl App {
         marker.rejected_bytes = s.rejected_bytes;
         marker.separator_bytes = s.separator_bytes;
         marker.elapsed_ms = started.elapsed().as_millis() as u64;
-        state::finish(&store, &keys, &marker)
+        state::finish(&store, &keys, &held, &marker)
             .await
             .map_err(state_err)?;
         info!(
@@ -468,8 +485,7 @@ impl App {
     /// After a clean failure, lets the next attempt resume at once instead of
     /// waiting for the lease to expire. Best effort: expiry does the same.
     async fn release(&self, store: &Bucket, keys: &StateKeys, mut held: Held) {
-        let next = held.lease.next_chunk;
-        if let Err(e) = state::advance(store, keys, &mut held, next, 0).await {
+        if let Err(e) = state::release(store, keys, &mut held, now_ms()).await {
             warn!(error = %e, "could not release the lease; the next attempt waits for it to expire");
         }
     }
@@ -533,7 +549,7 @@ impl App {
                     },
                     _ = renew.tick() => {
                         let next = held.lease.next_chunk;
-                        if let Err(e) = state::advance(store, keys, &mut held, next, now_ms() + ttl_ms).await {
+                        if let Err(e) = state::advance(store, keys, &mut held, next, now_ms()).await {
                             failure = Some(ProcessError::state(obj, e));
                             break;
                         }
@@ -545,14 +561,14 @@ impl App {
             // Start a send only with most of the lease left: one that starts
             // late may land after another processor took the object over,
             // which on a standard queue is a duplicate.
-            if now_ms() + ttl_ms / 3 > held.lease.expires_at_ms {
+            if held.left_ms() < ttl_ms / 3 {
                 let at = held.lease.next_chunk;
-                if let Err(e) = state::advance(store, keys, &mut held, at, now_ms() + ttl_ms).await
-                {
+                if let Err(e) = state::advance(store, keys, &mut held, at, now_ms()).await {
                     failure = Some(ProcessError::state(obj, e));
                     break;
                 }
             }
+            held.unrecorded_since = Some(Instant::now());
             if let Err(source) = self.output.send(&obj.key, &dedup_base, &batch).await {
                 failure = Some(ProcessError::Send {
                     bucket: obj.bucket.clone(),
@@ -580,7 +596,7 @@ impl App {
                 unrecorded = Some(next);
                 continue;
             }
-            if let Err(e) = state::advance(store, keys, &mut held, next, now_ms() + ttl_ms).await {
+            if let Err(e) = state::advance(store, keys, &mut held, next, now_ms()).await {
                 failure = Some(ProcessError::state(obj, e));
                 break;
             }
@@ -606,8 +622,7 @@ impl App {
                 // Without a done marker to follow (the download broke), the
                 // lease must record the last batch before it is released.
                 if let (Some(next), Err(Unreadable::Io(_))) = (unrecorded, &result)
-                    && let Err(e) =
-                        state::advance(store, keys, &mut held, next, now_ms() + ttl_ms).await
+                    && let Err(e) = state::advance(store, keys, &mut held, next, now_ms()).await
                 {
                     return Err((ProcessError::state(obj, e), None));
                 }

@@ -13,6 +13,8 @@ pub const INPUT_BYTES: &str = "relay_processor_input_bytes_total";
 pub const ACCOUNTING_ERRORS: &str = "relay_processor_accounting_errors_total";
 pub const OBJECT_SECONDS: &str = "relay_processor_object_seconds";
 pub const SEND_RETRIES: &str = "relay_processor_send_retries_total";
+pub const STATE_REQUESTS: &str = "relay_processor_state_requests_total";
+pub const FIFO_WINDOW_EXCEEDED: &str = "relay_processor_fifo_window_exceeded_total";
 
 /// Histogram buckets for the Prometheus exporter.
 pub const OBJECT_SECONDS_BUCKETS: &[f64] = &[
@@ -50,5 +52,13 @@ pub fn describe() {
     describe_counter!(
         SEND_RETRIES,
         "SendMessageBatch attempts retried (throttling, partial failures)"
+    );
+    describe_counter!(
+        STATE_REQUESTS,
+        "S3 requests on state objects (markers, leases, reports), by op: get, put, delete. Divided by relay_processor_objects_total, the state cost per object"
+    );
+    describe_counter!(
+        FIFO_WINDOW_EXCEEDED,
+        "Takeovers of a FIFO object whose previous holder may have sent a batch unrecorded more than 5 minutes before: that batch, if it was sent, arrives twice"
     );
 }

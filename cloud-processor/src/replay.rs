@@ -267,11 +267,11 @@ pub async fn replay(
             // and call the object sent.
             let keys = StateKeys::new(&sel.state_prefix, &sel.raw_prefix, &obj.key);
             if store.read(&keys.lease).await?.is_some() {
-                store.remove(&keys.lease).await?;
+                store.remove(&keys.lease, None).await?;
                 summary.leases_deleted += 1;
             }
             if done {
-                store.remove(&keys.done).await?;
+                store.remove(&keys.done, None).await?;
                 summary.markers_deleted += 1;
             }
         }
@@ -288,7 +288,8 @@ pub async fn replay(
 pub struct AuditReport {
     /// Raw objects older than the threshold without a done marker.
     pub unprocessed: Vec<RawObject>,
-    /// Leases whose expiry has passed: a processor died and no retry came.
+    /// Leases with no live owner (expired by S3's clock, or released after
+    /// a failure): a processor died or failed, and no retry has come yet.
     pub stale_leases: Vec<String>,
     pub quarantined: Vec<String>,
     pub reject_reports: Vec<String>,
@@ -312,9 +313,11 @@ pub async fn audit(
     }
     let folder = |f| state::mirrored(&sel.state_prefix, f, &sel.raw_prefix, &sel.prefix);
     for lease in list(s3, &sel.bucket, &folder(state::LEASES)).await? {
-        if let Some((bytes, _)) = store.read(&lease.key).await?
-            && serde_json::from_slice::<Lease>(&bytes)
-                .is_ok_and(|l| (l.expires_at_ms / 1000) as i64 <= now_secs)
+        // Judged as takers judge it, by S3's clock.
+        let local_now_ms = u64::try_from(now_secs).unwrap_or(0) * 1000;
+        if let Some(stored) = store.read(&lease.key).await?
+            && serde_json::from_slice::<Lease>(&stored.bytes)
+                .is_ok_and(|l| state::remaining_ms(&l, &stored, local_now_ms) == 0)
         {
             report.stale_leases.push(lease.key);
         }

@@ -17,19 +17,44 @@
 //! deduplication window. For standard queues it is the one possible duplicate.
 
 use std::future::Future;
+use std::time::Instant;
 
-use relay_shared::s3::{Bucket, PutMode, PutOptions, S3Error};
+use relay_shared::s3::{Bucket, PutMode, PutOptions, S3Error, Small};
 use serde::{Deserialize, Serialize};
+
+/// SQS FIFO drops a resent message only within this long of the first send.
+pub const FIFO_DEDUP_WINDOW_MS: u64 = 5 * 60 * 1000;
+
+/// S3 gives `Last-Modified` and `Date` in whole seconds: a lease is judged
+/// expired only once S3's clock is past its write plus TTL by this much.
+const S3_CLOCK_GRAIN_MS: u64 = 1000;
 
 /// What the processor keeps about an object in progress.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
     pub owner: String,
+    /// The holder's wall clock, for people reading the lease. Takers judge
+    /// expiry by `ttl_ms` on S3's clock, so skewed hosts cannot disagree.
     pub expires_at_ms: u64,
+    /// The lease binds for this long after its last write, measured from
+    /// its `Last-Modified` against S3's `Date`; 0 means released. Leases of
+    /// older processors lack it and are judged by `expires_at_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_ms: Option<u64>,
     /// Of everything that decides how records are cut into chunks.
     pub fingerprint: String,
     /// Chunks below this index were acknowledged by SQS.
     pub next_chunk: u32,
+    /// Written on release after a failure: how long before this write the
+    /// holder started a send that SQS may have applied unrecorded (0: none).
+    /// Crashed holders leave no such note, and need none: their last write
+    /// came before any unrecorded send.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unrecorded_for_ms: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 /// Written when an object is finished (sent, or quarantined).
@@ -62,11 +87,8 @@ pub struct DoneMarker {
 
 /// The small set of S3 operations the protocol needs.
 pub trait StateStore: Send + Sync {
-    /// The object's bytes and ETag, or `None` if it does not exist.
-    fn read(
-        &self,
-        key: &str,
-    ) -> impl Future<Output = Result<Option<(Vec<u8>, String)>, S3Error>> + Send;
+    /// The object with its ETag and S3's times, or `None` if it does not exist.
+    fn read(&self, key: &str) -> impl Future<Output = Result<Option<Small>, S3Error>> + Send;
     /// Writes under `mode`; returns the new ETag.
     fn write(
         &self,
@@ -74,19 +96,32 @@ pub trait StateStore: Send + Sync {
         body: Vec<u8>,
         mode: PutMode,
     ) -> impl Future<Output = Result<String, S3Error>> + Send;
-    fn remove(&self, key: &str) -> impl Future<Output = Result<(), S3Error>> + Send;
+    /// Deletes the object; with `if_match`, only while its ETag is that one
+    /// ([`S3Error::Precondition`] otherwise).
+    fn remove(
+        &self,
+        key: &str,
+        if_match: Option<&str>,
+    ) -> impl Future<Output = Result<(), S3Error>> + Send;
+}
+
+/// Counts one S3 request on a state object.
+fn count(op: &'static str) {
+    metrics::counter!(crate::metrics::STATE_REQUESTS, "op" => op).increment(1);
 }
 
 impl StateStore for Bucket {
-    async fn read(&self, key: &str) -> Result<Option<(Vec<u8>, String)>, S3Error> {
-        match self.get_bytes(key).await {
-            Ok((bytes, etag)) => Ok(Some((bytes, etag.unwrap_or_default()))),
+    async fn read(&self, key: &str) -> Result<Option<Small>, S3Error> {
+        count("get");
+        match self.get_small(key).await {
+            Ok(small) => Ok(Some(small)),
             Err(S3Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(e),
         }
     }
 
     async fn write(&self, key: &str, body: Vec<u8>, mode: PutMode) -> Result<String, S3Error> {
+        count("put");
         let options = PutOptions {
             content_type: Some("application/json".into()),
             ..PutOptions::default()
@@ -96,9 +131,37 @@ impl StateStore for Bucket {
             .map(|r| r.etag.unwrap_or_default())
     }
 
-    async fn remove(&self, key: &str) -> Result<(), S3Error> {
-        self.delete(key).await
+    async fn remove(&self, key: &str, if_match: Option<&str>) -> Result<(), S3Error> {
+        count("delete");
+        match if_match {
+            Some(etag) => self.delete_if_match(key, etag).await,
+            None => self.delete(key).await,
+        }
     }
+}
+
+/// How much longer a lease read as `stored` binds other processors. By
+/// S3's clock where S3 gave its times; by the holder's written expiry
+/// against `local_now_ms` only for leases of older processors.
+pub fn remaining_ms(lease: &Lease, stored: &Small, local_now_ms: u64) -> u64 {
+    match (lease.ttl_ms, stored.last_modified_ms, stored.server_now_ms) {
+        (Some(0), _, _) => 0,
+        (Some(ttl), Some(written), Some(now)) => {
+            let end =
+                written.saturating_add(i64::try_from(ttl + S3_CLOCK_GRAIN_MS).unwrap_or(i64::MAX));
+            u64::try_from(end.saturating_sub(now)).unwrap_or(0)
+        }
+        _ => lease.expires_at_ms.saturating_sub(local_now_ms),
+    }
+}
+
+/// At most how long ago, by S3's clock, the lease's holder may have started
+/// a send it never recorded: its last write, plus what a releasing holder
+/// noted. `None` without S3's times.
+pub fn unrecorded_age_ms(lease: &Lease, stored: &Small) -> Option<u64> {
+    let (written, now) = (stored.last_modified_ms?, stored.server_now_ms?);
+    let since_write = u64::try_from(now.saturating_sub(written)).unwrap_or(0) + S3_CLOCK_GRAIN_MS;
+    Some(since_write + lease.unrecorded_for_ms)
 }
 
 /// The state keys of one raw object.
@@ -141,6 +204,23 @@ impl StateKeys {
 pub struct Held {
     pub lease: Lease,
     pub etag: String,
+    /// When our last write of the lease started, on our monotonic clock: we
+    /// count it as ending `ttl` after that, never later than S3 will.
+    pub renewed: Instant,
+    /// Set when we took the lease over: at most how long ago the previous
+    /// holder may have started a send it never recorded (S3's clock).
+    pub taken_over_after_ms: Option<u64>,
+    /// When we started a send that is not recorded yet: SQS may have
+    /// applied it even if we saw it fail.
+    pub unrecorded_since: Option<Instant>,
+}
+
+impl Held {
+    /// How much of the lease is left by our own clock.
+    pub fn left_ms(&self) -> u64 {
+        let ttl = self.lease.ttl_ms.unwrap_or(0);
+        ttl.saturating_sub(self.renewed.elapsed().as_millis() as u64)
+    }
 }
 
 /// The result of trying to take an object on.
@@ -183,7 +263,9 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).unwrap_or_default()
 }
 
-/// Takes the object on, unless it is done or busy.
+/// Takes the object on, unless it is done or busy. `now_ms` is this host's
+/// clock: it only fills `expires_at_ms` for people, and judges leases of
+/// older processors.
 pub async fn acquire<S: StateStore>(
     store: &S,
     keys: &StateKeys,
@@ -198,18 +280,30 @@ pub async fn acquire<S: StateStore>(
     let fresh = Lease {
         owner: owner.to_owned(),
         expires_at_ms: now_ms + ttl_ms,
+        ttl_ms: Some(ttl_ms),
         fingerprint: fingerprint.to_owned(),
         next_chunk: 0,
+        unrecorded_for_ms: 0,
     };
+    let started = Instant::now();
     match store
         .write(&keys.lease, encode(&fresh), PutMode::Create)
         .await
     {
-        Ok(etag) => return confirm(store, keys, Held { lease: fresh, etag }).await,
+        Ok(etag) => {
+            let held = Held {
+                lease: fresh,
+                etag,
+                renewed: started,
+                taken_over_after_ms: None,
+                unrecorded_since: None,
+            };
+            return confirm(store, keys, held).await;
+        }
         Err(S3Error::AlreadyExists { .. }) => {}
         Err(e) => return Err(e.into()),
     }
-    let Some((bytes, etag)) = store.read(&keys.lease).await? else {
+    let Some(stored) = store.read(&keys.lease).await? else {
         // Released between our two calls: the holder finished or gave up.
         return Ok(if store.read(&keys.done).await?.is_some() {
             Acquired::Done
@@ -220,13 +314,14 @@ pub async fn acquire<S: StateStore>(
             }
         });
     };
-    let theirs: Lease = decode(&keys.lease, &bytes)?;
-    if theirs.expires_at_ms > now_ms {
+    let theirs: Lease = decode(&keys.lease, &stored.bytes)?;
+    let left = remaining_ms(&theirs, &stored, now_ms);
+    if left > 0 {
         if store.read(&keys.done).await?.is_some() {
             return Ok(Acquired::Done);
         }
         return Ok(Acquired::Busy {
-            expires_in_ms: theirs.expires_at_ms - now_ms,
+            expires_in_ms: left,
             owner: theirs.owner,
         });
     }
@@ -248,11 +343,22 @@ pub async fn acquire<S: StateStore>(
         next_chunk,
         ..fresh
     };
+    let etag = stored.etag.clone().unwrap_or_default();
+    let started = Instant::now();
     match store
         .write(&keys.lease, encode(&taken), PutMode::Update { etag })
         .await
     {
-        Ok(etag) => confirm(store, keys, Held { lease: taken, etag }).await,
+        Ok(etag) => {
+            let held = Held {
+                lease: taken,
+                etag,
+                renewed: started,
+                taken_over_after_ms: unrecorded_age_ms(&theirs, &stored),
+                unrecorded_since: None,
+            };
+            confirm(store, keys, held).await
+        }
         Err(S3Error::Precondition { .. }) => Ok(Acquired::Busy {
             owner: "(another taker)".into(),
             expires_in_ms: ttl_ms,
@@ -273,29 +379,65 @@ async fn confirm<S: StateStore>(
     if store.read(&keys.done).await?.is_none() {
         return Ok(Acquired::Ours(held));
     }
-    let _ = store.remove(&keys.lease).await;
+    let _ = store.remove(&keys.lease, Some(&held.etag)).await;
     Ok(Acquired::Done)
 }
 
-/// Records that chunks below `next_chunk` are acknowledged, renewing the lease.
+/// Records that chunks below `next_chunk` are acknowledged, renewing the
+/// lease for its TTL.
 pub async fn advance<S: StateStore>(
     store: &S,
     keys: &StateKeys,
     held: &mut Held,
     next_chunk: u32,
-    expires_at_ms: u64,
+    now_ms: u64,
+) -> Result<(), StateError> {
+    let ttl_ms = held.lease.ttl_ms.unwrap_or(0);
+    rewrite(store, keys, held, next_chunk, ttl_ms, now_ms, 0).await
+}
+
+/// Gives the lease up after a clean failure, so the next attempt need not
+/// wait for it to expire, noting any send that may be unrecorded (see
+/// [`Lease::unrecorded_for_ms`]).
+pub async fn release<S: StateStore>(
+    store: &S,
+    keys: &StateKeys,
+    held: &mut Held,
+    now_ms: u64,
+) -> Result<(), StateError> {
+    let next = held.lease.next_chunk;
+    let unrecorded_for_ms = held
+        .unrecorded_since
+        .map_or(0, |t| t.elapsed().as_millis() as u64);
+    rewrite(store, keys, held, next, 0, now_ms, unrecorded_for_ms).await
+}
+
+async fn rewrite<S: StateStore>(
+    store: &S,
+    keys: &StateKeys,
+    held: &mut Held,
+    next_chunk: u32,
+    ttl_ms: u64,
+    now_ms: u64,
+    unrecorded_for_ms: u64,
 ) -> Result<(), StateError> {
     let lease = Lease {
         next_chunk,
-        expires_at_ms,
+        expires_at_ms: now_ms + ttl_ms,
+        ttl_ms: Some(ttl_ms),
+        unrecorded_for_ms,
         ..held.lease.clone()
     };
     let mode = PutMode::Update {
         etag: held.etag.clone(),
     };
+    let started = Instant::now();
     match store.write(&keys.lease, encode(&lease), mode).await {
         Ok(etag) => {
-            *held = Held { lease, etag };
+            held.lease = lease;
+            held.etag = etag;
+            held.renewed = started;
+            held.unrecorded_since = None;
             Ok(())
         }
         Err(S3Error::Precondition { .. } | S3Error::NotFound { .. }) => Err(StateError::Lost {
@@ -305,10 +447,13 @@ pub async fn advance<S: StateStore>(
     }
 }
 
-/// Writes the done marker, then drops the lease.
+/// Writes the done marker, then drops our lease. A lease that is no longer
+/// ours (another processor took it over meanwhile) is left to its owner,
+/// who finds the marker.
 pub async fn finish<S: StateStore>(
     store: &S,
     keys: &StateKeys,
+    held: &Held,
     marker: &DoneMarker,
 ) -> Result<(), StateError> {
     match store
@@ -318,9 +463,14 @@ pub async fn finish<S: StateStore>(
         Ok(_) | Err(S3Error::AlreadyExists { .. }) => {}
         Err(e) => return Err(e.into()),
     }
-    match store.remove(&keys.lease).await {
+    match store.remove(&keys.lease, Some(&held.etag)).await {
         Ok(()) | Err(S3Error::NotFound { .. }) => Ok(()),
-        // The marker is what counts; a leftover lease only shows up in audits.
+        Err(S3Error::Precondition { .. }) => {
+            tracing::info!(lease = %keys.lease, "the lease was taken over before the done marker; leaving it to its owner");
+            Ok(())
+        }
+        // The marker is what counts: a later taker of this lease finds the
+        // marker and deletes the lease; `audit` lists it until then.
         Err(e) => {
             tracing::warn!(lease = %keys.lease, error = %e, "could not delete a finished object's lease");
             Ok(())
@@ -334,21 +484,42 @@ mod tests {
     use std::collections::HashMap;
     use std::sync::Mutex;
 
-    /// An in-memory store with S3's conditional-write semantics.
+    /// An in-memory store with S3's conditional-write semantics and S3's
+    /// own clock, which tests move; S3 reports times in whole seconds.
     #[derive(Default)]
+    #[allow(clippy::type_complexity)]
     struct Mem {
-        objects: Mutex<HashMap<String, (Vec<u8>, u64)>>,
+        /// Body, version (the ETag) and when it was written.
+        objects: Mutex<HashMap<String, (Vec<u8>, u64, i64)>>,
         version: Mutex<u64>,
+        clock_ms: Mutex<i64>,
+    }
+
+    impl Mem {
+        fn at(&self, ms: i64) -> &Self {
+            *self.clock_ms.lock().unwrap() = ms;
+            self
+        }
+    }
+
+    fn whole_seconds(ms: i64) -> i64 {
+        ms - ms.rem_euclid(1000)
     }
 
     impl StateStore for Mem {
-        async fn read(&self, key: &str) -> Result<Option<(Vec<u8>, String)>, S3Error> {
+        async fn read(&self, key: &str) -> Result<Option<Small>, S3Error> {
+            let now = *self.clock_ms.lock().unwrap();
             Ok(self
                 .objects
                 .lock()
                 .unwrap()
                 .get(key)
-                .map(|(b, v)| (b.clone(), v.to_string())))
+                .map(|(b, v, written)| Small {
+                    bytes: b.clone(),
+                    etag: Some(v.to_string()),
+                    last_modified_ms: Some(whole_seconds(*written)),
+                    server_now_ms: Some(whole_seconds(now)),
+                }))
         }
         async fn write(&self, key: &str, body: Vec<u8>, mode: PutMode) -> Result<String, S3Error> {
             let mut objects = self.objects.lock().unwrap();
@@ -357,7 +528,7 @@ mod tests {
                 (PutMode::Create, Some(_)) => {
                     return Err(S3Error::AlreadyExists { bucket, key: key_s });
                 }
-                (PutMode::Update { etag }, Some((_, v))) if *etag != v.to_string() => {
+                (PutMode::Update { etag }, Some((_, v, _))) if *etag != v.to_string() => {
                     return Err(S3Error::Precondition { bucket, key: key_s });
                 }
                 (PutMode::Update { .. }, None) => {
@@ -367,17 +538,60 @@ mod tests {
             }
             let mut version = self.version.lock().unwrap();
             *version += 1;
-            objects.insert(key.to_owned(), (body, *version));
+            let now = *self.clock_ms.lock().unwrap();
+            objects.insert(key.to_owned(), (body, *version, now));
             Ok(version.to_string())
         }
-        async fn remove(&self, key: &str) -> Result<(), S3Error> {
-            self.objects.lock().unwrap().remove(key);
+        async fn remove(&self, key: &str, if_match: Option<&str>) -> Result<(), S3Error> {
+            let mut objects = self.objects.lock().unwrap();
+            if let (Some(etag), Some((_, v, _))) = (if_match, objects.get(key))
+                && *etag != v.to_string()
+            {
+                return Err(S3Error::Precondition {
+                    bucket: "b".into(),
+                    key: key.into(),
+                });
+            }
+            objects.remove(key);
             Ok(())
         }
     }
 
     fn keys() -> StateKeys {
         StateKeys::new("state/", "raw/", "raw/s/2026/11/21/22/1.json.zst")
+    }
+
+    const TTL: u64 = 60_000;
+
+    fn marker(owner: &str) -> DoneMarker {
+        DoneMarker {
+            outcome: "sent".into(),
+            owner: owner.into(),
+            finished_at_ms: 2000,
+            fingerprint: "fp".into(),
+            etag: "e".into(),
+            records_in: 1,
+            records_out: 1,
+            rejected: 0,
+            messages: 5,
+            bytes_decompressed: 9,
+            preamble_bytes: 1,
+            record_bytes: 8,
+            rejected_bytes: 0,
+            separator_bytes: 0,
+            elapsed_ms: 1,
+            resumed_from_chunk: 3,
+        }
+    }
+
+    async fn ours(store: &Mem, owner: &str, fp: &str, local_now_ms: u64) -> Held {
+        match acquire(store, &keys(), owner, fp, TTL, local_now_ms)
+            .await
+            .unwrap()
+        {
+            Acquired::Ours(held) => held,
+            other => panic!("{owner} expected the lease, got {other:?}"),
+        }
     }
 
     #[test]
@@ -396,77 +610,141 @@ mod tests {
     async fn fresh_busy_expired_resume_and_done() {
         let store = Mem::default();
         let k = keys();
-        let Acquired::Ours(mut a) = acquire(&store, &k, "a", "fp", 1000, 0).await.unwrap() else {
-            panic!()
-        };
+        let mut a = ours(store.at(0), "a", "fp", 0).await;
         assert_eq!(a.lease.next_chunk, 0);
-        advance(&store, &k, &mut a, 3, 1500).await.unwrap();
+        assert_eq!(a.taken_over_after_ms, None);
+        advance(store.at(10_000), &k, &mut a, 3, 10_000)
+            .await
+            .unwrap();
 
-        // B sees a live lease, then takes over after it expires and resumes at 3.
-        assert!(matches!(
-            acquire(&store, &k, "b", "fp", 1000, 1200).await.unwrap(),
+        // B sees a live lease until S3's clock passes the last write plus
+        // the TTL (and a second's grain), then takes over and resumes at 3.
+        match acquire(store.at(40_000), &k, "b", "fp", TTL, 40_000)
+            .await
+            .unwrap()
+        {
             Acquired::Busy {
-                expires_in_ms: 300,
-                ..
-            }
-        ));
-        let Acquired::Ours(b) = acquire(&store, &k, "b", "fp", 1000, 1600).await.unwrap() else {
-            panic!()
-        };
+                owner,
+                expires_in_ms,
+            } => assert_eq!((owner.as_str(), expires_in_ms), ("a", 31_000)),
+            other => panic!("{other:?}"),
+        }
+        let b = ours(store.at(71_000), "b", "fp", 71_000).await;
         assert_eq!((b.lease.owner.as_str(), b.lease.next_chunk), ("b", 3));
+        // A's last write was 61 s before (S3's clock), plus the grain.
+        assert_eq!(b.taken_over_after_ms, Some(62_000));
 
         // A's next progress write fails: its lease is lost.
         assert!(matches!(
-            advance(&store, &k, &mut a, 4, 2000).await,
+            advance(&store, &k, &mut a, 4, 72_000).await,
             Err(StateError::Lost { .. })
         ));
 
-        let marker = DoneMarker {
-            outcome: "sent".into(),
-            owner: "b".into(),
-            finished_at_ms: 2000,
-            fingerprint: "fp".into(),
-            etag: "e".into(),
-            records_in: 1,
-            records_out: 1,
-            rejected: 0,
-            messages: 5,
-            bytes_decompressed: 9,
-            preamble_bytes: 1,
-            record_bytes: 8,
-            rejected_bytes: 0,
-            separator_bytes: 0,
-            elapsed_ms: 1,
-            resumed_from_chunk: 3,
-        };
-        finish(&store, &k, &marker).await.unwrap();
+        finish(&store, &k, &b, &marker("b")).await.unwrap();
         assert!(store.read(&k.lease).await.unwrap().is_none());
         assert_eq!(
-            acquire(&store, &k, "c", "fp", 1000, 9000).await.unwrap(),
+            acquire(store.at(999_000), &k, "c", "fp", TTL, 999_000)
+                .await
+                .unwrap(),
             Acquired::Done
         );
+    }
+
+    #[tokio::test]
+    async fn expiry_is_judged_by_s3s_clock_whatever_the_hosts_clocks_say() {
+        let store = Mem::default();
+        let k = keys();
+        let _a = ours(store.at(1_000_000), "a", "fp", 1_000_000).await;
+        // B's clock runs 10 minutes ahead: by it, A's lease ended long ago.
+        // By S3's clock it was written 5 s ago, so it is A's.
+        let skewed_ahead = 1_005_000 + 600_000;
+        assert!(matches!(
+            acquire(store.at(1_005_000), &k, "b", "fp", TTL, skewed_ahead)
+                .await
+                .unwrap(),
+            Acquired::Busy { owner, .. } if owner == "a"
+        ));
+        // C's clock runs 10 minutes behind: by it, A's lease has 11 minutes
+        // left. By S3's clock it expired, so C takes over.
+        let skewed_behind = 1_062_000 - 600_000;
+        let c = ours(store.at(1_062_000), "c", "fp", skewed_behind).await;
+        assert_eq!(c.lease.owner, "c");
+    }
+
+    #[tokio::test]
+    async fn a_lease_of_an_older_processor_is_judged_by_its_written_expiry() {
+        let store = Mem::default();
+        let k = keys();
+        let old = br#"{"owner":"old","expires_at_ms":5000,"fingerprint":"fp","next_chunk":2}"#;
+        store
+            .write(&k.lease, old.to_vec(), PutMode::Create)
+            .await
+            .unwrap();
+        assert!(matches!(
+            acquire(store.at(0), &k, "b", "fp", TTL, 4000)
+                .await
+                .unwrap(),
+            Acquired::Busy {
+                expires_in_ms: 1000,
+                ..
+            }
+        ));
+        let b = ours(&store, "b", "fp", 6000).await;
+        assert_eq!(b.lease.next_chunk, 2);
+    }
+
+    #[tokio::test]
+    async fn a_released_lease_is_free_at_once_and_says_how_old_its_unrecorded_send_is() {
+        let store = Mem::default();
+        let k = keys();
+        let mut a = ours(store.at(0), "a", "fp", 0).await;
+        advance(store.at(1000), &k, &mut a, 2, 1000).await.unwrap();
+        a.unrecorded_since = Some(Instant::now() - std::time::Duration::from_secs(30));
+        release(store.at(2000), &k, &mut a, 2000).await.unwrap();
+        assert_eq!(a.unrecorded_since, None);
+        let b = ours(store.at(2000), "b", "fp", 2000).await;
+        assert_eq!(b.lease.next_chunk, 2);
+        let age = b.taken_over_after_ms.unwrap();
+        assert!(
+            (31_000..33_000).contains(&age),
+            "the unrecorded send began about 30 s before the release: {age}"
+        );
+    }
+
+    #[tokio::test]
+    async fn finish_leaves_a_lease_another_processor_took_over() {
+        let store = Mem::default();
+        let k = keys();
+        let a = ours(store.at(0), "a", "fp", 0).await;
+        // A stalls past its lease; B takes the object over.
+        let b = ours(store.at(120_000), "b", "fp", 120_000).await;
+        // A comes back and finishes: the marker is written, B's lease stays.
+        finish(&store, &k, &a, &marker("a")).await.unwrap();
+        assert!(store.read(&k.done).await.unwrap().is_some());
+        let left = store.read(&k.lease).await.unwrap().expect("B's lease");
+        assert_eq!(left.etag.as_deref(), Some(b.etag.as_str()));
+        // B finds the marker when it finishes, and deletes its own lease.
+        finish(&store, &k, &b, &marker("b")).await.unwrap();
+        assert!(store.read(&k.lease).await.unwrap().is_none());
     }
 
     #[tokio::test]
     async fn a_config_change_mid_file_is_refused_but_not_before_any_send() {
         let store = Mem::default();
         let k = keys();
-        let Acquired::Ours(mut a) = acquire(&store, &k, "a", "old", 1000, 0).await.unwrap() else {
-            panic!()
-        };
+        let mut a = ours(store.at(0), "a", "old", 0).await;
         // Nothing sent yet: a new config may start over.
-        let Acquired::Ours(b) = acquire(&store, &k, "b", "new", 1000, 5000).await.unwrap() else {
-            panic!()
-        };
+        let mut b = ours(store.at(100_000), "b", "new", 100_000).await;
         assert_eq!(
             (b.lease.fingerprint.as_str(), b.lease.next_chunk),
             ("new", 0)
         );
-        assert!(advance(&store, &k, &mut a, 1, 6000).await.is_err());
+        assert!(advance(&store, &k, &mut a, 1, 100_000).await.is_err());
 
-        let mut b = b;
-        advance(&store, &k, &mut b, 2, 6000).await.unwrap();
-        let got = acquire(&store, &k, "c", "newer", 1000, 7000).await.unwrap();
+        advance(&store, &k, &mut b, 2, 100_000).await.unwrap();
+        let got = acquire(store.at(200_000), &k, "c", "newer", TTL, 200_000)
+            .await
+            .unwrap();
         assert_eq!(
             got,
             Acquired::ConfigChanged {
@@ -486,7 +764,7 @@ mod tests {
     }
 
     impl StateStore for FinishesMeanwhile {
-        async fn read(&self, key: &str) -> Result<Option<(Vec<u8>, String)>, S3Error> {
+        async fn read(&self, key: &str) -> Result<Option<Small>, S3Error> {
             let got = self.inner.read(key).await?;
             let first_look = key.contains("/done/")
                 && !std::mem::replace(&mut *self.looked.lock().unwrap(), true);
@@ -496,7 +774,7 @@ mod tests {
                     .write(key, b"{}".to_vec(), PutMode::Create)
                     .await?;
                 self.inner
-                    .remove(&key.replace("/done/", "/leases/"))
+                    .remove(&key.replace("/done/", "/leases/"), None)
                     .await?;
             }
             Ok(got)
@@ -504,8 +782,8 @@ mod tests {
         async fn write(&self, key: &str, body: Vec<u8>, mode: PutMode) -> Result<String, S3Error> {
             self.inner.write(key, body, mode).await
         }
-        async fn remove(&self, key: &str) -> Result<(), S3Error> {
-            self.inner.remove(key).await
+        async fn remove(&self, key: &str, if_match: Option<&str>) -> Result<(), S3Error> {
+            self.inner.remove(key, if_match).await
         }
     }
 
@@ -523,7 +801,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(
-            acquire(&store, &k, "late", "fp", 1000, 0).await.unwrap(),
+            acquire(&store, &k, "late", "fp", TTL, 0).await.unwrap(),
             Acquired::Done
         );
         assert!(
@@ -538,7 +816,7 @@ mod tests {
         let k = keys();
         let mut wins = 0;
         for owner in 0..10 {
-            if let Acquired::Ours(_) = acquire(&*store, &k, &owner.to_string(), "fp", 1000, 0)
+            if let Acquired::Ours(_) = acquire(&*store, &k, &owner.to_string(), "fp", TTL, 0)
                 .await
                 .unwrap()
             {

@@ -36,6 +36,10 @@ async fn marker(s: &Setup) -> DoneMarker {
     serde_json::from_slice(&bytes).unwrap()
 }
 
+/// Long enough for a lease of 1 s to have ended by S3's clock, which
+/// reports whole seconds: takers wait a second's grain past the TTL.
+const PAST_A_ONE_SECOND_LEASE: Duration = Duration::from_millis(3100);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_event_ten_times_to_concurrent_processors_sends_each_chunk_once() {
     let s = setup("once-dup", false).await;
@@ -106,7 +110,7 @@ async fn crash_and_resume(fifo: bool) -> (BTreeMap<u32, (usize, String)>, DoneMa
         retry.process_message_body(&body).await,
         Err(ProcessError::Busy { .. })
     ));
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    tokio::time::sleep(PAST_A_ONE_SECOND_LEASE).await;
     let outcome = retry.process_message_body(&body).await.unwrap();
     assert!(
         matches!(outcome[..], [Outcome::Sent { records: 1500, .. }]),
@@ -176,7 +180,7 @@ async fn a_config_change_across_a_crash_is_refused_with_a_clear_error() {
     let mut first = app_with(&s, Some(4096), FIELDS, 1).await;
     first.crash_after_batches = Some(2);
     assert!(first.process_message_body(&body).await.is_err());
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    tokio::time::sleep(PAST_A_ONE_SECOND_LEASE).await;
 
     let changed = app_with(&s, Some(4096), "id,ts=timestamp", 1).await;
     let err = changed.process_message_body(&body).await.unwrap_err();
@@ -427,7 +431,7 @@ async fn reprocess_after_a_leftover_lease_sends_everything_again() {
         "the lease was left behind"
     );
     // Past its expiry, as a reprocess days later would find it.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    tokio::time::sleep(PAST_A_ONE_SECOND_LEASE).await;
 
     let sel = selection(&s, "raw/e/");
     let queue = replay_to_queue(&s);

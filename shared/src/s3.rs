@@ -204,6 +204,58 @@ fn error_chain(err: &dyn StdError) -> String {
     out
 }
 
+/// A small object read whole, with S3's times.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Small {
+    pub bytes: Vec<u8>,
+    pub etag: Option<String>,
+    /// `Last-Modified`, in ms since the epoch (S3 keeps whole seconds).
+    pub last_modified_ms: Option<i64>,
+    /// The response's `Date`, in ms since the epoch (whole seconds).
+    pub server_now_ms: Option<i64>,
+}
+
+/// Keeps the `Date` header of the response it sees: S3's clock, which
+/// the SDK's typed outputs do not expose.
+#[derive(Debug, Clone, Default)]
+struct ServerDate(std::sync::Arc<std::sync::Mutex<Option<i64>>>);
+
+impl ServerDate {
+    fn millis(&self) -> Option<i64> {
+        self.0.lock().ok().and_then(|d| *d)
+    }
+}
+
+impl aws_sdk_s3::config::Intercept for ServerDate {
+    fn name(&self) -> &'static str {
+        "relay::ServerDate"
+    }
+
+    fn read_after_transmit(
+        &self,
+        context: &aws_sdk_s3::config::interceptors::BeforeDeserializationInterceptorContextRef<'_>,
+        _components: &aws_sdk_s3::config::RuntimeComponents,
+        _cfg: &mut aws_sdk_s3::config::ConfigBag,
+    ) -> Result<(), aws_sdk_s3::error::BoxError> {
+        let parsed = context
+            .response()
+            .headers()
+            .get("date")
+            .and_then(|d| {
+                aws_sdk_s3::primitives::DateTime::from_str(
+                    d,
+                    aws_sdk_s3::primitives::DateTimeFormat::HttpDate,
+                )
+                .ok()
+            })
+            .and_then(|d| d.to_millis().ok());
+        if let (Some(ms), Ok(mut slot)) = (parsed, self.0.lock()) {
+            *slot = Some(ms);
+        }
+        Ok(())
+    }
+}
+
 /// One bucket, with the few operations the relay needs.
 #[derive(Debug, Clone)]
 pub struct Bucket {
@@ -265,15 +317,26 @@ impl Bucket {
     /// Reads a whole small object (markers, leases). Large objects should be
     /// streamed by the caller from [`Bucket::client`].
     pub async fn get_bytes(&self, key: &str) -> Result<(Vec<u8>, Option<String>), S3Error> {
+        self.get_small(key).await.map(|s| (s.bytes, s.etag))
+    }
+
+    /// Reads a whole small object with the times S3 gave: when it was
+    /// stored, and S3's own clock when it answered (its `Date` header), so
+    /// an age can be judged by one clock, S3's.
+    pub async fn get_small(&self, key: &str) -> Result<Small, S3Error> {
+        let date = ServerDate::default();
         let out = self
             .client
             .get_object()
             .bucket(&self.name)
             .key(key)
+            .customize()
+            .interceptor(date.clone())
             .send()
             .await
             .map_err(|e| map_sdk_error(e, &self.name, key, "GetObject", None))?;
         let etag = out.e_tag.clone();
+        let last_modified_ms = out.last_modified.and_then(|t| t.to_millis().ok());
         let bytes = out.body.collect().await.map_err(|e| {
             S3Error::Other(Box::new(Failure {
                 bucket: self.name.clone(),
@@ -285,7 +348,12 @@ impl Bucket {
                 source: Box::new(e),
             }))
         })?;
-        Ok((bytes.to_vec(), etag))
+        Ok(Small {
+            bytes: bytes.to_vec(),
+            etag,
+            last_modified_ms,
+            server_now_ms: date.millis(),
+        })
     }
 
     /// Deletes `key`. Deleting a key that does not exist succeeds, as in S3.
@@ -294,6 +362,20 @@ impl Bucket {
             .delete_object()
             .bucket(&self.name)
             .key(key)
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| map_sdk_error(e, &self.name, key, "DeleteObject", None))
+    }
+
+    /// Deletes `key` only while its ETag is `etag` (`If-Match`): a 412 is
+    /// [`S3Error::Precondition`], a missing key [`S3Error::NotFound`].
+    pub async fn delete_if_match(&self, key: &str, etag: &str) -> Result<(), S3Error> {
+        self.client
+            .delete_object()
+            .bucket(&self.name)
+            .key(key)
+            .if_match(etag)
             .send()
             .await
             .map(drop)
