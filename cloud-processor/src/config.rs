@@ -125,6 +125,40 @@ pub struct Range {
     /// Force path-style S3 addressing (emulators on 127.0.0.1).
     #[arg(long, env = "RELAY_S3_PATH_STYLE", default_value_t = false)]
     pub s3_path_style: bool,
+    #[command(flatten)]
+    pub timeouts: AwsTimeouts,
+}
+
+/// How long AWS calls may take, in every mode that makes them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ClapArgs)]
+pub struct AwsTimeouts {
+    /// How long one AWS request may wait for its response before it is
+    /// retried, so a silent connection fails instead of holding its object
+    /// [default: 10, or the operation timeout if less].
+    #[arg(long, env = "RELAY_AWS_ATTEMPT_TIMEOUT_SECS")]
+    pub aws_attempt_timeout_secs: Option<u64>,
+    /// How long one AWS call may take, the SDK's retries included
+    /// [default: 20, or a third of the lease TTL if less: a send starts only
+    /// with that much of the lease left].
+    #[arg(long, env = "RELAY_AWS_OPERATION_TIMEOUT_SECS")]
+    pub aws_operation_timeout_secs: Option<u64>,
+}
+
+impl AwsTimeouts {
+    /// The timeouts in effect, for a processor holding leases of
+    /// `lease_ttl_secs` (`None`: a tool that holds none).
+    pub fn resolve(&self, lease_ttl_secs: Option<u64>) -> relay_shared::client::Timeouts {
+        let operation = self
+            .aws_operation_timeout_secs
+            .unwrap_or_else(|| lease_ttl_secs.map_or(20, |ttl| (ttl / 3).clamp(1, 20)));
+        let attempt = self
+            .aws_attempt_timeout_secs
+            .unwrap_or_else(|| operation.min(10));
+        relay_shared::client::Timeouts {
+            attempt: std::time::Duration::from_secs(attempt),
+            operation: std::time::Duration::from_secs(operation),
+        }
+    }
 }
 
 /// Settings for the modes that talk to AWS.
@@ -146,10 +180,12 @@ pub struct Aws {
     pub fifo_group_id: String,
     /// How long a processor's claim on an object lasts without renewal. It is
     /// renewed after every batch; after a crash, another processor takes the
-    /// object over this long after the last renewal. Keep it well under
-    /// SQS FIFO's 5-minute deduplication window.
-    #[arg(long, env = "RELAY_LEASE_TTL_SECS", default_value_t = 120)]
+    /// object over this long after the last renewal (judged by S3's clock).
+    /// Keep it well under SQS FIFO's 5-minute deduplication window.
+    #[arg(long, env = "RELAY_LEASE_TTL_SECS", default_value_t = 60)]
     pub lease_ttl_secs: u64,
+    #[command(flatten)]
+    pub timeouts: AwsTimeouts,
     /// Force path-style S3 addressing (emulators on 127.0.0.1).
     #[arg(long, env = "RELAY_S3_PATH_STYLE", default_value_t = false)]
     pub s3_path_style: bool,
@@ -257,6 +293,21 @@ impl Config {
     }
 }
 
+/// A warning for settings that are allowed but weaken the once-only
+/// guarantee: a call that may outlast the third of the lease kept in
+/// reserve lets another processor take the object over mid-send.
+pub fn timeout_warning(aws: &Aws) -> Option<String> {
+    let t = aws.timeouts.resolve(Some(aws.lease_ttl_secs));
+    (t.operation.as_secs() * 3 > aws.lease_ttl_secs).then(|| {
+        format!(
+            "RELAY_AWS_OPERATION_TIMEOUT_SECS ({} s) is more than a third of RELAY_LEASE_TTL_SECS ({} s): \
+             a send that hangs could outlast the lease, and another processor would send the same batch",
+            t.operation.as_secs(),
+            aws.lease_ttl_secs
+        )
+    })
+}
+
 /// Validates the AWS settings that can be checked without AWS.
 pub fn check_aws(aws: &Aws, raw_prefix: &str) -> Result<(), ConfigError> {
     let invalid = |name, reason: String| Err(ConfigError::Invalid { name, reason });
@@ -281,6 +332,17 @@ pub fn check_aws(aws: &Aws, raw_prefix: &str) -> Result<(), ConfigError> {
             format!(
                 "{} is too short to renew in time (the minimum is 5)",
                 aws.lease_ttl_secs
+            ),
+        );
+    }
+    let t = aws.timeouts.resolve(Some(aws.lease_ttl_secs));
+    if t.attempt.is_zero() || t.attempt > t.operation {
+        return invalid(
+            "RELAY_AWS_ATTEMPT_TIMEOUT_SECS",
+            format!(
+                "{} s must be at least 1 and at most the operation timeout ({} s)",
+                t.attempt.as_secs(),
+                t.operation.as_secs()
             ),
         );
     }
@@ -333,7 +395,8 @@ mod tests {
             max_message_bytes: None,
             state_prefix: state.into(),
             fifo_group_id: "g".into(),
-            lease_ttl_secs: 120,
+            lease_ttl_secs: 60,
+            timeouts: AwsTimeouts::default(),
             s3_path_style: false,
         };
         assert!(check_aws(&aws("state/"), "raw/").is_ok());
@@ -344,5 +407,52 @@ mod tests {
                 .contains("trigger itself")
         );
         assert!(check_aws(&aws("state"), "raw/").is_err());
+    }
+
+    #[test]
+    fn timeouts_default_to_fit_inside_the_lease() {
+        let base = Aws {
+            output_queue_url: "http://q".into(),
+            max_message_bytes: None,
+            state_prefix: "state/".into(),
+            fifo_group_id: "g".into(),
+            lease_ttl_secs: 60,
+            timeouts: AwsTimeouts::default(),
+            s3_path_style: false,
+        };
+        let secs = |aws: &Aws| {
+            let t = aws.timeouts.resolve(Some(aws.lease_ttl_secs));
+            (t.attempt.as_secs(), t.operation.as_secs())
+        };
+        assert_eq!(secs(&base), (10, 20));
+        assert!(check_aws(&base, "raw/").is_ok() && timeout_warning(&base).is_none());
+        let short = Aws {
+            lease_ttl_secs: 9,
+            ..base.clone()
+        };
+        assert_eq!(secs(&short), (3, 3));
+        assert!(timeout_warning(&short).is_none());
+        assert_eq!(AwsTimeouts::default().resolve(None).operation.as_secs(), 20);
+
+        let long_call = Aws {
+            timeouts: AwsTimeouts {
+                aws_attempt_timeout_secs: None,
+                aws_operation_timeout_secs: Some(21),
+            },
+            ..base.clone()
+        };
+        let warning = timeout_warning(&long_call).unwrap();
+        assert!(
+            warning.contains("RELAY_AWS_OPERATION_TIMEOUT_SECS") && warning.contains("third"),
+            "{warning}"
+        );
+        let attempt_over_call = Aws {
+            timeouts: AwsTimeouts {
+                aws_attempt_timeout_secs: Some(30),
+                aws_operation_timeout_secs: None,
+            },
+            ..base
+        };
+        assert!(check_aws(&attempt_over_call, "raw/").is_err());
     }
 }

@@ -8,12 +8,12 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use cloud_processor::config::{Aws, Cli, Command, Config, check_aws};
+use cloud_processor::config::{Aws, Cli, Command, Config, check_aws, timeout_warning};
 use cloud_processor::handler::App;
 use cloud_processor::pipeline;
 use cloud_processor::replay::{self, Selection};
 use cloud_processor::sqs::Output;
-use relay_shared::client::{ClientOptions, load_sdk_config, s3_client, sqs_client};
+use relay_shared::client::{ClientOptions, load_sdk_config, s3_client, sqs_client, with_timeouts};
 use relay_shared::telemetry::init_tracing;
 
 #[tokio::main]
@@ -120,7 +120,13 @@ fn notification_queue_from_env() -> Option<String> {
 
 async fn app(config: Config, aws: Aws) -> anyhow::Result<(App, aws_sdk_sqs::Client)> {
     check_aws(&aws, &config.raw_prefix)?;
-    let sdk = load_sdk_config().await;
+    if let Some(warning) = timeout_warning(&aws) {
+        tracing::warn!("{warning}");
+    }
+    let sdk = with_timeouts(
+        &load_sdk_config().await,
+        aws.timeouts.resolve(Some(aws.lease_ttl_secs)),
+    );
     let s3 = s3_client(
         &sdk,
         ClientOptions {
@@ -273,7 +279,7 @@ async fn tools(command: Option<Command>, raw_prefix: &str) -> anyhow::Result<Exi
                     anyhow::bail!("not confirmed; nothing was changed");
                 }
             }
-            let sdk = load_sdk_config().await;
+            let sdk = with_timeouts(&load_sdk_config().await, range.timeouts.resolve(None));
             let s3 = s3_client(
                 &sdk,
                 ClientOptions {
@@ -325,7 +331,7 @@ async fn tools(command: Option<Command>, raw_prefix: &str) -> anyhow::Result<Exi
             json,
         }) => {
             let sel = selection(&range)?;
-            let sdk = load_sdk_config().await;
+            let sdk = with_timeouts(&load_sdk_config().await, range.timeouts.resolve(None));
             let s3 = s3_client(
                 &sdk,
                 ClientOptions {

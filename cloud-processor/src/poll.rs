@@ -13,6 +13,26 @@ use tracing::{error, info, warn};
 
 use crate::handler::App;
 
+/// How long a receive waits for messages (SQS's longest long poll).
+const WAIT_SECS: i32 = 20;
+
+/// A long poll is silent for up to [`WAIT_SECS`] by design: its timeouts are
+/// the client's plus that wait.
+fn long_poll_timeouts(sqs: &Client) -> aws_sdk_sqs::config::Builder {
+    let wait = Duration::from_secs(WAIT_SECS as u64);
+    let base = sqs
+        .config()
+        .timeout_config()
+        .cloned()
+        .unwrap_or_else(|| aws_sdk_sqs::config::timeout::TimeoutConfig::builder().build());
+    let extend = |t: Option<Duration>| t.map(|t| t + wait);
+    let mut timeouts = base.to_builder();
+    timeouts
+        .set_operation_attempt_timeout(extend(base.operation_attempt_timeout()))
+        .set_operation_timeout(extend(base.operation_timeout()));
+    aws_sdk_sqs::config::Builder::default().timeout_config(timeouts.build())
+}
+
 /// Polls until `shutdown` resolves. A message being worked on at shutdown
 /// is finished first.
 pub async fn run(
@@ -24,13 +44,16 @@ pub async fn run(
 ) {
     tokio::pin!(shutdown);
     info!(queue = queue_url, "polling for S3 notifications");
+    let long_poll = long_poll_timeouts(sqs);
     loop {
         let receive = sqs
             .receive_message()
             .queue_url(queue_url)
             .max_number_of_messages(10)
-            .wait_time_seconds(20)
+            .wait_time_seconds(WAIT_SECS)
             .visibility_timeout(visibility_secs as i32)
+            .customize()
+            .config_override(long_poll.clone())
             .send();
         let out = tokio::select! {
             () = &mut shutdown => break,

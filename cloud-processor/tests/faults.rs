@@ -217,6 +217,10 @@ impl Relay {
             // Short, so a crashed or failed attempt is retried within seconds.
             .env("RELAY_VISIBILITY_TIMEOUT_SECS", "5")
             .env("RELAY_LEASE_TTL_SECS", ttl_secs.to_string())
+            // Generous for an emulator on a busy CI machine: a spurious
+            // timeout would resend a batch the test then counts twice.
+            .env("RELAY_AWS_ATTEMPT_TIMEOUT_SECS", "5")
+            .env("RELAY_AWS_OPERATION_TIMEOUT_SECS", "10")
             .env("RELAY_METRICS_ADDR", "off");
         let log = self.work.path().join(format!("processor-{n}.log"));
         Proc::spawn(cmd, format!("cloud-processor #{n}"), log)

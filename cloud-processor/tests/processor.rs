@@ -269,6 +269,62 @@ async fn a_download_cut_halfway_is_retried_not_quarantined() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_that_is_never_answered_times_out_and_is_retried() {
+    use relay_shared::client::{Timeouts, sqs_client, with_timeouts};
+    let s = setup("proc-silent", false).await;
+    let proxy = relay_shared::testing::FaultProxy::start(&s.emu.endpoint).await;
+    // The processor's own client settings, scaled down: a request with no
+    // answer fails after 1 s instead of waiting for TCP to give up.
+    let timeouts = Timeouts {
+        attempt: Duration::from_secs(1),
+        operation: Duration::from_secs(3),
+    };
+    let sqs = sqs_client(&with_timeouts(&s.emu.sdk_via(&proxy.endpoint()), timeouts));
+    let base = app(&s, Some(4096)).await;
+    let output = cloud_processor::sqs::Output::connect(sqs, &s.output, "relay", Some(4096))
+        .await
+        .unwrap();
+    let app = App::new(base.config, base.aws, s.emu.s3.clone(), output);
+    let key = "raw/e/2026/11/21/22/silent.json.zst";
+    put(
+        &s,
+        key,
+        zstd::encode_all(sample_file(500).as_bytes(), 3).unwrap(),
+    )
+    .await;
+    let event = notification(&s).await;
+
+    proxy
+        .faults
+        .sqs_silent_batches
+        .store(1, std::sync::atomic::Ordering::Relaxed);
+    let outcomes = tokio::time::timeout(Duration::from_secs(60), app.process_message_body(&event))
+        .await
+        .expect("a silent connection held the object: no timeout fired")
+        .unwrap();
+    assert!(
+        matches!(outcomes[0], Outcome::Sent { records: 500, .. }),
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        proxy
+            .faults
+            .silenced
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "the fault was injected"
+    );
+    // The silent request never reached the queue, so every record is
+    // there once.
+    let records: usize = drain(&s)
+        .await
+        .values()
+        .map(|(b, _)| b.lines().count())
+        .sum();
+    assert_eq!(records, 500);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifo_output_and_a_repeated_event() {
     let s = setup("proc-fifo", true).await;
     let app = app(&s, Some(8 * 1024)).await;

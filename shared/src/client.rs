@@ -6,6 +6,9 @@
 //! switch, `RELAY_S3_PATH_STYLE=true`, because S3 emulators on 127.0.0.1
 //! cannot serve virtual-hosted bucket names.
 
+use std::time::Duration;
+
+use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
 
 /// The environment variable that forces path-style S3 addressing.
@@ -21,6 +24,31 @@ pub struct ClientOptions {
 /// Loads region, credentials and endpoints from the standard AWS sources.
 pub async fn load_sdk_config() -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest()).load().await
+}
+
+/// How long one AWS call may take, so that a silent connection fails and
+/// is retried instead of holding its work until TCP gives up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// One HTTP attempt, up to the response's headers (a download's body is
+    /// guarded by the SDK's stalled-stream protection instead).
+    pub attempt: Duration,
+    /// The whole call, the SDK's own retries included.
+    pub operation: Duration,
+}
+
+/// Applies `timeouts` on top of the SDK's own timeout settings (which keep
+/// their connect timeout).
+pub fn with_timeouts(sdk: &SdkConfig, timeouts: Timeouts) -> SdkConfig {
+    let config = sdk
+        .timeout_config()
+        .cloned()
+        .unwrap_or_else(|| TimeoutConfig::builder().build())
+        .to_builder()
+        .operation_attempt_timeout(timeouts.attempt)
+        .operation_timeout(timeouts.operation)
+        .build();
+    sdk.to_builder().timeout_config(config).build()
 }
 
 pub fn s3_client(sdk: &SdkConfig, options: ClientOptions) -> aws_sdk_s3::Client {

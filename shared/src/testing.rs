@@ -132,9 +132,14 @@ impl Emulator {
 }
 
 impl Emulator {
+    /// The emulator's SDK settings, reaching it through `endpoint` (a proxy).
+    pub fn sdk_via(&self, endpoint: &str) -> SdkConfig {
+        self.sdk.to_builder().endpoint_url(endpoint).build()
+    }
+
     /// An S3 client that reaches the emulator through `endpoint` (a proxy).
     pub async fn s3_via(&self, endpoint: &str) -> aws_sdk_s3::Client {
-        let sdk = self.sdk.to_builder().endpoint_url(endpoint).build();
+        let sdk = self.sdk_via(endpoint);
         s3_client(
             &sdk,
             ClientOptions {

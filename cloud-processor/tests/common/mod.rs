@@ -110,6 +110,7 @@ pub async fn app_on(
             state_prefix: "state/".into(),
             fifo_group_id: "relay".into(),
             lease_ttl_secs,
+            timeouts: cloud_processor::config::AwsTimeouts::default(),
             s3_path_style: true,
         },
         s3,

@@ -1,7 +1,7 @@
 //! A fault-injecting HTTP proxy in front of the emulator: S3 requests answered
 //! `503 SlowDown`, SQS batch sends with some entries reported failed (and
 //! never delivered), the two partial failures real AWS produces under load,
-//! and downloads that break halfway.
+//! downloads that break halfway, and sends that are never answered.
 //!
 //! It speaks HTTP/1.1 on both sides, buffers each body (test objects are
 //! small), and forwards everything else untouched. moto does not check
@@ -34,6 +34,11 @@ pub struct Faults {
     /// Every SendMessageBatch is held this long before it is forwarded, like
     /// a slow link, so a test can kill a sender between two batches.
     pub sqs_batch_delay_ms: AtomicU64,
+    /// The next this-many SendMessageBatch requests are never answered
+    /// (nor forwarded): a silent connection, as when a link dies quietly.
+    pub sqs_silent_batches: AtomicU64,
+    /// SendMessageBatch requests left unanswered so far.
+    pub silenced: AtomicU64,
     /// The next this-many downloads (GETs answering over 1 KiB) break
     /// halfway: the connection drops after half the promised bytes.
     pub s3_get_cuts: AtomicU64,
@@ -211,6 +216,17 @@ async fn respond(
     {
         faults.slowdowns.fetch_add(1, Ordering::Relaxed);
         return Ok(slow_down());
+    }
+    if target == "AmazonSQS.SendMessageBatch"
+        && faults
+            .sqs_silent_batches
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+    {
+        faults.silenced.fetch_add(1, Ordering::Relaxed);
+        // Silent far longer than any test waits; then let the task end.
+        tokio::time::sleep(std::time::Duration::from_secs(600)).await;
+        return Ok(plain(StatusCode::GATEWAY_TIMEOUT, "silent".into()));
     }
     if target == "AmazonSQS.SendMessageBatch" {
         let delay = faults.sqs_batch_delay_ms.load(Ordering::Relaxed);
