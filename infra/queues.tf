@@ -8,8 +8,12 @@ resource "aws_sqs_queue" "notifications_dlq" {
 }
 
 resource "aws_sqs_queue" "notifications" {
-  name                       = "${var.name}-notifications"
-  visibility_timeout_seconds = var.lambda_timeout_secs * 6
+  name = "${var.name}-notifications"
+  # A crashed invocation's notification is delivered again this long after
+  # it was received. Not 6x the Lambda timeout, AWS's general advice for
+  # batches that may wait on throttling: with FIFO output, a batch resent
+  # after 30 minutes would miss SQS's 5-minute deduplication window.
+  visibility_timeout_seconds = var.notification_visibility_timeout_secs
   message_retention_seconds  = 1209600
   sqs_managed_sse_enabled    = true
   redrive_policy = jsonencode({
@@ -17,6 +21,17 @@ resource "aws_sqs_queue" "notifications" {
     maxReceiveCount     = var.max_receive_count
   })
   tags = local.tags
+
+  lifecycle {
+    precondition {
+      condition     = var.notification_visibility_timeout_secs >= var.lambda_timeout_secs
+      error_message = "notification_visibility_timeout_secs must be at least lambda_timeout_secs: SQS would hand a notification to a second invocation while the first still runs (and AWS refuses the event source mapping)."
+    }
+    precondition {
+      condition     = !var.output_fifo || (var.notification_visibility_timeout_secs <= 240 && var.lease_ttl_secs <= 240)
+      error_message = "With output_fifo, notification_visibility_timeout_secs and lease_ttl_secs must be at most 240: a crashed attempt is retried after the larger of the two, and its resent batch must land inside SQS FIFO's 5-minute deduplication window."
+    }
+  }
 }
 
 data "aws_iam_policy_document" "notifications" {

@@ -65,13 +65,35 @@ variable "lambda_memory_mb" {
 }
 
 variable "lambda_timeout_secs" {
-  description = "Lambda timeout. The notification queue's visibility timeout is set to six times this, as AWS recommends."
+  description = "Lambda timeout. A longer object is finished across invocations (each resumes where the last stopped), so this bounds one invocation, not an object. With a FIFO output queue it must leave notification_visibility_timeout_secs within FIFO's window (see infra/README.md)."
   type        = number
-  default     = 300
+  default     = 120
 
   validation {
     condition     = var.lambda_timeout_secs >= 10 && var.lambda_timeout_secs <= 900
     error_message = "lambda_timeout_secs must be between 10 and 900."
+  }
+}
+
+variable "notification_visibility_timeout_secs" {
+  description = "Visibility timeout of the notification queue: how long after a crashed invocation received a notification it is delivered again. At least lambda_timeout_secs (AWS requires it); at most 240 with a FIFO output queue, so that a batch resent after a crash still falls in SQS FIFO's 5-minute deduplication window. Handled failures come back sooner (the processor shortens their visibility)."
+  type        = number
+  default     = 150
+
+  validation {
+    condition     = var.notification_visibility_timeout_secs >= 10 && var.notification_visibility_timeout_secs <= 43200
+    error_message = "notification_visibility_timeout_secs must be between 10 and 43200."
+  }
+}
+
+variable "lease_ttl_secs" {
+  description = "RELAY_LEASE_TTL_SECS: how long a processor's claim on an object lasts after its last write (judged by S3's clock). A crashed processor's object is taken over this long after its last progress record. At most 240 with a FIFO output queue, for the same reason as the visibility timeout."
+  type        = number
+  default     = 60
+
+  validation {
+    condition     = var.lease_ttl_secs >= 15 && var.lease_ttl_secs <= 3600
+    error_message = "lease_ttl_secs must be between 15 and 3600."
   }
 }
 

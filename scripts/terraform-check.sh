@@ -115,6 +115,22 @@ policies=$(terraform -chdir="$work/module" output -json edge_source_policy_arns)
 for id in edge-1 edge-2; do
   [[ $policies == *"relay-tf-test-edge-$id"* ]] || { echo "no policy for $id: $policies" >&2; exit 1; }
 done
+# The shipped timings: a crashed attempt's notification is back after 150 s
+# (not 6x the Lambda timeout), and the Lambda's leases last 60 s, so a FIFO
+# resend lands inside SQS's 5-minute deduplication window.
+notifications=$(terraform -chdir="$work/module" output -raw notification_queue_url)
+vt=$("$root/.venv/bin/aws" --endpoint-url "$ep" sqs get-queue-attributes --queue-url "$notifications" \
+  --attribute-names VisibilityTimeout --query Attributes.VisibilityTimeout --output text)
+[[ $vt == 150 ]] || { echo "notification visibility timeout: $vt, expected 150" >&2; exit 1; }
+ttl=$("$root/.venv/bin/aws" --endpoint-url "$ep" lambda get-function-configuration --function-name relay-tf-test-processor \
+  --query Environment.Variables.RELAY_LEASE_TTL_SECS --output text)
+[[ $ttl == 60 ]] || { echo "the Lambda's RELAY_LEASE_TTL_SECS: $ttl, expected 60" >&2; exit 1; }
+# Timings that would put a FIFO resend outside the window are refused.
+if terraform -chdir="$work/module" plan -var notification_visibility_timeout_secs=600 >"$work/plan.log" 2>&1; then
+  echo "a FIFO module with a 600 s visibility timeout was accepted" >&2
+  exit 1
+fi
+grep -q "deduplication window" "$work/plan.log" || { cat "$work/plan.log" >&2; exit 1; }
 users=$(terraform -chdir="$work/module" output -json edge_source_user_names)
 [[ $users == '{"edge-2":"relay-tf-test-edge-edge-2"}' ]] || { echo "unexpected edge users: $users" >&2; exit 1; }
 terraform -chdir="$work/module" destroy -auto-approve >"$work/destroy.log" 2>&1 || { cat "$work/destroy.log" >&2; exit 1; }

@@ -207,6 +207,11 @@ impl Relay {
     /// A poller with a short lease (`ttl`), so a crashed one is taken over
     /// within seconds.
     fn processor_with_ttl(&self, n: usize, ttl_secs: u32) -> Proc {
+        self.processor_with_timings(n, ttl_secs, 5)
+    }
+
+    /// A poller with the given lease TTL and notification visibility timeout.
+    fn processor_with_timings(&self, n: usize, ttl_secs: u32, visibility_secs: u32) -> Proc {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_cloud-processor"));
         aws_env(&mut cmd, &self.endpoint);
         cmd.arg("poll")
@@ -215,7 +220,7 @@ impl Relay {
             .env("RELAY_NOTIFICATION_QUEUE_URL", &self.s.notifications)
             .env("RELAY_MAX_MESSAGE_BYTES", MAX_MESSAGE_BYTES)
             // Short, so a crashed or failed attempt is retried within seconds.
-            .env("RELAY_VISIBILITY_TIMEOUT_SECS", "5")
+            .env("RELAY_VISIBILITY_TIMEOUT_SECS", visibility_secs.to_string())
             .env("RELAY_LEASE_TTL_SECS", ttl_secs.to_string())
             // Generous for an emulator on a busy CI machine: a spurious
             // timeout would resend a batch the test then counts twice.
@@ -604,6 +609,25 @@ async fn emulator_stopped_20_s_mid_burst_loses_and_duplicates_nothing() {
 /// that takes the object over when the lease expires. Batches pass a proxy
 /// that delays them, so the kill lands mid-file however fast the machine.
 async fn processor_killed_mid_file(fifo: bool) -> (Relay, Writer, Tally, DoneMarker) {
+    let killed = processor_killed_mid_file_with(fifo, 5, 5).await;
+    (killed.relay, killed.writer, killed.tally, killed.marker)
+}
+
+/// What [`processor_killed_mid_file_with`] leaves for a test to check.
+struct Killed {
+    relay: Relay,
+    writer: Writer,
+    tally: Tally,
+    marker: DoneMarker,
+    /// The lease's Last-Modified right after the kill (S3's clock, ms):
+    /// the crashed processor's last progress record, written before any
+    /// send it never recorded.
+    last_record_ms: i64,
+    /// The done marker's Last-Modified (S3's clock, ms).
+    done_ms: i64,
+}
+
+async fn processor_killed_mid_file_with(fifo: bool, ttl_secs: u32, visibility_secs: u32) -> Killed {
     let _turn = SHARED_EMULATOR.lock().await;
     let s = setup(if fifo { "f-kill-fifo" } else { "f-kill" }, fifo).await;
     let proxy = FaultProxy::start(&s.emu.endpoint).await;
@@ -630,7 +654,7 @@ async fn processor_killed_mid_file(fifo: bool) -> (Relay, Writer, Tally, DoneMar
         )
         .await
         .unwrap();
-    let first = relay.processor_with_ttl(0, 5);
+    let first = relay.processor_with_timings(0, ttl_secs, visibility_secs);
     let start = Instant::now();
     while relay.queue_depth().await < 40 {
         assert!(
@@ -646,7 +670,16 @@ async fn processor_killed_mid_file(fifo: bool) -> (Relay, Writer, Tally, DoneMar
     }
     first.kill9();
     assert_eq!(relay.count("state/done/").await, 0, "killed mid-file");
-    let mut second = relay.processor_with_ttl(1, 5);
+    let keys = cloud_processor::state::StateKeys::new("state/", "raw/", &key);
+    let last_record_ms = relay
+        .s
+        .bucket
+        .get_small(&keys.lease)
+        .await
+        .unwrap()
+        .last_modified_ms
+        .unwrap();
+    let mut second = relay.processor_with_timings(1, ttl_secs, visibility_secs);
     proxy.faults.sqs_batch_delay_ms.store(0, Ordering::Relaxed);
     // moto deduplicates FIFO messages only against those still in the queue
     // (SQS remembers deleted ones for 5 minutes too), so nothing is read
@@ -662,15 +695,16 @@ async fn processor_killed_mid_file(fifo: bool) -> (Relay, Writer, Tally, DoneMar
         sleep(Duration::from_millis(200)).await;
     }
     let tally = collect(&relay, &w, Duration::from_secs(90), &mut [&mut second]).await;
-    let done = relay
-        .s
-        .bucket
-        .get_bytes(&cloud_processor::state::StateKeys::new("state/", "raw/", &key).done)
-        .await
-        .unwrap()
-        .0;
-    let marker: DoneMarker = serde_json::from_slice(&done).unwrap();
-    (relay, w, tally, marker)
+    let done = relay.s.bucket.get_small(&keys.done).await.unwrap();
+    let marker: DoneMarker = serde_json::from_slice(&done.bytes).unwrap();
+    Killed {
+        relay,
+        writer: w,
+        tally,
+        marker,
+        last_record_ms,
+        done_ms: done.last_modified_ms.unwrap(),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -700,6 +734,54 @@ async fn processor_killed_mid_file_sends_nothing_twice_into_fifo() {
     let (relay, w, tally, marker) = processor_killed_mid_file(true).await;
     assert!(marker.resumed_from_chunk > 0, "{marker:?}");
     assert_exactly_once(&relay, &w, &tally);
+}
+
+/// A default of the Terraform module (`infra/variables.tf`), in seconds.
+fn module_default(variable: &str) -> u32 {
+    let text = include_str!("../../infra/variables.tf");
+    let block = text
+        .split(&format!("variable \"{variable}\" {{"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("infra/variables.tf has no variable {variable}"));
+    let line = block
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("default"))
+        .unwrap_or_else(|| panic!("{variable} has no default"));
+    line.trim_start_matches([' ', '='])
+        .parse()
+        .unwrap_or_else(|e| panic!("{variable}'s default {line:?}: {e}"))
+}
+
+/// The module's shipped timings, divided by this, run in seconds here (its
+/// 60 s lease becomes 5 s, the shortest the processor accepts).
+const SCALE: u32 = 12;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_with_the_modules_timings_scaled_down_is_retried_inside_the_fifo_window() {
+    let visibility = module_default("notification_visibility_timeout_secs");
+    let ttl = module_default("lease_ttl_secs");
+    assert!(
+        visibility >= module_default("lambda_timeout_secs"),
+        "the module's visibility timeout must cover its Lambda timeout"
+    );
+    let (visibility, ttl) = (visibility.div_ceil(SCALE), ttl.div_ceil(SCALE));
+    let window_ms = i64::from(300 / SCALE) * 1000;
+    let killed = processor_killed_mid_file_with(true, ttl, visibility).await;
+    assert!(killed.marker.resumed_from_chunk > 0, "{:?}", killed.marker);
+    assert_exactly_once(&killed.relay, &killed.writer, &killed.tally);
+    // The takeover began `elapsed_ms` before its done marker; the batch the
+    // crashed processor may have sent unrecorded went out after its last
+    // record. Both times are S3's, plus a second's grain each.
+    let resend_ms = killed.done_ms + 1000 - killed.marker.elapsed_ms as i64;
+    let gap_ms = resend_ms - killed.last_record_ms + 1000;
+    eprintln!("resend at most {gap_ms} ms after the last record (scaled window {window_ms} ms)");
+    assert!(
+        gap_ms < window_ms,
+        "with the module's timings scaled 1/{SCALE} (visibility {visibility} s, lease {ttl} s), \
+         the resend came {gap_ms} ms after the crashed processor's last record: outside FIFO's \
+         scaled window of {window_ms} ms\n{}",
+        killed.relay.logs()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
