@@ -16,15 +16,34 @@ import urllib.request
 import boto3
 
 
-def rejected_records(metrics_url):
-    """The processor's count of rejected records, from its Prometheus endpoint."""
+def scrape(metrics_url):
+    """The processor's Prometheus samples: {name: {labels: value}}."""
+    samples = {}
     if not metrics_url:
-        return "unknown"
+        return samples
     text = urllib.request.urlopen(metrics_url).read().decode()
     for line in text.splitlines():
-        if line.startswith("relay_processor_rejected_records_total"):
-            return str(int(float(line.rsplit(" ", 1)[1])))
-    return "0"
+        if not line or line.startswith("#"):
+            continue
+        series, value = line.rsplit(" ", 1)
+        name, _, labels = series.partition("{")
+        samples.setdefault(name, {})[labels.rstrip("}")] = float(value)
+    return samples
+
+
+def total(samples, name):
+    return sum(samples.get(name, {}).values())
+
+
+def state_requests_per_object(samples):
+    """S3 requests on markers and leases per object sent, by op."""
+    objects = samples.get("relay_processor_objects_total", {}).get('outcome="sent"', 0)
+    if not objects:
+        return "unknown"
+    ops = samples.get("relay_processor_state_requests_total", {})
+    parts = [f"{label.split('=', 1)[1].strip(chr(34))} {value / objects:.2f}"
+             for label, value in sorted(ops.items())]
+    return f"{total(samples, 'relay_processor_state_requests_total') / objects:.2f} ({', '.join(parts)})"
 
 
 def percentile(values, p):
@@ -72,7 +91,9 @@ def main():
     print(f"  SQS messages      {messages}")
     print(f"  duplicates        {duplicates}")
     print(f"  losses            {lost}")
-    print(f"  rejected records  {rejected_records(metrics_url)}")
+    samples = scrape(metrics_url)
+    print(f"  rejected records  {int(total(samples, 'relay_processor_rejected_records_total')) if samples else 'unknown'}")
+    print(f"  state requests per object  {state_requests_per_object(samples)}")
     print(f"  latency, file write to message in SQS: p50 {percentile(latencies_ms, 50):.0f} ms, "
           f"p99 {percentile(latencies_ms, 99):.0f} ms")
     sys.exit(0 if duplicates == 0 and lost == 0 else 1)
