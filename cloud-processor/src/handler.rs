@@ -20,8 +20,9 @@ use tracing::{Instrument, error, info, warn};
 use crate::config::{Aws, Config};
 use crate::event::{EventError, Incoming, Notice, ObjectRef, classify, from_text};
 use crate::metrics as m;
-use crate::pack::{Batcher, Chunk, DEFAULT_MAX_BATCH_BYTES};
+use crate::pack::Chunk;
 use crate::pipeline::{self, Report, Settings, Unreadable};
+use crate::send::{self, Stopped};
 use crate::sqs::{Output, SendError};
 use crate::state::{self, Acquired, DoneMarker, Held, StateError, StateKeys, StateStore};
 
@@ -50,12 +51,7 @@ struct Run<'a> {
     keys: &'a StateKeys,
     settings: Settings,
     dedup_base: String,
-    ttl_ms: u64,
 }
-
-/// Time from taking a lease over to resending its first batch, at most,
-/// when judging whether the resend is still inside FIFO's window.
-const RESEND_LEAD_MS: u64 = 10_000;
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -268,7 +264,7 @@ impl App {
         let state_err = |source| ProcessError::state(obj, source);
         let settings = self
             .config
-            .settings(self.output.max_message_bytes, &obj.key);
+            .settings(self.output.max_message_bytes(), &obj.key);
         let fingerprint = self.fingerprint(&settings);
         let keys = StateKeys::new(&self.aws.state_prefix, &self.config.raw_prefix, &obj.key);
         let store = Bucket::new(self.s3.clone(), &obj.bucket);
@@ -313,7 +309,7 @@ impl App {
         let resumed_from = held.lease.next_chunk;
         if let Some(age_ms) = held.taken_over_after_ms
             && self.output.is_fifo()
-            && age_ms + RESEND_LEAD_MS > state::FIFO_DEDUP_WINDOW_MS
+            && state::outside_fifo_window(age_ms)
         {
             metrics::counter!(m::FIFO_WINDOW_EXCEEDED).increment(1);
             warn!(
@@ -358,7 +354,6 @@ impl App {
             keys: &keys,
             settings,
             dedup_base,
-            ttl_ms,
         };
         let (report, sent, held) = match self.run_pipeline(run, got.body, held).await {
             Ok(v) => v,
@@ -402,7 +397,7 @@ impl App {
             }
             Err(unreadable) => {
                 let outcome = self
-                    .quarantine(obj, &keys.quarantine, &etag, &unreadable, sent)
+                    .quarantine(obj, &keys.quarantine, &etag, unreadable.to_string(), sent)
                     .await?;
                 marker.outcome = "quarantined".into();
                 marker.finished_at_ms = now_ms();
@@ -456,9 +451,20 @@ impl App {
         marker.rejected_bytes = s.rejected_bytes;
         marker.separator_bytes = s.separator_bytes;
         marker.elapsed_ms = started.elapsed().as_millis() as u64;
+        // Everything else is sent and settled: a chunk SQS refused for good
+        // now quarantines the object, with SQS's reasons.
+        let refused = (held.lease.refused_count > 0).then(|| refused_reason(&held.lease));
+        if let Some(reason) = &refused {
+            self.quarantine(obj, &keys.quarantine, &etag, reason.clone(), sent)
+                .await?;
+            marker.outcome = "quarantined".into();
+        }
         state::finish(&store, &keys, &held, &marker)
             .await
             .map_err(state_err)?;
+        if let Some(reason) = refused {
+            return Ok(Outcome::Quarantined { reason });
+        }
         info!(
             bytes = s.bytes_decompressed,
             preamble_lines = s.preamble_lines,
@@ -491,9 +497,9 @@ impl App {
     }
 
     /// Runs the pipeline over the object's stream and sends the chunks the
-    /// lease does not record as sent, advancing it after every batch.
-    /// Returns the pipeline's result and the chunks sent now; on a failure
-    /// that leaves the lease ours, the lease too, so it can be released.
+    /// lease does not record as settled (see [`send::send_all`]). Returns
+    /// the pipeline's result and the chunks sent now; on a failure that
+    /// leaves the lease ours, the lease too, so it can be released.
     async fn run_pipeline(
         &self,
         run: Run<'_>,
@@ -506,9 +512,7 @@ impl App {
             keys,
             settings,
             dedup_base,
-            ttl_ms,
         } = run;
-        let start = held.lease.next_chunk;
         let (tx, mut rx) = mpsc::channel::<Chunk>(4);
         let reader = tokio_util::io::SyncIoBridge::new(body.into_async_read());
         let task = tokio::task::spawn_blocking(move || {
@@ -520,87 +524,15 @@ impl App {
                 }
             })
         });
-        let mut batcher = Batcher::new(DEFAULT_MAX_BATCH_BYTES, &obj.key);
-        let mut renew = tokio::time::interval(Duration::from_millis((ttl_ms / 3).max(1000)));
-        renew.tick().await;
-        let (mut sent, mut batches) = (0u32, 0u32);
-        let mut failure: Option<ProcessError> = None;
-        let mut flushing = false;
-        // The end of the last batch, sent but not yet recorded in the lease.
-        let mut unrecorded: Option<u32> = None;
-        loop {
-            let batch = if flushing {
-                match batcher.take() {
-                    Some(b) => b,
-                    None => break,
-                }
-            } else {
-                tokio::select! {
-                    chunk = rx.recv() => match chunk {
-                        Some(c) if c.index < start => continue,
-                        Some(c) => match batcher.push(c) {
-                            Some(b) => b,
-                            None => continue,
-                        },
-                        None => {
-                            flushing = true;
-                            continue;
-                        }
-                    },
-                    _ = renew.tick() => {
-                        let next = held.lease.next_chunk;
-                        if let Err(e) = state::advance(store, keys, &mut held, next, now_ms()).await {
-                            failure = Some(ProcessError::state(obj, e));
-                            break;
-                        }
-                        continue;
-                    }
-                }
-            };
-            let next = batch.last().map_or(held.lease.next_chunk, |c| c.index + 1);
-            // Start a send only with most of the lease left: one that starts
-            // late may land after another processor took the object over,
-            // which on a standard queue is a duplicate.
-            if held.left_ms() < ttl_ms / 3 {
-                let at = held.lease.next_chunk;
-                if let Err(e) = state::advance(store, keys, &mut held, at, now_ms()).await {
-                    failure = Some(ProcessError::state(obj, e));
-                    break;
-                }
-            }
-            held.unrecorded_since = Some(Instant::now());
-            if let Err(source) = self.output.send(&obj.key, &dedup_base, &batch).await {
-                failure = Some(ProcessError::Send {
-                    bucket: obj.bucket.clone(),
-                    key: obj.key.clone(),
-                    source,
-                });
-                break;
-            }
-            sent += batch.len() as u32;
-            batches += 1;
-            if self.crash_after_batches == Some(batches) {
-                failure = Some(ProcessError::InjectedCrash {
-                    bucket: obj.bucket.clone(),
-                    key: obj.key.clone(),
-                    batches,
-                });
-                break;
-            }
-            // The last batch's progress is recorded by the done marker that
-            // follows at once: a progress write here would only add a PUT to
-            // every object (a third for a single-batch one). A crash before
-            // the marker resends this batch, as a crash before any progress
-            // write would.
-            if flushing {
-                unrecorded = Some(next);
-                continue;
-            }
-            if let Err(e) = state::advance(store, keys, &mut held, next, now_ms()).await {
-                failure = Some(ProcessError::state(obj, e));
-                break;
-            }
-        }
+        let target = send::Target {
+            store,
+            keys,
+            sink: &self.output,
+            source_key: &obj.key,
+            dedup_base: &dedup_base,
+            crash_after_batches: self.crash_after_batches,
+        };
+        let sent = send::send_all(&target, &mut rx, &mut held).await;
         drop(rx);
         let result = task.await.map_err(|e| {
             (
@@ -612,22 +544,27 @@ impl App {
                 None,
             )
         })?;
-        match failure {
-            // A crash leaves the lease as it was: nobody can release it.
-            Some(e @ ProcessError::InjectedCrash { .. }) => Err((e, None)),
+        match sent {
+            Ok(sent) => Ok((result, sent, held)),
+            Err(Stopped::Send(source)) => Err((
+                ProcessError::Send {
+                    bucket: obj.bucket.clone(),
+                    key: obj.key.clone(),
+                    source,
+                },
+                Some(held),
+            )),
             // A lost lease is someone else's now.
-            Some(e @ ProcessError::State { .. }) => Err((e, None)),
-            Some(e) => Err((e, Some(held))),
-            None => {
-                // Without a done marker to follow (the download broke), the
-                // lease must record the last batch before it is released.
-                if let (Some(next), Err(Unreadable::Io(_))) = (unrecorded, &result)
-                    && let Err(e) = state::advance(store, keys, &mut held, next, now_ms()).await
-                {
-                    return Err((ProcessError::state(obj, e), None));
-                }
-                Ok((result, sent, held))
-            }
+            Err(Stopped::State(e)) => Err((ProcessError::state(obj, e), None)),
+            // A crash leaves the lease as it was: nobody can release it.
+            Err(Stopped::Crashed { batches }) => Err((
+                ProcessError::InjectedCrash {
+                    bucket: obj.bucket.clone(),
+                    key: obj.key.clone(),
+                    batches,
+                },
+                None,
+            )),
         }
     }
 
@@ -636,10 +573,9 @@ impl App {
         obj: &ObjectRef,
         key: &str,
         etag: &str,
-        why: &Unreadable,
+        reason: String,
         sent: u32,
     ) -> Result<Outcome, ProcessError> {
-        let reason = why.to_string();
         let doc = json!({
             "source": format!("s3://{}/{}", obj.bucket, obj.key),
             "etag": etag,
@@ -647,7 +583,7 @@ impl App {
             "messages_sent_before_the_error": sent,
         });
         self.put_json(&obj.bucket, key, &doc).await?;
-        error!(%reason, record = %key, messages_sent = sent, "quarantined: the object cannot be read");
+        error!(%reason, record = %key, messages_sent = sent, "quarantined");
         Ok(Outcome::Quarantined { reason })
     }
 
@@ -717,6 +653,26 @@ impl App {
             }
         }
     }
+}
+
+/// Why an object whose chunks SQS refused is quarantined.
+fn refused_reason(lease: &state::Lease) -> String {
+    let listed: Vec<String> = lease
+        .refused
+        .iter()
+        .map(|r| format!("chunk {}: {}", r.chunk, r.reason))
+        .collect();
+    let more = lease.refused_count as usize - listed.len().min(lease.refused_count as usize);
+    format!(
+        "SQS refused {} message(s) for good, and their records were not delivered ({}{})",
+        lease.refused_count,
+        listed.join("; "),
+        if more > 0 {
+            format!("; and {more} more")
+        } else {
+            String::new()
+        }
+    )
 }
 
 /// What every FIFO deduplication id of an object is derived from: the

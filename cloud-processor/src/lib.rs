@@ -13,5 +13,6 @@ pub mod poll;
 pub mod project;
 pub mod reader;
 pub mod replay;
+pub mod send;
 pub mod sqs;
 pub mod state;

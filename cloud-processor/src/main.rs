@@ -142,7 +142,7 @@ async fn app(config: Config, aws: Aws) -> anyhow::Result<(App, aws_sdk_sqs::Clie
     )
     .await
     .context("reading the output queue's attributes")?;
-    tracing::info!(queue = %output.queue_url(), max_message_bytes = output.max_message_bytes, fifo = output.is_fifo(), "output queue");
+    tracing::info!(queue = %output.queue_url(), max_message_bytes = output.max_message_bytes(), fifo = output.is_fifo(), "output queue");
     Ok((App::new(config, aws, s3, output), sqs))
 }
 

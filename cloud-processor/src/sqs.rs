@@ -39,6 +39,46 @@ pub enum SendError {
         failed: usize,
         last: String,
     },
+    #[error(
+        "queue {queue} refused a message as too large ({message}); its size limit is now {limit} bytes, \
+         and the object is retried with it"
+    )]
+    TooLarge {
+        queue: String,
+        message: String,
+        limit: usize,
+    },
+}
+
+/// What became of one batch's chunks.
+#[derive(Debug, Default)]
+pub struct BatchOutcome {
+    /// Chunks SQS stored.
+    pub accepted: Vec<u32>,
+    /// Chunks SQS refused as the sender's fault, with its code and message:
+    /// sending them again cannot help.
+    pub refused: Vec<(u32, String)>,
+    /// Why the other chunks were not sent (after retries). SQS may have
+    /// stored them anyway if its answer was lost.
+    pub failed: Option<SendError>,
+}
+
+/// Where batches of chunks go: SQS, or a fake in tests.
+pub trait Sink: Send + Sync {
+    fn send(
+        &self,
+        source_key: &str,
+        dedup_base: &str,
+        batch: &[Chunk],
+    ) -> impl std::future::Future<Output = BatchOutcome> + Send;
+    /// The message size limit chunks are packed for.
+    fn max_message_bytes(&self) -> usize;
+}
+
+/// Whether SQS refused a message for its size (`BatchRequestTooLong`,
+/// `MessageTooLong`, or "must be shorter than" in an entry's message).
+fn is_size_refusal(code: &str, message: &str) -> bool {
+    code.contains("TooLong") || message.contains("shorter than")
 }
 
 /// Where packed messages go.
@@ -48,8 +88,10 @@ pub struct Output {
     queue_url: String,
     fifo: bool,
     group_id: String,
-    /// The queue's MaximumMessageSize (or a lower configured cap).
-    pub max_message_bytes: usize,
+    /// The queue's MaximumMessageSize (or a lower configured cap). Re-read
+    /// when SQS refuses a message for its size: queues are reconfigured.
+    max_message_bytes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    cap: Option<usize>,
 }
 
 fn call_error<
@@ -82,37 +124,39 @@ fn call_error<
 }
 
 impl Output {
-    /// Reads the queue's size limit and type once, at start-up.
+    /// Reads the queue's size limit and type at start-up.
     pub async fn connect(
         client: Client,
         queue_url: &str,
         group_id: &str,
         cap: Option<usize>,
     ) -> Result<Self, SendError> {
-        let attrs = client
-            .get_queue_attributes()
-            .queue_url(queue_url)
-            .attribute_names(QueueAttributeName::MaximumMessageSize)
-            .attribute_names(QueueAttributeName::FifoQueue)
-            .send()
-            .await
-            .map_err(|e| call_error(queue_url, "GetQueueAttributes", e))?;
-        let attrs = attrs.attributes.unwrap_or_default();
-        let queue_max = attrs
-            .get(&QueueAttributeName::MaximumMessageSize)
-            .and_then(|v| v.parse::<usize>().ok())
-            .unwrap_or(262_144);
-        let fifo = attrs
-            .get(&QueueAttributeName::FifoQueue)
-            .is_some_and(|v| v == "true")
-            || queue_url.ends_with(".fifo");
+        let (queue_max, fifo) = read_limits(&client, queue_url).await?;
         Ok(Self {
             client,
             queue_url: queue_url.to_owned(),
-            fifo,
+            fifo: fifo || queue_url.ends_with(".fifo"),
             group_id: group_id.to_owned(),
-            max_message_bytes: cap.map_or(queue_max, |c| c.min(queue_max)),
+            max_message_bytes: std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(
+                cap.map_or(queue_max, |c| c.min(queue_max)),
+            )),
+            cap,
         })
+    }
+
+    pub fn max_message_bytes(&self) -> usize {
+        self.max_message_bytes
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Reads the queue's size limit again, after SQS refused a message for
+    /// its size; returns the limit now packed for.
+    async fn refresh_limit(&self) -> Result<usize, SendError> {
+        let (queue_max, _) = read_limits(&self.client, &self.queue_url).await?;
+        let limit = self.cap.map_or(queue_max, |c| c.min(queue_max));
+        self.max_message_bytes
+            .store(limit, std::sync::atomic::Ordering::Relaxed);
+        Ok(limit)
     }
 
     pub fn is_fifo(&self) -> bool {
@@ -170,13 +214,10 @@ impl Output {
     }
 
     /// Sends one batch; entries that fail for a transient reason (throttling,
-    /// a service error) are retried, alone, with backoff.
-    pub async fn send(
-        &self,
-        source_key: &str,
-        dedup_base: &str,
-        batch: &[Chunk],
-    ) -> Result<(), SendError> {
+    /// a service error) are retried, alone, with backoff. Says which chunks
+    /// SQS stored and which it refused, so that no retry resends a stored one.
+    pub async fn send(&self, source_key: &str, dedup_base: &str, batch: &[Chunk]) -> BatchOutcome {
+        let mut outcome = BatchOutcome::default();
         let mut pending: Vec<&Chunk> = batch.iter().collect();
         let mut backoff = backon::ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(100))
@@ -186,10 +227,14 @@ impl Output {
             .build();
         let mut last = String::new();
         for _ in 0..MAX_ATTEMPTS {
-            let entries = pending
+            let entries = match pending
                 .iter()
                 .map(|c| self.entry(source_key, dedup_base, c))
-                .collect::<Result<Vec<_>, _>>()?;
+                .collect::<Result<Vec<_>, _>>()
+            {
+                Ok(entries) => entries,
+                Err(e) => return outcome.failing(e),
+            };
             match self
                 .client
                 .send_message_batch()
@@ -199,38 +244,44 @@ impl Output {
                 .await
             {
                 Ok(out) => {
-                    if out.failed.is_empty() {
-                        return Ok(());
-                    }
                     let mut retry = Vec::new();
                     for f in &out.failed {
-                        let throttled = f.code.contains("Throttl")
-                            || f.code.contains("ServiceUnavailable")
-                            || f.code.contains("InternalError");
-                        if f.sender_fault && !throttled {
-                            return Err(SendError::Refused {
-                                queue: self.queue_url.clone(),
-                                id: f.id.clone(),
-                                code: f.code.clone(),
-                                message: f.message.clone().unwrap_or_default(),
-                            });
-                        }
-                        last = format!("{}: {}", f.code, f.message.as_deref().unwrap_or(""));
+                        let message = f.message.clone().unwrap_or_default();
+                        last = format!("{}: {message}", f.code);
                         // An id we did not send would leave us unable to
                         // tell which chunk failed; never guess, never drop.
-                        let chunk = pending
+                        let Some(chunk) = pending
                             .iter()
                             .copied()
                             .find(|c| format!("c{}", c.index) == f.id)
-                            .ok_or_else(|| SendError::Refused {
+                        else {
+                            return outcome.failing(SendError::Refused {
                                 queue: self.queue_url.clone(),
                                 id: f.id.clone(),
                                 code: "UnknownEntryId".into(),
                                 message: format!(
                                     "SQS reported a failure for an entry not in the batch ({last})"
                                 ),
-                            })?;
-                        retry.push(chunk);
+                            });
+                        };
+                        let throttled = f.code.contains("Throttl")
+                            || f.code.contains("ServiceUnavailable")
+                            || f.code.contains("InternalError");
+                        if is_size_refusal(&f.code, &message) {
+                            // The queue's limit was lowered since it was
+                            // read: re-pack with the new one.
+                            retry.clear();
+                            outcome.note_accepted(&pending, &out.failed);
+                            return outcome.failing(self.too_large(last).await);
+                        } else if f.sender_fault && !throttled {
+                            outcome.refused.push((chunk.index, last.clone()));
+                        } else {
+                            retry.push(chunk);
+                        }
+                    }
+                    outcome.note_accepted(&pending, &out.failed);
+                    if retry.is_empty() {
+                        return outcome;
                     }
                     tracing::warn!(failed = retry.len(), of = pending.len(), %last, "SendMessageBatch partly failed; retrying those entries");
                     metrics::counter!(crate::metrics::SEND_RETRIES).increment(1);
@@ -246,17 +297,83 @@ impl Output {
                         metrics::counter!(crate::metrics::SEND_RETRIES).increment(1);
                         last = message;
                     }
-                    permanent => return Err(permanent),
+                    SendError::Call { message, .. } if is_size_refusal(&message, &message) => {
+                        return outcome.failing(self.too_large(message).await);
+                    }
+                    permanent => return outcome.failing(permanent),
                 },
             }
             tokio::time::sleep(backoff.next().unwrap_or(Duration::from_secs(10))).await;
         }
-        Err(SendError::GaveUp {
+        outcome.failing(SendError::GaveUp {
             queue: self.queue_url.clone(),
             failed: pending.len(),
             last,
         })
     }
+
+    async fn too_large(&self, message: String) -> SendError {
+        match self.refresh_limit().await {
+            Ok(limit) => SendError::TooLarge {
+                queue: self.queue_url.clone(),
+                message,
+                limit,
+            },
+            Err(e) => e,
+        }
+    }
+}
+
+impl BatchOutcome {
+    /// Adds the entries of `pending` that are not in `failed`: SQS stored them.
+    fn note_accepted(
+        &mut self,
+        pending: &[&Chunk],
+        failed: &[aws_sdk_sqs::types::BatchResultErrorEntry],
+    ) {
+        self.accepted.extend(
+            pending
+                .iter()
+                .filter(|c| !failed.iter().any(|f| f.id == format!("c{}", c.index)))
+                .map(|c| c.index),
+        );
+    }
+
+    fn failing(mut self, e: SendError) -> Self {
+        self.failed = Some(e);
+        self
+    }
+}
+
+impl Sink for Output {
+    async fn send(&self, source_key: &str, dedup_base: &str, batch: &[Chunk]) -> BatchOutcome {
+        Output::send(self, source_key, dedup_base, batch).await
+    }
+
+    fn max_message_bytes(&self) -> usize {
+        Output::max_message_bytes(self)
+    }
+}
+
+/// The queue's MaximumMessageSize and whether it is FIFO.
+async fn read_limits(client: &Client, queue_url: &str) -> Result<(usize, bool), SendError> {
+    let attrs = client
+        .get_queue_attributes()
+        .queue_url(queue_url)
+        .attribute_names(QueueAttributeName::MaximumMessageSize)
+        .attribute_names(QueueAttributeName::FifoQueue)
+        .send()
+        .await
+        .map_err(|e| call_error(queue_url, "GetQueueAttributes", e))?;
+    let attrs = attrs.attributes.unwrap_or_default();
+    let queue_max = attrs
+        .get(&QueueAttributeName::MaximumMessageSize)
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(262_144);
+    let fifo = attrs
+        .get(&QueueAttributeName::FifoQueue)
+        .is_some_and(|v| v == "true");
+    Ok((queue_max, fifo))
 }
 
 /// Makes a received message visible again `after` from now

@@ -25,6 +25,17 @@ use serde::{Deserialize, Serialize};
 /// SQS FIFO drops a resent message only within this long of the first send.
 pub const FIFO_DEDUP_WINDOW_MS: u64 = 5 * 60 * 1000;
 
+/// Time from taking a lease over to resending its first batch, at most,
+/// when judging whether the resend is still inside FIFO's window.
+const RESEND_LEAD_MS: u64 = 10_000;
+
+/// Whether a takeover may resend its previous holder's unrecorded batch
+/// outside SQS FIFO's deduplication window, given that the batch was
+/// started at most `age_ms` ago ([`Held::taken_over_after_ms`]).
+pub fn outside_fifo_window(age_ms: u64) -> bool {
+    age_ms + RESEND_LEAD_MS > FIFO_DEDUP_WINDOW_MS
+}
+
 /// S3 gives `Last-Modified` and `Date` in whole seconds: a lease is judged
 /// expired only once S3's clock is past its write plus TTL by this much.
 const S3_CLOCK_GRAIN_MS: u64 = 1000;
@@ -43,8 +54,19 @@ pub struct Lease {
     pub ttl_ms: Option<u64>,
     /// Of everything that decides how records are cut into chunks.
     pub fingerprint: String,
-    /// Chunks below this index were acknowledged by SQS.
+    /// Chunks below this index are settled: SQS stored them, or refused
+    /// them for good.
     pub next_chunk: u32,
+    /// Settled chunks above `next_chunk`, from a batch SQS took in part: no
+    /// retry sends them again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub settled: Vec<u32>,
+    /// Chunks SQS refused for good (the first [`MAX_REFUSED_KEPT`], with
+    /// reasons): once everything else is sent, the object is quarantined.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<Refused>,
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub refused_count: u32,
     /// Written on release after a failure: how long before this write the
     /// holder started a send that SQS may have applied unrecorded (0: none).
     /// Crashed holders leave no such note, and need none: their last write
@@ -55,6 +77,51 @@ pub struct Lease {
 
 fn is_zero(v: &u64) -> bool {
     *v == 0
+}
+
+fn is_zero_u32(v: &u32) -> bool {
+    *v == 0
+}
+
+/// Refused chunks whose reasons a lease keeps; the count is exact.
+pub const MAX_REFUSED_KEPT: usize = 100;
+
+/// A chunk SQS refused as the sender's fault.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refused {
+    pub chunk: u32,
+    pub reason: String,
+}
+
+impl Lease {
+    /// Whether `chunk` needs no sending: SQS stored it or refused it.
+    pub fn is_settled(&self, chunk: u32) -> bool {
+        chunk < self.next_chunk || self.settled.contains(&chunk)
+    }
+
+    /// Records what SQS did with some chunks, keeping the lease compact:
+    /// `next_chunk` moves past every settled chunk in a row.
+    pub fn settle(&mut self, accepted: &[u32], refused: &[(u32, String)]) {
+        for &chunk in accepted.iter().chain(refused.iter().map(|(c, _)| c)) {
+            if !self.is_settled(chunk) {
+                self.settled.push(chunk);
+            }
+        }
+        for (chunk, reason) in refused {
+            self.refused_count += 1;
+            if self.refused.len() < MAX_REFUSED_KEPT {
+                self.refused.push(Refused {
+                    chunk: *chunk,
+                    reason: reason.clone(),
+                });
+            }
+        }
+        while let Some(at) = self.settled.iter().position(|&c| c == self.next_chunk) {
+            self.settled.swap_remove(at);
+            self.next_chunk += 1;
+        }
+        self.settled.sort_unstable();
+    }
 }
 
 /// Written when an object is finished (sent, or quarantined).
@@ -283,6 +350,9 @@ pub async fn acquire<S: StateStore>(
         ttl_ms: Some(ttl_ms),
         fingerprint: fingerprint.to_owned(),
         next_chunk: 0,
+        settled: Vec::new(),
+        refused: Vec::new(),
+        refused_count: 0,
         unrecorded_for_ms: 0,
     };
     let started = Instant::now();
@@ -325,7 +395,7 @@ pub async fn acquire<S: StateStore>(
             owner: theirs.owner,
         });
     }
-    if theirs.fingerprint != fingerprint && theirs.next_chunk > 0 {
+    if theirs.fingerprint != fingerprint && (theirs.next_chunk > 0 || !theirs.settled.is_empty()) {
         return Ok(Acquired::ConfigChanged {
             owner: theirs.owner,
             next_chunk: theirs.next_chunk,
@@ -334,14 +404,16 @@ pub async fn acquire<S: StateStore>(
         });
     }
     // Nothing was sent under other settings, so starting over is safe.
-    let next_chunk = if theirs.fingerprint == fingerprint {
-        theirs.next_chunk
+    let taken = if theirs.fingerprint == fingerprint {
+        Lease {
+            next_chunk: theirs.next_chunk,
+            settled: theirs.settled.clone(),
+            refused: theirs.refused.clone(),
+            refused_count: theirs.refused_count,
+            ..fresh
+        }
     } else {
-        0
-    };
-    let taken = Lease {
-        next_chunk,
-        ..fresh
+        fresh
     };
     let etag = stored.etag.clone().unwrap_or_default();
     let started = Instant::now();
@@ -383,46 +455,43 @@ async fn confirm<S: StateStore>(
     Ok(Acquired::Done)
 }
 
-/// Records that chunks below `next_chunk` are acknowledged, renewing the
-/// lease for its TTL.
-pub async fn advance<S: StateStore>(
+/// Writes the lease's progress as `held` has it (only chunks SQS settled),
+/// renewing it for its TTL.
+pub async fn renew<S: StateStore>(
     store: &S,
     keys: &StateKeys,
     held: &mut Held,
-    next_chunk: u32,
     now_ms: u64,
 ) -> Result<(), StateError> {
     let ttl_ms = held.lease.ttl_ms.unwrap_or(0);
-    rewrite(store, keys, held, next_chunk, ttl_ms, now_ms, 0).await
+    rewrite(store, keys, held, ttl_ms, now_ms, 0).await
 }
 
 /// Gives the lease up after a clean failure, so the next attempt need not
-/// wait for it to expire, noting any send that may be unrecorded (see
-/// [`Lease::unrecorded_for_ms`]).
+/// wait for it to expire. It records the progress `held` has (chunks SQS
+/// settled since the last write included) and notes any send that may be
+/// unrecorded (see [`Lease::unrecorded_for_ms`]).
 pub async fn release<S: StateStore>(
     store: &S,
     keys: &StateKeys,
     held: &mut Held,
     now_ms: u64,
 ) -> Result<(), StateError> {
-    let next = held.lease.next_chunk;
     let unrecorded_for_ms = held
         .unrecorded_since
         .map_or(0, |t| t.elapsed().as_millis() as u64);
-    rewrite(store, keys, held, next, 0, now_ms, unrecorded_for_ms).await
+    rewrite(store, keys, held, 0, now_ms, unrecorded_for_ms).await
 }
 
 async fn rewrite<S: StateStore>(
     store: &S,
     keys: &StateKeys,
     held: &mut Held,
-    next_chunk: u32,
     ttl_ms: u64,
     now_ms: u64,
     unrecorded_for_ms: u64,
 ) -> Result<(), StateError> {
     let lease = Lease {
-        next_chunk,
         expires_at_ms: now_ms + ttl_ms,
         ttl_ms: Some(ttl_ms),
         unrecorded_for_ms,
@@ -478,8 +547,9 @@ pub async fn finish<S: StateStore>(
     }
 }
 
+/// An in-memory [`StateStore`] for unit tests.
 #[cfg(test)]
-mod tests {
+pub(crate) mod testing {
     use super::*;
     use std::collections::HashMap;
     use std::sync::Mutex;
@@ -488,7 +558,7 @@ mod tests {
     /// own clock, which tests move; S3 reports times in whole seconds.
     #[derive(Default)]
     #[allow(clippy::type_complexity)]
-    struct Mem {
+    pub struct Mem {
         /// Body, version (the ETag) and when it was written.
         objects: Mutex<HashMap<String, (Vec<u8>, u64, i64)>>,
         version: Mutex<u64>,
@@ -496,7 +566,8 @@ mod tests {
     }
 
     impl Mem {
-        fn at(&self, ms: i64) -> &Self {
+        /// Sets S3's clock.
+        pub fn at(&self, ms: i64) -> &Self {
             *self.clock_ms.lock().unwrap() = ms;
             self
         }
@@ -555,6 +626,25 @@ mod tests {
             objects.remove(key);
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::Mem;
+    use super::*;
+    use std::sync::Mutex;
+
+    /// Records chunks below `next` as settled and writes the lease.
+    async fn advance(
+        store: &Mem,
+        keys: &StateKeys,
+        held: &mut Held,
+        next: u32,
+        now_ms: u64,
+    ) -> Result<(), StateError> {
+        held.lease.next_chunk = next;
+        renew(store, keys, held, now_ms).await
     }
 
     fn keys() -> StateKeys {
@@ -709,6 +799,55 @@ mod tests {
             (31_000..33_000).contains(&age),
             "the unrecorded send began about 30 s before the release: {age}"
         );
+    }
+
+    #[test]
+    fn settling_moves_next_chunk_past_every_settled_chunk_in_a_row() {
+        let mut lease = Lease {
+            owner: "a".into(),
+            expires_at_ms: 0,
+            ttl_ms: Some(TTL),
+            fingerprint: "fp".into(),
+            next_chunk: 10,
+            settled: Vec::new(),
+            refused: Vec::new(),
+            refused_count: 0,
+            unrecorded_for_ms: 0,
+        };
+        // A batch of 10..20 where SQS stored the even chunks only.
+        lease.settle(&[10, 12, 14, 16, 18], &[]);
+        assert_eq!(
+            (lease.next_chunk, &lease.settled[..]),
+            (11, &[12, 14, 16, 18][..])
+        );
+        assert!(lease.is_settled(12) && !lease.is_settled(13));
+        // The retry settles the odd ones; 15 is refused for good.
+        lease.settle(
+            &[11, 13, 17, 19],
+            &[(15, "InvalidParameterValue: no".into())],
+        );
+        assert_eq!((lease.next_chunk, lease.settled.len()), (20, 0));
+        assert_eq!((lease.refused_count, lease.refused[0].chunk), (1, 15));
+        // Settling again changes nothing.
+        lease.settle(&[12], &[]);
+        assert_eq!((lease.next_chunk, lease.settled.len()), (20, 0));
+    }
+
+    #[tokio::test]
+    async fn a_takeover_keeps_partial_progress_and_says_when_fifo_cannot_help() {
+        let store = Mem::default();
+        let k = keys();
+        let mut a = ours(store.at(0), "a", "fp", 0).await;
+        a.lease.settle(&[0, 2, 3], &[]);
+        renew(store.at(1000), &k, &mut a, 1000).await.unwrap();
+        // Taken over well inside the window: the takeover skips 0, 2 and 3.
+        let b = ours(store.at(100_000), "b", "fp", 0).await;
+        assert_eq!((b.lease.next_chunk, &b.lease.settled[..]), (1, &[2, 3][..]));
+        assert!(!outside_fifo_window(b.taken_over_after_ms.unwrap()));
+        // B crashes too, and C arrives five minutes later.
+        let c = ours(store.at(400_000), "c", "fp", 0).await;
+        let age = c.taken_over_after_ms.unwrap();
+        assert!(outside_fifo_window(age), "{age} ms");
     }
 
     #[tokio::test]

@@ -569,7 +569,7 @@ impl Drop for PrivateMoto {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn emulator_stopped_20_s_mid_burst_loses_and_duplicates_nothing() {
+async fn emulator_stopped_20_s_mid_burst_loses_nothing_and_resends_at_most_a_batch() {
     let moto = PrivateMoto::start();
     let emu = Emulator::connect_to(moto.endpoint.clone()).await;
     let relay = Relay::new(setup_on(emu, "f-stop", false).await, None);
@@ -601,7 +601,26 @@ async fn emulator_stopped_20_s_mid_burst_loses_and_duplicates_nothing() {
         &mut [&mut processor, &mut agent],
     )
     .await;
-    assert_exactly_once(&relay, &w, &tally);
+    assert!(
+        tally.lost(w.records).is_empty(),
+        "records lost:\n{}",
+        relay.logs()
+    );
+    // A send in flight when the emulator stopped times out (the processor's
+    // AWS timeouts are shorter than the outage) and is sent again; the
+    // emulator applies the first one when it resumes. That is the README's
+    // lost-answer case: at most one batch of one object twice, on a
+    // standard queue.
+    let mut twice: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    for (key, chunk) in tally.duplicated_chunks() {
+        twice.entry(key).or_default().push(chunk);
+    }
+    assert!(
+        twice.values().all(|chunks| chunks.len() <= 10
+            && chunks.iter().max().unwrap() - chunks.iter().min().unwrap() < 10),
+        "more than one batch of an object twice: {twice:?}\n{}",
+        relay.logs()
+    );
 }
 
 /// One object straight into S3 (the agent is not under test), a processor

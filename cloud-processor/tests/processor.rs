@@ -21,7 +21,7 @@ fn expected(app: &App, key: &str, bytes: &[u8]) -> Vec<String> {
     let settings = Settings {
         projection: app.config.projection.clone(),
         format: app.config.body_format,
-        max_body_bytes: app.output.max_message_bytes - attributes_size(key),
+        max_body_bytes: app.output.max_message_bytes() - attributes_size(key),
         max_record_bytes: cloud_processor::config::DEFAULT_MAX_RECORD_BYTES,
         max_decompressed_bytes: app.config.max_decompressed_bytes,
         records_pointer: None,
@@ -322,6 +322,113 @@ async fn a_send_that_is_never_answered_times_out_and_is_retried() {
         .map(|(b, _)| b.lines().count())
         .sum();
     assert_eq!(records, 500);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunks_sqs_refuses_for_good_quarantine_the_object_after_the_rest_is_sent() {
+    let s = setup("proc-refuse", false).await;
+    let proxy = relay_shared::testing::FaultProxy::start(&s.emu.endpoint).await;
+    let sqs = relay_shared::client::sqs_client(&s.emu.sdk_via(&proxy.endpoint()));
+    let base = app(&s, Some(2048)).await;
+    let output = cloud_processor::sqs::Output::connect(sqs, &s.output, "relay", Some(2048))
+        .await
+        .unwrap();
+    let app = App::new(base.config, base.aws, s.emu.s3.clone(), output);
+    let key = "raw/e/2026/11/21/22/refused.json.zst";
+    put(
+        &s,
+        key,
+        zstd::encode_all(sample_file(600).as_bytes(), 3).unwrap(),
+    )
+    .await;
+    let event = notification(&s).await;
+
+    // The first batch: chunks 1, 3, 5, 7 and 9 are refused as the sender's fault.
+    proxy
+        .faults
+        .sqs_refuse_batches
+        .store(1, std::sync::atomic::Ordering::Relaxed);
+    let outcomes = app.process_message_body(&event).await.unwrap();
+    let [Outcome::Quarantined { reason }] = &outcomes[..] else {
+        panic!("{outcomes:?}")
+    };
+    assert!(
+        reason.contains("refused 5 message(s)")
+            && reason.contains("chunk 1: InvalidParameterValue"),
+        "{reason}"
+    );
+    let record = s
+        .bucket
+        .get_bytes("state/quarantine/e/2026/11/21/22/refused.json.zst.json")
+        .await
+        .unwrap();
+    assert!(String::from_utf8_lossy(&record.0).contains("refused 5 message(s)"));
+    let marker: cloud_processor::state::DoneMarker = serde_json::from_slice(
+        &s.bucket
+            .get_bytes("state/done/e/2026/11/21/22/refused.json.zst")
+            .await
+            .unwrap()
+            .0,
+    )
+    .unwrap();
+    assert_eq!(marker.outcome, "quarantined");
+    // Everything else arrived, once, the later batches included.
+    let got = drain(&s).await;
+    let chunks: Vec<u32> = got.keys().map(|(_, c)| *c).collect();
+    let expected: Vec<u32> = (0..marker.messages)
+        .filter(|c| !matches!(c, 1 | 3 | 5 | 7 | 9))
+        .collect();
+    assert!(marker.messages > 20, "several batches: {}", marker.messages);
+    assert_eq!(chunks, expected);
+    // A repeated event is a duplicate: the quarantine is final.
+    assert_eq!(
+        app.process_message_body(&event).await.unwrap(),
+        [Outcome::Duplicate]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_limit_lowered_after_start_up_is_read_again_and_packed_for() {
+    let s = setup("proc-shrunk", false).await;
+    let set_limit = |bytes: &'static str| {
+        s.emu
+            .sqs
+            .set_queue_attributes()
+            .queue_url(&s.output)
+            .attributes(QueueAttributeName::MaximumMessageSize, bytes)
+            .send()
+    };
+    set_limit("8192").await.unwrap();
+    let app = app(&s, None).await;
+    assert_eq!(app.output.max_message_bytes(), 8192);
+    let key = "raw/e/2026/11/21/22/shrunk.json.zst";
+    put(
+        &s,
+        key,
+        zstd::encode_all(sample_file(400).as_bytes(), 3).unwrap(),
+    )
+    .await;
+    let event = notification(&s).await;
+    // Someone lowers the queue's limit while the processor runs.
+    set_limit("2048").await.unwrap();
+
+    let err = app.process_message_body(&event).await.unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("too large") && text.contains("2048 bytes") && text.contains(key),
+        "{text}"
+    );
+    assert_eq!(app.output.max_message_bytes(), 2048);
+    // Nothing was sent under the old limit, so the retry packs for the new one.
+    let outcomes = app.process_message_body(&event).await.unwrap();
+    assert!(
+        matches!(outcomes[..], [Outcome::Sent { records: 400, .. }]),
+        "{outcomes:?}"
+    );
+    let got = drain(&s).await;
+    assert!(got.values().all(|(body, _)| body.len() <= 2048));
+    let records: usize = got.values().map(|(b, _)| b.lines().count()).sum();
+    assert_eq!(records, 400);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -34,6 +34,10 @@ pub struct Faults {
     /// Every SendMessageBatch is held this long before it is forwarded, like
     /// a slow link, so a test can kill a sender between two batches.
     pub sqs_batch_delay_ms: AtomicU64,
+    /// The next this-many SendMessageBatch requests have every second entry
+    /// (or the only one) withheld and reported as the sender's fault
+    /// (`InvalidParameterValue`): refused for good, as for a bad message.
+    pub sqs_refuse_batches: AtomicU64,
     /// The next this-many SendMessageBatch requests are never answered
     /// (nor forwarded): a silent connection, as when a link dies quietly.
     pub sqs_silent_batches: AtomicU64,
@@ -232,13 +236,18 @@ async fn respond(
         let delay = faults.sqs_batch_delay_ms.load(Ordering::Relaxed);
         tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
     }
-    let (body, withheld) = if target == "AmazonSQS.SendMessageBatch"
-        && Faults::due(&faults.sqs_fail_every, &faults.sqs_batches)
-    {
-        withhold_entries(body)
-    } else {
-        (body, Vec::new())
-    };
+    let batch = target == "AmazonSQS.SendMessageBatch";
+    let refuse = batch
+        && faults
+            .sqs_refuse_batches
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok();
+    let (body, withheld) =
+        if refuse || (batch && Faults::due(&faults.sqs_fail_every, &faults.sqs_batches)) {
+            withhold_entries(body)
+        } else {
+            (body, Vec::new())
+        };
     faults
         .failed_entries
         .fetch_add(withheld.len() as u64, Ordering::Relaxed);
@@ -260,7 +269,7 @@ async fn respond(
         }
     };
     if !withheld.is_empty() && response.status().is_success() {
-        response = report_failed(response, &withheld).await;
+        response = report_failed(response, &withheld, refuse).await;
     }
     Ok(response)
 }
@@ -294,7 +303,13 @@ fn withhold_entries(body: Bytes) -> (Bytes, Vec<String>) {
 }
 
 /// Adds the withheld entries to a SendMessageBatch answer's `Failed` list.
-async fn report_failed(response: Response<Full<Bytes>>, ids: &[String]) -> Response<Full<Bytes>> {
+/// Adds `ids` to a SendMessageBatch answer's `Failed` list: as the
+/// sender's fault (refused for good) or as a service error (retryable).
+async fn report_failed(
+    response: Response<Full<Bytes>>,
+    ids: &[String],
+    sender_fault: bool,
+) -> Response<Full<Bytes>> {
     let (parts, body) = response.into_parts();
     let bytes = match body.collect().await {
         Ok(b) => b.to_bytes(),
@@ -309,11 +324,16 @@ async fn report_failed(response: Response<Full<Bytes>>, ids: &[String]) -> Respo
         .map(|o| o.entry("Failed").or_insert_with(|| json!([])));
     if let Some(Value::Array(failed)) = failed {
         for id in ids {
+            let (code, message) = if sender_fault {
+                ("InvalidParameterValue", "refused by the test's fault proxy")
+            } else {
+                ("InternalError", "withheld by the test's fault proxy")
+            };
             failed.push(json!({
                 "Id": id,
-                "SenderFault": false,
-                "Code": "InternalError",
-                "Message": "withheld by the test's fault proxy",
+                "SenderFault": sender_fault,
+                "Code": code,
+                "Message": message,
             }));
         }
     }
@@ -409,7 +429,7 @@ mod tests {
         let answer = Response::new(Full::new(Bytes::from(
             json!({"Successful": [{"Id": "0", "MessageId": "m"}]}).to_string(),
         )));
-        let r = report_failed(answer, &["1".to_owned()]).await;
+        let r = report_failed(answer, &["1".to_owned()], false).await;
         let bytes = r.into_body().collect().await.unwrap().to_bytes();
         let doc: Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(doc["Successful"][0]["Id"], "0");

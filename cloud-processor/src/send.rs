@@ -1,0 +1,310 @@
+//! The send loop: an object's chunks, in order, batched and sent through a
+//! [`Sink`], with the lease recording every chunk SQS settled, so that no
+//! retry resends one SQS stored, and a chunk SQS refuses for good holds up
+//! nothing after it. Generic over the store and the sink, so the cases that
+//! need faults (a partly accepted batch, a lost answer, a refusal) are unit
+//! tests.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::mpsc;
+
+use crate::pack::{Batcher, Chunk, DEFAULT_MAX_BATCH_BYTES};
+use crate::sqs::{SendError, Sink};
+use crate::state::{self, Held, StateError, StateKeys, StateStore};
+
+/// Where one object's chunks go, and what records their progress.
+#[derive(Debug)]
+pub struct Target<'a, S, K> {
+    pub store: &'a S,
+    pub keys: &'a StateKeys,
+    pub sink: &'a K,
+    pub source_key: &'a str,
+    pub dedup_base: &'a str,
+    /// Test-only fault hook: after this many batches, stop as if the
+    /// process crashed between a send and its progress write.
+    pub crash_after_batches: Option<u32>,
+}
+
+/// Why sending stopped before the chunks ran out.
+#[derive(Debug)]
+pub enum Stopped {
+    /// SQS did not take a batch. The lease is still ours: release it, which
+    /// records what SQS did take.
+    Send(SendError),
+    /// The lease is someone else's now, or could not be written.
+    State(StateError),
+    /// The test hook fired: nothing more is written, as after a crash.
+    Crashed { batches: u32 },
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Sends every chunk from `chunks` that `held`'s lease does not record as
+/// settled, renewing the lease while chunks are awaited and recording
+/// progress after every batch but the last (the done marker that follows
+/// records it). Returns how many chunks SQS stored now.
+pub async fn send_all<S: StateStore, K: Sink>(
+    t: &Target<'_, S, K>,
+    chunks: &mut mpsc::Receiver<Chunk>,
+    held: &mut Held,
+) -> Result<u32, Stopped> {
+    let ttl_ms = held.lease.ttl_ms.unwrap_or(0);
+    let mut batcher = Batcher::new(DEFAULT_MAX_BATCH_BYTES, t.source_key);
+    let mut renew = tokio::time::interval(Duration::from_millis((ttl_ms / 3).max(1000)));
+    renew.tick().await;
+    let (mut sent, mut batches) = (0u32, 0u32);
+    let mut flushing = false;
+    loop {
+        let batch = if flushing {
+            match batcher.take() {
+                Some(b) => b,
+                None => return Ok(sent),
+            }
+        } else {
+            tokio::select! {
+                chunk = chunks.recv() => match chunk {
+                    Some(c) if held.lease.is_settled(c.index) => continue,
+                    Some(c) => match batcher.push(c) {
+                        Some(b) => b,
+                        None => continue,
+                    },
+                    None => {
+                        flushing = true;
+                        continue;
+                    }
+                },
+                _ = renew.tick() => {
+                    state::renew(t.store, t.keys, held, now_ms()).await.map_err(Stopped::State)?;
+                    continue;
+                }
+            }
+        };
+        // Start a send only with most of the lease left: one that starts
+        // late may land after another processor took the object over,
+        // which on a standard queue is a duplicate.
+        if held.left_ms() < ttl_ms / 3 {
+            state::renew(t.store, t.keys, held, now_ms())
+                .await
+                .map_err(Stopped::State)?;
+        }
+        held.unrecorded_since = Some(Instant::now());
+        let outcome = t.sink.send(t.source_key, t.dedup_base, &batch).await;
+        held.lease.settle(&outcome.accepted, &outcome.refused);
+        sent += outcome.accepted.len() as u32;
+        for (chunk, reason) in &outcome.refused {
+            tracing::error!(chunk, %reason, "SQS refused a message for good; the object will be quarantined once everything else is sent");
+        }
+        if let Some(e) = outcome.failed {
+            return Err(Stopped::Send(e));
+        }
+        batches += 1;
+        if t.crash_after_batches == Some(batches) {
+            return Err(Stopped::Crashed { batches });
+        }
+        // The last batch's progress is recorded by the done marker that
+        // follows at once: a progress write here would only add a PUT to
+        // every object (a third for a single-batch one). A crash before
+        // the marker resends this batch, as a crash before any progress
+        // write would.
+        if !flushing {
+            state::renew(t.store, t.keys, held, now_ms())
+                .await
+                .map_err(Stopped::State)?;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sqs::BatchOutcome;
+    use crate::state::testing::Mem;
+    use crate::state::{Acquired, acquire, release};
+    use std::collections::{BTreeMap, VecDeque};
+    use std::sync::Mutex;
+
+    /// What the fake queue does with one SendMessageBatch.
+    #[derive(Debug, Clone, Copy)]
+    enum Fault {
+        /// Stores every chunk.
+        None,
+        /// Stores the even chunks; the odd ones fail and keep failing.
+        StoreEvenOnly,
+        /// Stores every chunk, but the answer is lost (a timeout).
+        LoseAnswer,
+        /// Refuses this chunk as the sender's fault and stores the rest.
+        Refuse(u32),
+    }
+
+    /// A queue that keeps every chunk it stored, duplicates included, and
+    /// follows a script of faults, one per call.
+    #[derive(Default)]
+    struct Queue {
+        stored: Mutex<Vec<u32>>,
+        script: Mutex<VecDeque<Fault>>,
+    }
+
+    impl Queue {
+        fn scripted(faults: &[Fault]) -> Self {
+            Self {
+                stored: Mutex::default(),
+                script: Mutex::new(faults.iter().copied().collect()),
+            }
+        }
+
+        /// How often each chunk was stored.
+        fn counts(&self) -> BTreeMap<u32, usize> {
+            let mut counts = BTreeMap::new();
+            for c in self.stored.lock().unwrap().iter() {
+                *counts.entry(*c).or_default() += 1;
+            }
+            counts
+        }
+    }
+
+    fn gave_up() -> SendError {
+        SendError::GaveUp {
+            queue: "q".into(),
+            failed: 1,
+            last: "ServiceUnavailable".into(),
+        }
+    }
+
+    impl Sink for Queue {
+        async fn send(&self, _key: &str, _dedup: &str, batch: &[Chunk]) -> BatchOutcome {
+            let fault = self
+                .script
+                .lock()
+                .unwrap()
+                .pop_front()
+                .unwrap_or(Fault::None);
+            let mut out = BatchOutcome::default();
+            for c in batch {
+                match fault {
+                    Fault::StoreEvenOnly if c.index % 2 == 1 => out.failed = Some(gave_up()),
+                    Fault::Refuse(r) if r == c.index => {
+                        out.refused
+                            .push((c.index, "InvalidParameterValue: no".into()));
+                    }
+                    _ => {
+                        self.stored.lock().unwrap().push(c.index);
+                        if !matches!(fault, Fault::LoseAnswer) {
+                            out.accepted.push(c.index);
+                        }
+                    }
+                }
+            }
+            if matches!(fault, Fault::LoseAnswer) {
+                out.failed = Some(gave_up());
+            }
+            out
+        }
+
+        fn max_message_bytes(&self) -> usize {
+            1024
+        }
+    }
+
+    const CHUNKS: u32 = 30;
+
+    /// One attempt at the object, as the handler makes it: take the lease,
+    /// send every chunk it does not record, release it after a failure.
+    async fn attempt(store: &Mem, queue: &Queue, at_ms: i64) -> (Result<u32, Stopped>, Held) {
+        let keys = StateKeys::new("state/", "raw/", "raw/s/o.json.zst");
+        let Acquired::Ours(mut held) = acquire(store.at(at_ms), &keys, "p", "fp", 60_000, 0)
+            .await
+            .unwrap()
+        else {
+            panic!("the lease should be free")
+        };
+        let (tx, mut rx) = mpsc::channel(4);
+        tokio::spawn(async move {
+            for index in 0..CHUNKS {
+                let chunk = Chunk {
+                    index,
+                    records: 1,
+                    body: b"{}".to_vec(),
+                };
+                if tx.send(chunk).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let target = Target {
+            store,
+            keys: &keys,
+            sink: queue,
+            source_key: "raw/s/o.json.zst",
+            dedup_base: "b/raw/s/o.json.zst\0v1",
+            crash_after_batches: None,
+        };
+        let result = send_all(&target, &mut rx, &mut held).await;
+        if matches!(result, Err(Stopped::Send(_))) {
+            release(store, &keys, &mut held, 0).await.unwrap();
+        }
+        (result, held)
+    }
+
+    #[tokio::test]
+    async fn a_partly_accepted_batch_is_never_sent_again() {
+        let store = Mem::default();
+        let queue = Queue::scripted(&[Fault::StoreEvenOnly]);
+        let (first, _) = attempt(&store, &queue, 0).await;
+        assert!(matches!(first, Err(Stopped::Send(_))), "{first:?}");
+        let (second, held) = attempt(&store, &queue, 1000).await;
+        assert_eq!(second.unwrap(), CHUNKS - 5);
+        let counts = queue.counts();
+        assert_eq!(counts.len() as u32, CHUNKS, "every chunk arrived");
+        assert!(
+            counts.values().all(|n| *n == 1),
+            "the even chunks SQS took the first time were not sent again: {counts:?}"
+        );
+        assert_eq!(held.lease.next_chunk, CHUNKS);
+    }
+
+    #[tokio::test]
+    async fn a_lost_answer_resends_that_batch_and_nothing_else() {
+        let store = Mem::default();
+        // The second batch (chunks 10..20) is stored, but its answer is lost.
+        let queue = Queue::scripted(&[Fault::None, Fault::LoseAnswer]);
+        let (first, _) = attempt(&store, &queue, 0).await;
+        assert!(matches!(first, Err(Stopped::Send(_))), "{first:?}");
+        attempt(&store, &queue, 1000).await.0.unwrap();
+        let twice: Vec<u32> = queue
+            .counts()
+            .into_iter()
+            .filter(|(_, n)| *n > 1)
+            .map(|(c, _)| c)
+            .collect();
+        // The one-batch bound: SQS offers no conditional send, so a batch
+        // whose answer is lost is sent again (FIFO drops it by its
+        // deduplication ids, which do not change).
+        assert_eq!(twice, (10..20).collect::<Vec<_>>());
+        assert_eq!(queue.counts().len() as u32, CHUNKS);
+    }
+
+    #[tokio::test]
+    async fn a_refused_chunk_holds_up_nothing_after_it_and_is_recorded() {
+        let store = Mem::default();
+        let queue = Queue::scripted(&[Fault::Refuse(3)]);
+        let (result, held) = attempt(&store, &queue, 0).await;
+        assert_eq!(result.unwrap(), CHUNKS - 1);
+        let counts = queue.counts();
+        assert!(!counts.contains_key(&3));
+        assert_eq!(counts.len() as u32, CHUNKS - 1, "every other chunk arrived");
+        assert!(counts.values().all(|n| *n == 1));
+        assert_eq!(held.lease.refused_count, 1);
+        assert_eq!(held.lease.refused[0].chunk, 3);
+        assert!(
+            held.lease.refused[0]
+                .reason
+                .contains("InvalidParameterValue")
+        );
+        assert_eq!(held.lease.next_chunk, CHUNKS);
+    }
+}
