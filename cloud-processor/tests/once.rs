@@ -374,12 +374,15 @@ async fn a_replayed_event_gives_the_same_deduplication_ids_as_a_live_one() {
         .delete("state/done/e/2026/11/21/22/1763800000000.json.zst")
         .await
         .unwrap();
-    let obj = cloud_processor::replay::RawObject {
-        key: KEY.into(),
-        size: body.len() as i64,
-        etag: etag.trim_matches('"').into(),
-        last_modified_secs: 0,
-    };
+    let mut listed = cloud_processor::replay::select(&s.emu.s3, &selection(&s, "raw/e/"))
+        .await
+        .unwrap();
+    let obj = listed.remove(0);
+    assert_eq!(
+        (obj.version_id.as_deref(), obj.etag.as_str()),
+        (Some(version.as_str()), etag.trim_matches('"')),
+        "replay names the version a live event names"
+    );
     app.handle(cloud_processor::replay::event_for(s.bucket.name(), &obj))
         .await
         .unwrap();
