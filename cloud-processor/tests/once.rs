@@ -467,3 +467,37 @@ async fn reprocess_after_a_leftover_lease_sends_everything_again() {
         (1, 1, 1)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_lists_leases_with_no_live_owner_by_s3s_clock() {
+    let s = setup("once-audit", false).await;
+    put(
+        &s,
+        KEY,
+        zstd::encode_all(sample_file(1500).as_bytes(), 3).unwrap(),
+    )
+    .await;
+    let body = notification(&s).await;
+    let mut crashing = app_with(&s, Some(4096), FIELDS, 1).await;
+    crashing.crash_after_batches = Some(1);
+    assert!(crashing.process_message_body(&body).await.is_err());
+
+    let sel = selection(&s, "raw/e/");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    // Live by S3's clock, even to an auditor whose clock runs an hour ahead.
+    let report = cloud_processor::replay::audit(&s.emu.s3, &sel, 3600, now + 3600)
+        .await
+        .unwrap();
+    assert!(report.stale_leases.is_empty(), "{:?}", report.stale_leases);
+    tokio::time::sleep(PAST_A_ONE_SECOND_LEASE).await;
+    let report = cloud_processor::replay::audit(&s.emu.s3, &sel, 3600, now)
+        .await
+        .unwrap();
+    assert_eq!(
+        report.stale_leases,
+        ["state/leases/e/2026/11/21/22/1763800000000.json.zst"]
+    );
+}
