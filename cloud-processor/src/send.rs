@@ -93,7 +93,10 @@ pub async fn send_all<S: StateStore, K: Sink>(
                 .map_err(Stopped::State)?;
         }
         held.unrecorded_since = Some(Instant::now());
-        let outcome = t.sink.send(t.source_key, t.dedup_base, &batch).await;
+        // Retries start only while two thirds of the lease remain: each
+        // call's operation timeout is at most the last third.
+        let until = held.renewed + Duration::from_millis(ttl_ms - ttl_ms / 3);
+        let outcome = t.sink.send(t.source_key, t.dedup_base, &batch, until).await;
         held.lease.settle(&outcome.accepted, &outcome.refused);
         sent += outcome.accepted.len() as u32;
         for (chunk, reason) in &outcome.refused {
@@ -176,7 +179,13 @@ mod tests {
     }
 
     impl Sink for Queue {
-        async fn send(&self, _key: &str, _dedup: &str, batch: &[Chunk]) -> BatchOutcome {
+        async fn send(
+            &self,
+            _key: &str,
+            _dedup: &str,
+            batch: &[Chunk],
+            _until: Instant,
+        ) -> BatchOutcome {
             let fault = self
                 .script
                 .lock()

@@ -31,9 +31,7 @@ pub enum SendError {
         code: String,
         message: String,
     },
-    #[error(
-        "queue {queue}: {failed} messages still failing after {MAX_ATTEMPTS} attempts (last: {last})"
-    )]
+    #[error("queue {queue}: {failed} messages still failing after retries (last: {last})")]
     GaveUp {
         queue: String,
         failed: usize,
@@ -65,11 +63,14 @@ pub struct BatchOutcome {
 
 /// Where batches of chunks go: SQS, or a fake in tests.
 pub trait Sink: Send + Sync {
+    /// Sends one batch, retrying what failed for a transient reason, but
+    /// starting no attempt after `until` (while the sender's lease lasts).
     fn send(
         &self,
         source_key: &str,
         dedup_base: &str,
         batch: &[Chunk],
+        until: std::time::Instant,
     ) -> impl std::future::Future<Output = BatchOutcome> + Send;
     /// The message size limit chunks are packed for.
     fn max_message_bytes(&self) -> usize;
@@ -216,7 +217,13 @@ impl Output {
     /// Sends one batch; entries that fail for a transient reason (throttling,
     /// a service error) are retried, alone, with backoff. Says which chunks
     /// SQS stored and which it refused, so that no retry resends a stored one.
-    pub async fn send(&self, source_key: &str, dedup_base: &str, batch: &[Chunk]) -> BatchOutcome {
+    pub async fn send(
+        &self,
+        source_key: &str,
+        dedup_base: &str,
+        batch: &[Chunk],
+        until: std::time::Instant,
+    ) -> BatchOutcome {
         let mut outcome = BatchOutcome::default();
         let mut pending: Vec<&Chunk> = batch.iter().collect();
         let mut backoff = backon::ExponentialBuilder::default()
@@ -303,7 +310,15 @@ impl Output {
                     permanent => return outcome.failing(permanent),
                 },
             }
-            tokio::time::sleep(backoff.next().unwrap_or(Duration::from_secs(10))).await;
+            let delay = backoff.next().unwrap_or(Duration::from_secs(10));
+            if std::time::Instant::now() + delay > until {
+                // Past this, the lease may end while we send; a takeover
+                // would then send the same batch. Give up; the attempt is
+                // retried and resumes.
+                last.push_str(" (stopped retrying while the lease lasts)");
+                break;
+            }
+            tokio::time::sleep(delay).await;
         }
         outcome.failing(SendError::GaveUp {
             queue: self.queue_url.clone(),
@@ -346,8 +361,14 @@ impl BatchOutcome {
 }
 
 impl Sink for Output {
-    async fn send(&self, source_key: &str, dedup_base: &str, batch: &[Chunk]) -> BatchOutcome {
-        Output::send(self, source_key, dedup_base, batch).await
+    async fn send(
+        &self,
+        source_key: &str,
+        dedup_base: &str,
+        batch: &[Chunk],
+        until: std::time::Instant,
+    ) -> BatchOutcome {
+        Output::send(self, source_key, dedup_base, batch, until).await
     }
 
     fn max_message_bytes(&self) -> usize {

@@ -432,6 +432,52 @@ async fn a_queue_limit_lowered_after_start_up_is_read_again_and_packed_for() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_stops_retrying_when_the_lease_would_run_out_and_says_what_sqs_took() {
+    let s = setup("proc-until", false).await;
+    let proxy = relay_shared::testing::FaultProxy::start(&s.emu.endpoint).await;
+    let sqs = relay_shared::client::sqs_client(&s.emu.sdk_via(&proxy.endpoint()));
+    let output = cloud_processor::sqs::Output::connect(sqs, &s.output, "relay", None)
+        .await
+        .unwrap();
+    // Every batch has every second entry withheld and reported failed.
+    proxy
+        .faults
+        .sqs_fail_every
+        .store(1, std::sync::atomic::Ordering::Relaxed);
+    let batch: Vec<cloud_processor::pack::Chunk> = (0..10)
+        .map(|index| cloud_processor::pack::Chunk {
+            index,
+            records: 1,
+            body: format!("{{\"id\":{index}}}").into_bytes(),
+        })
+        .collect();
+    // The lease's margin is already gone: one attempt, no retries.
+    let outcome = output
+        .send("raw/e/k.json", "b/raw/e/k.json\0v", &batch, Instant::now())
+        .await;
+    assert!(
+        matches!(
+            outcome.failed,
+            Some(cloud_processor::sqs::SendError::GaveUp { .. })
+        ),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        proxy
+            .faults
+            .failed_entries
+            .load(std::sync::atomic::Ordering::Relaxed),
+        5,
+        "one attempt only"
+    );
+    assert_eq!(
+        outcome.accepted,
+        [0, 2, 4, 6, 8],
+        "what SQS took is reported"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifo_output_and_a_repeated_event() {
     let s = setup("proc-fifo", true).await;
     let app = app(&s, Some(8 * 1024)).await;
