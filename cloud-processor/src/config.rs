@@ -277,6 +277,60 @@ impl Config {
     }
 }
 
+/// A clap value's name, as the operator types it.
+fn value_name(v: &impl clap::ValueEnum) -> String {
+    v.to_possible_value()
+        .map_or_else(String::new, |p| p.get_name().to_owned())
+}
+
+impl Config {
+    /// The effective settings, for the start-up log line.
+    pub fn summary(&self) -> Vec<(&'static str, String)> {
+        let fields: Vec<String> = self
+            .fields
+            .iter()
+            .map(|f| format!("{}={}", f.name, f.path.join(".")))
+            .collect();
+        vec![
+            ("fields", fields.join(",")),
+            ("raw_prefix", self.raw_prefix.clone()),
+            ("body_format", value_name(&self.body_format)),
+            ("missing", value_name(&self.missing)),
+            (
+                "records_pointer",
+                self.records_pointer.clone().unwrap_or_default(),
+            ),
+            (
+                "max_decompressed_bytes",
+                self.max_decompressed_bytes.to_string(),
+            ),
+        ]
+    }
+}
+
+impl Aws {
+    /// The effective AWS settings, for the start-up log line.
+    pub fn summary(&self) -> Vec<(&'static str, String)> {
+        let t = self.timeouts.resolve(Some(self.lease_ttl_secs));
+        vec![
+            ("output_queue_url", self.output_queue_url.clone()),
+            (
+                "max_message_bytes",
+                self.max_message_bytes
+                    .map_or("queue's limit".into(), |b| b.to_string()),
+            ),
+            ("state_prefix", self.state_prefix.clone()),
+            ("fifo_group_id", self.fifo_group_id.clone()),
+            ("lease_ttl_secs", self.lease_ttl_secs.to_string()),
+            ("aws_attempt_timeout_secs", t.attempt.as_secs().to_string()),
+            (
+                "aws_operation_timeout_secs",
+                t.operation.as_secs().to_string(),
+            ),
+        ]
+    }
+}
+
 impl Config {
     /// The pipeline's settings for one object, packed for a queue whose
     /// messages hold `max_message_bytes` (the attributes' worst case for

@@ -44,6 +44,7 @@ async fn main() -> ExitCode {
         eprintln!("cloud-processor: {e}");
         return ExitCode::FAILURE;
     }
+    let config_format = config.log_format;
     let result = match cli.command {
         Some(Command::Process {
             files,
@@ -82,8 +83,7 @@ async fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("cloud-processor: {e:#}");
+            relay_shared::telemetry::report_fatal("cloud-processor", config_format, &e);
             ExitCode::FAILURE
         }
     }
@@ -120,6 +120,9 @@ fn notification_queue_from_env() -> Option<String> {
 
 async fn app(config: Config, aws: Aws) -> anyhow::Result<(App, aws_sdk_sqs::Client)> {
     check_aws(&aws, &config.raw_prefix)?;
+    let mut settings = config.summary();
+    settings.extend(aws.summary());
+    relay_shared::telemetry::log_start("cloud-processor", &settings);
     if let Some(warning) = timeout_warning(&aws) {
         tracing::warn!("{warning}");
     }
@@ -202,8 +205,11 @@ async fn poll(
             cloud_processor::metrics::OBJECT_SECONDS,
             cloud_processor::metrics::OBJECT_SECONDS_BUCKETS,
         )];
-        let bound = relay_shared::telemetry::serve_metrics(addr, &buckets, health).await?;
+        let bound =
+            relay_shared::telemetry::serve_metrics(addr, "cloud-processor", &buckets, health)
+                .await?;
         cloud_processor::metrics::describe();
+        cloud_processor::metrics::register_at_zero();
         tracing::info!(%bound, "serving /metrics and /healthz");
     }
     cloud_processor::poll::run(&app, &sqs, queue_url, visibility_secs, async {

@@ -16,6 +16,42 @@ pub const SEND_RETRIES: &str = "relay_processor_send_retries_total";
 pub const STATE_REQUESTS: &str = "relay_processor_state_requests_total";
 pub const FIFO_WINDOW_EXCEEDED: &str = "relay_processor_fifo_window_exceeded_total";
 
+/// Registers every counter, with each of its label values, at zero, so a
+/// `rate()` alert has a series from the first scrape (under `poll`).
+pub fn register_at_zero() {
+    for outcome in ["processed", "ignored", "unknown", "failed"] {
+        metrics::counter!(EVENTS, "outcome" => outcome).increment(0);
+    }
+    for outcome in [
+        "sent",
+        "quarantined",
+        "missing",
+        "duplicate",
+        "ignored",
+        "failed",
+    ] {
+        metrics::counter!(OBJECTS, "outcome" => outcome).increment(0);
+    }
+    for kind in ["preamble", "record", "rejected", "separator"] {
+        metrics::counter!(INPUT_BYTES, "kind" => kind).increment(0);
+    }
+    for op in ["get", "put", "delete"] {
+        metrics::counter!(STATE_REQUESTS, "op" => op).increment(0);
+    }
+    for name in [
+        RECORDS_IN,
+        RECORDS_OUT,
+        REJECTED,
+        MESSAGES,
+        BYTES,
+        ACCOUNTING_ERRORS,
+        SEND_RETRIES,
+        FIFO_WINDOW_EXCEEDED,
+    ] {
+        metrics::counter!(name).increment(0);
+    }
+}
+
 /// Histogram buckets for the Prometheus exporter.
 pub const OBJECT_SECONDS_BUCKETS: &[f64] = &[
     0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,

@@ -830,3 +830,75 @@ async fn in_lambda_a_failed_record_comes_back_early() {
         );
     }
 }
+
+/// A plain HTTP/1.0 GET on loopback: the whole answer.
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer
+}
+
+/// `poll` as an operator first sees it: every counter at zero before the
+/// first notification, build and process metrics, the version and
+/// settings at start-up, and no colour codes in a piped log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poll_metrics_and_logs_are_complete_from_the_start() {
+    let s = setup("proc-metrics", false).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("poll.log");
+    let mut poll = std::process::Command::new(env!("CARGO_BIN_EXE_cloud-processor"))
+        .arg("poll")
+        .env("AWS_ENDPOINT_URL", &s.emu.endpoint)
+        .env("RELAY_FIELDS", FIELDS)
+        .env("RELAY_OUTPUT_QUEUE_URL", &s.output)
+        .env("RELAY_NOTIFICATION_QUEUE_URL", &s.notifications)
+        .env("RELAY_METRICS_ADDR", &addr)
+        .env("RELAY_S3_PATH_STYLE", "true")
+        .env("RUST_LOG", "info")
+        .env_remove("NO_COLOR")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let metrics = loop {
+        if std::net::TcpStream::connect(&addr).is_ok() {
+            break http_get(&addr, "/metrics");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no /metrics:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    poll.kill().unwrap();
+    poll.wait().unwrap();
+    for series in [
+        "relay_processor_events_total{outcome=\"unknown\"} 0",
+        "relay_processor_objects_total{outcome=\"failed\"} 0",
+        "relay_processor_state_requests_total{op=\"put\"} 0",
+        "relay_processor_fifo_window_exceeded_total 0",
+        "relay_processor_rejected_records_total 0",
+        "relay_build_info{binary=\"cloud-processor\",version=\"",
+        "process_resident_memory_bytes ",
+    ] {
+        assert!(metrics.contains(series), "{series} missing from:\n{metrics}");
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains('\u{1b}'), "colour codes in a piped log:\n{text}");
+    assert!(
+        text.contains("cloud-processor starting")
+            && text.contains(env!("CARGO_PKG_VERSION"))
+            && text.contains("\"lease_ttl_secs\":\"60\""),
+        "{text}"
+    );
+}

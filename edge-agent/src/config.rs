@@ -145,6 +145,46 @@ pub enum OnSuccess {
     Move(PathBuf),
 }
 
+impl std::fmt::Display for OnSuccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Delete => f.write_str("delete"),
+            Self::Keep => f.write_str("keep"),
+            Self::Move(dir) => write!(f, "move:{}", dir.display()),
+        }
+    }
+}
+
+impl Config {
+    /// The effective settings, for the start-up log line.
+    pub fn summary(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("watch_dir", self.watch_dir.display().to_string()),
+            ("recursive", self.recursive.to_string()),
+            ("include", self.include.as_str().to_owned()),
+            ("bucket", self.bucket.clone()),
+            ("prefix", self.keys.source_prefix()),
+            ("on_success", self.on_success.to_string()),
+            ("settle_ms", self.settle.as_millis().to_string()),
+            ("zstd_level", self.zstd_level.to_string()),
+            ("concurrency", self.concurrency.to_string()),
+            (
+                "multipart_threshold_bytes",
+                self.multipart_threshold_bytes.to_string(),
+            ),
+            (
+                "metrics_addr",
+                self.metrics_addr.map_or("off".into(), |a| a.to_string()),
+            ),
+            ("state_dir", self.state_dir.display().to_string()),
+            (
+                "shutdown_timeout_secs",
+                self.shutdown_timeout.as_secs().to_string(),
+            ),
+        ]
+    }
+}
+
 /// The resolved, validated configuration. Immutable after start-up.
 #[derive(Debug, Clone)]
 pub struct Config {

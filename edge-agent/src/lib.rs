@@ -155,7 +155,18 @@ pub async fn run<S: Sink>(
         }
     }
     agent.sync_ledger();
-    info!(summary = ?agent.summary, "stopped");
+    let s = &agent.summary;
+    info!(
+        uploaded = s.uploaded,
+        duplicates = s.duplicates,
+        conflicts = s.conflicts,
+        unverified = s.unverified,
+        gone = s.gone,
+        rejected = s.rejected,
+        set_aside = s.set_aside,
+        unfinished = s.unfinished,
+        "stopped"
+    );
     Ok(agent.summary)
 }
 

@@ -40,17 +40,18 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let format = config.log_format;
     match runtime.block_on(start(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("edge-agent: {e:#}");
+            relay_shared::telemetry::report_fatal("edge-agent", format, &e);
             ExitCode::FAILURE
         }
     }
 }
 
 async fn start(config: Config) -> anyhow::Result<()> {
+    relay_shared::telemetry::log_start("edge-agent", &config.summary());
     if let Some(addr) = config.metrics_addr {
         let bound = edge_agent::metrics::serve(addr).await?;
         tracing::info!(%bound, "serving /metrics and /healthz");
@@ -70,7 +71,8 @@ async fn start(config: Config) -> anyhow::Result<()> {
             tracing::warn!(error = %e, "could not reach S3 at start-up; files wait on disk until it answers")
         }
     }
-    let summary = edge_agent::run(
+    // `run` logs its stop line with the summary.
+    edge_agent::run(
         config,
         S3Sink::new(bucket),
         RetryPolicy::default(),
@@ -78,7 +80,6 @@ async fn start(config: Config) -> anyhow::Result<()> {
     )
     .await
     .context("edge agent stopped")?;
-    tracing::info!(?summary, "exiting");
     Ok(())
 }
 

@@ -93,12 +93,57 @@ fn describe() {
     );
     describe_counter!(
         REJECTED,
-        "Files that cannot be relayed (name gives no valid key), by reason"
+        "Files that cannot be relayed (their name gives no valid key); the log names each file and why"
     );
     describe_counter!(
         RESCANS,
         "Directory rescans after an inotify queue overflow or watch error"
     );
+}
+
+/// The label values of each labelled counter: all are registered at zero at
+/// start-up, so a `rate()` alert has a series from the first scrape.
+const FILE_OUTCOMES: &[&str] = &[
+    "uploaded",
+    "duplicate",
+    "conflict",
+    "unverified",
+    "gone",
+    "not_regular",
+    "set_aside",
+];
+const ERROR_KINDS: &[&str] = &[
+    "read",
+    "too_many_parts",
+    "hash_clash",
+    "conflict_key",
+    "vanished",
+    "already_exists",
+    "precondition",
+    "conflict",
+    "not_found",
+    "throttled",
+    "access_denied",
+    "no_such_bucket",
+    "transient",
+    "permanent",
+];
+
+fn register_at_zero() {
+    for outcome in FILE_OUTCOMES {
+        ::metrics::counter!(FILES, "outcome" => *outcome).increment(0);
+    }
+    for kind in ERROR_KINDS {
+        ::metrics::counter!(RETRIES, "kind" => *kind).increment(0);
+        ::metrics::counter!(ERRORS, "kind" => *kind).increment(0);
+    }
+    ::metrics::counter!(ERRORS, "kind" => "ledger").increment(0);
+    for name in [BYTES_IN, BYTES_OUT, REJECTED, RESCANS] {
+        ::metrics::counter!(name).increment(0);
+    }
+    for name in [BACKLOG, OLDEST_WAITING, SET_ASIDE] {
+        ::metrics::gauge!(name).set(0.0);
+    }
 }
 
 /// Installs the global recorder and serves `/metrics` and `/healthz` on `addr`.
@@ -110,6 +155,7 @@ pub async fn serve(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
     let health: relay_shared::telemetry::HealthCheck = std::sync::Arc::new(health);
     let bound = relay_shared::telemetry::serve_metrics(
         addr,
+        "edge-agent",
         &[
             (UPLOAD_SECONDS, UPLOAD_BUCKETS),
             (COMPRESSION_RATIO, RATIO_BUCKETS),
@@ -118,5 +164,6 @@ pub async fn serve(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
     )
     .await?;
     describe();
+    register_at_zero();
     Ok(bound)
 }

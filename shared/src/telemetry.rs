@@ -13,6 +13,13 @@ pub enum LogFormat {
     Json,
 }
 
+/// Whether to colour text written to stderr: only a terminal, and never
+/// with `NO_COLOR` set (<https://no-color.org>).
+pub fn stderr_colour() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
 /// Installs the global subscriber. `RUST_LOG` overrides `default_filter`.
 /// Errors only if a subscriber is already installed.
 pub fn init_tracing(format: LogFormat, default_filter: &str) -> Result<(), String> {
@@ -20,6 +27,7 @@ pub fn init_tracing(format: LogFormat, default_filter: &str) -> Result<(), Strin
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(stderr_colour())
         .with_writer(std::io::stderr);
     let result = match format {
         LogFormat::Text => builder.try_init(),
@@ -30,6 +38,32 @@ pub fn init_tracing(format: LogFormat, default_filter: &str) -> Result<(), Strin
             .try_init(),
     };
     result.map_err(|e| e.to_string())
+}
+
+/// Reports the error that stops a binary, once: as one JSON log line where
+/// logs are JSON (for the shipper), else as one plain line on stderr. Pass
+/// an `anyhow::Error` to get its whole chain.
+pub fn report_fatal(binary: &str, format: LogFormat, error: &dyn std::fmt::Display) {
+    match format {
+        LogFormat::Json => tracing::error!(error = format!("{error:#}"), "{binary} stopped"),
+        LogFormat::Text => eprintln!("{binary}: {error:#}"),
+    }
+}
+
+/// Logs the binary's version and its effective settings at start-up, the
+/// settings as one JSON object. None of them is a secret: credentials come
+/// from the AWS SDK's own sources, never from the relay's settings.
+pub fn log_start(binary: &str, settings: &[(&str, String)]) {
+    let settings: serde_json::Map<String, serde_json::Value> = settings
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), serde_json::Value::String(v.clone())))
+        .collect();
+    let settings = serde_json::Value::Object(settings).to_string();
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        settings = %settings,
+        "{binary} starting"
+    );
 }
 
 /// A health check for `/healthz`: `Err(reason)` answers 503 with the reason.
@@ -46,11 +80,17 @@ pub enum MetricsError {
     },
 }
 
+/// The build-info gauge: always 1, with the binary and version as labels.
+pub const BUILD_INFO: &str = "relay_build_info";
+
 /// Installs the global Prometheus recorder (histogram buckets per metric
-/// name) and serves `/metrics` and `/healthz` on `addr`. Returns the bound
-/// address. Call once per process, from inside a Tokio runtime.
+/// name) and serves `/metrics` (with `relay_build_info` and the standard
+/// `process_*` metrics), `/healthz`, and `/`, which lists them, on `addr`.
+/// Returns the bound address. Call once per process, from inside a Tokio
+/// runtime.
 pub async fn serve_metrics(
     addr: std::net::SocketAddr,
+    binary: &'static str,
     buckets: &[(&str, &[f64])],
     health: HealthCheck,
 ) -> Result<std::net::SocketAddr, MetricsError> {
@@ -66,6 +106,15 @@ pub async fn serve_metrics(
             .map_err(install)?;
     }
     let handle = builder.install_recorder().map_err(install)?;
+    metrics::describe_gauge!(
+        BUILD_INFO,
+        "Always 1; the labels name the binary and its version"
+    );
+    metrics::gauge!(BUILD_INFO, "binary" => binary, "version" => env!("CARGO_PKG_VERSION"))
+        .set(1.0);
+    let process = metrics_process::Collector::default();
+    process.describe();
+    process.collect();
     let upkeep = handle.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
@@ -74,8 +123,19 @@ pub async fn serve_metrics(
             upkeep.run_upkeep();
         }
     });
+    let index = format!(
+        "{binary} {}\n\n/metrics  Prometheus metrics\n/healthz  200 when healthy, else 503 and why\n",
+        env!("CARGO_PKG_VERSION")
+    );
     let app = axum::Router::new()
-        .route("/metrics", get(move || std::future::ready(handle.render())))
+        .route("/", get(move || std::future::ready(index.clone())))
+        .route(
+            "/metrics",
+            get(move || {
+                process.collect();
+                std::future::ready(handle.render())
+            }),
+        )
         .route(
             "/healthz",
             get(move || {
