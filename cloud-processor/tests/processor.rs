@@ -891,10 +891,16 @@ async fn poll_metrics_and_logs_are_complete_from_the_start() {
         "relay_build_info{binary=\"cloud-processor\",version=\"",
         "process_resident_memory_bytes ",
     ] {
-        assert!(metrics.contains(series), "{series} missing from:\n{metrics}");
+        assert!(
+            metrics.contains(series),
+            "{series} missing from:\n{metrics}"
+        );
     }
     let text = std::fs::read_to_string(&log).unwrap();
-    assert!(!text.contains('\u{1b}'), "colour codes in a piped log:\n{text}");
+    assert!(
+        !text.contains('\u{1b}'),
+        "colour codes in a piped log:\n{text}"
+    );
     assert!(
         text.contains("cloud-processor starting")
             && text.contains(env!("CARGO_PKG_VERSION"))

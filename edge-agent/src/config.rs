@@ -30,71 +30,82 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 30;
 #[derive(Debug, Parser)]
 #[command(name = "edge-agent", version, about, long_about = None)]
 pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<AgentCommand>,
     /// Optional TOML file with any of the settings below (snake_case names).
-    #[arg(long, env = "RELAY_CONFIG")]
+    #[arg(long, global = true, env = "RELAY_CONFIG")]
     pub config: Option<PathBuf>,
     /// Directory the container writes its files into.
-    #[arg(long, env = "RELAY_WATCH_DIR")]
+    #[arg(long, global = true, env = "RELAY_WATCH_DIR")]
     pub watch_dir: Option<PathBuf>,
     /// Watch subdirectories too. File names must then be unique across them,
     /// because the key is made from the file name alone.
-    #[arg(long, env = "RELAY_RECURSIVE")]
+    #[arg(long, global = true, env = "RELAY_RECURSIVE")]
     pub recursive: Option<bool>,
     /// Glob that file names must match [default: *.json]. Hidden files (`.x`)
     /// and temporary files (`*.tmp`, `*.part`, `*~`, `*.swp`) are always ignored.
-    #[arg(long, env = "RELAY_INCLUDE")]
+    #[arg(long, global = true, env = "RELAY_INCLUDE")]
     pub include: Option<String>,
     /// Destination bucket.
-    #[arg(long, env = "RELAY_BUCKET")]
+    #[arg(long, global = true, env = "RELAY_BUCKET")]
     pub bucket: Option<String>,
     /// Source id, one path segment of every key [default: the host name].
     /// Agents that share a directory (an active-active pair) must share it.
-    #[arg(long, env = "RELAY_SOURCE_ID")]
+    #[arg(long, global = true, env = "RELAY_SOURCE_ID")]
     pub source_id: Option<String>,
     /// Key prefix for raw objects [default: raw/].
-    #[arg(long, env = "RELAY_RAW_PREFIX")]
+    #[arg(long, global = true, env = "RELAY_RAW_PREFIX")]
     pub raw_prefix: Option<String>,
     /// How to read the timestamp from a file name: `auto` (epoch s/ms/us/ns or
     /// 2026-11-21T22-30-00.123Z) or a strftime pattern such as
     /// `events-%Y%m%d-%H%M%S` [default: auto].
-    #[arg(long, env = "RELAY_TIMESTAMP_FORMAT")]
+    #[arg(long, global = true, env = "RELAY_TIMESTAMP_FORMAT")]
     pub timestamp_format: Option<String>,
     /// What to do with a file once S3 has it: `delete`, `keep`, or
     /// `move:<dir>` [default: keep]. `keep` records uploads in a durable
     /// ledger under the state dir so a restart does not re-upload them.
-    #[arg(long, env = "RELAY_ON_SUCCESS")]
+    #[arg(long, global = true, env = "RELAY_ON_SUCCESS")]
     pub on_success: Option<String>,
     /// A file must be closed (or renamed in) and then unchanged in size and
     /// mtime for this long before it is uploaded [default: 1000].
-    #[arg(long, env = "RELAY_SETTLE_MS")]
+    #[arg(long, global = true, env = "RELAY_SETTLE_MS")]
     pub settle_ms: Option<u64>,
     /// zstd level, 1-19 [default: 3].
-    #[arg(long, env = "RELAY_ZSTD_LEVEL")]
+    #[arg(long, global = true, env = "RELAY_ZSTD_LEVEL")]
     pub zstd_level: Option<i32>,
     /// Uploads in flight at once [default: 4].
-    #[arg(long, env = "RELAY_CONCURRENCY")]
+    #[arg(long, global = true, env = "RELAY_CONCURRENCY")]
     pub concurrency: Option<usize>,
     /// Compressed size above which a multipart upload is used; also the part
     /// size. At least 5 MiB [default: 8388608].
-    #[arg(long, env = "RELAY_MULTIPART_THRESHOLD_BYTES")]
+    #[arg(long, global = true, env = "RELAY_MULTIPART_THRESHOLD_BYTES")]
     pub multipart_threshold_bytes: Option<u64>,
     /// Address for /metrics (Prometheus) and /healthz, or `off`
     /// [default: 127.0.0.1:9187].
-    #[arg(long, env = "RELAY_METRICS_ADDR")]
+    #[arg(long, global = true, env = "RELAY_METRICS_ADDR")]
     pub metrics_addr: Option<String>,
     /// Where the agent keeps its ledger [default: <watch-dir>/.relay-agent].
-    #[arg(long, env = "RELAY_STATE_DIR")]
+    #[arg(long, global = true, env = "RELAY_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
     /// On SIGTERM/SIGINT, how long in-flight uploads may take to finish
     /// [default: 30].
-    #[arg(long, env = "RELAY_SHUTDOWN_TIMEOUT_SECS")]
+    #[arg(long, global = true, env = "RELAY_SHUTDOWN_TIMEOUT_SECS")]
     pub shutdown_timeout_secs: Option<u64>,
     /// Force path-style S3 addressing (needed by emulators on 127.0.0.1).
-    #[arg(long, env = "RELAY_S3_PATH_STYLE")]
+    #[arg(long, global = true, env = "RELAY_S3_PATH_STYLE")]
     pub s3_path_style: Option<bool>,
     /// Log format.
-    #[arg(long, env = "RELAY_LOG_FORMAT", value_enum)]
+    #[arg(long, global = true, env = "RELAY_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+}
+
+/// What to do instead of running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Subcommand)]
+pub enum AgentCommand {
+    /// Check the settings, the directories and their permissions, the
+    /// metrics address and write access to S3, then exit: one line per
+    /// check, and a non-zero exit status if any fails. Writes nothing.
+    Check,
 }
 
 /// The TOML file. Every field mirrors the flag of the same name.

@@ -6,6 +6,7 @@
 //! of locks and its memory bounded by the number of files it knows about plus
 //! one part buffer per upload in flight.
 
+pub mod check;
 pub mod config;
 pub mod ledger;
 pub mod metrics;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use edge_agent::config::{Args, Config};
+use edge_agent::config::{AgentCommand, Args, Config};
 use edge_agent::s3::{Access, S3Sink, probe_put_access};
 use edge_agent::upload::RetryPolicy;
 use relay_shared::client::{ClientOptions, load_sdk_config, s3_client};
@@ -14,13 +14,22 @@ use relay_shared::telemetry::init_tracing;
 
 fn main() -> ExitCode {
     let hostname = || gethostname::gethostname().into_string().ok();
-    let config = match Config::resolve(Args::parse(), hostname) {
+    let args = Args::parse();
+    let checking = args.command == Some(AgentCommand::Check);
+    let config = match Config::resolve(args, hostname) {
         Ok(c) => c,
+        Err(e) if checking => {
+            println!("FAIL config: {e:#}");
+            return ExitCode::from(1);
+        }
         Err(e) => {
             eprintln!("edge-agent: {e:#}");
             return ExitCode::from(2);
         }
     };
+    if checking {
+        return check(&config);
+    }
     if let Err(e) = init_tracing(config.log_format, "info") {
         eprintln!("edge-agent: {e}");
         return ExitCode::FAILURE;
@@ -47,6 +56,35 @@ fn main() -> ExitCode {
             relay_shared::telemetry::report_fatal("edge-agent", format, &e);
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `edge-agent check`: every check's line on stdout; 1 if any failed.
+fn check(config: &Config) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("edge-agent: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let passed = runtime.block_on(async {
+        let client = s3_client(
+            &load_sdk_config().await,
+            ClientOptions {
+                s3_path_style: config.s3_path_style,
+            },
+        );
+        let bucket = Bucket::new(client, config.bucket.clone());
+        edge_agent::check::print(&edge_agent::check::check(config, &bucket).await)
+    });
+    if passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }
 

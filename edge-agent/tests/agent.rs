@@ -679,3 +679,59 @@ async fn metrics_and_logs_are_complete_from_the_start() {
     assert_eq!(text.matches("stopped").count(), 1, "one stop line:\n{text}");
     assert!(!text.contains("Summary {"), "no Debug strings:\n{text}");
 }
+
+/// `edge-agent check`: one line per check, exit 0 when all pass, and a
+/// failing line naming the resource and the fix when one does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_each_problem_on_one_line_and_exits_non_zero() {
+    let emu = Emulator::connect().await;
+    let bucket = emu.bucket("agent-check").await;
+    let dir = tempfile::tempdir().unwrap();
+    let run = |bucket: &str, extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_edge-agent"))
+            .arg("check")
+            .args(["--watch-dir", &dir.path().display().to_string()])
+            .args(["--bucket", bucket, "--source-id", SOURCE])
+            .args(["--metrics-addr", "off", "--s3-path-style", "true"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let good = run(bucket.name(), &[]);
+    let text = String::from_utf8_lossy(&good.stdout);
+    assert!(good.status.success(), "{text}");
+    assert!(
+        text.lines().all(|l| l.starts_with("ok ")) && text.contains("S3: may write under"),
+        "{text}"
+    );
+    assert!(
+        bucket
+            .get_bytes(&format!("{PREFIX}.relay-agent-access-probe"))
+            .await
+            .is_err(),
+        "check writes nothing"
+    );
+
+    let missing = relay_shared::testing::unique_name("missing");
+    let bad = run(&missing, &[]);
+    let text = String::from_utf8_lossy(&bad.stdout);
+    assert_eq!(bad.status.code(), Some(1), "{text}");
+    let failed: Vec<&str> = text.lines().filter(|l| l.starts_with("FAIL")).collect();
+    assert_eq!(failed.len(), 1, "{text}");
+    assert!(
+        failed[0].contains(&missing) && failed[0].contains("does not exist"),
+        "{text}"
+    );
+
+    let nowhere = dir.path().join("nowhere");
+    let bad = run(
+        bucket.name(),
+        &["--on-success", &format!("move:{}", nowhere.display())],
+    );
+    let text = String::from_utf8_lossy(&bad.stdout);
+    assert_eq!(bad.status.code(), Some(1), "{text}");
+    assert!(
+        text.starts_with("FAIL config:") && text.contains("nowhere"),
+        "{text}"
+    );
+}
