@@ -87,6 +87,28 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check the settings and every AWS resource they name (the bucket and
+    /// its prefixes, both queues, the function's timeout), and with
+    /// --sample what the projection makes of a real file, then exit: one
+    /// line per check, and exit status 1 if any fails. Writes nothing.
+    Check {
+        #[command(flatten)]
+        aws: Aws,
+        /// The bucket raw objects arrive in.
+        #[arg(long, env = "RELAY_BUCKET")]
+        bucket: String,
+        /// The queue S3 notifications are delivered to.
+        #[arg(long, env = "RELAY_NOTIFICATION_QUEUE_URL")]
+        notification_queue_url: Option<String>,
+        /// The deployed function, to check its timeout against the
+        /// notification queue's visibility timeout.
+        #[arg(long, env = "RELAY_FUNCTION_NAME")]
+        function_name: Option<String>,
+        /// A raw file (zstd or plain) to project: shows the first records'
+        /// projections and how many records have each field.
+        #[arg(long)]
+        sample: Option<PathBuf>,
+    },
     /// Run the pipeline on local files (zstd or plain, `-` for stdin) with no
     /// AWS at all: message bodies go to stdout, or one file per message with
     /// --out; a summary and the rejects go to stderr.

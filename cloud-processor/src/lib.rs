@@ -2,6 +2,7 @@
 //! messages. Pure stages (reader, projection, packing) have no I/O; the
 //! pipeline drives them over a stream; AWS adapters are leaf modules.
 
+pub mod check;
 pub mod config;
 pub mod event;
 pub mod handler;

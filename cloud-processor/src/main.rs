@@ -35,6 +35,10 @@ async fn main() -> ExitCode {
     }
     let config = match Config::from_common(&cli.common) {
         Ok(c) => c,
+        Err(e) if matches!(cli.command, Some(Command::Check { .. })) => {
+            println!("FAIL config: {e:#}");
+            return ExitCode::from(1);
+        }
         Err(e) => {
             eprintln!("cloud-processor: {e:#}");
             return ExitCode::from(2);
@@ -63,6 +67,23 @@ async fn main() -> ExitCode {
                 &notification_queue_url,
                 visibility_timeout_secs,
                 &metrics_addr,
+            )
+            .await
+        }
+        Some(Command::Check {
+            aws,
+            bucket,
+            notification_queue_url,
+            function_name,
+            sample,
+        }) => {
+            check(
+                &config,
+                &aws,
+                &bucket,
+                notification_queue_url.as_deref(),
+                function_name.as_deref(),
+                sample.as_deref(),
             )
             .await
         }
@@ -376,6 +397,67 @@ async fn tools(command: Option<Command>, raw_prefix: &str) -> anyhow::Result<Exi
         }
         _ => Ok(ExitCode::SUCCESS),
     }
+}
+
+/// `check`: every finding on stdout; exit status 1 if any failed.
+async fn check(
+    config: &Config,
+    aws: &Aws,
+    bucket: &str,
+    notification_queue_url: Option<&str>,
+    function_name: Option<&str>,
+    sample: Option<&std::path::Path>,
+) -> anyhow::Result<ExitCode> {
+    let sdk = with_timeouts(
+        &load_sdk_config().await,
+        aws.timeouts.resolve(Some(aws.lease_ttl_secs)),
+    );
+    let s3 = s3_client(
+        &sdk,
+        ClientOptions {
+            s3_path_style: aws.s3_path_style,
+        },
+    );
+    let function_timeout_secs = match function_name {
+        Some(name) => Some(
+            aws_sdk_lambda::Client::new(&sdk)
+                .get_function_configuration()
+                .function_name(name)
+                .send()
+                .await
+                .map(|f| f.timeout.unwrap_or(3).max(0) as u32)
+                .map_err(|e| {
+                    format!(
+                        "{name}: {}; fix RELAY_FUNCTION_NAME or grant lambda:GetFunctionConfiguration",
+                        aws_sdk_lambda::error::DisplayErrorContext(&e)
+                    )
+                }),
+        ),
+        None => None,
+    };
+    let sqs = sqs_client(&sdk);
+    let bucket = relay_shared::s3::Bucket::new(s3, bucket);
+    let targets = cloud_processor::check::Targets {
+        bucket: &bucket,
+        sqs: &sqs,
+        notification_queue_url,
+        function_timeout_secs,
+    };
+    let mut findings = cloud_processor::check::check(config, aws, &targets).await;
+    if let Some(path) = sample {
+        let name = path.display().to_string();
+        match std::fs::File::open(path) {
+            Ok(file) => findings.extend(cloud_processor::check::sample(config, &name, file)),
+            Err(e) => findings.push(relay_shared::check::Finding::fail(format!(
+                "sample {name}: cannot be read: {e}"
+            ))),
+        }
+    }
+    Ok(if relay_shared::check::print(&findings) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// `process`: the pipeline on local files, no AWS.

@@ -376,6 +376,48 @@ impl Sink for Output {
     }
 }
 
+/// What `check` reports about a queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueFacts {
+    pub fifo: bool,
+    pub max_message_bytes: usize,
+    pub visibility_timeout_secs: u32,
+    /// Deliveries before the dead-letter queue, if the queue has one.
+    pub max_receive_count: Option<u32>,
+}
+
+/// Reads the attributes `check` reports on.
+pub async fn queue_facts(client: &Client, queue_url: &str) -> Result<QueueFacts, SendError> {
+    let attrs = client
+        .get_queue_attributes()
+        .queue_url(queue_url)
+        .attribute_names(QueueAttributeName::All)
+        .send()
+        .await
+        .map_err(|e| call_error(queue_url, "GetQueueAttributes", e))?
+        .attributes
+        .unwrap_or_default();
+    let number = |name: QueueAttributeName| attrs.get(&name).and_then(|v| v.parse::<u32>().ok());
+    let max_receive_count = attrs
+        .get(&QueueAttributeName::RedrivePolicy)
+        .and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok())
+        .and_then(|p| match &p["maxReceiveCount"] {
+            serde_json::Value::Number(n) => n.as_u64(),
+            serde_json::Value::String(s) => s.parse().ok(),
+            _ => None,
+        })
+        .and_then(|n| u32::try_from(n).ok());
+    Ok(QueueFacts {
+        fifo: attrs
+            .get(&QueueAttributeName::FifoQueue)
+            .is_some_and(|v| v == "true"),
+        max_message_bytes: number(QueueAttributeName::MaximumMessageSize)
+            .map_or(262_144, |n| n as usize),
+        visibility_timeout_secs: number(QueueAttributeName::VisibilityTimeout).unwrap_or(30),
+        max_receive_count,
+    })
+}
+
 /// The queue's MaximumMessageSize and whether it is FIFO.
 async fn read_limits(client: &Client, queue_url: &str) -> Result<(usize, bool), SendError> {
     let attrs = client

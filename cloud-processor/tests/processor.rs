@@ -908,3 +908,52 @@ async fn poll_metrics_and_logs_are_complete_from_the_start() {
         "{text}"
     );
 }
+
+/// `cloud-processor check` against the emulator: all good with the test's
+/// resources; a missing bucket and a missing queue each fail one line
+/// naming them, and the exit status says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_names_each_missing_resource_and_exits_non_zero() {
+    let s = setup("proc-check", false).await;
+    let run = |bucket: &str, output: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_cloud-processor"))
+            .arg("check")
+            .env("AWS_ENDPOINT_URL", &s.emu.endpoint)
+            .env("RELAY_FIELDS", FIELDS)
+            .env("RELAY_BUCKET", bucket)
+            .env("RELAY_OUTPUT_QUEUE_URL", output)
+            .env("RELAY_NOTIFICATION_QUEUE_URL", &s.notifications)
+            .env("RELAY_S3_PATH_STYLE", "true")
+            .output()
+            .unwrap()
+    };
+    let good = run(s.bucket.name(), &s.output);
+    let text = String::from_utf8_lossy(&good.stdout);
+    assert!(good.status.success(), "{text}");
+    assert!(
+        !text.contains("FAIL") && text.contains("output queue"),
+        "{text}"
+    );
+
+    let missing = relay_shared::testing::unique_name("missing");
+    let bad = run(&missing, &s.output);
+    let text = String::from_utf8_lossy(&bad.stdout);
+    assert_eq!(bad.status.code(), Some(1), "{text}");
+    let failed: Vec<&str> = text.lines().filter(|l| l.starts_with("FAIL")).collect();
+    assert!(
+        failed.len() == 1 && failed[0].contains(&missing) && failed[0].contains("does not exist"),
+        "{text}"
+    );
+
+    let no_queue = format!("{}/123456789012/{missing}", s.emu.endpoint);
+    let bad = run(s.bucket.name(), &no_queue);
+    let text = String::from_utf8_lossy(&bad.stdout);
+    assert_eq!(bad.status.code(), Some(1), "{text}");
+    let failed: Vec<&str> = text.lines().filter(|l| l.starts_with("FAIL")).collect();
+    assert!(
+        failed.len() == 1
+            && failed[0].contains(&missing)
+            && failed[0].contains("RELAY_OUTPUT_QUEUE_URL"),
+        "{text}"
+    );
+}

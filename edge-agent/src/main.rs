@@ -79,7 +79,7 @@ fn check(config: &Config) -> ExitCode {
             },
         );
         let bucket = Bucket::new(client, config.bucket.clone());
-        edge_agent::check::print(&edge_agent::check::check(config, &bucket).await)
+        relay_shared::check::print(&edge_agent::check::check(config, &bucket).await)
     });
     if passed {
         ExitCode::SUCCESS

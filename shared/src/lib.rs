@@ -1,6 +1,7 @@
 //! What both stages of the relay must agree on: the key scheme, S3 conditional
 //! writes, AWS client set-up and telemetry.
 
+pub mod check;
 pub mod client;
 pub mod keys;
 pub mod meta;

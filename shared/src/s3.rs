@@ -382,6 +382,20 @@ impl Bucket {
             .map_err(|e| map_sdk_error(e, &self.name, key, "DeleteObject", None))
     }
 
+    /// How many objects are under `prefix`, up to `limit` (one ListObjectsV2
+    /// page): proves list access to the prefix.
+    pub async fn count_under(&self, prefix: &str, limit: i32) -> Result<usize, S3Error> {
+        self.client
+            .list_objects_v2()
+            .bucket(&self.name)
+            .prefix(prefix)
+            .max_keys(limit)
+            .send()
+            .await
+            .map(|out| out.contents().len())
+            .map_err(|e| map_sdk_error(e, &self.name, prefix, "ListObjectsV2", None))
+    }
+
     /// Checks that the bucket exists and is reachable with these credentials,
     /// so misconfiguration is reported at start-up, not on the first file.
     pub async fn check_access(&self) -> Result<(), S3Error> {

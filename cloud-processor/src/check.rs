@@ -1,0 +1,250 @@
+//! `cloud-processor check`: validates the settings and every AWS resource
+//! they name without processing anything (the bucket and both prefixes,
+//! the output and notification queues, the function's timeout), and with
+//! `--sample FILE` shows what the projection makes of real records. One
+//! line per check; nothing is written.
+
+use std::ops::ControlFlow;
+
+use relay_shared::check::Finding;
+use relay_shared::s3::Bucket;
+
+use crate::config::{Aws, Config, check_aws, timeout_warning};
+use crate::pack::BodyFormat;
+use crate::pipeline::{self, Settings};
+use crate::project::{Missing, Projection};
+use crate::sqs::queue_facts;
+
+/// The resources to check, with clients built once by `main`.
+#[derive(Debug)]
+pub struct Targets<'a> {
+    pub bucket: &'a Bucket,
+    pub sqs: &'a aws_sdk_sqs::Client,
+    pub notification_queue_url: Option<&'a str>,
+    /// The deployed function's timeout, if a function was named.
+    pub function_timeout_secs: Option<Result<u32, String>>,
+}
+
+/// Longest a notification may stay invisible after a crash for a FIFO
+/// resend to land inside SQS's 5-minute window (as the module enforces).
+const FIFO_MAX_VISIBILITY_SECS: u32 = 240;
+
+pub async fn check(config: &Config, aws: &Aws, t: &Targets<'_>) -> Vec<Finding> {
+    let mut out = Vec::new();
+    match check_aws(aws, &config.raw_prefix) {
+        Ok(()) => out.push(Finding::ok(format!(
+            "config: valid; {} field(s), raw objects under {}, state under {}",
+            config.fields.len(),
+            config.raw_prefix,
+            aws.state_prefix
+        ))),
+        Err(e) => out.push(Finding::fail(format!("config: {e}"))),
+    }
+    if let Some(w) = timeout_warning(aws) {
+        out.push(Finding::warn(format!("config: {w}")));
+    }
+    let name = t.bucket.name();
+    match t.bucket.check_access().await {
+        Ok(()) => out.push(Finding::ok(format!("bucket {name}: reachable"))),
+        Err(e) => {
+            out.push(Finding::fail(format!(
+                "bucket {name}: {e}; create it, fix RELAY_BUCKET, or grant s3:ListBucket"
+            )));
+            // The prefixes cannot be listed either; say so once.
+            return finish_queues(config, aws, t, out).await;
+        }
+    }
+    for (what, prefix) in [
+        ("raw prefix", config.raw_prefix.as_str()),
+        ("state prefix", aws.state_prefix.as_str()),
+    ] {
+        out.push(match t.bucket.count_under(prefix, 1000).await {
+            Ok(n) => Finding::ok(format!(
+                "{what} s3://{name}/{prefix}: listable ({n}{} objects)",
+                if n == 1000 { "+" } else { "" }
+            )),
+            Err(e) => Finding::fail(format!(
+                "{what} s3://{name}/{prefix}: {e}; grant s3:ListBucket on it"
+            )),
+        });
+    }
+    finish_queues(config, aws, t, out).await
+}
+
+async fn finish_queues(
+    _config: &Config,
+    aws: &Aws,
+    t: &Targets<'_>,
+    mut out: Vec<Finding>,
+) -> Vec<Finding> {
+    let url = &aws.output_queue_url;
+    let output_fifo = match queue_facts(t.sqs, url).await {
+        Ok(f) => {
+            out.push(Finding::ok(format!(
+                "output queue {url}: {}, messages up to {} bytes",
+                if f.fifo { "FIFO" } else { "standard" },
+                f.max_message_bytes
+            )));
+            if let Some(cap) = aws.max_message_bytes
+                && cap > f.max_message_bytes
+            {
+                out.push(Finding::warn(format!(
+                    "RELAY_MAX_MESSAGE_BYTES {cap} is above the queue's limit; {} is used",
+                    f.max_message_bytes
+                )));
+            }
+            f.fifo
+        }
+        Err(e) => {
+            out.push(Finding::fail(format!(
+                "output queue: {e}; fix RELAY_OUTPUT_QUEUE_URL or grant sqs:GetQueueAttributes and sqs:SendMessage"
+            )));
+            false
+        }
+    };
+    let Some(url) = t.notification_queue_url else {
+        return out;
+    };
+    match queue_facts(t.sqs, url).await {
+        Ok(f) => {
+            out.push(Finding::ok(format!(
+                "notification queue {url}: visibility timeout {} s, {}",
+                f.visibility_timeout_secs,
+                f.max_receive_count
+                    .map_or("no dead-letter queue".into(), |n| format!(
+                        "dead-letter queue after {n} deliveries"
+                    ))
+            )));
+            if f.max_receive_count.is_none() {
+                out.push(Finding::warn(format!(
+                    "notification queue {url} has no dead-letter queue: a notification that always fails \
+                     is retried until its retention ends, then lost; set a redrive policy"
+                )));
+            }
+            if output_fifo && f.visibility_timeout_secs > FIFO_MAX_VISIBILITY_SECS {
+                out.push(Finding::warn(format!(
+                    "notification queue {url}: a crashed attempt comes back after {} s, so its resent batch \
+                     may miss SQS FIFO's 5-minute deduplication window; keep it at most {FIFO_MAX_VISIBILITY_SECS} s",
+                    f.visibility_timeout_secs
+                )));
+            }
+            match &t.function_timeout_secs {
+                Some(Ok(timeout)) if *timeout > f.visibility_timeout_secs => {
+                    out.push(Finding::fail(format!(
+                        "the function's timeout ({timeout} s) is above the notification queue's visibility \
+                         timeout ({} s): SQS would hand a notification to a second invocation while the \
+                         first runs, and AWS refuses such an event source mapping; raise the visibility timeout",
+                        f.visibility_timeout_secs
+                    )));
+                }
+                Some(Ok(timeout)) => out.push(Finding::ok(format!(
+                    "function timeout {timeout} s: within the visibility timeout"
+                ))),
+                Some(Err(e)) => out.push(Finding::fail(format!("function: {e}"))),
+                None => {}
+            }
+        }
+        Err(e) => out.push(Finding::fail(format!(
+            "notification queue: {e}; fix RELAY_NOTIFICATION_QUEUE_URL or grant sqs:GetQueueAttributes"
+        ))),
+    }
+    out
+}
+
+/// How many sample records' projections are shown.
+const SHOWN: usize = 3;
+
+/// What the projection makes of a sample file: the first projections, and
+/// for each field how many records have it. A field no record has fails:
+/// it is most likely a mistyped path.
+pub fn sample(config: &Config, name: &str, src: impl std::io::Read) -> Vec<Finding> {
+    // Misses are seen only when missing fields are left out.
+    let settings = Settings {
+        projection: Projection::new(&config.fields, Missing::Omit),
+        format: BodyFormat::Ndjson,
+        ..config.settings(usize::MAX / 2, name)
+    };
+    let mut hits = vec![0u64; config.fields.len()];
+    let mut shown = Vec::new();
+    let mut records = 0u64;
+    let result = pipeline::run(src, &settings, |chunk| {
+        for line in chunk.body.split(|b| *b == b'\n') {
+            records += 1;
+            if shown.len() < SHOWN {
+                shown.push(String::from_utf8_lossy(line).into_owned());
+            }
+            if let Ok(serde_json::Value::Object(fields)) = serde_json::from_slice(line) {
+                for (hit, field) in hits.iter_mut().zip(&config.fields) {
+                    *hit += u64::from(fields.contains_key(&field.name));
+                }
+            }
+        }
+        ControlFlow::Continue(())
+    });
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => return vec![Finding::fail(format!("sample {name}: {e}"))],
+    };
+    let s = &report.stats;
+    let mut out = vec![Finding::ok(format!(
+        "sample {name}: {records} record(s) projected, {} rejected, {} preamble line(s)",
+        s.rejected, s.preamble_lines
+    ))];
+    out.extend(shown.into_iter().map(Finding::info));
+    for (field, hit) in config.fields.iter().zip(hits) {
+        let line = format!(
+            "field {} (path {}): in {hit} of {records} record(s)",
+            field.name,
+            field.path.join(".")
+        );
+        out.push(if hit == 0 && records > 0 {
+            Finding::fail(format!(
+                "{line}; no record has it: check the path's spelling"
+            ))
+        } else if hit < records {
+            Finding::warn(line)
+        } else {
+            Finding::ok(line)
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Cli;
+    use clap::Parser;
+    use relay_shared::check::Verdict;
+
+    fn config(fields: &str) -> Config {
+        let cli = Cli::try_parse_from(["cloud-processor", "--fields", fields]).unwrap();
+        Config::from_common(&cli.common).unwrap()
+    }
+
+    #[test]
+    fn a_sample_shows_projections_and_fails_a_field_no_record_has() {
+        let file = b"# preamble\n{\"id\":1,\"user\":{\"id\":7}}\n{\"id\":2}\nnot json\n{\"id\":3,\"user\":{\"id\":8}}\n";
+        let findings = sample(&config("id,uid=user.idd,u=user.id"), "f.json", &file[..]);
+        let verdict = |needle: &str| {
+            findings
+                .iter()
+                .find(|f| f.line.contains(needle))
+                .unwrap_or_else(|| panic!("no line with {needle}: {findings:?}"))
+                .verdict
+        };
+        assert!(
+            findings[0]
+                .line
+                .contains("3 record(s) projected, 1 rejected"),
+            "{findings:?}"
+        );
+        assert_eq!(findings[1], Finding::info("{\"id\":1,\"u\":7}"));
+        assert_eq!(verdict("field id (path id): in 3 of 3"), Verdict::Ok);
+        assert_eq!(
+            verdict("field uid (path user.idd): in 0 of 3"),
+            Verdict::Fail
+        );
+        assert_eq!(verdict("field u (path user.id): in 2 of 3"), Verdict::Warn);
+    }
+}
