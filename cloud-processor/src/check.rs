@@ -12,7 +12,7 @@ use relay_shared::s3::Bucket;
 use crate::config::{Aws, Config, check_aws, timeout_warning};
 use crate::pack::BodyFormat;
 use crate::pipeline::{self, Settings};
-use crate::project::{Missing, Projection};
+use crate::project::{EmptyRecords, Missing, Projection};
 use crate::sqs::queue_facts;
 
 /// The resources to check, with clients built once by `main`.
@@ -160,7 +160,7 @@ const SHOWN: usize = 3;
 pub fn sample(config: &Config, name: &str, src: impl std::io::Read) -> Vec<Finding> {
     // Misses are seen only when missing fields are left out.
     let settings = Settings {
-        projection: Projection::new(&config.fields, Missing::Omit),
+        projection: Projection::new(&config.fields, Missing::Omit).with_empty(EmptyRecords::Send),
         format: BodyFormat::Ndjson,
         ..config.settings(usize::MAX / 2, name)
     };

@@ -8,7 +8,7 @@ use relay_shared::telemetry::LogFormat;
 
 use crate::pack::{BodyFormat, attributes_size};
 use crate::pipeline::Settings;
-use crate::project::{Field, Missing, Projection, SpecError, parse_fields};
+use crate::project::{EmptyRecords, Field, Missing, Projection, SpecError, parse_fields};
 
 pub const DEFAULT_MAX_DECOMPRESSED_BYTES: u64 = 2 << 30;
 pub const DEFAULT_MAX_RECORD_BYTES: usize = 1 << 20;
@@ -229,6 +229,10 @@ pub struct Common {
     /// What to write for a field a record lacks.
     #[arg(long, env = "RELAY_MISSING", value_enum, default_value_t = Missing::Omit, global = true)]
     pub missing: Missing,
+    /// What to do with a record that has none of the fields: `reject` it
+    /// (it is listed with the other rejects), or `send` it as `{}`.
+    #[arg(long, env = "RELAY_EMPTY_RECORDS", value_enum, default_value_t = EmptyRecords::Reject, global = true)]
+    pub empty_records: EmptyRecords,
     /// JSON pointer to the array of records inside each top-level value,
     /// for files that wrap their records (e.g. `/data/records`).
     #[arg(long, env = "RELAY_RECORDS_POINTER", global = true)]
@@ -262,6 +266,7 @@ pub struct Config {
     pub body_format: BodyFormat,
     pub records_pointer: Option<String>,
     pub missing: Missing,
+    pub empty_records: EmptyRecords,
     pub max_decompressed_bytes: u64,
     pub log_format: LogFormat,
 }
@@ -287,12 +292,13 @@ impl Config {
             });
         }
         Ok(Self {
-            projection: Projection::new(&fields, c.missing),
+            projection: Projection::new(&fields, c.missing).with_empty(c.empty_records),
             fields,
             raw_prefix: c.raw_prefix.clone(),
             body_format: c.body_format,
             records_pointer: c.records_pointer.clone(),
             missing: c.missing,
+            empty_records: c.empty_records,
             max_decompressed_bytes: c.max_decompressed_bytes,
             log_format: c.log_format,
         })
@@ -318,6 +324,7 @@ impl Config {
             ("raw_prefix", self.raw_prefix.clone()),
             ("body_format", value_name(&self.body_format)),
             ("missing", value_name(&self.missing)),
+            ("empty_records", value_name(&self.empty_records)),
             (
                 "records_pointer",
                 self.records_pointer.clone().unwrap_or_default(),

@@ -210,10 +210,12 @@ impl App {
             .iter()
             .map(|f| format!("{}={}", f.name, f.path.join("\u{1}")))
             .collect();
+        // v2: records with none of the fields may be rejected (v1 sent them).
         let text = format!(
-            "v1\0{}\0{:?}\0{:?}\0{:?}\0{}\0{}\0{}",
+            "v2\0{}\0{:?}\0{:?}\0{:?}\0{:?}\0{}\0{}\0{}",
             fields.join("\u{2}"),
             self.config.missing,
+            self.config.empty_records,
             settings.format,
             settings.records_pointer,
             settings.max_body_bytes,
@@ -381,6 +383,7 @@ impl App {
             separator_bytes: 0,
             elapsed_ms: 0,
             resumed_from_chunk: resumed_from,
+            field_missing: Default::default(),
         };
         let report = match report {
             Ok(r) => r,
@@ -450,6 +453,12 @@ impl App {
         marker.record_bytes = s.record_bytes;
         marker.rejected_bytes = s.rejected_bytes;
         marker.separator_bytes = s.separator_bytes;
+        for (name, &missing) in self.config.projection.names().iter().zip(&s.field_missing) {
+            metrics::counter!(m::FIELD_MISSING, "field" => name.clone()).increment(missing);
+            if missing > 0 {
+                marker.field_missing.insert(name.clone(), missing);
+            }
+        }
         marker.elapsed_ms = started.elapsed().as_millis() as u64;
         // Everything else is sent and settled: a chunk SQS refused for good
         // now quarantines the object, with SQS's reasons.

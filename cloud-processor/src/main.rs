@@ -230,7 +230,7 @@ async fn poll(
             relay_shared::telemetry::serve_metrics(addr, "cloud-processor", &buckets, health)
                 .await?;
         cloud_processor::metrics::describe();
-        cloud_processor::metrics::register_at_zero();
+        cloud_processor::metrics::register_at_zero(app.config.projection.names());
         tracing::info!(%bound, "serving /metrics and /healthz");
     }
     cloud_processor::poll::run(&app, &sqs, queue_url, visibility_secs, async {
@@ -521,6 +521,19 @@ fn process_files(
                     );
                 }
                 eprintln!("{name}: {}", serde_json::to_string(s).unwrap_or_default());
+                for (field, &missing) in config.projection.names().iter().zip(&s.field_missing) {
+                    if missing > 0 && missing == s.records_in {
+                        eprintln!(
+                            "{name}: warning: field {field} is in none of its {} record(s); is its path right?",
+                            s.records_in
+                        );
+                    } else if missing > 0 {
+                        eprintln!(
+                            "{name}: field {field} is missing from {missing} of {} record(s)",
+                            s.records_in
+                        );
+                    }
+                }
                 if !s.accounted() {
                     failed = true;
                     eprintln!(

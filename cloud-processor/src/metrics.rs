@@ -15,10 +15,15 @@ pub const OBJECT_SECONDS: &str = "relay_processor_object_seconds";
 pub const SEND_RETRIES: &str = "relay_processor_send_retries_total";
 pub const STATE_REQUESTS: &str = "relay_processor_state_requests_total";
 pub const FIFO_WINDOW_EXCEEDED: &str = "relay_processor_fifo_window_exceeded_total";
+pub const FIELD_MISSING: &str = "relay_processor_field_missing_total";
 
-/// Registers every counter, with each of its label values, at zero, so a
-/// `rate()` alert has a series from the first scrape (under `poll`).
-pub fn register_at_zero() {
+/// Registers every counter, with each of its label values (the configured
+/// `fields` included), at zero, so a `rate()` alert has a series from the
+/// first scrape (under `poll`).
+pub fn register_at_zero(fields: &[String]) {
+    for field in fields {
+        metrics::counter!(FIELD_MISSING, "field" => field.clone()).increment(0);
+    }
     for outcome in ["processed", "ignored", "unknown", "failed"] {
         metrics::counter!(EVENTS, "outcome" => outcome).increment(0);
     }
@@ -92,6 +97,10 @@ pub fn describe() {
     describe_counter!(
         STATE_REQUESTS,
         "S3 requests on state objects (markers, leases, reports), by op: get, put, delete. Divided by relay_processor_objects_total, the state cost per object"
+    );
+    describe_counter!(
+        FIELD_MISSING,
+        "Records that lacked a configured field, by field: a field that is always missing is most likely a mistyped path"
     );
     describe_counter!(
         FIFO_WINDOW_EXCEEDED,

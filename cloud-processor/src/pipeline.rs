@@ -11,7 +11,7 @@ use serde_json::value::RawValue;
 
 use crate::json::Span;
 use crate::pack::{BodyFormat, Chunk, Packer};
-use crate::project::{Projection, RecordError};
+use crate::project::{EmptyRecords, Projection, RecordError};
 use crate::reader::{Accounting, Item, Reader, Reject, excerpt};
 
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
@@ -56,6 +56,8 @@ pub struct Stats {
     /// that are not objects, junk in the body.
     pub rejected: u64,
     pub chunks: u32,
+    /// Per configured field, in order: records read that lack it.
+    pub field_missing: Vec<u64>,
 }
 
 impl Stats {
@@ -205,6 +207,28 @@ impl<F: FnMut(Chunk) -> ControlFlow<()>> Run<'_, F> {
         }
     }
 
+    /// Counts the fields a record lacks. Returns the reason to reject it
+    /// when it has none of them and such records are rejected.
+    fn note_fields(&mut self, found: impl Iterator<Item = bool>) -> Option<String> {
+        let missing = &mut self.report.stats.field_missing;
+        let mut any = false;
+        for (i, hit) in found.enumerate() {
+            if let Some(m) = missing.get_mut(i)
+                && !hit
+            {
+                *m += 1;
+            }
+            any |= hit;
+        }
+        let projection = &self.settings.projection;
+        (!any && projection.empty_records() == EmptyRecords::Reject).then(|| {
+            format!(
+                "none of the fields {} is present (a mistyped field list? RELAY_EMPTY_RECORDS=send sends such records as {{}})",
+                projection.names().join(", ")
+            )
+        })
+    }
+
     /// A record the reader validated, with its wanted values' spans.
     fn record(
         &mut self,
@@ -214,6 +238,10 @@ impl<F: FnMut(Chunk) -> ControlFlow<()>> Run<'_, F> {
         offset: u64,
     ) -> ControlFlow<()> {
         self.report.stats.records_in += 1;
+        if let Some(reason) = self.note_fields(fields.iter().map(Option::is_some)) {
+            self.reject_record(bytes, line, offset, reason);
+            return ControlFlow::Continue(());
+        }
         self.record.clear();
         self.settings
             .projection
@@ -233,10 +261,17 @@ impl<F: FnMut(Chunk) -> ControlFlow<()>> Run<'_, F> {
         for r in records {
             let inner = r.get().as_bytes();
             self.record.clear();
-            match self.settings.projection.project(inner, &mut self.record) {
-                Ok(()) => {
+            match self
+                .settings
+                .projection
+                .project_found(inner, &mut self.record)
+            {
+                Ok(found) => {
                     self.report.stats.records_in += 1;
-                    self.pack(inner, line, offset)?;
+                    match self.note_fields(found.into_iter()) {
+                        Some(reason) => self.reject_record(inner, line, offset, reason),
+                        None => self.pack(inner, line, offset)?,
+                    }
                 }
                 Err(e) => {
                     let reason = match e {
@@ -318,7 +353,13 @@ pub fn run(
     let mut run = Run {
         settings,
         packer: Packer::new(settings.max_body_bytes, settings.format),
-        report: Report::default(),
+        report: Report {
+            stats: Stats {
+                field_missing: vec![0; settings.projection.slots()],
+                ..Stats::default()
+            },
+            ..Report::default()
+        },
         record: Vec::with_capacity(4096),
         moved: 0,
         on_chunk,
@@ -385,6 +426,46 @@ mod tests {
             max_decompressed_bytes: 1 << 30,
             records_pointer: None,
         }
+    }
+
+    #[test]
+    fn a_record_with_none_of_the_fields_is_rejected_unless_asked_to_send_it() {
+        let input = b"{\"id\":1,\"u\":{\"n\":2}}\n{\"x\":3}\n{\"id\":4}\n";
+        let (bodies, report) = collect(input, &settings("id,n=u.n")).unwrap();
+        assert_eq!(bodies.concat(), "{\"id\":1,\"n\":2}\n{\"id\":4}");
+        let s = &report.stats;
+        assert_eq!((s.records_in, s.records_out, s.rejected), (3, 2, 1));
+        assert_eq!(s.field_missing, [1, 2], "id lacks once, n twice");
+        assert!(
+            report.rejects[0]
+                .reason
+                .contains("none of the fields id, n is present"),
+            "{:?}",
+            report.rejects
+        );
+        assert_eq!((report.rejects[0].line, report.rejects[0].length), (2, 7));
+        assert!(s.accounted(), "{s:?}");
+
+        let mut sending = settings("id,n=u.n");
+        sending.projection = sending.projection.with_empty(EmptyRecords::Send);
+        let (bodies, report) = collect(input, &sending).unwrap();
+        assert!(bodies.concat().contains("\n{}\n"), "{bodies:?}");
+        assert_eq!(report.stats.rejected, 0);
+        assert!(report.stats.accounted());
+    }
+
+    #[test]
+    fn wrapped_records_with_none_of_the_fields_are_rejected_too() {
+        let mut s = settings("id");
+        s.records_pointer = Some("/r".into());
+        let input = b"{\"r\":[{\"id\":1},{\"y\":2}]}\n";
+        let (bodies, report) = collect(input, &s).unwrap();
+        assert_eq!(bodies.concat(), "{\"id\":1}");
+        assert_eq!(
+            (report.stats.rejected, report.stats.field_missing[0]),
+            (1, 1)
+        );
+        assert!(report.stats.accounted(), "{:?}", report.stats);
     }
 
     fn collect(input: &[u8], s: &Settings) -> Result<(Vec<String>, Report), Unreadable> {

@@ -84,13 +84,28 @@ pub fn parse_fields(spec: &str) -> Result<Vec<Field>, SpecError> {
     Ok(fields)
 }
 
+/// What happens to a record that has none of the configured fields.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EmptyRecords {
+    /// Reject it ("none of the fields ... is present"): usually a mistyped
+    /// field list, which would otherwise send `{}` for every record.
+    #[default]
+    Reject,
+    /// Send its empty projection.
+    Send,
+}
+
 /// A compiled projection.
 #[derive(Debug, Clone)]
 pub struct Projection {
     root: Node,
     /// Pre-encoded `"name":` prefixes, in output order.
     keys: Vec<String>,
+    /// The output names, in order.
+    names: Vec<String>,
     missing: Missing,
+    empty: EmptyRecords,
 }
 
 /// Why a record was not projected.
@@ -115,8 +130,26 @@ impl Projection {
         Self {
             root,
             keys,
+            names: fields.iter().map(|f| f.name.clone()).collect(),
             missing,
+            empty: EmptyRecords::default(),
         }
+    }
+
+    /// Sets what happens to a record that has none of the fields.
+    #[must_use]
+    pub fn with_empty(mut self, empty: EmptyRecords) -> Self {
+        self.empty = empty;
+        self
+    }
+
+    pub fn empty_records(&self) -> EmptyRecords {
+        self.empty
+    }
+
+    /// The output names, in order.
+    pub fn names(&self) -> &[String] {
+        &self.names
     }
 
     /// The trie the scanner walks.
@@ -133,6 +166,15 @@ impl Projection {
     /// surround it) and appends its projection, a compact JSON object with the
     /// fields in configured order, to `out`. On error `out` is left as it was.
     pub fn project(&self, record: &[u8], out: &mut Vec<u8>) -> Result<(), RecordError> {
+        self.project_found(record, out).map(drop)
+    }
+
+    /// As [`Projection::project`], and says which fields the record has.
+    pub fn project_found(
+        &self,
+        record: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<Vec<bool>, RecordError> {
         let start = record
             .iter()
             .position(|b| !json::is_ws(*b))
@@ -163,7 +205,7 @@ impl Projection {
             return Err(invalid(scanner.i + extra, "text after the record"));
         }
         self.write(record, &slots, out);
-        Ok(())
+        Ok(slots.iter().map(Option::is_some).collect())
     }
 
     /// Appends the projection of an already validated `record` whose wanted

@@ -150,6 +150,10 @@ pub struct DoneMarker {
     pub elapsed_ms: u64,
     /// Chunks this owner resumed after (0 for a run from the start).
     pub resumed_from_chunk: u32,
+    /// Per field: records that lacked it (markers written before this was
+    /// kept have none).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub field_missing: std::collections::BTreeMap<String, u64>,
 }
 
 /// The small set of S3 operations the protocol needs.
@@ -671,6 +675,7 @@ mod tests {
             separator_bytes: 0,
             elapsed_ms: 1,
             resumed_from_chunk: 3,
+            field_missing: Default::default(),
         }
     }
 

@@ -147,3 +147,44 @@ fn outside_lambda_the_default_mode_points_to_poll_and_process() {
         "{err}"
     );
 }
+
+#[test]
+fn a_mistyped_field_gives_rejects_and_a_warning_not_empty_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("1763800000000.json");
+    std::fs::write(
+        &file,
+        "# junk\n{\"user\":{\"id\":1}}\n{\"user\":{\"id\":2}}\n",
+    )
+    .unwrap();
+    let out = processor()
+        .args(["--fields", "uid=user.idd", "process"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.stdout.is_empty(), "nothing to send: {:?}", out.stdout);
+    assert_eq!(
+        stderr.matches("none of the fields uid is present").count(),
+        2,
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("warning: field uid is in none of its 2 record(s)"),
+        "{stderr}"
+    );
+
+    // As before, on request: the records are sent as {}.
+    let out = processor()
+        .args([
+            "--fields",
+            "uid=user.idd",
+            "--empty-records",
+            "send",
+            "process",
+        ])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "{}\n{}\n");
+}
