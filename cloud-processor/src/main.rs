@@ -233,9 +233,13 @@ async fn poll(
         cloud_processor::metrics::register_at_zero(app.config.projection.names());
         tracing::info!(%bound, "serving /metrics and /healthz");
     }
-    cloud_processor::poll::run(&app, &sqs, queue_url, visibility_secs, async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
+    cloud_processor::poll::run(
+        &app,
+        &sqs,
+        queue_url,
+        visibility_secs,
+        relay_shared::telemetry::shutdown_signal(),
+    )
     .await;
     Ok(ExitCode::SUCCESS)
 }

@@ -63,8 +63,10 @@ pub async fn run(
             Ok(o) => o.messages.unwrap_or_default(),
             Err(e) => {
                 warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "receiving notifications failed; retrying in 5 s");
-                tokio::time::sleep(Duration::from_secs(5)).await;
-                continue;
+                tokio::select! {
+                    () = &mut shutdown => break,
+                    () = tokio::time::sleep(Duration::from_secs(5)) => continue,
+                }
             }
         };
         for m in messages {

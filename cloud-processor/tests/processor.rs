@@ -880,8 +880,19 @@ async fn poll_metrics_and_logs_are_complete_from_the_start() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    poll.kill().unwrap();
-    poll.wait().unwrap();
+    // SIGTERM, as systemd sends it: a clean, prompt exit.
+    let stopping = Instant::now();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &poll.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = poll.wait().unwrap();
+    assert!(
+        status.success() && stopping.elapsed() < Duration::from_secs(10),
+        "{status:?} after {:?}",
+        stopping.elapsed()
+    );
     for series in [
         "relay_processor_events_total{outcome=\"unknown\"} 0",
         "relay_processor_objects_total{outcome=\"failed\"} 0",

@@ -96,6 +96,7 @@ pub async fn run<S: Sink>(
         special: HashSet::new(),
         ledger,
         summary: Summary::default(),
+        stopping: tokio::sync::watch::Sender::new(false),
         sink,
         retry,
         config,
@@ -132,6 +133,8 @@ pub async fn run<S: Sink>(
     }
 
     drop(watcher);
+    // Uploads waiting out a retry backoff stop now; transfers may finish.
+    agent.stopping.send_replace(true);
     agent.sync_ledger();
     let waiting = uploads.len();
     info!(
@@ -144,7 +147,7 @@ pub async fn run<S: Sink>(
     loop {
         tokio::select! {
             () = &mut deadline => {
-                agent.summary.unfinished = uploads.len();
+                agent.summary.unfinished += uploads.len();
                 warn!(unfinished = uploads.len(), "shutdown deadline reached; unfinished files are relayed on the next start");
                 uploads.abort_all();
                 break;
@@ -175,6 +178,8 @@ struct Agent<S> {
     config: Config,
     sink: S,
     retry: RetryPolicy,
+    /// Turns true at shutdown: uploads waiting to retry stop at once.
+    stopping: tokio::sync::watch::Sender<bool>,
     tracker: Tracker,
     ready: VecDeque<Job>,
     /// Paths in `ready`.
@@ -418,6 +423,7 @@ impl<S: Sink> Agent<S> {
             self.config.multipart_threshold_bytes,
         );
         let (bucket, prefix) = (self.config.bucket.clone(), self.config.keys.source_prefix());
+        let stopping = self.stopping.subscribe();
         let span = tracing::info_span!("file", path = %job.path.display(), key = %job.key);
         uploads.spawn(
             async move {
@@ -434,7 +440,8 @@ impl<S: Sink> Agent<S> {
                         metrics::set_permanent_failure(Some(format!("{e} ({fix})")));
                     }
                 };
-                let (outcome, retries) = upload::upload_with_retry(&sink, &job, level, part, &retry, on_error).await;
+                let (outcome, retries) =
+                    upload::upload_with_retry(&sink, &job, level, part, &retry, stopping, on_error).await;
                 (job, outcome, retries, started.elapsed())
             }
             .instrument(span),
@@ -532,6 +539,12 @@ impl<S: Sink> Agent<S> {
                     },
                 );
                 self.publish_parked();
+            }
+            Outcome::Interrupted => {
+                self.summary.unfinished += 1;
+                info!(
+                    "shutdown interrupted the retry backoff; the file is relayed on the next start"
+                );
             }
             Outcome::Gone => {
                 self.summary.gone += 1;

@@ -114,26 +114,9 @@ async fn start(config: Config) -> anyhow::Result<()> {
         config,
         S3Sink::new(bucket),
         RetryPolicy::default(),
-        shutdown_signal(),
+        relay_shared::telemetry::shutdown_signal(),
     )
     .await
     .context("edge agent stopped")?;
     Ok(())
-}
-
-/// Resolves on the first SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the agent");
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }

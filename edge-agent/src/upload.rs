@@ -123,6 +123,9 @@ pub enum Outcome {
     /// A failure retrying soon will not fix (unreadable, too many parts, a
     /// permanent S3 error): the file waits outside the upload slots.
     Failed { error: String, kind: &'static str },
+    /// Shutdown came while the upload waited to retry: the file stays on
+    /// disk and is relayed on the next start.
+    Interrupted,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -564,14 +567,17 @@ pub fn fix_hint(kind: &str, bucket: &str, prefix: &str) -> String {
 /// holding the upload slot: they pass. A permanent one (an unreadable file,
 /// too many parts, access denied) returns [`Outcome::Failed`] at once, so
 /// the caller sets the file aside and its slot goes to other files. Nothing
-/// is given up on: the caller retries set-aside files slowly, and cancels
-/// the task at shutdown instead, relaying the file on restart.
+/// is given up on: the caller retries set-aside files slowly. Once
+/// `stopping` turns true (shutdown), a backoff ends at once with
+/// [`Outcome::Interrupted`], so SIGTERM does not wait out a long backoff;
+/// an attempt already under way may finish.
 pub async fn upload_with_retry<S: Sink>(
     sink: &S,
     job: &Job,
     level: i32,
     part_bytes: u64,
     policy: &RetryPolicy,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
     on_error: impl Fn(&UploadError, u32, Duration),
 ) -> (Outcome, u32) {
     let mut backoff = backon::ExponentialBuilder::default()
@@ -588,7 +594,11 @@ pub async fn upload_with_retry<S: Sink>(
             Err(e) if e.is_transient() => {
                 let delay = backoff.next().unwrap_or(policy.max_delay);
                 on_error(&e, attempt, delay);
-                tokio::time::sleep(delay).await;
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    // An error means the agent is gone; stop as for shutdown.
+                    _ = stopping.wait_for(|stop| *stop) => return (Outcome::Interrupted, attempt),
+                }
             }
             Err(e) => {
                 on_error(&e, attempt, policy.permanent_delay);
@@ -829,6 +839,41 @@ mod tests {
         assert!(s3.objects.lock().unwrap().is_empty());
     }
 
+    /// A shutdown signal that never fires.
+    fn running() -> tokio::sync::watch::Receiver<bool> {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        std::mem::forget(tx);
+        rx
+    }
+
+    #[tokio::test]
+    async fn shutdown_ends_a_backoff_at_once_and_leaves_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let job = job_for(dir.path(), "1763800000009.json", b"{\"a\":9}\n");
+        let s3 = FakeS3::default();
+        *s3.fail_next.lock().unwrap() = vec![failure(Retry::Transient, "SlowDown")];
+        let slow = RetryPolicy {
+            min_delay: Duration::from_secs(600),
+            max_delay: Duration::from_secs(600),
+            permanent_delay: Duration::from_secs(600),
+        };
+        let (stop, stopping) = tokio::sync::watch::channel(false);
+        let started = std::time::Instant::now();
+        let upload = upload_with_retry(&s3, &job, 3, 5 << 20, &slow, stopping, |_, _, _| {});
+        let (out, _) = tokio::join!(upload, async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            stop.send_replace(true);
+        })
+        .0;
+        assert!(matches!(out, Outcome::Interrupted), "{out:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "waited out the backoff"
+        );
+        assert!(job.path.exists(), "the file stays for the next start");
+        assert!(s3.objects.lock().unwrap().is_empty());
+    }
+
     #[tokio::test]
     async fn transient_errors_are_retried_and_permanent_ones_set_the_file_aside() {
         let dir = tempfile::tempdir().unwrap();
@@ -839,10 +884,11 @@ mod tests {
             failure(Retry::Transient, "SlowDown"),
         ];
         let seen = Mutex::new(Vec::new());
-        let (out, retries) = upload_with_retry(&s3, &job, 3, 5 << 20, &fast(), |e, _, _| {
-            seen.lock().unwrap().push(e.kind());
-        })
-        .await;
+        let (out, retries) =
+            upload_with_retry(&s3, &job, 3, 5 << 20, &fast(), running(), |e, _, _| {
+                seen.lock().unwrap().push(e.kind());
+            })
+            .await;
         assert!(matches!(out, Outcome::Uploaded { .. }));
         assert_eq!(retries, 2);
         assert_eq!(*seen.lock().unwrap(), ["throttled", "throttled"]);
@@ -851,7 +897,8 @@ mod tests {
         // A permanent error returns at once, so the upload slot is freed.
         let job = job_for(dir.path(), "1763800000005.json", b"{\"a\":2}\n");
         *s3.fail_next.lock().unwrap() = vec![failure(Retry::Permanent, "AccessDenied")];
-        let (out, retries) = upload_with_retry(&s3, &job, 3, 5 << 20, &fast(), |_, _, _| {}).await;
+        let (out, retries) =
+            upload_with_retry(&s3, &job, 3, 5 << 20, &fast(), running(), |_, _, _| {}).await;
         assert!(
             matches!(
                 out,
