@@ -433,7 +433,7 @@ async fn check(
                 .map_err(|e| {
                     format!(
                         "{name}: {}; fix RELAY_FUNCTION_NAME or grant lambda:GetFunctionConfiguration",
-                        aws_sdk_lambda::error::DisplayErrorContext(&e)
+                        relay_shared::client::describe(&e)
                     )
                 }),
         ),
@@ -471,6 +471,14 @@ fn process_files(
     out: Option<&std::path::Path>,
     max_message_bytes: usize,
 ) -> anyhow::Result<ExitCode> {
+    if let Some(dir) = out
+        && !dir.is_dir()
+    {
+        anyhow::bail!(
+            "--out {}: not a directory; create it first, or leave --out out to write to stdout",
+            dir.display()
+        );
+    }
     let mut failed = false;
     let stdout = std::io::stdout();
     for file in files {
@@ -506,7 +514,8 @@ fn process_files(
             }
         });
         if let Some(e) = write_error {
-            return Err(e).context("writing message bodies");
+            let to = out.map_or("stdout".to_owned(), |d| d.display().to_string());
+            return Err(e).with_context(|| format!("writing {name}'s message bodies to {to}"));
         }
         match result {
             Ok(report) => {

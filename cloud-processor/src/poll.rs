@@ -62,7 +62,7 @@ pub async fn run(
         let messages = match out {
             Ok(o) => o.messages.unwrap_or_default(),
             Err(e) => {
-                warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "receiving notifications failed; retrying in 5 s");
+                warn!(error = %relay_shared::client::describe(&e), "receiving notifications failed; retrying in 5 s");
                 tokio::select! {
                     () = &mut shutdown => break,
                     () = tokio::time::sleep(Duration::from_secs(5)) => continue,
@@ -94,7 +94,7 @@ pub async fn run(
                     {
                         // The work is done; a redelivery is skipped or resent
                         // according to the once-only protocol.
-                        warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "deleting a processed notification failed");
+                        warn!(error = %relay_shared::client::describe(&e), "deleting a processed notification failed");
                     }
                 }
                 Err(e) => {
@@ -133,7 +133,7 @@ async fn heartbeat(
             .send()
             .await
         {
-            warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "extending visibility failed");
+            warn!(error = %relay_shared::client::describe(&e), "extending visibility failed");
         }
     }
 }

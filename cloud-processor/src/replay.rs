@@ -6,7 +6,6 @@
 use std::time::Duration;
 
 use aws_sdk_s3::primitives::DateTime;
-use aws_sdk_sqs::error::DisplayErrorContext;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use relay_shared::s3::{Bucket, S3Error};
 use serde::Serialize;
@@ -61,7 +60,7 @@ impl Target {
                 .send()
                 .await
                 .map(drop)
-                .map_err(|e| failed(DisplayErrorContext(&e).to_string())),
+                .map_err(|e| failed(relay_shared::client::describe(&e))),
             Self::Function { client, name } => {
                 let out = client
                     .invoke()
@@ -70,9 +69,7 @@ impl Target {
                     .payload(aws_sdk_lambda::primitives::Blob::new(event.to_string()))
                     .send()
                     .await
-                    .map_err(|e| {
-                        failed(aws_sdk_lambda::error::DisplayErrorContext(&e).to_string())
-                    })?;
+                    .map_err(|e| failed(relay_shared::client::describe(&e)))?;
                 match out.function_error {
                     None => Ok(()),
                     Some(kind) => {
@@ -175,7 +172,7 @@ async fn list(
         let page = page.map_err(|e| ReplayError::List {
             bucket: bucket.to_owned(),
             prefix: prefix.to_owned(),
-            message: aws_sdk_s3::error::DisplayErrorContext(&e).to_string(),
+            message: relay_shared::client::describe(&e),
         })?;
         for o in page.contents() {
             out.push(RawObject {
@@ -212,7 +209,7 @@ async fn list_current(
             .map_err(|e| ReplayError::List {
                 bucket: bucket.to_owned(),
                 prefix: prefix.to_owned(),
-                message: aws_sdk_s3::error::DisplayErrorContext(&e).to_string(),
+                message: relay_shared::client::describe(&e),
             })?;
         for v in page.versions() {
             if v.is_latest() != Some(true) {

@@ -114,7 +114,7 @@ fn call_error<
     });
     let message = match (e.code(), e.message()) {
         (Some(c), Some(m)) => format!("{c}: {m}"),
-        _ => format!("{}", aws_sdk_sqs::error::DisplayErrorContext(&e)),
+        _ => relay_shared::client::describe(&e),
     };
     SendError::Call {
         queue: queue.to_owned(),

@@ -188,3 +188,24 @@ fn a_mistyped_field_gives_rejects_and_a_warning_not_empty_records() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "{}\n{}\n");
 }
+
+#[test]
+fn a_missing_out_directory_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("1763800000000.json");
+    std::fs::write(&file, "{\"id\":1}\n").unwrap();
+    let missing = dir.path().join("no-such-dir");
+    let out = processor()
+        .args(["--fields", "id", "process", "--out"])
+        .arg(&missing)
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(&format!("--out {}: not a directory", missing.display())),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+}

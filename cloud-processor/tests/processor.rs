@@ -968,3 +968,26 @@ async fn check_names_each_missing_resource_and_exits_non_zero() {
         "{text}"
     );
 }
+
+/// An AWS error reads as one line with the service's code and message, not
+/// the SDK's Debug dump, and is printed once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aws_error_is_one_plain_line() {
+    let s = setup("proc-errline", false).await;
+    let missing = relay_shared::testing::unique_name("missing");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cloud-processor"))
+        .args(["audit", "--bucket", &missing])
+        .env("AWS_ENDPOINT_URL", &s.emu.endpoint)
+        .env("RELAY_S3_PATH_STYLE", "true")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!("listing s3://{missing}/raw/: NoSuchBucket: "))
+            && !stderr.contains("Error {")
+            && !stderr.contains("aws_request_id"),
+        "{stderr}"
+    );
+}

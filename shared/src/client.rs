@@ -61,3 +61,31 @@ pub fn s3_client(sdk: &SdkConfig, options: ClientOptions) -> aws_sdk_s3::Client 
 pub fn sqs_client(sdk: &SdkConfig) -> aws_sdk_sqs::Client {
     aws_sdk_sqs::Client::new(sdk)
 }
+
+/// One line for an AWS SDK error, as an operator should read it: the
+/// service's code and message (`NoSuchBucket: The specified bucket does not
+/// exist`), or for a request that never got an answer, what went wrong on
+/// the way (`dispatch failure: io error: ... Connection refused`). Never the
+/// SDK's `Debug` dump of its error metadata.
+pub fn describe<E, R>(err: &aws_sdk_s3::error::SdkError<E, R>) -> String
+where
+    E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+    match (err, err.code(), err.message()) {
+        (_, Some(code), Some(message)) => format!("{code}: {message}"),
+        (_, Some(code), None) => code.to_owned(),
+        (SdkError::TimeoutError(_), _, _) => "timed out waiting for an answer".to_owned(),
+        _ => {
+            let mut out = err.to_string();
+            let mut cur = std::error::Error::source(err);
+            while let Some(e) = cur {
+                out.push_str(": ");
+                out.push_str(&e.to_string());
+                cur = e.source();
+            }
+            out
+        }
+    }
+}
