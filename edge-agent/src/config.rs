@@ -40,7 +40,7 @@ pub struct Args {
     pub watch_dir: Option<PathBuf>,
     /// Watch subdirectories too. File names must then be unique across them,
     /// because the key is made from the file name alone.
-    #[arg(long, global = true, env = "RELAY_RECURSIVE")]
+    #[arg(long, global = true, env = "RELAY_RECURSIVE", num_args = 0..=1, default_missing_value = "true", require_equals = false)]
     pub recursive: Option<bool>,
     /// Glob that file names must match [default: *.json]. Hidden files (`.x`)
     /// and temporary files (`*.tmp`, `*.part`, `*~`, `*.swp`) are always ignored.
@@ -92,7 +92,7 @@ pub struct Args {
     #[arg(long, global = true, env = "RELAY_SHUTDOWN_TIMEOUT_SECS")]
     pub shutdown_timeout_secs: Option<u64>,
     /// Force path-style S3 addressing (needed by emulators on 127.0.0.1).
-    #[arg(long, global = true, env = "RELAY_S3_PATH_STYLE")]
+    #[arg(long, global = true, env = "RELAY_S3_PATH_STYLE", num_args = 0..=1, default_missing_value = "true", require_equals = false)]
     pub s3_path_style: Option<bool>,
     /// Log format.
     #[arg(long, global = true, env = "RELAY_LOG_FORMAT", value_enum)]
@@ -439,6 +439,21 @@ mod tests {
         let mut argv = vec!["edge-agent"];
         argv.extend_from_slice(extra);
         Args::try_parse_from(argv).unwrap()
+    }
+
+    #[test]
+    fn booleans_are_plain_switches_and_still_take_a_value() {
+        let a = args(&["--recursive", "--s3-path-style", "--bucket", "b"]);
+        assert_eq!((a.recursive, a.s3_path_style), (Some(true), Some(true)));
+        let a = args(&["--recursive=false", "--s3-path-style", "true"]);
+        assert_eq!((a.recursive, a.s3_path_style), (Some(false), Some(true)));
+        let a = args(&["check", "--recursive"]);
+        assert_eq!(a.recursive, Some(true));
+        assert_eq!(
+            args(&[]).recursive,
+            None,
+            "unset stays unset, for the file to decide"
+        );
     }
 
     #[test]
