@@ -374,23 +374,7 @@ async fn tools(command: Option<Command>, raw_prefix: &str) -> anyhow::Result<Exi
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                println!(
-                    "unprocessed after {older_than_mins} min: {}",
-                    report.unprocessed.len()
-                );
-                for o in &report.unprocessed {
-                    println!("  {}", o.key);
-                }
-                for (title, keys) in [
-                    ("stale leases", &report.stale_leases),
-                    ("quarantined", &report.quarantined),
-                    ("reject reports", &report.reject_reports),
-                ] {
-                    println!("{title}: {}", keys.len());
-                    for k in keys {
-                        println!("  {k}");
-                    }
-                }
+                print_audit(&report, &sel, older_than_mins, now);
             }
             let clean = report.unprocessed.is_empty() && report.stale_leases.is_empty();
             Ok(if clean {
@@ -462,6 +446,67 @@ async fn check(
     } else {
         ExitCode::from(1)
     })
+}
+
+/// The audit as text: per finding, how many, how old, and what to do next.
+fn print_audit(report: &replay::AuditReport, sel: &Selection, older_than_mins: i64, now: i64) {
+    let age = |secs: i64| {
+        let secs = secs.max(0);
+        match secs {
+            0..3600 => format!("{} min", secs / 60),
+            3600..86_400 => format!("{:.1} h", secs as f64 / 3600.0),
+            _ => format!("{:.1} days", secs as f64 / 86_400.0),
+        }
+    };
+    let bucket = &sel.bucket;
+    let prefix = &sel.prefix;
+    let n = report.unprocessed.len();
+    if n == 0 {
+        println!("unprocessed: none older than {older_than_mins} min");
+    } else {
+        let oldest = report
+            .unprocessed
+            .iter()
+            .map(|o| now - o.last_modified_secs)
+            .max()
+            .unwrap_or(0);
+        println!(
+            "unprocessed: {n} raw object(s) without a done marker after {older_than_mins} min, the oldest {}",
+            age(oldest)
+        );
+        println!(
+            "  next: look in the notification dead-letter queue for why; then \
+             `cloud-processor replay --bucket {bucket} --prefix {prefix} --notification-queue-url Q` sends them again"
+        );
+        for o in &report.unprocessed {
+            println!("  {} ({})", o.key, age(now - o.last_modified_secs));
+        }
+    }
+    for (title, keys, next) in [
+        (
+            "leases with no live owner",
+            &report.stale_leases,
+            "a processor died or failed and no retry has come: replay the same prefix (missing mode); the retry resumes where the lease says",
+        ),
+        (
+            "quarantined",
+            &report.quarantined,
+            "each record gives the reason; once fixed, `replay --mode reprocess --prefix <key>` sends the object again",
+        ),
+        (
+            "reject reports",
+            &report.reject_reports,
+            "each report lists the rejected records with their byte ranges and reasons; the rest of each object was sent",
+        ),
+    ] {
+        println!("{title}: {}", keys.len());
+        if !keys.is_empty() {
+            println!("  next: {next}");
+        }
+        for k in keys {
+            println!("  {k}");
+        }
+    }
 }
 
 /// `process`: the pipeline on local files, no AWS.

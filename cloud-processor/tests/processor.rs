@@ -991,3 +991,38 @@ async fn an_aws_error_is_one_plain_line() {
         "{stderr}"
     );
 }
+
+/// `audit` says how many, how old, and what to do next, and exits 3 when
+/// something is late.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_gives_counts_ages_and_the_next_step() {
+    let s = setup("proc-audit", false).await;
+    let key = "raw/e/2026/11/21/22/late.json.zst";
+    put(
+        &s,
+        key,
+        zstd::encode_all(sample_file(3).as_bytes(), 3).unwrap(),
+    )
+    .await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cloud-processor"))
+        .args([
+            "audit",
+            "--bucket",
+            s.bucket.name(),
+            "--older-than-mins",
+            "0",
+        ])
+        .env("AWS_ENDPOINT_URL", &s.emu.endpoint)
+        .env("RELAY_S3_PATH_STYLE", "true")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(
+        text.contains(
+            "unprocessed: 1 raw object(s) without a done marker after 0 min, the oldest 0 min"
+        ) && text.contains("next: look in the notification dead-letter queue")
+            && text.contains(&format!("  {key} (0 min)")),
+        "{text}"
+    );
+}
