@@ -109,6 +109,14 @@ pub enum Command {
         #[arg(long)]
         sample: Option<PathBuf>,
     },
+    /// Print a shell completion script, e.g. `cloud-processor completions
+    /// bash > /usr/share/bash-completion/completions/cloud-processor`.
+    Completions {
+        #[arg(value_enum)]
+        shell: relay_shared::cli::Shell,
+    },
+    /// Print the man page (roff), e.g. `cloud-processor man > cloud-processor.1`.
+    Man,
     /// Run the pipeline on local files (zstd or plain, `-` for stdin) with no
     /// AWS at all: message bodies go to stdout, or one file per message with
     /// --out; a summary and the rejects go to stderr.

@@ -7,7 +7,7 @@ use std::ops::ControlFlow;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use cloud_processor::config::{Aws, Cli, Command, Config, check_aws, timeout_warning};
 use cloud_processor::handler::App;
 use cloud_processor::pipeline;
@@ -19,6 +19,22 @@ use relay_shared::telemetry::init_tracing;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Completions { shell }) => {
+            relay_shared::cli::print_completions(Cli::command(), shell);
+            return ExitCode::SUCCESS;
+        }
+        Some(Command::Man) => {
+            return match relay_shared::cli::print_man(Cli::command()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("cloud-processor: writing the man page: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        _ => {}
+    }
     // The operator tools need no projection settings.
     if let Some(Command::Replay { .. } | Command::Audit { .. }) = &cli.command {
         if let Err(e) = init_tracing(cli.common.log_format, "warn") {
@@ -88,7 +104,13 @@ async fn main() -> ExitCode {
             .await
         }
         Some(Command::Lambda(aws)) => lambda(config, aws, notification_queue_from_env()).await,
-        Some(Command::Replay { .. } | Command::Audit { .. }) => Ok(ExitCode::SUCCESS),
+        // Handled before the data-path settings are read.
+        Some(
+            Command::Replay { .. }
+            | Command::Audit { .. }
+            | Command::Completions { .. }
+            | Command::Man,
+        ) => Ok(ExitCode::SUCCESS),
         // Without a subcommand the binary is the Lambda, which only makes
         // sense where the Lambda runtime API is.
         None if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_none() => Err(anyhow::anyhow!(

@@ -209,3 +209,22 @@ fn a_missing_out_directory_is_named() {
     );
     assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
 }
+
+#[test]
+fn completions_and_the_man_page_come_from_the_cli_itself() {
+    let out = processor().args(["completions", "bash"]).output().unwrap();
+    let script = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(
+        script.contains("cloud-processor")
+            && script.contains("--fields")
+            && script.contains("replay"),
+        "{script}"
+    );
+    let out = processor().arg("man").output().unwrap();
+    let page = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        page.contains(".TH cloud-processor 1") && page.contains("RELAY_FIELDS"),
+        "{page}"
+    );
+}

@@ -106,6 +106,14 @@ pub enum AgentCommand {
     /// metrics address and write access to S3, then exit: one line per
     /// check, and a non-zero exit status if any fails. Writes nothing.
     Check,
+    /// Print a shell completion script, e.g. `edge-agent completions bash >
+    /// /usr/share/bash-completion/completions/edge-agent`.
+    Completions {
+        #[arg(value_enum)]
+        shell: relay_shared::cli::Shell,
+    },
+    /// Print the man page (roff), e.g. `edge-agent man > edge-agent.1`.
+    Man,
 }
 
 /// The TOML file. Every field mirrors the flag of the same name.

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use edge_agent::config::{AgentCommand, Args, Config};
 use edge_agent::s3::{Access, S3Sink, probe_put_access};
 use edge_agent::upload::RetryPolicy;
@@ -15,6 +15,22 @@ use relay_shared::telemetry::init_tracing;
 fn main() -> ExitCode {
     let hostname = || gethostname::gethostname().into_string().ok();
     let args = Args::parse();
+    match args.command {
+        Some(AgentCommand::Completions { shell }) => {
+            relay_shared::cli::print_completions(Args::command(), shell);
+            return ExitCode::SUCCESS;
+        }
+        Some(AgentCommand::Man) => {
+            return match relay_shared::cli::print_man(Args::command()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("edge-agent: writing the man page: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        _ => {}
+    }
     let checking = args.command == Some(AgentCommand::Check);
     let config = match Config::resolve(args, hostname) {
         Ok(c) => c,

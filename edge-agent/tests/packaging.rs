@@ -114,3 +114,32 @@ fn the_systemd_units_score_ok_or_better() {
         assert!(score <= 3.0, "{unit} scores {score}:\n{text}");
     }
 }
+
+#[test]
+fn completions_and_the_man_page_come_from_the_cli_itself() {
+    let agent = env!("CARGO_BIN_EXE_edge-agent");
+    for shell in ["bash", "zsh", "fish"] {
+        let out = Command::new(agent)
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{shell}");
+        assert!(
+            script.contains("edge-agent")
+                && script.contains("watch-dir")
+                && script.contains("check"),
+            "{shell}: {script}"
+        );
+    }
+    let out = Command::new(agent).arg("man").output().unwrap();
+    let page = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        page.starts_with(".ie") && page.contains(".TH edge-agent 1"),
+        "{page}"
+    );
+    assert!(
+        page.contains("RELAY_WATCH_DIR") && page.contains("check"),
+        "{page}"
+    );
+}

@@ -2,6 +2,7 @@
 //! writes, AWS client set-up and telemetry.
 
 pub mod check;
+pub mod cli;
 pub mod client;
 pub mod keys;
 pub mod meta;
