@@ -22,6 +22,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test (emulator at $AWS_ENDPOINT_URL)" >&2
 cargo test --workspace --locked
 
+echo "== edge agent .deb (packaging checked on the debug build)" >&2
+RELAY_DEB_PROFILE=dev scripts/package-deb.sh
+
 if compgen -G "infra/*.tf" >/dev/null; then
   echo "== terraform" >&2
   scripts/terraform-check.sh
