@@ -25,13 +25,7 @@ async fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Some(Command::Man) => {
-            return match relay_shared::cli::print_man(Cli::command()) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("cloud-processor: writing the man page: {e}");
-                    ExitCode::FAILURE
-                }
-            };
+            return relay_shared::cli::print_man(Cli::command());
         }
         _ => {}
     }
@@ -161,14 +155,15 @@ fn notification_queue_from_env() -> Option<String> {
         .filter(|u| !u.is_empty())
 }
 
-async fn app(config: Config, aws: Aws) -> anyhow::Result<(App, aws_sdk_sqs::Client)> {
-    check_aws(&aws, &config.raw_prefix)?;
-    let mut settings = config.summary();
-    settings.extend(aws.summary());
-    relay_shared::telemetry::log_start("cloud-processor", &settings);
-    if let Some(warning) = timeout_warning(&aws) {
-        tracing::warn!("{warning}");
-    }
+/// The SDK settings and the S3 and SQS clients for the modes that hold
+/// leases, built once, with timeouts that fit inside the lease.
+async fn clients(
+    aws: &Aws,
+) -> (
+    relay_shared::client::SdkConfig,
+    aws_sdk_s3::Client,
+    aws_sdk_sqs::Client,
+) {
     let sdk = with_timeouts(
         &load_sdk_config().await,
         aws.timeouts.resolve(Some(aws.lease_ttl_secs)),
@@ -180,6 +175,18 @@ async fn app(config: Config, aws: Aws) -> anyhow::Result<(App, aws_sdk_sqs::Clie
         },
     );
     let sqs = sqs_client(&sdk);
+    (sdk, s3, sqs)
+}
+
+async fn app(config: Config, aws: Aws) -> anyhow::Result<(App, aws_sdk_sqs::Client)> {
+    check_aws(&aws, &config.raw_prefix)?;
+    let mut settings = config.summary();
+    settings.extend(aws.summary());
+    relay_shared::telemetry::log_start("cloud-processor", &settings);
+    if let Some(warning) = timeout_warning(&aws) {
+        tracing::warn!("{warning}");
+    }
+    let (_, s3, sqs) = clients(&aws).await;
     let output = Output::connect(
         sqs.clone(),
         &aws.output_queue_url,
@@ -418,16 +425,7 @@ async fn check(
     function_name: Option<&str>,
     sample: Option<&std::path::Path>,
 ) -> anyhow::Result<ExitCode> {
-    let sdk = with_timeouts(
-        &load_sdk_config().await,
-        aws.timeouts.resolve(Some(aws.lease_ttl_secs)),
-    );
-    let s3 = s3_client(
-        &sdk,
-        ClientOptions {
-            s3_path_style: aws.s3_path_style,
-        },
-    );
+    let (sdk, s3, sqs) = clients(aws).await;
     let function_timeout_secs = match function_name {
         Some(name) => Some(
             aws_sdk_lambda::Client::new(&sdk)
@@ -445,7 +443,6 @@ async fn check(
         ),
         None => None,
     };
-    let sqs = sqs_client(&sdk);
     let bucket = relay_shared::s3::Bucket::new(s3, bucket);
     let targets = cloud_processor::check::Targets {
         bucket: &bucket,

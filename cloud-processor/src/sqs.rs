@@ -214,10 +214,44 @@ impl Output {
         })
     }
 
+    async fn too_large(&self, message: String) -> SendError {
+        match self.refresh_limit().await {
+            Ok(limit) => SendError::TooLarge {
+                queue: self.queue_url.clone(),
+                message,
+                limit,
+            },
+            Err(e) => e,
+        }
+    }
+}
+
+impl BatchOutcome {
+    /// Adds the entries of `pending` that are not in `failed`: SQS stored them.
+    fn note_accepted(
+        &mut self,
+        pending: &[&Chunk],
+        failed: &[aws_sdk_sqs::types::BatchResultErrorEntry],
+    ) {
+        self.accepted.extend(
+            pending
+                .iter()
+                .filter(|c| !failed.iter().any(|f| f.id == format!("c{}", c.index)))
+                .map(|c| c.index),
+        );
+    }
+
+    fn failing(mut self, e: SendError) -> Self {
+        self.failed = Some(e);
+        self
+    }
+}
+
+impl Sink for Output {
     /// Sends one batch; entries that fail for a transient reason (throttling,
     /// a service error) are retried, alone, with backoff. Says which chunks
     /// SQS stored and which it refused, so that no retry resends a stored one.
-    pub async fn send(
+    async fn send(
         &self,
         source_key: &str,
         dedup_base: &str,
@@ -325,50 +359,6 @@ impl Output {
             failed: pending.len(),
             last,
         })
-    }
-
-    async fn too_large(&self, message: String) -> SendError {
-        match self.refresh_limit().await {
-            Ok(limit) => SendError::TooLarge {
-                queue: self.queue_url.clone(),
-                message,
-                limit,
-            },
-            Err(e) => e,
-        }
-    }
-}
-
-impl BatchOutcome {
-    /// Adds the entries of `pending` that are not in `failed`: SQS stored them.
-    fn note_accepted(
-        &mut self,
-        pending: &[&Chunk],
-        failed: &[aws_sdk_sqs::types::BatchResultErrorEntry],
-    ) {
-        self.accepted.extend(
-            pending
-                .iter()
-                .filter(|c| !failed.iter().any(|f| f.id == format!("c{}", c.index)))
-                .map(|c| c.index),
-        );
-    }
-
-    fn failing(mut self, e: SendError) -> Self {
-        self.failed = Some(e);
-        self
-    }
-}
-
-impl Sink for Output {
-    async fn send(
-        &self,
-        source_key: &str,
-        dedup_base: &str,
-        batch: &[Chunk],
-        until: std::time::Instant,
-    ) -> BatchOutcome {
-        Output::send(self, source_key, dedup_base, batch, until).await
     }
 
     fn max_message_bytes(&self) -> usize {

@@ -36,6 +36,24 @@ async fn marker(s: &Setup) -> DoneMarker {
     serde_json::from_slice(&bytes).unwrap()
 }
 
+/// Puts an object of `records` records at [`KEY`] and processes its
+/// event with a 1 s lease, crashing after `batches` batches. Returns the
+/// event, for a retry.
+async fn crashed_mid_object(s: &Setup, records: usize, batches: u32) -> String {
+    put(
+        s,
+        KEY,
+        zstd::encode_all(sample_file(records).as_bytes(), 3).unwrap(),
+    )
+    .await;
+    let body = notification(s).await;
+    let mut crashing = app_with(s, Some(4096), FIELDS, 1).await;
+    crashing.crash_after_batches = Some(batches);
+    let err = crashing.process_message_body(&body).await.unwrap_err();
+    assert!(matches!(err, ProcessError::InjectedCrash { .. }), "{err}");
+    body
+}
+
 /// Long enough for a lease of 1 s to have ended by S3's clock, which
 /// reports whole seconds: takers wait a second's grain past the TTL.
 const PAST_A_ONE_SECOND_LEASE: Duration = Duration::from_millis(3100);
@@ -170,16 +188,7 @@ async fn a_crash_mid_object_sends_nothing_twice_into_fifo() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_config_change_across_a_crash_is_refused_with_a_clear_error() {
     let s = setup("once-config", false).await;
-    put(
-        &s,
-        KEY,
-        zstd::encode_all(sample_file(600).as_bytes(), 3).unwrap(),
-    )
-    .await;
-    let body = notification(&s).await;
-    let mut first = app_with(&s, Some(4096), FIELDS, 1).await;
-    first.crash_after_batches = Some(2);
-    assert!(first.process_message_body(&body).await.is_err());
+    let body = crashed_mid_object(&s, 600, 2).await;
     tokio::time::sleep(PAST_A_ONE_SECOND_LEASE).await;
 
     let changed = app_with(&s, Some(4096), "id,ts=timestamp", 1).await;
@@ -471,16 +480,7 @@ async fn reprocess_after_a_leftover_lease_sends_everything_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_lists_leases_with_no_live_owner_by_s3s_clock() {
     let s = setup("once-audit", false).await;
-    put(
-        &s,
-        KEY,
-        zstd::encode_all(sample_file(1500).as_bytes(), 3).unwrap(),
-    )
-    .await;
-    let body = notification(&s).await;
-    let mut crashing = app_with(&s, Some(4096), FIELDS, 1).await;
-    crashing.crash_after_batches = Some(1);
-    assert!(crashing.process_message_body(&body).await.is_err());
+    crashed_mid_object(&s, 1500, 1).await;
 
     let sel = selection(&s, "raw/e/");
     let now = std::time::SystemTime::now()

@@ -14,6 +14,7 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use cloud_processor::handler::{App, Outcome};
 use cloud_processor::pack::attributes_size;
 use cloud_processor::pipeline::{self, Settings};
+use cloud_processor::sqs::Sink;
 use common::*;
 
 /// What the pipeline makes of `bytes` for this app and key, computed locally.
@@ -831,27 +832,13 @@ async fn in_lambda_a_failed_record_comes_back_early() {
     }
 }
 
-/// A plain HTTP/1.0 GET on loopback: the whole answer.
-fn http_get(addr: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
-    answer
-}
-
 /// `poll` as an operator first sees it: every counter at zero before the
 /// first notification, build and process metrics, the version and
 /// settings at start-up, and no colour codes in a piped log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poll_metrics_and_logs_are_complete_from_the_start() {
     let s = setup("proc-metrics", false).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = relay_shared::testing::free_port();
     let addr = format!("127.0.0.1:{port}");
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("poll.log");
@@ -868,18 +855,7 @@ async fn poll_metrics_and_logs_are_complete_from_the_start() {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let started = Instant::now();
-    let metrics = loop {
-        if std::net::TcpStream::connect(&addr).is_ok() {
-            break http_get(&addr, "/metrics");
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "no /metrics:\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let metrics = relay_shared::testing::first_metrics(&addr, &log).await;
     // SIGTERM, as systemd sends it: a clean, prompt exit.
     let stopping = Instant::now();
     let killed = std::process::Command::new("kill")
@@ -907,16 +883,10 @@ async fn poll_metrics_and_logs_are_complete_from_the_start() {
             "{series} missing from:\n{metrics}"
         );
     }
-    let text = std::fs::read_to_string(&log).unwrap();
-    assert!(
-        !text.contains('\u{1b}'),
-        "colour codes in a piped log:\n{text}"
-    );
-    assert!(
-        text.contains("cloud-processor starting")
-            && text.contains(env!("CARGO_PKG_VERSION"))
-            && text.contains("\"lease_ttl_secs\":\"60\""),
-        "{text}"
+    relay_shared::testing::assert_plain_log_with_start_line(
+        &log,
+        "cloud-processor",
+        "\"lease_ttl_secs\":\"60\"",
     );
 }
 

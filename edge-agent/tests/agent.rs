@@ -590,19 +590,6 @@ async fn a_relative_watch_dir_uploads_live_files() {
     );
 }
 
-/// A plain HTTP/1.0 GET on loopback: the whole answer.
-fn http_get(addr: &str, path: &str) -> String {
-    use std::io::Read;
-    let get = || -> std::io::Result<String> {
-        let mut stream = std::net::TcpStream::connect(addr)?;
-        write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer)?;
-        Ok(answer)
-    };
-    get().unwrap_or_else(|e| panic!("GET http://{addr}{path}: {e}"))
-}
-
 /// What an operator sees from the first minute: every counter at zero,
 /// build and process metrics, an index at `/`, the version and settings
 /// at start-up, one stop line with plain fields, and no colour codes in a
@@ -612,11 +599,7 @@ async fn metrics_and_logs_are_complete_from_the_start() {
     let emu = Emulator::connect().await;
     let bucket = emu.bucket("agent-metrics").await;
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = relay_shared::testing::free_port();
     let addr = format!("127.0.0.1:{port}");
     let log = dir.path().join("agent.log");
     let watch = dir.path().join("in");
@@ -630,14 +613,7 @@ async fn metrics_and_logs_are_complete_from_the_start() {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let started = Instant::now();
-    let metrics = loop {
-        if std::net::TcpStream::connect(&addr).is_ok() {
-            break http_get(&addr, "/metrics");
-        }
-        assert!(started.elapsed() < Duration::from_secs(20), "no /metrics");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let metrics = relay_shared::testing::first_metrics(&addr, &log).await;
     for series in [
         "relay_agent_files_total{outcome=\"uploaded\"} 0",
         "relay_agent_files_total{outcome=\"set_aside\"} 0",
@@ -658,23 +634,17 @@ async fn metrics_and_logs_are_complete_from_the_start() {
         !metrics.contains("by reason"),
         "no HELP text promises a label that does not exist"
     );
-    let index = http_get(&addr, "/");
+    let index = relay_shared::testing::http_get(&addr, "/");
     assert!(
         index.contains("/metrics") && index.contains("/healthz"),
         "{index}"
     );
     sigterm(&agent);
     assert!(agent.wait().unwrap().success());
-    let text = std::fs::read_to_string(&log).unwrap();
-    assert!(
-        !text.contains('\u{1b}'),
-        "colour codes in a piped log:\n{text}"
-    );
-    assert!(
-        text.contains("edge-agent starting")
-            && text.contains(env!("CARGO_PKG_VERSION"))
-            && text.contains(&format!("\"watch_dir\":\"{}\"", watch.display())),
-        "{text}"
+    let text = relay_shared::testing::assert_plain_log_with_start_line(
+        &log,
+        "edge-agent",
+        &format!("\"watch_dir\":\"{}\"", watch.display()),
     );
     assert_eq!(text.matches("stopped").count(), 1, "one stop line:\n{text}");
     assert!(!text.contains("Summary {"), "no Debug strings:\n{text}");

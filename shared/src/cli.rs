@@ -12,7 +12,14 @@ pub fn print_completions(mut cmd: clap::Command, shell: clap_complete::Shell) {
 }
 
 /// Writes `cmd`'s man page (roff, section 1; it lists the subcommands) to
-/// stdout.
-pub fn print_man(cmd: clap::Command) -> std::io::Result<()> {
-    clap_mangen::Man::new(cmd).render(&mut std::io::stdout().lock())
+/// stdout, and says how that went as the process's exit status.
+pub fn print_man(cmd: clap::Command) -> std::process::ExitCode {
+    let name = cmd.get_name().to_owned();
+    match clap_mangen::Man::new(cmd).render(&mut std::io::stdout().lock()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: writing the man page: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

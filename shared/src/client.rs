@@ -8,8 +8,10 @@
 
 use std::time::Duration;
 
+use aws_config::BehaviorVersion;
+/// Re-exported, so the binaries need no dependency on aws-config.
+pub use aws_config::SdkConfig;
 use aws_config::timeout::TimeoutConfig;
-use aws_config::{BehaviorVersion, SdkConfig};
 
 /// The environment variable that forces path-style S3 addressing.
 pub const S3_PATH_STYLE_ENV: &str = "RELAY_S3_PATH_STYLE";
