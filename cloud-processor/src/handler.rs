@@ -416,7 +416,14 @@ impl App {
             // Every byte is counted once by construction, and tests and
             // fuzzing hold it to that; should it ever fail, say so loudly.
             metrics::counter!(m::ACCOUNTING_ERRORS).increment(1);
-            error!(stats = ?s, "the byte accounting does not add up: some input bytes are not accounted for");
+            error!(
+                bytes = s.bytes_decompressed,
+                preamble_bytes = s.preamble_bytes,
+                record_bytes = s.record_bytes,
+                rejected_bytes = s.rejected_bytes,
+                separator_bytes = s.separator_bytes,
+                "the byte accounting does not add up: some input bytes are not accounted for"
+            );
         }
         for (kind, bytes) in [
             ("preamble", s.preamble_bytes),

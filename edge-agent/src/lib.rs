@@ -591,7 +591,7 @@ impl<S: Sink> Agent<S> {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => {
                 ::metrics::counter!(metrics::ERRORS, "kind" => "after_success").increment(1);
-                error!(path = %job.path.display(), error = %e, action = ?self.config.on_success,
+                error!(path = %job.path.display(), error = %e, action = %self.config.on_success,
                     "S3 has the file, but the after-success action failed; it will be seen as a duplicate later");
             }
         }
