@@ -224,6 +224,11 @@ pub struct Aws {
 /// Settings shared by every mode.
 #[derive(Debug, Clone, ClapArgs)]
 pub struct Common {
+    /// A TOML file with any of these settings, each under its long name in
+    /// snake_case (`output_queue_url = "..."`). Flags and RELAY_* variables
+    /// override it; an unknown key is an error.
+    #[arg(long, env = "RELAY_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
     /// Fields to keep: `name=path` or `path`, comma-separated; paths are
     /// dotted (`user.id`, `tags.0`) or JSON pointers (`/user/id`).
     #[arg(long, env = "RELAY_FIELDS", global = true)]
@@ -253,8 +258,81 @@ pub struct Common {
     pub log_format: LogFormat,
 }
 
+/// Parses `argv` over the TOML file it names (`--config`), or else
+/// `env_config` (RELAY_CONFIG). The file's values become the settings'
+/// defaults, so flags and RELAY_* variables override them, as clap orders
+/// its sources.
+pub fn parse_from(
+    argv: Vec<std::ffi::OsString>,
+    env_config: Option<PathBuf>,
+) -> Result<Cli, ConfigError> {
+    use clap::{CommandFactory, FromArgMatches};
+    let named = argv.iter().enumerate().find_map(|(i, a)| {
+        let a = a.to_str()?;
+        match a.strip_prefix("--config=") {
+            Some(path) => Some(PathBuf::from(path)),
+            None if a == "--config" => argv.get(i + 1).map(PathBuf::from),
+            None => None,
+        }
+    });
+    let mut cmd = Cli::command();
+    if let Some(path) = named.or(env_config) {
+        let invalid = |reason: String| ConfigError::Invalid {
+            name: "config file (--config, RELAY_CONFIG)",
+            reason: format!("{}: {reason}", path.display()),
+        };
+        let text = std::fs::read_to_string(&path).map_err(|e| invalid(e.to_string()))?;
+        let table: toml::Table = toml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+        for (key, value) in table {
+            let value = match value {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                other => {
+                    return Err(invalid(format!(
+                        "{key} is a {}; settings are strings, numbers or booleans",
+                        other.type_str()
+                    )));
+                }
+            };
+            if key == "config" {
+                return Err(invalid("a config file cannot name another".into()));
+            }
+            // Parsed once per process; clap keeps defaults as `'static`.
+            let value: &'static str = Box::leak(value.into_boxed_str());
+            let has = |c: &clap::Command| c.get_arguments().any(|a| a.get_id() == key.as_str());
+            let mut known = has(&cmd);
+            if known {
+                cmd = cmd.mut_arg(key.as_str(), |a| a.default_value(value).required(false));
+            }
+            let subs: Vec<String> = cmd
+                .get_subcommands()
+                .filter(|s| has(s))
+                .map(|s| s.get_name().to_owned())
+                .collect();
+            for sub in subs {
+                known = true;
+                cmd = cmd.mut_subcommand(sub, |s| {
+                    s.mut_arg(key.as_str(), |a| a.default_value(value).required(false))
+                });
+            }
+            if !known {
+                return Err(invalid(format!(
+                    "unknown setting {key:?} (settings are the flags' long names in snake_case, e.g. output_queue_url)"
+                )));
+            }
+        }
+    }
+    let matches = cmd.try_get_matches_from(argv).map_err(ConfigError::Cli)?;
+    Cli::from_arg_matches(&matches).map_err(ConfigError::Cli)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// Bad flags, or `--help`/`--version`: clap prints and exits.
+    #[error(transparent)]
+    Cli(clap::Error),
     #[error(
         "RELAY_FIELDS (--fields) is required: the fields to keep, e.g. `id,ts=timestamp,user_id=user.id`"
     )]
@@ -545,5 +623,89 @@ mod tests {
             ..base
         };
         assert!(check_aws(&attempt_over_call, "raw/").is_err());
+    }
+}
+
+#[cfg(test)]
+mod file_tests {
+    use super::*;
+    use std::ffi::OsString;
+    use std::path::Path;
+
+    fn argv(args: &[&str]) -> Vec<OsString> {
+        args.iter().map(OsString::from).collect()
+    }
+
+    fn example() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/cloud-processor.toml")
+    }
+
+    #[test]
+    fn the_example_file_loads_and_flags_and_env_override_it() {
+        let file = example();
+        let file = file.to_str().unwrap();
+        let cli = parse_from(argv(&["cloud-processor", "--config", file, "check"]), None).unwrap();
+        assert_eq!(
+            cli.common.fields.as_deref(),
+            Some("id,ts=timestamp,user_id=user.id,country=geo.country")
+        );
+        assert_eq!(cli.common.log_format, LogFormat::Json);
+        let Some(Command::Check {
+            aws,
+            bucket,
+            notification_queue_url,
+            ..
+        }) = cli.command
+        else {
+            panic!("check")
+        };
+        assert_eq!(bucket, "my-relay-bucket");
+        assert!(aws.output_queue_url.ends_with("/relay-output"));
+        assert!(
+            notification_queue_url
+                .unwrap()
+                .ends_with("/relay-notifications")
+        );
+        assert_eq!(aws.timeouts.aws_operation_timeout_secs, Some(20));
+        assert!(Config::from_common(&cli.common).is_ok());
+
+        // A flag wins over the file, and RELAY_CONFIG names it too.
+        let cli = parse_from(
+            argv(&["cloud-processor", "poll", "--lease-ttl-secs", "90"]),
+            Some(example()),
+        )
+        .unwrap();
+        let Some(Command::Poll {
+            aws,
+            visibility_timeout_secs,
+            ..
+        }) = cli.command
+        else {
+            panic!("poll")
+        };
+        assert_eq!((aws.lease_ttl_secs, visibility_timeout_secs), (90, 60));
+    }
+
+    #[test]
+    fn an_unknown_key_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.toml");
+        std::fs::write(&file, "fields = \"id\"\noutput_queue = \"q\"\n").unwrap();
+        let err = parse_from(
+            argv(&[
+                "cloud-processor",
+                "--config",
+                file.to_str().unwrap(),
+                "process",
+                "f",
+            ]),
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("unknown setting \"output_queue\"") && err.contains("p.toml"),
+            "{err}"
+        );
     }
 }

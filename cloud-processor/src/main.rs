@@ -18,7 +18,17 @@ use relay_shared::telemetry::init_tracing;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match cloud_processor::config::parse_from(
+        std::env::args_os().collect(),
+        std::env::var_os("RELAY_CONFIG").map(Into::into),
+    ) {
+        Ok(cli) => cli,
+        Err(cloud_processor::config::ConfigError::Cli(e)) => e.exit(),
+        Err(e) => {
+            eprintln!("cloud-processor: {e}");
+            return ExitCode::from(2);
+        }
+    };
     match cli.command {
         Some(Command::Completions { shell }) => {
             relay_shared::cli::print_completions(Cli::command(), shell);
