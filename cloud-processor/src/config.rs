@@ -20,7 +20,12 @@ pub const DEFAULT_MAX_RECORD_BYTES: usize = 1 << 20;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
-    #[command(flatten)]
+    /// Global, so they may come before or after the subcommand; under their
+    /// own heading, since the operator tools use few of them.
+    #[command(
+        flatten,
+        next_help_heading = "Data path (Lambda, poll, check, process; replay and audit use only the raw prefix)"
+    )]
     pub common: Common,
 }
 
@@ -227,7 +232,7 @@ pub struct Common {
     /// A TOML file with any of these settings, each under its long name in
     /// snake_case (`output_queue_url = "..."`). Flags and RELAY_* variables
     /// override it; an unknown key is an error.
-    #[arg(long, env = "RELAY_CONFIG", global = true)]
+    #[arg(long, env = "RELAY_CONFIG", global = true, help_heading = "Every mode")]
     pub config: Option<PathBuf>,
     /// Fields to keep: `name=path` or `path`, comma-separated; paths are
     /// dotted (`user.id`, `tags.0`) or JSON pointers (`/user/id`).
@@ -254,7 +259,7 @@ pub struct Common {
     #[arg(long, env = "RELAY_MAX_DECOMPRESSED_BYTES", default_value_t = DEFAULT_MAX_DECOMPRESSED_BYTES, global = true)]
     pub max_decompressed_bytes: u64,
     /// Log format.
-    #[arg(long, env = "RELAY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    #[arg(long, env = "RELAY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true, help_heading = "Every mode")]
     pub log_format: LogFormat,
 }
 

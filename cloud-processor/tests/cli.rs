@@ -228,3 +228,20 @@ fn completions_and_the_man_page_come_from_the_cli_itself() {
         "{page}"
     );
 }
+
+#[test]
+fn a_subcommands_help_puts_its_own_options_first_and_the_data_path_apart() {
+    let out = processor().args(["replay", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    let own = help.find("Options:").unwrap();
+    let data = help.find("Data path (").expect("a data-path heading");
+    let at = |flag: &str| help.find(flag).unwrap_or_else(|| panic!("{flag}: {help}"));
+    assert!(
+        own < at("--mode <MODE>") && at("--mode <MODE>") < data,
+        "{help}"
+    );
+    assert!(
+        at("--fields <FIELDS>") > data,
+        "--fields is not replay's own: {help}"
+    );
+}
