@@ -551,6 +551,109 @@ pub async fn finish<S: StateStore>(
     }
 }
 
+/// What every [`StateStore`] must do, as S3 does it: one suite, run over
+/// the in-memory store in unit tests and over S3 on the emulator, so the
+/// fake the protocol's tests rely on cannot drift from the real thing.
+/// Keys go under `prefix`; each run needs a fresh one.
+#[cfg(any(test, feature = "test-support"))]
+#[allow(clippy::unwrap_used, clippy::expect_used)] // A test suite: failing is its job.
+pub async fn contract<S: StateStore>(store: &S, prefix: &str) {
+    let key = format!("{prefix}contract/lease");
+    assert!(
+        store.read(&key).await.unwrap().is_none(),
+        "a missing key reads as None"
+    );
+
+    // Create: once only.
+    let first = store
+        .write(&key, b"1".to_vec(), PutMode::Create)
+        .await
+        .unwrap();
+    assert!(!first.is_empty(), "a write returns its ETag");
+    assert!(matches!(
+        store.write(&key, b"2".to_vec(), PutMode::Create).await,
+        Err(S3Error::AlreadyExists { .. })
+    ));
+
+    // Read: the bytes, the same ETag, and S3's times, one clock.
+    let read = store.read(&key).await.unwrap().expect("written");
+    assert_eq!(
+        (read.bytes.as_slice(), read.etag.as_deref()),
+        (&b"1"[..], Some(first.as_str()))
+    );
+    let (written, now) = (
+        read.last_modified_ms.expect("Last-Modified"),
+        read.server_now_ms.expect("the Date of the answer"),
+    );
+    assert!(
+        now + 1000 >= written,
+        "S3's clock: written {written}, now {now}"
+    );
+
+    // Update: only over the ETag it names.
+    let second = store
+        .write(
+            &key,
+            b"2".to_vec(),
+            PutMode::Update {
+                etag: first.clone(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_ne!(second, first, "a new ETag per write");
+    assert!(matches!(
+        store
+            .write(
+                &key,
+                b"3".to_vec(),
+                PutMode::Update {
+                    etag: first.clone()
+                }
+            )
+            .await,
+        Err(S3Error::Precondition { .. })
+    ));
+    assert!(
+        matches!(
+            store
+                .write(
+                    &format!("{prefix}contract/none"),
+                    b"x".to_vec(),
+                    PutMode::Update {
+                        etag: first.clone()
+                    }
+                )
+                .await,
+            Err(S3Error::Precondition { .. } | S3Error::NotFound { .. })
+        ),
+        "an update of a missing key fails"
+    );
+
+    // Remove: with If-Match, only the object it names.
+    assert!(matches!(
+        store.remove(&key, Some(&first)).await,
+        Err(S3Error::Precondition { .. })
+    ));
+    assert!(
+        store.read(&key).await.unwrap().is_some(),
+        "a refused delete deletes nothing"
+    );
+    store.remove(&key, Some(&second)).await.unwrap();
+    assert!(store.read(&key).await.unwrap().is_none());
+    // Removing what is gone is not an error, or says NotFound.
+    store.remove(&key, None).await.unwrap();
+    assert!(matches!(
+        store.remove(&key, Some(&second)).await,
+        Ok(()) | Err(S3Error::NotFound { .. })
+    ));
+    // A key can be created again after its delete.
+    store
+        .write(&key, b"4".to_vec(), PutMode::Create)
+        .await
+        .unwrap();
+}
+
 /// An in-memory [`StateStore`] for unit tests.
 #[cfg(test)]
 pub(crate) mod testing {
@@ -687,6 +790,11 @@ mod tests {
             Acquired::Ours(held) => held,
             other => panic!("{owner} expected the lease, got {other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn the_in_memory_store_keeps_the_contract() {
+        contract(&Mem::default(), "state/").await;
     }
 
     #[test]

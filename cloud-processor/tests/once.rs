@@ -501,3 +501,11 @@ async fn audit_lists_leases_with_no_live_owner_by_s3s_clock() {
         ["state/leases/e/2026/11/21/22/1763800000000.json.zst"]
     );
 }
+
+/// The state store's contract, over S3 on the emulator: the same suite the
+/// in-memory store the protocol's unit tests use must pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_keeps_the_state_store_contract() {
+    let s = setup("once-contract", false).await;
+    cloud_processor::state::contract(&s.bucket, "state/").await;
+}
