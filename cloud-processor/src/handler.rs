@@ -51,6 +51,7 @@ struct Run<'a> {
     keys: &'a StateKeys,
     settings: Settings,
     dedup_base: String,
+    stop_at: Option<Instant>,
 }
 
 fn now_ms() -> u64 {
@@ -137,6 +138,15 @@ pub enum ProcessError {
         ours: String,
         lease: String,
     },
+    #[error(
+        "s3://{bucket}/{key}: the invocation's deadline is near; stopped after {sent} messages with \
+         them recorded, and the next attempt resumes after them"
+    )]
+    Deadline {
+        bucket: String,
+        key: String,
+        sent: u32,
+    },
     #[error("s3://{bucket}/{key}: injected crash after {batches} batches (test fault hook)")]
     InjectedCrash {
         bucket: String,
@@ -188,6 +198,17 @@ impl App {
             crash_after_batches: None,
             notifications: None,
         }
+    }
+
+    /// How long before an invocation's deadline sending stops: one AWS call
+    /// at its operation timeout, plus time to release the lease and make the
+    /// notification visible again.
+    pub fn stop_margin(&self) -> Duration {
+        self.aws
+            .timeouts
+            .resolve(Some(self.aws.lease_ttl_secs))
+            .operation
+            + Duration::from_secs(5)
     }
 
     /// Lets failed SQS-delivered notifications come back early: the queue
@@ -242,12 +263,23 @@ impl App {
 
     /// Processes one raw object: stream, decode, project, pack, send.
     pub async fn process_object(&self, obj: &ObjectRef) -> Result<Outcome, ProcessError> {
+        self.process_object_until(obj, None).await
+    }
+
+    /// As [`App::process_object`], but starts no batch after `stop_at`: the
+    /// attempt then fails cleanly, with its progress recorded and its lease
+    /// released, instead of being killed mid-send (a Lambda's deadline).
+    pub async fn process_object_until(
+        &self,
+        obj: &ObjectRef,
+        stop_at: Option<Instant>,
+    ) -> Result<Outcome, ProcessError> {
         if !obj.key.starts_with(&self.config.raw_prefix) {
             return Ok(Outcome::Ignored);
         }
         let span = tracing::info_span!("object", bucket = %obj.bucket, key = %obj.key);
         let started = Instant::now();
-        let result = self.process_inner(obj).instrument(span).await;
+        let result = self.process_inner(obj, stop_at).instrument(span).await;
         let outcome = match &result {
             Ok(Outcome::Sent { .. }) => "sent",
             Ok(Outcome::Quarantined { .. }) => "quarantined",
@@ -261,7 +293,11 @@ impl App {
         result
     }
 
-    async fn process_inner(&self, obj: &ObjectRef) -> Result<Outcome, ProcessError> {
+    async fn process_inner(
+        &self,
+        obj: &ObjectRef,
+        stop_at: Option<Instant>,
+    ) -> Result<Outcome, ProcessError> {
         let started = Instant::now();
         let state_err = |source| ProcessError::state(obj, source);
         let settings = self
@@ -356,6 +392,7 @@ impl App {
             keys: &keys,
             settings,
             dedup_base,
+            stop_at,
         };
         let (report, sent, held) = match self.run_pipeline(run, got.body, held).await {
             Ok(v) => v,
@@ -528,6 +565,7 @@ impl App {
             keys,
             settings,
             dedup_base,
+            stop_at,
         } = run;
         let (tx, mut rx) = mpsc::channel::<Chunk>(4);
         let reader = tokio_util::io::SyncIoBridge::new(body.into_async_read());
@@ -547,6 +585,7 @@ impl App {
             source_key: &obj.key,
             dedup_base: &dedup_base,
             crash_after_batches: self.crash_after_batches,
+            stop_at,
         };
         let sent = send::send_all(&target, &mut rx, &mut held).await;
         drop(rx);
@@ -572,6 +611,14 @@ impl App {
             )),
             // A lost lease is someone else's now.
             Err(Stopped::State(e)) => Err((ProcessError::state(obj, e), None)),
+            Err(Stopped::Deadline { sent }) => Err((
+                ProcessError::Deadline {
+                    bucket: obj.bucket.clone(),
+                    key: obj.key.clone(),
+                    sent,
+                },
+                Some(held),
+            )),
             // A crash leaves the lease as it was: nobody can release it.
             Err(Stopped::Crashed { batches }) => Err((
                 ProcessError::InjectedCrash {
@@ -605,12 +652,16 @@ impl App {
 
     /// Processes every object one notification names, or counts it as
     /// ignored on purpose.
-    async fn process_notice(&self, notice: Notice) -> Result<Vec<Outcome>, ProcessError> {
+    async fn process_notice(
+        &self,
+        notice: Notice,
+        stop_at: Option<Instant>,
+    ) -> Result<Vec<Outcome>, ProcessError> {
         match notice {
             Notice::Objects(objects) => {
                 let mut outcomes = Vec::new();
                 for obj in &objects {
-                    match self.process_object(obj).await {
+                    match self.process_object_until(obj, stop_at).await {
                         Ok(o) => outcomes.push(o),
                         Err(e) => {
                             metrics::counter!(m::EVENTS, "outcome" => "failed").increment(1);
@@ -633,29 +684,56 @@ impl App {
     /// notification. A body of no known shape is an error, so it is never
     /// acknowledged and reaches the dead-letter queue.
     pub async fn process_message_body(&self, body: &str) -> Result<Vec<Outcome>, ProcessError> {
+        self.process_message_body_until(body, None).await
+    }
+
+    async fn process_message_body_until(
+        &self,
+        body: &str,
+        stop_at: Option<Instant>,
+    ) -> Result<Vec<Outcome>, ProcessError> {
         let notice = from_text(body).map_err(unknown)?;
-        self.process_notice(notice).await
+        self.process_notice(notice, stop_at).await
     }
 
     /// The Lambda entry point's logic. Direct S3, SNS and EventBridge
     /// events fail as a whole (Lambda retries them, then its on-failure
     /// destination has them); SQS batches report per-message failures.
     pub async fn handle(&self, event: Value) -> Result<Value, ProcessError> {
+        self.handle_until(event, None).await
+    }
+
+    /// As [`App::handle`], for an invocation that ends at `deadline` (the
+    /// Lambda's). Sending stops early enough for the last call to finish
+    /// and the lease to be released ([`App::stop_margin`]), so a long object
+    /// fails cleanly and resumes in the next invocation, instead of the
+    /// invocation being killed mid-send (a crash, retried only after the
+    /// visibility timeout).
+    pub async fn handle_until(
+        &self,
+        event: Value,
+        deadline: Option<Instant>,
+    ) -> Result<Value, ProcessError> {
+        // A short invocation keeps half its time for sending.
+        let stop_at = deadline.map(|d| {
+            let left = d.saturating_duration_since(Instant::now());
+            d.checked_sub(self.stop_margin().min(left / 2)).unwrap_or(d)
+        });
         match classify(&event).map_err(unknown)? {
             Incoming::Notice(notice) => {
-                self.process_notice(notice).await?;
+                self.process_notice(notice, stop_at).await?;
                 Ok(Value::Null)
             }
             Incoming::Sns(notices) => {
                 for notice in notices {
-                    self.process_notice(notice).await?;
+                    self.process_notice(notice, stop_at).await?;
                 }
                 Ok(Value::Null)
             }
             Incoming::Sqs(messages) => {
                 let mut failures = Vec::new();
                 for m in messages {
-                    if let Err(e) = self.process_message_body(&m.body).await {
+                    if let Err(e) = self.process_message_body_until(&m.body, stop_at).await {
                         error!(message_id = %m.message_id, error = %e, "message failed; SQS will redeliver it, then move it to the dead-letter queue");
                         if let (Some((sqs, queue)), Some(after)) =
                             (&self.notifications, e.retry_after())

@@ -231,7 +231,17 @@ async fn lambda(
     let app = &app;
     lambda_runtime::run(lambda_runtime::service_fn(
         move |event: lambda_runtime::LambdaEvent<serde_json::Value>| async move {
-            let result = app.handle(event.payload).await;
+            // The runtime's deadline, on this host's clocks: sending stops
+            // in time to record progress and release the lease.
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            // A deadline already past is no deadline (cargo-lambda's
+            // emulator sends the timeout itself, 600000, not an instant).
+            let deadline = std::time::Duration::from_millis(event.context.deadline)
+                .checked_sub(now)
+                .map(|left| std::time::Instant::now() + left);
+            let result = app.handle_until(event.payload, deadline).await;
             if let Err(e) = emf.flush(std::io::stdout()) {
                 tracing::warn!(error = %e, "writing metrics failed");
             }

@@ -24,6 +24,8 @@ pub struct Target<'a, S, K> {
     /// Test-only fault hook: after this many batches, stop as if the
     /// process crashed between a send and its progress write.
     pub crash_after_batches: Option<u32>,
+    /// Start no batch after this (an invocation's deadline, less a margin).
+    pub stop_at: Option<Instant>,
 }
 
 /// Why sending stopped before the chunks ran out.
@@ -36,6 +38,8 @@ pub enum Stopped {
     State(StateError),
     /// The test hook fired: nothing more is written, as after a crash.
     Crashed { batches: u32 },
+    /// `stop_at` came: every batch sent is recorded in `held`; release it.
+    Deadline { sent: u32 },
 }
 
 fn now_ms() -> u64 {
@@ -84,6 +88,9 @@ pub async fn send_all<S: StateStore, K: Sink>(
                 }
             }
         };
+        if t.stop_at.is_some_and(|stop| Instant::now() >= stop) {
+            return Err(Stopped::Deadline { sent });
+        }
         // Start a send only with most of the lease left: one that starts
         // late may land after another processor took the object over,
         // which on a standard queue is a duplicate.
@@ -150,6 +157,8 @@ mod tests {
     struct Queue {
         stored: Mutex<Vec<u32>>,
         script: Mutex<VecDeque<Fault>>,
+        /// How long each send takes.
+        delay: Duration,
     }
 
     impl Queue {
@@ -157,6 +166,7 @@ mod tests {
             Self {
                 stored: Mutex::default(),
                 script: Mutex::new(faults.iter().copied().collect()),
+                delay: Duration::ZERO,
             }
         }
 
@@ -186,6 +196,7 @@ mod tests {
             batch: &[Chunk],
             _until: Instant,
         ) -> BatchOutcome {
+            tokio::time::sleep(self.delay).await;
             let fault = self
                 .script
                 .lock()
@@ -224,6 +235,15 @@ mod tests {
     /// One attempt at the object, as the handler makes it: take the lease,
     /// send every chunk it does not record, release it after a failure.
     async fn attempt(store: &Mem, queue: &Queue, at_ms: i64) -> (Result<u32, Stopped>, Held) {
+        attempt_until(store, queue, at_ms, None).await
+    }
+
+    async fn attempt_until(
+        store: &Mem,
+        queue: &Queue,
+        at_ms: i64,
+        stop_at: Option<Instant>,
+    ) -> (Result<u32, Stopped>, Held) {
         let keys = StateKeys::new("state/", "raw/", "raw/s/o.json.zst");
         let Acquired::Ours(mut held) = acquire(store.at(at_ms), &keys, "p", "fp", 60_000, 0)
             .await
@@ -251,9 +271,10 @@ mod tests {
             source_key: "raw/s/o.json.zst",
             dedup_base: "b/raw/s/o.json.zst\0v1",
             crash_after_batches: None,
+            stop_at,
         };
         let result = send_all(&target, &mut rx, &mut held).await;
-        if matches!(result, Err(Stopped::Send(_))) {
+        if matches!(result, Err(Stopped::Send(_) | Stopped::Deadline { .. })) {
             release(store, &keys, &mut held, 0).await.unwrap();
         }
         (result, held)
@@ -274,6 +295,32 @@ mod tests {
             "the even chunks SQS took the first time were not sent again: {counts:?}"
         );
         assert_eq!(held.lease.next_chunk, CHUNKS);
+    }
+
+    #[tokio::test]
+    async fn a_deadline_stops_between_batches_with_everything_sent_recorded() {
+        let store = Mem::default();
+        let queue = Queue {
+            delay: Duration::from_millis(100),
+            ..Queue::default()
+        };
+        // Time for about two of the three batches.
+        let stop_at = Instant::now() + Duration::from_millis(150);
+        let (first, held) = attempt_until(&store, &queue, 0, Some(stop_at)).await;
+        let Err(Stopped::Deadline { sent }) = first else {
+            panic!("{first:?}")
+        };
+        assert!(
+            (10..CHUNKS).contains(&sent),
+            "stopped between batches: {sent}"
+        );
+        assert_eq!(held.lease.next_chunk, sent, "what was sent is recorded");
+        // The next attempt resumes: every chunk once, none twice.
+        let (second, _) = attempt(&store, &queue, 1000).await;
+        assert_eq!(second.unwrap(), CHUNKS - sent);
+        let counts = queue.counts();
+        assert_eq!(counts.len() as u32, CHUNKS);
+        assert!(counts.values().all(|n| *n == 1), "{counts:?}");
     }
 
     #[tokio::test]
