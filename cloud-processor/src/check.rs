@@ -43,22 +43,26 @@ pub async fn check(config: &Config, aws: &Aws, t: &Targets<'_>) -> Vec<Finding> 
     if let Some(w) = timeout_warning(aws) {
         out.push(Finding::warn(format!("config: {w}")));
     }
-    let name = t.bucket.name();
-    match t.bucket.check_access().await {
-        Ok(()) => out.push(Finding::ok(format!("bucket {name}: reachable"))),
-        Err(e) => {
-            out.push(Finding::fail(format!(
-                "bucket {name}: {e}; create it, fix RELAY_BUCKET, or grant s3:ListBucket"
-            )));
-            // The prefixes cannot be listed either; say so once.
-            return finish_queues(config, aws, t, out).await;
-        }
+    out.extend(bucket(config, aws, t.bucket).await);
+    out.extend(queues(aws, t).await);
+    out
+}
+
+/// The bucket, then its two prefixes (only if the bucket answered: a
+/// missing bucket is said once).
+async fn bucket(config: &Config, aws: &Aws, bucket: &Bucket) -> Vec<Finding> {
+    let name = bucket.name();
+    if let Err(e) = bucket.check_access().await {
+        return vec![Finding::fail(format!(
+            "bucket {name}: {e}; create it, fix RELAY_BUCKET, or grant s3:ListBucket"
+        ))];
     }
+    let mut out = vec![Finding::ok(format!("bucket {name}: reachable"))];
     for (what, prefix) in [
         ("raw prefix", config.raw_prefix.as_str()),
         ("state prefix", aws.state_prefix.as_str()),
     ] {
-        out.push(match t.bucket.count_under(prefix, 1000).await {
+        out.push(match bucket.count_under(prefix, 1000).await {
             Ok(n) => Finding::ok(format!(
                 "{what} s3://{name}/{prefix}: listable ({n}{} objects)",
                 if n == 1000 { "+" } else { "" }
@@ -68,15 +72,12 @@ pub async fn check(config: &Config, aws: &Aws, t: &Targets<'_>) -> Vec<Finding> 
             )),
         });
     }
-    finish_queues(config, aws, t, out).await
+    out
 }
 
-async fn finish_queues(
-    _config: &Config,
-    aws: &Aws,
-    t: &Targets<'_>,
-    mut out: Vec<Finding>,
-) -> Vec<Finding> {
+/// The output queue, then the notification queue and the function's timeout.
+async fn queues(aws: &Aws, t: &Targets<'_>) -> Vec<Finding> {
+    let mut out = Vec::new();
     let url = &aws.output_queue_url;
     let output_fifo = match queue_facts(t.sqs, url).await {
         Ok(f) => {

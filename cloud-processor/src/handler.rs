@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use sha2::Digest;
 
 use aws_sdk_s3::primitives::ByteStream;
-use relay_shared::s3::{Bucket, PutMode, PutOptions, S3Error, map_sdk_error};
+use relay_shared::s3::{Bucket, PutMode, S3Error, map_sdk_error};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tracing::{Instrument, error, info, warn};
@@ -247,15 +247,13 @@ impl App {
         format!("{digest:x}")[..16].to_owned()
     }
 
-    async fn put_json(&self, bucket: &str, key: &str, value: &Value) -> Result<(), ProcessError> {
+    /// Writes a report (rejects, quarantine) under the state prefix, through
+    /// the state store like every other state object, so it is counted with
+    /// them.
+    async fn put_json(store: &Bucket, key: &str, value: &Value) -> Result<(), ProcessError> {
         let body = serde_json::to_vec_pretty(value).unwrap_or_default();
-        metrics::counter!(m::STATE_REQUESTS, "op" => "put").increment(1);
-        let options = PutOptions {
-            content_type: Some("application/json".into()),
-            ..PutOptions::default()
-        };
-        Bucket::new(self.s3.clone(), bucket)
-            .put(key, body, &PutMode::Overwrite, &options)
+        store
+            .write(key, body, PutMode::Overwrite)
             .await
             .map(drop)
             .map_err(ProcessError::from)
@@ -436,9 +434,15 @@ impl App {
                 });
             }
             Err(unreadable) => {
-                let outcome = self
-                    .quarantine(obj, &keys.quarantine, &etag, unreadable.to_string(), sent)
-                    .await?;
+                let outcome = Self::quarantine(
+                    &store,
+                    obj,
+                    &keys.quarantine,
+                    &etag,
+                    unreadable.to_string(),
+                    sent,
+                )
+                .await?;
                 marker.outcome = "quarantined".into();
                 marker.finished_at_ms = now_ms();
                 marker.elapsed_ms = started.elapsed().as_millis() as u64;
@@ -484,7 +488,7 @@ impl App {
                 "reported": report.rejects.len(),
                 "rejects": report.rejects,
             });
-            self.put_json(&obj.bucket, key, &doc).await?;
+            Self::put_json(&store, key, &doc).await?;
             warn!(rejected = s.rejected, report = %key, "some records were rejected");
         }
         marker.finished_at_ms = now_ms();
@@ -508,8 +512,7 @@ impl App {
         // now quarantines the object, with SQS's reasons.
         let refused = (held.lease.refused_count > 0).then(|| refused_reason(&held.lease));
         if let Some(reason) = &refused {
-            self.quarantine(obj, &keys.quarantine, &etag, reason.clone(), sent)
-                .await?;
+            Self::quarantine(&store, obj, &keys.quarantine, &etag, reason.clone(), sent).await?;
             marker.outcome = "quarantined".into();
         }
         state::finish(&store, &keys, &held, &marker)
@@ -632,7 +635,7 @@ impl App {
     }
 
     async fn quarantine(
-        &self,
+        store: &Bucket,
         obj: &ObjectRef,
         key: &str,
         etag: &str,
@@ -645,7 +648,7 @@ impl App {
             "reason": reason,
             "messages_sent_before_the_error": sent,
         });
-        self.put_json(&obj.bucket, key, &doc).await?;
+        Self::put_json(store, key, &doc).await?;
         error!(%reason, record = %key, messages_sent = sent, "quarantined");
         Ok(Outcome::Quarantined { reason })
     }
@@ -756,7 +759,7 @@ fn refused_reason(lease: &state::Lease) -> String {
         .iter()
         .map(|r| format!("chunk {}: {}", r.chunk, r.reason))
         .collect();
-    let more = lease.refused_count as usize - listed.len().min(lease.refused_count as usize);
+    let more = (lease.refused_count as usize).saturating_sub(listed.len());
     format!(
         "SQS refused {} message(s) for good, and their records were not delivered ({}{})",
         lease.refused_count,

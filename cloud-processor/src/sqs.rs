@@ -311,7 +311,6 @@ impl Sink for Output {
                         if is_size_refusal(&f.code, &message) {
                             // The queue's limit was lowered since it was
                             // read: re-pack with the new one.
-                            retry.clear();
                             outcome.note_accepted(&pending, &out.failed);
                             return outcome.failing(self.too_large(last).await);
                         } else if f.sender_fault && !throttled {
