@@ -7,7 +7,7 @@
 use std::ops::ControlFlow;
 
 use relay_shared::check::Finding;
-use relay_shared::s3::Bucket;
+use relay_shared::s3::{Bucket, ObjectStore};
 
 use crate::config::{Aws, Config, check_aws, timeout_warning};
 use crate::pack::BodyFormat;
@@ -62,7 +62,7 @@ async fn bucket(config: &Config, aws: &Aws, bucket: &Bucket) -> Vec<Finding> {
         ("raw prefix", config.raw_prefix.as_str()),
         ("state prefix", aws.state_prefix.as_str()),
     ] {
-        out.push(match bucket.count_under(prefix, 1000).await {
+        out.push(match bucket.list(prefix, 1000).await.map(|l| l.len()) {
             Ok(n) => Finding::ok(format!(
                 "{what} s3://{name}/{prefix}: listable ({n}{} objects)",
                 if n == 1000 { "+" } else { "" }

@@ -133,8 +133,8 @@ pub async fn send_all<S: StateStore, K: Sink>(
 mod tests {
     use super::*;
     use crate::sqs::BatchOutcome;
-    use crate::state::testing::Mem;
     use crate::state::{Acquired, acquire, release};
+    use relay_shared::testing::MemStore as Mem;
     use std::collections::{BTreeMap, VecDeque};
     use std::sync::Mutex;
 

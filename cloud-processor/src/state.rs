@@ -19,7 +19,7 @@
 use std::future::Future;
 use std::time::Instant;
 
-use relay_shared::s3::{Bucket, PutMode, PutOptions, S3Error, Small};
+use relay_shared::s3::{ObjectStore, PutMode, PutOptions, S3Error, Small};
 use serde::{Deserialize, Serialize};
 
 /// SQS FIFO drops a resent message only within this long of the first send.
@@ -181,7 +181,8 @@ fn count(op: &'static str) {
     metrics::counter!(crate::metrics::STATE_REQUESTS, "op" => op).increment(1);
 }
 
-impl StateStore for Bucket {
+/// Every object store is a state store; requests on state objects are counted.
+impl<O: ObjectStore> StateStore for O {
     async fn read(&self, key: &str) -> Result<Option<Small>, S3Error> {
         count("get");
         match self.get_small(key).await {
@@ -204,10 +205,7 @@ impl StateStore for Bucket {
 
     async fn remove(&self, key: &str, if_match: Option<&str>) -> Result<(), S3Error> {
         count("delete");
-        match if_match {
-            Some(etag) => self.delete_if_match(key, etag).await,
-            None => self.delete(key).await,
-        }
+        self.delete(key, if_match).await
     }
 }
 
@@ -551,195 +549,10 @@ pub async fn finish<S: StateStore>(
     }
 }
 
-/// What every [`StateStore`] must do, as S3 does it: one suite, run over
-/// the in-memory store in unit tests and over S3 on the emulator, so the
-/// fake the protocol's tests rely on cannot drift from the real thing.
-/// Keys go under `prefix`; each run needs a fresh one.
-#[cfg(any(test, feature = "test-support"))]
-#[allow(clippy::unwrap_used, clippy::expect_used)] // A test suite: failing is its job.
-pub async fn contract<S: StateStore>(store: &S, prefix: &str) {
-    let key = format!("{prefix}contract/lease");
-    assert!(
-        store.read(&key).await.unwrap().is_none(),
-        "a missing key reads as None"
-    );
-
-    // Create: once only.
-    let first = store
-        .write(&key, b"1".to_vec(), PutMode::Create)
-        .await
-        .unwrap();
-    assert!(!first.is_empty(), "a write returns its ETag");
-    assert!(matches!(
-        store.write(&key, b"2".to_vec(), PutMode::Create).await,
-        Err(S3Error::AlreadyExists { .. })
-    ));
-
-    // Read: the bytes, the same ETag, and S3's times, one clock.
-    let read = store.read(&key).await.unwrap().expect("written");
-    assert_eq!(
-        (read.bytes.as_slice(), read.etag.as_deref()),
-        (&b"1"[..], Some(first.as_str()))
-    );
-    let (written, now) = (
-        read.last_modified_ms.expect("Last-Modified"),
-        read.server_now_ms.expect("the Date of the answer"),
-    );
-    assert!(
-        now + 1000 >= written,
-        "S3's clock: written {written}, now {now}"
-    );
-
-    // Update: only over the ETag it names.
-    let second = store
-        .write(
-            &key,
-            b"2".to_vec(),
-            PutMode::Update {
-                etag: first.clone(),
-            },
-        )
-        .await
-        .unwrap();
-    assert_ne!(second, first, "a new ETag per write");
-    assert!(matches!(
-        store
-            .write(
-                &key,
-                b"3".to_vec(),
-                PutMode::Update {
-                    etag: first.clone()
-                }
-            )
-            .await,
-        Err(S3Error::Precondition { .. })
-    ));
-    assert!(
-        matches!(
-            store
-                .write(
-                    &format!("{prefix}contract/none"),
-                    b"x".to_vec(),
-                    PutMode::Update {
-                        etag: first.clone()
-                    }
-                )
-                .await,
-            Err(S3Error::Precondition { .. } | S3Error::NotFound { .. })
-        ),
-        "an update of a missing key fails"
-    );
-
-    // Remove: with If-Match, only the object it names.
-    assert!(matches!(
-        store.remove(&key, Some(&first)).await,
-        Err(S3Error::Precondition { .. })
-    ));
-    assert!(
-        store.read(&key).await.unwrap().is_some(),
-        "a refused delete deletes nothing"
-    );
-    store.remove(&key, Some(&second)).await.unwrap();
-    assert!(store.read(&key).await.unwrap().is_none());
-    // Removing what is gone is not an error, or says NotFound.
-    store.remove(&key, None).await.unwrap();
-    assert!(matches!(
-        store.remove(&key, Some(&second)).await,
-        Ok(()) | Err(S3Error::NotFound { .. })
-    ));
-    // A key can be created again after its delete.
-    store
-        .write(&key, b"4".to_vec(), PutMode::Create)
-        .await
-        .unwrap();
-}
-
-/// An in-memory [`StateStore`] for unit tests.
-#[cfg(test)]
-pub(crate) mod testing {
-    use super::*;
-    use std::collections::HashMap;
-    use std::sync::Mutex;
-
-    /// An in-memory store with S3's conditional-write semantics and S3's
-    /// own clock, which tests move; S3 reports times in whole seconds.
-    #[derive(Default)]
-    #[allow(clippy::type_complexity)]
-    pub struct Mem {
-        /// Body, version (the ETag) and when it was written.
-        objects: Mutex<HashMap<String, (Vec<u8>, u64, i64)>>,
-        version: Mutex<u64>,
-        clock_ms: Mutex<i64>,
-    }
-
-    impl Mem {
-        /// Sets S3's clock.
-        pub fn at(&self, ms: i64) -> &Self {
-            *self.clock_ms.lock().unwrap() = ms;
-            self
-        }
-    }
-
-    fn whole_seconds(ms: i64) -> i64 {
-        ms - ms.rem_euclid(1000)
-    }
-
-    impl StateStore for Mem {
-        async fn read(&self, key: &str) -> Result<Option<Small>, S3Error> {
-            let now = *self.clock_ms.lock().unwrap();
-            Ok(self
-                .objects
-                .lock()
-                .unwrap()
-                .get(key)
-                .map(|(b, v, written)| Small {
-                    bytes: b.clone(),
-                    etag: Some(v.to_string()),
-                    last_modified_ms: Some(whole_seconds(*written)),
-                    server_now_ms: Some(whole_seconds(now)),
-                }))
-        }
-        async fn write(&self, key: &str, body: Vec<u8>, mode: PutMode) -> Result<String, S3Error> {
-            let mut objects = self.objects.lock().unwrap();
-            let (bucket, key_s) = ("b".to_owned(), key.to_owned());
-            match (&mode, objects.get(key)) {
-                (PutMode::Create, Some(_)) => {
-                    return Err(S3Error::AlreadyExists { bucket, key: key_s });
-                }
-                (PutMode::Update { etag }, Some((_, v, _))) if *etag != v.to_string() => {
-                    return Err(S3Error::Precondition { bucket, key: key_s });
-                }
-                (PutMode::Update { .. }, None) => {
-                    return Err(S3Error::NotFound { bucket, key: key_s });
-                }
-                _ => {}
-            }
-            let mut version = self.version.lock().unwrap();
-            *version += 1;
-            let now = *self.clock_ms.lock().unwrap();
-            objects.insert(key.to_owned(), (body, *version, now));
-            Ok(version.to_string())
-        }
-        async fn remove(&self, key: &str, if_match: Option<&str>) -> Result<(), S3Error> {
-            let mut objects = self.objects.lock().unwrap();
-            if let (Some(etag), Some((_, v, _))) = (if_match, objects.get(key))
-                && *etag != v.to_string()
-            {
-                return Err(S3Error::Precondition {
-                    bucket: "b".into(),
-                    key: key.into(),
-                });
-            }
-            objects.remove(key);
-            Ok(())
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::testing::Mem;
     use super::*;
+    use relay_shared::testing::MemStore as Mem;
     use std::sync::Mutex;
 
     /// Records chunks below `next` as settled and writes the lease.
@@ -790,11 +603,6 @@ mod tests {
             Acquired::Ours(held) => held,
             other => panic!("{owner} expected the lease, got {other:?}"),
         }
-    }
-
-    #[tokio::test]
-    async fn the_in_memory_store_keeps_the_contract() {
-        contract(&Mem::default(), "state/").await;
     }
 
     #[test]

@@ -10,6 +10,7 @@
 
 mod common;
 
+use relay_shared::s3::ObjectStore;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -6,6 +6,7 @@
 
 mod common;
 
+use relay_shared::s3::ObjectStore;
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant};

@@ -28,8 +28,9 @@ use tracing::{Instrument, debug, error, info, warn};
 use crate::config::{Config, OnSuccess};
 use crate::ledger::Ledger;
 use crate::tracker::{FileStat, Signal, Tracker};
-use crate::upload::{Job, ObjectMeta, Outcome, RetryPolicy, Sink, UploadError, stat_of};
+use crate::upload::{Job, ObjectMeta, Outcome, RetryPolicy, UploadError, stat_of};
 use crate::watch::WatchMsg;
+use relay_shared::s3::ObjectStore;
 
 /// Counts from one run of the agent, for logs and tests.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -59,7 +60,7 @@ pub enum AgentError {
 
 /// Runs until `shutdown` resolves, then stops taking new files and gives
 /// in-flight uploads `config.shutdown_timeout` to finish.
-pub async fn run<S: Sink>(
+pub async fn run<S: ObjectStore>(
     config: Config,
     sink: S,
     retry: RetryPolicy,
@@ -208,7 +209,7 @@ struct Parked {
     reason: String,
 }
 
-impl<S: Sink> Agent<S> {
+impl<S: ObjectStore> Agent<S> {
     fn rel(&self, path: &Path) -> Option<String> {
         path.strip_prefix(&self.config.watch_dir)
             .ok()

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{CommandFactory, Parser};
 use edge_agent::config::{AgentCommand, Args, Config};
-use edge_agent::s3::{Access, S3Sink, probe_put_access};
+use edge_agent::s3::{Access, probe_put_access};
 use edge_agent::upload::RetryPolicy;
 use relay_shared::client::{ClientOptions, load_sdk_config, s3_client};
 use relay_shared::s3::Bucket;
@@ -122,7 +122,7 @@ async fn start(config: Config) -> anyhow::Result<()> {
     // `run` logs its stop line with the summary.
     edge_agent::run(
         config,
-        S3Sink::new(bucket),
+        bucket,
         RetryPolicy::default(),
         relay_shared::telemetry::shutdown_signal(),
     )

@@ -10,7 +10,6 @@
 //! the first, so nothing is discarded that S3 does not hold.
 
 use std::fs::File;
-use std::future::Future;
 use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -19,8 +18,8 @@ use std::collections::HashMap;
 
 use backon::BackoffBuilder;
 use relay_shared::keys::KeyScheme;
-use relay_shared::meta::{CONTENT_HASH, ORIGINAL_SIZE, content_hash_hex};
-use relay_shared::s3::{Retry, S3Error};
+use relay_shared::meta::{self, CONTENT_HASH, ORIGINAL_SIZE, content_hash_hex};
+use relay_shared::s3::{ObjectStore, PutMode, PutOptions, Retry, S3Error};
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::tracker::FileStat;
@@ -35,53 +34,28 @@ pub struct ObjectMeta {
     pub content_hash: u128,
 }
 
-/// One uploaded part of a multipart upload.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Part {
-    pub number: i32,
-    pub etag: String,
-    pub checksum_crc32c: Option<String>,
-}
-
 /// S3 caps a multipart upload at this many parts.
 pub const MAX_PARTS: usize = 10_000;
 
-/// The S3 capabilities an upload needs. The real one is [`crate::s3::S3Sink`].
-pub trait Sink: Clone + Send + Sync + 'static {
-    /// PutObject with `If-None-Match: *`.
-    fn put_new(
-        &self,
-        key: &str,
-        body: Vec<u8>,
-        meta: &ObjectMeta,
-    ) -> impl Future<Output = Result<(), S3Error>> + Send;
-    fn start_multipart(
-        &self,
-        key: &str,
-        meta: &ObjectMeta,
-    ) -> impl Future<Output = Result<String, S3Error>> + Send;
-    fn put_part(
-        &self,
-        key: &str,
-        upload_id: &str,
-        number: i32,
-        body: Vec<u8>,
-    ) -> impl Future<Output = Result<Part, S3Error>> + Send;
-    /// CompleteMultipartUpload with `If-None-Match: *`.
-    fn complete_new(
-        &self,
-        key: &str,
-        upload_id: &str,
-        parts: Vec<Part>,
-    ) -> impl Future<Output = Result<(), S3Error>> + Send;
-    /// Best effort: a leftover upload is also removed by the bucket's lifecycle rule.
-    fn abort(&self, key: &str, upload_id: &str) -> impl Future<Output = ()> + Send;
-    /// The user metadata of the object at `key` (HeadObject), or `None` if
-    /// there is no object.
-    fn metadata(
-        &self,
-        key: &str,
-    ) -> impl Future<Output = Result<Option<HashMap<String, String>>, S3Error>> + Send;
+/// How an object's metadata is sent: the content type and encoding of a
+/// raw object, the file's name and size, the source and the content hash.
+pub fn put_options(m: &ObjectMeta) -> PutOptions {
+    PutOptions {
+        content_type: Some(meta::RAW_CONTENT_TYPE.to_owned()),
+        content_encoding: Some(meta::RAW_CONTENT_ENCODING.to_owned()),
+        metadata: HashMap::from([
+            (
+                meta::ORIGINAL_NAME.to_owned(),
+                meta::encode_header_value(&m.original_name),
+            ),
+            (meta::ORIGINAL_SIZE.to_owned(), m.original_size.to_string()),
+            (meta::SOURCE_ID.to_owned(), m.source_id.clone()),
+            (
+                meta::CONTENT_HASH.to_owned(),
+                meta::content_hash_hex(m.content_hash),
+            ),
+        ]),
+    }
 }
 
 /// A file that is due for upload.
@@ -350,8 +324,8 @@ enum Held {
     Unknown,
 }
 
-async fn held<S: Sink>(sink: &S, key: &str, meta: &ObjectMeta) -> Result<Held, UploadError> {
-    let Some(found) = sink.metadata(key).await? else {
+async fn held<S: ObjectStore>(sink: &S, key: &str, meta: &ObjectMeta) -> Result<Held, UploadError> {
+    let Some(found) = sink.head(key).await?.map(|h| h.metadata) else {
         // Gone between the 412 and now (a lifecycle rule, a person): the
         // next attempt stores it again.
         return Err(UploadError::Vanished {
@@ -372,7 +346,7 @@ async fn held<S: Sink>(sink: &S, key: &str, meta: &ObjectMeta) -> Result<Held, U
 
 /// One attempt to store the file: under its key, or, if S3 holds other
 /// bytes there, under its conflict key.
-pub async fn upload_once<S: Sink>(
+pub async fn upload_once<S: ObjectStore>(
     sink: &S,
     job: &Job,
     level: i32,
@@ -428,7 +402,7 @@ pub async fn upload_once<S: Sink>(
 
 /// Compresses the file and stores it under `key` with `If-None-Match: *`,
 /// filling in `meta.content_hash`.
-async fn store<S: Sink>(
+async fn store<S: ObjectStore>(
     sink: &S,
     job: &Job,
     key: &str,
@@ -460,8 +434,9 @@ async fn store<S: Sink>(
         }
         meta.content_hash = compressor.hash();
         let compressed_bytes = first.len() as u64;
-        return match sink.put_new(key, first, meta).await {
-            Ok(()) => Ok(Stored::New {
+        let options = put_options(meta);
+        return match sink.put(key, first, &PutMode::Create, &options).await {
+            Ok(_) => Ok(Stored::New {
                 compressed_bytes,
                 parts: 1,
             }),
@@ -482,7 +457,7 @@ async fn store<S: Sink>(
         return Ok(Stored::Early(Outcome::Changed));
     };
     meta.content_hash = pre_hash;
-    let upload_id = sink.start_multipart(key, meta).await?;
+    let upload_id = sink.start_multipart(key, &put_options(meta)).await?;
     let result = async {
         let mut parts = Vec::new();
         let mut compressed_bytes = first.len() as u64;
@@ -512,8 +487,11 @@ async fn store<S: Sink>(
             return Ok(Stored::Early(outcome));
         }
         let n = u32::try_from(parts.len()).unwrap_or(u32::MAX);
-        match sink.complete_new(key, &upload_id, parts).await {
-            Ok(()) => Ok(Stored::New {
+        match sink
+            .complete_multipart(key, &upload_id, parts, &PutMode::Create)
+            .await
+        {
+            Ok(_) => Ok(Stored::New {
                 compressed_bytes,
                 parts: n,
             }),
@@ -523,9 +501,17 @@ async fn store<S: Sink>(
     }
     .await;
     if !matches!(result, Ok(Stored::New { .. })) {
-        sink.abort(key, &upload_id).await;
+        abort(sink, key, &upload_id).await;
     }
     result
+}
+
+/// Best effort: a leftover upload is also removed by the bucket's lifecycle rule.
+pub async fn abort<S: ObjectStore>(sink: &S, key: &str, upload_id: &str) {
+    if let Err(e) = sink.abort_multipart(key, upload_id).await {
+        tracing::warn!(key, upload_id, error = %e,
+            "could not abort a multipart upload; the bucket's lifecycle rule will remove it");
+    }
 }
 
 /// How long to wait between attempts.
@@ -571,7 +557,7 @@ pub fn fix_hint(kind: &str, bucket: &str, prefix: &str) -> String {
 /// `stopping` turns true (shutdown), a backoff ends at once with
 /// [`Outcome::Interrupted`], so SIGTERM does not wait out a long backoff;
 /// an attempt already under way may finish.
-pub async fn upload_with_retry<S: Sink>(
+pub async fn upload_with_retry<S: ObjectStore>(
     sink: &S,
     job: &Job,
     level: i32,
@@ -615,132 +601,16 @@ pub async fn upload_with_retry<S: Sink>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use relay_shared::s3::Failure;
-    use std::collections::HashMap;
-    use std::sync::{Arc, Mutex};
+    use relay_shared::testing::{Fault, MemStore};
+    use std::sync::Mutex;
 
-    type Staged = Vec<(i32, Vec<u8>)>;
-    type UserMeta = HashMap<String, String>;
-    /// Key to (bytes or staged parts, user metadata).
-    type Store<T> = Arc<Mutex<HashMap<String, (T, UserMeta)>>>;
-
-    /// An in-memory S3 that can be told to fail the next N calls.
-    #[derive(Clone, Default)]
-    struct FakeS3 {
-        objects: Store<Vec<u8>>,
-        uploads: Store<Staged>,
-        fail_next: Arc<Mutex<Vec<S3Error>>>,
-        aborted: Arc<Mutex<u32>>,
-        /// Keys refused for good (access denied).
-        denied: Arc<Mutex<Vec<String>>>,
+    /// The in-memory S3 every unit test of the upload runs against.
+    fn store() -> MemStore {
+        MemStore::new("b")
     }
 
-    fn failure(retry: Retry, code: &str) -> S3Error {
-        S3Error::Other(Box::new(Failure {
-            bucket: "b".into(),
-            key: "k".into(),
-            op: "PutObject",
-            retry,
-            code: code.into(),
-            message: format!("injected {code}"),
-            source: "injected".into(),
-        }))
-    }
-
-    fn user_meta(m: &ObjectMeta) -> HashMap<String, String> {
-        HashMap::from([
-            (ORIGINAL_SIZE.to_owned(), m.original_size.to_string()),
-            (CONTENT_HASH.to_owned(), content_hash_hex(m.content_hash)),
-        ])
-    }
-
-    impl FakeS3 {
-        fn injected(&self) -> Result<(), S3Error> {
-            match self.fail_next.lock().unwrap().pop() {
-                Some(e) => Err(e),
-                None => Ok(()),
-            }
-        }
-
-        fn body(&self, key: &str) -> Vec<u8> {
-            self.objects.lock().unwrap()[key].0.clone()
-        }
-    }
-
-    impl Sink for FakeS3 {
-        async fn put_new(&self, key: &str, body: Vec<u8>, m: &ObjectMeta) -> Result<(), S3Error> {
-            self.injected()?;
-            if self.denied.lock().unwrap().iter().any(|k| k == key) {
-                return Err(failure(Retry::Permanent, "AccessDenied"));
-            }
-            let mut objects = self.objects.lock().unwrap();
-            if objects.contains_key(key) {
-                return Err(S3Error::AlreadyExists {
-                    bucket: "b".into(),
-                    key: key.into(),
-                });
-            }
-            objects.insert(key.into(), (body, user_meta(m)));
-            Ok(())
-        }
-        async fn start_multipart(&self, key: &str, m: &ObjectMeta) -> Result<String, S3Error> {
-            self.injected()?;
-            self.uploads
-                .lock()
-                .unwrap()
-                .insert(key.into(), (Vec::new(), user_meta(m)));
-            Ok(format!("upload-{key}"))
-        }
-        async fn put_part(
-            &self,
-            key: &str,
-            _: &str,
-            number: i32,
-            body: Vec<u8>,
-        ) -> Result<Part, S3Error> {
-            self.injected()?;
-            self.uploads
-                .lock()
-                .unwrap()
-                .get_mut(key)
-                .unwrap()
-                .0
-                .push((number, body));
-            Ok(Part {
-                number,
-                etag: format!("e{number}"),
-                checksum_crc32c: None,
-            })
-        }
-        async fn complete_new(&self, key: &str, _: &str, parts: Vec<Part>) -> Result<(), S3Error> {
-            self.injected()?;
-            let (staged, meta) = self.uploads.lock().unwrap().remove(key).unwrap();
-            assert_eq!(parts.len(), staged.len());
-            let mut objects = self.objects.lock().unwrap();
-            if objects.contains_key(key) {
-                return Err(S3Error::AlreadyExists {
-                    bucket: "b".into(),
-                    key: key.into(),
-                });
-            }
-            objects.insert(
-                key.into(),
-                (staged.into_iter().flat_map(|(_, b)| b).collect(), meta),
-            );
-            Ok(())
-        }
-        async fn abort(&self, _: &str, _: &str) {
-            *self.aborted.lock().unwrap() += 1;
-        }
-        async fn metadata(&self, key: &str) -> Result<Option<HashMap<String, String>>, S3Error> {
-            self.injected()?;
-            Ok(self
-                .objects
-                .lock()
-                .unwrap()
-                .get(key)
-                .map(|(_, m)| m.clone()))
-        }
+    fn body(s3: &MemStore, key: &str) -> Vec<u8> {
+        s3.bytes(key).expect("stored")
     }
 
     fn job_for(dir: &Path, name: &str, content: &[u8]) -> Job {
@@ -789,10 +659,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let content = b"# comment\n{\"a\":1}\n".repeat(100);
         let job = job_for(dir.path(), "1.json", &content);
-        let s3 = FakeS3::default();
+        let s3 = store();
         let out = upload_once(&s3, &job, 3, 5 << 20).await.unwrap();
         assert!(matches!(out, Outcome::Uploaded { parts: 1, .. }), "{out:?}");
-        let stored = s3.body(&job.key);
+        let stored = body(&s3, &job.key);
         assert_eq!(zstd::decode_all(&stored[..]).unwrap(), content);
         assert_eq!(
             upload_once(&s3, &job, 3, 5 << 20).await.unwrap(),
@@ -805,11 +675,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let content = noise(2_500_000);
         let job = job_for(dir.path(), "2.json", &content);
-        let s3 = FakeS3::default();
+        let s3 = store();
         // A tiny part size, to exercise several parts without megabytes of data.
         let out = upload_once(&s3, &job, 3, 1_000_000).await.unwrap();
         assert!(matches!(out, Outcome::Uploaded { parts: 3, .. }), "{out:?}");
-        let stored = s3.body(&job.key);
+        let stored = body(&s3, &job.key);
         assert_eq!(zstd::decode_all(&stored[..]).unwrap(), content);
 
         // A second multipart upload of the same key completes as a duplicate
@@ -818,7 +688,13 @@ mod tests {
             upload_once(&s3, &job, 3, 1_000_000).await.unwrap(),
             Outcome::Duplicate
         );
-        assert_eq!(*s3.aborted.lock().unwrap(), 1);
+        let aborted = s3
+            .calls()
+            .iter()
+            .filter(|(op, _)| *op == "AbortMultipartUpload")
+            .count();
+        assert_eq!(aborted, 1);
+        assert_eq!(s3.open_uploads(), 0);
     }
 
     #[tokio::test]
@@ -826,7 +702,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let job = job_for(dir.path(), "3.json", b"{\"a\":1}\n");
         std::fs::write(&job.path, b"{\"a\":1}\n{\"b\":2}\n").unwrap();
-        let s3 = FakeS3::default();
+        let s3 = store();
         assert_eq!(
             upload_once(&s3, &job, 3, 5 << 20).await.unwrap(),
             Outcome::Changed
@@ -836,7 +712,7 @@ mod tests {
             upload_once(&s3, &job, 3, 5 << 20).await.unwrap(),
             Outcome::Gone
         );
-        assert!(s3.objects.lock().unwrap().is_empty());
+        assert!(s3.keys().is_empty());
     }
 
     /// A shutdown signal that never fires.
@@ -850,8 +726,8 @@ mod tests {
     async fn shutdown_ends_a_backoff_at_once_and_leaves_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let job = job_for(dir.path(), "1763800000009.json", b"{\"a\":9}\n");
-        let s3 = FakeS3::default();
-        *s3.fail_next.lock().unwrap() = vec![failure(Retry::Transient, "SlowDown")];
+        let s3 = store();
+        s3.fail_next(1, Fault::Throttle);
         let slow = RetryPolicy {
             min_delay: Duration::from_secs(600),
             max_delay: Duration::from_secs(600),
@@ -871,18 +747,15 @@ mod tests {
             "waited out the backoff"
         );
         assert!(job.path.exists(), "the file stays for the next start");
-        assert!(s3.objects.lock().unwrap().is_empty());
+        assert!(s3.keys().is_empty());
     }
 
     #[tokio::test]
     async fn transient_errors_are_retried_and_permanent_ones_set_the_file_aside() {
         let dir = tempfile::tempdir().unwrap();
         let job = job_for(dir.path(), "1763800000004.json", b"{\"a\":1}\n");
-        let s3 = FakeS3::default();
-        *s3.fail_next.lock().unwrap() = vec![
-            failure(Retry::Transient, "SlowDown"),
-            failure(Retry::Transient, "SlowDown"),
-        ];
+        let s3 = store();
+        s3.fail_next(2, Fault::Throttle);
         let seen = Mutex::new(Vec::new());
         let (out, retries) =
             upload_with_retry(&s3, &job, 3, 5 << 20, &fast(), running(), |e, _, _| {
@@ -892,11 +765,11 @@ mod tests {
         assert!(matches!(out, Outcome::Uploaded { .. }));
         assert_eq!(retries, 2);
         assert_eq!(*seen.lock().unwrap(), ["throttled", "throttled"]);
-        assert!(s3.objects.lock().unwrap().contains_key(&job.key));
+        assert!(s3.bytes(&job.key).is_some());
 
         // A permanent error returns at once, so the upload slot is freed.
         let job = job_for(dir.path(), "1763800000005.json", b"{\"a\":2}\n");
-        *s3.fail_next.lock().unwrap() = vec![failure(Retry::Permanent, "AccessDenied")];
+        s3.fail_next(1, Fault::Denied);
         let (out, retries) =
             upload_with_retry(&s3, &job, 3, 5 << 20, &fast(), running(), |_, _, _| {}).await;
         assert!(
@@ -918,7 +791,7 @@ mod tests {
     #[tokio::test]
     async fn a_name_used_again_with_other_bytes_goes_to_a_conflict_key() {
         let dir = tempfile::tempdir().unwrap();
-        let s3 = FakeS3::default();
+        let s3 = store();
         let first = job_for(dir.path(), "1763800000006.json", b"{\"v\":1}\n");
         assert!(matches!(
             upload_once(&s3, &first, 3, 5 << 20).await.unwrap(),
@@ -935,11 +808,11 @@ mod tests {
         );
         assert_ne!(key, first.key);
         assert_eq!(
-            zstd::decode_all(&s3.body(&first.key)[..]).unwrap(),
+            zstd::decode_all(&body(&s3, &first.key)[..]).unwrap(),
             b"{\"v\":1}\n"
         );
         assert_eq!(
-            zstd::decode_all(&s3.body(&key)[..]).unwrap(),
+            zstd::decode_all(&body(&s3, &key)[..]).unwrap(),
             b"{\"v\":2}\n{\"v\":3}\n"
         );
         // After a crash, the same bytes again: verified against the conflict copy.
@@ -950,7 +823,7 @@ mod tests {
                 compressed_bytes: 0
             }
         );
-        assert_eq!(s3.objects.lock().unwrap().len(), 2);
+        assert_eq!(s3.keys().len(), 2);
         // And the first file's bytes again: a plain duplicate.
         std::fs::write(&first.path, b"{\"v\":1}\n").unwrap();
         let first = job_for(dir.path(), "1763800000006.json", b"{\"v\":1}\n");
@@ -963,12 +836,16 @@ mod tests {
     #[tokio::test]
     async fn an_object_without_a_content_hash_is_not_taken_for_proof() {
         let dir = tempfile::tempdir().unwrap();
-        let s3 = FakeS3::default();
+        let s3 = store();
         let job = job_for(dir.path(), "1763800000007.json", b"{\"v\":1}\n");
-        s3.objects
-            .lock()
-            .unwrap()
-            .insert(job.key.clone(), (b"old".to_vec(), HashMap::new()));
+        s3.put(
+            &job.key,
+            b"old".to_vec(),
+            &PutMode::Create,
+            &PutOptions::default(),
+        )
+        .await
+        .unwrap();
         assert_eq!(
             upload_once(&s3, &job, 3, 5 << 20).await.unwrap(),
             Outcome::Unverified
@@ -978,7 +855,7 @@ mod tests {
     #[tokio::test]
     async fn symlinks_and_fifos_are_never_opened() {
         let dir = tempfile::tempdir().unwrap();
-        let s3 = FakeS3::default();
+        let s3 = store();
         let outside = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(outside.path(), b"{\"secret\":1}\n").unwrap();
         let mut job = job_for(dir.path(), "1763800000008.json", b"x");
@@ -1002,7 +879,7 @@ mod tests {
         let out =
             tokio::time::timeout(Duration::from_secs(5), upload_once(&s3, &job, 3, 5 << 20)).await;
         assert_eq!(out.unwrap().unwrap(), Outcome::NotRegular);
-        assert!(s3.objects.lock().unwrap().is_empty());
+        assert!(s3.keys().is_empty());
     }
 
     /// Four files that fail for good at concurrency 4 hold no upload slot:
@@ -1032,13 +909,10 @@ mod tests {
             || None,
         )
         .unwrap();
-        let s3 = FakeS3::default();
+        let s3 = store();
         for i in 0..4 {
             let name = format!("17638000001{i:02}.json");
-            s3.denied
-                .lock()
-                .unwrap()
-                .push(config.keys.raw_key(&name).unwrap().key);
+            s3.deny(&config.keys.raw_key(&name).unwrap().key);
             std::fs::write(dir.path().join(&name), b"{\"bad\":1}\n").unwrap();
         }
         for i in 0..6 {
@@ -1056,18 +930,14 @@ mod tests {
         let watched = s3.clone();
         let stop = async move {
             for _ in 0..200 {
-                if watched.objects.lock().unwrap().len() == 6 {
+                if watched.keys().len() == 6 {
                     return;
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         };
         let summary = crate::run(config, s3.clone(), policy, stop).await.unwrap();
-        assert_eq!(
-            s3.objects.lock().unwrap().len(),
-            6,
-            "every good file stored"
-        );
+        assert_eq!(s3.keys().len(), 6, "every good file stored");
         assert_eq!((summary.uploaded, summary.set_aside), (6, 4));
         let left: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()

@@ -3,6 +3,7 @@
 
 mod common;
 
+use relay_shared::s3::ObjectStore;
 use std::io::Write;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -54,17 +55,10 @@ async fn backlog_and_live_files_arrive_once_with_their_content() {
         (30, 0, 0)
     );
 
-    let head = bucket
-        .client()
-        .head_object()
-        .bucket(bucket.name())
-        .key(key_for(&name(3)))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(head.content_encoding(), Some("zstd"));
-    assert_eq!(head.content_type(), Some("application/json"));
-    let meta = head.metadata().unwrap();
+    let head = bucket.head(&key_for(&name(3))).await.unwrap().unwrap();
+    assert_eq!(head.content_encoding.as_deref(), Some("zstd"));
+    assert_eq!(head.content_type.as_deref(), Some("application/json"));
+    let meta = head.metadata;
     assert_eq!(meta["original-name"], name(3));
     assert_eq!(meta["original-size"], content(3).len().to_string());
     assert_eq!(meta["source-id"], SOURCE);

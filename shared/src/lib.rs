@@ -8,6 +8,7 @@ pub mod keys;
 pub mod meta;
 pub mod s3;
 pub mod sample;
+pub mod store;
 pub mod telemetry;
 
 #[cfg(feature = "test-support")]

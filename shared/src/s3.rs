@@ -1,135 +1,23 @@
-//! S3 adapter: conditional writes with `object_store`-style modes and errors.
+//! S3 adapter: the [`ObjectStore`] capability over the AWS SDK, with
+//! conditional writes mapped to `object_store`-style modes and errors.
 //!
-//! Conditional writes are the relay's only coordination primitive, so their
-//! outcomes are first-class errors here rather than HTTP status codes leaking
-//! into callers: `PutMode::Create` sends `If-None-Match: *` and a 412 becomes
+//! `PutMode::Create` sends `If-None-Match: *` and a 412 becomes
 //! [`S3Error::AlreadyExists`]; `PutMode::Update` sends `If-Match` and a 412
-//! becomes [`S3Error::Precondition`].
+//! becomes [`S3Error::Precondition`]. This is the only place the relay's
+//! object operations name an `aws_sdk_s3` type.
 
-use std::collections::HashMap;
 use std::error::Error as StdError;
-use std::fmt;
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::ChecksumAlgorithm;
+use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
 
-/// How a put treats an existing object at the key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PutMode {
-    /// Unconditional: last writer wins.
-    Overwrite,
-    /// `If-None-Match: *`: fails with [`S3Error::AlreadyExists`] if the key exists.
-    Create,
-    /// `If-Match: <etag>`: fails with [`S3Error::Precondition`] if the object changed.
-    Update { etag: String },
-}
-
-/// Headers and metadata for a put. Checksums are always requested (CRC32C), so
-/// S3 verifies the bytes it stores against the bytes that were sent.
-#[derive(Debug, Clone, Default)]
-pub struct PutOptions {
-    pub content_type: Option<String>,
-    pub content_encoding: Option<String>,
-    pub metadata: HashMap<String, String>,
-}
-
-/// What S3 reported about a stored object.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PutResult {
-    pub etag: Option<String>,
-    pub version_id: Option<String>,
-}
-
-/// Whether retrying the same request can succeed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Retry {
-    /// Throttling, 5xx, timeouts, connection failures: retry with backoff.
-    Transient,
-    /// Access denied, missing bucket, bad request: retrying will not help until
-    /// someone changes the configuration.
-    Permanent,
-}
-
-impl fmt::Display for Retry {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Transient => "transient",
-            Self::Permanent => "permanent",
-        })
-    }
-}
-
-type BoxError = Box<dyn StdError + Send + Sync + 'static>;
-
-#[derive(Debug, thiserror::Error)]
-pub enum S3Error {
-    #[error("s3://{bucket}/{key} already exists")]
-    AlreadyExists { bucket: String, key: String },
-    #[error("s3://{bucket}/{key} changed since it was read (precondition failed)")]
-    Precondition { bucket: String, key: String },
-    /// 409 ConditionalRequestConflict: a concurrent conditional write raced us.
-    #[error("s3://{bucket}/{key}: a concurrent conditional write conflicted")]
-    Conflict { bucket: String, key: String },
-    #[error("s3://{bucket}/{key} does not exist")]
-    NotFound { bucket: String, key: String },
-    /// Anything else, boxed: it is the rare path, and a small error keeps
-    /// every `Result` in the hot path small.
-    #[error(transparent)]
-    Other(Box<Failure>),
-}
-
-/// An S3 failure that is not a conditional-write outcome.
-#[derive(Debug, thiserror::Error)]
-#[error("s3://{bucket}/{key}: {op} failed ({retry}, {code}): {message}")]
-pub struct Failure {
-    pub bucket: String,
-    pub key: String,
-    pub op: &'static str,
-    pub retry: Retry,
-    pub code: String,
-    pub message: String,
-    #[source]
-    pub source: BoxError,
-}
-
-impl S3Error {
-    /// Whether the same request may succeed later. Conditional outcomes are
-    /// answers, not failures: retrying them cannot change the result, except
-    /// a 409 conflict, which AWS says to retry.
-    pub fn retry(&self) -> Retry {
-        match self {
-            Self::Conflict { .. } => Retry::Transient,
-            Self::AlreadyExists { .. } | Self::Precondition { .. } | Self::NotFound { .. } => {
-                Retry::Permanent
-            }
-            Self::Other(f) => f.retry,
-        }
-    }
-
-    /// A short stable label for metrics and logs (`already_exists`, `throttled`, ...).
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::AlreadyExists { .. } => "already_exists",
-            Self::Precondition { .. } => "precondition",
-            Self::Conflict { .. } => "conflict",
-            Self::NotFound { .. } => "not_found",
-            Self::Other(f) => match (f.code.as_str(), f.retry) {
-                ("SlowDown" | "Throttling" | "ThrottlingException" | "RequestLimitExceeded", _) => {
-                    "throttled"
-                }
-                ("AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch", _) => {
-                    "access_denied"
-                }
-                ("NoSuchBucket", _) => "no_such_bucket",
-                (_, Retry::Transient) => "transient",
-                (_, Retry::Permanent) => "permanent",
-            },
-        }
-    }
-}
+use crate::client::{Class, classify};
+pub use crate::store::{
+    Failure, Got, Head, Listed, ObjectStore, Part, PutMode, PutOptions, PutResult, Retry, S3Error,
+    Small,
+};
 
 /// Maps any S3 operation's SDK error into [`S3Error`]. `mode` decides what a 412
 /// means; `op` names the operation in the message.
@@ -161,16 +49,9 @@ where
         (Some(404), "", _) => return S3Error::NotFound { bucket, key },
         _ => {}
     }
-    let retry = match &err {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            Retry::Transient
-        }
-        SdkError::ServiceError(_) => match (status, code.as_str()) {
-            (Some(429), _) | (Some(500..=599), _) => Retry::Transient,
-            (_, "SlowDown" | "RequestTimeout" | "InternalError" | "Throttling") => Retry::Transient,
-            _ => Retry::Permanent,
-        },
-        _ => Retry::Permanent,
+    let retry = match classify(&err, status) {
+        Class::Permanent => Retry::Permanent,
+        Class::Throttled | Class::Transient => Retry::Transient,
     };
     let message = err
         .message()
@@ -202,17 +83,6 @@ fn error_chain(err: &dyn StdError) -> String {
         cur = e.source();
     }
     out
-}
-
-/// A small object read whole, with S3's times.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Small {
-    pub bytes: Vec<u8>,
-    pub etag: Option<String>,
-    /// `Last-Modified`, in ms since the epoch (S3 keeps whole seconds).
-    pub last_modified_ms: Option<i64>,
-    /// The response's `Date`, in ms since the epoch (whole seconds).
-    pub server_now_ms: Option<i64>,
 }
 
 /// Keeps the `Date` header of the response it sees: S3's clock, which
@@ -271,129 +141,40 @@ impl Bucket {
         }
     }
 
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    pub fn client(&self) -> &Client {
-        &self.client
-    }
-
-    /// Stores `body` at `key` under the given mode.
-    pub async fn put(
-        &self,
-        key: &str,
-        body: impl Into<ByteStream>,
-        mode: &PutMode,
-        options: &PutOptions,
-    ) -> Result<PutResult, S3Error> {
-        let mut req = self
-            .client
-            .put_object()
-            .bucket(&self.name)
-            .key(key)
-            .body(body.into())
-            .checksum_algorithm(ChecksumAlgorithm::Crc32C)
-            .set_content_type(options.content_type.clone())
-            .set_content_encoding(options.content_encoding.clone());
-        for (k, v) in &options.metadata {
-            req = req.metadata(k, v);
-        }
-        req = match mode {
-            PutMode::Overwrite => req,
-            PutMode::Create => req.if_none_match("*"),
-            PutMode::Update { etag } => req.if_match(etag),
-        };
-        let out = req
-            .send()
-            .await
-            .map_err(|e| map_sdk_error(e, &self.name, key, "PutObject", Some(mode)))?;
-        Ok(PutResult {
-            etag: out.e_tag,
-            version_id: out.version_id,
-        })
-    }
-
-    /// Reads a whole small object (markers, leases). Large objects should be
-    /// streamed by the caller from [`Bucket::client`].
+    /// Reads a whole small object and its ETag.
     pub async fn get_bytes(&self, key: &str) -> Result<(Vec<u8>, Option<String>), S3Error> {
         self.get_small(key).await.map(|s| (s.bytes, s.etag))
     }
 
-    /// Reads a whole small object with the times S3 gave: when it was
-    /// stored, and S3's own clock when it answered (its `Date` header), so
-    /// an age can be judged by one clock, S3's.
-    pub async fn get_small(&self, key: &str) -> Result<Small, S3Error> {
-        let date = ServerDate::default();
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.name)
-            .key(key)
-            .customize()
-            .interceptor(date.clone())
-            .send()
-            .await
-            .map_err(|e| map_sdk_error(e, &self.name, key, "GetObject", None))?;
-        let etag = out.e_tag.clone();
-        let last_modified_ms = out.last_modified.and_then(|t| t.to_millis().ok());
-        let bytes = out.body.collect().await.map_err(|e| {
-            S3Error::Other(Box::new(Failure {
-                bucket: self.name.clone(),
-                key: key.to_owned(),
-                op: "GetObject",
-                retry: Retry::Transient,
-                code: "body".into(),
-                message: e.to_string(),
-                source: Box::new(e),
-            }))
-        })?;
-        Ok(Small {
-            bytes: bytes.to_vec(),
-            etag,
-            last_modified_ms,
-            server_now_ms: date.millis(),
-        })
+    fn err<E>(
+        &self,
+        key: &str,
+        op: &'static str,
+        mode: Option<&PutMode>,
+    ) -> impl FnOnce(SdkError<E, HttpResponse>) -> S3Error + '_
+    where
+        E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
+    {
+        let (key, mode) = (key.to_owned(), mode.cloned());
+        move |e| map_sdk_error(e, &self.name, &key, op, mode.as_ref())
     }
 
-    /// Deletes `key`. Deleting a key that does not exist succeeds, as in S3.
-    pub async fn delete(&self, key: &str) -> Result<(), S3Error> {
-        self.client
-            .delete_object()
-            .bucket(&self.name)
-            .key(key)
-            .send()
-            .await
-            .map(drop)
-            .map_err(|e| map_sdk_error(e, &self.name, key, "DeleteObject", None))
-    }
-
-    /// Deletes `key` only while its ETag is `etag` (`If-Match`): a 412 is
-    /// [`S3Error::Precondition`], a missing key [`S3Error::NotFound`].
-    pub async fn delete_if_match(&self, key: &str, etag: &str) -> Result<(), S3Error> {
-        self.client
-            .delete_object()
-            .bucket(&self.name)
-            .key(key)
-            .if_match(etag)
-            .send()
-            .await
-            .map(drop)
-            .map_err(|e| map_sdk_error(e, &self.name, key, "DeleteObject", None))
-    }
-
-    /// How many objects are under `prefix`, up to `limit` (one ListObjectsV2
-    /// page): proves list access to the prefix.
-    pub async fn count_under(&self, prefix: &str, limit: i32) -> Result<usize, S3Error> {
-        self.client
-            .list_objects_v2()
-            .bucket(&self.name)
-            .prefix(prefix)
-            .max_keys(limit)
-            .send()
-            .await
-            .map(|out| out.contents().len())
-            .map_err(|e| map_sdk_error(e, &self.name, prefix, "ListObjectsV2", None))
+    /// A body that broke off while being read.
+    fn body_error(
+        &self,
+        key: &str,
+        op: &'static str,
+        e: impl StdError + Send + Sync + 'static,
+    ) -> S3Error {
+        S3Error::Other(Box::new(Failure {
+            bucket: self.name.clone(),
+            key: key.to_owned(),
+            op,
+            retry: Retry::Transient,
+            code: "body".into(),
+            message: e.to_string(),
+            source: Box::new(e),
+        }))
     }
 
     /// Checks that the bucket exists and is reachable with these credentials,
@@ -421,5 +202,275 @@ impl Bucket {
                 }
                 err
             })
+    }
+}
+
+fn millis(t: Option<aws_sdk_s3::primitives::DateTime>) -> Option<i64> {
+    t.and_then(|t| t.to_millis().ok())
+}
+
+impl ObjectStore for Bucket {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn in_bucket(&self, name: &str) -> Self {
+        Self::new(self.client.clone(), name)
+    }
+
+    async fn get(&self, key: &str, version_id: Option<&str>) -> Result<Got, S3Error> {
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.name)
+            .key(key)
+            .set_version_id(version_id.map(str::to_owned))
+            .send()
+            .await
+            .map_err(self.err(key, "GetObject", None))?;
+        Ok(Got {
+            head: Head {
+                size: out
+                    .content_length
+                    .and_then(|n| u64::try_from(n).ok())
+                    .unwrap_or(0),
+                etag: out.e_tag,
+                version_id: out.version_id,
+                content_type: out.content_type,
+                content_encoding: out.content_encoding,
+                metadata: out.metadata.unwrap_or_default(),
+            },
+            body: Box::new(out.body.into_async_read()),
+        })
+    }
+
+    async fn get_small(&self, key: &str) -> Result<Small, S3Error> {
+        let date = ServerDate::default();
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.name)
+            .key(key)
+            .customize()
+            .interceptor(date.clone())
+            .send()
+            .await
+            .map_err(self.err(key, "GetObject", None))?;
+        let etag = out.e_tag.clone();
+        let last_modified_ms = millis(out.last_modified);
+        let bytes = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| self.body_error(key, "GetObject", e))?;
+        Ok(Small {
+            bytes: bytes.to_vec(),
+            etag,
+            last_modified_ms,
+            server_now_ms: date.millis(),
+        })
+    }
+
+    async fn put(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+        mode: &PutMode,
+        options: &PutOptions,
+    ) -> Result<PutResult, S3Error> {
+        let req = self
+            .client
+            .put_object()
+            .bucket(&self.name)
+            .key(key)
+            .body(body.into())
+            .checksum_algorithm(ChecksumAlgorithm::Crc32C)
+            .set_content_type(options.content_type.clone())
+            .set_content_encoding(options.content_encoding.clone())
+            .set_metadata(Some(options.metadata.clone()).filter(|m| !m.is_empty()));
+        let req = match mode {
+            PutMode::Overwrite => req,
+            PutMode::Create => req.if_none_match("*"),
+            PutMode::Update { etag } => req.if_match(etag),
+        };
+        let out = req
+            .send()
+            .await
+            .map_err(self.err(key, "PutObject", Some(mode)))?;
+        Ok(PutResult {
+            etag: out.e_tag,
+            version_id: out.version_id,
+        })
+    }
+
+    async fn delete(&self, key: &str, if_match: Option<&str>) -> Result<(), S3Error> {
+        self.client
+            .delete_object()
+            .bucket(&self.name)
+            .key(key)
+            .set_if_match(if_match.map(str::to_owned))
+            .send()
+            .await
+            .map(drop)
+            .map_err(self.err(key, "DeleteObject", None))
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<Head>, S3Error> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.name)
+            .key(key)
+            .send()
+            .await
+            .map_err(self.err(key, "HeadObject", None))
+        {
+            Ok(out) => Ok(Some(Head {
+                size: out
+                    .content_length
+                    .and_then(|n| u64::try_from(n).ok())
+                    .unwrap_or(0),
+                etag: out.e_tag,
+                version_id: out.version_id,
+                content_type: out.content_type,
+                content_encoding: out.content_encoding,
+                metadata: out.metadata.unwrap_or_default(),
+            })),
+            Err(S3Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn list(&self, prefix: &str, limit: usize) -> Result<Vec<Listed>, S3Error> {
+        let mut out = Vec::new();
+        let mut token = None;
+        while out.len() < limit {
+            let page = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.name)
+                .prefix(prefix)
+                .max_keys(i32::try_from(limit - out.len()).unwrap_or(1000).min(1000))
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(self.err(prefix, "ListObjectsV2", None))?;
+            out.extend(page.contents().iter().map(|o| Listed {
+                key: o.key().unwrap_or_default().to_owned(),
+                size: o.size().and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
+                last_modified_ms: millis(o.last_modified),
+            }));
+            match page.next_continuation_token {
+                Some(t) if page.is_truncated == Some(true) => token = Some(t),
+                _ => break,
+            }
+        }
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    async fn start_multipart(&self, key: &str, options: &PutOptions) -> Result<String, S3Error> {
+        let out = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.name)
+            .key(key)
+            .set_content_type(options.content_type.clone())
+            .set_content_encoding(options.content_encoding.clone())
+            .set_metadata(Some(options.metadata.clone()).filter(|m| !m.is_empty()))
+            .checksum_algorithm(ChecksumAlgorithm::Crc32C)
+            .send()
+            .await
+            .map_err(self.err(key, "CreateMultipartUpload", None))?;
+        out.upload_id.ok_or_else(|| {
+            S3Error::failure(
+                &self.name,
+                key,
+                "CreateMultipartUpload",
+                "InternalError",
+                "the response had no upload id",
+            )
+        })
+    }
+
+    async fn put_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: i32,
+        body: Vec<u8>,
+    ) -> Result<Part, S3Error> {
+        let out = self
+            .client
+            .upload_part()
+            .bucket(&self.name)
+            .key(key)
+            .upload_id(upload_id)
+            .part_number(number)
+            .checksum_algorithm(ChecksumAlgorithm::Crc32C)
+            .body(body.into())
+            .send()
+            .await
+            .map_err(self.err(key, "UploadPart", None))?;
+        Ok(Part {
+            number,
+            etag: out.e_tag.unwrap_or_default(),
+            checksum_crc32c: out.checksum_crc32_c,
+        })
+    }
+
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: Vec<Part>,
+        mode: &PutMode,
+    ) -> Result<PutResult, S3Error> {
+        let parts = parts
+            .into_iter()
+            .map(|p| {
+                CompletedPart::builder()
+                    .part_number(p.number)
+                    .e_tag(p.etag)
+                    .set_checksum_crc32_c(p.checksum_crc32c)
+                    .build()
+            })
+            .collect();
+        let req = self
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.name)
+            .key(key)
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            );
+        let req = match mode {
+            PutMode::Overwrite => req,
+            PutMode::Create => req.if_none_match("*"),
+            PutMode::Update { etag } => req.if_match(etag),
+        };
+        let out = req
+            .send()
+            .await
+            .map_err(self.err(key, "CompleteMultipartUpload", Some(mode)))?;
+        Ok(PutResult {
+            etag: out.e_tag,
+            version_id: out.version_id,
+        })
+    }
+
+    async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), S3Error> {
+        self.client
+            .abort_multipart_upload()
+            .bucket(&self.name)
+            .key(key)
+            .upload_id(upload_id)
+            .send()
+            .await
+            .map(drop)
+            .map_err(self.err(key, "AbortMultipartUpload", None))
     }
 }

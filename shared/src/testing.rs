@@ -12,9 +12,12 @@ use aws_sdk_s3::config::{Credentials, Region};
 
 use crate::client::{ClientOptions, s3_client, sqs_client};
 
+pub mod contract;
 mod fault_proxy;
+mod mem;
 use crate::s3::Bucket;
 pub use fault_proxy::{FaultProxy, Faults};
+pub use mem::{Fault, MemStore};
 
 const HOW_TO_START: &str = "start it with `scripts/moto.sh start` and export the variables it prints, \
      or run the whole suite with `scripts/test.sh`";

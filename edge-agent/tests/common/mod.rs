@@ -3,6 +3,7 @@
 #![allow(dead_code)] // Each test binary uses a different subset.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test-only helpers: a panic is a test failure.
 
+use relay_shared::s3::ObjectStore;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -11,7 +12,6 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use edge_agent::Summary;
 use edge_agent::config::{Args, Config};
-use edge_agent::s3::S3Sink;
 use edge_agent::upload::RetryPolicy;
 use relay_shared::s3::Bucket;
 use tokio::sync::oneshot;
@@ -55,7 +55,7 @@ pub struct RunningAgent {
 pub fn start(config: Config, bucket: Bucket) -> RunningAgent {
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        edge_agent::run(config, S3Sink::new(bucket), fast_retry(), async {
+        edge_agent::run(config, bucket, fast_retry(), async {
             let _ = stopped.await;
         })
         .await
@@ -98,23 +98,13 @@ pub fn name(i: usize) -> String {
 
 /// Every key under `prefix`.
 pub async fn keys(bucket: &Bucket, prefix: &str) -> Vec<String> {
-    let mut keys = Vec::new();
-    let mut pages = bucket
-        .client()
-        .list_objects_v2()
-        .bucket(bucket.name())
-        .prefix(prefix)
-        .into_paginator()
-        .send();
-    while let Some(page) = pages.next().await {
-        keys.extend(
-            page.unwrap()
-                .contents()
-                .iter()
-                .filter_map(|o| o.key().map(str::to_owned)),
-        );
-    }
-    keys
+    bucket
+        .list(prefix, usize::MAX)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| l.key)
+        .collect()
 }
 
 /// Every object under `prefix` with its decompressed content.

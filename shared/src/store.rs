@@ -1,0 +1,268 @@
+//! The object-store capability both stages are written against, with S3's
+//! conditional-write semantics as its contract.
+//!
+//! Conditional writes are the relay's only coordination primitive, so their
+//! outcomes are first-class errors rather than HTTP status codes leaking into
+//! callers: `PutMode::Create` is `If-None-Match: *` and a 412 is
+//! [`S3Error::AlreadyExists`]; `PutMode::Update` is `If-Match` and a 412 is
+//! [`S3Error::Precondition`]. The AWS implementation is [`crate::s3::Bucket`];
+//! the in-memory one, for unit tests, is `testing::MemStore`. One contract
+//! suite (`testing::contract`) runs against both.
+
+use std::collections::HashMap;
+use std::error::Error as StdError;
+use std::fmt;
+use std::future::Future;
+
+/// How a put treats an existing object at the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PutMode {
+    /// Unconditional: last writer wins.
+    Overwrite,
+    /// `If-None-Match: *`: fails with [`S3Error::AlreadyExists`] if the key exists.
+    Create,
+    /// `If-Match: <etag>`: fails with [`S3Error::Precondition`] if the object changed.
+    Update { etag: String },
+}
+
+/// Headers and metadata for a put. Checksums are always requested (CRC32C), so
+/// S3 verifies the bytes it stores against the bytes that were sent.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PutOptions {
+    pub content_type: Option<String>,
+    pub content_encoding: Option<String>,
+    pub metadata: HashMap<String, String>,
+}
+
+/// What S3 reported about a stored object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PutResult {
+    pub etag: Option<String>,
+    pub version_id: Option<String>,
+}
+
+/// A small object read whole, with S3's times.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Small {
+    pub bytes: Vec<u8>,
+    pub etag: Option<String>,
+    /// `Last-Modified`, in ms since the epoch (S3 keeps whole seconds).
+    pub last_modified_ms: Option<i64>,
+    /// The response's `Date`, in ms since the epoch (whole seconds).
+    pub server_now_ms: Option<i64>,
+}
+
+/// What HeadObject tells about an object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    pub size: u64,
+    pub etag: Option<String>,
+    pub version_id: Option<String>,
+    pub content_type: Option<String>,
+    pub content_encoding: Option<String>,
+    /// User metadata (`x-amz-meta-*`), keys without the prefix.
+    pub metadata: HashMap<String, String>,
+}
+
+/// An object's body, read as it arrives: raw objects can be gigabytes.
+pub type Body = Box<dyn tokio::io::AsyncRead + Send + Unpin>;
+
+/// An object being read: what S3 said about it, then its bytes.
+pub struct Got {
+    pub head: Head,
+    pub body: Body,
+}
+
+impl fmt::Debug for Got {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Got").field("head", &self.head).finish()
+    }
+}
+
+/// One object in a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub key: String,
+    pub size: u64,
+    pub last_modified_ms: Option<i64>,
+}
+
+/// One uploaded part of a multipart upload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Part {
+    pub number: i32,
+    pub etag: String,
+    pub checksum_crc32c: Option<String>,
+}
+
+/// The operations the relay needs from one bucket, and no more.
+pub trait ObjectStore: Clone + Send + Sync + 'static {
+    /// The bucket's name, for messages and for events that name it.
+    fn name(&self) -> &str;
+    /// The same store and credentials, addressing another bucket.
+    fn in_bucket(&self, name: &str) -> Self;
+    /// Starts reading an object (a version of it, if given).
+    fn get(
+        &self,
+        key: &str,
+        version_id: Option<&str>,
+    ) -> impl Future<Output = Result<Got, S3Error>> + Send;
+    /// Reads a whole small object with the times S3 gave: when it was stored,
+    /// and S3's own clock when it answered, so an age is judged by one clock.
+    fn get_small(&self, key: &str) -> impl Future<Output = Result<Small, S3Error>> + Send;
+    /// Stores `body` at `key` under `mode`.
+    fn put(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+        mode: &PutMode,
+        options: &PutOptions,
+    ) -> impl Future<Output = Result<PutResult, S3Error>> + Send;
+    /// Deletes `key`; with `if_match`, only while its ETag is that one
+    /// ([`S3Error::Precondition`] otherwise). Deleting a missing key succeeds,
+    /// or with `if_match` may say [`S3Error::NotFound`].
+    fn delete(
+        &self,
+        key: &str,
+        if_match: Option<&str>,
+    ) -> impl Future<Output = Result<(), S3Error>> + Send;
+    /// HeadObject, or `None` if there is no object.
+    fn head(&self, key: &str) -> impl Future<Output = Result<Option<Head>, S3Error>> + Send;
+    /// The objects under `prefix` in key order, at most `limit` of them.
+    fn list(
+        &self,
+        prefix: &str,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Listed>, S3Error>> + Send;
+    /// Starts a multipart upload; returns its id.
+    fn start_multipart(
+        &self,
+        key: &str,
+        options: &PutOptions,
+    ) -> impl Future<Output = Result<String, S3Error>> + Send;
+    fn put_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: i32,
+        body: Vec<u8>,
+    ) -> impl Future<Output = Result<Part, S3Error>> + Send;
+    /// Completes a multipart upload under `mode` (`Create` is the same
+    /// `If-None-Match: *` as a single put).
+    fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: Vec<Part>,
+        mode: &PutMode,
+    ) -> impl Future<Output = Result<PutResult, S3Error>> + Send;
+    fn abort_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+    ) -> impl Future<Output = Result<(), S3Error>> + Send;
+}
+
+/// Whether retrying the same request can succeed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Throttling, 5xx, timeouts, connection failures: retry with backoff.
+    Transient,
+    /// Access denied, missing bucket, bad request: retrying will not help until
+    /// someone changes the configuration.
+    Permanent,
+}
+
+impl fmt::Display for Retry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Transient => "transient",
+            Self::Permanent => "permanent",
+        })
+    }
+}
+
+pub(crate) type BoxError = Box<dyn StdError + Send + Sync + 'static>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum S3Error {
+    #[error("s3://{bucket}/{key} already exists")]
+    AlreadyExists { bucket: String, key: String },
+    #[error("s3://{bucket}/{key} changed since it was read (precondition failed)")]
+    Precondition { bucket: String, key: String },
+    /// 409 ConditionalRequestConflict: a concurrent conditional write raced us.
+    #[error("s3://{bucket}/{key}: a concurrent conditional write conflicted")]
+    Conflict { bucket: String, key: String },
+    #[error("s3://{bucket}/{key} does not exist")]
+    NotFound { bucket: String, key: String },
+    /// Anything else, boxed: it is the rare path, and a small error keeps
+    /// every `Result` in the hot path small.
+    #[error(transparent)]
+    Other(Box<Failure>),
+}
+
+/// An S3 failure that is not a conditional-write outcome.
+#[derive(Debug, thiserror::Error)]
+#[error("s3://{bucket}/{key}: {op} failed ({retry}, {code}): {message}")]
+pub struct Failure {
+    pub bucket: String,
+    pub key: String,
+    pub op: &'static str,
+    pub retry: Retry,
+    pub code: String,
+    pub message: String,
+    #[source]
+    pub source: BoxError,
+}
+
+impl S3Error {
+    /// A failure that is not a conditional outcome, classified by its code.
+    pub fn failure(bucket: &str, key: &str, op: &'static str, code: &str, message: &str) -> Self {
+        Self::Other(Box::new(Failure {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            op,
+            retry: match crate::client::classify_code(None, code) {
+                crate::client::Class::Permanent => Retry::Permanent,
+                _ => Retry::Transient,
+            },
+            code: code.to_owned(),
+            message: message.to_owned(),
+            source: message.to_owned().into(),
+        }))
+    }
+
+    /// Whether the same request may succeed later. Conditional outcomes are
+    /// answers, not failures: retrying them cannot change the result, except
+    /// a 409 conflict, which AWS says to retry.
+    pub fn retry(&self) -> Retry {
+        match self {
+            Self::Conflict { .. } => Retry::Transient,
+            Self::AlreadyExists { .. } | Self::Precondition { .. } | Self::NotFound { .. } => {
+                Retry::Permanent
+            }
+            Self::Other(f) => f.retry,
+        }
+    }
+
+    /// A short stable label for metrics and logs (`already_exists`, `throttled`, ...).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::AlreadyExists { .. } => "already_exists",
+            Self::Precondition { .. } => "precondition",
+            Self::Conflict { .. } => "conflict",
+            Self::NotFound { .. } => "not_found",
+            Self::Other(f) => match (f.code.as_str(), f.retry) {
+                ("AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch", _) => {
+                    "access_denied"
+                }
+                ("NoSuchBucket", _) => "no_such_bucket",
+                (code, retry) => match crate::client::classify_code(None, code) {
+                    crate::client::Class::Throttled => "throttled",
+                    _ if retry == Retry::Transient => "transient",
+                    _ => "permanent",
+                },
+            },
+        }
+    }
+}

@@ -1,0 +1,476 @@
+//! An in-memory [`ObjectStore`] with S3's conditional-write semantics, a clock
+//! tests move, and injected faults, so the orchestration of both stages is
+//! unit-tested without the emulator. The contract suite proves it behaves
+//! like [`crate::s3::Bucket`] on S3.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::store::{
+    Failure, Got, Head, Listed, ObjectStore, Part, PutMode, PutOptions, PutResult, Retry, S3Error,
+    Small,
+};
+
+/// A fault to inject into one call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// `503 SlowDown`, before the call has any effect.
+    Throttle,
+    /// `500 InternalError`, before the call has any effect.
+    Unavailable,
+    /// `403 AccessDenied`, before the call has any effect.
+    Denied,
+    /// The call takes effect, then its answer is lost (a timeout): the
+    /// caller cannot tell whether it happened.
+    LoseResponse,
+}
+
+#[derive(Debug, Clone)]
+struct Object {
+    bytes: Vec<u8>,
+    etag: String,
+    version_id: String,
+    written_ms: i64,
+    options: PutOptions,
+}
+
+#[derive(Debug)]
+struct Upload {
+    bucket: String,
+    key: String,
+    options: PutOptions,
+    parts: BTreeMap<i32, Vec<u8>>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// By (bucket, key).
+    objects: BTreeMap<(String, String), Object>,
+    uploads: HashMap<String, Upload>,
+    next: u64,
+    /// S3's clock, if a test set it; else the system's.
+    clock_ms: Option<i64>,
+    calls: u64,
+    /// Faults by the index of the call they hit.
+    faults: BTreeMap<u64, Fault>,
+    /// Key prefixes every write under which is denied.
+    denied: Vec<String>,
+    /// Every call, in order: (operation, key).
+    log: Vec<(&'static str, String)>,
+}
+
+/// The in-memory store. Clones share their objects, as clients of one S3 do.
+#[derive(Debug, Clone)]
+pub struct MemStore {
+    bucket: String,
+    state: Arc<Mutex<State>>,
+}
+
+impl Default for MemStore {
+    fn default() -> Self {
+        Self::new("mem")
+    }
+}
+
+fn whole_seconds(ms: i64) -> i64 {
+    ms - ms.rem_euclid(1000)
+}
+
+impl MemStore {
+    pub fn new(bucket: &str) -> Self {
+        Self {
+            bucket: bucket.to_owned(),
+            state: Arc::default(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A test that panicked while holding the lock has failed already.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sets S3's clock, in ms since the epoch (S3 reports whole seconds).
+    pub fn at(&self, ms: i64) -> &Self {
+        self.lock().clock_ms = Some(ms);
+        self
+    }
+
+    /// Injects `fault` into the `n`-th call from now (0 is the next call).
+    pub fn fail_in(&self, n: u64, fault: Fault) -> &Self {
+        let mut s = self.lock();
+        let at = s.calls + n;
+        s.faults.insert(at, fault);
+        self
+    }
+
+    /// Injects `fault` into each of the next `count` calls.
+    pub fn fail_next(&self, count: u64, fault: Fault) -> &Self {
+        for n in 0..count {
+            self.fail_in(n, fault);
+        }
+        self
+    }
+
+    /// Denies, for good, every write under `prefix` in this bucket.
+    pub fn deny(&self, prefix: &str) -> &Self {
+        let p = format!("{}/{prefix}", self.bucket);
+        self.lock().denied.push(p);
+        self
+    }
+
+    /// The calls made so far: (operation, key).
+    pub fn calls(&self) -> Vec<(&'static str, String)> {
+        self.lock().log.clone()
+    }
+
+    /// The bytes at `key`, if any.
+    pub fn bytes(&self, key: &str) -> Option<Vec<u8>> {
+        self.lock()
+            .objects
+            .get(&(self.bucket.clone(), key.to_owned()))
+            .map(|o| o.bytes.clone())
+    }
+
+    /// The keys in this bucket, in order.
+    pub fn keys(&self) -> Vec<String> {
+        self.lock()
+            .objects
+            .keys()
+            .filter(|(b, _)| *b == self.bucket)
+            .map(|(_, k)| k.clone())
+            .collect()
+    }
+
+    /// Multipart uploads started and neither completed nor aborted.
+    pub fn open_uploads(&self) -> usize {
+        self.lock().uploads.len()
+    }
+
+    fn now(s: &State) -> i64 {
+        s.clock_ms.unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        })
+    }
+
+    fn failure(&self, key: &str, op: &'static str, retry: Retry, code: &str) -> S3Error {
+        S3Error::Other(Box::new(Failure {
+            bucket: self.bucket.clone(),
+            key: key.to_owned(),
+            op,
+            retry,
+            code: code.to_owned(),
+            message: format!("injected {code}"),
+            source: "injected by MemStore".into(),
+        }))
+    }
+
+    fn not_found(&self, key: &str) -> S3Error {
+        S3Error::NotFound {
+            bucket: self.bucket.clone(),
+            key: key.to_owned(),
+        }
+    }
+
+    /// Runs one call: logs it, applies an injected fault or a denial, and
+    /// otherwise lets `f` act on the state.
+    fn call<T>(
+        &self,
+        op: &'static str,
+        key: &str,
+        write: bool,
+        f: impl FnOnce(&mut State) -> Result<T, S3Error>,
+    ) -> Result<T, S3Error> {
+        let mut s = self.lock();
+        let index = s.calls;
+        s.calls += 1;
+        s.log.push((op, key.to_owned()));
+        let fault = s.faults.remove(&index);
+        let full = format!("{}/{key}", self.bucket);
+        if write && s.denied.iter().any(|p| full.starts_with(p.as_str())) {
+            return Err(self.failure(key, op, Retry::Permanent, "AccessDenied"));
+        }
+        match fault {
+            Some(Fault::Throttle) => Err(self.failure(key, op, Retry::Transient, "SlowDown")),
+            Some(Fault::Unavailable) => {
+                Err(self.failure(key, op, Retry::Transient, "InternalError"))
+            }
+            Some(Fault::Denied) => Err(self.failure(key, op, Retry::Permanent, "AccessDenied")),
+            Some(Fault::LoseResponse) => {
+                // The effect stands; only its answer is lost.
+                let _ = f(&mut s);
+                Err(self.failure(key, op, Retry::Transient, "RequestTimeout"))
+            }
+            None => f(&mut s),
+        }
+    }
+
+    fn id(&self, key: &str) -> (String, String) {
+        (self.bucket.clone(), key.to_owned())
+    }
+
+    /// Checks `mode` against what is at `key` now.
+    fn admit(&self, s: &State, key: &str, mode: &PutMode) -> Result<(), S3Error> {
+        let (bucket, key_s) = self.id(key);
+        match (mode, s.objects.get(&self.id(key))) {
+            (PutMode::Create, Some(_)) => Err(S3Error::AlreadyExists { bucket, key: key_s }),
+            (PutMode::Update { etag }, Some(o)) if *etag != o.etag => {
+                Err(S3Error::Precondition { bucket, key: key_s })
+            }
+            (PutMode::Update { .. }, None) => Err(S3Error::NotFound { bucket, key: key_s }),
+            _ => Ok(()),
+        }
+    }
+
+    fn store(&self, s: &mut State, key: &str, bytes: Vec<u8>, options: PutOptions) -> PutResult {
+        s.next += 1;
+        let object = Object {
+            bytes,
+            etag: format!("\"m{}\"", s.next),
+            version_id: format!("v{}", s.next),
+            written_ms: Self::now(s),
+            options,
+        };
+        let result = PutResult {
+            etag: Some(object.etag.clone()),
+            version_id: Some(object.version_id.clone()),
+        };
+        s.objects.insert(self.id(key), object);
+        result
+    }
+
+    fn head_of(o: &Object) -> Head {
+        Head {
+            size: o.bytes.len() as u64,
+            etag: Some(o.etag.clone()),
+            version_id: Some(o.version_id.clone()),
+            content_type: o.options.content_type.clone(),
+            content_encoding: o.options.content_encoding.clone(),
+            metadata: o.options.metadata.clone(),
+        }
+    }
+}
+
+impl ObjectStore for MemStore {
+    fn name(&self) -> &str {
+        &self.bucket
+    }
+
+    fn in_bucket(&self, name: &str) -> Self {
+        Self {
+            bucket: name.to_owned(),
+            state: Arc::clone(&self.state),
+        }
+    }
+
+    async fn get(&self, key: &str, version_id: Option<&str>) -> Result<Got, S3Error> {
+        let o = self.call("GetObject", key, false, |s| {
+            s.objects
+                .get(&self.id(key))
+                .filter(|o| version_id.is_none_or(|v| v == o.version_id))
+                .cloned()
+                .ok_or_else(|| self.not_found(key))
+        })?;
+        Ok(Got {
+            head: Self::head_of(&o),
+            body: Box::new(std::io::Cursor::new(o.bytes)),
+        })
+    }
+
+    async fn get_small(&self, key: &str) -> Result<Small, S3Error> {
+        self.call("GetObject", key, false, |s| {
+            let now = Self::now(s);
+            s.objects
+                .get(&self.id(key))
+                .map(|o| Small {
+                    bytes: o.bytes.clone(),
+                    etag: Some(o.etag.clone()),
+                    last_modified_ms: Some(whole_seconds(o.written_ms)),
+                    server_now_ms: Some(whole_seconds(now)),
+                })
+                .ok_or_else(|| self.not_found(key))
+        })
+    }
+
+    async fn put(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+        mode: &PutMode,
+        options: &PutOptions,
+    ) -> Result<PutResult, S3Error> {
+        self.call("PutObject", key, true, |s| {
+            self.admit(s, key, mode)?;
+            Ok(self.store(s, key, body, options.clone()))
+        })
+    }
+
+    async fn delete(&self, key: &str, if_match: Option<&str>) -> Result<(), S3Error> {
+        self.call("DeleteObject", key, true, |s| {
+            match (if_match, s.objects.get(&self.id(key))) {
+                (Some(etag), Some(o)) if o.etag != etag => {
+                    let (bucket, key) = self.id(key);
+                    return Err(S3Error::Precondition { bucket, key });
+                }
+                (Some(_), None) => return Err(self.not_found(key)),
+                _ => {}
+            }
+            s.objects.remove(&self.id(key));
+            Ok(())
+        })
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<Head>, S3Error> {
+        self.call("HeadObject", key, false, |s| {
+            Ok(s.objects.get(&self.id(key)).map(Self::head_of))
+        })
+    }
+
+    async fn list(&self, prefix: &str, limit: usize) -> Result<Vec<Listed>, S3Error> {
+        self.call("ListObjectsV2", prefix, false, |s| {
+            Ok(s.objects
+                .range(self.id(prefix)..)
+                .take_while(|((b, k), _)| *b == self.bucket && k.starts_with(prefix))
+                .take(limit)
+                .map(|((_, k), o)| Listed {
+                    key: k.clone(),
+                    size: o.bytes.len() as u64,
+                    last_modified_ms: Some(whole_seconds(o.written_ms)),
+                })
+                .collect())
+        })
+    }
+
+    async fn start_multipart(&self, key: &str, options: &PutOptions) -> Result<String, S3Error> {
+        self.call("CreateMultipartUpload", key, true, |s| {
+            s.next += 1;
+            let id = format!("upload-{}", s.next);
+            s.uploads.insert(
+                id.clone(),
+                Upload {
+                    bucket: self.bucket.clone(),
+                    key: key.to_owned(),
+                    options: options.clone(),
+                    parts: BTreeMap::new(),
+                },
+            );
+            Ok(id)
+        })
+    }
+
+    async fn put_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: i32,
+        body: Vec<u8>,
+    ) -> Result<Part, S3Error> {
+        self.call("UploadPart", key, true, |s| {
+            let upload = s
+                .uploads
+                .get_mut(upload_id)
+                .filter(|u| u.bucket == self.bucket && u.key == key)
+                .ok_or_else(|| self.failure(key, "UploadPart", Retry::Permanent, "NoSuchUpload"))?;
+            let etag = format!("\"p{number}-{}\"", body.len());
+            upload.parts.insert(number, body);
+            Ok(Part {
+                number,
+                etag,
+                checksum_crc32c: None,
+            })
+        })
+    }
+
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: Vec<Part>,
+        mode: &PutMode,
+    ) -> Result<PutResult, S3Error> {
+        self.call("CompleteMultipartUpload", key, true, |s| {
+            let op = "CompleteMultipartUpload";
+            let upload = s
+                .uploads
+                .get(upload_id)
+                .filter(|u| u.bucket == self.bucket && u.key == key)
+                .ok_or_else(|| self.failure(key, op, Retry::Permanent, "NoSuchUpload"))?;
+            let named: Vec<i32> = parts.iter().map(|p| p.number).collect();
+            let staged: Vec<i32> = upload.parts.keys().copied().collect();
+            if named != staged {
+                return Err(self.failure(key, op, Retry::Permanent, "InvalidPart"));
+            }
+            self.admit(s, key, mode)?;
+            let upload = s
+                .uploads
+                .remove(upload_id)
+                .ok_or_else(|| self.failure(key, op, Retry::Permanent, "NoSuchUpload"))?;
+            let bytes = upload.parts.into_values().flatten().collect();
+            Ok(self.store(s, key, bytes, upload.options))
+        })
+    }
+
+    async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), S3Error> {
+        self.call("AbortMultipartUpload", key, true, |s| {
+            s.uploads.remove(upload_id);
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn faults_hit_the_call_they_name_and_a_lost_answer_keeps_its_effect() {
+        let s = MemStore::new("b");
+        let none = PutOptions::default();
+        s.fail_in(1, Fault::Throttle);
+        s.put("a", b"1".to_vec(), &PutMode::Create, &none)
+            .await
+            .unwrap();
+        let e = s
+            .put("b", b"2".to_vec(), &PutMode::Create, &none)
+            .await
+            .unwrap_err();
+        assert_eq!((e.kind(), e.retry()), ("throttled", Retry::Transient));
+        assert_eq!(s.bytes("b"), None, "a throttled call has no effect");
+
+        s.fail_next(1, Fault::LoseResponse);
+        let e = s
+            .put("b", b"2".to_vec(), &PutMode::Create, &none)
+            .await
+            .unwrap_err();
+        assert_eq!(e.retry(), Retry::Transient);
+        assert_eq!(s.bytes("b"), Some(b"2".to_vec()), "the write happened");
+        assert!(matches!(
+            s.put("b", b"2".to_vec(), &PutMode::Create, &none).await,
+            Err(S3Error::AlreadyExists { .. })
+        ));
+
+        s.deny("secret/");
+        let e = s
+            .put("secret/x", vec![], &PutMode::Overwrite, &none)
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), "access_denied");
+        assert!(s.get_small("a").await.is_ok(), "reads are not denied");
+        assert_eq!(s.calls().len(), 6);
+    }
+
+    #[tokio::test]
+    async fn buckets_are_separate_but_share_one_store() {
+        let a = MemStore::new("a");
+        let b = a.in_bucket("b");
+        a.put("k", b"x".to_vec(), &PutMode::Create, &PutOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(b.head("k").await.unwrap(), None);
+        assert_eq!(b.in_bucket("a").bytes("k"), Some(b"x".to_vec()));
+        assert!(b.list("", 10).await.unwrap().is_empty());
+    }
+}

@@ -1,0 +1,40 @@
+//! The object-store contract, over the in-memory store and over S3 on the
+//! emulator: the same suite, so the fake cannot drift from S3.
+
+use relay_shared::testing::{Emulator, MemStore, contract};
+
+#[tokio::test]
+async fn the_in_memory_store_keeps_the_contract() {
+    contract::object_store(&MemStore::new("mem"), "t/").await;
+}
+
+#[tokio::test]
+async fn s3_keeps_the_contract() {
+    let emu = Emulator::connect().await;
+    let bucket = emu.bucket("contract").await;
+    contract::object_store(&bucket, "t/").await;
+}
+
+#[tokio::test]
+async fn a_missing_bucket_is_reported_as_permanent_and_named() {
+    use relay_shared::s3::{Bucket, ObjectStore, PutMode, PutOptions, Retry};
+    let emu = Emulator::connect().await;
+    let missing = Bucket::new(emu.s3.clone(), "no-such-bucket-relay-test");
+    let err = missing
+        .check_access()
+        .await
+        .expect_err("bucket does not exist");
+    assert_eq!(err.retry(), Retry::Permanent, "{err:?}");
+    assert_eq!(err.kind(), "no_such_bucket", "{err:?}");
+    assert!(
+        err.to_string().contains("no-such-bucket-relay-test"),
+        "{err}"
+    );
+
+    let err = missing
+        .put("k", b"x".to_vec(), &PutMode::Create, &PutOptions::default())
+        .await
+        .expect_err("put into a missing bucket fails");
+    assert_eq!(err.kind(), "no_such_bucket", "{err:?}");
+    assert_eq!(err.retry(), Retry::Permanent);
+}
