@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use aws_sdk_sqs::Client;
+use relay_shared::client::{Class, classify, classify_code};
 use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName, SendMessageBatchRequestEntry};
 use backon::BackoffBuilder;
@@ -95,23 +96,13 @@ pub struct Output {
     cap: Option<usize>,
 }
 
-fn call_error<
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug + Send + Sync + 'static,
->(
+fn call_error<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>(
     queue: &str,
     op: &'static str,
-    e: SdkError<E, R>,
+    e: SdkError<E, aws_sdk_sqs::config::http::HttpResponse>,
 ) -> SendError {
-    let transient = matches!(
-        e,
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_)
-    ) || e.code().is_some_and(|c| {
-        c.contains("Throttl")
-            || c.contains("RequestThrottled")
-            || c.contains("ServiceUnavailable")
-            || c.contains("InternalError")
-    });
+    let status = e.raw_response().map(|r| r.status().as_u16());
+    let transient = classify(&e, status) != Class::Permanent;
     let message = match (e.code(), e.message()) {
         (Some(c), Some(m)) => format!("{c}: {m}"),
         _ => relay_shared::client::describe(&e),
@@ -305,9 +296,7 @@ impl Sink for Output {
                                 ),
                             });
                         };
-                        let throttled = f.code.contains("Throttl")
-                            || f.code.contains("ServiceUnavailable")
-                            || f.code.contains("InternalError");
+                        let throttled = classify_code(None, &f.code) != Class::Permanent;
                         if is_size_refusal(&f.code, &message) {
                             // The queue's limit was lowered since it was
                             // read: re-pack with the new one.
