@@ -4,10 +4,10 @@
 use std::time::Duration;
 
 use aws_sdk_sqs::Client;
-use relay_shared::client::{Class, classify, classify_code};
 use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName, SendMessageBatchRequestEntry};
 use backon::BackoffBuilder;
+use relay_shared::client::{Class, classify, classify_code};
 use sha2::{Digest, Sha256};
 
 use crate::pack::{ATTR_CHUNK, ATTR_RECORDS, ATTR_SOURCE_KEY, Chunk, sqs_text};

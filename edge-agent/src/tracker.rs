@@ -16,6 +16,16 @@ pub struct FileStat {
     pub mtime: SystemTime,
 }
 
+impl FileStat {
+    /// What a `stat` (or `lstat`) said about the file.
+    pub fn of(m: &std::fs::Metadata) -> Self {
+        Self {
+            size: m.len(),
+            mtime: m.modified().unwrap_or(std::time::UNIX_EPOCH),
+        }
+    }
+}
+
 /// What was seen about a path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Signal {

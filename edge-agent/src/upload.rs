@@ -247,13 +247,6 @@ pub fn conflict_tag(hash: u128) -> String {
     format!("{:016x}", (hash >> 64) as u64)
 }
 
-pub fn stat_of(m: &std::fs::Metadata) -> FileStat {
-    FileStat {
-        size: m.len(),
-        mtime: m.modified().unwrap_or(std::time::UNIX_EPOCH),
-    }
-}
-
 /// Runs blocking file work off the async threads; a failure names the file.
 async fn blocking<T: Send + 'static>(
     path: &Path,
@@ -286,7 +279,7 @@ fn open_expected(path: &Path, expect: FileStat) -> io::Result<Result<File, Outco
         Opened::Gone => return Ok(Err(Outcome::Gone)),
         Opened::NotRegular => return Ok(Err(Outcome::NotRegular)),
     };
-    if stat_of(&file.metadata()?) != expect {
+    if FileStat::of(&file.metadata()?) != expect {
         return Ok(Err(Outcome::Changed));
     }
     Ok(Ok(file))
@@ -299,7 +292,7 @@ fn open_expected(path: &Path, expect: FileStat) -> io::Result<Result<File, Outco
 /// would only race the peer, so the upload stops.
 fn recheck(path: &Path, expect: FileStat) -> Option<Outcome> {
     match std::fs::symlink_metadata(path) {
-        Ok(m) if m.is_file() && stat_of(&m) == expect => None,
+        Ok(m) if m.is_file() && FileStat::of(&m) == expect => None,
         Ok(_) => Some(Outcome::Changed),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Some(Outcome::Gone),
         Err(_) => Some(Outcome::Changed),
@@ -616,7 +609,7 @@ mod tests {
     fn job_for(dir: &Path, name: &str, content: &[u8]) -> Job {
         let path = dir.join(name);
         std::fs::write(&path, content).unwrap();
-        let stat = stat_of(&std::fs::metadata(&path).unwrap());
+        let stat = FileStat::of(&std::fs::metadata(&path).unwrap());
         let keys = KeyScheme::new("raw/", "s", relay_shared::keys::TimeFormat::Auto).unwrap();
         Job {
             path,
@@ -861,7 +854,7 @@ mod tests {
         let mut job = job_for(dir.path(), "1763800000008.json", b"x");
         std::fs::remove_file(&job.path).unwrap();
         std::os::unix::fs::symlink(outside.path(), &job.path).unwrap();
-        job.stat = stat_of(&std::fs::metadata(&job.path).unwrap());
+        job.stat = FileStat::of(&std::fs::metadata(&job.path).unwrap());
         assert_eq!(
             upload_once(&s3, &job, 3, 5 << 20).await.unwrap(),
             Outcome::NotRegular
@@ -880,70 +873,5 @@ mod tests {
             tokio::time::timeout(Duration::from_secs(5), upload_once(&s3, &job, 3, 5 << 20)).await;
         assert_eq!(out.unwrap().unwrap(), Outcome::NotRegular);
         assert!(s3.keys().is_empty());
-    }
-
-    /// Four files that fail for good at concurrency 4 hold no upload slot:
-    /// the good files around them still flow, and the bad ones wait aside.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn permanently_failing_files_do_not_block_the_others() {
-        use clap::Parser;
-        let dir = tempfile::tempdir().unwrap();
-        let config = crate::config::Config::resolve(
-            crate::config::Args::parse_from([
-                "edge-agent",
-                "--watch-dir",
-                dir.path().to_str().unwrap(),
-                "--bucket",
-                "b",
-                "--source-id",
-                "s",
-                "--settle-ms",
-                "50",
-                "--concurrency",
-                "4",
-                "--on-success",
-                "delete",
-                "--metrics-addr",
-                "off",
-            ]),
-            || None,
-        )
-        .unwrap();
-        let s3 = store();
-        for i in 0..4 {
-            let name = format!("17638000001{i:02}.json");
-            s3.deny(&config.keys.raw_key(&name).unwrap().key);
-            std::fs::write(dir.path().join(&name), b"{\"bad\":1}\n").unwrap();
-        }
-        for i in 0..6 {
-            std::fs::write(
-                dir.path().join(format!("17638000002{i:02}.json")),
-                b"{\"good\":1}\n",
-            )
-            .unwrap();
-        }
-        let policy = RetryPolicy {
-            min_delay: Duration::from_millis(1),
-            max_delay: Duration::from_millis(5),
-            permanent_delay: Duration::from_secs(3600),
-        };
-        let watched = s3.clone();
-        let stop = async move {
-            for _ in 0..200 {
-                if watched.keys().len() == 6 {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        };
-        let summary = crate::run(config, s3.clone(), policy, stop).await.unwrap();
-        assert_eq!(s3.keys().len(), 6, "every good file stored");
-        assert_eq!((summary.uploaded, summary.set_aside), (6, 4));
-        let left: Vec<_> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .filter(|n| n.ends_with(".json"))
-            .collect();
-        assert_eq!(left.len(), 4, "the set-aside files stay on disk: {left:?}");
     }
 }

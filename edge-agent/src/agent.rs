@@ -1,0 +1,815 @@
+//! The agent's one owning task: it turns watch events and ticks into
+//! uploads, at most `concurrency` at a time, and acts on each outcome
+//! (delete, move or record the file only once S3 is known to hold it).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::future::Future;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use relay_shared::s3::ObjectStore;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tracing::{Instrument, debug, error, info, warn};
+
+use crate::config::{Config, OnSuccess};
+use crate::ledger::Ledger;
+use crate::tracker::{FileStat, Signal, Tracker};
+use crate::upload::{self, Job, ObjectMeta, Outcome, RetryPolicy, UploadError};
+use crate::watch::{self, WatchMsg};
+use crate::{AgentError, Summary, metrics};
+
+/// Runs until `shutdown` resolves, then stops taking new files and gives
+/// in-flight uploads `config.shutdown_timeout` to finish.
+pub async fn run<S: ObjectStore>(
+    config: Config,
+    sink: S,
+    retry: RetryPolicy,
+    shutdown: impl Future<Output = ()>,
+) -> Result<Summary, AgentError> {
+    let ledger = match config.on_success {
+        OnSuccess::Keep => Some(
+            Ledger::open(&config.state_dir, &config.bucket, &config.watch_dir).map_err(
+                |source| AgentError::Ledger {
+                    dir: config.state_dir.clone(),
+                    source,
+                },
+            )?,
+        ),
+        _ => None,
+    };
+    let (tx, mut rx) = mpsc::channel(4096);
+    // Watch before scanning, so a file created during the scan is not missed.
+    let watcher = watch::start(&config.watch_dir, config.recursive, tx).map_err(|source| {
+        AgentError::Watch {
+            dir: config.watch_dir.clone(),
+            source,
+        }
+    })?;
+    let tick_every =
+        (config.settle / 4).clamp(Duration::from_millis(20), Duration::from_millis(250));
+    let mut agent = Agent::new(config, sink, retry, ledger);
+    let root = agent.config.watch_dir.clone();
+    agent.scan(&root);
+    info!(
+        dir = %root.display(),
+        backlog = agent.tracker.len(),
+        bucket = %agent.config.bucket,
+        prefix = %agent.config.keys.source_prefix(),
+        "watching"
+    );
+
+    let mut uploads: JoinSet<(Job, Outcome, u32, Duration)> = JoinSet::new();
+    let mut tick = tokio::time::interval(tick_every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    loop {
+        while uploads.len() < agent.config.concurrency {
+            let Some(job) = agent.ready.pop_front() else {
+                break;
+            };
+            agent.queued.remove(&job.path);
+            agent.spawn(&mut uploads, job);
+        }
+        tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            Some(done) = uploads.join_next(), if !uploads.is_empty() => agent.finish(done),
+            Some(msg) = rx.recv() => agent.handle(msg),
+            _ = tick.tick() => agent.tick(),
+        }
+    }
+
+    drop(watcher);
+    // Uploads waiting out a retry backoff stop now; transfers may finish.
+    agent.stopping.send_replace(true);
+    agent.sync_ledger();
+    let waiting = uploads.len();
+    info!(
+        in_flight = waiting,
+        timeout_secs = agent.config.shutdown_timeout.as_secs(),
+        "shutting down"
+    );
+    let deadline = tokio::time::sleep(agent.config.shutdown_timeout);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            () = &mut deadline => {
+                agent.summary.unfinished += uploads.len();
+                warn!(unfinished = uploads.len(), "shutdown deadline reached; unfinished files are relayed on the next start");
+                uploads.abort_all();
+                break;
+            }
+            done = uploads.join_next() => match done {
+                Some(done) => agent.finish(done),
+                None => break,
+            },
+        }
+    }
+    agent.sync_ledger();
+    let s = &agent.summary;
+    info!(
+        uploaded = s.uploaded,
+        duplicates = s.duplicates,
+        conflicts = s.conflicts,
+        unverified = s.unverified,
+        gone = s.gone,
+        rejected = s.rejected,
+        set_aside = s.set_aside,
+        unfinished = s.unfinished,
+        "stopped"
+    );
+    Ok(agent.summary)
+}
+
+struct Agent<S> {
+    config: Config,
+    sink: S,
+    retry: RetryPolicy,
+    /// Turns true at shutdown: uploads waiting to retry stop at once.
+    stopping: tokio::sync::watch::Sender<bool>,
+    tracker: Tracker,
+    ready: VecDeque<Job>,
+    /// Paths in `ready`.
+    queued: HashSet<PathBuf>,
+    /// Paths being uploaded, with their mtime for the oldest-file gauge.
+    inflight: HashMap<PathBuf, SystemTime>,
+    /// Files whose name gives no key, or whose key S3 holds unverified,
+    /// with the stat they had: not retried until they change, never deleted.
+    rejected: HashMap<PathBuf, FileStat>,
+    /// Files that failed for a reason retrying soon will not fix, waiting
+    /// outside the upload slots until their time comes.
+    parked: HashMap<PathBuf, Parked>,
+    /// Symlinks and special files already reported: never opened.
+    special: HashSet<PathBuf>,
+    ledger: Option<Ledger>,
+    summary: Summary,
+}
+
+type Done = Result<(Job, Outcome, u32, Duration), tokio::task::JoinError>;
+
+/// A file set aside after a permanent failure.
+#[derive(Debug, Clone)]
+struct Parked {
+    stat: FileStat,
+    retry_at: Instant,
+    reason: String,
+}
+
+impl<S: ObjectStore> Agent<S> {
+    fn new(config: Config, sink: S, retry: RetryPolicy, ledger: Option<Ledger>) -> Self {
+        Self {
+            tracker: Tracker::new(config.settle),
+            ready: VecDeque::new(),
+            queued: HashSet::new(),
+            inflight: HashMap::new(),
+            rejected: HashMap::new(),
+            parked: HashMap::new(),
+            special: HashSet::new(),
+            ledger,
+            summary: Summary::default(),
+            stopping: tokio::sync::watch::Sender::new(false),
+            sink,
+            retry,
+            config,
+        }
+    }
+
+    fn rel(&self, path: &Path) -> Option<String> {
+        path.strip_prefix(&self.config.watch_dir)
+            .ok()
+            .and_then(|r| r.to_str())
+            .map(str::to_owned)
+    }
+
+    /// Paths the agent itself writes to or moves files into.
+    fn is_own(&self, path: &Path) -> bool {
+        path.starts_with(&self.config.state_dir)
+            || matches!(&self.config.on_success, OnSuccess::Move(dir) if path.starts_with(dir))
+    }
+
+    fn handle(&mut self, msg: WatchMsg) {
+        tracing::trace!(?msg, "watch event");
+        match msg {
+            WatchMsg::File(path, signal) => self.observe(&path, signal),
+            WatchMsg::Dir(dir) => self.scan(&dir),
+            WatchMsg::Rescan(reason) => {
+                warn!(%reason, "rescanning the watch directory");
+                ::metrics::counter!(metrics::RESCANS).increment(1);
+                let root = self.config.watch_dir.clone();
+                self.scan(&root);
+            }
+        }
+    }
+
+    fn observe(&mut self, path: &Path, signal: Signal) {
+        if self.inflight.contains_key(path) || self.queued.contains(path) || self.is_own(path) {
+            return;
+        }
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            if let Some(name) = path.file_name() {
+                self.reject(
+                    path,
+                    None,
+                    &format!("file name {name:?} is not valid UTF-8"),
+                );
+            }
+            return;
+        };
+        if !self.config.wants(name) {
+            return;
+        }
+        // Never followed: a symlink could point anywhere the agent can read.
+        let stat = match std::fs::symlink_metadata(path) {
+            Ok(m) if m.is_file() => Some(FileStat::of(&m)),
+            Ok(m) => {
+                if self.special.insert(path.to_owned()) {
+                    let kind = if m.file_type().is_symlink() {
+                        "a symlink"
+                    } else {
+                        "not a regular file"
+                    };
+                    warn!(path = %path.display(), kind, "not relayed: only regular files are read, and links are never followed");
+                    ::metrics::counter!(metrics::FILES, "outcome" => "not_regular").increment(1);
+                }
+                return;
+            }
+            Err(_) => None,
+        };
+        if let Some(rel) = self.rel(path)
+            && let Some(ledger) = &mut self.ledger
+            && ledger.contains(&rel)
+        {
+            match stat {
+                None => {
+                    ledger.forget(&rel);
+                    return;
+                }
+                // Uploaded as it is now: nothing to do. Otherwise the same
+                // name holds other bytes, and goes to S3 again.
+                Some(s) if ledger.uploaded_as(&rel, s) => return,
+                Some(_) => {}
+            }
+        }
+        if let Some(p) = self.parked.get(path) {
+            if stat == Some(p.stat) {
+                return;
+            }
+            // It changed: perhaps what made it fail is fixed. Try it again.
+            self.parked.remove(path);
+            self.publish_parked();
+        }
+        match (stat, self.rejected.get(path)) {
+            (Some(s), Some(r)) if s == *r => return,
+            (_, Some(_)) => {
+                self.rejected.remove(path);
+            }
+            _ => {}
+        }
+        self.tracker.observe(path, stat, signal, Instant::now());
+    }
+
+    /// Walks `root` (recursively if configured) and observes every file found.
+    fn scan(&mut self, root: &Path) {
+        let depth = if self.config.recursive { usize::MAX } else { 1 };
+        let state_dir = self.config.state_dir.clone();
+        let walker = walkdir::WalkDir::new(root)
+            .min_depth(1)
+            .max_depth(depth)
+            .into_iter()
+            .filter_entry(|e| {
+                e.depth() == 0 || !(e.file_type().is_dir() && e.path().starts_with(&state_dir))
+            });
+        for entry in walker {
+            match entry {
+                Ok(e) if e.file_type().is_file() => self.observe(e.path(), Signal::Discovered),
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "scanning the watch directory"),
+            }
+        }
+    }
+
+    fn sync_ledger(&mut self) {
+        if let Some(ledger) = &mut self.ledger
+            && let Err(e) = ledger.sync()
+        {
+            ::metrics::counter!(metrics::ERRORS, "kind" => "ledger").increment(1);
+            error!(path = %ledger.path().display(), error = %e, "cannot sync the upload ledger; after a crash, kept files may be offered to S3 again (harmless 412s)");
+        }
+    }
+
+    fn tick(&mut self) {
+        self.sync_ledger();
+        let now = Instant::now();
+        let due: Vec<PathBuf> = self
+            .parked
+            .iter()
+            .filter(|(_, p)| p.retry_at <= now)
+            .map(|(path, _)| path.clone())
+            .collect();
+        if !due.is_empty() {
+            for path in &due {
+                self.parked.remove(path);
+                self.observe(path, Signal::Discovered);
+            }
+            self.publish_parked();
+        }
+        let paths: Vec<PathBuf> = self.tracker.paths().map(Path::to_path_buf).collect();
+        for path in paths {
+            let stat = std::fs::metadata(&path)
+                .ok()
+                .filter(|m| m.is_file())
+                .map(|m| FileStat::of(&m));
+            self.tracker.observe(&path, stat, Signal::Discovered, now);
+        }
+        for (path, stat) in self.tracker.take_due(now) {
+            self.enqueue(path, stat);
+        }
+        let backlog = self.tracker.len() + self.ready.len() + self.inflight.len();
+        ::metrics::gauge!(metrics::BACKLOG).set(backlog as f64);
+        // The ready queue is filled oldest first, so its front stands for it.
+        let oldest = self
+            .tracker
+            .oldest_mtime()
+            .into_iter()
+            .chain(self.ready.front().map(|j| j.stat.mtime))
+            .chain(self.inflight.values().copied())
+            .min();
+        let age = oldest
+            .and_then(|m| SystemTime::now().duration_since(m).ok())
+            .unwrap_or_default();
+        ::metrics::gauge!(metrics::OLDEST_WAITING).set(age.as_secs_f64());
+    }
+
+    fn enqueue(&mut self, path: PathBuf, stat: FileStat) {
+        let Some(rel) = self.rel(&path) else {
+            return self.reject(&path, Some(stat), "its path is not valid UTF-8");
+        };
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_owned();
+        let key = match self.config.keys.raw_key(&name) {
+            Ok(k) => k.key,
+            Err(e) => return self.reject(&path, Some(stat), &e.to_string()),
+        };
+        let meta = ObjectMeta {
+            original_name: name,
+            original_size: stat.size,
+            source_id: self.config.keys.source_id().to_owned(),
+            content_hash: 0,
+        };
+        self.queued.insert(path.clone());
+        self.ready.push_back(Job {
+            path,
+            rel,
+            key,
+            keys: self.config.keys.clone(),
+            stat,
+            meta,
+        });
+    }
+
+    fn reject(&mut self, path: &Path, stat: Option<FileStat>, reason: &str) {
+        error!(path = %path.display(), %reason, "cannot relay this file; it stays on disk until renamed or the key scheme is fixed");
+        ::metrics::counter!(metrics::REJECTED).increment(1);
+        self.summary.rejected += 1;
+        if let Some(stat) = stat {
+            self.rejected.insert(path.to_owned(), stat);
+        }
+    }
+
+    fn spawn(&mut self, uploads: &mut JoinSet<(Job, Outcome, u32, Duration)>, job: Job) {
+        self.inflight.insert(job.path.clone(), job.stat.mtime);
+        let sink = self.sink.clone();
+        let retry = self.retry.clone();
+        let (level, part) = (
+            self.config.zstd_level,
+            self.config.multipart_threshold_bytes,
+        );
+        let (bucket, prefix) = (self.config.bucket.clone(), self.config.keys.source_prefix());
+        let stopping = self.stopping.subscribe();
+        let span = tracing::info_span!("file", path = %job.path.display(), key = %job.key);
+        uploads.spawn(
+            async move {
+                let started = Instant::now();
+                let on_error = |e: &UploadError, attempt: u32, delay: Duration| {
+                    let kind = e.kind();
+                    ::metrics::counter!(metrics::RETRIES, "kind" => kind).increment(1);
+                    ::metrics::counter!(metrics::ERRORS, "kind" => kind).increment(1);
+                    if e.is_transient() {
+                        warn!(error = %e, kind, attempt, retry_in_ms = delay.as_millis() as u64, "upload failed; retrying");
+                    } else {
+                        let fix = upload::fix_hint(kind, &bucket, &prefix);
+                        error!(error = %e, kind, attempt, retry_in_secs = delay.as_secs(), %fix, "upload failed and needs attention; the file is set aside and retried later");
+                        metrics::set_permanent_failure(Some(format!("{e} ({fix})")));
+                    }
+                };
+                let (outcome, retries) =
+                    upload::upload_with_retry(&sink, &job, level, part, &retry, stopping, on_error).await;
+                (job, outcome, retries, started.elapsed())
+            }
+            .instrument(span),
+        );
+    }
+
+    fn finish(&mut self, done: Done) {
+        let (job, outcome, retries, elapsed) = match done {
+            Ok(v) => v,
+            Err(e) => {
+                // Upload tasks do not panic by design; if one did, its file is
+                // still on disk and the next rescan or restart relays it.
+                error!(error = %e, "an upload task failed");
+                return;
+            }
+        };
+        self.inflight.remove(&job.path);
+        let span = tracing::info_span!("file", path = %job.path.display(), key = %job.key);
+        let _enter = span.enter();
+        match outcome {
+            Outcome::Uploaded {
+                compressed_bytes,
+                parts,
+            } => {
+                metrics::set_permanent_failure(None);
+                self.summary.uploaded += 1;
+                ::metrics::counter!(metrics::FILES, "outcome" => "uploaded").increment(1);
+                ::metrics::counter!(metrics::BYTES_IN).increment(job.stat.size);
+                ::metrics::counter!(metrics::BYTES_OUT).increment(compressed_bytes);
+                ::metrics::histogram!(metrics::UPLOAD_SECONDS).record(elapsed.as_secs_f64());
+                if compressed_bytes > 0 {
+                    ::metrics::histogram!(metrics::COMPRESSION_RATIO)
+                        .record(job.stat.size as f64 / compressed_bytes as f64);
+                }
+                info!(
+                    bytes = job.stat.size,
+                    compressed_bytes,
+                    parts,
+                    retries,
+                    elapsed_ms = elapsed.as_millis() as u64,
+                    "uploaded"
+                );
+                self.after_success(&job);
+            }
+            Outcome::Duplicate => {
+                metrics::set_permanent_failure(None);
+                self.summary.duplicates += 1;
+                ::metrics::counter!(metrics::FILES, "outcome" => "duplicate").increment(1);
+                info!(
+                    retries,
+                    "already in S3 with exactly these bytes (412, content hash checked); counted as a duplicate"
+                );
+                self.after_success(&job);
+            }
+            Outcome::Conflict {
+                key,
+                compressed_bytes,
+            } => {
+                metrics::set_permanent_failure(None);
+                self.summary.conflicts += 1;
+                ::metrics::counter!(metrics::FILES, "outcome" => "conflict").increment(1);
+                ::metrics::counter!(metrics::BYTES_IN).increment(job.stat.size);
+                ::metrics::counter!(metrics::BYTES_OUT).increment(compressed_bytes);
+                warn!(conflict_key = %key, retries,
+                    "S3 holds other bytes under this name (it was used again): this file is stored next to it, under the conflict key, and both are relayed");
+                self.after_success(&job);
+            }
+            Outcome::Unverified => {
+                self.summary.unverified += 1;
+                ::metrics::counter!(metrics::FILES, "outcome" => "unverified").increment(1);
+                warn!(
+                    "S3 has an object under this name with no content hash (an older agent stored it), so it cannot be told whether it holds these bytes; the file stays on disk and is not offered again until it changes"
+                );
+                self.rejected.insert(job.path.clone(), job.stat);
+            }
+            Outcome::NotRegular => {
+                if self.special.insert(job.path.clone()) {
+                    warn!(
+                        "not relayed: the name now points to a symlink or special file, which is never opened"
+                    );
+                }
+            }
+            Outcome::Failed { error, kind } => {
+                self.summary.set_aside += 1;
+                ::metrics::counter!(metrics::FILES, "outcome" => "set_aside").increment(1);
+                let delay = self.retry.permanent_delay;
+                error!(%error, kind, retry_in_secs = delay.as_secs(),
+                    "set aside: retrying soon will not help; other files keep flowing and this one is tried again later");
+                self.parked.insert(
+                    job.path.clone(),
+                    Parked {
+                        stat: job.stat,
+                        retry_at: Instant::now() + delay,
+                        reason: error,
+                    },
+                );
+                self.publish_parked();
+            }
+            Outcome::Interrupted => {
+                self.summary.unfinished += 1;
+                info!(
+                    "shutdown interrupted the retry backoff; the file is relayed on the next start"
+                );
+            }
+            Outcome::Gone => {
+                self.summary.gone += 1;
+                ::metrics::counter!(metrics::FILES, "outcome" => "gone").increment(1);
+                debug!("file vanished before upload; a peer agent handled it");
+            }
+            Outcome::Changed => {
+                warn!("file changed after it looked finished; waiting for it to settle again");
+                self.observe(&job.path, Signal::Discovered);
+            }
+        }
+    }
+
+    /// Tells `/healthz` and the metrics which files are set aside, and why.
+    fn publish_parked(&self) {
+        ::metrics::gauge!(metrics::SET_ASIDE).set(self.parked.len() as f64);
+        let mut named: Vec<String> = self
+            .parked
+            .iter()
+            .map(|(p, parked)| format!("{}: {}", p.display(), parked.reason))
+            .collect();
+        named.sort();
+        metrics::set_parked(named);
+    }
+
+    fn after_success(&mut self, job: &Job) {
+        let result = match &self.config.on_success {
+            OnSuccess::Keep => match &mut self.ledger {
+                Some(ledger) => ledger.record(&job.rel, job.stat),
+                None => Ok(()),
+            },
+            OnSuccess::Delete => std::fs::remove_file(&job.path),
+            OnSuccess::Move(dir) => {
+                let target = dir.join(&job.rel);
+                target
+                    .parent()
+                    .map_or(Ok(()), std::fs::create_dir_all)
+                    .and_then(|()| std::fs::rename(&job.path, &target))
+            }
+        };
+        match result {
+            Ok(()) => {}
+            // A peer agent already deleted or moved it: S3 has the file either way.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                ::metrics::counter!(metrics::ERRORS, "kind" => "after_success").increment(1);
+                error!(path = %job.path.display(), error = %e, action = %self.config.on_success,
+                    "S3 has the file, but the after-success action failed; it will be seen as a duplicate later");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use relay_shared::testing::{Fault, MemStore};
+
+    fn store() -> MemStore {
+        MemStore::new("b")
+    }
+
+    /// A delete-mode agent on `dir`, with `extra` flags.
+    fn config(dir: &Path, extra: &[&str]) -> Config {
+        let mut args = vec![
+            "edge-agent",
+            "--watch-dir",
+            dir.to_str().unwrap(),
+            "--bucket",
+            "b",
+            "--source-id",
+            "s",
+            "--settle-ms",
+            "50",
+            "--on-success",
+            "delete",
+            "--metrics-addr",
+            "off",
+        ];
+        args.extend_from_slice(extra);
+        Config::resolve(crate::config::Args::parse_from(args), || None).unwrap()
+    }
+
+    fn fast() -> RetryPolicy {
+        RetryPolicy {
+            min_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(5),
+            permanent_delay: Duration::from_secs(3600),
+        }
+    }
+
+    /// An agent over `s3`, with `files` written into `dir` and judged
+    /// finished, without the watcher and the settle time.
+    fn agent_with(dir: &Path, s3: &MemStore, files: &[(&str, &[u8])]) -> Agent<MemStore> {
+        let mut agent = Agent::new(config(dir, &[]), s3.clone(), fast(), None);
+        for (name, content) in files {
+            let path = dir.join(name);
+            std::fs::write(&path, content).unwrap();
+            let stat = FileStat::of(&std::fs::metadata(&path).unwrap());
+            agent.enqueue(path, stat);
+        }
+        agent
+    }
+
+    /// Uploads everything ready and acts on each outcome, as `run` does.
+    async fn drain(agent: &mut Agent<MemStore>) {
+        let mut uploads = JoinSet::new();
+        loop {
+            while let Some(job) = agent.ready.pop_front() {
+                agent.queued.remove(&job.path);
+                agent.spawn(&mut uploads, job);
+            }
+            match uploads.join_next().await {
+                Some(done) => agent.finish(done),
+                None => break,
+            }
+        }
+    }
+
+    fn decoded(s3: &MemStore, key: &str) -> Vec<u8> {
+        zstd::decode_all(&s3.bytes(key).unwrap()[..]).unwrap()
+    }
+
+    fn key_of(name: &str) -> String {
+        relay_shared::keys::KeyScheme::new("raw/", "s", relay_shared::keys::TimeFormat::Auto)
+            .unwrap()
+            .raw_key(name)
+            .unwrap()
+            .key
+    }
+
+    /// The put took effect but its answer was lost: the retry meets a 412,
+    /// the object's hash proves it holds these bytes, and only then is the
+    /// file deleted.
+    #[tokio::test]
+    async fn a_lost_answer_then_a_412_is_verified_before_the_file_is_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let s3 = store();
+        s3.fail_next(1, Fault::LoseResponse);
+        let name = "1763800000001.json";
+        let mut agent = agent_with(dir.path(), &s3, &[(name, b"{\"a\":1}\n")]);
+        drain(&mut agent).await;
+        assert_eq!(
+            (agent.summary.uploaded, agent.summary.duplicates),
+            (0, 1),
+            "{:?}",
+            agent.summary
+        );
+        assert_eq!(decoded(&s3, &key_of(name)), b"{\"a\":1}\n");
+        assert!(!dir.path().join(name).exists(), "deleted once verified");
+        let ops: Vec<&str> = s3.calls().iter().map(|(op, _)| *op).collect();
+        assert_eq!(ops, ["PutObject", "PutObject", "HeadObject"]);
+    }
+
+    /// A name used again: S3 holds other bytes under the key. The file is
+    /// deleted only after its own bytes are stored under the conflict key.
+    #[tokio::test]
+    async fn a_412_with_other_bytes_stores_the_file_aside_before_deleting_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let s3 = store();
+        let name = "1763800000002.json";
+        let mut first = agent_with(dir.path(), &s3, &[(name, b"{\"v\":1}\n")]);
+        drain(&mut first).await;
+        let mut again = agent_with(dir.path(), &s3, &[(name, b"{\"v\":2}\n")]);
+        drain(&mut again).await;
+        assert_eq!(again.summary.conflicts, 1, "{:?}", again.summary);
+        assert!(!dir.path().join(name).exists());
+        let keys = s3.keys();
+        assert_eq!(keys.len(), 2, "{keys:?}");
+        assert_eq!(decoded(&s3, &key_of(name)), b"{\"v\":1}\n");
+        let conflict = keys.iter().find(|k| **k != key_of(name)).unwrap();
+        assert_eq!(decoded(&s3, conflict), b"{\"v\":2}\n");
+
+        // Unverifiable (no content hash): kept on disk, never deleted.
+        let other = "1763800000003.json";
+        s3.put(
+            &key_of(other),
+            b"old".to_vec(),
+            &relay_shared::s3::PutMode::Create,
+            &relay_shared::s3::PutOptions::default(),
+        )
+        .await
+        .unwrap();
+        let mut third = agent_with(dir.path(), &s3, &[(other, b"{\"v\":3}\n")]);
+        drain(&mut third).await;
+        assert_eq!(third.summary.unverified, 1);
+        assert!(dir.path().join(other).exists());
+    }
+
+    /// A permanent error sets the file aside on disk, out of the upload
+    /// slots; nothing is deleted.
+    #[tokio::test]
+    async fn a_permanent_error_keeps_the_file_and_sets_it_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let s3 = store();
+        s3.deny("raw/");
+        let name = "1763800000004.json";
+        let mut agent = agent_with(dir.path(), &s3, &[(name, b"{\"a\":4}\n")]);
+        drain(&mut agent).await;
+        assert_eq!(agent.summary.set_aside, 1);
+        assert!(agent.parked.contains_key(&dir.path().join(name)));
+        assert!(agent.inflight.is_empty());
+        assert!(dir.path().join(name).exists());
+        assert!(s3.keys().is_empty());
+    }
+
+    /// A peer agent on the same directory took the file first: it is gone,
+    /// which is counted and is not an error, and nothing is stored.
+    #[tokio::test]
+    async fn a_file_a_peer_took_first_is_counted_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let s3 = store();
+        let name = "1763800000005.json";
+        let mut agent = agent_with(dir.path(), &s3, &[(name, b"{\"a\":5}\n")]);
+        std::fs::remove_file(dir.path().join(name)).unwrap();
+        drain(&mut agent).await;
+        assert_eq!(agent.summary.gone, 1, "{:?}", agent.summary);
+        assert!(s3.keys().is_empty());
+        assert!(s3.calls().is_empty(), "S3 was never asked");
+    }
+
+    /// Shutdown while an upload waits out a long backoff: the agent stops
+    /// at once, counts the file unfinished, and leaves it on disk.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shutdown_mid_upload_leaves_the_file_for_the_next_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let name = "1763800000006.json";
+        std::fs::write(dir.path().join(name), b"{\"a\":6}\n").unwrap();
+        let s3 = store();
+        s3.fail_next(100, Fault::Unavailable);
+        let slow = RetryPolicy {
+            min_delay: Duration::from_secs(600),
+            max_delay: Duration::from_secs(600),
+            permanent_delay: Duration::from_secs(600),
+        };
+        let watched = s3.clone();
+        let stop = async move {
+            while watched.calls().is_empty() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        let started = Instant::now();
+        let summary = run(config(dir.path(), &[]), s3.clone(), slow, stop)
+            .await
+            .unwrap();
+        assert!(started.elapsed() < Duration::from_secs(30));
+        assert_eq!(
+            (summary.unfinished, summary.uploaded),
+            (1, 0),
+            "{summary:?}"
+        );
+        assert!(dir.path().join(name).exists());
+        assert!(s3.keys().is_empty());
+    }
+
+    /// Four files that fail for good at concurrency 4 hold no upload slot:
+    /// the good files around them still flow, and the bad ones wait aside.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn permanently_failing_files_do_not_block_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path(), &["--concurrency", "4"]);
+        let s3 = store();
+        for i in 0..4 {
+            let name = format!("17638000001{i:02}.json");
+            s3.deny(&config.keys.raw_key(&name).unwrap().key);
+            std::fs::write(dir.path().join(&name), b"{\"bad\":1}\n").unwrap();
+        }
+        for i in 0..6 {
+            std::fs::write(
+                dir.path().join(format!("17638000002{i:02}.json")),
+                b"{\"good\":1}\n",
+            )
+            .unwrap();
+        }
+        let policy = RetryPolicy {
+            min_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(5),
+            permanent_delay: Duration::from_secs(3600),
+        };
+        let watched = s3.clone();
+        let stop = async move {
+            for _ in 0..200 {
+                if watched.keys().len() == 6 {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        let summary = crate::run(config, s3.clone(), policy, stop).await.unwrap();
+        assert_eq!(s3.keys().len(), 6, "every good file stored");
+        assert_eq!((summary.uploaded, summary.set_aside), (6, 4));
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.ends_with(".json"))
+            .collect();
+        assert_eq!(left.len(), 4, "the set-aside files stay on disk: {left:?}");
+    }
+}
