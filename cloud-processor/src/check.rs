@@ -10,16 +10,17 @@ use relay_shared::check::Finding;
 use relay_shared::s3::{Bucket, ObjectStore};
 
 use crate::config::{Aws, Config, check_aws, timeout_warning};
+use crate::lambda::Function;
 use crate::pack::BodyFormat;
 use crate::pipeline::{self, Settings};
 use crate::project::{EmptyRecords, Missing, Projection};
-use crate::sqs::queue_facts;
+use crate::sqs::Queues;
 
 /// The resources to check, with clients built once by `main`.
 #[derive(Debug)]
 pub struct Targets<'a> {
     pub bucket: &'a Bucket,
-    pub sqs: &'a aws_sdk_sqs::Client,
+    pub queues: &'a Queues,
     pub notification_queue_url: Option<&'a str>,
     /// The deployed function's timeout, if a function was named.
     pub function_timeout_secs: Option<Result<u32, String>>,
@@ -79,7 +80,7 @@ async fn bucket(config: &Config, aws: &Aws, bucket: &Bucket) -> Vec<Finding> {
 async fn queues(aws: &Aws, t: &Targets<'_>) -> Vec<Finding> {
     let mut out = Vec::new();
     let url = &aws.output_queue_url;
-    let output_fifo = match queue_facts(t.sqs, url).await {
+    let output_fifo = match t.queues.facts(url).await {
         Ok(f) => {
             out.push(Finding::ok(format!(
                 "output queue {url}: {}, messages up to {} bytes",
@@ -106,7 +107,7 @@ async fn queues(aws: &Aws, t: &Targets<'_>) -> Vec<Finding> {
     let Some(url) = t.notification_queue_url else {
         return out;
     };
-    match queue_facts(t.sqs, url).await {
+    match t.queues.facts(url).await {
         Ok(f) => {
             out.push(Finding::ok(format!(
                 "notification queue {url}: visibility timeout {} s, {}",
@@ -209,6 +210,50 @@ pub fn sample(config: &Config, name: &str, src: impl std::io::Read) -> Vec<Findi
         });
     }
     out
+}
+
+/// `check` from the command line: builds the clients a processor with
+/// `aws` would, checks everything, and prints one line per finding.
+/// Returns whether every check passed.
+pub async fn run(
+    config: &Config,
+    aws: &Aws,
+    bucket: &str,
+    notification_queue_url: Option<&str>,
+    function_name: Option<&str>,
+    sample_file: Option<&std::path::Path>,
+) -> bool {
+    let sdk = relay_shared::client::with_timeouts(
+        &relay_shared::client::load_sdk_config().await,
+        aws.timeouts.resolve(Some(aws.lease_ttl_secs)),
+    );
+    let function_timeout_secs = match function_name {
+        Some(name) => Some(Function::new(&sdk, name).timeout_secs().await),
+        None => None,
+    };
+    let bucket = relay_shared::client::bucket(
+        &sdk,
+        relay_shared::client::ClientOptions {
+            s3_path_style: aws.s3_path_style,
+        },
+        bucket,
+    );
+    let queues = Queues::connect(&sdk);
+    let targets = Targets {
+        bucket: &bucket,
+        queues: &queues,
+        notification_queue_url,
+        function_timeout_secs,
+    };
+    let mut findings = check(config, aws, &targets).await;
+    if let Some(path) = sample_file {
+        let name = path.display().to_string();
+        match std::fs::File::open(path) {
+            Ok(file) => findings.extend(sample(config, &name, file)),
+            Err(e) => findings.push(Finding::fail(format!("sample {name}: cannot be read: {e}"))),
+        }
+    }
+    relay_shared::check::print(&findings)
 }
 
 #[cfg(test)]

@@ -164,6 +164,50 @@ pub struct Range {
     pub timeouts: AwsTimeouts,
 }
 
+/// An RFC 3339 instant, in epoch seconds.
+fn instant(name: &'static str, value: Option<&str>) -> Result<Option<i64>, ConfigError> {
+    value
+        .map(|v| {
+            v.parse::<jiff::Timestamp>()
+                .map(|t| t.as_second())
+                .map_err(|_| ConfigError::Invalid {
+                    name,
+                    reason: format!(
+                        "{v:?} is not an RFC 3339 instant such as 2026-11-21T00:00:00Z"
+                    ),
+                })
+        })
+        .transpose()
+}
+
+impl Range {
+    /// The objects this range selects, with its instants parsed and checked.
+    pub fn selection(&self, raw_prefix: &str) -> Result<crate::replay::Selection, ConfigError> {
+        let since = instant("--since", self.since.as_deref())?;
+        let until = instant("--until", self.until.as_deref())?;
+        if let (Some(s), Some(u)) = (since, until)
+            && s >= u
+        {
+            return Err(ConfigError::Invalid {
+                name: "--since",
+                reason: format!(
+                    "{} is not before --until {}: the range selects nothing",
+                    self.since.as_deref().unwrap_or_default(),
+                    self.until.as_deref().unwrap_or_default()
+                ),
+            });
+        }
+        Ok(crate::replay::Selection {
+            bucket: self.bucket.clone(),
+            prefix: self.prefix.clone().unwrap_or_else(|| raw_prefix.to_owned()),
+            raw_prefix: raw_prefix.to_owned(),
+            state_prefix: self.state_prefix.clone(),
+            since,
+            until,
+        })
+    }
+}
+
 /// How long AWS calls may take, in every mode that makes them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ClapArgs)]
 pub struct AwsTimeouts {

@@ -11,8 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sha2::Digest;
 
-use aws_sdk_s3::primitives::ByteStream;
-use relay_shared::s3::{Bucket, PutMode, S3Error, map_sdk_error};
+use relay_shared::s3::{Body, Bucket, ObjectStore, PutMode, S3Error};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tracing::{Instrument, error, info, warn};
@@ -23,31 +22,29 @@ use crate::metrics as m;
 use crate::pack::Chunk;
 use crate::pipeline::{self, Report, Settings, Unreadable};
 use crate::send::{self, Stopped};
-use crate::sqs::{Output, SendError};
+use crate::sqs::{MessageSink, Notifications, Output, SendError};
 use crate::state::{self, Acquired, DoneMarker, Held, StateError, StateKeys, StateStore};
 
-/// Everything a handler needs, built once per process.
+/// Everything a handler needs, built once per process: the object store
+/// (S3 in production, in memory in unit tests) and the message sink.
 #[derive(Debug, Clone)]
-pub struct App {
+pub struct App<S = Bucket, Q = Output> {
     pub config: Config,
     pub aws: Aws,
-    pub s3: aws_sdk_s3::Client,
-    pub output: Output,
+    /// The store; each object's bucket is addressed through it.
+    pub store: S,
+    pub output: Q,
     /// Names this process in leases and markers.
     pub owner: String,
-    /// Test-only fault hook: after this many batches are acknowledged, stop
-    /// as if the process crashed between the send and its progress write.
-    /// Always `None` outside tests.
-    pub crash_after_batches: Option<u32>,
     /// In Lambda, the queue the notifications come from, so a failed one
     /// can come back early (see [`ProcessError::retry_after`]).
-    pub notifications: Option<(aws_sdk_sqs::Client, String)>,
+    pub notifications: Option<Notifications>,
 }
 
 /// One object's run, as `run_pipeline` needs it.
-struct Run<'a> {
+struct Run<'a, S> {
     obj: &'a ObjectRef,
-    store: &'a Bucket,
+    store: &'a S,
     keys: &'a StateKeys,
     settings: Settings,
     dedup_base: String,
@@ -147,12 +144,6 @@ pub enum ProcessError {
         key: String,
         sent: u32,
     },
-    #[error("s3://{bucket}/{key}: injected crash after {batches} batches (test fault hook)")]
-    InjectedCrash {
-        bucket: String,
-        key: String,
-        batches: u32,
-    },
 }
 
 impl ProcessError {
@@ -181,8 +172,8 @@ impl ProcessError {
     }
 }
 
-impl App {
-    pub fn new(config: Config, aws: Aws, s3: aws_sdk_s3::Client, output: Output) -> Self {
+impl<S: ObjectStore, Q: MessageSink> App<S, Q> {
+    pub fn new(config: Config, aws: Aws, store: S, output: Q) -> Self {
         let owner = format!(
             "{}-{}-{:x}",
             std::env::var("AWS_LAMBDA_LOG_STREAM_NAME").unwrap_or_else(|_| "processor".into()),
@@ -192,10 +183,9 @@ impl App {
         Self {
             config,
             aws,
-            s3,
+            store,
             output,
             owner,
-            crash_after_batches: None,
             notifications: None,
         }
     }
@@ -213,12 +203,8 @@ impl App {
 
     /// Lets failed SQS-delivered notifications come back early: the queue
     /// they come from (`RELAY_NOTIFICATION_QUEUE_URL` in Lambda).
-    pub fn with_notification_queue(
-        mut self,
-        client: aws_sdk_sqs::Client,
-        queue_url: String,
-    ) -> Self {
-        self.notifications = Some((client, queue_url));
+    pub fn with_notification_queue(mut self, queue: Notifications) -> Self {
+        self.notifications = Some(queue);
         self
     }
 
@@ -250,7 +236,7 @@ impl App {
     /// Writes a report (rejects, quarantine) under the state prefix, through
     /// the state store like every other state object, so it is counted with
     /// them.
-    async fn put_json(store: &Bucket, key: &str, value: &Value) -> Result<(), ProcessError> {
+    async fn put_json(store: &S, key: &str, value: &Value) -> Result<(), ProcessError> {
         let body = serde_json::to_vec_pretty(value).unwrap_or_default();
         store
             .write(key, body, PutMode::Overwrite)
@@ -303,7 +289,7 @@ impl App {
             .settings(self.output.max_message_bytes(), &obj.key);
         let fingerprint = self.fingerprint(&settings);
         let keys = StateKeys::new(&self.aws.state_prefix, &self.config.raw_prefix, &obj.key);
-        let store = Bucket::new(self.s3.clone(), &obj.bucket);
+        let store = self.store.in_bucket(&obj.bucket);
         let ttl_ms = self.aws.lease_ttl_secs * 1000;
         let held = match state::acquire(&store, &keys, &self.owner, &fingerprint, ttl_ms, now_ms())
             .await
@@ -362,15 +348,7 @@ impl App {
             );
         }
 
-        let mut get = self.s3.get_object().bucket(&obj.bucket).key(&obj.key);
-        if let Some(v) = &obj.version_id {
-            get = get.version_id(v);
-        }
-        let sent = get
-            .send()
-            .await
-            .map_err(|e| map_sdk_error(e, &obj.bucket, &obj.key, "GetObject", None));
-        let got = match sent {
+        let got = match store.get(&obj.key, obj.version_id.as_deref()).await {
             Ok(g) => g,
             Err(S3Error::NotFound { .. }) => {
                 warn!("the object no longer exists; nothing to do");
@@ -382,8 +360,8 @@ impl App {
                 return Err(e.into());
             }
         };
-        let etag = got.e_tag.clone().unwrap_or_default();
-        let dedup_base = dedup_base(&obj.bucket, &obj.key, got.version_id.as_deref(), &etag);
+        let etag = got.head.etag.clone().unwrap_or_default();
+        let dedup_base = dedup_base(&obj.bucket, &obj.key, got.head.version_id.as_deref(), &etag);
         let run = Run {
             obj,
             store: &store,
@@ -546,7 +524,7 @@ impl App {
 
     /// After a clean failure, lets the next attempt resume at once instead of
     /// waiting for the lease to expire. Best effort: expiry does the same.
-    async fn release(&self, store: &Bucket, keys: &StateKeys, mut held: Held) {
+    async fn release(&self, store: &S, keys: &StateKeys, mut held: Held) {
         if let Err(e) = state::release(store, keys, &mut held, now_ms()).await {
             warn!(error = %e, "could not release the lease; the next attempt waits for it to expire");
         }
@@ -558,8 +536,8 @@ impl App {
     /// leaves the lease ours, the lease too, so it can be released.
     async fn run_pipeline(
         &self,
-        run: Run<'_>,
-        body: ByteStream,
+        run: Run<'_, S>,
+        body: Body,
         mut held: Held,
     ) -> Result<(Result<Report, Unreadable>, u32, Held), (ProcessError, Option<Held>)> {
         let Run {
@@ -571,7 +549,7 @@ impl App {
             stop_at,
         } = run;
         let (tx, mut rx) = mpsc::channel::<Chunk>(4);
-        let reader = tokio_util::io::SyncIoBridge::new(body.into_async_read());
+        let reader = tokio_util::io::SyncIoBridge::new(body);
         let task = tokio::task::spawn_blocking(move || {
             pipeline::run(reader, &settings, |chunk| {
                 // A closed channel means sending failed: stop reading.
@@ -587,7 +565,6 @@ impl App {
             sink: &self.output,
             source_key: &obj.key,
             dedup_base: &dedup_base,
-            crash_after_batches: self.crash_after_batches,
             stop_at,
         };
         let sent = send::send_all(&target, &mut rx, &mut held).await;
@@ -622,20 +599,11 @@ impl App {
                 },
                 Some(held),
             )),
-            // A crash leaves the lease as it was: nobody can release it.
-            Err(Stopped::Crashed { batches }) => Err((
-                ProcessError::InjectedCrash {
-                    bucket: obj.bucket.clone(),
-                    key: obj.key.clone(),
-                    batches,
-                },
-                None,
-            )),
         }
     }
 
     async fn quarantine(
-        store: &Bucket,
+        store: &S,
         obj: &ObjectRef,
         key: &str,
         etag: &str,
@@ -738,10 +706,8 @@ impl App {
                 for m in messages {
                     if let Err(e) = self.process_message_body_until(&m.body, stop_at).await {
                         error!(message_id = %m.message_id, error = %e, "message failed; SQS will redeliver it, then move it to the dead-letter queue");
-                        if let (Some((sqs, queue)), Some(after)) =
-                            (&self.notifications, e.retry_after())
-                        {
-                            show_again(sqs, queue, &m.receipt_handle, after).await;
+                        if let (Some(queue), Some(after)) = (&self.notifications, e.retry_after()) {
+                            show_again(queue, &m.receipt_handle, after).await;
                         }
                         failures.push(json!({ "itemIdentifier": m.message_id }));
                     }
@@ -783,13 +749,8 @@ pub fn dedup_base(bucket: &str, key: &str, read_version: Option<&str>, read_etag
 
 /// Makes a failed notification visible again `after` from now. Should that
 /// fail, it comes back after the queue's visibility timeout: later, not lost.
-pub(crate) async fn show_again(
-    sqs: &aws_sdk_sqs::Client,
-    queue: &str,
-    receipt: &str,
-    after: Duration,
-) {
-    if let Err(e) = crate::sqs::show_again(sqs, queue, receipt, after).await {
+pub(crate) async fn show_again(queue: &Notifications, receipt: &str, after: Duration) {
+    if let Err(e) = queue.show_again(receipt, after).await {
         warn!(error = %e, "shortening a failed notification's visibility failed; it comes back after the full timeout");
     }
 }
@@ -801,4 +762,234 @@ fn unknown(e: EventError) -> ProcessError {
         warn!(%why, %excerpt, "an event of no known shape; it is not acknowledged, so it ends in the dead-letter queue");
     }
     ProcessError::Event(e)
+}
+
+/// The handler over the in-memory store and queue: the once-only protocol's
+/// hard cases, with no emulator.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::testing::{CrashAfter, FakeQueue, SendFault, until_crash};
+    use clap::Parser;
+    use relay_shared::s3::PutOptions;
+    use relay_shared::testing::{Fault, MemStore};
+    use std::collections::BTreeMap;
+
+    const KEY: &str = "raw/e/2026/11/21/22/1763800000000.json.zst";
+    // About 30 messages of 1 KiB once projected: three batches.
+    const RECORDS: usize = 3000;
+
+    fn app<Q: MessageSink>(store: &MemStore, queue: Q) -> App<MemStore, Q> {
+        let cli =
+            crate::config::Cli::try_parse_from(["cloud-processor", "--fields", "id"]).unwrap();
+        let aws = Aws {
+            output_queue_url: "fake".into(),
+            max_message_bytes: None,
+            state_prefix: "state/".into(),
+            fifo_group_id: "relay".into(),
+            lease_ttl_secs: 60,
+            timeouts: crate::config::AwsTimeouts::default(),
+            s3_path_style: false,
+        };
+        App::new(
+            Config::from_common(&cli.common).unwrap(),
+            aws,
+            store.in_bucket("elsewhere"),
+            queue,
+        )
+    }
+
+    /// A store holding one raw object of [`RECORDS`] records, with a junk
+    /// preamble, and its reference.
+    async fn object() -> (MemStore, ObjectRef) {
+        let store = MemStore::new("b");
+        let mut text = String::from("# written by the container\n");
+        for i in 0..RECORDS {
+            text.push_str(&format!("{{\"id\":{i},\"pad\":\"{}\"}}\n", "x".repeat(40)));
+        }
+        let body = zstd::encode_all(text.as_bytes(), 3).unwrap();
+        store
+            .put(KEY, body, &PutMode::Create, &PutOptions::default())
+            .await
+            .unwrap();
+        let obj = ObjectRef {
+            bucket: "b".into(),
+            key: KEY.into(),
+            etag: None,
+            version_id: None,
+            size: None,
+        };
+        (store, obj)
+    }
+
+    /// How often each record id reached the queue.
+    fn delivered(queue: &FakeQueue) -> BTreeMap<u64, usize> {
+        let mut seen = BTreeMap::new();
+        for body in queue.bodies() {
+            for line in body.split(|b| *b == b'\n') {
+                let v: Value = serde_json::from_slice(line).unwrap();
+                *seen.entry(v["id"].as_u64().unwrap()).or_default() += 1;
+            }
+        }
+        seen
+    }
+
+    fn marker(store: &MemStore) -> DoneMarker {
+        let keys = StateKeys::new("state/", "raw/", KEY);
+        serde_json::from_slice(&store.bytes(&keys.done).expect("a done marker")).unwrap()
+    }
+
+    #[tokio::test]
+    async fn every_record_once_and_the_marker_accounts_for_the_object() {
+        let (store, obj) = object().await;
+        let queue = FakeQueue::default();
+        let outcome = app(&store, queue.clone())
+            .process_object(&obj)
+            .await
+            .unwrap();
+        assert!(
+            matches!(outcome, Outcome::Sent { records, rejected: 0, .. } if records == RECORDS as u64),
+            "{outcome:?}"
+        );
+        let seen = delivered(&queue);
+        assert_eq!(seen.len(), RECORDS);
+        assert!(seen.values().all(|n| *n == 1));
+        let m = marker(&store);
+        assert_eq!(
+            (m.records_out, m.messages as usize),
+            (RECORDS as u64, queue.bodies().len())
+        );
+        // A repeated event sends nothing.
+        let again = app(&store, queue.clone())
+            .process_object(&obj)
+            .await
+            .unwrap();
+        assert_eq!(again, Outcome::Duplicate);
+        assert_eq!(delivered(&queue).values().sum::<usize>(), RECORDS);
+    }
+
+    /// A processor dies between a batch SQS took and its progress write.
+    /// Its lease binds others until it ends by S3's clock; the taker then
+    /// resumes after the last recorded batch: nothing is lost, and only
+    /// the unrecorded batch can arrive twice.
+    #[tokio::test]
+    async fn a_crash_after_k_batches_is_taken_over_and_resumed() {
+        let (store, obj) = object().await;
+        let queue = FakeQueue::default();
+        let crashing = app(&store, CrashAfter::new(queue.clone(), 2));
+        let done = until_crash(crashing.process_object(&obj), &crashing.output).await;
+        assert!(done.is_none(), "finished without crashing: {done:?}");
+        let sent_before = queue.bodies().len();
+
+        let retry = app(&store, queue.clone());
+        let busy = retry.process_object(&obj).await.unwrap_err();
+        assert!(matches!(busy, ProcessError::Busy { .. }), "{busy}");
+
+        // S3's clock moves past the lease's end.
+        let now = i64::try_from(now_ms()).unwrap();
+        store.at(now + 65_000);
+        let outcome = retry.process_object(&obj).await.unwrap();
+        assert!(matches!(outcome, Outcome::Sent { .. }), "{outcome:?}");
+        let seen = delivered(&queue);
+        assert_eq!(seen.len(), RECORDS, "every record arrived");
+        let twice: Vec<u32> = queue
+            .counts()
+            .into_iter()
+            .filter(|(_, n)| *n > 1)
+            .map(|(c, _)| c)
+            .collect();
+        assert!(
+            !twice.is_empty() && twice.len() <= sent_before,
+            "only the unrecorded batch is resent: {twice:?} of {sent_before}"
+        );
+        assert_eq!(
+            marker(&store).resumed_from_chunk as usize + twice.len(),
+            sent_before
+        );
+    }
+
+    /// The done marker's write takes effect but its answer is lost: the
+    /// attempt fails, and the retry finds the marker and sends nothing.
+    #[tokio::test]
+    async fn a_lost_answer_to_the_done_marker_sends_nothing_twice() {
+        let (store, obj) = object().await;
+        store.fail_on("PutObject", "state/done/", Fault::LoseResponse);
+        let queue = FakeQueue::default();
+        let first = app(&store, queue.clone()).process_object(&obj).await;
+        assert!(first.is_err(), "{first:?}");
+        let sent = queue.bodies().len();
+        let retry = app(&store, queue.clone())
+            .process_object(&obj)
+            .await
+            .unwrap();
+        assert_eq!(retry, Outcome::Duplicate);
+        assert_eq!(queue.bodies().len(), sent, "nothing was sent again");
+        assert!(delivered(&queue).values().all(|n| *n == 1));
+    }
+
+    /// A batch stored but its answer lost: the attempt fails with the lease
+    /// released, and the retry resends only what was not recorded.
+    #[tokio::test]
+    async fn a_lost_send_answer_is_retried_at_once_without_waiting_for_the_lease() {
+        let (store, obj) = object().await;
+        let queue = FakeQueue::scripted(&[SendFault::None, SendFault::LoseAnswer]);
+        let err = app(&store, queue.clone())
+            .process_object(&obj)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ProcessError::Send { .. }), "{err}");
+        let outcome = app(&store, queue.clone())
+            .process_object(&obj)
+            .await
+            .unwrap();
+        assert!(matches!(outcome, Outcome::Sent { .. }), "{outcome:?}");
+        assert_eq!(delivered(&queue).len(), RECORDS);
+    }
+
+    /// Processors racing on one object: exactly one sends it, the others
+    /// wait or find it done, and every record arrives once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_processors_send_each_record_once() {
+        let (store, obj) = object().await;
+        let queue = FakeQueue::default().slow(Duration::from_millis(2));
+        let mut tasks = Vec::new();
+        for _ in 0..6 {
+            let (app, obj) = (app(&store, queue.clone()), obj.clone());
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    match app.process_object(&obj).await {
+                        Err(ProcessError::Busy { .. }) => {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        other => return other.unwrap(),
+                    }
+                }
+            }));
+        }
+        let mut sent = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Outcome::Sent { .. } => sent += 1,
+                Outcome::Duplicate => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(sent, 1);
+        assert!(delivered(&queue).values().all(|n| *n == 1));
+        assert_eq!(delivered(&queue).len(), RECORDS);
+    }
+
+    /// An object that is gone is not an error, and leaves no lease behind.
+    #[tokio::test]
+    async fn a_missing_object_is_counted_missing_and_leaves_no_lease() {
+        let (store, obj) = object().await;
+        store.delete(KEY, None).await.unwrap();
+        let outcome = app(&store, FakeQueue::default())
+            .process_object(&obj)
+            .await
+            .unwrap();
+        assert_eq!(outcome, Outcome::Missing);
+        assert_eq!(store.keys(), Vec::<String>::new());
+    }
 }

@@ -7,6 +7,8 @@ pub mod config;
 pub mod event;
 pub mod handler;
 pub mod json;
+pub mod lambda;
+pub mod local;
 pub mod metrics;
 pub mod pack;
 pub mod pipeline;
@@ -15,5 +17,9 @@ pub mod project;
 pub mod reader;
 pub mod replay;
 pub mod send;
+pub mod serve;
 pub mod sqs;
 pub mod state;
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;
+pub mod tools;

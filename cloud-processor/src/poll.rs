@@ -8,61 +8,32 @@
 use std::future::Future;
 use std::time::Duration;
 
-use aws_sdk_sqs::Client;
+use relay_shared::s3::ObjectStore;
 use tracing::{error, info, warn};
 
 use crate::handler::App;
-
-/// How long a receive waits for messages (SQS's longest long poll).
-const WAIT_SECS: i32 = 20;
-
-/// A long poll is silent for up to [`WAIT_SECS`] by design: its timeouts are
-/// the client's plus that wait.
-fn long_poll_timeouts(sqs: &Client) -> aws_sdk_sqs::config::Builder {
-    let wait = Duration::from_secs(WAIT_SECS as u64);
-    let base = sqs
-        .config()
-        .timeout_config()
-        .cloned()
-        .unwrap_or_else(|| aws_sdk_sqs::config::timeout::TimeoutConfig::builder().build());
-    let extend = |t: Option<Duration>| t.map(|t| t + wait);
-    let mut timeouts = base.to_builder();
-    timeouts
-        .set_operation_attempt_timeout(extend(base.operation_attempt_timeout()))
-        .set_operation_timeout(extend(base.operation_timeout()));
-    aws_sdk_sqs::config::Builder::default().timeout_config(timeouts.build())
-}
+use crate::sqs::{MessageSink, Notifications};
 
 /// Polls until `shutdown` resolves. A message being worked on at shutdown
 /// is finished first.
-pub async fn run(
-    app: &App,
-    sqs: &Client,
-    queue_url: &str,
+pub async fn run<S: ObjectStore, Q: MessageSink>(
+    app: &App<S, Q>,
+    queue: &Notifications,
     visibility_secs: u32,
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
-    info!(queue = queue_url, "polling for S3 notifications");
-    let long_poll = long_poll_timeouts(sqs);
+    info!(queue = queue.queue_url(), "polling for S3 notifications");
+    let full = Duration::from_secs(u64::from(visibility_secs));
     loop {
-        let receive = sqs
-            .receive_message()
-            .queue_url(queue_url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(WAIT_SECS)
-            .visibility_timeout(visibility_secs as i32)
-            .customize()
-            .config_override(long_poll.clone())
-            .send();
         let out = tokio::select! {
             () = &mut shutdown => break,
-            out = receive => out,
+            out = queue.receive(visibility_secs) => out,
         };
         let messages = match out {
-            Ok(o) => o.messages.unwrap_or_default(),
+            Ok(m) => m,
             Err(e) => {
-                warn!(error = %relay_shared::client::describe(&e), "receiving notifications failed; retrying in 5 s");
+                warn!(error = %e, "receiving notifications failed; retrying in 5 s");
                 tokio::select! {
                     () = &mut shutdown => break,
                     () = tokio::time::sleep(Duration::from_secs(5)) => continue,
@@ -70,42 +41,26 @@ pub async fn run(
             }
         };
         for m in messages {
-            let (Some(body), Some(receipt)) = (m.body(), m.receipt_handle()) else {
-                continue;
-            };
-            let heartbeat = heartbeat(
-                sqs.clone(),
-                queue_url.to_owned(),
-                receipt.to_owned(),
-                visibility_secs,
-            );
             let result = tokio::select! {
-                r = app.process_message_body(body) => r,
-                never = heartbeat => match never {},
+                r = app.process_message_body(&m.body) => r,
+                never = heartbeat(queue, &m.receipt, full) => match never {},
             };
             match result {
                 Ok(_) => {
-                    if let Err(e) = sqs
-                        .delete_message()
-                        .queue_url(queue_url)
-                        .receipt_handle(receipt)
-                        .send()
-                        .await
-                    {
+                    if let Err(e) = queue.delete(&m.receipt).await {
                         // The work is done; a redelivery is skipped or resent
                         // according to the once-only protocol.
-                        warn!(error = %relay_shared::client::describe(&e), "deleting a processed notification failed");
+                        warn!(error = %e, "deleting a processed notification failed");
                     }
                 }
                 Err(e) => {
                     // Back sooner than the visibility timeout where that
                     // helps (see `ProcessError::retry_after`).
-                    let full = Duration::from_secs(u64::from(visibility_secs));
                     let after = e.retry_after().map(|d| d.min(full));
                     error!(error = %e, retry_in_secs = after.unwrap_or(full).as_secs(),
                         "processing failed; the notification will be redelivered");
                     if let Some(after) = after {
-                        crate::handler::show_again(sqs, queue_url, receipt, after).await;
+                        crate::handler::show_again(queue, &m.receipt, after).await;
                     }
                 }
             }
@@ -117,23 +72,15 @@ pub async fn run(
 /// Extends a message's visibility every half timeout, forever; dropped when
 /// the work finishes.
 async fn heartbeat(
-    sqs: Client,
-    queue_url: String,
-    receipt: String,
-    visibility_secs: u32,
+    queue: &Notifications,
+    receipt: &str,
+    visibility: Duration,
 ) -> std::convert::Infallible {
-    let every = Duration::from_secs(u64::from(visibility_secs.max(2) / 2));
+    let every = (visibility / 2).max(Duration::from_secs(1));
     loop {
         tokio::time::sleep(every).await;
-        if let Err(e) = sqs
-            .change_message_visibility()
-            .queue_url(&queue_url)
-            .receipt_handle(&receipt)
-            .visibility_timeout(visibility_secs as i32)
-            .send()
-            .await
-        {
-            warn!(error = %relay_shared::client::describe(&e), "extending visibility failed");
+        if let Err(e) = queue.show_again(receipt, visibility).await {
+            warn!(error = %e, "extending visibility failed");
         }
     }
 }

@@ -5,11 +5,12 @@
 
 use std::time::Duration;
 
-use aws_sdk_s3::primitives::DateTime;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-use relay_shared::s3::{Bucket, S3Error};
+use relay_shared::s3::{Listed, ObjectStore, S3Error};
 use serde::Serialize;
 
+use crate::lambda::Function;
+use crate::sqs::Notifications;
 use crate::state::{self, Lease, StateKeys, StateStore};
 
 /// Which objects a replay re-sends.
@@ -26,62 +27,30 @@ pub enum Mode {
 #[derive(Debug, Clone)]
 pub enum Target {
     /// The notification queue the processor consumes (the usual way).
-    Queue {
-        client: aws_sdk_sqs::Client,
-        url: String,
-    },
+    Queue(Notifications),
     /// The function itself, invoked synchronously per object, so a failure
     /// is reported for the object that caused it.
-    Function {
-        client: aws_sdk_lambda::Client,
-        name: String,
-    },
+    Function(Function),
 }
 
 impl Target {
     fn name(&self) -> &str {
         match self {
-            Self::Queue { url, .. } => url,
-            Self::Function { name, .. } => name,
+            Self::Queue(q) => q.queue_url(),
+            Self::Function(f) => f.name(),
         }
     }
 
     async fn send(&self, key: &str, event: &serde_json::Value) -> Result<(), ReplayError> {
-        let failed = |message: String| ReplayError::Send {
+        let sent = match self {
+            Self::Queue(q) => q.send(event.to_string()).await.map_err(|e| e.to_string()),
+            Self::Function(f) => f.invoke(event).await,
+        };
+        sent.map_err(|message| ReplayError::Send {
             key: key.to_owned(),
             queue: self.name().to_owned(),
             message,
-        };
-        match self {
-            Self::Queue { client, url } => client
-                .send_message()
-                .queue_url(url)
-                .message_body(event.to_string())
-                .send()
-                .await
-                .map(drop)
-                .map_err(|e| failed(relay_shared::client::describe(&e))),
-            Self::Function { client, name } => {
-                let out = client
-                    .invoke()
-                    .function_name(name)
-                    .invocation_type(aws_sdk_lambda::types::InvocationType::RequestResponse)
-                    .payload(aws_sdk_lambda::primitives::Blob::new(event.to_string()))
-                    .send()
-                    .await
-                    .map_err(|e| failed(relay_shared::client::describe(&e)))?;
-                match out.function_error {
-                    None => Ok(()),
-                    Some(kind) => {
-                        let detail = out
-                            .payload
-                            .map(|p| String::from_utf8_lossy(p.as_ref()).into_owned())
-                            .unwrap_or_default();
-                        Err(failed(format!("the function failed ({kind}): {detail}")))
-                    }
-                }
-            }
-        }
+        })
     }
 }
 
@@ -102,7 +71,7 @@ pub struct Selection {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RawObject {
     pub key: String,
-    pub size: i64,
+    pub size: u64,
     pub etag: String,
     pub last_modified_secs: i64,
     /// The current version in a versioned bucket, as a live event names it.
@@ -112,12 +81,6 @@ pub struct RawObject {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
-    #[error("listing s3://{bucket}/{prefix}: {message}")]
-    List {
-        bucket: String,
-        prefix: String,
-        message: String,
-    },
     #[error(transparent)]
     S3(#[from] S3Error),
     #[error("replaying {key} to {queue}: {message}")]
@@ -156,87 +119,27 @@ pub fn event_for(bucket: &str, obj: &RawObject) -> serde_json::Value {
     }]})
 }
 
-async fn list(
-    client: &aws_sdk_s3::Client,
-    bucket: &str,
-    prefix: &str,
-) -> Result<Vec<RawObject>, ReplayError> {
-    let mut out = Vec::new();
-    let mut pages = client
-        .list_objects_v2()
-        .bucket(bucket)
-        .prefix(prefix)
-        .into_paginator()
-        .send();
-    while let Some(page) = pages.next().await {
-        let page = page.map_err(|e| ReplayError::List {
-            bucket: bucket.to_owned(),
-            prefix: prefix.to_owned(),
-            message: relay_shared::client::describe(&e),
-        })?;
-        for o in page.contents() {
-            out.push(RawObject {
-                key: o.key().unwrap_or_default().to_owned(),
-                size: o.size().unwrap_or_default(),
-                etag: o.e_tag().unwrap_or_default().trim_matches('"').to_owned(),
-                last_modified_secs: o.last_modified().map_or(0, DateTime::secs),
-                version_id: None,
-            });
+impl From<Listed> for RawObject {
+    fn from(l: Listed) -> Self {
+        Self {
+            key: l.key,
+            size: l.size,
+            etag: l.etag,
+            last_modified_secs: l.last_modified_ms.map_or(0, |ms| ms.div_euclid(1000)),
+            version_id: l.version_id,
         }
     }
-    Ok(out)
 }
 
-/// The current version of every object under `prefix`, with its version id
-/// where the bucket is versioned (S3's `null` version is none), so replayed
-/// events name what live ones name. Delete markers are skipped.
-async fn list_current(
-    client: &aws_sdk_s3::Client,
-    bucket: &str,
-    prefix: &str,
-) -> Result<Vec<RawObject>, ReplayError> {
-    let mut out = Vec::new();
-    let (mut key_marker, mut version_marker) = (None, None);
-    loop {
-        let page = client
-            .list_object_versions()
-            .bucket(bucket)
-            .prefix(prefix)
-            .set_key_marker(key_marker.take())
-            .set_version_id_marker(version_marker.take())
-            .send()
-            .await
-            .map_err(|e| ReplayError::List {
-                bucket: bucket.to_owned(),
-                prefix: prefix.to_owned(),
-                message: relay_shared::client::describe(&e),
-            })?;
-        for v in page.versions() {
-            if v.is_latest() != Some(true) {
-                continue;
-            }
-            out.push(RawObject {
-                key: v.key().unwrap_or_default().to_owned(),
-                size: v.size().unwrap_or_default(),
-                etag: v.e_tag().unwrap_or_default().trim_matches('"').to_owned(),
-                last_modified_secs: v.last_modified().map_or(0, DateTime::secs),
-                version_id: v.version_id().filter(|id| *id != "null").map(str::to_owned),
-            });
-        }
-        if page.is_truncated() != Some(true) {
-            return Ok(out);
-        }
-        key_marker = page.next_key_marker().map(str::to_owned);
-        version_marker = page.next_version_id_marker().map(str::to_owned);
-        if key_marker.is_none() {
-            return Ok(out);
-        }
-    }
+/// Every key under `prefix`.
+async fn keys<S: ObjectStore>(store: &S, prefix: &str) -> Result<Vec<String>, S3Error> {
+    let listed = store.list(prefix, usize::MAX).await?;
+    Ok(listed.into_iter().map(|l| l.key).collect())
 }
 
 /// Raw objects in the selection, oldest first.
-pub async fn select(
-    client: &aws_sdk_s3::Client,
+pub async fn select<S: ObjectStore>(
+    store: &S,
     sel: &Selection,
 ) -> Result<Vec<RawObject>, ReplayError> {
     if !sel.prefix.starts_with(&sel.raw_prefix) {
@@ -245,9 +148,11 @@ pub async fn select(
             raw_prefix: sel.raw_prefix.clone(),
         });
     }
-    let mut objects: Vec<RawObject> = list_current(client, &sel.bucket, &sel.prefix)
+    let mut objects: Vec<RawObject> = store
+        .list_current(&sel.prefix)
         .await?
         .into_iter()
+        .map(RawObject::from)
         .filter(|o| sel.since.is_none_or(|t| o.last_modified_secs >= t))
         .filter(|o| sel.until.is_none_or(|t| o.last_modified_secs < t))
         .collect();
@@ -256,7 +161,11 @@ pub async fn select(
 }
 
 /// Whether `obj` has a done marker.
-pub async fn is_done(store: &Bucket, sel: &Selection, obj: &RawObject) -> Result<bool, S3Error> {
+pub async fn is_done<S: ObjectStore>(
+    store: &S,
+    sel: &Selection,
+    obj: &RawObject,
+) -> Result<bool, S3Error> {
     let keys = StateKeys::new(&sel.state_prefix, &sel.raw_prefix, &obj.key);
     Ok(store.read(&keys.done).await?.is_some())
 }
@@ -277,8 +186,8 @@ pub struct ReplaySummary {
 /// Re-sends events for the selected objects. `progress(n, total, object,
 /// action)` is called after each object. In `dry_run` nothing is deleted or sent.
 #[allow(clippy::too_many_arguments)] // An operator command's full set of knobs.
-pub async fn replay(
-    s3: &aws_sdk_s3::Client,
+pub async fn replay<S: ObjectStore>(
+    store: &S,
     target: &Target,
     sel: &Selection,
     mode: Mode,
@@ -286,8 +195,7 @@ pub async fn replay(
     per_second: u32,
     mut progress: impl FnMut(usize, usize, &RawObject, &str),
 ) -> Result<ReplaySummary, ReplayError> {
-    let objects = select(s3, sel).await?;
-    let store = Bucket::new(s3.clone(), &sel.bucket);
+    let objects = select(store, sel).await?;
     let mut summary = ReplaySummary {
         listed: objects.len(),
         ..ReplaySummary::default()
@@ -297,7 +205,7 @@ pub async fn replay(
     let total = objects.len();
     for (i, obj) in objects.iter().enumerate() {
         let n = i + 1;
-        let done = is_done(&store, sel, obj).await?;
+        let done = is_done(store, sel, obj).await?;
         if done && mode == Mode::Missing {
             summary.already_done += 1;
             progress(n, total, obj, "done already");
@@ -345,42 +253,33 @@ pub struct AuditReport {
 }
 
 /// Audits the selection: what is late, stuck, quarantined or rejected.
-pub async fn audit(
-    s3: &aws_sdk_s3::Client,
+pub async fn audit<S: ObjectStore>(
+    store: &S,
     sel: &Selection,
     older_than_secs: i64,
     now_secs: i64,
 ) -> Result<AuditReport, ReplayError> {
-    let store = Bucket::new(s3.clone(), &sel.bucket);
     let mut report = AuditReport::default();
-    for obj in select(s3, sel).await? {
+    for obj in select(store, sel).await? {
         if obj.last_modified_secs <= now_secs - older_than_secs
-            && !is_done(&store, sel, &obj).await?
+            && !is_done(store, sel, &obj).await?
         {
             report.unprocessed.push(obj);
         }
     }
     let folder = |f| state::mirrored(&sel.state_prefix, f, &sel.raw_prefix, &sel.prefix);
-    for lease in list(s3, &sel.bucket, &folder(state::LEASES)).await? {
+    for lease in keys(store, &folder(state::LEASES)).await? {
         // Judged as takers judge it, by S3's clock.
         let local_now_ms = u64::try_from(now_secs).unwrap_or(0) * 1000;
-        if let Some(stored) = store.read(&lease.key).await?
+        if let Some(stored) = store.read(&lease).await?
             && serde_json::from_slice::<Lease>(&stored.bytes)
                 .is_ok_and(|l| state::remaining_ms(&l, &stored, local_now_ms) == 0)
         {
-            report.stale_leases.push(lease.key);
+            report.stale_leases.push(lease);
         }
     }
-    report.quarantined = list(s3, &sel.bucket, &folder(state::QUARANTINE))
-        .await?
-        .into_iter()
-        .map(|o| o.key)
-        .collect();
-    report.reject_reports = list(s3, &sel.bucket, &folder(state::REJECTS))
-        .await?
-        .into_iter()
-        .map(|o| o.key)
-        .collect();
+    report.quarantined = keys(store, &folder(state::QUARANTINE)).await?;
+    report.reject_reports = keys(store, &folder(state::REJECTS)).await?;
     Ok(report)
 }
 

@@ -1,5 +1,5 @@
 //! The send loop: an object's chunks, in order, batched and sent through a
-//! [`Sink`], with the lease recording every chunk SQS settled, so that no
+//! [`MessageSink`], with the lease recording every chunk SQS settled, so that no
 //! retry resends one SQS stored, and a chunk SQS refuses for good holds up
 //! nothing after it. Generic over the store and the sink, so the cases that
 //! need faults (a partly accepted batch, a lost answer, a refusal) are unit
@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 
 use crate::pack::{Batcher, Chunk, DEFAULT_MAX_BATCH_BYTES};
-use crate::sqs::{SendError, Sink};
+use crate::sqs::{MessageSink, SendError};
 use crate::state::{self, Held, StateError, StateKeys, StateStore};
 
 /// Where one object's chunks go, and what records their progress.
@@ -21,9 +21,6 @@ pub struct Target<'a, S, K> {
     pub sink: &'a K,
     pub source_key: &'a str,
     pub dedup_base: &'a str,
-    /// Test-only fault hook: after this many batches, stop as if the
-    /// process crashed between a send and its progress write.
-    pub crash_after_batches: Option<u32>,
     /// Start no batch after this (an invocation's deadline, less a margin).
     pub stop_at: Option<Instant>,
 }
@@ -36,8 +33,6 @@ pub enum Stopped {
     Send(SendError),
     /// The lease is someone else's now, or could not be written.
     State(StateError),
-    /// The test hook fired: nothing more is written, as after a crash.
-    Crashed { batches: u32 },
     /// `stop_at` came: every batch sent is recorded in `held`; release it.
     Deadline { sent: u32 },
 }
@@ -52,7 +47,7 @@ fn now_ms() -> u64 {
 /// settled, renewing the lease while chunks are awaited and recording
 /// progress after every batch but the last (the done marker that follows
 /// records it). Returns how many chunks SQS stored now.
-pub async fn send_all<S: StateStore, K: Sink>(
+pub async fn send_all<S: StateStore, K: MessageSink>(
     t: &Target<'_, S, K>,
     chunks: &mut mpsc::Receiver<Chunk>,
     held: &mut Held,
@@ -61,7 +56,7 @@ pub async fn send_all<S: StateStore, K: Sink>(
     let mut batcher = Batcher::new(DEFAULT_MAX_BATCH_BYTES, t.source_key);
     let mut renew = tokio::time::interval(Duration::from_millis((ttl_ms / 3).max(1000)));
     renew.tick().await;
-    let (mut sent, mut batches) = (0u32, 0u32);
+    let mut sent = 0u32;
     let mut flushing = false;
     loop {
         let batch = if flushing {
@@ -112,10 +107,6 @@ pub async fn send_all<S: StateStore, K: Sink>(
         if let Some(e) = outcome.failed {
             return Err(Stopped::Send(e));
         }
-        batches += 1;
-        if t.crash_after_batches == Some(batches) {
-            return Err(Stopped::Crashed { batches });
-        }
         // The last batch's progress is recorded by the done marker that
         // follows at once: a progress write here would only add a PUT to
         // every object (a third for a single-batch one). A crash before
@@ -132,103 +123,9 @@ pub async fn send_all<S: StateStore, K: Sink>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sqs::BatchOutcome;
     use crate::state::{Acquired, acquire, release};
+    use crate::testing::{FakeQueue as Queue, SendFault as Fault};
     use relay_shared::testing::MemStore as Mem;
-    use std::collections::{BTreeMap, VecDeque};
-    use std::sync::Mutex;
-
-    /// What the fake queue does with one SendMessageBatch.
-    #[derive(Debug, Clone, Copy)]
-    enum Fault {
-        /// Stores every chunk.
-        None,
-        /// Stores the even chunks; the odd ones fail and keep failing.
-        StoreEvenOnly,
-        /// Stores every chunk, but the answer is lost (a timeout).
-        LoseAnswer,
-        /// Refuses this chunk as the sender's fault and stores the rest.
-        Refuse(u32),
-    }
-
-    /// A queue that keeps every chunk it stored, duplicates included, and
-    /// follows a script of faults, one per call.
-    #[derive(Default)]
-    struct Queue {
-        stored: Mutex<Vec<u32>>,
-        script: Mutex<VecDeque<Fault>>,
-        /// How long each send takes.
-        delay: Duration,
-    }
-
-    impl Queue {
-        fn scripted(faults: &[Fault]) -> Self {
-            Self {
-                stored: Mutex::default(),
-                script: Mutex::new(faults.iter().copied().collect()),
-                delay: Duration::ZERO,
-            }
-        }
-
-        /// How often each chunk was stored.
-        fn counts(&self) -> BTreeMap<u32, usize> {
-            let mut counts = BTreeMap::new();
-            for c in self.stored.lock().unwrap().iter() {
-                *counts.entry(*c).or_default() += 1;
-            }
-            counts
-        }
-    }
-
-    fn gave_up() -> SendError {
-        SendError::GaveUp {
-            queue: "q".into(),
-            failed: 1,
-            last: "ServiceUnavailable".into(),
-        }
-    }
-
-    impl Sink for Queue {
-        async fn send(
-            &self,
-            _key: &str,
-            _dedup: &str,
-            batch: &[Chunk],
-            _until: Instant,
-        ) -> BatchOutcome {
-            tokio::time::sleep(self.delay).await;
-            let fault = self
-                .script
-                .lock()
-                .unwrap()
-                .pop_front()
-                .unwrap_or(Fault::None);
-            let mut out = BatchOutcome::default();
-            for c in batch {
-                match fault {
-                    Fault::StoreEvenOnly if c.index % 2 == 1 => out.failed = Some(gave_up()),
-                    Fault::Refuse(r) if r == c.index => {
-                        out.refused
-                            .push((c.index, "InvalidParameterValue: no".into()));
-                    }
-                    _ => {
-                        self.stored.lock().unwrap().push(c.index);
-                        if !matches!(fault, Fault::LoseAnswer) {
-                            out.accepted.push(c.index);
-                        }
-                    }
-                }
-            }
-            if matches!(fault, Fault::LoseAnswer) {
-                out.failed = Some(gave_up());
-            }
-            out
-        }
-
-        fn max_message_bytes(&self) -> usize {
-            1024
-        }
-    }
 
     const CHUNKS: u32 = 30;
 
@@ -270,7 +167,6 @@ mod tests {
             sink: queue,
             source_key: "raw/s/o.json.zst",
             dedup_base: "b/raw/s/o.json.zst\0v1",
-            crash_after_batches: None,
             stop_at,
         };
         let result = send_all(&target, &mut rx, &mut held).await;
@@ -300,10 +196,7 @@ mod tests {
     #[tokio::test]
     async fn a_deadline_stops_between_batches_with_everything_sent_recorded() {
         let store = Mem::default();
-        let queue = Queue {
-            delay: Duration::from_millis(100),
-            ..Queue::default()
-        };
+        let queue = Queue::default().slow(Duration::from_millis(100));
         // Time for about two of the three batches.
         let stop_at = Instant::now() + Duration::from_millis(150);
         let (first, held) = attempt_until(&store, &queue, 0, Some(stop_at)).await;

@@ -63,7 +63,7 @@ pub struct BatchOutcome {
 }
 
 /// Where batches of chunks go: SQS, or a fake in tests.
-pub trait Sink: Send + Sync {
+pub trait MessageSink: Send + Sync {
     /// Sends one batch, retrying what failed for a transient reason, but
     /// starting no attempt after `until` (while the sender's lease lasts).
     fn send(
@@ -75,6 +75,10 @@ pub trait Sink: Send + Sync {
     ) -> impl std::future::Future<Output = BatchOutcome> + Send;
     /// The message size limit chunks are packed for.
     fn max_message_bytes(&self) -> usize;
+    /// Whether the queue is FIFO (deduplication ids, a 5-minute window).
+    fn is_fifo(&self) -> bool;
+    /// The queue's URL, which names it in fingerprints and messages.
+    fn queue_url(&self) -> &str;
 }
 
 /// Whether SQS refused a message for its size (`BatchRequestTooLong`,
@@ -117,6 +121,22 @@ fn call_error<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'stati
 
 impl Output {
     /// Reads the queue's size limit and type at start-up.
+    /// As [`Output::connect`], with a client built from `sdk`.
+    pub async fn open(
+        sdk: &relay_shared::client::SdkConfig,
+        queue_url: &str,
+        group_id: &str,
+        cap: Option<usize>,
+    ) -> Result<Self, SendError> {
+        Self::connect(
+            relay_shared::client::sqs_client(sdk),
+            queue_url,
+            group_id,
+            cap,
+        )
+        .await
+    }
+
     pub async fn connect(
         client: Client,
         queue_url: &str,
@@ -149,14 +169,6 @@ impl Output {
         self.max_message_bytes
             .store(limit, std::sync::atomic::Ordering::Relaxed);
         Ok(limit)
-    }
-
-    pub fn is_fifo(&self) -> bool {
-        self.fifo
-    }
-
-    pub fn queue_url(&self) -> &str {
-        &self.queue_url
     }
 
     fn entry(
@@ -238,7 +250,7 @@ impl BatchOutcome {
     }
 }
 
-impl Sink for Output {
+impl MessageSink for Output {
     /// Sends one batch; entries that fail for a transient reason (throttling,
     /// a service error) are retried, alone, with backoff. Says which chunks
     /// SQS stored and which it refused, so that no retry resends a stored one.
@@ -352,6 +364,14 @@ impl Sink for Output {
     fn max_message_bytes(&self) -> usize {
         Output::max_message_bytes(self)
     }
+
+    fn is_fifo(&self) -> bool {
+        self.fifo
+    }
+
+    fn queue_url(&self) -> &str {
+        &self.queue_url
+    }
 }
 
 /// What `check` reports about a queue.
@@ -365,7 +385,26 @@ pub struct QueueFacts {
 }
 
 /// Reads the attributes `check` reports on.
-pub async fn queue_facts(client: &Client, queue_url: &str) -> Result<QueueFacts, SendError> {
+/// Any queue, as `check` sees it.
+#[derive(Debug, Clone)]
+pub struct Queues {
+    client: Client,
+}
+
+impl Queues {
+    pub fn connect(sdk: &relay_shared::client::SdkConfig) -> Self {
+        Self {
+            client: relay_shared::client::sqs_client(sdk),
+        }
+    }
+
+    /// The queue's attributes, as `check` reports them.
+    pub async fn facts(&self, queue_url: &str) -> Result<QueueFacts, SendError> {
+        queue_facts(&self.client, queue_url).await
+    }
+}
+
+async fn queue_facts(client: &Client, queue_url: &str) -> Result<QueueFacts, SendError> {
     let attrs = client
         .get_queue_attributes()
         .queue_url(queue_url)
@@ -417,26 +456,124 @@ async fn read_limits(client: &Client, queue_url: &str) -> Result<(usize, bool), 
     Ok((queue_max, fifo))
 }
 
-/// Makes a received message visible again `after` from now
-/// (ChangeMessageVisibility through its receipt handle): a failed
-/// notification comes back when retrying makes sense, not after the queue's
-/// whole visibility timeout.
-pub async fn show_again(
-    client: &Client,
-    queue_url: &str,
-    receipt: &str,
-    after: Duration,
-) -> Result<(), SendError> {
-    let secs = i32::try_from(after.as_secs().clamp(1, 43_200)).unwrap_or(43_200);
-    client
-        .change_message_visibility()
-        .queue_url(queue_url)
-        .receipt_handle(receipt)
-        .visibility_timeout(secs)
-        .send()
-        .await
-        .map(drop)
-        .map_err(|e| call_error(queue_url, "ChangeMessageVisibility", e))
+/// The queue notifications are received from (in Lambda, through its
+/// event source mapping), so a failed one can come back early.
+#[derive(Debug, Clone)]
+pub struct Notifications {
+    client: Client,
+    queue_url: String,
+}
+
+/// One notification received: its body and the handle that deletes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    pub body: String,
+    pub receipt: String,
+}
+
+/// How long a receive waits for messages (SQS's longest long poll).
+pub const LONG_POLL_SECS: i32 = 20;
+
+impl Notifications {
+    pub fn new(client: Client, queue_url: String) -> Self {
+        Self { client, queue_url }
+    }
+
+    /// The queue at `queue_url`, through a client built from `sdk`.
+    pub fn connect(sdk: &relay_shared::client::SdkConfig, queue_url: String) -> Self {
+        Self::new(relay_shared::client::sqs_client(sdk), queue_url)
+    }
+
+    pub fn queue_url(&self) -> &str {
+        &self.queue_url
+    }
+
+    /// A long poll is silent for up to [`LONG_POLL_SECS`] by design: its
+    /// timeouts are the client's plus that wait.
+    fn long_poll_timeouts(&self) -> aws_sdk_sqs::config::Builder {
+        let wait = Duration::from_secs(LONG_POLL_SECS as u64);
+        let base = self
+            .client
+            .config()
+            .timeout_config()
+            .cloned()
+            .unwrap_or_else(|| aws_sdk_sqs::config::timeout::TimeoutConfig::builder().build());
+        let extend = |t: Option<Duration>| t.map(|t| t + wait);
+        let mut timeouts = base.to_builder();
+        timeouts
+            .set_operation_attempt_timeout(extend(base.operation_attempt_timeout()))
+            .set_operation_timeout(extend(base.operation_timeout()));
+        aws_sdk_sqs::config::Builder::default().timeout_config(timeouts.build())
+    }
+
+    /// Long-polls for up to ten notifications, each hidden from other
+    /// receivers for `visibility_secs`.
+    pub async fn receive(&self, visibility_secs: u32) -> Result<Vec<Received>, SendError> {
+        let out = self
+            .client
+            .receive_message()
+            .queue_url(&self.queue_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(LONG_POLL_SECS)
+            .visibility_timeout(i32::try_from(visibility_secs).unwrap_or(43_200))
+            .customize()
+            .config_override(self.long_poll_timeouts())
+            .send()
+            .await
+            .map_err(|e| call_error(&self.queue_url, "ReceiveMessage", e))?;
+        Ok(out
+            .messages
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|m| {
+                Some(Received {
+                    body: m.body?,
+                    receipt: m.receipt_handle?,
+                })
+            })
+            .collect())
+    }
+
+    /// Sends one notification (a replayed S3 event).
+    pub async fn send(&self, body: String) -> Result<(), SendError> {
+        self.client
+            .send_message()
+            .queue_url(&self.queue_url)
+            .message_body(body)
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| call_error(&self.queue_url, "SendMessage", e))
+    }
+
+    /// Deletes a processed notification.
+    pub async fn delete(&self, receipt: &str) -> Result<(), SendError> {
+        self.client
+            .delete_message()
+            .queue_url(&self.queue_url)
+            .receipt_handle(receipt)
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| call_error(&self.queue_url, "DeleteMessage", e))
+    }
+
+    /// Makes a received message visible again `after` from now
+    /// (ChangeMessageVisibility through its receipt handle): a failed
+    /// notification comes back when retrying makes sense, not after the
+    /// queue's whole visibility timeout.
+    pub async fn show_again(&self, receipt: &str, after: Duration) -> Result<(), SendError> {
+        let secs = i32::try_from(after.as_secs().clamp(1, 43_200)).unwrap_or(43_200);
+        self.client
+            .change_message_visibility()
+            .queue_url(&self.queue_url)
+            .receipt_handle(receipt)
+            .visibility_timeout(secs)
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| call_error(&self.queue_url, "ChangeMessageVisibility", e))
+    }
 }
 
 /// A deterministic MessageDeduplicationId: the same object version and chunk

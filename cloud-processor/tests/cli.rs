@@ -114,7 +114,7 @@ fn reprocess_needs_confirmation_and_bad_instants_are_named() {
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr)
-            .contains("--since \"yesterday\" is not an RFC 3339 instant")
+            .contains("--since: \"yesterday\" is not an RFC 3339 instant")
     );
 }
 

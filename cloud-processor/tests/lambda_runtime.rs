@@ -164,11 +164,11 @@ async fn s3_and_sqs_events_through_the_lambda_runtime_api() {
         .put(second, body, &PutMode::Create, &PutOptions::default())
         .await
         .unwrap();
-    let lambda = aws_sdk_lambda::Client::from_conf(
-        aws_sdk_lambda::config::Builder::from(&emu.sdk)
-            .endpoint_url(format!("http://127.0.0.1:{port}"))
-            .build(),
-    );
+    let runtime_api = emu
+        .sdk
+        .to_builder()
+        .endpoint_url(format!("http://127.0.0.1:{port}"))
+        .build();
     let sel = cloud_processor::replay::Selection {
         bucket: bucket.name().to_owned(),
         prefix: "raw/".into(),
@@ -177,12 +177,12 @@ async fn s3_and_sqs_events_through_the_lambda_runtime_api() {
         since: None,
         until: None,
     };
-    let target = cloud_processor::replay::Target::Function {
-        client: lambda,
-        name: "_".into(),
-    };
+    let target = cloud_processor::replay::Target::Function(cloud_processor::lambda::Function::new(
+        &runtime_api,
+        "_",
+    ));
     let summary = cloud_processor::replay::replay(
-        &emu.s3,
+        &bucket,
         &target,
         &sel,
         cloud_processor::replay::Mode::Missing,

@@ -10,9 +10,12 @@ use relay_shared::s3::ObjectStore;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use cloud_processor::handler::{Outcome, ProcessError};
+use cloud_processor::handler::{App, Outcome, ProcessError};
+use cloud_processor::sqs::Output;
 use cloud_processor::state::DoneMarker;
+use cloud_processor::testing::{CrashAfter, until_crash};
 use common::*;
+use relay_shared::s3::Bucket;
 
 const KEY: &str = "raw/e/2026/11/21/22/1763800000000.json.zst";
 
@@ -37,6 +40,16 @@ async fn marker(s: &Setup) -> DoneMarker {
     serde_json::from_slice(&bytes).unwrap()
 }
 
+/// `app`, dying between its `batches`-th send and the progress write after it.
+fn crashing(app: App, batches: u32) -> App<Bucket, CrashAfter<Output>> {
+    App::new(
+        app.config,
+        app.aws,
+        app.store,
+        CrashAfter::new(app.output, batches),
+    )
+}
+
 /// Puts an object of `records` records at [`KEY`] and processes its
 /// event with a 1 s lease, crashing after `batches` batches. Returns the
 /// event, for a retry.
@@ -48,10 +61,9 @@ async fn crashed_mid_object(s: &Setup, records: usize, batches: u32) -> String {
     )
     .await;
     let body = notification(s).await;
-    let mut crashing = app_with(s, Some(4096), FIELDS, 1).await;
-    crashing.crash_after_batches = Some(batches);
-    let err = crashing.process_message_body(&body).await.unwrap_err();
-    assert!(matches!(err, ProcessError::InjectedCrash { .. }), "{err}");
+    let crashing = crashing(app_with(s, Some(4096), FIELDS, 1).await, batches);
+    let done = until_crash(crashing.process_message_body(&body), &crashing.output).await;
+    assert!(done.is_none(), "finished without crashing: {done:?}");
     body
 }
 
@@ -115,13 +127,9 @@ async fn crash_and_resume(fifo: bool) -> (BTreeMap<u32, (usize, String)>, DoneMa
     .await;
     let body = notification(&s).await;
 
-    let mut first = app_with(&s, Some(4096), FIELDS, 1).await;
-    first.crash_after_batches = Some(3);
-    let err = first.process_message_body(&body).await.unwrap_err();
-    assert!(
-        matches!(err, ProcessError::InjectedCrash { batches: 3, .. }),
-        "{err}"
-    );
+    let first = crashing(app_with(&s, Some(4096), FIELDS, 1).await, 3);
+    let done = until_crash(first.process_message_body(&body), &first.output).await;
+    assert!(done.is_none(), "finished without crashing: {done:?}");
 
     // The crashed processor's lease is live for a second: a retry now waits.
     let retry = app_with(&s, Some(4096), FIELDS, 1).await;
@@ -241,7 +249,7 @@ async fn replay_sends_only_what_is_missing_and_reprocess_sends_everything() {
 
     let sel = selection(&s, "raw/e/2026/11/21/");
     let now = jiff::Timestamp::now().as_second();
-    let report = replay::audit(&s.emu.s3, &sel, 0, now + 1).await.unwrap();
+    let report = replay::audit(&s.bucket, &sel, 0, now + 1).await.unwrap();
     assert_eq!(
         report
             .unprocessed
@@ -259,7 +267,7 @@ async fn replay_sends_only_what_is_missing_and_reprocess_sends_everything() {
     let queue = replay_to_queue(&s);
     // A dry run changes nothing.
     let dry = replay::replay(
-        &s.emu.s3,
+        &s.bucket,
         &queue,
         &sel,
         Mode::Missing,
@@ -275,7 +283,7 @@ async fn replay_sends_only_what_is_missing_and_reprocess_sends_everything() {
     );
 
     let backfill = replay::replay(
-        &s.emu.s3,
+        &s.bucket,
         &queue,
         &sel,
         Mode::Missing,
@@ -294,7 +302,7 @@ async fn replay_sends_only_what_is_missing_and_reprocess_sends_everything() {
         [keys[2].as_str()]
     );
     assert!(
-        replay::audit(&s.emu.s3, &sel, 0, now + 1)
+        replay::audit(&s.bucket, &sel, 0, now + 1)
             .await
             .unwrap()
             .unprocessed
@@ -302,7 +310,7 @@ async fn replay_sends_only_what_is_missing_and_reprocess_sends_everything() {
     );
 
     let again = replay::replay(
-        &s.emu.s3,
+        &s.bucket,
         &queue,
         &sel,
         Mode::Reprocess,
@@ -384,7 +392,7 @@ async fn a_replayed_event_gives_the_same_deduplication_ids_as_a_live_one() {
         .delete("state/done/e/2026/11/21/22/1763800000000.json.zst", None)
         .await
         .unwrap();
-    let mut listed = cloud_processor::replay::select(&s.emu.s3, &selection(&s, "raw/e/"))
+    let mut listed = cloud_processor::replay::select(&s.bucket, &selection(&s, "raw/e/"))
         .await
         .unwrap();
     let obj = listed.remove(0);
@@ -449,7 +457,7 @@ async fn reprocess_after_a_leftover_lease_sends_everything_again() {
     let sel = selection(&s, "raw/e/");
     let queue = replay_to_queue(&s);
     let summary = replay::replay(
-        &s.emu.s3,
+        &s.bucket,
         &queue,
         &sel,
         Mode::Reprocess,
@@ -489,12 +497,12 @@ async fn audit_lists_leases_with_no_live_owner_by_s3s_clock() {
         .unwrap()
         .as_secs() as i64;
     // Live by S3's clock, even to an auditor whose clock runs an hour ahead.
-    let report = cloud_processor::replay::audit(&s.emu.s3, &sel, 3600, now + 3600)
+    let report = cloud_processor::replay::audit(&s.bucket, &sel, 3600, now + 3600)
         .await
         .unwrap();
     assert!(report.stale_leases.is_empty(), "{:?}", report.stale_leases);
     tokio::time::sleep(PAST_A_ONE_SECOND_LEASE).await;
-    let report = cloud_processor::replay::audit(&s.emu.s3, &sel, 3600, now)
+    let report = cloud_processor::replay::audit(&s.bucket, &sel, 3600, now)
         .await
         .unwrap();
     assert_eq!(

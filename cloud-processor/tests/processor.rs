@@ -15,7 +15,7 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use cloud_processor::handler::{App, Outcome};
 use cloud_processor::pack::attributes_size;
 use cloud_processor::pipeline::{self, Settings};
-use cloud_processor::sqs::Sink;
+use cloud_processor::sqs::MessageSink;
 use common::*;
 
 /// What the pipeline makes of `bytes` for this app and key, computed locally.
@@ -286,7 +286,7 @@ async fn a_send_that_is_never_answered_times_out_and_is_retried() {
     let output = cloud_processor::sqs::Output::connect(sqs, &s.output, "relay", Some(4096))
         .await
         .unwrap();
-    let app = App::new(base.config, base.aws, s.emu.s3.clone(), output);
+    let app = App::new(base.config, base.aws, base.store, output);
     let key = "raw/e/2026/11/21/22/silent.json.zst";
     put(
         &s,
@@ -335,7 +335,7 @@ async fn chunks_sqs_refuses_for_good_quarantine_the_object_after_the_rest_is_sen
     let output = cloud_processor::sqs::Output::connect(sqs, &s.output, "relay", Some(2048))
         .await
         .unwrap();
-    let app = App::new(base.config, base.aws, s.emu.s3.clone(), output);
+    let app = App::new(base.config, base.aws, base.store, output);
     let key = "raw/e/2026/11/21/22/refused.json.zst";
     put(
         &s,
@@ -774,9 +774,13 @@ async fn a_failed_notification_comes_back_when_retrying_makes_sense() {
 async fn in_lambda_a_failed_record_comes_back_early() {
     let s = setup("proc-lambda-retry", false).await;
     let queue = s.emu.queue("proc-lambda-n", false).await;
-    let app = app(&s, None)
-        .await
-        .with_notification_queue(s.emu.sqs.clone(), queue.clone());
+    let app =
+        app(&s, None)
+            .await
+            .with_notification_queue(cloud_processor::sqs::Notifications::new(
+                s.emu.sqs.clone(),
+                queue.clone(),
+            ));
     s.emu
         .sqs
         .send_message()
@@ -956,7 +960,8 @@ async fn an_aws_error_is_one_plain_line() {
     assert!(!out.status.success());
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(
-        stderr.contains(&format!("listing s3://{missing}/raw/: NoSuchBucket: "))
+        stderr.contains(&format!("s3://{missing}/raw/: ListObjectVersions failed"))
+            && stderr.contains("NoSuchBucket): The specified bucket does not exist")
             && !stderr.contains("Error {")
             && !stderr.contains("aws_request_id"),
         "{stderr}"

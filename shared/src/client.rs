@@ -60,6 +60,11 @@ pub fn s3_client(sdk: &SdkConfig, options: ClientOptions) -> aws_sdk_s3::Client 
     aws_sdk_s3::Client::from_conf(conf)
 }
 
+/// One bucket, through an S3 client built from `sdk`.
+pub fn bucket(sdk: &SdkConfig, options: ClientOptions, name: &str) -> crate::s3::Bucket {
+    crate::s3::Bucket::new(s3_client(sdk, options), name)
+}
+
 pub fn sqs_client(sdk: &SdkConfig) -> aws_sdk_sqs::Client {
     aws_sdk_sqs::Client::new(sdk)
 }

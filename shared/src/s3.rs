@@ -15,8 +15,8 @@ use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPa
 
 use crate::client::{Class, classify};
 pub use crate::store::{
-    Failure, Got, Head, Listed, ObjectStore, Part, PutMode, PutOptions, PutResult, Retry, S3Error,
-    Small,
+    Body, Failure, Got, Head, Listed, ObjectStore, Part, PutMode, PutOptions, PutResult, Retry,
+    S3Error, Small,
 };
 
 /// Maps any S3 operation's SDK error into [`S3Error`]. `mode` decides what a 412
@@ -358,7 +358,9 @@ impl ObjectStore for Bucket {
             out.extend(page.contents().iter().map(|o| Listed {
                 key: o.key().unwrap_or_default().to_owned(),
                 size: o.size().and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
+                etag: o.e_tag().unwrap_or_default().trim_matches('"').to_owned(),
                 last_modified_ms: millis(o.last_modified),
+                version_id: None,
             }));
             match page.next_continuation_token {
                 Some(t) if page.is_truncated == Some(true) => token = Some(t),
@@ -367,6 +369,41 @@ impl ObjectStore for Bucket {
         }
         out.truncate(limit);
         Ok(out)
+    }
+
+    async fn list_current(&self, prefix: &str) -> Result<Vec<Listed>, S3Error> {
+        let mut out = Vec::new();
+        let (mut key_marker, mut version_marker) = (None, None);
+        loop {
+            let page = self
+                .client
+                .list_object_versions()
+                .bucket(&self.name)
+                .prefix(prefix)
+                .set_key_marker(key_marker.take())
+                .set_version_id_marker(version_marker.take())
+                .send()
+                .await
+                .map_err(self.err(prefix, "ListObjectVersions", None))?;
+            out.extend(
+                page.versions()
+                    .iter()
+                    .filter(|v| v.is_latest() == Some(true))
+                    .map(|v| Listed {
+                        key: v.key().unwrap_or_default().to_owned(),
+                        size: v.size().and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
+                        etag: v.e_tag().unwrap_or_default().trim_matches('"').to_owned(),
+                        last_modified_ms: millis(v.last_modified),
+                        // An unversioned bucket's objects are version `null`.
+                        version_id: v.version_id().filter(|id| *id != "null").map(str::to_owned),
+                    }),
+            );
+            key_marker = page.next_key_marker().map(str::to_owned);
+            version_marker = page.next_version_id_marker().map(str::to_owned);
+            if page.is_truncated() != Some(true) || key_marker.is_none() {
+                return Ok(out);
+            }
+        }
     }
 
     async fn start_multipart(&self, key: &str, options: &PutOptions) -> Result<String, S3Error> {

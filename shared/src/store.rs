@@ -84,7 +84,12 @@ impl fmt::Debug for Got {
 pub struct Listed {
     pub key: String,
     pub size: u64,
+    /// Without quotes.
+    pub etag: String,
     pub last_modified_ms: Option<i64>,
+    /// The version a live event would name: set by
+    /// [`ObjectStore::list_current`] in a versioned bucket, else `None`.
+    pub version_id: Option<String>,
 }
 
 /// One uploaded part of a multipart upload.
@@ -133,6 +138,13 @@ pub trait ObjectStore: Clone + Send + Sync + 'static {
         &self,
         prefix: &str,
         limit: usize,
+    ) -> impl Future<Output = Result<Vec<Listed>, S3Error>> + Send;
+    /// The current version of every object under `prefix`, in key order,
+    /// with its version id where the bucket is versioned. Delete markers
+    /// and older versions are left out.
+    fn list_current(
+        &self,
+        prefix: &str,
     ) -> impl Future<Output = Result<Vec<Listed>, S3Error>> + Send;
     /// Starts a multipart upload; returns its id.
     fn start_multipart(

@@ -114,7 +114,7 @@ pub async fn app_on(
             timeouts: cloud_processor::config::AwsTimeouts::default(),
             s3_path_style: true,
         },
-        s3,
+        relay_shared::s3::Bucket::new(s3, ""),
         output,
     )
 }
@@ -338,7 +338,8 @@ pub fn start_poller(
 ) -> Poller {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        cloud_processor::poll::run(&app, &sqs, &queue, visibility_secs, async {
+        let queue = cloud_processor::sqs::Notifications::new(sqs, queue);
+        cloud_processor::poll::run(&app, &queue, visibility_secs, async {
             let _ = stopped.await;
         })
         .await;
@@ -371,8 +372,8 @@ pub fn selection(s: &Setup, prefix: &str) -> cloud_processor::replay::Selection 
 
 /// Replay's target: the setup's notification queue.
 pub fn replay_to_queue(s: &Setup) -> cloud_processor::replay::Target {
-    cloud_processor::replay::Target::Queue {
-        client: s.emu.sqs.clone(),
-        url: s.notifications.clone(),
-    }
+    cloud_processor::replay::Target::Queue(cloud_processor::sqs::Notifications::new(
+        s.emu.sqs.clone(),
+        s.notifications.clone(),
+    ))
 }

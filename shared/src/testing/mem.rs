@@ -54,6 +54,8 @@ struct State {
     calls: u64,
     /// Faults by the index of the call they hit.
     faults: BTreeMap<u64, Fault>,
+    /// Faults for the first call of an operation on a key containing a text.
+    faults_on: Vec<(&'static str, String, Fault)>,
     /// Key prefixes every write under which is denied.
     denied: Vec<String>,
     /// Every call, in order: (operation, key).
@@ -109,6 +111,13 @@ impl MemStore {
         for n in 0..count {
             self.fail_in(n, fault);
         }
+        self
+    }
+
+    /// Injects `fault` into the first `op` call (`PutObject`, ...) whose
+    /// key contains `key_part`.
+    pub fn fail_on(&self, op: &'static str, key_part: &str, fault: Fault) -> &Self {
+        self.lock().faults_on.push((op, key_part.to_owned(), fault));
         self
     }
 
@@ -187,7 +196,14 @@ impl MemStore {
         let index = s.calls;
         s.calls += 1;
         s.log.push((op, key.to_owned()));
-        let fault = s.faults.remove(&index);
+        let mut fault = s.faults.remove(&index);
+        if let Some(i) = s
+            .faults_on
+            .iter()
+            .position(|(o, part, _)| *o == op && key.contains(part.as_str()))
+        {
+            fault = Some(s.faults_on.remove(i).2);
+        }
         let full = format!("{}/{key}", self.bucket);
         if write && s.denied.iter().any(|p| full.starts_with(p.as_str())) {
             return Err(self.failure(key, op, Retry::Permanent, "AccessDenied"));
@@ -337,7 +353,26 @@ impl ObjectStore for MemStore {
                 .map(|((_, k), o)| Listed {
                     key: k.clone(),
                     size: o.bytes.len() as u64,
+                    etag: o.etag.trim_matches('"').to_owned(),
                     last_modified_ms: Some(whole_seconds(o.written_ms)),
+                    version_id: None,
+                })
+                .collect())
+        })
+    }
+
+    /// As S3 in an unversioned bucket: every object is current, version `null`.
+    async fn list_current(&self, prefix: &str) -> Result<Vec<Listed>, S3Error> {
+        self.call("ListObjectVersions", prefix, false, |s| {
+            Ok(s.objects
+                .range(self.id(prefix)..)
+                .take_while(|((b, k), _)| *b == self.bucket && k.starts_with(prefix))
+                .map(|((_, k), o)| Listed {
+                    key: k.clone(),
+                    size: o.bytes.len() as u64,
+                    etag: o.etag.trim_matches('"').to_owned(),
+                    last_modified_ms: Some(whole_seconds(o.written_ms)),
+                    version_id: None,
                 })
                 .collect())
         })

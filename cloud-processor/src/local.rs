@@ -1,0 +1,133 @@
+//! `cloud-processor process`: the pipeline on local files, as the Lambda
+//! would run it, with message bodies written to stdout or a directory and
+//! rejects, stats and field misses on stderr. No AWS.
+
+use std::io::Write;
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+
+use crate::config::Config;
+use crate::pipeline;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    #[error("--out {}: not a directory; create it first, or leave --out out to write to stdout", .0.display())]
+    OutNotDir(PathBuf),
+    #[error("opening {name}: {source}")]
+    Open {
+        name: String,
+        source: std::io::Error,
+    },
+    #[error("writing {name}'s message bodies to {to}: {source}")]
+    Write {
+        name: String,
+        to: String,
+        source: std::io::Error,
+    },
+}
+
+/// `process`: the pipeline on local files, no AWS. Reports go to stderr;
+/// returns whether every file was read and accounted for.
+pub fn run(
+    config: &Config,
+    files: &[std::path::PathBuf],
+    out: Option<&std::path::Path>,
+    max_message_bytes: usize,
+) -> Result<bool, LocalError> {
+    if let Some(dir) = out
+        && !dir.is_dir()
+    {
+        return Err(LocalError::OutNotDir(dir.to_owned()));
+    }
+    let mut failed = false;
+    let stdout = std::io::stdout();
+    for file in files {
+        let name = file.display().to_string();
+        let src: Box<dyn std::io::Read> = if name == "-" {
+            Box::new(std::io::stdin().lock())
+        } else {
+            Box::new(
+                std::fs::File::open(file).map_err(|source| LocalError::Open {
+                    name: name.clone(),
+                    source,
+                })?,
+            )
+        };
+        let settings = config.settings(max_message_bytes, &name);
+        let stem = file
+            .file_name()
+            .map_or("stdin".into(), |n| n.to_string_lossy().into_owned());
+        let mut write_error = None;
+        let result = pipeline::run(src, &settings, |chunk| {
+            let written = match out {
+                Some(dir) => std::fs::write(
+                    dir.join(format!("{stem}.{:05}.json", chunk.index)),
+                    &chunk.body,
+                ),
+                None => {
+                    let mut lock = stdout.lock();
+                    lock.write_all(&chunk.body)
+                        .and_then(|()| lock.write_all(b"\n"))
+                }
+            };
+            match written {
+                Ok(()) => ControlFlow::Continue(()),
+                Err(e) => {
+                    write_error = Some(e);
+                    ControlFlow::Break(())
+                }
+            }
+        });
+        if let Some(e) = write_error {
+            let to = out.map_or("stdout".to_owned(), |d| d.display().to_string());
+            return Err(LocalError::Write {
+                name,
+                to,
+                source: e,
+            });
+        }
+        match result {
+            Ok(report) => {
+                for r in &report.rejects {
+                    let excerpt: String = r.excerpt.chars().flat_map(char::escape_debug).collect();
+                    eprintln!(
+                        "{name}:{}: offset {} ({} bytes): {}: {excerpt}",
+                        r.line, r.offset, r.length, r.reason
+                    );
+                }
+                let s = &report.stats;
+                if report.rejects.len() < s.rejected as usize {
+                    eprintln!(
+                        "{name}: {} more rejects not listed",
+                        s.rejected as usize - report.rejects.len()
+                    );
+                }
+                eprintln!("{name}: {}", serde_json::to_string(s).unwrap_or_default());
+                for (field, &missing) in config.projection.names().iter().zip(&s.field_missing) {
+                    if missing > 0 && missing == s.records_in {
+                        eprintln!(
+                            "{name}: warning: field {field} is in none of its {} record(s); is its path right?",
+                            s.records_in
+                        );
+                    } else if missing > 0 {
+                        eprintln!(
+                            "{name}: field {field} is missing from {missing} of {} record(s)",
+                            s.records_in
+                        );
+                    }
+                }
+                if !s.accounted() {
+                    failed = true;
+                    eprintln!(
+                        "{name}: the byte accounting does not add up; please report this as a bug"
+                    );
+                }
+            }
+            Err(e) => {
+                failed = true;
+                eprintln!("{name}: cannot be read: {e}");
+            }
+        }
+    }
+    Ok(!failed)
+}

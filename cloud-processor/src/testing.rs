@@ -1,0 +1,211 @@
+//! Test support: an in-memory queue that follows a script of faults, and a
+//! sink that crashes the process's send path at a chosen batch. With
+//! `relay_shared::testing::MemStore` they run the handler and the lease
+//! protocol with no emulator. Compiled for tests and the `test-support`
+//! feature only.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test support: failing loudly is its job.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::pack::Chunk;
+use crate::sqs::{BatchOutcome, MessageSink, SendError};
+
+/// What the fake queue does with one SendMessageBatch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendFault {
+    /// Stores every chunk.
+    None,
+    /// Stores the even chunks; the odd ones fail and keep failing.
+    StoreEvenOnly,
+    /// Stores every chunk, but the answer is lost (a timeout).
+    LoseAnswer,
+    /// Refuses this chunk as the sender's fault and stores the rest.
+    Refuse(u32),
+}
+
+/// A chunk's index and body, as stored.
+type Stored = (u32, Vec<u8>);
+
+/// A queue that keeps every message it stored, duplicates included, and
+/// follows a script of faults, one per call. Clones share the queue.
+#[derive(Debug, Clone)]
+pub struct FakeQueue {
+    stored: Arc<Mutex<Vec<Stored>>>,
+    script: Arc<Mutex<VecDeque<SendFault>>>,
+    /// How long each send takes.
+    delay: Duration,
+    max_message_bytes: usize,
+}
+
+impl Default for FakeQueue {
+    fn default() -> Self {
+        Self::scripted(&[])
+    }
+}
+
+fn gave_up() -> SendError {
+    SendError::GaveUp {
+        queue: "fake".into(),
+        failed: 1,
+        last: "ServiceUnavailable".into(),
+    }
+}
+
+impl FakeQueue {
+    /// A queue of 1 KiB messages that applies `faults` to its first calls.
+    pub fn scripted(faults: &[SendFault]) -> Self {
+        Self {
+            stored: Arc::default(),
+            script: Arc::new(Mutex::new(faults.iter().copied().collect())),
+            delay: Duration::ZERO,
+            max_message_bytes: 1024,
+        }
+    }
+
+    /// Each send takes `delay`.
+    pub fn slow(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+
+    pub fn with_max_message_bytes(mut self, bytes: usize) -> Self {
+        self.max_message_bytes = bytes;
+        self
+    }
+
+    /// How often each chunk was stored.
+    pub fn counts(&self) -> BTreeMap<u32, usize> {
+        let mut counts = BTreeMap::new();
+        for (c, _) in self.stored.lock().unwrap().iter() {
+            *counts.entry(*c).or_default() += 1;
+        }
+        counts
+    }
+
+    /// Every message body stored, in order, duplicates included.
+    pub fn bodies(&self) -> Vec<Vec<u8>> {
+        self.stored
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, b)| b.clone())
+            .collect()
+    }
+}
+
+impl MessageSink for FakeQueue {
+    async fn send(
+        &self,
+        _key: &str,
+        _dedup: &str,
+        batch: &[Chunk],
+        _until: Instant,
+    ) -> BatchOutcome {
+        tokio::time::sleep(self.delay).await;
+        let fault = self
+            .script
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or(SendFault::None);
+        let mut out = BatchOutcome::default();
+        for c in batch {
+            match fault {
+                SendFault::StoreEvenOnly if c.index % 2 == 1 => out.failed = Some(gave_up()),
+                SendFault::Refuse(r) if r == c.index => {
+                    out.refused
+                        .push((c.index, "InvalidParameterValue: no".into()));
+                }
+                _ => {
+                    self.stored.lock().unwrap().push((c.index, c.body.clone()));
+                    if fault != SendFault::LoseAnswer {
+                        out.accepted.push(c.index);
+                    }
+                }
+            }
+        }
+        if fault == SendFault::LoseAnswer {
+            out.failed = Some(gave_up());
+        }
+        out
+    }
+
+    fn max_message_bytes(&self) -> usize {
+        self.max_message_bytes
+    }
+
+    fn is_fifo(&self) -> bool {
+        false
+    }
+
+    fn queue_url(&self) -> &str {
+        "fake"
+    }
+}
+
+/// A sink that passes batches on until the `batches`-th, which it sends
+/// and then never answers: the process "dies" between a send SQS took and
+/// the progress write after it. Run the work with [`until_crash`], which
+/// drops it there, as a crash would: no lease release, no further write.
+#[derive(Debug)]
+pub struct CrashAfter<Q> {
+    inner: Q,
+    batches: u32,
+    seen: AtomicU32,
+    crashed: Arc<tokio::sync::Notify>,
+}
+
+impl<Q> CrashAfter<Q> {
+    pub fn new(inner: Q, batches: u32) -> Self {
+        Self {
+            inner,
+            batches,
+            seen: AtomicU32::new(0),
+            crashed: Arc::default(),
+        }
+    }
+}
+
+impl<Q: MessageSink> MessageSink for CrashAfter<Q> {
+    async fn send(
+        &self,
+        source_key: &str,
+        dedup_base: &str,
+        batch: &[Chunk],
+        until: Instant,
+    ) -> BatchOutcome {
+        let n = self.seen.fetch_add(1, Ordering::SeqCst) + 1;
+        let outcome = self.inner.send(source_key, dedup_base, batch, until).await;
+        if n == self.batches {
+            self.crashed.notify_one();
+            std::future::pending::<()>().await;
+        }
+        outcome
+    }
+
+    fn max_message_bytes(&self) -> usize {
+        self.inner.max_message_bytes()
+    }
+
+    fn is_fifo(&self) -> bool {
+        self.inner.is_fifo()
+    }
+
+    fn queue_url(&self) -> &str {
+        self.inner.queue_url()
+    }
+}
+
+/// Runs `work` until `sink` crashes, then drops it. `Some` with the work's
+/// result if it finished without crashing.
+pub async fn until_crash<T, Q>(work: impl Future<Output = T>, sink: &CrashAfter<Q>) -> Option<T> {
+    tokio::select! {
+        out = work => Some(out),
+        () = sink.crashed.notified() => None,
+    }
+}
