@@ -11,19 +11,21 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sha2::Digest;
 
-use relay_shared::s3::{Body, Bucket, ObjectStore, PutMode, S3Error};
+use relay_shared::s3::{Body, Bucket, ObjectStore, S3Error};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tracing::{Instrument, error, info, warn};
 
 use crate::config::{Aws, Config};
+pub use crate::error::ProcessError;
 use crate::event::{EventError, Incoming, Notice, ObjectRef, classify, from_text};
 use crate::metrics as m;
 use crate::pack::Chunk;
 use crate::pipeline::{self, Report, Settings, Unreadable};
+use crate::reports;
 use crate::send::{self, Stopped};
-use crate::sqs::{MessageSink, Notifications, Output, SendError};
-use crate::state::{self, Acquired, DoneMarker, Held, StateError, StateKeys, StateStore};
+use crate::sqs::{MessageSink, Notifications, Output};
+use crate::state::{self, Acquired, DoneMarker, Held, StateKeys};
 
 /// Everything a handler needs, built once per process: the object store
 /// (S3 in production, in memory in unit tests) and the message sink.
@@ -39,6 +41,22 @@ pub struct App<S = Bucket, Q = Output> {
     /// In Lambda, the queue the notifications come from, so a failed one
     /// can come back early (see [`ProcessError::retry_after`]).
     pub notifications: Option<Notifications>,
+}
+
+/// A pipeline run that read the object to its end (or found it unreadable)
+/// with every chunk sent; the lease is still ours.
+struct Piped {
+    report: Result<Report, Unreadable>,
+    /// Chunks SQS stored in this run.
+    sent: u32,
+    held: Held,
+}
+
+/// A pipeline run that stopped early; `held` is the lease while it is still
+/// ours, to be released so that the next attempt need not wait for it.
+struct Failed {
+    error: ProcessError,
+    held: Option<Held>,
 }
 
 /// One object's run, as `run_pipeline` needs it.
@@ -75,101 +93,6 @@ pub enum Outcome {
     Ignored,
     /// The object no longer exists.
     Missing,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ProcessError {
-    #[error(transparent)]
-    S3(#[from] S3Error),
-    #[error("s3://{bucket}/{key}: sending to SQS: {source}")]
-    Send {
-        bucket: String,
-        key: String,
-        source: SendError,
-    },
-    #[error(
-        "s3://{bucket}/{key}: reading the object failed after {sent} messages were sent: {message}; \
-         the next attempt resumes after them"
-    )]
-    Read {
-        bucket: String,
-        key: String,
-        sent: u32,
-        message: String,
-    },
-    #[error(transparent)]
-    Event(#[from] EventError),
-    #[error("s3://{bucket}/{key}: the pipeline task failed: {message}")]
-    Task {
-        bucket: String,
-        key: String,
-        message: String,
-    },
-    #[error("s3://{bucket}/{key}: {source}")]
-    State {
-        bucket: String,
-        key: String,
-        source: StateError,
-    },
-    #[error(
-        "s3://{bucket}/{key} is being processed by {owner} (its lease expires in {expires_in_ms} ms); try again later"
-    )]
-    Busy {
-        bucket: String,
-        key: String,
-        owner: String,
-        expires_in_ms: u64,
-    },
-    #[error(
-        "s3://{bucket}/{key} was left half-sent ({next_chunk} chunks) by {owner} under other settings \
-         (fingerprint {theirs}, now {ours}), and resuming would cut its chunks differently. Restore the old \
-         settings, or delete the lease {lease} to send the object again from the start (its first \
-         {next_chunk} chunks then arrive twice)"
-    )]
-    ConfigChanged {
-        bucket: String,
-        key: String,
-        owner: String,
-        next_chunk: u32,
-        theirs: String,
-        ours: String,
-        lease: String,
-    },
-    #[error(
-        "s3://{bucket}/{key}: the invocation's deadline is near; stopped after {sent} messages with \
-         them recorded, and the next attempt resumes after them"
-    )]
-    Deadline {
-        bucket: String,
-        key: String,
-        sent: u32,
-    },
-}
-
-impl ProcessError {
-    /// When a notification that failed this way is worth trying again. A
-    /// busy object is free when its lease ends; a settings mismatch needs a
-    /// person, so it waits the queue's visibility timeout (`None`); anything
-    /// else soon, so that a resend still lands inside SQS FIFO's 5-minute
-    /// deduplication window rather than after the queue's full visibility
-    /// timeout.
-    pub fn retry_after(&self) -> Option<Duration> {
-        match self {
-            Self::Busy { expires_in_ms, .. } => {
-                Some(Duration::from_millis(*expires_in_ms) + Duration::from_secs(2))
-            }
-            Self::ConfigChanged { .. } => None,
-            _ => Some(Duration::from_secs(10)),
-        }
-    }
-
-    fn state(obj: &ObjectRef, source: StateError) -> Self {
-        Self::State {
-            bucket: obj.bucket.clone(),
-            key: obj.key.clone(),
-            source,
-        }
-    }
 }
 
 impl<S: ObjectStore, Q: MessageSink> App<S, Q> {
@@ -231,18 +154,6 @@ impl<S: ObjectStore, Q: MessageSink> App<S, Q> {
         );
         let digest = sha2::Sha256::digest(text.as_bytes());
         format!("{digest:x}")[..16].to_owned()
-    }
-
-    /// Writes a report (rejects, quarantine) under the state prefix, through
-    /// the state store like every other state object, so it is counted with
-    /// them.
-    async fn put_json(store: &S, key: &str, value: &Value) -> Result<(), ProcessError> {
-        let body = serde_json::to_vec_pretty(value).unwrap_or_default();
-        store
-            .write(key, body, PutMode::Overwrite)
-            .await
-            .map(drop)
-            .map_err(ProcessError::from)
     }
 
     /// Processes one raw object: stream, decode, project, pack, send.
@@ -352,7 +263,7 @@ impl<S: ObjectStore, Q: MessageSink> App<S, Q> {
             Ok(g) => g,
             Err(S3Error::NotFound { .. }) => {
                 warn!("the object no longer exists; nothing to do");
-                let _ = store.remove(&keys.lease, Some(&held.etag)).await;
+                state::abandon(&store, &keys, &held).await;
                 return Ok(Outcome::Missing);
             }
             Err(e) => {
@@ -370,34 +281,16 @@ impl<S: ObjectStore, Q: MessageSink> App<S, Q> {
             dedup_base,
             stop_at,
         };
-        let (report, sent, held) = match self.run_pipeline(run, got.body, held).await {
-            Ok(v) => v,
-            Err((e, held)) => {
+        let Piped { report, sent, held } = match self.run_pipeline(run, got.body, held).await {
+            Ok(piped) => piped,
+            Err(Failed { error, held }) => {
                 if let Some(held) = held {
                     self.release(&store, &keys, held).await;
                 }
-                return Err(e);
+                return Err(error);
             }
         };
-        let mut marker = DoneMarker {
-            outcome: "sent".into(),
-            owner: self.owner.clone(),
-            finished_at_ms: 0,
-            fingerprint: fingerprint.clone(),
-            etag: etag.clone(),
-            records_in: 0,
-            records_out: 0,
-            rejected: 0,
-            messages: 0,
-            bytes_decompressed: 0,
-            preamble_bytes: 0,
-            record_bytes: 0,
-            rejected_bytes: 0,
-            separator_bytes: 0,
-            elapsed_ms: 0,
-            resumed_from_chunk: resumed_from,
-            field_missing: Default::default(),
-        };
+        let mut marker = DoneMarker::new(&self.owner, &fingerprint, &etag, resumed_from);
         let report = match report {
             Ok(r) => r,
             // The object's stream broke (a network fault), which says nothing
@@ -412,12 +305,12 @@ impl<S: ObjectStore, Q: MessageSink> App<S, Q> {
                 });
             }
             Err(unreadable) => {
-                let outcome = Self::quarantine(
+                let reason = reports::quarantine(
                     &store,
                     obj,
                     &keys.quarantine,
                     &etag,
-                    unreadable.to_string(),
+                    &unreadable.to_string(),
                     sent,
                 )
                 .await?;
@@ -427,7 +320,7 @@ impl<S: ObjectStore, Q: MessageSink> App<S, Q> {
                 state::finish(&store, &keys, &held, &marker)
                     .await
                     .map_err(state_err)?;
-                return Ok(outcome);
+                return Ok(Outcome::Quarantined { reason });
             }
         };
         let s = &report.stats;
@@ -458,16 +351,7 @@ impl<S: ObjectStore, Q: MessageSink> App<S, Q> {
         metrics::counter!(m::MESSAGES).increment(u64::from(sent));
         metrics::counter!(m::BYTES).increment(s.bytes_decompressed);
         if !report.rejects.is_empty() {
-            let key = &keys.rejects;
-            let doc = json!({
-                "source": format!("s3://{}/{}", obj.bucket, obj.key),
-                "etag": etag,
-                "rejected": s.rejected,
-                "reported": report.rejects.len(),
-                "rejects": report.rejects,
-            });
-            Self::put_json(&store, key, &doc).await?;
-            warn!(rejected = s.rejected, report = %key, "some records were rejected");
+            reports::rejects(&store, obj, &keys.rejects, &etag, &report).await?;
         }
         marker.finished_at_ms = now_ms();
         marker.records_in = s.records_in;
@@ -488,9 +372,9 @@ impl<S: ObjectStore, Q: MessageSink> App<S, Q> {
         marker.elapsed_ms = started.elapsed().as_millis() as u64;
         // Everything else is sent and settled: a chunk SQS refused for good
         // now quarantines the object, with SQS's reasons.
-        let refused = (held.lease.refused_count > 0).then(|| refused_reason(&held.lease));
+        let refused = (held.lease.refused_count > 0).then(|| reports::refused_reason(&held.lease));
         if let Some(reason) = &refused {
-            Self::quarantine(&store, obj, &keys.quarantine, &etag, reason.clone(), sent).await?;
+            reports::quarantine(&store, obj, &keys.quarantine, &etag, reason, sent).await?;
             marker.outcome = "quarantined".into();
         }
         state::finish(&store, &keys, &held, &marker)
@@ -539,7 +423,7 @@ impl<S: ObjectStore, Q: MessageSink> App<S, Q> {
         run: Run<'_, S>,
         body: Body,
         mut held: Held,
-    ) -> Result<(Result<Report, Unreadable>, u32, Held), (ProcessError, Option<Held>)> {
+    ) -> Result<Piped, Failed> {
         let Run {
             obj,
             store,
@@ -569,56 +453,41 @@ impl<S: ObjectStore, Q: MessageSink> App<S, Q> {
         };
         let sent = send::send_all(&target, &mut rx, &mut held).await;
         drop(rx);
-        let result = task.await.map_err(|e| {
-            (
-                ProcessError::Task {
-                    bucket: obj.bucket.clone(),
-                    key: obj.key.clone(),
-                    message: e.to_string(),
-                },
-                None,
-            )
+        let (bucket, key) = (obj.bucket.clone(), obj.key.clone());
+        let result = task.await.map_err(|e| Failed {
+            error: ProcessError::Task {
+                bucket: bucket.clone(),
+                key: key.clone(),
+                message: e.to_string(),
+            },
+            // The pipeline panicked, which is a bug: the lease is left to
+            // expire, and the retry resumes from its last record.
+            held: None,
         })?;
         match sent {
-            Ok(sent) => Ok((result, sent, held)),
-            Err(Stopped::Send(source)) => Err((
-                ProcessError::Send {
-                    bucket: obj.bucket.clone(),
-                    key: obj.key.clone(),
+            Ok(sent) => Ok(Piped {
+                report: result,
+                sent,
+                held,
+            }),
+            Err(Stopped::Send(source)) => Err(Failed {
+                error: ProcessError::Send {
+                    bucket,
+                    key,
                     source,
                 },
-                Some(held),
-            )),
+                held: Some(held),
+            }),
             // A lost lease is someone else's now.
-            Err(Stopped::State(e)) => Err((ProcessError::state(obj, e), None)),
-            Err(Stopped::Deadline { sent }) => Err((
-                ProcessError::Deadline {
-                    bucket: obj.bucket.clone(),
-                    key: obj.key.clone(),
-                    sent,
-                },
-                Some(held),
-            )),
+            Err(Stopped::State(e)) => Err(Failed {
+                error: ProcessError::state(obj, e),
+                held: None,
+            }),
+            Err(Stopped::Deadline { sent }) => Err(Failed {
+                error: ProcessError::Deadline { bucket, key, sent },
+                held: Some(held),
+            }),
         }
-    }
-
-    async fn quarantine(
-        store: &S,
-        obj: &ObjectRef,
-        key: &str,
-        etag: &str,
-        reason: String,
-        sent: u32,
-    ) -> Result<Outcome, ProcessError> {
-        let doc = json!({
-            "source": format!("s3://{}/{}", obj.bucket, obj.key),
-            "etag": etag,
-            "reason": reason,
-            "messages_sent_before_the_error": sent,
-        });
-        Self::put_json(store, key, &doc).await?;
-        error!(%reason, record = %key, messages_sent = sent, "quarantined");
-        Ok(Outcome::Quarantined { reason })
     }
 
     /// Processes every object one notification names, or counts it as
@@ -718,26 +587,6 @@ impl<S: ObjectStore, Q: MessageSink> App<S, Q> {
     }
 }
 
-/// Why an object whose chunks SQS refused is quarantined.
-fn refused_reason(lease: &state::Lease) -> String {
-    let listed: Vec<String> = lease
-        .refused
-        .iter()
-        .map(|r| format!("chunk {}: {}", r.chunk, r.reason))
-        .collect();
-    let more = (lease.refused_count as usize).saturating_sub(listed.len());
-    format!(
-        "SQS refused {} message(s) for good, and their records were not delivered ({}{})",
-        lease.refused_count,
-        listed.join("; "),
-        if more > 0 {
-            format!("; and {more} more")
-        } else {
-            String::new()
-        }
-    )
-}
-
 /// What every FIFO deduplication id of an object is derived from: the
 /// object as it was read (its version id in a versioned bucket, else its
 /// ETag), never what the event said. A live event carries `versionId` and a
@@ -772,7 +621,7 @@ mod tests {
     use super::*;
     use crate::testing::{CrashAfter, FakeQueue, SendFault, until_crash};
     use clap::Parser;
-    use relay_shared::s3::PutOptions;
+    use relay_shared::s3::{PutMode, PutOptions};
     use relay_shared::testing::{Fault, MemStore};
     use std::collections::BTreeMap;
 

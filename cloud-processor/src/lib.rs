@@ -4,6 +4,7 @@
 
 pub mod check;
 pub mod config;
+pub mod error;
 pub mod event;
 pub mod handler;
 pub mod json;
@@ -16,6 +17,7 @@ pub mod poll;
 pub mod project;
 pub mod reader;
 pub mod replay;
+pub mod reports;
 pub mod send;
 pub mod serve;
 pub mod sqs;

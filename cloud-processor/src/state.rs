@@ -156,6 +156,33 @@ pub struct DoneMarker {
     pub field_missing: std::collections::BTreeMap<String, u64>,
 }
 
+impl DoneMarker {
+    /// The marker of an object `owner` sends, read at `etag` under
+    /// `fingerprint`'s settings, resuming after `resumed_from_chunk`
+    /// chunks; its counts are filled in as the object finishes.
+    pub fn new(owner: &str, fingerprint: &str, etag: &str, resumed_from_chunk: u32) -> Self {
+        Self {
+            outcome: "sent".into(),
+            owner: owner.to_owned(),
+            finished_at_ms: 0,
+            fingerprint: fingerprint.to_owned(),
+            etag: etag.to_owned(),
+            records_in: 0,
+            records_out: 0,
+            rejected: 0,
+            messages: 0,
+            bytes_decompressed: 0,
+            preamble_bytes: 0,
+            record_bytes: 0,
+            rejected_bytes: 0,
+            separator_bytes: 0,
+            elapsed_ms: 0,
+            resumed_from_chunk,
+            field_missing: std::collections::BTreeMap::new(),
+        }
+    }
+}
+
 /// The small set of S3 operations the protocol needs.
 pub trait StateStore: Send + Sync {
     /// The object with its ETag and S3's times, or `None` if it does not exist.
@@ -515,6 +542,14 @@ async fn rewrite<S: StateStore>(
             key: keys.lease.clone(),
         }),
         Err(e) => Err(e.into()),
+    }
+}
+
+/// Gives up a lease whose object vanished: nothing is left to send, so
+/// there is no progress to keep. Best effort: expiry does the same.
+pub async fn abandon<S: StateStore>(store: &S, keys: &StateKeys, held: &Held) {
+    if let Err(e) = store.remove(&keys.lease, Some(&held.etag)).await {
+        tracing::warn!(lease = %keys.lease, error = %e, "could not delete the lease of a vanished object; it expires");
     }
 }
 
