@@ -527,6 +527,42 @@ pub fn timeout_warning(aws: &Aws) -> Option<String> {
 }
 
 /// Validates the AWS settings that can be checked without AWS.
+/// The once-only protocol's settings, as a processor holding leases uses
+/// them. Built and checked from the command line by [`Aws::protocol`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Protocol {
+    /// Key prefix of leases, markers and reports; ends with `/`.
+    pub state_prefix: String,
+    /// How long a lease binds other processors without a renewal.
+    pub lease_ttl: std::time::Duration,
+    /// AWS call timeouts, which fit inside the lease.
+    pub timeouts: relay_shared::client::Timeouts,
+}
+
+impl Protocol {
+    /// The protocol with `lease_ttl_secs`, unchecked (tests use leases
+    /// shorter than an operator may set).
+    pub fn new(state_prefix: &str, lease_ttl_secs: u64, timeouts: AwsTimeouts) -> Self {
+        Self {
+            state_prefix: state_prefix.to_owned(),
+            lease_ttl: std::time::Duration::from_secs(lease_ttl_secs),
+            timeouts: timeouts.resolve(Some(lease_ttl_secs)),
+        }
+    }
+}
+
+impl Aws {
+    /// The protocol's settings, checked against the raw prefix.
+    pub fn protocol(&self, raw_prefix: &str) -> Result<Protocol, ConfigError> {
+        check_aws(self, raw_prefix)?;
+        Ok(Protocol::new(
+            &self.state_prefix,
+            self.lease_ttl_secs,
+            self.timeouts,
+        ))
+    }
+}
+
 pub fn check_aws(aws: &Aws, raw_prefix: &str) -> Result<(), ConfigError> {
     let invalid = |name, reason: String| Err(ConfigError::Invalid { name, reason });
     if !aws.state_prefix.ends_with('/') {

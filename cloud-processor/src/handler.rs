@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tracing::{Instrument, error, info, warn};
 
-use crate::config::{Aws, Config};
+use crate::config::{Config, Protocol};
 pub use crate::error::ProcessError;
 use crate::event::{EventError, Incoming, Notice, ObjectRef, classify, from_text};
 use crate::metrics as m;
@@ -32,7 +32,7 @@ use crate::state::{self, Acquired, DoneMarker, Held, StateKeys};
 #[derive(Debug, Clone)]
 pub struct App<S = Bucket, Q = Output> {
     pub config: Config,
-    pub aws: Aws,
+    pub protocol: Protocol,
     /// The store; each object's bucket is addressed through it.
     pub store: S,
     pub output: Q,
@@ -96,7 +96,7 @@ pub enum Outcome {
 }
 
 impl<S: ObjectStore, Q: MessageSink> App<S, Q> {
-    pub fn new(config: Config, aws: Aws, store: S, output: Q) -> Self {
+    pub fn new(config: Config, protocol: Protocol, store: S, output: Q) -> Self {
         let owner = format!(
             "{}-{}-{:x}",
             std::env::var("AWS_LAMBDA_LOG_STREAM_NAME").unwrap_or_else(|_| "processor".into()),
@@ -105,7 +105,7 @@ impl<S: ObjectStore, Q: MessageSink> App<S, Q> {
         );
         Self {
             config,
-            aws,
+            protocol,
             store,
             output,
             owner,
@@ -117,11 +117,7 @@ impl<S: ObjectStore, Q: MessageSink> App<S, Q> {
     /// at its operation timeout, plus time to release the lease and make the
     /// notification visible again.
     pub fn stop_margin(&self) -> Duration {
-        self.aws
-            .timeouts
-            .resolve(Some(self.aws.lease_ttl_secs))
-            .operation
-            + Duration::from_secs(5)
+        self.protocol.timeouts.operation + Duration::from_secs(5)
     }
 
     /// Lets failed SQS-delivered notifications come back early: the queue
@@ -199,9 +195,13 @@ impl<S: ObjectStore, Q: MessageSink> App<S, Q> {
             .config
             .settings(self.output.max_message_bytes(), &obj.key);
         let fingerprint = self.fingerprint(&settings);
-        let keys = StateKeys::new(&self.aws.state_prefix, &self.config.raw_prefix, &obj.key);
+        let keys = StateKeys::new(
+            &self.protocol.state_prefix,
+            &self.config.raw_prefix,
+            &obj.key,
+        );
         let store = self.store.in_bucket(&obj.bucket);
-        let ttl_ms = self.aws.lease_ttl_secs * 1000;
+        let ttl_ms = u64::try_from(self.protocol.lease_ttl.as_millis()).unwrap_or(u64::MAX);
         let held = match state::acquire(&store, &keys, &self.owner, &fingerprint, ttl_ms, now_ms())
             .await
             .map_err(state_err)?
@@ -632,18 +632,10 @@ mod tests {
     fn app<Q: MessageSink>(store: &MemStore, queue: Q) -> App<MemStore, Q> {
         let cli =
             crate::config::Cli::try_parse_from(["cloud-processor", "--fields", "id"]).unwrap();
-        let aws = Aws {
-            output_queue_url: "fake".into(),
-            max_message_bytes: None,
-            state_prefix: "state/".into(),
-            fifo_group_id: "relay".into(),
-            lease_ttl_secs: 60,
-            timeouts: crate::config::AwsTimeouts::default(),
-            s3_path_style: false,
-        };
+        let protocol = Protocol::new("state/", 60, crate::config::AwsTimeouts::default());
         App::new(
             Config::from_common(&cli.common).unwrap(),
-            aws,
+            protocol,
             store.in_bucket("elsewhere"),
             queue,
         )

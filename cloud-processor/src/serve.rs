@@ -5,7 +5,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use relay_shared::client::{ClientOptions, SdkConfig, load_sdk_config, with_timeouts};
 
-use crate::config::{Aws, Config, ConfigError, check_aws, timeout_warning};
+use crate::config::{Aws, Config, ConfigError, timeout_warning};
 use crate::handler::App;
 use crate::sqs::{MessageSink, Notifications, Output, SendError};
 
@@ -26,7 +26,7 @@ pub enum ServeError {
 /// The processor with its clients, built once: S3 with timeouts that fit
 /// inside the lease, and the output queue with its limits read.
 pub async fn connect(config: Config, aws: Aws) -> Result<(App, SdkConfig), ServeError> {
-    check_aws(&aws, &config.raw_prefix)?;
+    let protocol = aws.protocol(&config.raw_prefix)?;
     let mut settings = config.summary();
     settings.extend(aws.summary());
     relay_shared::telemetry::log_start("cloud-processor", &settings);
@@ -54,7 +54,7 @@ pub async fn connect(config: Config, aws: Aws) -> Result<(App, SdkConfig), Serve
     .await
     .map_err(ServeError::Output)?;
     tracing::info!(queue = %output.queue_url(), max_message_bytes = output.max_message_bytes(), fifo = output.is_fifo(), "output queue");
-    Ok((App::new(config, aws, store, output), sdk))
+    Ok((App::new(config, protocol, store, output), sdk))
 }
 
 /// Runs inside AWS Lambda until the runtime stops. `notification_queue`

@@ -44,7 +44,7 @@ async fn marker(s: &Setup) -> DoneMarker {
 fn crashing(app: App, batches: u32) -> App<Bucket, CrashAfter<Output>> {
     App::new(
         app.config,
-        app.aws,
+        app.protocol,
         app.store,
         CrashAfter::new(app.output, batches),
     )

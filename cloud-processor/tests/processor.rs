@@ -286,7 +286,7 @@ async fn a_send_that_is_never_answered_times_out_and_is_retried() {
     let output = cloud_processor::sqs::Output::connect(sqs, &s.output, "relay", Some(4096))
         .await
         .unwrap();
-    let app = App::new(base.config, base.aws, base.store, output);
+    let app = App::new(base.config, base.protocol, base.store, output);
     let key = "raw/e/2026/11/21/22/silent.json.zst";
     put(
         &s,
@@ -335,7 +335,7 @@ async fn chunks_sqs_refuses_for_good_quarantine_the_object_after_the_rest_is_sen
     let output = cloud_processor::sqs::Output::connect(sqs, &s.output, "relay", Some(2048))
         .await
         .unwrap();
-    let app = App::new(base.config, base.aws, base.store, output);
+    let app = App::new(base.config, base.protocol, base.store, output);
     let key = "raw/e/2026/11/21/22/refused.json.zst";
     put(
         &s,

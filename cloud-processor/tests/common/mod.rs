@@ -13,7 +13,7 @@ use aws_sdk_s3::types::{
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 use clap::Parser;
-use cloud_processor::config::{Aws, Cli, Config};
+use cloud_processor::config::{Cli, Config, Protocol};
 use cloud_processor::handler::App;
 use cloud_processor::sqs::Output;
 use relay_shared::s3::{Bucket, PutMode, PutOptions};
@@ -105,15 +105,12 @@ pub async fn app_on(
         .unwrap();
     App::new(
         config,
-        Aws {
-            output_queue_url: s.output.clone(),
-            max_message_bytes: cap,
-            state_prefix: "state/".into(),
-            fifo_group_id: "relay".into(),
+        // Unchecked: tests use leases shorter than an operator may set.
+        Protocol::new(
+            "state/",
             lease_ttl_secs,
-            timeouts: cloud_processor::config::AwsTimeouts::default(),
-            s3_path_style: true,
-        },
+            cloud_processor::config::AwsTimeouts::default(),
+        ),
         relay_shared::s3::Bucket::new(s3, ""),
         output,
     )
