@@ -28,6 +28,13 @@ data "aws_iam_policy_document" "processor" {
     resources = ["${aws_s3_bucket.this.arn}/${var.state_prefix}*"]
   }
   statement {
+    # Offloaded records: created once (If-None-Match), read back only to
+    # check that a payload already there has the same bytes.
+    sid       = "WritePayloads"
+    actions   = ["s3:GetObject", "s3:PutObject"]
+    resources = ["${aws_s3_bucket.this.arn}/${var.payload_prefix}*"]
+  }
+  statement {
     # Without ListBucket a missing marker reads as 403, not 404.
     sid       = "ListState"
     actions   = ["s3:ListBucket"]
@@ -147,4 +154,21 @@ resource "aws_iam_user_policy_attachment" "edge" {
   count      = var.create_edge_user ? 1 : 0
   user       = aws_iam_user.edge[0].name
   policy_arn = aws_iam_policy.edge["*"].arn
+}
+
+# ------------------------------------------------ the output's consumers
+
+# What a consumer of the output queue needs, offloaded records included:
+# attach it to the consumer's role (output consumer_policy_json).
+data "aws_iam_policy_document" "consumer" {
+  statement {
+    sid       = "ReceiveOutput"
+    actions   = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility"]
+    resources = [aws_sqs_queue.output.arn]
+  }
+  statement {
+    sid       = "ReadPayloads"
+    actions   = concat(["s3:GetObject"], var.consumer_may_delete_payloads ? ["s3:DeleteObject"] : [])
+    resources = ["${aws_s3_bucket.this.arn}/${var.payload_prefix}*"]
+  }
 }

@@ -40,6 +40,8 @@ resource "aws_lambda_function" "processor" {
         RELAY_MISSING          = var.missing_fields
         RELAY_FIFO_GROUP_ID    = var.fifo_group_id
         RELAY_LEASE_TTL_SECS   = tostring(var.lease_ttl_secs)
+        RELAY_LARGE_RECORDS    = var.large_records
+        RELAY_PAYLOAD_PREFIX   = var.payload_prefix
         # A failed notification is made visible again early, through its
         # receipt handle, instead of after the whole visibility timeout.
         RELAY_NOTIFICATION_QUEUE_URL = aws_sqs_queue.notifications.id

@@ -147,6 +147,23 @@ resource "aws_s3_bucket_lifecycle_configuration" "this" {
     }
   }
 
+  rule {
+    id     = "payloads"
+    status = "Enabled"
+    filter {
+      prefix = var.payload_prefix
+    }
+    expiration {
+      days = var.payload_expiration_days
+    }
+    noncurrent_version_expiration {
+      noncurrent_days = 1
+    }
+    abort_incomplete_multipart_upload {
+      days_after_initiation = 1
+    }
+  }
+
   # Disjoint prefixes on purpose: where rules overlap, S3 applies the
   # shortest expiration, which could expire markers before their raw objects.
   dynamic "rule" {
@@ -170,4 +187,14 @@ resource "aws_s3_bucket_lifecycle_configuration" "this" {
   }
 
   depends_on = [aws_s3_bucket_versioning.this]
+
+  lifecycle {
+    precondition {
+      condition = alltrue([
+        for other in [var.raw_prefix, var.state_prefix] :
+        !startswith(var.payload_prefix, other) && !startswith(other, var.payload_prefix)
+      ])
+      error_message = "payload_prefix must not overlap raw_prefix or state_prefix: offloaded records would be taken for raw objects (and trigger the processor) or for state, and their lifecycle rules would overlap."
+    }
+  }
 }

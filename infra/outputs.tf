@@ -57,3 +57,13 @@ output "edge_user_name" {
   description = "The edge agents' IAM user, if create_edge_user is set."
   value       = var.create_edge_user ? aws_iam_user.edge[0].name : null
 }
+
+output "payload_prefix" {
+  description = "Where offloaded records (claim-check payloads) are stored, in the bucket."
+  value       = var.payload_prefix
+}
+
+output "consumer_policy_json" {
+  description = "An IAM policy for the output queue's consumers: receive and delete messages, and read (optionally delete) offloaded records, as the SQS Extended Client does."
+  value       = data.aws_iam_policy_document.consumer.json
+}

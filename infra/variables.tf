@@ -37,6 +37,45 @@ variable "state_prefix" {
   }
 }
 
+variable "large_records" {
+  description = "A projected record too large for any message: \"offload\" stores it under payload_prefix and sends an SQS Extended Client pointer (a claim check); \"reject\" puts it in the object's reject report."
+  type        = string
+  default     = "offload"
+
+  validation {
+    condition     = contains(["offload", "reject"], var.large_records)
+    error_message = "large_records must be offload or reject."
+  }
+}
+
+variable "payload_prefix" {
+  description = "Key prefix of offloaded records (claim-check payloads), in the same bucket. Must not overlap raw_prefix or state_prefix."
+  type        = string
+  default     = "payloads/"
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*/$", var.payload_prefix))
+    error_message = "payload_prefix must be one or more path segments ending with \"/\", such as \"payloads/\"."
+  }
+}
+
+variable "payload_expiration_days" {
+  description = "Days an offloaded record is kept for its consumers. Consumers using the Extended Client may also delete each payload after reading it (consumer_may_delete_payloads)."
+  type        = number
+  default     = 14
+
+  validation {
+    condition     = var.payload_expiration_days >= 1
+    error_message = "payload_expiration_days must be at least 1."
+  }
+}
+
+variable "consumer_may_delete_payloads" {
+  description = "Whether the consumer policy (output consumer_policy_json) grants s3:DeleteObject on payloads, as the Extended Client's delete_message does by default."
+  type        = bool
+  default     = true
+}
+
 variable "lambda_zip_path" {
   description = "Path of the Lambda zip built by scripts/build-lambda.sh (a `bootstrap` binary for provided.al2023)."
   type        = string

@@ -131,6 +131,25 @@ if terraform -chdir="$work/module" plan -var notification_visibility_timeout_sec
   exit 1
 fi
 grep -q "deduplication window" "$work/plan.log" || { cat "$work/plan.log" >&2; exit 1; }
+# Offloaded records: the Lambda writes them under the payload prefix, they
+# expire on their own, and the consumer policy can read (and delete) them.
+large=$("$root/.venv/bin/aws" --endpoint-url "$ep" lambda get-function-configuration --function-name relay-tf-test-processor \
+  --query 'Environment.Variables.[RELAY_LARGE_RECORDS,RELAY_PAYLOAD_PREFIX]' --output text)
+[[ $large == "offload"$'\t'"payloads/" ]] || { echo "the Lambda's large-record settings: $large" >&2; exit 1; }
+consumer=$(terraform -chdir="$work/module" output -raw consumer_policy_json)
+for want in '"s3:GetObject"' '"s3:DeleteObject"' '/payloads/*' '"sqs:ReceiveMessage"'; do
+  [[ $consumer == *"$want"* ]] || { echo "the consumer policy lacks $want: $consumer" >&2; exit 1; }
+done
+bucket=$(terraform -chdir="$work/module" output -raw bucket)
+"$root/.venv/bin/aws" --endpoint-url "$ep" s3api get-bucket-lifecycle-configuration --bucket "$bucket" \
+  --query "Rules[?ID=='payloads'].[Filter.Prefix,Expiration.Days]" --output text | grep -qx $'payloads/\t14' \
+  || { echo "no 14-day lifecycle rule on payloads/" >&2; exit 1; }
+# A payload prefix under the raw prefix is refused.
+if terraform -chdir="$work/module" plan -var payload_prefix=raw/payloads/ >"$work/plan.log" 2>&1; then
+  echo "a payload prefix under the raw prefix was accepted" >&2
+  exit 1
+fi
+grep -q "must not overlap" "$work/plan.log" || { cat "$work/plan.log" >&2; exit 1; }
 users=$(terraform -chdir="$work/module" output -json edge_source_user_names)
 [[ $users == '{"edge-2":"relay-tf-test-edge-edge-2"}' ]] || { echo "unexpected edge users: $users" >&2; exit 1; }
 terraform -chdir="$work/module" destroy -auto-approve >"$work/destroy.log" 2>&1 || { cat "$work/destroy.log" >&2; exit 1; }

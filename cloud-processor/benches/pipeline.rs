@@ -42,6 +42,7 @@ fn main() {
         max_record_bytes: 1 << 20,
         max_decompressed_bytes: 1 << 40,
         records_pointer: None,
+        large_records: cloud_processor::pipeline::LargeRecords::Reject,
     };
     // CPU nanoseconds this thread has run.
     let cpu = || -> f64 {

@@ -7,7 +7,7 @@ use clap::{Args as ClapArgs, Parser, Subcommand};
 use relay_shared::telemetry::LogFormat;
 
 use crate::pack::{BodyFormat, attributes_size};
-use crate::pipeline::Settings;
+use crate::pipeline::{LargeRecords, Settings};
 use crate::project::{EmptyRecords, Field, Missing, Projection, SpecError, parse_fields};
 
 pub const DEFAULT_MAX_DECOMPRESSED_BYTES: u64 = 2 << 30;
@@ -268,6 +268,13 @@ pub struct Aws {
     /// Force path-style S3 addressing (emulators on 127.0.0.1).
     #[arg(long, env = "RELAY_S3_PATH_STYLE", default_value_t = false)]
     pub s3_path_style: bool,
+    /// Key prefix of offloaded records (RELAY_LARGE_RECORDS=offload). Must
+    /// be outside the raw and state prefixes and the notification filter.
+    #[arg(long, env = "RELAY_PAYLOAD_PREFIX", default_value = "payloads/")]
+    pub payload_prefix: String,
+    /// The bucket offloaded records go to [default: the raw object's].
+    #[arg(long, env = "RELAY_PAYLOAD_BUCKET")]
+    pub payload_bucket: Option<String>,
 }
 
 /// Settings shared by every mode.
@@ -302,6 +309,11 @@ pub struct Common {
     /// Objects that decompress to more than this are quarantined.
     #[arg(long, env = "RELAY_MAX_DECOMPRESSED_BYTES", default_value_t = DEFAULT_MAX_DECOMPRESSED_BYTES, global = true)]
     pub max_decompressed_bytes: u64,
+    /// A projected record too large for any message: `offload` it to S3
+    /// and send a pointer the SQS Extended Client reads (a claim check), or
+    /// `reject` it into the reject report.
+    #[arg(long, env = "RELAY_LARGE_RECORDS", value_enum, default_value_t = LargeRecords::Offload, global = true)]
+    pub large_records: LargeRecords,
     /// Log format.
     #[arg(long, env = "RELAY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true, help_heading = "Every mode")]
     pub log_format: LogFormat,
@@ -403,6 +415,7 @@ pub struct Config {
     pub missing: Missing,
     pub empty_records: EmptyRecords,
     pub max_decompressed_bytes: u64,
+    pub large_records: LargeRecords,
     pub log_format: LogFormat,
 }
 
@@ -435,6 +448,7 @@ impl Config {
             missing: c.missing,
             empty_records: c.empty_records,
             max_decompressed_bytes: c.max_decompressed_bytes,
+            large_records: c.large_records,
             log_format: c.log_format,
         })
     }
@@ -460,6 +474,7 @@ impl Config {
             ("body_format", value_name(&self.body_format)),
             ("missing", value_name(&self.missing)),
             ("empty_records", value_name(&self.empty_records)),
+            ("large_records", value_name(&self.large_records)),
             (
                 "records_pointer",
                 self.records_pointer.clone().unwrap_or_default(),
@@ -478,6 +493,11 @@ impl Aws {
         let t = self.timeouts.resolve(Some(self.lease_ttl_secs));
         vec![
             ("output_queue_url", self.output_queue_url.clone()),
+            (
+                "payload_bucket",
+                self.payload_bucket.clone().unwrap_or_default(),
+            ),
+            ("payload_prefix", self.payload_prefix.clone()),
             (
                 "max_message_bytes",
                 self.max_message_bytes
@@ -507,6 +527,7 @@ impl Config {
             max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
             max_decompressed_bytes: self.max_decompressed_bytes,
             records_pointer: self.records_pointer.clone(),
+            large_records: self.large_records,
         }
     }
 }
@@ -537,6 +558,10 @@ pub struct Protocol {
     pub lease_ttl: std::time::Duration,
     /// AWS call timeouts, which fit inside the lease.
     pub timeouts: relay_shared::client::Timeouts,
+    /// Where offloaded records go: a bucket (`None`: the raw object's) and
+    /// a key prefix.
+    pub payload_bucket: Option<String>,
+    pub payload_prefix: String,
 }
 
 impl Protocol {
@@ -547,6 +572,8 @@ impl Protocol {
             state_prefix: state_prefix.to_owned(),
             lease_ttl: std::time::Duration::from_secs(lease_ttl_secs),
             timeouts: timeouts.resolve(Some(lease_ttl_secs)),
+            payload_bucket: None,
+            payload_prefix: "payloads/".into(),
         }
     }
 }
@@ -555,11 +582,11 @@ impl Aws {
     /// The protocol's settings, checked against the raw prefix.
     pub fn protocol(&self, raw_prefix: &str) -> Result<Protocol, ConfigError> {
         check_aws(self, raw_prefix)?;
-        Ok(Protocol::new(
-            &self.state_prefix,
-            self.lease_ttl_secs,
-            self.timeouts,
-        ))
+        Ok(Protocol {
+            payload_bucket: self.payload_bucket.clone().filter(|b| !b.is_empty()),
+            payload_prefix: self.payload_prefix.clone(),
+            ..Protocol::new(&self.state_prefix, self.lease_ttl_secs, self.timeouts)
+        })
     }
 }
 
@@ -576,6 +603,18 @@ pub fn check_aws(aws: &Aws, raw_prefix: &str) -> Result<(), ConfigError> {
             "RELAY_STATE_PREFIX",
             format!(
                 "{:?} overlaps RELAY_RAW_PREFIX {raw_prefix:?}; the processor would trigger itself",
+                aws.state_prefix
+            ),
+        );
+    }
+    let p = &aws.payload_prefix;
+    let overlaps = |other: &str| p.starts_with(other) || other.starts_with(p.as_str());
+    if !p.ends_with('/') || overlaps(raw_prefix) || overlaps(&aws.state_prefix) {
+        return invalid(
+            "RELAY_PAYLOAD_PREFIX",
+            format!(
+                "{p:?} must end with `/` and be outside RELAY_RAW_PREFIX {raw_prefix:?} and \
+                 RELAY_STATE_PREFIX {:?} (offloaded records there would be taken for raw objects or state)",
                 aws.state_prefix
             ),
         );
@@ -652,6 +691,8 @@ mod tests {
             lease_ttl_secs: 60,
             timeouts: AwsTimeouts::default(),
             s3_path_style: false,
+            payload_prefix: "payloads/".into(),
+            payload_bucket: None,
         };
         assert!(check_aws(&aws("state/"), "raw/").is_ok());
         assert!(
@@ -661,6 +702,16 @@ mod tests {
                 .contains("trigger itself")
         );
         assert!(check_aws(&aws("state"), "raw/").is_err());
+        // Payloads under the raw or state prefix would be taken for raw
+        // objects or state.
+        for payloads in ["raw/payloads/", "state/p/", "payloads"] {
+            let aws = Aws {
+                payload_prefix: payloads.into(),
+                ..aws("state/")
+            };
+            let err = check_aws(&aws, "raw/").unwrap_err().to_string();
+            assert!(err.contains("RELAY_PAYLOAD_PREFIX"), "{payloads}: {err}");
+        }
     }
 
     #[test]
@@ -673,6 +724,8 @@ mod tests {
             lease_ttl_secs: 60,
             timeouts: AwsTimeouts::default(),
             s3_path_style: false,
+            payload_prefix: "payloads/".into(),
+            payload_bucket: None,
         };
         let secs = |aws: &Aws| {
             let t = aws.timeouts.resolve(Some(aws.lease_ttl_secs));

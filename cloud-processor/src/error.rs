@@ -29,6 +29,12 @@ pub enum ProcessError {
         sent: u32,
         message: String,
     },
+    #[error("s3://{bucket}/{key}: storing a record too large for a message: {source}")]
+    Payload {
+        bucket: String,
+        key: String,
+        source: crate::send::PayloadError,
+    },
     #[error(transparent)]
     Event(#[from] EventError),
     #[error("s3://{bucket}/{key}: the pipeline task failed: {message}")]

@@ -137,8 +137,9 @@ impl<S: ObjectStore, Q: MessageSink> App<S, Q> {
             .map(|f| format!("{}={}", f.name, f.path.join("\u{1}")))
             .collect();
         // v2: records with none of the fields may be rejected (v1 sent them).
+        // v3: records too large for a message may be offloaded, and where.
         let text = format!(
-            "v2\0{}\0{:?}\0{:?}\0{:?}\0{:?}\0{}\0{}\0{}",
+            "v3\0{}\0{:?}\0{:?}\0{:?}\0{:?}\0{}\0{}\0{}\0{:?}\0{:?}\0{}",
             fields.join("\u{2}"),
             self.config.missing,
             self.config.empty_records,
@@ -147,6 +148,9 @@ impl<S: ObjectStore, Q: MessageSink> App<S, Q> {
             settings.max_body_bytes,
             settings.max_record_bytes,
             self.output.queue_url(),
+            settings.large_records,
+            self.protocol.payload_bucket,
+            self.protocol.payload_prefix,
         );
         let digest = sha2::Sha256::digest(text.as_bytes());
         format!("{digest:x}")[..16].to_owned()
@@ -363,6 +367,7 @@ impl<S: ObjectStore, Q: MessageSink> App<S, Q> {
         marker.record_bytes = s.record_bytes;
         marker.rejected_bytes = s.rejected_bytes;
         marker.separator_bytes = s.separator_bytes;
+        marker.offloaded = s.offloaded;
         for (name, &missing) in self.config.projection.names().iter().zip(&s.field_missing) {
             metrics::counter!(m::FIELD_MISSING, "field" => name.clone()).increment(missing);
             if missing > 0 {
@@ -443,6 +448,10 @@ impl<S: ObjectStore, Q: MessageSink> App<S, Q> {
                 }
             })
         });
+        let payload_store = match &self.protocol.payload_bucket {
+            Some(bucket) => store.in_bucket(bucket),
+            None => store.clone(),
+        };
         let target = send::Target {
             store,
             keys,
@@ -450,6 +459,10 @@ impl<S: ObjectStore, Q: MessageSink> App<S, Q> {
             source_key: &obj.key,
             dedup_base: &dedup_base,
             stop_at,
+            payloads: Some(send::Payloads {
+                store: &payload_store,
+                prefix: &self.protocol.payload_prefix,
+            }),
         };
         let sent = send::send_all(&target, &mut rx, &mut held).await;
         drop(rx);
@@ -482,6 +495,14 @@ impl<S: ObjectStore, Q: MessageSink> App<S, Q> {
             Err(Stopped::State(e)) => Err(Failed {
                 error: ProcessError::state(obj, e),
                 held: None,
+            }),
+            Err(Stopped::Payload(source)) => Err(Failed {
+                error: ProcessError::Payload {
+                    bucket: bucket.clone(),
+                    key: key.clone(),
+                    source,
+                },
+                held: Some(held),
             }),
             Err(Stopped::Deadline { sent }) => Err(Failed {
                 error: ProcessError::Deadline { bucket, key, sent },
@@ -630,8 +651,12 @@ mod tests {
     const RECORDS: usize = 3000;
 
     fn app<Q: MessageSink>(store: &MemStore, queue: Q) -> App<MemStore, Q> {
+        app_with(store, queue, "id")
+    }
+
+    fn app_with<Q: MessageSink>(store: &MemStore, queue: Q, fields: &str) -> App<MemStore, Q> {
         let cli =
-            crate::config::Cli::try_parse_from(["cloud-processor", "--fields", "id"]).unwrap();
+            crate::config::Cli::try_parse_from(["cloud-processor", "--fields", fields]).unwrap();
         let protocol = Protocol::new("state/", 60, crate::config::AwsTimeouts::default());
         App::new(
             Config::from_common(&cli.common).unwrap(),
@@ -644,11 +669,16 @@ mod tests {
     /// A store holding one raw object of [`RECORDS`] records, with a junk
     /// preamble, and its reference.
     async fn object() -> (MemStore, ObjectRef) {
-        let store = MemStore::new("b");
         let mut text = String::from("# written by the container\n");
         for i in 0..RECORDS {
             text.push_str(&format!("{{\"id\":{i},\"pad\":\"{}\"}}\n", "x".repeat(40)));
         }
+        object_of(&text).await
+    }
+
+    /// A store holding `text` as the raw object, and its reference.
+    async fn object_of(text: &str) -> (MemStore, ObjectRef) {
+        let store = MemStore::new("b");
         let body = zstd::encode_all(text.as_bytes(), 3).unwrap();
         store
             .put(KEY, body, &PutMode::Create, &PutOptions::default())
@@ -664,10 +694,32 @@ mod tests {
         (store, obj)
     }
 
+    /// What a consumer gets for a body: the body, or for a claim check the
+    /// payload it points to, as the Extended Client resolves it.
+    fn resolved(store: &MemStore, body: Vec<u8>) -> Vec<u8> {
+        match serde_json::from_slice::<Value>(&body) {
+            Ok(Value::Array(a)) if a[0] == crate::pack::PAYLOAD_POINTER_CLASS => {
+                let (bucket, key) = (a[1]["s3BucketName"].as_str(), a[1]["s3Key"].as_str());
+                store
+                    .in_bucket(bucket.unwrap())
+                    .bytes(key.unwrap())
+                    .expect("the payload")
+            }
+            _ => body,
+        }
+    }
+
     /// How often each record id reached the queue.
     fn delivered(queue: &FakeQueue) -> BTreeMap<u64, usize> {
+        delivered_via(&MemStore::new("none"), queue)
+    }
+
+    /// How often each record id reached a consumer that resolves claim
+    /// checks from `store`.
+    fn delivered_via(store: &MemStore, queue: &FakeQueue) -> BTreeMap<u64, usize> {
         let mut seen = BTreeMap::new();
         for body in queue.bodies() {
+            let body = resolved(store, body);
             for line in body.split(|b| *b == b'\n') {
                 let v: Value = serde_json::from_slice(line).unwrap();
                 *seen.entry(v["id"].as_u64().unwrap()).or_default() += 1;
@@ -819,6 +871,94 @@ mod tests {
         assert_eq!(sent, 1);
         assert!(delivered(&queue).values().all(|n| *n == 1));
         assert_eq!(delivered(&queue).len(), RECORDS);
+    }
+
+    /// Records too large for a message go to S3 under deterministic keys,
+    /// and a crash between the payload write and the send reuses the
+    /// payload on resume: one object per record, every record delivered.
+    #[tokio::test]
+    async fn large_records_are_offloaded_once_across_a_crash() {
+        let mut text = String::from("# junk\n");
+        let mut large = Vec::new();
+        for i in 0..400 {
+            let blob = if i % 40 == 0 {
+                "y".repeat(3000)
+            } else {
+                String::new()
+            };
+            if !blob.is_empty() {
+                large.push(format!("{{\"id\":{i},\"blob\":\"{blob}\"}}"));
+            }
+            text.push_str(&format!("{{\"id\":{i},\"blob\":\"{blob}\",\"n\":1}}\n"));
+        }
+        let (store, obj) = object_of(&text).await;
+        let queue = FakeQueue::default();
+        let crashing = app_with(&store, CrashAfter::new(queue.clone(), 1), "id,blob");
+        let done = until_crash(crashing.process_object(&obj), &crashing.output).await;
+        assert!(done.is_none(), "finished without crashing: {done:?}");
+        store.at(i64::try_from(now_ms()).unwrap() + 65_000);
+        let outcome = app_with(&store, queue.clone(), "id,blob")
+            .process_object(&obj)
+            .await
+            .unwrap();
+        assert!(
+            matches!(outcome, Outcome::Sent { records: 400, .. }),
+            "{outcome:?}"
+        );
+        let payloads = store.list("payloads/", 1000).await.unwrap();
+        assert_eq!(
+            payloads.len(),
+            large.len(),
+            "one payload object per large record"
+        );
+        let mut stored: Vec<Vec<u8>> = payloads
+            .iter()
+            .map(|l| store.bytes(&l.key).unwrap())
+            .collect();
+        stored.sort();
+        let mut want: Vec<Vec<u8>> = large.iter().map(|r| r.as_bytes().to_vec()).collect();
+        want.sort();
+        assert_eq!(
+            stored, want,
+            "each payload is its record's exact projection"
+        );
+        let seen = delivered_via(&store, &queue);
+        assert_eq!(seen.len(), 400, "every record reached the consumer");
+        assert_eq!(marker(&store).offloaded, large.len() as u64);
+    }
+
+    /// A payload key that holds other bytes is never overwritten, and the
+    /// object fails with the key named, its lease released.
+    #[tokio::test]
+    async fn a_payload_key_holding_other_bytes_fails_the_object() {
+        let text = format!("{{\"id\":1,\"blob\":\"{}\"}}\n", "z".repeat(3000));
+        let (store, obj) = object_of(&text).await;
+        let queue = FakeQueue::default();
+        let app = app_with(&store, queue.clone(), "id,blob");
+        // Learn the key from a first run, then put other bytes there.
+        app.process_object(&obj).await.unwrap();
+        let key = store.list("payloads/", 10).await.unwrap().remove(0).key;
+        store.delete(&key, None).await.unwrap();
+        store
+            .put(
+                &key,
+                b"other".to_vec(),
+                &PutMode::Create,
+                &PutOptions::default(),
+            )
+            .await
+            .unwrap();
+        let keys = StateKeys::new("state/", "raw/", KEY);
+        store.delete(&keys.done, None).await.unwrap();
+        let err = app.process_object(&obj).await.unwrap_err();
+        assert!(
+            matches!(&err, ProcessError::Payload { .. }) && err.to_string().contains(&key),
+            "{err}"
+        );
+        assert_eq!(store.bytes(&key), Some(b"other".to_vec()));
+        // Released, not left to expire: a retry meets the same clash at once.
+        let again = app.process_object(&obj).await.unwrap_err();
+        assert!(matches!(again, ProcessError::Payload { .. }), "{again}");
     }
 
     /// An object that is gone is not an error, and leaves no lease behind.

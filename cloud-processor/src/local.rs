@@ -61,7 +61,12 @@ pub fn run(
         let result = pipeline::run(src, &settings, |chunk| {
             let written = match out {
                 Some(dir) => std::fs::write(
-                    dir.join(format!("{stem}.{:05}.json", chunk.index)),
+                    // A record too large for a message is stored as its own
+                    // payload object in the cloud: here, a file of its own.
+                    dir.join(match chunk.payload_size {
+                        Some(_) => format!("{stem}.{:05}.payload.json", chunk.index),
+                        None => format!("{stem}.{:05}.json", chunk.index),
+                    }),
                     &chunk.body,
                 ),
                 None => {
@@ -103,6 +108,17 @@ pub fn run(
                     );
                 }
                 eprintln!("{name}: {}", serde_json::to_string(s).unwrap_or_default());
+                if s.offloaded > 0 {
+                    let where_ = match out {
+                        Some(dir) => format!("as *.payload.json files in {}", dir.display()),
+                        None => "inline on stdout".to_owned(),
+                    };
+                    eprintln!(
+                        "{name}: {} record(s) too large for a message are written {where_}; \
+                         in the cloud they go to S3 and their messages carry Extended Client pointers",
+                        s.offloaded
+                    );
+                }
                 for (field, &missing) in config.projection.names().iter().zip(&s.field_missing) {
                     if missing > 0 && missing == s.records_in {
                         eprintln!(

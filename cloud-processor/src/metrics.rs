@@ -16,6 +16,7 @@ pub const SEND_RETRIES: &str = "relay_processor_send_retries_total";
 pub const STATE_REQUESTS: &str = "relay_processor_state_requests_total";
 pub const FIFO_WINDOW_EXCEEDED: &str = "relay_processor_fifo_window_exceeded_total";
 pub const FIELD_MISSING: &str = "relay_processor_field_missing_total";
+pub const OFFLOADED: &str = "relay_processor_records_offloaded_total";
 
 /// Registers every counter, with each of its label values (the configured
 /// `fields` included), at zero, so a `rate()` alert has a series from the
@@ -52,6 +53,7 @@ pub fn register_at_zero(fields: &[String]) {
         ACCOUNTING_ERRORS,
         SEND_RETRIES,
         FIFO_WINDOW_EXCEEDED,
+        OFFLOADED,
     ] {
         metrics::counter!(name).increment(0);
     }
@@ -73,6 +75,10 @@ pub fn describe() {
         "Objects handled, by outcome (sent, quarantined, missing, failed)"
     );
     describe_counter!(RECORDS_IN, "Records read from objects, good or bad");
+    describe_counter!(
+        OFFLOADED,
+        "Records too large for a message, stored as S3 payloads and sent as Extended Client pointers"
+    );
     describe_counter!(RECORDS_OUT, "Records sent to SQS");
     describe_counter!(
         REJECTED,

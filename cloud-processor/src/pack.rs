@@ -64,12 +64,34 @@ pub fn attributes_size(source_key: &str) -> usize {
         + 10
 }
 
+/// The message attribute the SQS Extended Client libraries read to tell a
+/// claim check from a plain message: the payload's size in bytes (Number).
+pub const ATTR_EXTENDED_PAYLOAD_SIZE: &str = "ExtendedPayloadSize";
+/// The pointer class name the Extended Client libraries write and accept.
+pub const PAYLOAD_POINTER_CLASS: &str = "software.amazon.payloadoffloading.PayloadS3Pointer";
+
+/// A claim check's message body, in the Extended Client's wire format:
+/// `["software.amazon.payloadoffloading.PayloadS3Pointer",
+/// {"s3BucketName":"...","s3Key":"..."}]`.
+pub fn pointer_body(bucket: &str, key: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!([
+        PAYLOAD_POINTER_CLASS,
+        {"s3BucketName": bucket, "s3Key": key}
+    ]))
+    .unwrap_or_default()
+}
+
 /// One SQS message body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Chunk {
     pub index: u32,
     pub records: u32,
     pub body: Vec<u8>,
+    /// Set for a record too large for any message: the chunk's body (a
+    /// body of that one record) goes to S3 as a payload object of this many
+    /// bytes, and the message carries a pointer to it in the SQS Extended
+    /// Client's format instead (a claim check).
+    pub payload_size: Option<u64>,
 }
 
 /// A record too large for any message, even alone.
@@ -154,10 +176,36 @@ impl Packer {
             index: self.next_index,
             records: self.records,
             body,
+            payload_size: None,
         };
         self.next_index += 1;
         self.records = 0;
         Some(chunk)
+    }
+
+    /// A record too large for any message, as a chunk of its own to be
+    /// offloaded (a body of that one record, in the body format), after the
+    /// chunk in progress (returned first), so order within the object is
+    /// kept and chunk numbers stay deterministic.
+    pub fn offload(&mut self, record: &[u8]) -> (Option<Chunk>, Chunk) {
+        let before = self.take();
+        let mut body = Vec::with_capacity(record.len() + 2);
+        match self.format {
+            BodyFormat::Ndjson => body.extend_from_slice(record),
+            BodyFormat::Array => {
+                body.push(b'[');
+                body.extend_from_slice(record);
+                body.push(b']');
+            }
+        }
+        let chunk = Chunk {
+            index: self.next_index,
+            records: 1,
+            payload_size: Some(body.len() as u64),
+            body,
+        };
+        self.next_index += 1;
+        (before, chunk)
     }
 }
 
@@ -183,7 +231,12 @@ impl Batcher {
 
     /// Adds a chunk; returns a full batch when this chunk did not fit.
     pub fn push(&mut self, chunk: Chunk) -> Option<Vec<Chunk>> {
-        let size = chunk.body.len() + self.attrs;
+        let extended = if chunk.payload_size.is_some() {
+            ATTR_EXTENDED_PAYLOAD_SIZE.len() + "Number".len() + 20
+        } else {
+            0
+        };
+        let size = chunk.body.len() + self.attrs + extended;
         let full = if self.pending.len() == MAX_BATCH_ENTRIES
             || self.bytes + size > self.max_batch_bytes
         {
@@ -244,6 +297,19 @@ mod tests {
     }
 
     #[test]
+    fn a_pointer_is_the_extended_clients_wire_format() {
+        let body = pointer_body("bkt", "payloads/raw/a b/0001.json");
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!([
+                "software.amazon.payloadoffloading.PayloadS3Pointer",
+                {"s3BucketName": "bkt", "s3Key": "payloads/raw/a b/0001.json"}
+            ])
+        );
+    }
+
+    #[test]
     fn exact_fit_and_one_byte_over() {
         // Two 4-byte records and a newline: exactly 9 bytes.
         let recs = vec![b"{\"a\"".to_vec(), b"{\"b\"".to_vec(), b"{\"c\"".to_vec()];
@@ -292,7 +358,8 @@ mod tests {
                 b.push(Chunk {
                     index: i,
                     records: 1,
-                    body: vec![b'x'; 100_000]
+                    body: vec![b'x'; 100_000],
+                    payload_size: None,
                 })
                 .is_none()
             );
@@ -302,6 +369,7 @@ mod tests {
                 index: 9,
                 records: 1,
                 body: vec![b'x'; 100_000],
+                payload_size: None,
             })
             .unwrap();
         assert_eq!(full.len(), 9);
@@ -341,6 +409,49 @@ mod tests {
             }
         }
 
+        /// Offloading keeps every record, in order: each record too large
+        /// for a message is a payload chunk of its own, numbered in
+        /// sequence with the others, and every other chunk fits.
+        #[test]
+        fn offloading_keeps_every_record_in_order(
+            lens in proptest::collection::vec(1usize..300, 0..200),
+            limit in 50usize..1000,
+            array in any::<bool>(),
+        ) {
+            let format = if array { BodyFormat::Array } else { BodyFormat::Ndjson };
+            let records: Vec<Vec<u8>> = lens.iter().enumerate()
+                .map(|(i, &n)| format!("{{\"i\":{i},\"p\":\"{}\"}}", "é".repeat(n / 2)).into_bytes())
+                .collect();
+            let mut p = Packer::new(limit, format);
+            let mut chunks = Vec::new();
+            for r in &records {
+                match p.push(r) {
+                    Ok(c) => chunks.extend(c),
+                    Err(_) => {
+                        let (before, payload) = p.offload(r);
+                        chunks.extend(before);
+                        chunks.push(payload);
+                    }
+                }
+            }
+            chunks.extend(p.take());
+            let mut seen = Vec::new();
+            for (n, c) in chunks.iter().enumerate() {
+                prop_assert_eq!(c.index as usize, n);
+                let parts = unpack(c, format);
+                match c.payload_size {
+                    Some(size) => {
+                        prop_assert_eq!(size, c.body.len() as u64);
+                        prop_assert!(c.body.len() > limit);
+                        prop_assert_eq!(parts.len(), 1);
+                    }
+                    None => prop_assert!(c.body.len() <= limit),
+                }
+                seen.extend(parts);
+            }
+            prop_assert_eq!(seen, records);
+        }
+
         /// Batches respect both SendMessageBatch limits and keep order.
         #[test]
         fn batches_are_bounded(sizes in proptest::collection::vec(1usize..50_000, 0..60)) {
@@ -349,7 +460,7 @@ mod tests {
             let mut b = Batcher::new(limit, key);
             let mut batches = Vec::new();
             for (i, s) in sizes.iter().enumerate() {
-                batches.extend(b.push(Chunk { index: i as u32, records: 1, body: vec![b'x'; *s] }));
+                batches.extend(b.push(Chunk { index: i as u32, records: 1, body: vec![b'x'; *s], payload_size: None }));
             }
             batches.extend(b.take());
             let mut next = 0;

@@ -33,6 +33,19 @@ pub struct Settings {
     pub max_decompressed_bytes: u64,
     /// JSON pointer to the array of records inside each top-level value.
     pub records_pointer: Option<String>,
+    /// What becomes of a projected record larger than any message body.
+    pub large_records: LargeRecords,
+}
+
+/// What becomes of a projected record larger than any message body.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LargeRecords {
+    /// Stored in S3, and sent as a pointer the SQS Extended Client reads.
+    #[default]
+    Offload,
+    /// Rejected into the object's reject report.
+    Reject,
 }
 
 /// Counts for one object.
@@ -55,6 +68,9 @@ pub struct Stats {
     /// Rejected regions: invalid, truncated or oversized records, values
     /// that are not objects, junk in the body.
     pub rejected: u64,
+    /// Records too large for a message, sent as S3 pointers (counted in
+    /// `records_out`).
+    pub offloaded: u64,
     pub chunks: u32,
     /// Per configured field, in order: records read that lack it.
     pub field_missing: Vec<u64>,
@@ -199,6 +215,17 @@ impl<F: FnMut(Chunk) -> ControlFlow<()>> Run<'_, F> {
             Ok(None) => {
                 self.report.stats.records_out += 1;
                 ControlFlow::Continue(())
+            }
+            Err(_) if self.settings.large_records == LargeRecords::Offload => {
+                self.report.stats.records_out += 1;
+                self.report.stats.offloaded += 1;
+                let (before, payload) = self.packer.offload(&self.record);
+                if let Some(chunk) = before
+                    && self.emit(chunk).is_break()
+                {
+                    return ControlFlow::Break(());
+                }
+                self.emit(payload)
             }
             Err(too_big) => {
                 self.reject_record(bytes, line, offset, too_big.to_string());
@@ -425,6 +452,7 @@ mod tests {
             max_record_bytes: 1 << 20,
             max_decompressed_bytes: 1 << 30,
             records_pointer: None,
+            large_records: crate::pipeline::LargeRecords::Reject,
         }
     }
 
@@ -571,6 +599,7 @@ mod tests {
         let text = "# x\n{\"meta\":{\"n\":2},\"data\":{\"records\":[{\"a\":1},7,{\"a\":2}]}}\n{\"data\":{}}\n";
         let s = Settings {
             records_pointer: Some("/data/records".into()),
+            large_records: crate::pipeline::LargeRecords::Reject,
             ..settings("a")
         };
         let (bodies, report) = collect(text.as_bytes(), &s).unwrap();

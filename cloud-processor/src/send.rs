@@ -9,9 +9,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
 
-use crate::pack::{Batcher, Chunk, DEFAULT_MAX_BATCH_BYTES};
+use relay_shared::s3::{ObjectStore, PutMode, PutOptions, S3Error};
+
+use crate::pack::{Batcher, Chunk, DEFAULT_MAX_BATCH_BYTES, pointer_body};
 use crate::sqs::{MessageSink, SendError};
-use crate::state::{self, Held, StateError, StateKeys, StateStore};
+use crate::state::{self, Held, StateError, StateKeys};
 
 /// Where one object's chunks go, and what records their progress.
 #[derive(Debug)]
@@ -23,6 +25,74 @@ pub struct Target<'a, S, K> {
     pub dedup_base: &'a str,
     /// Start no batch after this (an invocation's deadline, less a margin).
     pub stop_at: Option<Instant>,
+    /// Where records too large for a message go.
+    pub payloads: Option<Payloads<'a, S>>,
+}
+
+/// Where offloaded records go: a store addressing the payload bucket, and
+/// a key prefix.
+#[derive(Debug)]
+pub struct Payloads<'a, S> {
+    pub store: &'a S,
+    pub prefix: &'a str,
+}
+
+/// The payload key of chunk `index` of the object read as `dedup_base`:
+/// the same object version and chunk always give the same key, so a resend
+/// after a crash finds its payload instead of writing a second one.
+pub fn payload_key(prefix: &str, source_key: &str, dedup_base: &str, index: u32) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(dedup_base.as_bytes());
+    let version = format!("{digest:x}");
+    format!("{prefix}{source_key}/{}/{index:06}.json", &version[..16])
+}
+
+/// Why an offloaded record could not be stored.
+#[derive(Debug, thiserror::Error)]
+pub enum PayloadError {
+    #[error(transparent)]
+    S3(#[from] S3Error),
+    #[error("s3://{bucket}/{key} holds other bytes than this record; it was not overwritten")]
+    Clash { bucket: String, key: String },
+    #[error("chunk {index} is a record too large for a message, and no payload location is set")]
+    Nowhere { index: u32 },
+}
+
+/// Stores `chunk`'s record as its payload object (a conditional create; a
+/// payload already there with the same bytes is one an earlier attempt
+/// wrote) and turns the chunk into its claim check.
+async fn offload<S: ObjectStore, K>(
+    t: &Target<'_, S, K>,
+    mut chunk: Chunk,
+) -> Result<Chunk, PayloadError> {
+    let p = t
+        .payloads
+        .as_ref()
+        .ok_or(PayloadError::Nowhere { index: chunk.index })?;
+    let key = payload_key(p.prefix, t.source_key, t.dedup_base, chunk.index);
+    let options = PutOptions {
+        content_type: Some("application/json".into()),
+        ..PutOptions::default()
+    };
+    match p
+        .store
+        .put(&key, chunk.body.clone(), &PutMode::Create, &options)
+        .await
+    {
+        Ok(_) => {}
+        Err(S3Error::AlreadyExists { .. }) => {
+            if p.store.get_small(&key).await?.bytes != chunk.body {
+                return Err(PayloadError::Clash {
+                    bucket: p.store.name().to_owned(),
+                    key,
+                });
+            }
+        }
+        Err(e) => return Err(e.into()),
+    }
+    metrics::counter!(crate::metrics::OFFLOADED).increment(1);
+    chunk.body = pointer_body(p.store.name(), &key);
+    Ok(chunk)
 }
 
 /// Why sending stopped before the chunks ran out.
@@ -35,6 +105,8 @@ pub enum Stopped {
     State(StateError),
     /// `stop_at` came: every batch sent is recorded in `held`; release it.
     Deadline { sent: u32 },
+    /// An offloaded record could not be stored. The lease is still ours.
+    Payload(PayloadError),
 }
 
 fn now_ms() -> u64 {
@@ -47,7 +119,7 @@ fn now_ms() -> u64 {
 /// settled, renewing the lease while chunks are awaited and recording
 /// progress after every batch but the last (the done marker that follows
 /// records it). Returns how many chunks SQS stored now.
-pub async fn send_all<S: StateStore, K: MessageSink>(
+pub async fn send_all<S: ObjectStore, K: MessageSink>(
     t: &Target<'_, S, K>,
     chunks: &mut mpsc::Receiver<Chunk>,
     held: &mut Held,
@@ -68,10 +140,16 @@ pub async fn send_all<S: StateStore, K: MessageSink>(
             tokio::select! {
                 chunk = chunks.recv() => match chunk {
                     Some(c) if held.lease.is_settled(c.index) => continue,
-                    Some(c) => match batcher.push(c) {
-                        Some(b) => b,
-                        None => continue,
-                    },
+                    Some(c) => {
+                        let c = match c.payload_size {
+                            Some(_) => offload(t, c).await.map_err(Stopped::Payload)?,
+                            None => c,
+                        };
+                        match batcher.push(c) {
+                            Some(b) => b,
+                            None => continue,
+                        }
+                    }
                     None => {
                         flushing = true;
                         continue;
@@ -155,6 +233,7 @@ mod tests {
                     index,
                     records: 1,
                     body: b"{}".to_vec(),
+                    payload_size: None,
                 };
                 if tx.send(chunk).await.is_err() {
                     break;
@@ -168,6 +247,7 @@ mod tests {
             source_key: "raw/s/o.json.zst",
             dedup_base: "b/raw/s/o.json.zst\0v1",
             stop_at,
+            payloads: None,
         };
         let result = send_all(&target, &mut rx, &mut held).await;
         if matches!(result, Err(Stopped::Send(_) | Stopped::Deadline { .. })) {

@@ -10,7 +10,9 @@ use backon::BackoffBuilder;
 use relay_shared::client::{Class, classify, classify_code};
 use sha2::{Digest, Sha256};
 
-use crate::pack::{ATTR_CHUNK, ATTR_RECORDS, ATTR_SOURCE_KEY, Chunk, sqs_text};
+use crate::pack::{
+    ATTR_CHUNK, ATTR_EXTENDED_PAYLOAD_SIZE, ATTR_RECORDS, ATTR_SOURCE_KEY, Chunk, sqs_text,
+};
 
 /// Sends to SQS give up after this many attempts of one batch; the object is
 /// then retried as a whole by its event, which resumes (see the README).
@@ -183,7 +185,7 @@ impl Output {
                 .string_value(v)
                 .build()
         };
-        let number = |v: u32| {
+        let number = |v: u64| {
             MessageAttributeValue::builder()
                 .data_type("Number")
                 .string_value(v.to_string())
@@ -197,10 +199,16 @@ impl Output {
             .set_message_attributes(Some(
                 [
                     (ATTR_SOURCE_KEY.to_owned(), string(&sqs_text(source_key))),
-                    (ATTR_CHUNK.to_owned(), number(chunk.index)),
-                    (ATTR_RECORDS.to_owned(), number(chunk.records)),
+                    (ATTR_CHUNK.to_owned(), number(chunk.index.into())),
+                    (ATTR_RECORDS.to_owned(), number(chunk.records.into())),
                 ]
                 .into_iter()
+                // A claim check: the Extended Client resolves the pointer.
+                .chain(
+                    chunk
+                        .payload_size
+                        .map(|n| (ATTR_EXTENDED_PAYLOAD_SIZE.to_owned(), number(n))),
+                )
                 .filter_map(|(k, v)| v.ok().map(|v| (k, v)))
                 .collect(),
             ));

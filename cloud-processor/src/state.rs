@@ -154,6 +154,9 @@ pub struct DoneMarker {
     /// kept have none).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub field_missing: std::collections::BTreeMap<String, u64>,
+    /// Records too large for a message, sent as S3 pointers.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub offloaded: u64,
 }
 
 impl DoneMarker {
@@ -179,6 +182,7 @@ impl DoneMarker {
             elapsed_ms: 0,
             resumed_from_chunk,
             field_missing: std::collections::BTreeMap::new(),
+            offloaded: 0,
         }
     }
 }
@@ -627,6 +631,7 @@ mod tests {
             elapsed_ms: 1,
             resumed_from_chunk: 3,
             field_missing: Default::default(),
+            offloaded: 0,
         }
     }
 

@@ -244,6 +244,7 @@ fn settings() -> Settings {
         max_record_bytes: MAX_RECORD,
         max_decompressed_bytes: 1 << 30,
         records_pointer: None,
+        large_records: cloud_processor::pipeline::LargeRecords::Reject,
     }
 }
 

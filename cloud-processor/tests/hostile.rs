@@ -176,7 +176,7 @@ fn invalid_utf8_nul_bytes_deep_nesting_and_a_huge_line_cost_only_themselves() {
 }
 
 #[test]
-fn a_record_over_the_message_limit_is_rejected_with_its_size() {
+fn a_record_over_the_message_limit_is_rejected_with_its_size_if_asked() {
     let dir = tempfile::tempdir().unwrap();
     let big = format!("{{\"id\":\"{}\"}}\n", "y".repeat(5000));
     let file = write(
@@ -186,7 +186,8 @@ fn a_record_over_the_message_limit_is_rejected_with_its_size() {
     );
     let out = Command::new(env!("CARGO_BIN_EXE_cloud-processor"))
         .env_clear()
-        .args(["--fields", "id", "process", "--max-message-bytes", "2000"])
+        .args(["--fields", "id", "--large-records", "reject"])
+        .args(["process", "--max-message-bytes", "2000"])
         .arg(&file)
         .output()
         .unwrap();
@@ -197,6 +198,56 @@ fn a_record_over_the_message_limit_is_rejected_with_its_size() {
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("big.json:2: offset 9 (5009 bytes): the projected record is 5009 bytes; a message body can hold at most 1898"), "{}", &err[..err.len().min(300)]);
+}
+
+/// By default a record too large for a message is offloaded: `process`
+/// writes it as a payload file of its own, in order, and says so.
+#[test]
+fn a_record_over_the_message_limit_is_offloaded_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = tempfile::tempdir().unwrap();
+    let big = format!("{{\"id\":\"{}\"}}", "y".repeat(5000));
+    let file = write(
+        dir.path(),
+        "big.json",
+        format!("{{\"id\":1}}\n{big}\n{{\"id\":2}}\n").as_bytes(),
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_cloud-processor"))
+        .env_clear()
+        .args([
+            "--fields",
+            "id",
+            "process",
+            "--max-message-bytes",
+            "2000",
+            "--out",
+        ])
+        .arg(out_dir.path())
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let mut files: Vec<String> = std::fs::read_dir(out_dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            "big.json.00000.json",
+            "big.json.00001.payload.json",
+            "big.json.00002.json"
+        ]
+    );
+    let read = |name: &str| std::fs::read_to_string(out_dir.path().join(name)).unwrap();
+    assert_eq!(read("big.json.00001.payload.json"), big);
+    assert_eq!(read("big.json.00002.json"), "{\"id\":2}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("\"offloaded\":1") && err.contains("1 record(s) too large"),
+        "{err}"
+    );
 }
 
 fn ids(out: &Output) -> Vec<String> {

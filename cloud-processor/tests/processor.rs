@@ -27,6 +27,7 @@ fn expected(app: &App, key: &str, bytes: &[u8]) -> Vec<String> {
         max_record_bytes: cloud_processor::config::DEFAULT_MAX_RECORD_BYTES,
         max_decompressed_bytes: app.config.max_decompressed_bytes,
         records_pointer: None,
+        large_records: cloud_processor::pipeline::LargeRecords::Reject,
     };
     let mut bodies = Vec::new();
     pipeline::run(bytes, &settings, |c| {
@@ -166,9 +167,10 @@ async fn every_body_format_plain_or_zstd() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unreadable_objects_are_quarantined_and_oversized_records_rejected() {
+async fn unreadable_objects_are_quarantined_and_oversized_records_rejected_if_asked() {
     let s = setup("proc-bad", false).await;
-    let app = app(&s, Some(2048)).await;
+    let mut app = app(&s, Some(2048)).await;
+    app.config.large_records = cloud_processor::pipeline::LargeRecords::Reject;
 
     let mut corrupt = zstd::encode_all(&b"{\"id\":1}\n".repeat(50_000)[..], 3).unwrap();
     corrupt.truncate(corrupt.len() / 2);
@@ -451,6 +453,7 @@ async fn a_send_stops_retrying_when_the_lease_would_run_out_and_says_what_sqs_to
             index,
             records: 1,
             body: format!("{{\"id\":{index}}}").into_bytes(),
+            payload_size: None,
         })
         .collect();
     // The lease's margin is already gone: one attempt, no retries.

@@ -511,3 +511,58 @@ impl ObjectStore for Bucket {
             .map_err(self.err(key, "AbortMultipartUpload", None))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_s3::error::ErrorMetadata;
+    use aws_sdk_s3::operation::put_object::PutObjectError;
+    use aws_sdk_s3::primitives::SdkBody;
+
+    fn answer(status: u16, code: &str) -> SdkError<PutObjectError, HttpResponse> {
+        let meta = ErrorMetadata::builder().code(code).message("m").build();
+        let raw = HttpResponse::new(status.try_into().expect("a status"), SdkBody::empty());
+        SdkError::service_error(PutObjectError::generic(meta), raw)
+    }
+
+    /// S3's answers become the conditional outcomes callers act on, and
+    /// everything else is classified once (the emulator gives no 409).
+    #[test]
+    fn statuses_and_codes_map_to_conditional_outcomes_and_classes() {
+        let map = |status, code, mode: Option<&PutMode>| {
+            map_sdk_error(answer(status, code), "b", "k", "PutObject", mode)
+        };
+        let update = PutMode::Update { etag: "e".into() };
+        assert!(matches!(
+            map(412, "PreconditionFailed", Some(&PutMode::Create)),
+            S3Error::AlreadyExists { .. }
+        ));
+        assert!(matches!(
+            map(412, "PreconditionFailed", Some(&update)),
+            S3Error::Precondition { .. }
+        ));
+        assert!(matches!(map(412, "", None), S3Error::Precondition { .. }));
+        let conflict = map(409, "ConditionalRequestConflict", Some(&PutMode::Create));
+        assert!(matches!(conflict, S3Error::Conflict { .. }), "{conflict:?}");
+        assert_eq!(
+            conflict.retry(),
+            Retry::Transient,
+            "AWS says to retry a 409"
+        );
+        assert!(matches!(
+            map(404, "NoSuchKey", None),
+            S3Error::NotFound { .. }
+        ));
+        for (status, code, kind, retry) in [
+            (503, "SlowDown", "throttled", Retry::Transient),
+            (500, "InternalError", "transient", Retry::Transient),
+            (403, "AccessDenied", "access_denied", Retry::Permanent),
+            (404, "NoSuchBucket", "no_such_bucket", Retry::Permanent),
+            (400, "InvalidArgument", "permanent", Retry::Permanent),
+        ] {
+            let e = map(status, code, None);
+            assert_eq!((e.kind(), e.retry()), (kind, retry), "{code}: {e}");
+            assert!(e.to_string().contains("s3://b/k: PutObject failed"), "{e}");
+        }
+    }
+}

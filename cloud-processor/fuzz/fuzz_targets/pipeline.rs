@@ -23,6 +23,7 @@ fn settings() -> &'static Settings {
             max_record_bytes: 4096,
             max_decompressed_bytes: 1 << 20,
             records_pointer: None,
+            large_records: cloud_processor::pipeline::LargeRecords::Reject,
         }
     })
 }

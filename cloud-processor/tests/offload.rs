@@ -1,0 +1,102 @@
+//! Records too large for any message are offloaded to S3 and sent as claim
+//! checks, and AWS's own SQS Extended Client for Python resolves them: the
+//! consumer receives every record, in order, byte for byte.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::*;
+use relay_shared::s3::ObjectStore;
+
+const KEY: &str = "raw/e/2026/11/21/22/1763800000000.json.zst";
+
+/// The interpreter that has the Extended Client: the project's .venv
+/// (scripts/moto.sh installs it there), else `python3` on PATH.
+fn python() -> std::path::PathBuf {
+    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+    if venv.exists() {
+        venv
+    } else {
+        "python3".into()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_extended_client_receives_every_record_byte_for_byte() {
+    let s = setup("offload", false).await;
+    // Messages of at most 2 KiB, so records with a 5 KB field cannot fit,
+    // the first and the last among them.
+    let app = app_with(&s, Some(2048), "id,blob", 120).await;
+    let mut text = String::from("# collector v2\n// started\n");
+    let mut expected = Vec::new();
+    let mut large = 0;
+    for i in 0..60usize {
+        let blob = if i % 9 == 0 || i == 59 {
+            large += 1;
+            // Escapes and multi-byte UTF-8 must survive the round trip.
+            format!("{}\\u00e9\\\"ü{}", "x".repeat(5000 + i), i)
+        } else {
+            format!("small-{i}")
+        };
+        text.push_str(&format!(
+            "{{\"id\":{i},\"noise\":{{\"a\":[1,2,3]}},\"blob\":\"{blob}\"}}\n"
+        ));
+        expected.push(format!("{{\"id\":{i},\"blob\":\"{blob}\"}}"));
+    }
+    put(&s, KEY, zstd::encode_all(text.as_bytes(), 3).unwrap()).await;
+    let body = notification(&s).await;
+    let outcome = app.process_message_body(&body).await.unwrap();
+    let [
+        cloud_processor::handler::Outcome::Sent {
+            chunks,
+            records,
+            rejected,
+        },
+    ] = outcome[..]
+    else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!((records, rejected), (60, 0));
+
+    // The payloads: one object per large record, under the payload prefix.
+    let payloads = s.bucket.list("payloads/", 1000).await.unwrap();
+    assert_eq!(payloads.len(), large, "{payloads:?}");
+
+    let out = std::process::Command::new(python())
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/extended_consumer.py"
+        ))
+        .arg(&s.output)
+        .arg(chunks.to_string())
+        .env("AWS_ENDPOINT_URL", &s.emu.endpoint)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .output()
+        .expect("running the Extended Client consumer");
+    assert!(
+        out.status.success(),
+        "the consumer failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut by_chunk = BTreeMap::new();
+    for line in String::from_utf8(out.stdout).unwrap().lines() {
+        let m: serde_json::Value = serde_json::from_str(line).unwrap();
+        let chunk = m["chunk"].as_u64().unwrap();
+        let body = m["body"].as_str().unwrap().to_owned();
+        assert!(
+            by_chunk.insert(chunk, body).is_none(),
+            "chunk {chunk} twice"
+        );
+    }
+    assert_eq!(by_chunk.len() as u32, chunks);
+    // The large records cannot fit a 2 KiB message: they came through S3.
+    let received: Vec<String> = by_chunk
+        .values()
+        .flat_map(|b| b.split('\n').map(str::to_owned).collect::<Vec<_>>())
+        .collect();
+    assert_eq!(received, expected, "every record, in order, byte for byte");
+}
