@@ -50,36 +50,7 @@ pub enum Command {
     },
     /// Re-send S3 events for raw objects to the notification queue: only those
     /// without a done marker (backfill), or all of them (reprocess).
-    Replay {
-        #[command(flatten)]
-        range: Range,
-        /// Send the events to the queue the processor consumes S3
-        /// notifications from (the usual way)...
-        #[arg(
-            long,
-            env = "RELAY_NOTIFICATION_QUEUE_URL",
-            required_unless_present = "function_name",
-            conflicts_with = "function_name"
-        )]
-        notification_queue_url: Option<String>,
-        /// ...or invoke the processor function with each event, one object at
-        /// a time, reporting any object it fails on.
-        #[arg(long, env = "RELAY_FUNCTION_NAME")]
-        function_name: Option<String>,
-        /// `missing`: objects without a done marker; `reprocess`: all, after
-        /// deleting their markers (consumers then see those records again).
-        #[arg(long, value_enum, default_value_t = crate::replay::Mode::Missing)]
-        mode: crate::replay::Mode,
-        /// List what would be sent; change nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// Confirm `--mode reprocess` without a prompt.
-        #[arg(long)]
-        yes: bool,
-        /// Events sent per second at most.
-        #[arg(long, default_value_t = 50)]
-        rate_per_sec: u32,
-    },
+    Replay(ReplayArgs),
     /// Report raw objects with no done marker after a while, stale leases,
     /// quarantined objects and reject reports.
     Audit {
@@ -136,6 +107,39 @@ pub enum Command {
         #[arg(long, env = "RELAY_MAX_MESSAGE_BYTES", default_value_t = 262_144)]
         max_message_bytes: usize,
     },
+}
+
+/// What `replay` was asked to do.
+#[derive(Debug, Clone, ClapArgs)]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    pub range: Range,
+    /// Send the events to the queue the processor consumes S3
+    /// notifications from (the usual way)...
+    #[arg(
+        long,
+        env = "RELAY_NOTIFICATION_QUEUE_URL",
+        required_unless_present = "function_name",
+        conflicts_with = "function_name"
+    )]
+    pub notification_queue_url: Option<String>,
+    /// ...or invoke the processor function with each event, one object at
+    /// a time, reporting any object it fails on.
+    #[arg(long, env = "RELAY_FUNCTION_NAME")]
+    pub function_name: Option<String>,
+    /// `missing`: objects without a done marker; `reprocess`: all, after
+    /// deleting their markers (consumers then see those records again).
+    #[arg(long, value_enum, default_value_t = crate::replay::Mode::Missing)]
+    pub mode: crate::replay::Mode,
+    /// List what would be sent; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Confirm `--mode reprocess` without a prompt.
+    #[arg(long)]
+    pub yes: bool,
+    /// Events sent per second at most.
+    #[arg(long, default_value_t = 50)]
+    pub rate_per_sec: u32,
 }
 
 /// Which objects `replay` and `audit` look at.

@@ -6,7 +6,7 @@ use std::io::IsTerminal;
 
 use relay_shared::client::{ClientOptions, load_sdk_config, with_timeouts};
 
-use crate::config::{Command, ConfigError, Range};
+use crate::config::{Command, ConfigError, Range, ReplayArgs};
 use crate::lambda::Function;
 use crate::replay::{self, AuditReport, Mode, ReplayError, Selection, Target};
 use crate::sqs::Notifications;
@@ -37,41 +37,10 @@ pub enum Finished {
     Findings,
 }
 
-/// What `replay` was asked to do.
-#[derive(Debug, Clone)]
-pub struct ReplayRequest {
-    pub range: Range,
-    pub notification_queue_url: Option<String>,
-    pub function_name: Option<String>,
-    pub mode: Mode,
-    pub dry_run: bool,
-    pub yes: bool,
-    pub rate_per_sec: u32,
-}
-
 /// Runs `replay` or `audit`; any other command is not a tool.
 pub async fn run(command: Option<Command>, raw_prefix: &str) -> Result<Finished, ToolError> {
     match command {
-        Some(Command::Replay {
-            range,
-            notification_queue_url,
-            function_name,
-            mode,
-            dry_run,
-            yes,
-            rate_per_sec,
-        }) => {
-            let request = ReplayRequest {
-                range,
-                notification_queue_url,
-                function_name,
-                mode,
-                dry_run,
-                yes,
-                rate_per_sec,
-            };
-            replay(request, raw_prefix).await
-        }
+        Some(Command::Replay(args)) => replay(args, raw_prefix).await,
         Some(Command::Audit {
             range,
             older_than_mins,
@@ -116,7 +85,7 @@ fn confirm(sel: &Selection) -> Result<(), ToolError> {
 
 /// `replay`: progress on stderr (a dry run lists each object on stdout),
 /// then its summary as one JSON line on stderr.
-pub async fn replay(r: ReplayRequest, raw_prefix: &str) -> Result<Finished, ToolError> {
+pub async fn replay(r: ReplayArgs, raw_prefix: &str) -> Result<Finished, ToolError> {
     let sel = r.range.selection(raw_prefix)?;
     if r.mode == Mode::Reprocess && !r.dry_run && !r.yes {
         confirm(&sel)?;

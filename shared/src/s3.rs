@@ -205,6 +205,25 @@ impl Bucket {
     }
 }
 
+/// What GetObject's and HeadObject's outputs (two types with the same
+/// fields) say about an object.
+/// It moves those fields only, so a GetObject's body stays.
+macro_rules! head_of {
+    ($out:ident) => {
+        Head {
+            size: $out
+                .content_length
+                .and_then(|n| u64::try_from(n).ok())
+                .unwrap_or(0),
+            etag: $out.e_tag,
+            version_id: $out.version_id,
+            content_type: $out.content_type,
+            content_encoding: $out.content_encoding,
+            metadata: $out.metadata.unwrap_or_default(),
+        }
+    };
+}
+
 fn millis(t: Option<aws_sdk_s3::primitives::DateTime>) -> Option<i64> {
     t.and_then(|t| t.to_millis().ok())
 }
@@ -229,17 +248,7 @@ impl ObjectStore for Bucket {
             .await
             .map_err(self.err(key, "GetObject", None))?;
         Ok(Got {
-            head: Head {
-                size: out
-                    .content_length
-                    .and_then(|n| u64::try_from(n).ok())
-                    .unwrap_or(0),
-                etag: out.e_tag,
-                version_id: out.version_id,
-                content_type: out.content_type,
-                content_encoding: out.content_encoding,
-                metadata: out.metadata.unwrap_or_default(),
-            },
+            head: head_of!(out),
             body: Box::new(out.body.into_async_read()),
         })
     }
@@ -325,17 +334,7 @@ impl ObjectStore for Bucket {
             .await
             .map_err(self.err(key, "HeadObject", None))
         {
-            Ok(out) => Ok(Some(Head {
-                size: out
-                    .content_length
-                    .and_then(|n| u64::try_from(n).ok())
-                    .unwrap_or(0),
-                etag: out.e_tag,
-                version_id: out.version_id,
-                content_type: out.content_type,
-                content_encoding: out.content_encoding,
-                metadata: out.metadata.unwrap_or_default(),
-            })),
+            Ok(out) => Ok(Some(head_of!(out))),
             Err(S3Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(e),
         }

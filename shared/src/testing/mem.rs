@@ -257,6 +257,22 @@ impl MemStore {
         result
     }
 
+    /// The first `limit` objects under `prefix` in this bucket, in key order.
+    fn listed(&self, s: &State, prefix: &str, limit: usize) -> Vec<Listed> {
+        s.objects
+            .range(self.id(prefix)..)
+            .take_while(|((b, k), _)| *b == self.bucket && k.starts_with(prefix))
+            .take(limit)
+            .map(|((_, k), o)| Listed {
+                key: k.clone(),
+                size: o.bytes.len() as u64,
+                etag: o.etag.trim_matches('"').to_owned(),
+                last_modified_ms: Some(whole_seconds(o.written_ms)),
+                version_id: None,
+            })
+            .collect()
+    }
+
     fn head_of(o: &Object) -> Head {
         Head {
             size: o.bytes.len() as u64,
@@ -346,35 +362,14 @@ impl ObjectStore for MemStore {
 
     async fn list(&self, prefix: &str, limit: usize) -> Result<Vec<Listed>, S3Error> {
         self.call("ListObjectsV2", prefix, false, |s| {
-            Ok(s.objects
-                .range(self.id(prefix)..)
-                .take_while(|((b, k), _)| *b == self.bucket && k.starts_with(prefix))
-                .take(limit)
-                .map(|((_, k), o)| Listed {
-                    key: k.clone(),
-                    size: o.bytes.len() as u64,
-                    etag: o.etag.trim_matches('"').to_owned(),
-                    last_modified_ms: Some(whole_seconds(o.written_ms)),
-                    version_id: None,
-                })
-                .collect())
+            Ok(self.listed(s, prefix, limit))
         })
     }
 
     /// As S3 in an unversioned bucket: every object is current, version `null`.
     async fn list_current(&self, prefix: &str) -> Result<Vec<Listed>, S3Error> {
         self.call("ListObjectVersions", prefix, false, |s| {
-            Ok(s.objects
-                .range(self.id(prefix)..)
-                .take_while(|((b, k), _)| *b == self.bucket && k.starts_with(prefix))
-                .map(|((_, k), o)| Listed {
-                    key: k.clone(),
-                    size: o.bytes.len() as u64,
-                    etag: o.etag.trim_matches('"').to_owned(),
-                    last_modified_ms: Some(whole_seconds(o.written_ms)),
-                    version_id: None,
-                })
-                .collect())
+            Ok(self.listed(s, prefix, usize::MAX))
         })
     }
 
