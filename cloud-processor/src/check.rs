@@ -159,7 +159,7 @@ const SHOWN: usize = 3;
 /// What the projection makes of a sample file: the first projections, and
 /// for each field how many records have it. A field no record has fails:
 /// it is most likely a mistyped path.
-pub fn sample(config: &Config, name: &str, src: impl std::io::Read) -> Vec<Finding> {
+pub fn sample(config: &Config, name: &str, src: impl std::io::Read + Send) -> Vec<Finding> {
     // Misses are seen only when missing fields are left out.
     let settings = Settings {
         projection: Projection::new(&config.fields, Missing::Omit).with_empty(EmptyRecords::Send),

@@ -43,8 +43,8 @@ pub fn run(
     let stdout = std::io::stdout();
     for file in files {
         let name = file.display().to_string();
-        let src: Box<dyn std::io::Read> = if name == "-" {
-            Box::new(std::io::stdin().lock())
+        let src: Box<dyn std::io::Read + Send> = if name == "-" {
+            Box::new(std::io::stdin())
         } else {
             Box::new(
                 std::fs::File::open(file).map_err(|source| LocalError::Open {

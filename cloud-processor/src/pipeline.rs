@@ -35,6 +35,9 @@ pub struct Settings {
     pub records_pointer: Option<String>,
     /// What becomes of a projected record larger than any message body.
     pub large_records: LargeRecords,
+    /// Decode zstd on a thread of its own, ahead of parsing: faster in wall
+    /// time with two cores to spare, about a sixth more CPU in all.
+    pub decode_thread: bool,
 }
 
 /// What becomes of a projected record larger than any message body.
@@ -120,14 +123,15 @@ pub enum Unreadable {
 /// breaks inside the zstd decoder is not taken for corrupt data.
 struct Source<R> {
     inner: R,
-    failed: std::rc::Rc<std::cell::Cell<bool>>,
+    failed: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl<R: BufRead> Read for Source<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let r = self.inner.read(buf);
         if r.is_err() {
-            self.failed.set(true);
+            self.failed
+                .store(true, std::sync::atomic::Ordering::Relaxed);
         }
         r
     }
@@ -137,13 +141,92 @@ impl<R: BufRead> BufRead for Source<R> {
     fn fill_buf(&mut self) -> io::Result<&[u8]> {
         let r = self.inner.fill_buf();
         if r.is_err() {
-            self.failed.set(true);
+            self.failed
+                .store(true, std::sync::atomic::Ordering::Relaxed);
         }
         r
     }
 
     fn consume(&mut self, amt: usize) {
         self.inner.consume(amt);
+    }
+}
+
+/// How much decoded data the decoding thread may hold ahead of the parser:
+/// `HANDOFF_BUFFERS` buffers of `HANDOFF_BYTES` in the channel, plus one
+/// being filled and one being parsed.
+const HANDOFF_BYTES: usize = 64 * 1024;
+const HANDOFF_BUFFERS: usize = 4;
+
+/// The parser's side of the hand-off: decoded bytes from the decoding
+/// thread, in order, then its error if it failed. Buffers go back to it
+/// for reuse.
+struct Handoff {
+    rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    back: std::sync::mpsc::SyncSender<Vec<u8>>,
+    cur: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for Handoff {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.cur.len() {
+            match self.rx.recv() {
+                Ok(Ok(next)) => {
+                    let used = std::mem::replace(&mut self.cur, next);
+                    // A full return channel only costs an allocation.
+                    let _ = self.back.try_send(used);
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                // The decoder finished: every byte was handed over.
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.cur.len() - self.pos);
+        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// The decoding thread: reads `decoded` to its end in buffers, hands each
+/// over (waiting while the parser is behind), and then its error, if any,
+/// after the bytes read before it. Stops when the parser hangs up.
+fn decode_ahead(
+    mut decoded: impl Read,
+    tx: std::sync::mpsc::SyncSender<io::Result<Vec<u8>>>,
+    back: std::sync::mpsc::Receiver<Vec<u8>>,
+) {
+    loop {
+        // A returned buffer is full length already: only a new one is
+        // zeroed, once.
+        let mut buf = back.try_recv().unwrap_or_default();
+        buf.resize(HANDOFF_BYTES, 0);
+        let mut filled = 0;
+        let mut failure = None;
+        while filled < HANDOFF_BYTES {
+            match decoded.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        buf.truncate(filled);
+        let end = failure.is_some() || filled < HANDOFF_BYTES;
+        if filled > 0 && tx.send(Ok(buf)).is_err() {
+            return;
+        }
+        if let Some(e) = failure {
+            let _ = tx.send(Err(e));
+        }
+        if end {
+            return;
+        }
     }
 }
 
@@ -345,11 +428,11 @@ fn records_at<'a>(bytes: &'a [u8], pointer: &str) -> Result<Vec<&'a RawValue>, S
 /// Runs the pipeline over one raw object. `on_chunk` receives every chunk in
 /// order and may stop the run (for example when a lease is lost).
 pub fn run(
-    src: impl Read,
+    src: impl Read + Send,
     settings: &Settings,
     on_chunk: impl FnMut(Chunk) -> ControlFlow<()>,
 ) -> Result<Report, Unreadable> {
-    let failed = std::rc::Rc::new(std::cell::Cell::new(false));
+    let failed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut src = Source {
         inner: BufReader::with_capacity(128 * 1024, src),
         failed: failed.clone(),
@@ -357,20 +440,50 @@ pub fn run(
     let head = src.fill_buf().map_err(Unreadable::Io)?;
     let zstd = head.starts_with(&ZSTD_MAGIC);
     let limit = settings.max_decompressed_bytes;
-    let decoded: Box<dyn Read> = if zstd {
-        let decoder = zstd::stream::read::Decoder::with_buffer(src).map_err(Unreadable::Corrupt)?;
-        Box::new(Limited {
-            inner: decoder,
-            read: 0,
-            limit,
-        })
-    } else {
-        Box::new(Limited {
+    if !zstd {
+        let plain = Limited {
             inner: src,
             read: 0,
             limit,
-        })
+        };
+        return parse(plain, settings, on_chunk, &failed, false);
+    }
+    let decoder = zstd::stream::read::Decoder::with_buffer(src).map_err(Unreadable::Corrupt)?;
+    let decoded = Limited {
+        inner: decoder,
+        read: 0,
+        limit,
     };
+    if !settings.decode_thread {
+        return parse(decoded, settings, on_chunk, &failed, true);
+    }
+    // Decoding and parsing cost about the same: on two cores they overlap,
+    // with at most a few buffers between them.
+    let (tx, rx) = std::sync::mpsc::sync_channel(HANDOFF_BUFFERS);
+    let (back_tx, back_rx) = std::sync::mpsc::sync_channel(HANDOFF_BUFFERS + 1);
+    std::thread::scope(|scope| {
+        scope.spawn(move || decode_ahead(decoded, tx, back_rx));
+        let handoff = Handoff {
+            rx,
+            back: back_tx,
+            cur: Vec::new(),
+            pos: 0,
+        };
+        // Dropping the hand-off on return (a stop, an error) ends the
+        // decoding thread at its next buffer.
+        parse(handoff, settings, on_chunk, &failed, true)
+    })
+}
+
+/// Frames, projects and packs the decoded bytes of one object.
+fn parse(
+    decoded: impl Read,
+    settings: &Settings,
+    on_chunk: impl FnMut(Chunk) -> ControlFlow<()>,
+    failed: &std::sync::atomic::AtomicBool,
+    zstd: bool,
+) -> Result<Report, Unreadable> {
+    let limit = settings.max_decompressed_bytes;
     // In wrapper mode the top-level values are wrappers, projected later.
     let projection = settings
         .records_pointer
@@ -394,7 +507,7 @@ pub fn run(
     let classify = |e: io::Error| {
         if e.get_ref().is_some_and(|inner| inner.is::<LimitExceeded>()) {
             Unreadable::TooLarge { limit }
-        } else if failed.get() {
+        } else if failed.load(std::sync::atomic::Ordering::Relaxed) {
             Unreadable::Io(e)
         } else if zstd {
             Unreadable::Corrupt(e)
@@ -453,6 +566,7 @@ mod tests {
             max_decompressed_bytes: 1 << 30,
             records_pointer: None,
             large_records: crate::pipeline::LargeRecords::Reject,
+            decode_thread: true,
         }
     }
 
@@ -503,6 +617,46 @@ mod tests {
             ControlFlow::Continue(())
         })?;
         Ok((bodies, report))
+    }
+
+    /// Larger than the hand-off's buffers many times over, with rejects
+    /// among the records: the decoding thread changes nothing.
+    #[test]
+    fn decoding_ahead_gives_the_chunks_of_the_plain_text() {
+        let text: String = (0..150_000)
+            .map(|i| match i % 997 {
+                0 => "not json\n".to_owned(),
+                _ => format!("{{\"a\":{i},\"b\":\"{}\"}}\n", "é".repeat(i % 7)),
+            })
+            .collect();
+        assert!(text.len() > 8 * HANDOFF_BYTES);
+        let s = Settings {
+            max_body_bytes: 4096,
+            ..settings("a")
+        };
+        let packed = zstd::encode_all(text.as_bytes(), 3).unwrap();
+        let (plain, plain_report) = collect(text.as_bytes(), &s).unwrap();
+        let (decoded, decoded_report) = collect(&packed, &s).unwrap();
+        assert_eq!(plain, decoded);
+        assert_eq!(plain_report, decoded_report);
+        assert!(decoded_report.complete && decoded_report.stats.accounted());
+    }
+
+    /// A stop mid-object returns at once: the decoding thread, blocked on
+    /// a full hand-off, ends when the parser hangs up.
+    #[test]
+    fn a_stop_mid_object_ends_the_decoding_thread() {
+        let text = b"{\"a\":1}\n".repeat(2_000_000);
+        let packed = zstd::encode_all(&text[..], 3).unwrap();
+        let mut chunks = 0;
+        let report = run(&packed[..], &settings("a"), |_| {
+            chunks += 1;
+            ControlFlow::Break(())
+        })
+        .unwrap();
+        assert_eq!(chunks, 1);
+        assert!(!report.complete);
+        assert!(report.stats.bytes_decompressed < text.len() as u64);
     }
 
     #[test]

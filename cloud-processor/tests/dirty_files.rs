@@ -245,6 +245,7 @@ fn settings() -> Settings {
         max_decompressed_bytes: 1 << 30,
         records_pointer: None,
         large_records: cloud_processor::pipeline::LargeRecords::Reject,
+        decode_thread: true,
     }
 }
 

@@ -28,6 +28,7 @@ fn expected(app: &App, key: &str, bytes: &[u8]) -> Vec<String> {
         max_decompressed_bytes: app.config.max_decompressed_bytes,
         records_pointer: None,
         large_records: cloud_processor::pipeline::LargeRecords::Reject,
+        decode_thread: true,
     };
     let mut bodies = Vec::new();
     pipeline::run(bytes, &settings, |c| {
