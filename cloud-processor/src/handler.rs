@@ -786,12 +786,7 @@ mod tests {
         assert!(matches!(outcome, Outcome::Sent { .. }), "{outcome:?}");
         let seen = delivered(&queue);
         assert_eq!(seen.len(), RECORDS, "every record arrived");
-        let twice: Vec<u32> = queue
-            .counts()
-            .into_iter()
-            .filter(|(_, n)| *n > 1)
-            .map(|(c, _)| c)
-            .collect();
+        let twice = queue.resent();
         assert!(
             !twice.is_empty() && twice.len() <= sent_before,
             "only the unrecorded batch is resent: {twice:?} of {sent_before}"

@@ -267,6 +267,14 @@ mod tests {
         assert_eq!(attributes_size("k\u{0}"), attributes_size("k") + 6);
     }
 
+    /// Records of the given sizes, with multi-byte UTF-8 in them.
+    fn records_of(lens: &[usize]) -> Vec<Vec<u8>> {
+        lens.iter()
+            .enumerate()
+            .map(|(i, &n)| format!("{{\"i\":{i},\"p\":\"{}\"}}", "é".repeat(n / 2)).into_bytes())
+            .collect()
+    }
+
     fn pack_all(records: &[Vec<u8>], limit: usize, format: BodyFormat) -> (Vec<Chunk>, Vec<usize>) {
         let mut p = Packer::new(limit, format);
         let (mut chunks, mut oversized) = (Vec::new(), Vec::new());
@@ -386,9 +394,7 @@ mod tests {
             array in any::<bool>(),
         ) {
             let format = if array { BodyFormat::Array } else { BodyFormat::Ndjson };
-            let records: Vec<Vec<u8>> = lens.iter().enumerate()
-                .map(|(i, &n)| format!("{{\"i\":{i},\"p\":\"{}\"}}", "é".repeat(n / 2)).into_bytes())
-                .collect();
+            let records = records_of(&lens);
             let (chunks, oversized) = pack_all(&records, limit, format);
             let mut seen = Vec::new();
             for (n, c) in chunks.iter().enumerate() {
@@ -419,9 +425,7 @@ mod tests {
             array in any::<bool>(),
         ) {
             let format = if array { BodyFormat::Array } else { BodyFormat::Ndjson };
-            let records: Vec<Vec<u8>> = lens.iter().enumerate()
-                .map(|(i, &n)| format!("{{\"i\":{i},\"p\":\"{}\"}}", "é".repeat(n / 2)).into_bytes())
-                .collect();
+            let records = records_of(&lens);
             let mut p = Packer::new(limit, format);
             let mut chunks = Vec::new();
             for r in &records {

@@ -304,12 +304,7 @@ mod tests {
         let (first, _) = attempt(&store, &queue, 0).await;
         assert!(matches!(first, Err(Stopped::Send(_))), "{first:?}");
         attempt(&store, &queue, 1000).await.0.unwrap();
-        let twice: Vec<u32> = queue
-            .counts()
-            .into_iter()
-            .filter(|(_, n)| *n > 1)
-            .map(|(c, _)| c)
-            .collect();
+        let twice = queue.resent();
         // The one-batch bound: SQS offers no conditional send, so a batch
         // whose answer is lost is sent again (FIFO drops it by its
         // deduplication ids, which do not change).

@@ -87,6 +87,15 @@ impl FakeQueue {
         counts
     }
 
+    /// The chunks stored more than once, in order.
+    pub fn resent(&self) -> Vec<u32> {
+        self.counts()
+            .into_iter()
+            .filter(|(_, n)| *n > 1)
+            .map(|(c, _)| c)
+            .collect()
+    }
+
     /// Every message body stored, in order, duplicates included.
     pub fn bodies(&self) -> Vec<Vec<u8>> {
         self.stored
