@@ -107,8 +107,7 @@ fn call_error<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'stati
     op: &'static str,
     e: SdkError<E, aws_sdk_sqs::config::http::HttpResponse>,
 ) -> SendError {
-    let status = e.raw_response().map(|r| r.status().as_u16());
-    let transient = classify(&e, status) != Class::Permanent;
+    let transient = classify(&e) != Class::Permanent;
     let message = match (e.code(), e.message()) {
         (Some(c), Some(m)) => format!("{c}: {m}"),
         _ => relay_shared::client::describe(&e),

@@ -131,8 +131,11 @@ pub fn classify_code(status: Option<u16>, code: &str) -> Class {
 }
 
 /// Classifies any AWS SDK error: no answer at all (timeout, connection,
-/// unreadable response) is transient; a service's answer by its code.
-pub fn classify<E, R>(err: &aws_sdk_s3::error::SdkError<E, R>, status: Option<u16>) -> Class
+/// unreadable response) is transient; a service's answer by its code and
+/// HTTP status.
+pub fn classify<E>(
+    err: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+) -> Class
 where
     E: aws_sdk_s3::error::ProvideErrorMetadata,
 {
@@ -141,7 +144,10 @@ where
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
             Class::Transient
         }
-        SdkError::ServiceError(_) => classify_code(status, err.code().unwrap_or_default()),
+        SdkError::ServiceError(_) => {
+            let status = err.raw_response().map(|r| r.status().as_u16());
+            classify_code(status, err.code().unwrap_or_default())
+        }
         _ => Class::Permanent,
     }
 }

@@ -49,7 +49,7 @@ where
         (Some(404), "", _) => return S3Error::NotFound { bucket, key },
         _ => {}
     }
-    let retry = match classify(&err, status) {
+    let retry = match classify(&err) {
         Class::Permanent => Retry::Permanent,
         Class::Throttled | Class::Transient => Retry::Transient,
     };

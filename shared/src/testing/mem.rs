@@ -8,8 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::store::{
-    Failure, Got, Head, Listed, ObjectStore, Part, PutMode, PutOptions, PutResult, Retry, S3Error,
-    Small,
+    Got, Head, Listed, ObjectStore, Part, PutMode, PutOptions, PutResult, S3Error, Small,
 };
 
 /// A fault to inject into one call.
@@ -164,16 +163,9 @@ impl MemStore {
         })
     }
 
-    fn failure(&self, key: &str, op: &'static str, retry: Retry, code: &str) -> S3Error {
-        S3Error::Other(Box::new(Failure {
-            bucket: self.bucket.clone(),
-            key: key.to_owned(),
-            op,
-            retry,
-            code: code.to_owned(),
-            message: format!("injected {code}"),
-            source: "injected by MemStore".into(),
-        }))
+    /// A failure S3 would answer with `code`, classified as S3's are.
+    fn failure(&self, key: &str, op: &'static str, code: &str) -> S3Error {
+        S3Error::failure(&self.bucket, key, op, code, &format!("injected {code}"))
     }
 
     fn not_found(&self, key: &str) -> S3Error {
@@ -206,18 +198,16 @@ impl MemStore {
         }
         let full = format!("{}/{key}", self.bucket);
         if write && s.denied.iter().any(|p| full.starts_with(p.as_str())) {
-            return Err(self.failure(key, op, Retry::Permanent, "AccessDenied"));
+            return Err(self.failure(key, op, "AccessDenied"));
         }
         match fault {
-            Some(Fault::Throttle) => Err(self.failure(key, op, Retry::Transient, "SlowDown")),
-            Some(Fault::Unavailable) => {
-                Err(self.failure(key, op, Retry::Transient, "InternalError"))
-            }
-            Some(Fault::Denied) => Err(self.failure(key, op, Retry::Permanent, "AccessDenied")),
+            Some(Fault::Throttle) => Err(self.failure(key, op, "SlowDown")),
+            Some(Fault::Unavailable) => Err(self.failure(key, op, "InternalError")),
+            Some(Fault::Denied) => Err(self.failure(key, op, "AccessDenied")),
             Some(Fault::LoseResponse) => {
                 // The effect stands; only its answer is lost.
                 let _ = f(&mut s);
-                Err(self.failure(key, op, Retry::Transient, "RequestTimeout"))
+                Err(self.failure(key, op, "RequestTimeout"))
             }
             None => f(&mut s),
         }
@@ -402,7 +392,7 @@ impl ObjectStore for MemStore {
                 .uploads
                 .get_mut(upload_id)
                 .filter(|u| u.bucket == self.bucket && u.key == key)
-                .ok_or_else(|| self.failure(key, "UploadPart", Retry::Permanent, "NoSuchUpload"))?;
+                .ok_or_else(|| self.failure(key, "UploadPart", "NoSuchUpload"))?;
             let etag = format!("\"p{number}-{}\"", body.len());
             upload.parts.insert(number, body);
             Ok(Part {
@@ -426,17 +416,17 @@ impl ObjectStore for MemStore {
                 .uploads
                 .get(upload_id)
                 .filter(|u| u.bucket == self.bucket && u.key == key)
-                .ok_or_else(|| self.failure(key, op, Retry::Permanent, "NoSuchUpload"))?;
+                .ok_or_else(|| self.failure(key, op, "NoSuchUpload"))?;
             let named: Vec<i32> = parts.iter().map(|p| p.number).collect();
             let staged: Vec<i32> = upload.parts.keys().copied().collect();
             if named != staged {
-                return Err(self.failure(key, op, Retry::Permanent, "InvalidPart"));
+                return Err(self.failure(key, op, "InvalidPart"));
             }
             self.admit(s, key, mode)?;
             let upload = s
                 .uploads
                 .remove(upload_id)
-                .ok_or_else(|| self.failure(key, op, Retry::Permanent, "NoSuchUpload"))?;
+                .ok_or_else(|| self.failure(key, op, "NoSuchUpload"))?;
             let bytes = upload.parts.into_values().flatten().collect();
             Ok(self.store(s, key, bytes, upload.options))
         })
@@ -454,6 +444,7 @@ impl ObjectStore for MemStore {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::store::Retry;
 
     #[tokio::test]
     async fn faults_hit_the_call_they_name_and_a_lost_answer_keeps_its_effect() {

@@ -23,8 +23,6 @@ pub struct SinkCounts {
     pub objects: AtomicU64,
     /// Body bytes received.
     pub bytes: AtomicU64,
-    /// Requests answered.
-    pub requests: AtomicU64,
 }
 
 /// The running endpoint; stops when dropped.
@@ -82,7 +80,6 @@ async fn handle(
     counts: Arc<SinkCounts>,
     keys: Arc<Mutex<HashSet<String>>>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    counts.requests.fetch_add(1, Ordering::Relaxed);
     let (parts, body) = req.into_parts();
     let received = body
         .collect()
