@@ -353,7 +353,7 @@ impl Node {
             .map(|(_, n)| n)
     }
 
-    fn index_child(&self, index: usize) -> Option<&Node> {
+    pub(crate) fn index_child(&self, index: usize) -> Option<&Node> {
         self.indexed
             .iter()
             .find(|(i, _)| *i == index)
@@ -495,7 +495,7 @@ fn member(
 
 /// Decodes an escaped key (quotes included) as serde_json does for keys it
 /// deserializes, refusing lone surrogates. Rare, so serde_json does it.
-fn decode_key(quoted: &[u8]) -> Option<String> {
+pub(crate) fn decode_key(quoted: &[u8]) -> Option<String> {
     std::str::from_utf8(quoted)
         .ok()
         .and_then(|s| serde_json::from_str::<String>(s).ok())

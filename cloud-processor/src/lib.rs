@@ -22,6 +22,7 @@ pub mod send;
 pub mod serve;
 pub mod sqs;
 pub mod state;
+pub mod stream;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;
 pub mod tools;

@@ -157,6 +157,16 @@ impl Projection {
         &self.root
     }
 
+    /// The encoded `"name":` prefixes, in output order.
+    pub fn encoded_keys(&self) -> &[String] {
+        &self.keys
+    }
+
+    /// What is written for a missing field.
+    pub fn missing(&self) -> Missing {
+        self.missing
+    }
+
     /// How many output fields (capture slots) there are.
     pub fn slots(&self) -> usize {
         self.keys.len()

@@ -1,0 +1,868 @@
+//! The projection of one record too large for the reader's window, as a push
+//! parser: it checks the record as [`crate::json`] does while the reader
+//! streams it past, and copies the wanted values into spools (memory, then a
+//! temporary file), so that no part of the record is ever held whole.
+//!
+//! Speed matters little here (records over the window are rare); agreement
+//! with the in-window path matters a lot, and is what the tests check: the
+//! same input gives the same validity and the same projected bytes whichever
+//! path reads it, however the input is split.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+
+use tempfile::SpooledTempFile;
+
+use crate::json::{self, EXPECTED_VALUE, Node};
+use crate::project::{Missing, Projection};
+
+/// What a spool holds in memory before it moves to a temporary file.
+const SPOOL_MEMORY_BYTES: usize = 4 << 20;
+/// Bytes gathered before they are escaped and written to the spool.
+const SPOOL_BATCH_BYTES: usize = 64 << 10;
+/// Keys on a projected path are held to be matched; longer ones cannot name
+/// a field, and an escaped one this long is refused (it cannot be decoded
+/// without holding it).
+pub const MAX_KEY_BYTES: usize = 64 << 10;
+/// Nesting is tracked per level: deeper records are refused, so a record of
+/// `[[[[...` costs bounded memory.
+pub const MAX_DEPTH: usize = 100_000;
+
+/// What the parser expects next, outside a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    Root,
+    Value,
+    ValueOrClose,
+    KeyOrClose,
+    Key,
+    Colon,
+    CommaOrClose,
+    Done,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Num {
+    Minus,
+    Zero,
+    Int,
+    Dot,
+    Frac,
+    E,
+    ESign,
+    Exp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Token {
+    None,
+    /// Inside a string; `esc` is 0, 1 just after a backslash, or 2 + the
+    /// hex digits of a `\u` escape seen so far.
+    Str {
+        key: bool,
+        esc: u8,
+    },
+    Num(Num),
+    Lit {
+        word: &'static [u8],
+        k: u8,
+    },
+}
+
+#[derive(Debug)]
+struct Frame<'p> {
+    array: bool,
+    /// The trie node while on a projected path with children below.
+    node: Option<&'p Node>,
+    index: usize,
+}
+
+/// A captured value: compact JSON text, with U+FFFE and U+FFFF escaped as
+/// [`crate::project::escape_for_sqs`] does.
+#[derive(Debug)]
+pub struct Spool {
+    file: SpooledTempFile,
+    batch: Vec<u8>,
+    len: u64,
+}
+
+impl Spool {
+    fn new() -> Self {
+        Self {
+            file: SpooledTempFile::new(SPOOL_MEMORY_BYTES),
+            batch: Vec::new(),
+            len: 0,
+        }
+    }
+
+    fn push(&mut self, b: u8) -> io::Result<()> {
+        self.batch.push(b);
+        if self.batch.len() >= SPOOL_BATCH_BYTES {
+            self.flush(false)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the batch, escaped. Unless `last`, a tail that may begin U+FFFE
+    /// or U+FFFF (`EF` or `EF BF`) waits for the bytes that decide it.
+    fn flush(&mut self, last: bool) -> io::Result<()> {
+        let hold = if last {
+            0
+        } else {
+            match self.batch[..] {
+                [.., 0xEF, 0xBF] => 2,
+                [.., 0xEF] => 1,
+                _ => 0,
+            }
+        };
+        let cut = self.batch.len() - hold;
+        let mut out = self.batch[..cut].to_vec();
+        crate::project::escape_for_sqs(&mut out, 0);
+        self.file.write_all(&out)?;
+        self.len += out.len() as u64;
+        self.batch.drain(..cut);
+        Ok(())
+    }
+}
+
+/// How far a feed got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fed {
+    /// The record is not over yet.
+    More,
+    /// The record ended after this many bytes of the slice.
+    Done(usize),
+    /// The record is not valid (see [`Streamer::failure`]).
+    Invalid,
+}
+
+/// The push parser over one record, which must begin with `{`.
+#[derive(Debug)]
+pub struct Streamer<'p> {
+    frames: Vec<Frame<'p>>,
+    expect: Expect,
+    token: Token,
+    /// The child node for the value about to start.
+    pending: Option<&'p Node>,
+    key: Vec<u8>,
+    key_long: bool,
+    key_escaped: bool,
+    /// Per output slot: its last captured value.
+    slots: Vec<Option<Spool>>,
+    /// Captures in progress: (slot, depth at which the value began).
+    active: Vec<(usize, usize)>,
+    fed: u64,
+    limit: u64,
+    utf8: Vec<u8>,
+    failure: Option<(u64, String)>,
+}
+
+impl<'p> Streamer<'p> {
+    /// A parser for a record of at most `limit` bytes.
+    pub fn new(root: &'p Node, slots: usize, limit: u64) -> Self {
+        Self {
+            frames: Vec::new(),
+            expect: Expect::Root,
+            token: Token::None,
+            pending: Some(root),
+            key: Vec::new(),
+            key_long: false,
+            key_escaped: false,
+            slots: (0..slots).map(|_| None).collect(),
+            active: Vec::new(),
+            fed: 0,
+            limit,
+            utf8: Vec::new(),
+            failure: None,
+        }
+    }
+
+    /// Why the record is not valid: the byte offset within it, and a reason.
+    pub fn failure(&self) -> Option<&(u64, String)> {
+        self.failure.as_ref()
+    }
+
+    /// Whether the record is complete and valid.
+    pub fn is_done(&self) -> bool {
+        self.expect == Expect::Done && self.failure.is_none()
+    }
+
+    /// Bytes fed so far.
+    pub fn fed(&self) -> u64 {
+        self.fed
+    }
+
+    fn fail(&mut self, at: u64, reason: impl Into<String>) -> Fed {
+        if self.failure.is_none() {
+            self.failure = Some((at, reason.into()));
+        }
+        Fed::Invalid
+    }
+
+    /// Feeds the record's next bytes. An error is a failure to write a
+    /// spool, never a verdict on the record.
+    pub fn feed(&mut self, bytes: &[u8]) -> io::Result<Fed> {
+        if self.failure.is_some() {
+            return Ok(Fed::Invalid);
+        }
+        if self.expect == Expect::Done {
+            return Ok(Fed::Done(0));
+        }
+        if self.fed + bytes.len() as u64 > self.limit {
+            let limit = self.limit;
+            return Ok(self.fail(
+                limit,
+                format!(
+                    "the record is larger than the largest record that is offloaded \
+                     (RELAY_MAX_PAYLOAD_BYTES, {limit} bytes)"
+                ),
+            ));
+        }
+        let base = self.fed;
+        for (i, &b) in bytes.iter().enumerate() {
+            let at = base + i as u64;
+            self.fed = at + 1;
+            if let Some(reason) = self.byte(b)? {
+                let fed = self.fail(at, reason);
+                return Ok(fed);
+            }
+            if self.expect == Expect::Done {
+                let used = &bytes[..=i];
+                return Ok(match self.check_utf8(used, base) {
+                    Some(at) => self.fail(at, "invalid UTF-8"),
+                    None => Fed::Done(i + 1),
+                });
+            }
+        }
+        Ok(match self.check_utf8(bytes, base) {
+            Some(at) => self.fail(at, "invalid UTF-8"),
+            None => Fed::More,
+        })
+    }
+
+    /// Checks `bytes` as the continuation of what came before (a character
+    /// may span two feeds). Returns where it stops being UTF-8.
+    fn check_utf8(&mut self, mut bytes: &[u8], base: u64) -> Option<u64> {
+        let mut at = base;
+        while !self.utf8.is_empty() {
+            let (&b, rest) = bytes.split_first()?;
+            self.utf8.push(b);
+            bytes = rest;
+            at += 1;
+            match std::str::from_utf8(&self.utf8) {
+                Ok(_) => self.utf8.clear(),
+                Err(e) if e.error_len().is_none() => {}
+                Err(_) => return Some(at - self.utf8.len() as u64),
+            }
+        }
+        match std::str::from_utf8(bytes) {
+            Ok(_) => None,
+            Err(e) if e.error_len().is_none() => {
+                self.utf8.extend_from_slice(&bytes[e.valid_up_to()..]);
+                None
+            }
+            Err(e) => Some(at + e.valid_up_to() as u64),
+        }
+    }
+
+    /// Copies a byte of value text into every capture in progress.
+    fn capture(&mut self, b: u8) -> io::Result<()> {
+        for &(slot, _) in &self.active {
+            if let Some(s) = &mut self.slots[slot] {
+                s.push(b)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The value now ending closes the captures that began at this depth.
+    fn value_done(&mut self) -> io::Result<()> {
+        let depth = self.frames.len();
+        while let Some(&(slot, d)) = self.active.last() {
+            if d != depth {
+                break;
+            }
+            self.active.pop();
+            if let Some(s) = &mut self.slots[slot] {
+                s.flush(true)?;
+            }
+        }
+        self.expect = if self.frames.is_empty() {
+            Expect::Done
+        } else {
+            Expect::CommaOrClose
+        };
+        Ok(())
+    }
+
+    /// A value starts with `b`: open its captures, then the value.
+    fn value(&mut self, b: u8) -> io::Result<Option<&'static str>> {
+        let child = self.pending.take();
+        if let Some(c) = child {
+            let depth = self.frames.len();
+            for &slot in &c.slots {
+                // A key seen again replaces its value, as in the scanner.
+                self.slots[slot] = Some(Spool::new());
+                self.active.push((slot, depth));
+            }
+        }
+        let nav = child.filter(|c| !c.children.is_empty());
+        match b {
+            b'{' | b'[' => {
+                if self.frames.len() >= MAX_DEPTH {
+                    return Ok(Some("the record is nested too deeply to offload"));
+                }
+                self.capture(b)?;
+                let array = b == b'[';
+                self.frames.push(Frame {
+                    array,
+                    node: nav,
+                    index: 0,
+                });
+                self.expect = if array {
+                    Expect::ValueOrClose
+                } else {
+                    Expect::KeyOrClose
+                };
+            }
+            b'"' => {
+                self.capture(b)?;
+                self.token = Token::Str { key: false, esc: 0 };
+            }
+            b'-' | b'0'..=b'9' => {
+                self.capture(b)?;
+                self.token = Token::Num(if b == b'-' {
+                    Num::Minus
+                } else if b == b'0' {
+                    Num::Zero
+                } else {
+                    Num::Int
+                });
+            }
+            b't' | b'f' | b'n' => {
+                self.capture(b)?;
+                let word: &'static [u8] = match b {
+                    b't' => b"true",
+                    b'f' => b"false",
+                    _ => b"null",
+                };
+                self.token = Token::Lit { word, k: 1 };
+            }
+            _ => return Ok(Some(EXPECTED_VALUE)),
+        }
+        Ok(None)
+    }
+
+    /// The key just read: which child of the object's node it names.
+    fn key_done(&mut self) -> Option<&'static str> {
+        self.expect = Expect::Colon;
+        let Some(node) = self.frames.last().and_then(|f| f.node) else {
+            self.pending = None;
+            return None;
+        };
+        if self.key_long {
+            self.pending = None;
+            return self.key_escaped.then_some(
+                "an object key on a projected path is too long to decode (over 64 KiB, with escapes)",
+            );
+        }
+        self.pending = if self.key_escaped {
+            let mut quoted = Vec::with_capacity(self.key.len() + 2);
+            quoted.push(b'"');
+            quoted.extend_from_slice(&self.key);
+            quoted.push(b'"');
+            match json::decode_key(&quoted) {
+                Some(k) => node.child(&k),
+                None => {
+                    return Some("an object key holds an invalid escape (a lone surrogate)");
+                }
+            }
+        } else {
+            std::str::from_utf8(&self.key)
+                .ok()
+                .and_then(|k| node.child(k))
+        };
+        None
+    }
+
+    /// One byte. Returns the reason the record is invalid, if it is.
+    fn byte(&mut self, b: u8) -> io::Result<Option<&'static str>> {
+        match self.token {
+            Token::Str { key, esc } => {
+                if key && self.frames.last().is_some_and(|f| f.node.is_some()) {
+                    if self.key.len() < MAX_KEY_BYTES {
+                        self.key.push(b);
+                    } else {
+                        self.key_long = true;
+                    }
+                }
+                let esc = match (esc, b) {
+                    (_, 0..=0x1F) => {
+                        return Ok(Some(if b == b'\n' {
+                            "a line ends inside a string"
+                        } else {
+                            "a control character in a string (it must be escaped)"
+                        }));
+                    }
+                    (0, b'\\') => {
+                        if key {
+                            self.key_escaped = true;
+                        }
+                        1
+                    }
+                    (0, b'"') => {
+                        self.capture(b)?;
+                        self.token = Token::None;
+                        if key {
+                            // The closing quote was pushed with the key.
+                            self.key.pop();
+                            return Ok(self.key_done());
+                        }
+                        self.value_done()?;
+                        return Ok(None);
+                    }
+                    (0, _) => 0,
+                    (1, b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => 0,
+                    (1, b'u') => 2,
+                    (1, _) => return Ok(Some("invalid escape in a string")),
+                    (2..=4, h) if h.is_ascii_hexdigit() => esc + 1,
+                    (5, h) if h.is_ascii_hexdigit() => 0,
+                    (_, _) => return Ok(Some("invalid \\u escape")),
+                };
+                self.capture(b)?;
+                self.token = Token::Str { key, esc };
+                return Ok(None);
+            }
+            Token::Lit { word, k } => {
+                if word[usize::from(k)] != b {
+                    return Ok(Some(EXPECTED_VALUE));
+                }
+                self.capture(b)?;
+                if usize::from(k) + 1 == word.len() {
+                    self.token = Token::None;
+                    self.value_done()?;
+                } else {
+                    self.token = Token::Lit { word, k: k + 1 };
+                }
+                return Ok(None);
+            }
+            Token::Num(n) => {
+                let next = match (n, b) {
+                    (Num::Minus, b'0') => Some(Num::Zero),
+                    (Num::Minus, b'1'..=b'9') => Some(Num::Int),
+                    (Num::Minus, _) => return Ok(Some("invalid number")),
+                    (Num::Zero, b'0'..=b'9') => return Ok(Some("invalid number (leading zero)")),
+                    (Num::Zero | Num::Int, b'.') => Some(Num::Dot),
+                    (Num::Zero | Num::Int | Num::Frac, b'e' | b'E') => Some(Num::E),
+                    (Num::Int, b'0'..=b'9') => Some(Num::Int),
+                    (Num::Dot | Num::Frac, b'0'..=b'9') => Some(Num::Frac),
+                    (Num::Dot, _) => return Ok(Some("invalid number (no digit after `.`)")),
+                    (Num::E, b'+' | b'-') => Some(Num::ESign),
+                    (Num::E | Num::ESign | Num::Exp, b'0'..=b'9') => Some(Num::Exp),
+                    (Num::E | Num::ESign, _) => {
+                        return Ok(Some("invalid number (no digit in the exponent)"));
+                    }
+                    _ => None,
+                };
+                match next {
+                    Some(n) => {
+                        self.capture(b)?;
+                        self.token = Token::Num(n);
+                        return Ok(None);
+                    }
+                    None => {
+                        // The number ended before this byte, which is read
+                        // as what follows the value.
+                        self.token = Token::None;
+                        self.value_done()?;
+                    }
+                }
+            }
+            Token::None => {}
+        }
+        if json::is_ws(b) {
+            return Ok(None);
+        }
+        match self.expect {
+            Expect::Root => {
+                if b != b'{' {
+                    return Ok(Some("expected a JSON object"));
+                }
+                self.value(b)
+            }
+            Expect::Value => self.value(b),
+            Expect::ValueOrClose if b == b']' => self.close(b),
+            Expect::ValueOrClose => {
+                self.pending = self.array_child();
+                self.value(b)
+            }
+            Expect::KeyOrClose if b == b'}' => self.close(b),
+            Expect::KeyOrClose | Expect::Key => {
+                if b != b'"' {
+                    return Ok(Some(if self.expect == Expect::Key {
+                        "expected a string key after `,`"
+                    } else {
+                        "expected a string key or `}`"
+                    }));
+                }
+                self.capture(b)?;
+                self.key.clear();
+                self.key_long = false;
+                self.key_escaped = false;
+                self.token = Token::Str { key: true, esc: 0 };
+                Ok(None)
+            }
+            Expect::Colon => {
+                if b != b':' {
+                    return Ok(Some("expected `:` after an object key"));
+                }
+                self.capture(b)?;
+                self.expect = Expect::Value;
+                Ok(None)
+            }
+            Expect::CommaOrClose => {
+                let array = self.frames.last().is_some_and(|f| f.array);
+                match (b, array) {
+                    (b',', false) => {
+                        self.capture(b)?;
+                        self.expect = Expect::Key;
+                        Ok(None)
+                    }
+                    (b',', true) => {
+                        self.capture(b)?;
+                        if let Some(f) = self.frames.last_mut() {
+                            f.index += 1;
+                        }
+                        self.pending = self.array_child();
+                        self.expect = Expect::Value;
+                        Ok(None)
+                    }
+                    (b'}', false) | (b']', true) => self.close(b),
+                    (_, false) => Ok(Some("expected `,` or `}` in an object")),
+                    (_, true) => Ok(Some("expected `,` or `]` in an array")),
+                }
+            }
+            Expect::Done => Ok(None),
+        }
+    }
+
+    fn array_child(&self) -> Option<&'p Node> {
+        self.frames
+            .last()
+            .and_then(|f| f.node.and_then(|n| n.index_child(f.index)))
+    }
+
+    fn close(&mut self, b: u8) -> io::Result<Option<&'static str>> {
+        self.capture(b)?;
+        self.frames.pop();
+        self.value_done()?;
+        Ok(None)
+    }
+
+    /// The captured values of a complete, valid record.
+    pub fn finish(self) -> Captured {
+        Captured { slots: self.slots }
+    }
+}
+
+/// The wanted values of one large record.
+#[derive(Debug)]
+pub struct Captured {
+    slots: Vec<Option<Spool>>,
+}
+
+impl Captured {
+    /// Per configured field, whether the record has it.
+    pub fn found(&self) -> impl Iterator<Item = bool> + '_ {
+        self.slots.iter().map(Option::is_some)
+    }
+
+    /// The projected record (as [`Projection::write`] writes it), to be read.
+    pub fn into_body(self, projection: &Projection) -> io::Result<Body> {
+        let mut body = Body::default();
+        body.push_bytes(b"{".to_vec());
+        let mut first = true;
+        for (key, slot) in projection.encoded_keys().iter().zip(self.slots) {
+            let value = match (slot, projection.missing()) {
+                (Some(s), _) => Some(s),
+                (None, Missing::Null) => None,
+                (None, Missing::Omit) => continue,
+            };
+            let mut head = Vec::new();
+            if !first {
+                head.push(b',');
+            }
+            first = false;
+            head.extend_from_slice(key.as_bytes());
+            crate::project::escape_for_sqs(&mut head, 0);
+            body.push_bytes(head);
+            match value {
+                Some(mut s) => {
+                    s.flush(true)?;
+                    s.file.seek(SeekFrom::Start(0))?;
+                    body.len += s.len;
+                    body.pieces.push_back(Piece::Spool(s.file.take(s.len)));
+                }
+                None => body.push_bytes(b"null".to_vec()),
+            }
+        }
+        body.push_bytes(b"}".to_vec());
+        Ok(body)
+    }
+}
+
+#[derive(Debug)]
+enum Piece {
+    Bytes(io::Cursor<Vec<u8>>),
+    Spool(io::Take<SpooledTempFile>),
+}
+
+/// A projected record read from its pieces, of a length known in advance.
+/// Read once: it is consumed as it is read.
+#[derive(Debug, Default)]
+pub struct Body {
+    pieces: VecDeque<Piece>,
+    len: u64,
+}
+
+impl Body {
+    fn push_bytes(&mut self, b: Vec<u8>) {
+        self.len += b.len() as u64;
+        self.pieces.push_back(Piece::Bytes(io::Cursor::new(b)));
+    }
+
+    /// Its length in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Puts `prefix` before and `suffix` after it (a body format's brackets).
+    #[must_use]
+    pub fn wrap(mut self, prefix: &[u8], suffix: &[u8]) -> Self {
+        if !prefix.is_empty() {
+            self.len += prefix.len() as u64;
+            self.pieces
+                .push_front(Piece::Bytes(io::Cursor::new(prefix.to_vec())));
+        }
+        if !suffix.is_empty() {
+            self.push_bytes(suffix.to_vec());
+        }
+        self
+    }
+}
+
+impl Read for Body {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while let Some(front) = self.pieces.front_mut() {
+            let n = match front {
+                Piece::Bytes(c) => c.read(buf)?,
+                Piece::Spool(s) => s.read(buf)?,
+            };
+            if n > 0 || buf.is_empty() {
+                return Ok(n);
+            }
+            self.pieces.pop_front();
+        }
+        Ok(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::project::{Missing, parse_fields};
+    use proptest::prelude::*;
+
+    fn projection(spec: &str, missing: Missing) -> Projection {
+        Projection::new(&parse_fields(spec).unwrap(), missing)
+    }
+
+    /// Streams `record` in pieces of the given sizes: the projected bytes,
+    /// or `Err` if it is invalid.
+    fn stream(p: &Projection, record: &[u8], cuts: &[usize]) -> Result<Vec<u8>, String> {
+        let mut s = Streamer::new(p.root(), p.slots(), u64::MAX);
+        let mut rest = record;
+        let mut cuts = cuts.iter().cycle();
+        loop {
+            let n = (*cuts.next().unwrap())
+                .clamp(1, rest.len().max(1))
+                .min(rest.len());
+            let (piece, tail) = rest.split_at(n);
+            match s.feed(piece).unwrap() {
+                Fed::More if tail.is_empty() => return Err("ends early".into()),
+                Fed::More => rest = tail,
+                Fed::Done(k) => {
+                    let after = piece[k..].iter().chain(tail);
+                    if !after.copied().all(json::is_ws) {
+                        return Err("text after the record".into());
+                    }
+                    break;
+                }
+                Fed::Invalid => return Err(s.failure().unwrap().1.clone()),
+            }
+        }
+        let mut out = Vec::new();
+        s.finish()
+            .into_body(p)
+            .unwrap()
+            .read_to_end(&mut out)
+            .unwrap();
+        Ok(out)
+    }
+
+    fn in_window(p: &Projection, record: &[u8]) -> Result<Vec<u8>, String> {
+        let mut out = Vec::new();
+        p.project(record, &mut out)
+            .map(|()| out)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn projects_nested_repeated_and_escaped_values_as_the_scanner_does() {
+        let p = projection("id,u=user,uid=user.id,t0=tags.0,x=/a~1b", Missing::Null);
+        for record in [
+            &br#"{"id":1,"user":{"id":"a","n":[1,2]},"tags":["x","y"],"a/b":true}"#[..],
+            br#"{ "user" : { "id" : 2 , "id" : 3 } , "id" : 1.5e-3 , "id" : -0 }"#,
+            b"{\"id\":\"\xef\xbf\xbe \\u00e9 \xc3\xa9\",\"tags\":[[1, {\"a\" : null}],2]}",
+            br#"{"\u0069d":"esc key","tags":[]}"#,
+            br#"{"user":[1,2],"tags":{"0":5}}"#,
+            br#"{}"#,
+        ] {
+            let want = in_window(&p, record).unwrap();
+            for cut in [1, 2, 3, 7, 1000] {
+                assert_eq!(
+                    stream(&p, record, &[cut]).unwrap(),
+                    want,
+                    "{}",
+                    String::from_utf8_lossy(record)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn refuses_what_the_scanner_refuses() {
+        let p = projection("id,uid=user.id", Missing::Omit);
+        for record in [
+            &br#"{"id":01}"#[..],
+            br#"{"id":1.}"#,
+            br#"{"id":1e}"#,
+            br#"{"id":-}"#,
+            br#"{"id":tru}"#,
+            br#"{"id":"a\x"}"#,
+            br#"{"id":"\u12g4"}"#,
+            b"{\"id\":\"a\nb\"}",
+            b"{\"id\":\"\xff\"}",
+            b"{\"no\":\"\xe2\x82\"}",
+            br#"{"user":{"\ud800":1}}"#,
+            br#"{"id" 1}"#,
+            br#"{"id":1,}"#,
+            br#"{"id":[1 2]}"#,
+            br#"{"id":1]"#,
+            br#"{id:1}"#,
+            br#"{"id":1"#,
+        ] {
+            assert!(
+                in_window(&p, record).is_err(),
+                "{}",
+                String::from_utf8_lossy(record)
+            );
+            assert!(
+                stream(&p, record, &[3]).is_err(),
+                "{}",
+                String::from_utf8_lossy(record)
+            );
+        }
+        // Off the projected path, a lone surrogate key is text like any other.
+        let ok = br#"{"other":{"\ud800":1},"id":2}"#;
+        assert_eq!(stream(&p, ok, &[2]), in_window(&p, ok));
+    }
+
+    #[test]
+    fn a_record_over_the_limit_is_refused_with_its_size() {
+        let p = projection("id", Missing::Omit);
+        let mut s = Streamer::new(p.root(), p.slots(), 10);
+        assert_eq!(s.feed(br#"{"id":123"#).unwrap(), Fed::More);
+        assert_eq!(s.feed(b"45}").unwrap(), Fed::Invalid);
+        assert!(
+            s.failure()
+                .unwrap()
+                .1
+                .contains("RELAY_MAX_PAYLOAD_BYTES, 10 bytes")
+        );
+    }
+
+    #[test]
+    fn a_large_value_moves_to_a_file_and_reads_back_whole() {
+        let p = projection("b=blob,id", Missing::Omit);
+        let big = "é\u{FFFF}x".repeat(1_000_000);
+        let record = format!("{{\"blob\":\"{big}\",\"id\":7}}");
+        let want = in_window(&p, record.as_bytes()).unwrap();
+        let got = stream(&p, record.as_bytes(), &[65_537]).unwrap();
+        assert_eq!(got.len(), want.len());
+        assert!(got == want);
+    }
+
+    /// Dirty records: valid JSON with edits at random places, so both
+    /// verdicts occur, and the escape and number rules are exercised.
+    fn record() -> impl Strategy<Value = Vec<u8>> {
+        let value = prop_oneof![
+            Just("1".to_owned()),
+            Just("-0.5e+7".to_owned()),
+            Just("\"a\\u00e9\\n\u{FFFE}\"".to_owned()),
+            Just("true".to_owned()),
+            Just("null".to_owned()),
+            Just("[1,{\"id\":2},[]]".to_owned()),
+            Just("{\"id\":\"in\",\"x\":{}}".to_owned()),
+        ];
+        let key = prop_oneof![
+            Just("id"),
+            Just("user"),
+            Just("tags"),
+            Just("x"),
+            Just("\\u0069d")
+        ];
+        (
+            proptest::collection::vec((key, value), 0..6),
+            proptest::collection::vec((any::<usize>(), any::<u8>()), 0..3),
+            any::<bool>(),
+        )
+            .prop_map(|(members, edits, pretty)| {
+                let sep = if pretty { ",\n  " } else { "," };
+                let body: Vec<String> = members
+                    .iter()
+                    .map(|(k, v)| format!("\"{k}\":{v}"))
+                    .collect();
+                let mut text = format!("{{{}}}", body.join(sep)).into_bytes();
+                for (at, b) in edits {
+                    let at = at % text.len();
+                    text[at] = b"0-.e\"\\u{}[],: \nx\xff"[usize::from(b) % 17];
+                }
+                text
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn agrees_with_the_in_window_projection(
+            text in record(),
+            cuts in proptest::collection::vec(1usize..9, 1..4),
+            null in any::<bool>(),
+        ) {
+            let missing = if null { Missing::Null } else { Missing::Omit };
+            let p = projection("id,u=user,uid=user.id,t1=tags.1,x", missing);
+            let want = in_window(&p, &text);
+            let got = stream(&p, &text, &cuts);
+            prop_assert_eq!(got.is_ok(), want.is_ok(), "{:?} {:?} {}", got, want, String::from_utf8_lossy(&text));
+            if let (Ok(g), Ok(w)) = (got, want) {
+                prop_assert_eq!(g, w);
+            }
+        }
+    }
+}
