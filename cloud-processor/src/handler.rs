@@ -138,8 +138,9 @@ impl<S: ObjectStore, Q: MessageSink> App<S, Q> {
             .collect();
         // v2: records with none of the fields may be rejected (v1 sent them).
         // v3: records too large for a message may be offloaded, and where.
+        // v4: records over the window are offloaded up to a limit.
         let text = format!(
-            "v3\0{}\0{:?}\0{:?}\0{:?}\0{:?}\0{}\0{}\0{}\0{:?}\0{:?}\0{}",
+            "v4\0{}\0{:?}\0{:?}\0{:?}\0{:?}\0{}\0{}\0{}\0{:?}\0{:?}\0{}\0{}",
             fields.join("\u{2}"),
             self.config.missing,
             self.config.empty_records,
@@ -151,6 +152,7 @@ impl<S: ObjectStore, Q: MessageSink> App<S, Q> {
             settings.large_records,
             self.protocol.payload_bucket,
             self.protocol.payload_prefix,
+            settings.max_payload_bytes,
         );
         let digest = sha2::Sha256::digest(text.as_bytes());
         format!("{digest:x}")[..16].to_owned()
@@ -920,6 +922,75 @@ mod tests {
         let seen = delivered_via(&store, &queue);
         assert_eq!(seen.len(), 400, "every record reached the consumer");
         assert_eq!(marker(&store).offloaded, large.len() as u64);
+    }
+
+    /// Records over the 1 MiB window are checked and projected as they
+    /// stream, and their payloads stored from spools (the 9 MB one in parts):
+    /// byte for byte the projection, once each across a crash, with no
+    /// upload left open. A payload key holding other bytes fails the object.
+    #[tokio::test]
+    async fn records_over_the_window_are_offloaded_from_spools_once_across_a_crash() {
+        let big = |i: usize, n: usize| {
+            let blob = format!("{}\\n\\u00e9", "é".repeat(n));
+            (
+                format!("{{\"id\":{i},\"skip\":[{{}}],\"blob\":\"{blob}\"}}\n"),
+                format!("{{\"id\":{i},\"blob\":\"{blob}\"}}"),
+            )
+        };
+        let (one, one_out) = big(1, 750_000);
+        let (three, three_out) = big(3, 4_600_000);
+        let text = format!("# junk\n{{\"id\":0}}\n{one}{{\"id\":2}}\n{three}{{\"id\":4}}\n");
+        let (store, obj) = object_of(&text).await;
+        let queue = FakeQueue::default();
+        let crashing = app_with(&store, CrashAfter::new(queue.clone(), 1), "id,blob");
+        let done = until_crash(crashing.process_object(&obj), &crashing.output).await;
+        assert!(done.is_none(), "finished without crashing: {done:?}");
+        store.at(i64::try_from(now_ms()).unwrap() + 65_000);
+        let app = app_with(&store, queue.clone(), "id,blob");
+        let outcome = app.process_object(&obj).await.unwrap();
+        assert!(
+            matches!(
+                outcome,
+                Outcome::Sent {
+                    records: 5,
+                    rejected: 0,
+                    ..
+                }
+            ),
+            "{outcome:?}"
+        );
+        let payloads = store.list("payloads/", 10).await.unwrap();
+        let mut stored: Vec<Vec<u8>> = payloads
+            .iter()
+            .map(|l| store.bytes(&l.key).unwrap())
+            .collect();
+        stored.sort_by_key(Vec::len);
+        assert!(
+            stored == [one_out.into_bytes(), three_out.into_bytes()],
+            "each payload is its record's exact projection"
+        );
+        assert_eq!(store.open_uploads(), 0, "no multipart upload left open");
+        assert_eq!(delivered_via(&store, &queue).len(), 5);
+        assert_eq!(marker(&store).offloaded, 2);
+
+        let key = payloads.iter().max_by_key(|l| l.size).unwrap().key.clone();
+        store.delete(&key, None).await.unwrap();
+        store
+            .put(
+                &key,
+                b"other".to_vec(),
+                &PutMode::Create,
+                &PutOptions::default(),
+            )
+            .await
+            .unwrap();
+        store
+            .delete(&StateKeys::new("state/", "raw/", KEY).done, None)
+            .await
+            .unwrap();
+        let err = app.process_object(&obj).await.unwrap_err();
+        assert!(err.to_string().contains(&key), "{err}");
+        assert_eq!(store.bytes(&key), Some(b"other".to_vec()));
     }
 
     /// A payload key that holds other bytes is never overwritten, and the

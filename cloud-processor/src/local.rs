@@ -58,20 +58,21 @@ pub fn run(
             .file_name()
             .map_or("stdin".into(), |n| n.to_string_lossy().into_owned());
         let mut write_error = None;
-        let result = pipeline::run(src, &settings, |chunk| {
+        let result = pipeline::run(src, &settings, |mut chunk| {
             let written = match out {
-                Some(dir) => std::fs::write(
+                Some(dir) => {
                     // A record too large for a message is stored as its own
                     // payload object in the cloud: here, a file of its own.
-                    dir.join(match chunk.payload_size {
+                    let path = dir.join(match chunk.payload_size {
                         Some(_) => format!("{stem}.{:05}.payload.json", chunk.index),
                         None => format!("{stem}.{:05}.json", chunk.index),
-                    }),
-                    &chunk.body,
-                ),
+                    });
+                    std::fs::File::create(path).and_then(|mut f| chunk.write_body(&mut f))
+                }
                 None => {
                     let mut lock = stdout.lock();
-                    lock.write_all(&chunk.body)
+                    chunk
+                        .write_body(&mut lock)
                         .and_then(|()| lock.write_all(b"\n"))
                 }
             };

@@ -7,6 +7,8 @@
 //! so how records are cut into chunks depends only on the object and the
 //! config, which is what lets a resumed run re-create the same chunks.
 
+use crate::stream::Body;
+
 /// SendMessageBatch: at most 10 entries.
 pub const MAX_BATCH_ENTRIES: usize = 10;
 /// SendMessageBatch: the whole payload (bodies plus attributes) is capped too.
@@ -82,7 +84,7 @@ pub fn pointer_body(bucket: &str, key: &str) -> Vec<u8> {
 }
 
 /// One SQS message body.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Chunk {
     pub index: u32,
     pub records: u32,
@@ -92,6 +94,19 @@ pub struct Chunk {
     /// bytes, and the message carries a pointer to it in the SQS Extended
     /// Client's format instead (a claim check).
     pub payload_size: Option<u64>,
+    /// For a record over the reader's window: the payload, read from its
+    /// spools (then `body` is empty), so it is never held whole.
+    pub stream: Option<Body>,
+}
+
+impl Chunk {
+    /// Writes the body, from its spools if it has them (which it consumes).
+    pub fn write_body(&mut self, w: &mut impl std::io::Write) -> std::io::Result<()> {
+        match &mut self.stream {
+            Some(s) => std::io::copy(s, w).map(drop),
+            None => w.write_all(&self.body),
+        }
+    }
 }
 
 /// A record too large for any message, even alone.
@@ -177,6 +192,7 @@ impl Packer {
             records: self.records,
             body,
             payload_size: None,
+            stream: None,
         };
         self.next_index += 1;
         self.records = 0;
@@ -203,6 +219,25 @@ impl Packer {
             records: 1,
             payload_size: Some(body.len() as u64),
             body,
+            stream: None,
+        };
+        self.next_index += 1;
+        (before, chunk)
+    }
+
+    /// As [`Packer::offload`], for a record read from spools.
+    pub fn offload_body(&mut self, record: Body) -> (Option<Chunk>, Chunk) {
+        let before = self.take();
+        let body = match self.format {
+            BodyFormat::Ndjson => record,
+            BodyFormat::Array => record.wrap(b"[", b"]"),
+        };
+        let chunk = Chunk {
+            index: self.next_index,
+            records: 1,
+            payload_size: Some(body.len()),
+            body: Vec::new(),
+            stream: Some(body),
         };
         self.next_index += 1;
         (before, chunk)
@@ -368,6 +403,7 @@ mod tests {
                     records: 1,
                     body: vec![b'x'; 100_000],
                     payload_size: None,
+                    stream: None,
                 })
                 .is_none()
             );
@@ -378,6 +414,7 @@ mod tests {
                 records: 1,
                 body: vec![b'x'; 100_000],
                 payload_size: None,
+                stream: None,
             })
             .unwrap();
         assert_eq!(full.len(), 9);
@@ -464,7 +501,7 @@ mod tests {
             let mut b = Batcher::new(limit, key);
             let mut batches = Vec::new();
             for (i, s) in sizes.iter().enumerate() {
-                batches.extend(b.push(Chunk { index: i as u32, records: 1, body: vec![b'x'; *s], payload_size: None }));
+                batches.extend(b.push(Chunk { index: i as u32, records: 1, body: vec![b'x'; *s], payload_size: None, stream: None }));
             }
             batches.extend(b.take());
             let mut next = 0;

@@ -12,7 +12,7 @@ use serde_json::value::RawValue;
 use crate::json::Span;
 use crate::pack::{BodyFormat, Chunk, Packer};
 use crate::project::{EmptyRecords, Projection, RecordError};
-use crate::reader::{Accounting, Item, Reader, Reject, excerpt};
+use crate::reader::{Accounting, Item, Large, Reader, Reject, excerpt};
 
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
 /// A report with every reject of a garbage file would be as big as the file:
@@ -35,6 +35,10 @@ pub struct Settings {
     pub records_pointer: Option<String>,
     /// What becomes of a projected record larger than any message body.
     pub large_records: LargeRecords,
+    /// Largest record offloaded: records over `max_record_bytes` and up to
+    /// this are streamed through spools instead of rejected (with
+    /// [`LargeRecords::Offload`], outside wrapper mode).
+    pub max_payload_bytes: u64,
     /// Decode zstd on a thread of its own, ahead of parsing: faster in wall
     /// time with two cores to spare, about a sixth more CPU in all.
     pub decode_thread: bool,
@@ -273,14 +277,51 @@ impl<F: FnMut(Chunk) -> ControlFlow<()>> Run<'_, F> {
 
     /// A record the reader accepted that is rejected now.
     fn reject_record(&mut self, bytes: &[u8], line: u64, offset: u64, reason: String) {
-        self.moved += bytes.len() as u64;
+        self.reject_region(bytes.len() as u64, excerpt(bytes), line, offset, reason);
+    }
+
+    fn reject_region(
+        &mut self,
+        length: u64,
+        excerpt: String,
+        line: u64,
+        offset: u64,
+        reason: String,
+    ) {
+        self.moved += length;
         self.reject(Reject {
             line,
             offset,
-            length: bytes.len() as u64,
+            length,
             reason,
-            excerpt: excerpt(bytes),
+            excerpt,
         });
+    }
+
+    /// A record over the reader's window, projected into spools: packed like
+    /// any other if its projection fits a message, else offloaded from the
+    /// spools. Fails only if a spool cannot be read.
+    fn large(&mut self, l: Large) -> io::Result<ControlFlow<()>> {
+        self.report.stats.records_in += 1;
+        if let Some(reason) = self.note_fields(l.captured.found()) {
+            self.reject_region(l.length, l.excerpt, l.line, l.offset, reason);
+            return Ok(ControlFlow::Continue(()));
+        }
+        let mut body = l.captured.into_body(&self.settings.projection)?;
+        if body.len() <= self.settings.max_body_bytes as u64 {
+            self.record.clear();
+            body.read_to_end(&mut self.record)?;
+            return Ok(self.pack(&[], l.line, l.offset));
+        }
+        self.report.stats.records_out += 1;
+        self.report.stats.offloaded += 1;
+        let (before, payload) = self.packer.offload_body(body);
+        if let Some(chunk) = before
+            && self.emit(chunk).is_break()
+        {
+            return Ok(ControlFlow::Break(()));
+        }
+        Ok(self.emit(payload))
     }
 
     fn emit(&mut self, chunk: Chunk) -> ControlFlow<()> {
@@ -490,6 +531,11 @@ fn parse(
         .is_none()
         .then(|| (settings.projection.root(), settings.projection.slots()));
     let mut reader = Reader::new(decoded, settings.max_record_bytes, projection);
+    if settings.large_records == LargeRecords::Offload
+        && settings.max_payload_bytes > settings.max_record_bytes as u64
+    {
+        reader = reader.with_large(settings.max_payload_bytes);
+    }
     let mut run = Run {
         settings,
         packer: Packer::new(settings.max_body_bytes, settings.format),
@@ -531,6 +577,11 @@ fn parse(
                 run.reject(r);
                 ControlFlow::Continue(())
             }
+            Item::Large(l) => run.large(l).map_err(|e| {
+                Unreadable::Io(io::Error::other(format!(
+                    "a spool of a record too large for memory failed: {e}"
+                )))
+            })?,
         };
         if flow.is_break() {
             stopped = true;
@@ -566,6 +617,7 @@ mod tests {
             max_decompressed_bytes: 1 << 30,
             records_pointer: None,
             large_records: crate::pipeline::LargeRecords::Reject,
+            max_payload_bytes: 0,
             decode_thread: true,
         }
     }
@@ -607,6 +659,109 @@ mod tests {
             (report.stats.rejected, report.stats.field_missing[0]),
             (1, 1)
         );
+        assert!(report.stats.accounted(), "{:?}", report.stats);
+    }
+
+    /// Every chunk's body (a streamed payload read whole), and whether it
+    /// is a payload.
+    fn collect_payloads(input: &[u8], s: &Settings) -> (Vec<(Vec<u8>, bool)>, Report) {
+        let mut out = Vec::new();
+        let report = run(input, s, |mut c| {
+            let mut body = Vec::new();
+            c.write_body(&mut body).unwrap();
+            if let Some(size) = c.payload_size {
+                assert_eq!(size, body.len() as u64, "the announced size");
+            }
+            out.push((body, c.payload_size.is_some()));
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        (out, report)
+    }
+
+    /// Records over the window, between small ones: projected from their
+    /// spools to the same bytes as the window gives them, offloaded when
+    /// too large for a message, packed like any other when not, and their
+    /// bytes counted as records.
+    #[test]
+    fn records_over_the_window_are_streamed_to_the_bytes_the_window_gives() {
+        let big = |i: usize, n: usize| {
+            format!(
+                "{{\"skip\":\"{}\",\"id\":{i},\"blob\":\"{}\\u00e9\u{FFFE}\"}}\n",
+                "s".repeat(n),
+                "é".repeat(n)
+            )
+        };
+        let mut text = String::from("# junk\n{\"id\":0}\n");
+        text.push_str(&big(1, 3_000));
+        text.push_str("{\"id\":2}\n");
+        text.push_str(&big(3, 40)); // over the window, but small projected
+        text.push_str(&big(4, 200_000));
+        text.push_str("{\"id\":5,\"blob\":1}\n");
+        let window = Settings {
+            max_record_bytes: 1 << 20,
+            max_body_bytes: 1024,
+            large_records: LargeRecords::Offload,
+            ..settings("id,blob")
+        };
+        let streamed = Settings {
+            max_record_bytes: 100,
+            max_payload_bytes: 1 << 20,
+            ..window.clone()
+        };
+        let (want, want_report) = collect_payloads(text.as_bytes(), &window);
+        let (got, report) = collect_payloads(text.as_bytes(), &streamed);
+        assert_eq!(got, want);
+        assert_eq!(report.stats, want_report.stats);
+        assert_eq!(want.iter().filter(|(_, p)| *p).count(), 2, "two payloads");
+        assert!(report.stats.accounted(), "{:?}", report.stats);
+        assert_eq!((report.stats.records_out, report.stats.rejected), (6, 0));
+
+        // Over the largest record offloaded: rejected with the limit.
+        let tight = Settings {
+            max_payload_bytes: 200_000,
+            ..streamed
+        };
+        let (got, report) = collect_payloads(text.as_bytes(), &tight);
+        assert_eq!(report.stats.rejected, 1);
+        let r = &report.rejects[0];
+        assert!(
+            r.reason.contains("RELAY_MAX_PAYLOAD_BYTES, 200000 bytes"),
+            "{r:?}"
+        );
+        assert_eq!(
+            r.length as usize,
+            big(4, 200_000).len() - 1,
+            "the whole record"
+        );
+        assert_eq!(report.stats.records_out, 5, "only that record is missing");
+        assert!(got.iter().all(|(b, _)| !b.starts_with(b"{\"id\":4")));
+        assert!(report.stats.accounted(), "{:?}", report.stats);
+    }
+
+    /// A record over the window that is invalid at its very end, or cut
+    /// off by the end of the file, is a reject that says why.
+    #[test]
+    fn a_bad_record_over_the_window_is_rejected_with_its_reason() {
+        let s = Settings {
+            max_record_bytes: 64,
+            max_payload_bytes: 1 << 20,
+            large_records: LargeRecords::Offload,
+            ..settings("id")
+        };
+        let pad = "x".repeat(500);
+        let text = format!(
+            "{{\"id\":1,\"p\":\"{pad}\",\"n\":NaN}}\n{{\"id\":2}}\n{{\"id\":3,\"p\":\"{pad}"
+        );
+        let (got, report) = collect_payloads(text.as_bytes(), &s);
+        assert_eq!(got, [(b"{\"id\":2}".to_vec(), false)]);
+        let reasons: Vec<&str> = report.rejects.iter().map(|r| r.reason.as_str()).collect();
+        assert!(
+            reasons[0]
+                .starts_with("invalid JSON: expected a JSON value (at byte 519 of the record)"),
+            "{reasons:?}"
+        );
+        assert!(reasons[1].contains("truncated"), "{reasons:?}");
         assert!(report.stats.accounted(), "{:?}", report.stats);
     }
 

@@ -47,6 +47,7 @@ use std::io::{self, Read};
 use serde::Serialize;
 
 use crate::json::{self, Node, Scanner, Span, Stop};
+use crate::stream::{Captured, Streamer};
 
 const READ_BYTES: usize = 64 * 1024;
 const EXCERPT_BYTES: usize = 120;
@@ -82,7 +83,7 @@ impl Accounting {
 }
 
 /// What the reader found next.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Item<'a> {
     /// A record: one JSON object, validated whole (UTF-8 included). With a
     /// projection, `fields` holds the spans of its wanted values within `bytes`.
@@ -93,6 +94,21 @@ pub enum Item<'a> {
         fields: &'a [Option<Span>],
     },
     Reject(Reject),
+    /// A record larger than the window, checked and projected as it
+    /// streamed past (see [`Reader::with_large`]): only its wanted values
+    /// were kept, in spools.
+    Large(Large),
+}
+
+/// A record over the window that is valid whole.
+#[derive(Debug)]
+pub struct Large {
+    pub line: u64,
+    pub offset: u64,
+    pub length: u64,
+    /// Its first bytes, lossily decoded, for a report if it is rejected yet.
+    pub excerpt: String,
+    pub captured: Captured,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,6 +140,7 @@ enum Layout {
 }
 
 /// How the walk over a bad record ended.
+#[derive(Debug, Clone, Copy)]
 enum Walk {
     /// The record's brackets closed (or, for a bad array element that is not
     /// a container, its `,` or `]` was reached) at this index: its end.
@@ -194,6 +211,12 @@ pub struct Reader<'p, R> {
     preamble_lines: u64,
     /// The end of the last record handed out, which the next call consumes.
     pending_end: Option<usize>,
+    /// The largest record streamed past the window, if any is.
+    large: Option<u64>,
+    /// The parser a record over the window is fed to as the walk over it
+    /// streams, and the offset it has been fed up to.
+    tee: Option<Streamer<'p>>,
+    tee_from: u64,
 }
 
 /// Where `bytes` stop being UTF-8, if they do. The fast check (SIMD) runs
@@ -235,7 +258,31 @@ impl<'p, R: Read> Reader<'p, R> {
             acct: Accounting::default(),
             preamble_lines: 0,
             pending_end: None,
+            large: None,
+            tee: None,
+            tee_from: 0,
         }
+    }
+
+    /// Objects over the window of up to `limit` bytes are still records:
+    /// checked and projected as they stream past, and handed out as
+    /// [`Item::Large`]. Needs a projection.
+    #[must_use]
+    pub fn with_large(mut self, limit: u64) -> Self {
+        self.large = Some(limit);
+        self
+    }
+
+    /// Feeds the record being walked, up to `to`, to the large-record parser.
+    fn feed_tee(&mut self, to: usize) -> io::Result<()> {
+        if let Some(t) = &mut self.tee {
+            let from = (self.tee_from - self.base) as usize;
+            if to > from {
+                t.feed(&self.buf[from..to])?;
+                self.tee_from = self.base + to as u64;
+            }
+        }
+        Ok(())
     }
 
     /// Lines dropped as preamble so far.
@@ -447,6 +494,7 @@ impl<'p, R: Read> Reader<'p, R> {
                 Step::Continue => {}
                 Step::End => return Ok(None),
                 Step::Reject(r) => return Ok(Some(Item::Reject(r))),
+                Step::Large(l) => return Ok(Some(Item::Large(l))),
                 Step::Record { start, end } => {
                     let (line, offset) = (self.line_at(start), self.abs(start));
                     self.pending_end = Some(end);
@@ -619,7 +667,7 @@ impl<'p, R: Read> Reader<'p, R> {
                 self.max_record_bytes
             ),
         };
-        let reject = self.reject_head(start, reason)?;
+        let mut reject = self.reject_head(start, reason)?;
         // Where validation gave up, to tell afterwards whether the region
         // ended before it (the record was cut short by the next one).
         let gave_up = match bad {
@@ -628,7 +676,52 @@ impl<'p, R: Read> Reader<'p, R> {
             Bad::Truncated => u64::MAX,
         };
         let layout = self.layout();
-        match self.walk(start, false)? {
+        // A record over the window may still be one: the walk that finds
+        // its end feeds it to a parser that checks and projects it.
+        let streamed = match (bad, self.large, self.projection) {
+            (Bad::Oversized, Some(limit), Some(root)) if self.buf[start] == b'{' => {
+                self.tee = Some(Streamer::new(root, self.slots.len(), limit));
+                self.tee_from = self.abs(start);
+                Some(self.acct.rejected_bytes)
+            }
+            _ => None,
+        };
+        let walk = self.walk(start, false)?;
+        if let Some(rejected_before) = streamed {
+            if let Walk::End(end) = walk {
+                self.feed_tee(end)?;
+            }
+            let Some(tee) = self.tee.take() else {
+                return Err(io::Error::other("the large-record parser went missing"));
+            };
+            let length = match walk {
+                Walk::End(end) => self.abs(end) - reject.offset,
+                _ => 0,
+            };
+            if tee.is_done() && tee.fed() == length {
+                // Bytes the walk passed as rejected were the record's.
+                let passed = self.acct.rejected_bytes - rejected_before;
+                self.acct.rejected_bytes -= passed;
+                self.acct.record_bytes += passed;
+                if let Walk::End(end) = walk {
+                    self.take(Cat::Record, end);
+                }
+                return Ok(Step::Large(Large {
+                    line: reject.line,
+                    offset: reject.offset,
+                    length,
+                    excerpt: excerpt(&reject.head),
+                    captured: tee.finish(),
+                }));
+            }
+            reject.reason = match (tee.failure(), walk) {
+                (Some((_, why)), _) if tee.too_large() => why.clone(),
+                (Some((at, why)), _) => format!("invalid JSON: {why} (at byte {at} of {what})"),
+                (None, Walk::Eof) => "the file ends inside this record (truncated)".to_owned(),
+                (None, _) => format!("{what} is incomplete: its brackets never close"),
+            };
+        }
+        match walk {
             Walk::End(end) => self.take(Cat::Rejected, end),
             // In an array written on one line no line end shows where an
             // element cut short stops. A string cut short swallows what
@@ -650,7 +743,6 @@ impl<'p, R: Read> Reader<'p, R> {
             }
             Walk::Eof => self.take(Cat::Rejected, self.buf.len()),
         }
-        let mut reject = reject;
         let at_end = self.pos == self.buf.len() && self.eof;
         if !at_end && self.abs(self.pos) <= gave_up {
             // Validation ran on into what follows, and the layout showed
@@ -717,6 +809,7 @@ impl<'p, R: Read> Reader<'p, R> {
                 if self.abs(i) > window_end + LOOKBACK as u64 {
                     let keep = i - LOOKBACK;
                     if keep > self.pos {
+                        self.feed_tee(keep)?;
                         self.take(Cat::Rejected, keep);
                         self.compact();
                         i = self.pos + LOOKBACK;
@@ -1047,6 +1140,7 @@ enum Step {
     End,
     Record { start: usize, end: usize },
     Reject(Reject),
+    Large(Large),
 }
 
 #[cfg(test)]
@@ -1088,6 +1182,7 @@ mod tests {
                     records.push(String::from_utf8_lossy(bytes).into_owned())
                 }
                 Item::Reject(rj) => rejects.push(rj),
+                Item::Large(l) => panic!("no large records without a projection: {l:?}"),
             }
         }
         let acct = r.accounting();

@@ -9,11 +9,16 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
 
+use std::io::Read;
+
+use relay_shared::meta::{CONTENT_HASH, content_hash_hex};
 use relay_shared::s3::{ObjectStore, PutMode, PutOptions, S3Error};
+use xxhash_rust::xxh3::Xxh3;
 
 use crate::pack::{Batcher, Chunk, DEFAULT_MAX_BATCH_BYTES, pointer_body};
 use crate::sqs::{MessageSink, SendError};
 use crate::state::{self, Held, StateError, StateKeys};
+use crate::stream::Body;
 
 /// Where one object's chunks go, and what records their progress.
 #[derive(Debug)]
@@ -56,7 +61,16 @@ pub enum PayloadError {
     Clash { bucket: String, key: String },
     #[error("chunk {index} is a record too large for a message, and no payload location is set")]
     Nowhere { index: u32 },
+    #[error("reading the spooled record for s3://{bucket}/{key} failed: {source}")]
+    Spool {
+        bucket: String,
+        key: String,
+        source: std::io::Error,
+    },
 }
+
+/// Parts of a streamed payload (S3 wants at least 5 MiB but for the last).
+pub const PAYLOAD_PART_BYTES: usize = 8 << 20;
 
 /// Stores `chunk`'s record as its payload object (a conditional create; a
 /// payload already there with the same bytes is one an earlier attempt
@@ -74,6 +88,12 @@ async fn offload<S: ObjectStore, K>(
         content_type: Some("application/json".into()),
         ..PutOptions::default()
     };
+    if let Some(body) = chunk.stream.take() {
+        store_streamed(p, &key, body, options).await?;
+        metrics::counter!(crate::metrics::OFFLOADED).increment(1);
+        chunk.body = pointer_body(p.store.name(), &key);
+        return Ok(chunk);
+    }
     match p
         .store
         .put(&key, chunk.body.clone(), &PutMode::Create, &options)
@@ -93,6 +113,110 @@ async fn offload<S: ObjectStore, K>(
     metrics::counter!(crate::metrics::OFFLOADED).increment(1);
     chunk.body = pointer_body(p.store.name(), &key);
     Ok(chunk)
+}
+
+/// Runs `f` on the body where blocking is allowed, and hands the body back.
+async fn with_body<T: Send + 'static>(
+    mut body: Body,
+    f: impl FnOnce(&mut Body) -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<(Body, T)> {
+    tokio::task::spawn_blocking(move || f(&mut body).map(|t| (body, t)))
+        .await
+        .map_err(std::io::Error::other)?
+}
+
+/// The next part of a streamed body: up to [`PAYLOAD_PART_BYTES`].
+fn next_part(body: &mut Body) -> std::io::Result<Vec<u8>> {
+    let mut part = Vec::with_capacity(PAYLOAD_PART_BYTES);
+    body.take(PAYLOAD_PART_BYTES as u64)
+        .read_to_end(&mut part)?;
+    Ok(part)
+}
+
+/// Stores a record read from its spools, a part at a time, so it is never
+/// held whole: a conditional create as for any payload. Its xxh3 goes in
+/// the metadata first (a pass over the spools), so a payload already there
+/// proves it holds the same bytes without a download.
+async fn store_streamed<S: ObjectStore>(
+    p: &Payloads<'_, S>,
+    key: &str,
+    body: Body,
+    mut options: PutOptions,
+) -> Result<(), PayloadError> {
+    let spool = |source| PayloadError::Spool {
+        bucket: p.store.name().to_owned(),
+        key: key.to_owned(),
+        source,
+    };
+    let (mut body, hash) = with_body(body, |b| {
+        let mut h = Xxh3::new();
+        std::io::copy(b, &mut HashWriter(&mut h))?;
+        b.rewind()?;
+        Ok(h.digest128())
+    })
+    .await
+    .map_err(spool)?;
+    let hash = content_hash_hex(hash);
+    options
+        .metadata
+        .insert(CONTENT_HASH.to_owned(), hash.clone());
+    let stored = if body.len() <= PAYLOAD_PART_BYTES as u64 {
+        let (_, bytes) = with_body(body, next_part).await.map_err(spool)?;
+        p.store.put(key, bytes, &PutMode::Create, &options).await
+    } else {
+        let id = p.store.start_multipart(key, &options).await?;
+        let mut parts = Vec::new();
+        let done = loop {
+            let (b, bytes) = with_body(body, next_part).await.map_err(spool)?;
+            body = b;
+            if bytes.is_empty() {
+                break p
+                    .store
+                    .complete_multipart(key, &id, parts, &PutMode::Create)
+                    .await;
+            }
+            let number = parts.len() as i32 + 1;
+            match p.store.put_part(key, &id, number, bytes).await {
+                Ok(part) => parts.push(part),
+                Err(e) => break Err(e),
+            }
+        };
+        if done.is_err() {
+            // Parts of an upload that never completes are billed until
+            // aborted (the bucket's lifecycle also cleans them up).
+            let _ = p.store.abort_multipart(key, &id).await;
+        }
+        done
+    };
+    match stored {
+        Ok(_) => Ok(()),
+        Err(S3Error::AlreadyExists { .. }) => {
+            let theirs = p.store.head(key).await?;
+            if theirs.is_some_and(|h| h.metadata.get(CONTENT_HASH) == Some(&hash)) {
+                Ok(())
+            } else {
+                Err(PayloadError::Clash {
+                    bucket: p.store.name().to_owned(),
+                    key: key.to_owned(),
+                })
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Feeds what is written to a hasher.
+struct HashWriter<'a>(&'a mut Xxh3);
+
+impl std::io::Write for HashWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Why sending stopped before the chunks ran out.
@@ -234,6 +358,7 @@ mod tests {
                     records: 1,
                     body: b"{}".to_vec(),
                     payload_size: None,
+                    stream: None,
                 };
                 if tx.send(chunk).await.is_err() {
                     break;

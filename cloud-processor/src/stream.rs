@@ -155,6 +155,7 @@ pub struct Streamer<'p> {
     limit: u64,
     utf8: Vec<u8>,
     failure: Option<(u64, String)>,
+    too_large: bool,
 }
 
 impl<'p> Streamer<'p> {
@@ -174,12 +175,18 @@ impl<'p> Streamer<'p> {
             limit,
             utf8: Vec::new(),
             failure: None,
+            too_large: false,
         }
     }
 
     /// Why the record is not valid: the byte offset within it, and a reason.
     pub fn failure(&self) -> Option<&(u64, String)> {
         self.failure.as_ref()
+    }
+
+    /// Whether it failed for its size rather than its content.
+    pub fn too_large(&self) -> bool {
+        self.too_large
     }
 
     /// Whether the record is complete and valid.
@@ -210,6 +217,7 @@ impl<'p> Streamer<'p> {
         }
         if self.fed + bytes.len() as u64 > self.limit {
             let limit = self.limit;
+            self.too_large = true;
             return Ok(self.fail(
                 limit,
                 format!(
@@ -601,7 +609,8 @@ impl Captured {
                     s.flush(true)?;
                     s.file.seek(SeekFrom::Start(0))?;
                     body.len += s.len;
-                    body.pieces.push_back(Piece::Spool(s.file.take(s.len)));
+                    body.pieces
+                        .push_back(Piece::Spool(s.file.take(s.len), s.len));
                 }
                 None => body.push_bytes(b"null".to_vec()),
             }
@@ -614,14 +623,16 @@ impl Captured {
 #[derive(Debug)]
 enum Piece {
     Bytes(io::Cursor<Vec<u8>>),
-    Spool(io::Take<SpooledTempFile>),
+    /// A spool, read up to its length.
+    Spool(io::Take<SpooledTempFile>, u64),
 }
 
 /// A projected record read from its pieces, of a length known in advance.
-/// Read once: it is consumed as it is read.
 #[derive(Debug, Default)]
 pub struct Body {
     pieces: VecDeque<Piece>,
+    /// The piece being read.
+    at: usize,
     len: u64,
 }
 
@@ -638,6 +649,21 @@ impl Body {
 
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// Goes back to the start, to be read again.
+    pub fn rewind(&mut self) -> io::Result<()> {
+        for piece in &mut self.pieces {
+            match piece {
+                Piece::Bytes(c) => c.set_position(0),
+                Piece::Spool(t, len) => {
+                    t.get_mut().seek(SeekFrom::Start(0))?;
+                    t.set_limit(*len);
+                }
+            }
+        }
+        self.at = 0;
+        Ok(())
     }
 
     /// Puts `prefix` before and `suffix` after it (a body format's brackets).
@@ -657,15 +683,15 @@ impl Body {
 
 impl Read for Body {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while let Some(front) = self.pieces.front_mut() {
-            let n = match front {
+        while let Some(piece) = self.pieces.get_mut(self.at) {
+            let n = match piece {
                 Piece::Bytes(c) => c.read(buf)?,
-                Piece::Spool(s) => s.read(buf)?,
+                Piece::Spool(s, _) => s.read(buf)?,
             };
             if n > 0 || buf.is_empty() {
                 return Ok(n);
             }
-            self.pieces.pop_front();
+            self.at += 1;
         }
         Ok(0)
     }

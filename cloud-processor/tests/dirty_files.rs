@@ -10,6 +10,12 @@
 //! the relay's reader: every good record must come out exactly once and
 //! unchanged, every bad one must lie inside a reported reject, no good one
 //! may, and the byte accounting must add up.
+//!
+//! Each file is also read with a window of a few dozen bytes and records
+//! offloaded (`Mode::Streamed`): then nearly every record, good or bad, goes
+//! through the large-record path (checked and projected as it streams, see
+//! `stream.rs`), whose verdicts and bytes must be the same, except that an
+//! oversized record is a good one there.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // A test: a panic is a failure.
 
@@ -152,8 +158,17 @@ struct Generated {
     bytes: Vec<u8>,
     /// Good records in order, with their byte ranges.
     good: Vec<(Value, std::ops::Range<usize>)>,
-    /// Byte ranges of bad records.
-    bad: Vec<(Bad, std::ops::Range<usize>)>,
+    /// Byte ranges of bad records, with the value each spoils.
+    bad: Vec<(Bad, std::ops::Range<usize>, Value)>,
+}
+
+/// How the file is read.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Mode {
+    /// The pipeline's defaults, but for a small record window.
+    Window,
+    /// A window of 48 bytes, and larger records streamed up to 1 GiB.
+    Streamed,
 }
 
 fn generate(seed: u64) -> Generated {
@@ -209,7 +224,7 @@ fn generate(seed: u64) -> Generated {
                 text = indent(&text);
             }
             out.extend_from_slice(&text);
-            bad.push((kind, start..out.len()));
+            bad.push((kind, start..out.len(), v));
         } else {
             let mut text = render(&v, pretty).into_bytes();
             if layout == Layout::PrettyArray {
@@ -234,6 +249,11 @@ fn generate(seed: u64) -> Generated {
 }
 
 fn settings() -> Settings {
+    settings_for(Mode::Window)
+}
+
+fn settings_for(mode: Mode) -> Settings {
+    let streamed = mode == Mode::Streamed;
     Settings {
         projection: Projection::new(
             &parse_fields("id,name=user.name,tags,noise").unwrap(),
@@ -241,10 +261,15 @@ fn settings() -> Settings {
         ),
         format: BodyFormat::Ndjson,
         max_body_bytes: 4096,
-        max_record_bytes: MAX_RECORD,
+        max_record_bytes: if streamed { 48 } else { MAX_RECORD },
         max_decompressed_bytes: 1 << 30,
         records_pointer: None,
-        large_records: cloud_processor::pipeline::LargeRecords::Reject,
+        large_records: if streamed {
+            cloud_processor::pipeline::LargeRecords::Offload
+        } else {
+            cloud_processor::pipeline::LargeRecords::Reject
+        },
+        max_payload_bytes: if streamed { 1 << 30 } else { 0 },
         decode_thread: true,
     }
 }
@@ -260,14 +285,27 @@ fn expected(v: &Value) -> Value {
 }
 
 fn check(seed: u64, compressed: bool) {
-    let g = generate(seed);
+    check_in(seed, compressed, Mode::Window);
+    check_in(seed, compressed, Mode::Streamed);
+}
+
+fn check_in(seed: u64, compressed: bool, mode: Mode) {
+    let mut g = generate(seed);
+    if mode == Mode::Streamed {
+        // Streamed up to 1 GiB, an oversized record is a good one.
+        let (over, bad) = g.bad.into_iter().partition(|(k, ..)| *k == Bad::Oversized);
+        g.bad = bad;
+        let over: Vec<(Bad, std::ops::Range<usize>, Value)> = over;
+        g.good.extend(over.into_iter().map(|(_, r, v)| (v, r)));
+        g.good.sort_by_key(|(_, r)| r.start);
+    }
     let input = if compressed {
         zstd::encode_all(&g.bytes[..], 1).unwrap()
     } else {
         g.bytes.clone()
     };
     let mut got = Vec::new();
-    let report = pipeline::run(&input[..], &settings(), |chunk| {
+    let report = pipeline::run(&input[..], &settings_for(mode), |chunk| {
         for line in chunk.body.split(|&b| b == b'\n') {
             got.push(serde_json::from_slice::<Value>(line).unwrap());
         }
@@ -277,7 +315,7 @@ fn check(seed: u64, compressed: bool) {
     let layout = |ranges: Vec<String>| ranges.join(" ");
     let ctx = || {
         format!(
-            "seed {seed}, {:?}, {} bytes\ngood: {}\nbad:  {}\nrejects: {}\nfile: {:?}",
+            "seed {seed}, {mode:?}, {:?}, {} bytes\ngood: {}\nbad:  {}\nrejects: {}\nfile: {:?}",
             g.layout,
             g.bytes.len(),
             layout(
@@ -286,7 +324,12 @@ fn check(seed: u64, compressed: bool) {
                     .map(|(v, r)| format!("{}@{r:?}", v["id"]))
                     .collect()
             ),
-            layout(g.bad.iter().map(|(k, r)| format!("{k:?}@{r:?}")).collect()),
+            layout(
+                g.bad
+                    .iter()
+                    .map(|(k, r, _)| format!("{k:?}@{r:?}"))
+                    .collect()
+            ),
             layout(
                 report
                     .rejects
@@ -324,7 +367,7 @@ fn check(seed: u64, compressed: bool) {
             .iter()
             .filter(|(_, r)| {
                 let swallowed = within(r).is_some_and(|reg| {
-                    g.bad.iter().any(|(k, b)| {
+                    g.bad.iter().any(|(k, b, _)| {
                         *k == Bad::Truncated && reg.contains(&(b.start as u64)) && b.start < r.start
                     })
                 });
@@ -344,7 +387,7 @@ fn check(seed: u64, compressed: bool) {
     let s = &report.stats;
     assert!(s.accounted(), "{}: {s:?}", ctx());
     assert_eq!(s.bytes_decompressed, g.bytes.len() as u64);
-    for (kind, range) in &g.bad {
+    for (kind, range, _) in &g.bad {
         assert!(
             regions.iter().any(|r| r.contains(&(range.start as u64))),
             "bad record {kind:?} at {range:?} is in no reject\n{}",

@@ -28,6 +28,7 @@ fn expected(app: &App, key: &str, bytes: &[u8]) -> Vec<String> {
         max_decompressed_bytes: app.config.max_decompressed_bytes,
         records_pointer: None,
         large_records: cloud_processor::pipeline::LargeRecords::Reject,
+        max_payload_bytes: 0,
         decode_thread: true,
     };
     let mut bodies = Vec::new();
@@ -455,6 +456,7 @@ async fn a_send_stops_retrying_when_the_lease_would_run_out_and_says_what_sqs_to
             records: 1,
             body: format!("{{\"id\":{index}}}").into_bytes(),
             payload_size: None,
+            stream: None,
         })
         .collect();
     // The lease's margin is already gone: one attempt, no retries.

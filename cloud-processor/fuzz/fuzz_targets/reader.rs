@@ -65,6 +65,7 @@ fn read_all(src: impl Read, max_record: usize) -> (Vec<Found>, u64, Accounting, 
                 reason: r.reason,
                 excerpt: r.excerpt,
             },
+            Item::Large(l) => panic!("no large records without a projection: {l:?}"),
         });
     }
     (found, reader.preamble_lines(), reader.accounting(), reader.bytes_read())
