@@ -45,7 +45,7 @@ fn main() {
         max_decompressed_bytes: 1 << 40,
         records_pointer: None,
         large_records: cloud_processor::pipeline::LargeRecords::Reject,
-        max_payload_bytes: 0,
+        max_large_record_bytes: 0,
         decode_thread: true,
     };
     // CPU seconds this process has run, every thread included.

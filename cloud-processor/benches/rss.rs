@@ -1,7 +1,7 @@
 //! Peak memory of the processor: on a large object (about 1 GB of
 //! decompressed JSON; RELAY_BENCH_GB sets the size), and on small hostile
 //! objects that decompress to long runs of whitespace, separators or junk
-//! between records. Each runs the release binary's `process` mode (the same
+//! between records, and single records of 200 MiB. Each runs the release binary's `process` mode (the same
 //! pipeline the Lambda runs) and reports the child's peak RSS.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // A benchmark: failing loudly is right.
@@ -86,6 +86,30 @@ fn main() {
             "| 400 MiB of {what}, {:.0} kB zstd | {peak:.1} MiB | {secs:.1} s | {:.0} MB/s |",
             compressed as f64 / 1e3,
             run as f64 / 1e6 / secs
+        );
+    }
+    large_records(dir.path());
+}
+
+/// Records over the 1 MiB window stream through the parser: with the big
+/// value unwanted (dropped as it passes), and wanted (kept in a temporary
+/// file past 4 MiB, then written out from it).
+fn large_records(dir: &std::path::Path) {
+    let size = 200usize << 20;
+    for (what, key) in [("unwanted", "pad"), ("projected", "type")] {
+        let path = dir.join("1763800000002.json.zst");
+        let mut enc =
+            zstd::stream::write::Encoder::new(std::fs::File::create(&path).unwrap(), 3).unwrap();
+        write!(enc, "# c\n{{\"id\":1,\"{key}\":\"").unwrap();
+        std::io::copy(&mut std::io::repeat(b'x').take(size as u64), &mut enc).unwrap();
+        enc.write_all(b"\"}\n{\"id\":2}\n").unwrap();
+        enc.finish().unwrap();
+        let compressed = std::fs::metadata(&path).unwrap().len();
+        let (peak, secs) = measure(&path, 2 * size as u64, 2);
+        println!(
+            "| one 200 MiB record, its big value {what}, {:.0} kB zstd | {peak:.1} MiB | {secs:.1} s | {:.0} MB/s |",
+            compressed as f64 / 1e3,
+            size as f64 / 1e6 / secs
         );
     }
 }

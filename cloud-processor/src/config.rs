@@ -11,9 +11,11 @@ use crate::pipeline::{LargeRecords, Settings};
 use crate::project::{EmptyRecords, Field, Missing, Projection, SpecError, parse_fields};
 
 pub const DEFAULT_MAX_DECOMPRESSED_BYTES: u64 = 2 << 30;
-pub const DEFAULT_MAX_RECORD_BYTES: usize = 1 << 20;
-/// The largest record offloaded by default: 256 MiB.
-pub const DEFAULT_MAX_PAYLOAD_BYTES: u64 = 256 << 20;
+/// Records up to this are framed in memory; larger ones stream through
+/// spools (see `stream.rs`).
+pub const RECORD_WINDOW_BYTES: usize = 1 << 20;
+/// The largest record read by default: 256 MiB.
+pub const DEFAULT_LARGEST_RECORD_BYTES: u64 = 256 << 20;
 
 /// The relay's cloud processor: raw objects in S3 to packed SQS messages.
 /// With no subcommand it runs as an AWS Lambda function.
@@ -320,12 +322,13 @@ pub struct Common {
     /// `reject` it into the reject report.
     #[arg(long, env = "RELAY_LARGE_RECORDS", value_enum, default_value_t = LargeRecords::Offload, global = true)]
     pub large_records: LargeRecords,
-    /// With `offload`, the largest record offloaded, in bytes as read
-    /// (larger ones are rejected with their size). Records over the 1 MiB
-    /// window are streamed through temporary files, never held whole: a
-    /// Lambda needs this much free /tmp per record in flight.
-    #[arg(long, env = "RELAY_MAX_PAYLOAD_BYTES", default_value_t = DEFAULT_MAX_PAYLOAD_BYTES, global = true)]
-    pub max_payload_bytes: u64,
+    /// The largest record read, in bytes as written (larger ones are
+    /// rejected with this limit; at least 1 MiB). Records over 1 MiB are
+    /// checked and projected as they stream, their wanted fields kept in
+    /// temporary files past 4 MiB, never held whole: a Lambda needs this
+    /// much free /tmp.
+    #[arg(long, env = "RELAY_MAX_RECORD_BYTES", default_value_t = DEFAULT_LARGEST_RECORD_BYTES, global = true)]
+    pub max_record_bytes: u64,
     /// Decode zstd on a thread of its own, ahead of parsing: `on` (about
     /// 40% faster in wall time with two cores, about a sixth more CPU),
     /// `off`, or `auto`: on where two cores are there to use (in Lambda,
@@ -459,8 +462,8 @@ pub struct Config {
     pub empty_records: EmptyRecords,
     pub max_decompressed_bytes: u64,
     pub large_records: LargeRecords,
-    /// The largest record offloaded (at least the record window).
-    pub max_payload_bytes: u64,
+    /// The largest record read (at least the record window).
+    pub max_record_bytes: u64,
     /// Resolved from `RELAY_DECODE_THREAD`.
     pub decode_thread: bool,
     pub log_format: LogFormat,
@@ -486,12 +489,12 @@ impl Config {
                 reason: format!("{p:?} is not a JSON pointer (it must start with `/`)"),
             });
         }
-        if c.max_payload_bytes < DEFAULT_MAX_RECORD_BYTES as u64 {
+        if c.max_record_bytes < RECORD_WINDOW_BYTES as u64 {
             return Err(ConfigError::Invalid {
-                name: "RELAY_MAX_PAYLOAD_BYTES",
+                name: "RELAY_MAX_RECORD_BYTES",
                 reason: format!(
-                    "{} is below the {DEFAULT_MAX_RECORD_BYTES}-byte record window, which is always read",
-                    c.max_payload_bytes
+                    "{} is below the {RECORD_WINDOW_BYTES}-byte record window, which is always read",
+                    c.max_record_bytes
                 ),
             });
         }
@@ -505,7 +508,7 @@ impl Config {
             empty_records: c.empty_records,
             max_decompressed_bytes: c.max_decompressed_bytes,
             large_records: c.large_records,
-            max_payload_bytes: c.max_payload_bytes,
+            max_record_bytes: c.max_record_bytes,
             decode_thread: c.decode_thread.resolve(
                 std::env::var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
                     .ok()
@@ -538,7 +541,7 @@ impl Config {
             ("missing", value_name(&self.missing)),
             ("empty_records", value_name(&self.empty_records)),
             ("large_records", value_name(&self.large_records)),
-            ("max_payload_bytes", self.max_payload_bytes.to_string()),
+            ("max_record_bytes", self.max_record_bytes.to_string()),
             ("decode_thread", self.decode_thread.to_string()),
             (
                 "records_pointer",
@@ -589,11 +592,11 @@ impl Config {
             projection: self.projection.clone(),
             format: self.body_format,
             max_body_bytes: max_message_bytes.saturating_sub(attributes_size(source_key)),
-            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
+            max_record_bytes: RECORD_WINDOW_BYTES,
             max_decompressed_bytes: self.max_decompressed_bytes,
             records_pointer: self.records_pointer.clone(),
             large_records: self.large_records,
-            max_payload_bytes: self.max_payload_bytes,
+            max_large_record_bytes: self.max_record_bytes,
             decode_thread: self.decode_thread,
         }
     }

@@ -152,7 +152,7 @@ impl<S: ObjectStore, Q: MessageSink> App<S, Q> {
             settings.large_records,
             self.protocol.payload_bucket,
             self.protocol.payload_prefix,
-            settings.max_payload_bytes,
+            settings.max_large_record_bytes,
         );
         let digest = sha2::Sha256::digest(text.as_bytes());
         format!("{digest:x}")[..16].to_owned()

@@ -35,10 +35,10 @@ pub struct Settings {
     pub records_pointer: Option<String>,
     /// What becomes of a projected record larger than any message body.
     pub large_records: LargeRecords,
-    /// Largest record offloaded: records over `max_record_bytes` and up to
-    /// this are streamed through spools instead of rejected (with
-    /// [`LargeRecords::Offload`], outside wrapper mode).
-    pub max_payload_bytes: u64,
+    /// Largest record read: records over `max_record_bytes` (the window)
+    /// and up to this are streamed through spools instead of rejected
+    /// (outside wrapper mode, where a whole wrapper is framed).
+    pub max_large_record_bytes: u64,
     /// Decode zstd on a thread of its own, ahead of parsing: faster in wall
     /// time with two cores to spare, about a sixth more CPU in all.
     pub decode_thread: bool,
@@ -256,6 +256,16 @@ impl<R: Read> Read for Limited<R> {
     }
 }
 
+/// The record a projection came from, for its reject if it is one.
+enum Origin<'a> {
+    Bytes(&'a [u8]),
+    /// A record over the window: its length and first bytes.
+    Streamed {
+        length: u64,
+        excerpt: String,
+    },
+}
+
 struct Run<'a, F> {
     settings: &'a Settings,
     packer: Packer,
@@ -311,7 +321,19 @@ impl<F: FnMut(Chunk) -> ControlFlow<()>> Run<'_, F> {
         if body.len() <= self.settings.max_body_bytes as u64 {
             self.record.clear();
             body.read_to_end(&mut self.record)?;
-            return Ok(self.pack(&[], l.line, l.offset));
+            let origin = Origin::Streamed {
+                length: l.length,
+                excerpt: l.excerpt,
+            };
+            return Ok(self.pack(origin, l.line, l.offset));
+        }
+        if self.settings.large_records == LargeRecords::Reject {
+            let too_big = crate::pack::Oversized {
+                size: usize::try_from(body.len()).unwrap_or(usize::MAX),
+                limit: self.settings.max_body_bytes,
+            };
+            self.reject_region(l.length, l.excerpt, l.line, l.offset, too_big.to_string());
+            return Ok(ControlFlow::Continue(()));
         }
         self.report.stats.records_out += 1;
         self.report.stats.offloaded += 1;
@@ -329,8 +351,8 @@ impl<F: FnMut(Chunk) -> ControlFlow<()>> Run<'_, F> {
         (self.on_chunk)(chunk)
     }
 
-    /// Packs the projection in `self.record` of the record `bytes`.
-    fn pack(&mut self, bytes: &[u8], line: u64, offset: u64) -> ControlFlow<()> {
+    /// Packs the projection in `self.record` of the record `origin`.
+    fn pack(&mut self, origin: Origin<'_>, line: u64, offset: u64) -> ControlFlow<()> {
         match self.packer.push(&self.record) {
             Ok(Some(chunk)) => {
                 self.report.stats.records_out += 1;
@@ -352,7 +374,14 @@ impl<F: FnMut(Chunk) -> ControlFlow<()>> Run<'_, F> {
                 self.emit(payload)
             }
             Err(too_big) => {
-                self.reject_record(bytes, line, offset, too_big.to_string());
+                match origin {
+                    Origin::Bytes(bytes) => {
+                        self.reject_record(bytes, line, offset, too_big.to_string());
+                    }
+                    Origin::Streamed { length, excerpt } => {
+                        self.reject_region(length, excerpt, line, offset, too_big.to_string());
+                    }
+                }
                 ControlFlow::Continue(())
             }
         }
@@ -397,7 +426,7 @@ impl<F: FnMut(Chunk) -> ControlFlow<()>> Run<'_, F> {
         self.settings
             .projection
             .write(bytes, fields, &mut self.record);
-        self.pack(bytes, line, offset)
+        self.pack(Origin::Bytes(bytes), line, offset)
     }
 
     /// In wrapper mode each top-level value holds the records at a pointer.
@@ -421,7 +450,7 @@ impl<F: FnMut(Chunk) -> ControlFlow<()>> Run<'_, F> {
                     self.report.stats.records_in += 1;
                     match self.note_fields(found.into_iter()) {
                         Some(reason) => self.reject_record(inner, line, offset, reason),
-                        None => self.pack(inner, line, offset)?,
+                        None => self.pack(Origin::Bytes(inner), line, offset)?,
                     }
                 }
                 Err(e) => {
@@ -531,10 +560,8 @@ fn parse(
         .is_none()
         .then(|| (settings.projection.root(), settings.projection.slots()));
     let mut reader = Reader::new(decoded, settings.max_record_bytes, projection);
-    if settings.large_records == LargeRecords::Offload
-        && settings.max_payload_bytes > settings.max_record_bytes as u64
-    {
-        reader = reader.with_large(settings.max_payload_bytes);
+    if settings.max_large_record_bytes > settings.max_record_bytes as u64 {
+        reader = reader.with_large(settings.max_large_record_bytes);
     }
     let mut run = Run {
         settings,
@@ -617,7 +644,7 @@ mod tests {
             max_decompressed_bytes: 1 << 30,
             records_pointer: None,
             large_records: crate::pipeline::LargeRecords::Reject,
-            max_payload_bytes: 0,
+            max_large_record_bytes: 0,
             decode_thread: true,
         }
     }
@@ -706,7 +733,7 @@ mod tests {
         };
         let streamed = Settings {
             max_record_bytes: 100,
-            max_payload_bytes: 1 << 20,
+            max_large_record_bytes: 1 << 20,
             ..window.clone()
         };
         let (want, want_report) = collect_payloads(text.as_bytes(), &window);
@@ -717,16 +744,35 @@ mod tests {
         assert!(report.stats.accounted(), "{:?}", report.stats);
         assert_eq!((report.stats.records_out, report.stats.rejected), (6, 0));
 
-        // Over the largest record offloaded: rejected with the limit.
+        // Rejecting what no message holds: the two whose projection is too
+        // large, with their whole raw extent; the one over the window whose
+        // projection fits is sent.
+        let rejecting = Settings {
+            large_records: LargeRecords::Reject,
+            ..streamed.clone()
+        };
+        let (got, report) = collect_payloads(text.as_bytes(), &rejecting);
+        assert!(got.iter().all(|(_, payload)| !payload));
+        assert_eq!((report.stats.records_out, report.stats.rejected), (4, 2));
+        for r in &report.rejects {
+            assert!(
+                r.reason.contains("a message body can hold at most"),
+                "{r:?}"
+            );
+        }
+        assert_eq!(report.rejects[1].length as usize, big(4, 200_000).len() - 1);
+        assert!(report.stats.accounted(), "{:?}", report.stats);
+
+        // Over the largest record read: rejected with the limit.
         let tight = Settings {
-            max_payload_bytes: 200_000,
+            max_large_record_bytes: 200_000,
             ..streamed
         };
         let (got, report) = collect_payloads(text.as_bytes(), &tight);
         assert_eq!(report.stats.rejected, 1);
         let r = &report.rejects[0];
         assert!(
-            r.reason.contains("RELAY_MAX_PAYLOAD_BYTES, 200000 bytes"),
+            r.reason.contains("RELAY_MAX_RECORD_BYTES, 200000 bytes"),
             "{r:?}"
         );
         assert_eq!(
@@ -745,7 +791,7 @@ mod tests {
     fn a_bad_record_over_the_window_is_rejected_with_its_reason() {
         let s = Settings {
             max_record_bytes: 64,
-            max_payload_bytes: 1 << 20,
+            max_large_record_bytes: 1 << 20,
             large_records: LargeRecords::Offload,
             ..settings("id")
         };

@@ -103,6 +103,14 @@ impl Spool {
         Ok(())
     }
 
+    fn push_slice(&mut self, run: &[u8]) -> io::Result<()> {
+        self.batch.extend_from_slice(run);
+        if self.batch.len() >= SPOOL_BATCH_BYTES {
+            self.flush(false)?;
+        }
+        Ok(())
+    }
+
     /// Writes the batch, escaped. Unless `last`, a tail that may begin U+FFFE
     /// or U+FFFF (`EF` or `EF BF`) waits for the bytes that decide it.
     fn flush(&mut self, last: bool) -> io::Result<()> {
@@ -221,20 +229,38 @@ impl<'p> Streamer<'p> {
             return Ok(self.fail(
                 limit,
                 format!(
-                    "the record is larger than the largest record that is offloaded \
-                     (RELAY_MAX_PAYLOAD_BYTES, {limit} bytes)"
+                    "the record is larger than the largest record read \
+                     (RELAY_MAX_RECORD_BYTES, {limit} bytes)"
                 ),
             ));
         }
         let base = self.fed;
-        for (i, &b) in bytes.iter().enumerate() {
+        let mut i = 0;
+        while i < bytes.len() {
+            // Most of a large record is string contents: take a run of
+            // plain string bytes at once.
+            if let Token::Str { key, esc: 0 } = self.token {
+                let run = bytes[i..]
+                    .iter()
+                    .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+                    .unwrap_or(bytes.len() - i);
+                if run > 0 {
+                    self.plain(&bytes[i..i + run], key)?;
+                    i += run;
+                    self.fed = base + i as u64;
+                    continue;
+                }
+            }
+            let b = bytes[i];
             let at = base + i as u64;
             self.fed = at + 1;
             if let Some(reason) = self.byte(b)? {
                 let fed = self.fail(at, reason);
                 return Ok(fed);
             }
+            i += 1;
             if self.expect == Expect::Done {
+                let i = i - 1;
                 let used = &bytes[..=i];
                 return Ok(match self.check_utf8(used, base) {
                     Some(at) => self.fail(at, "invalid UTF-8"),
@@ -271,6 +297,21 @@ impl<'p> Streamer<'p> {
             }
             Err(e) => Some(at + e.valid_up_to() as u64),
         }
+    }
+
+    /// A run of string bytes that need no checking but UTF-8's.
+    fn plain(&mut self, run: &[u8], key: bool) -> io::Result<()> {
+        if key && self.frames.last().is_some_and(|f| f.node.is_some()) {
+            let room = MAX_KEY_BYTES.saturating_sub(self.key.len());
+            self.key.extend_from_slice(&run[..run.len().min(room)]);
+            self.key_long |= run.len() > room;
+        }
+        for &(slot, _) in &self.active {
+            if let Some(s) = &mut self.slots[slot] {
+                s.push_slice(run)?;
+            }
+        }
+        Ok(())
     }
 
     /// Copies a byte of value text into every capture in progress.
@@ -818,7 +859,7 @@ mod tests {
             s.failure()
                 .unwrap()
                 .1
-                .contains("RELAY_MAX_PAYLOAD_BYTES, 10 bytes")
+                .contains("RELAY_MAX_RECORD_BYTES, 10 bytes")
         );
     }
 

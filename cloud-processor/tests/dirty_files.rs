@@ -269,7 +269,7 @@ fn settings_for(mode: Mode) -> Settings {
         } else {
             cloud_processor::pipeline::LargeRecords::Reject
         },
-        max_payload_bytes: if streamed { 1 << 30 } else { 0 },
+        max_large_record_bytes: if streamed { 1 << 30 } else { 0 },
         decode_thread: true,
     }
 }

@@ -119,8 +119,12 @@ fn invalid_utf8_nul_bytes_deep_nesting_and_a_huge_line_cost_only_themselves() {
     text.extend_from_slice(b"1");
     text.extend_from_slice("}".repeat(10_000).as_bytes());
     text.extend_from_slice(b"\n{\"id\":4}\n{\"id\":\"");
-    text.extend(std::iter::repeat_n(b'x', 100 << 20)); // a 100 MB single line
-    text.extend_from_slice(b"\"}\n{\"id\":5}\n");
+    // A 12 MiB single line: a record, read as it streams (never whole).
+    text.extend(std::iter::repeat_n(b'x', 12 << 20));
+    text.extend_from_slice(b"\"}\n{\"id\":5}\n{\"id\":\"");
+    // Over the largest record read (16 MiB here): rejected with the limit.
+    text.extend(std::iter::repeat_n(b'y', 20 << 20));
+    text.extend_from_slice(b"\"}\n{\"id\":6}\n");
     let file = write(dir.path(), "hostile.json", &text);
     let mut gz = Vec::new();
     zstd::stream::write::Encoder::new(&mut gz, 1)
@@ -131,7 +135,10 @@ fn invalid_utf8_nul_bytes_deep_nesting_and_a_huge_line_cost_only_themselves() {
     let packed = write(dir.path(), "hostile.json.zst", &gz);
 
     for f in [&file, &packed] {
-        let (out, elapsed) = run(&[f], &["--empty-records", "send"]);
+        let (out, elapsed) = run(
+            &[f],
+            &["--empty-records", "send", "--max-record-bytes", "16777216"],
+        );
         assert!(out.status.success());
         let stdout = String::from_utf8(out.stdout).unwrap();
         // Compared as a short list, so a failure does not print megabytes.
@@ -144,7 +151,9 @@ fn invalid_utf8_nul_bytes_deep_nesting_and_a_huge_line_cost_only_themselves() {
                 "{\"id\":3}",
                 "{}",
                 "{\"id\":4}",
-                "{\"id\":5}"
+                "{\"id\":\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+                "{\"id\":5}",
+                "{\"id\":6}"
             ],
             "every good record around the bad ones"
         );
@@ -167,10 +176,16 @@ fn invalid_utf8_nul_bytes_deep_nesting_and_a_huge_line_cost_only_themselves() {
             short[1]
         );
         assert!(
-            short[2].contains(":9: ") && short[2].contains("record size limit"),
+            short[2].contains(":11: ")
+                && short[2].contains("(RELAY_MAX_RECORD_BYTES, 16777216 bytes)"),
             "{}",
             short[2]
         );
+        let xs = stdout
+            .lines()
+            .find(|l| l.starts_with("{\"id\":\"x"))
+            .unwrap();
+        assert_eq!(xs.len(), (12 << 20) + 9, "the 12 MiB record whole");
         assert!(elapsed < Duration::from_secs(60), "{name} took {elapsed:?}");
     }
 }
@@ -271,8 +286,8 @@ fn reject_lines(out: &Output, file: &Path) -> Vec<String> {
 #[test]
 fn files_that_once_lost_records_keep_all_their_good_ones() {
     let dir = tempfile::tempdir().unwrap();
-    // `json.dump(records, f, indent=2)` with one element over the 1 MiB
-    // record limit in the middle.
+    // `json.dump(records, f, indent=2)` with one element over the largest
+    // record read (1 MiB here) in the middle.
     let mut pretty = String::from("# export\n[\n");
     for i in 0..5 {
         let pad = if i == 2 {
@@ -321,7 +336,7 @@ fn files_that_once_lost_records_keep_all_their_good_ones() {
             &zstd::encode_all(&bytes[..], 1).unwrap(),
         );
         for f in [&plain, &packed] {
-            let (out, _) = run(&[f], &[]);
+            let (out, _) = run(&[f], &["--max-record-bytes", "1048576"]);
             assert!(out.status.success(), "{name}");
             let got: Vec<String> = ids(&out)
                 .iter()

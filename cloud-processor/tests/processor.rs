@@ -24,11 +24,11 @@ fn expected(app: &App, key: &str, bytes: &[u8]) -> Vec<String> {
         projection: app.config.projection.clone(),
         format: app.config.body_format,
         max_body_bytes: app.output.max_message_bytes() - attributes_size(key),
-        max_record_bytes: cloud_processor::config::DEFAULT_MAX_RECORD_BYTES,
+        max_record_bytes: cloud_processor::config::RECORD_WINDOW_BYTES,
         max_decompressed_bytes: app.config.max_decompressed_bytes,
         records_pointer: None,
         large_records: cloud_processor::pipeline::LargeRecords::Reject,
-        max_payload_bytes: 0,
+        max_large_record_bytes: 0,
         decode_thread: true,
     };
     let mut bodies = Vec::new();

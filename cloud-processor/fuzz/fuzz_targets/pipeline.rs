@@ -24,7 +24,7 @@ fn settings() -> &'static Settings {
             max_decompressed_bytes: 1 << 20,
             records_pointer: None,
             large_records: cloud_processor::pipeline::LargeRecords::Reject,
-            max_payload_bytes: 0,
+            max_large_record_bytes: 0,
             decode_thread: true,
         }
     })
