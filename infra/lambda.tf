@@ -29,6 +29,10 @@ resource "aws_lambda_function" "processor" {
     mode = "Active"
   }
 
+  ephemeral_storage {
+    size = var.lambda_ephemeral_storage_mb
+  }
+
   environment {
     variables = merge(
       {
@@ -42,6 +46,7 @@ resource "aws_lambda_function" "processor" {
         RELAY_LEASE_TTL_SECS   = tostring(var.lease_ttl_secs)
         RELAY_LARGE_RECORDS    = var.large_records
         RELAY_PAYLOAD_PREFIX   = var.payload_prefix
+        RELAY_MAX_RECORD_BYTES = tostring(var.max_record_bytes)
         # A failed notification is made visible again early, through its
         # receipt handle, instead of after the whole visibility timeout.
         RELAY_NOTIFICATION_QUEUE_URL = aws_sqs_queue.notifications.id
@@ -49,6 +54,13 @@ resource "aws_lambda_function" "processor" {
       },
       var.records_pointer == null ? {} : { RELAY_RECORDS_POINTER = var.records_pointer },
     )
+  }
+
+  lifecycle {
+    precondition {
+      condition     = var.lambda_ephemeral_storage_mb * 1048576 >= 2 * var.max_record_bytes
+      error_message = "lambda_ephemeral_storage_mb must hold twice max_record_bytes: records over 1 MiB spool their wanted values in /tmp, one being stored while the next is read."
+    }
   }
 
   depends_on = [aws_cloudwatch_log_group.processor, aws_iam_role_policy.processor]

@@ -48,6 +48,28 @@ variable "large_records" {
   }
 }
 
+variable "max_record_bytes" {
+  description = "The largest record read, in bytes (RELAY_MAX_RECORD_BYTES). Records over 1 MiB stream through /tmp, never held whole; larger ones than this are rejected with the limit."
+  type        = number
+  default     = 268435456
+
+  validation {
+    condition     = var.max_record_bytes >= 1048576
+    error_message = "max_record_bytes must be at least 1048576 (the 1 MiB window every record up to is read in memory)."
+  }
+}
+
+variable "lambda_ephemeral_storage_mb" {
+  description = "The processor's /tmp, in MiB: records over 1 MiB spool their wanted values there, at most two records at a time, so it must hold twice max_record_bytes."
+  type        = number
+  default     = 512
+
+  validation {
+    condition     = var.lambda_ephemeral_storage_mb >= 512 && var.lambda_ephemeral_storage_mb <= 10240
+    error_message = "lambda_ephemeral_storage_mb must be between 512 and 10240."
+  }
+}
+
 variable "payload_prefix" {
   description = "Key prefix of offloaded records (claim-check payloads), in the same bucket. Must not overlap raw_prefix or state_prefix."
   type        = string

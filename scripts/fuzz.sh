@@ -17,7 +17,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../cloud-processor/fuzz"
 secs=${1:-20}
 shift || true
 targets=("$@")
-[[ ${#targets[@]} -gt 0 ]] || targets=(preamble reader pipeline differential key_scheme)
+[[ ${#targets[@]} -gt 0 ]] || targets=(preamble reader pipeline differential stream key_scheme)
 
 if ! rustup run nightly rustc --version >/dev/null 2>&1; then
   echo "fuzz.sh: the nightly toolchain is needed: rustup toolchain install nightly" >&2

@@ -136,6 +136,16 @@ grep -q "deduplication window" "$work/plan.log" || { cat "$work/plan.log" >&2; e
 large=$("$root/.venv/bin/aws" --endpoint-url "$ep" lambda get-function-configuration --function-name relay-tf-test-processor \
   --query 'Environment.Variables.[RELAY_LARGE_RECORDS,RELAY_PAYLOAD_PREFIX]' --output text)
 [[ $large == "offload"$'\t'"payloads/" ]] || { echo "the Lambda's large-record settings: $large" >&2; exit 1; }
+# Records over 1 MiB stream through /tmp: the default limit fits twice in
+# the default /tmp, and a limit that does not is refused.
+spool=$("$root/.venv/bin/aws" --endpoint-url "$ep" lambda get-function-configuration --function-name relay-tf-test-processor \
+  --query '[Environment.Variables.RELAY_MAX_RECORD_BYTES,EphemeralStorage.Size]' --output text)
+[[ $spool == "268435456"$'\t'"512" ]] || { echo "the Lambda's record limit and /tmp: $spool" >&2; exit 1; }
+if terraform -chdir="$work/module" plan -var max_record_bytes=536870912 >"$work/plan.log" 2>&1; then
+  echo "a 512 MiB record limit with a 512 MiB /tmp was accepted" >&2
+  exit 1
+fi
+grep -q "must hold twice max_record_bytes" "$work/plan.log" || { cat "$work/plan.log" >&2; exit 1; }
 consumer=$(terraform -chdir="$work/module" output -raw consumer_policy_json)
 for want in '"s3:GetObject"' '"s3:DeleteObject"' '/payloads/*' '"sqs:ReceiveMessage"'; do
   [[ $consumer == *"$want"* ]] || { echo "the consumer policy lacks $want: $consumer" >&2; exit 1; }

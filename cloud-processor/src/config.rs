@@ -325,7 +325,7 @@ pub struct Common {
     /// The largest record read, in bytes as written (larger ones are
     /// rejected with this limit; at least 1 MiB). Records over 1 MiB are
     /// checked and projected as they stream, their wanted fields kept in
-    /// temporary files past 4 MiB, never held whole: a Lambda needs this
+    /// temporary files past 1 MiB, never held whole: a Lambda needs this
     /// much free /tmp.
     #[arg(long, env = "RELAY_MAX_RECORD_BYTES", default_value_t = DEFAULT_LARGEST_RECORD_BYTES, global = true)]
     pub max_record_bytes: u64,
@@ -749,6 +749,30 @@ mod tests {
                 .to_string()
                 .contains("JSON pointer")
         );
+    }
+
+    #[test]
+    fn the_largest_record_is_at_least_the_window() {
+        let parse = |bytes: &str| {
+            let cli = Cli::try_parse_from([
+                "cloud-processor",
+                "--fields",
+                "a",
+                "--max-record-bytes",
+                bytes,
+                "process",
+                "f",
+            ])
+            .unwrap();
+            Config::from_common(&cli.common)
+        };
+        let err = parse("1048575").unwrap_err().to_string();
+        assert!(
+            err.contains("RELAY_MAX_RECORD_BYTES") && err.contains("1048576-byte record window"),
+            "{err}"
+        );
+        let c = parse("1048576").unwrap();
+        assert_eq!(c.settings(1 << 18, "k").max_large_record_bytes, 1 << 20);
     }
 
     #[test]

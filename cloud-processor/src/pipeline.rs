@@ -337,13 +337,18 @@ impl<F: FnMut(Chunk) -> ControlFlow<()>> Run<'_, F> {
         }
         self.report.stats.records_out += 1;
         self.report.stats.offloaded += 1;
+        let stored = body.in_flight();
         let (before, payload) = self.packer.offload_body(body);
         if let Some(chunk) = before
             && self.emit(chunk).is_break()
         {
             return Ok(ControlFlow::Break(()));
         }
-        Ok(self.emit(payload))
+        let flow = self.emit(payload);
+        // Spool no other record before this one is stored (or dropped):
+        // /tmp holds at most this one and the next.
+        let _ = stored.recv();
+        Ok(flow)
     }
 
     fn emit(&mut self, chunk: Chunk) -> ControlFlow<()> {
@@ -783,6 +788,48 @@ mod tests {
         assert_eq!(report.stats.records_out, 5, "only that record is missing");
         assert!(got.iter().all(|(b, _)| !b.starts_with(b"{\"id\":4")));
         assert!(report.stats.accounted(), "{:?}", report.stats);
+    }
+
+    /// A streamed payload holds up the reader until it is stored: the
+    /// next large record is spooled only after the last one is dropped, so
+    /// /tmp holds at most two, however far the sender lags.
+    #[test]
+    fn the_next_large_record_waits_until_the_last_is_stored() {
+        let s = Settings {
+            max_record_bytes: 64,
+            max_large_record_bytes: 1 << 20,
+            max_body_bytes: 100,
+            large_records: LargeRecords::Offload,
+            ..settings("id,p")
+        };
+        let pad = "x".repeat(500);
+        let text: String = (0..4)
+            .map(|i| format!("{{\"id\":{i},\"p\":\"{pad}\"}}\n"))
+            .collect();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel::<Chunk>();
+        let slow = {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for c in rx {
+                    std::thread::sleep(std::time::Duration::from_millis(30));
+                    log.lock().unwrap().push(format!("stored {}", c.index));
+                }
+            })
+        };
+        let report = run(text.as_bytes(), &s, |c| {
+            log.lock().unwrap().push(format!("emitted {}", c.index));
+            tx.send(c).unwrap();
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        drop(tx);
+        slow.join().unwrap();
+        assert_eq!(report.stats.offloaded, 4);
+        let want: Vec<String> = (0..4)
+            .flat_map(|i| [format!("emitted {i}"), format!("stored {i}")])
+            .collect();
+        assert_eq!(*log.lock().unwrap(), want);
     }
 
     /// A record over the window that is invalid at its very end, or cut

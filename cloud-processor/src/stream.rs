@@ -17,7 +17,7 @@ use crate::json::{self, EXPECTED_VALUE, Node};
 use crate::project::{Missing, Projection};
 
 /// What a spool holds in memory before it moves to a temporary file.
-const SPOOL_MEMORY_BYTES: usize = 4 << 20;
+const SPOOL_MEMORY_BYTES: usize = 1 << 20;
 /// Bytes gathered before they are escaped and written to the spool.
 const SPOOL_BATCH_BYTES: usize = 64 << 10;
 /// Keys on a projected path are held to be matched; longer ones cannot name
@@ -675,6 +675,8 @@ pub struct Body {
     /// The piece being read.
     at: usize,
     len: u64,
+    /// Dropped with the body: see [`Body::in_flight`].
+    guard: Option<std::sync::mpsc::SyncSender<()>>,
 }
 
 impl Body {
@@ -690,6 +692,15 @@ impl Body {
 
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// A receiver whose `recv` returns once this body is dropped (read and
+    /// stored, or given up), so its producer can wait before spooling the
+    /// next one: at most two large records use /tmp at a time.
+    pub fn in_flight(&mut self) -> std::sync::mpsc::Receiver<()> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(0);
+        self.guard = Some(tx);
+        rx
     }
 
     /// Goes back to the start, to be read again.
