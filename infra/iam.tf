@@ -29,9 +29,10 @@ data "aws_iam_policy_document" "processor" {
   }
   statement {
     # Offloaded records: created once (If-None-Match), read back only to
-    # check that a payload already there has the same bytes.
+    # check that a payload already there has the same bytes. Those over
+    # 8 MiB are uploaded in parts; a failed upload is aborted.
     sid       = "WritePayloads"
-    actions   = ["s3:GetObject", "s3:PutObject"]
+    actions   = ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"]
     resources = ["${aws_s3_bucket.this.arn}/${var.payload_prefix}*"]
   }
   statement {

@@ -12,7 +12,7 @@ use relay_shared::s3::{Bucket, ObjectStore};
 use crate::config::{Aws, Config, check_aws, timeout_warning};
 use crate::lambda::Function;
 use crate::pack::BodyFormat;
-use crate::pipeline::{self, Settings};
+use crate::pipeline::{self, LargeRecords, Settings};
 use crate::project::{EmptyRecords, Missing, Projection};
 use crate::sqs::Queues;
 
@@ -73,7 +73,34 @@ async fn bucket(config: &Config, aws: &Aws, bucket: &Bucket) -> Vec<Finding> {
             )),
         });
     }
+    out.extend(payloads(config, aws, bucket).await);
     out
+}
+
+/// Where offloaded records go: another bucket must answer. Writing is not
+/// tried (`check` writes nothing), so the line says what the role needs.
+async fn payloads(config: &Config, aws: &Aws, bucket: &Bucket) -> Option<Finding> {
+    if config.large_records != LargeRecords::Offload {
+        return None;
+    }
+    let prefix = &aws.payload_prefix;
+    let limit = config.max_record_bytes;
+    let target = match aws.payload_bucket.as_deref().filter(|b| !b.is_empty()) {
+        Some(other) if other != bucket.name() => {
+            let payloads = bucket.in_bucket(other);
+            if let Err(e) = payloads.check_access().await {
+                return Some(Finding::fail(format!(
+                    "payload bucket {other}: {e}; create it, fix RELAY_PAYLOAD_BUCKET, or grant s3:ListBucket"
+                )));
+            }
+            other.to_owned()
+        }
+        _ => bucket.name().to_owned(),
+    };
+    Some(Finding::ok(format!(
+        "payloads s3://{target}/{prefix}: records too large for a message go here (records up to {limit} bytes); \
+         the role needs s3:GetObject, s3:PutObject and s3:AbortMultipartUpload on it (not tried: check writes nothing)"
+    )))
 }
 
 /// The output queue, then the notification queue and the function's timeout.

@@ -907,7 +907,7 @@ async fn poll_metrics_and_logs_are_complete_from_the_start() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_names_each_missing_resource_and_exits_non_zero() {
     let s = setup("proc-check", false).await;
-    let run = |bucket: &str, output: &str| {
+    let run_with = |bucket: &str, output: &str, payloads: &str| {
         std::process::Command::new(env!("CARGO_BIN_EXE_cloud-processor"))
             .arg("check")
             .env("AWS_ENDPOINT_URL", &s.emu.endpoint)
@@ -915,15 +915,22 @@ async fn check_names_each_missing_resource_and_exits_non_zero() {
             .env("RELAY_BUCKET", bucket)
             .env("RELAY_OUTPUT_QUEUE_URL", output)
             .env("RELAY_NOTIFICATION_QUEUE_URL", &s.notifications)
+            .env("RELAY_PAYLOAD_BUCKET", payloads)
             .env("RELAY_S3_PATH_STYLE", "true")
             .output()
             .unwrap()
     };
+    let run = |bucket: &str, output: &str| run_with(bucket, output, "");
     let good = run(s.bucket.name(), &s.output);
     let text = String::from_utf8_lossy(&good.stdout);
     assert!(good.status.success(), "{text}");
     assert!(
-        !text.contains("FAIL") && text.contains("output queue"),
+        !text.contains("FAIL")
+            && text.contains("output queue")
+            && text.contains(&format!(
+                "payloads s3://{}/payloads/: records too large for a message go here (records up to 268435456 bytes)",
+                s.bucket.name()
+            )),
         "{text}"
     );
 
@@ -934,6 +941,18 @@ async fn check_names_each_missing_resource_and_exits_non_zero() {
     let failed: Vec<&str> = text.lines().filter(|l| l.starts_with("FAIL")).collect();
     assert!(
         failed.len() == 1 && failed[0].contains(&missing) && failed[0].contains("does not exist"),
+        "{text}"
+    );
+
+    // A payload bucket of its own that does not exist fails one line.
+    let bad = run_with(s.bucket.name(), &s.output, &missing);
+    let text = String::from_utf8_lossy(&bad.stdout);
+    assert_eq!(bad.status.code(), Some(1), "{text}");
+    let failed: Vec<&str> = text.lines().filter(|l| l.starts_with("FAIL")).collect();
+    assert!(
+        failed.len() == 1
+            && failed[0].contains(&format!("payload bucket {missing}"))
+            && failed[0].contains("RELAY_PAYLOAD_BUCKET"),
         "{text}"
     );
 
