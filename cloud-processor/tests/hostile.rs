@@ -216,16 +216,18 @@ fn a_record_over_the_message_limit_is_rejected_with_its_size_if_asked() {
 }
 
 /// By default a record too large for a message is offloaded: `process`
-/// writes it as a payload file of its own, in order, and says so.
+/// writes it as a payload file of its own, in order, and says so; one over
+/// the 1 MiB window too, written from its spools.
 #[test]
 fn a_record_over_the_message_limit_is_offloaded_by_default() {
     let dir = tempfile::tempdir().unwrap();
     let out_dir = tempfile::tempdir().unwrap();
     let big = format!("{{\"id\":\"{}\"}}", "y".repeat(5000));
+    let huge = format!("{{\"id\":\"{}\"}}", "z".repeat(1_500_000));
     let file = write(
         dir.path(),
         "big.json",
-        format!("{{\"id\":1}}\n{big}\n{{\"id\":2}}\n").as_bytes(),
+        format!("{{\"id\":1}}\n{big}\n{{\"id\":2}}\n{huge}\n{{\"id\":3}}\n").as_bytes(),
     );
     let out = Command::new(env!("CARGO_BIN_EXE_cloud-processor"))
         .env_clear()
@@ -252,15 +254,19 @@ fn a_record_over_the_message_limit_is_offloaded_by_default() {
         [
             "big.json.00000.json",
             "big.json.00001.payload.json",
-            "big.json.00002.json"
+            "big.json.00002.json",
+            "big.json.00003.payload.json",
+            "big.json.00004.json"
         ]
     );
     let read = |name: &str| std::fs::read_to_string(out_dir.path().join(name)).unwrap();
     assert_eq!(read("big.json.00001.payload.json"), big);
     assert_eq!(read("big.json.00002.json"), "{\"id\":2}");
+    assert!(read("big.json.00003.payload.json") == huge);
+    assert_eq!(read("big.json.00004.json"), "{\"id\":3}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("\"offloaded\":1") && err.contains("1 record(s) too large"),
+        err.contains("\"offloaded\":2") && err.contains("2 record(s) too large"),
         "{err}"
     );
 }
