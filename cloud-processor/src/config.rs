@@ -283,6 +283,11 @@ pub struct Aws {
     /// The bucket offloaded records go to [default: the raw object's].
     #[arg(long, env = "RELAY_PAYLOAD_BUCKET")]
     pub payload_bucket: Option<String>,
+    /// Where canaries' messages go (the agents' heartbeats, never the
+    /// consumers' queue). Unset: canaries are processed, measured and
+    /// counted, and nothing is sent.
+    #[arg(long, env = "RELAY_CANARY_QUEUE_URL")]
+    pub canary_queue_url: Option<String>,
 }
 
 /// Settings shared by every mode.
@@ -567,6 +572,10 @@ impl Aws {
             ),
             ("payload_prefix", self.payload_prefix.clone()),
             (
+                "canary_queue_url",
+                self.canary_queue_url.clone().unwrap_or_default(),
+            ),
+            (
                 "max_message_bytes",
                 self.max_message_bytes
                     .map_or("queue's limit".into(), |b| b.to_string()),
@@ -800,6 +809,7 @@ mod tests {
             s3_path_style: false,
             payload_prefix: "payloads/".into(),
             payload_bucket: None,
+            canary_queue_url: None,
         };
         assert!(check_aws(&aws("state/"), "raw/").is_ok());
         assert!(
@@ -833,6 +843,7 @@ mod tests {
             s3_path_style: false,
             payload_prefix: "payloads/".into(),
             payload_bucket: None,
+            canary_queue_url: None,
         };
         let secs = |aws: &Aws| {
             let t = aws.timeouts.resolve(Some(aws.lease_ttl_secs));

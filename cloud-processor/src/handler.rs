@@ -11,6 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sha2::Digest;
 
+use relay_shared::keys::{Canary, canary_of};
 use relay_shared::s3::{Body, Bucket, ObjectStore, S3Error};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -22,6 +23,7 @@ use crate::event::{EventError, Incoming, Notice, ObjectRef, classify, from_text}
 use crate::metrics as m;
 use crate::pack::Chunk;
 use crate::pipeline::{self, Report, Settings, Unreadable};
+use crate::project::{Field, Missing, Projection};
 use crate::reports;
 use crate::send::{self, Stopped};
 use crate::sqs::{MessageSink, Notifications, Output};
@@ -41,6 +43,53 @@ pub struct App<S = Bucket, Q = Output> {
     /// In Lambda, the queue the notifications come from, so a failed one
     /// can come back early (see [`ProcessError::retry_after`]).
     pub notifications: Option<Notifications>,
+    /// Where canaries' messages go (`RELAY_CANARY_QUEUE_URL`); without it a
+    /// canary is processed and counted, and nothing is sent.
+    pub canary: Option<Q>,
+}
+
+/// Where one object's chunks go: its queue, or nowhere (a canary with no
+/// canary queue), which takes every batch as sent.
+enum Route<'a, Q> {
+    Queue(&'a Q),
+    Discard { max_message_bytes: usize },
+}
+
+impl<Q: MessageSink> MessageSink for Route<'_, Q> {
+    async fn send(
+        &self,
+        source_key: &str,
+        dedup_base: &str,
+        batch: &[Chunk],
+        until: Instant,
+    ) -> crate::sqs::BatchOutcome {
+        match self {
+            Self::Queue(q) => q.send(source_key, dedup_base, batch, until).await,
+            Self::Discard { .. } => crate::sqs::BatchOutcome {
+                accepted: batch.iter().map(|c| c.index).collect(),
+                refused: Vec::new(),
+                failed: None,
+            },
+        }
+    }
+
+    fn max_message_bytes(&self) -> usize {
+        match self {
+            Self::Queue(q) => q.max_message_bytes(),
+            Self::Discard { max_message_bytes } => *max_message_bytes,
+        }
+    }
+
+    fn is_fifo(&self) -> bool {
+        matches!(self, Self::Queue(q) if q.is_fifo())
+    }
+
+    fn queue_url(&self) -> &str {
+        match self {
+            Self::Queue(q) => q.queue_url(),
+            Self::Discard { .. } => "",
+        }
+    }
 }
 
 /// A pipeline run that read the object to its end (or found it unreadable)
@@ -60,13 +109,37 @@ struct Failed {
 }
 
 /// One object's run, as `run_pipeline` needs it.
-struct Run<'a, S> {
+struct Run<'a, S, Q> {
     obj: &'a ObjectRef,
     store: &'a S,
     keys: &'a StateKeys,
     settings: Settings,
     dedup_base: String,
     stop_at: Option<Instant>,
+    route: &'a Route<'a, Q>,
+}
+
+/// A canary's record, cut to what it holds.
+fn canary_projection() -> Projection {
+    let fields = ["source", "seq", "created_ms"].map(|f| Field {
+        name: f.to_owned(),
+        path: vec![f.to_owned()],
+    });
+    Projection::new(&fields, Missing::Omit)
+}
+
+/// A canary went through: its lag from creation (by the agent's clock) to
+/// now, when SQS has it (or, with no canary queue, when it is processed).
+fn note_canary(c: &Canary, sent: bool, records: u64) {
+    let lag = now_ms().saturating_sub(c.created_ms) as f64 / 1000.0;
+    let outcome = match (sent, records) {
+        (_, 0) => "empty",
+        (true, _) => "sent",
+        (false, _) => "discarded",
+    };
+    metrics::counter!(m::CANARIES, "outcome" => outcome).increment(1);
+    metrics::gauge!(m::CANARY_LAG, "source" => c.source_id.clone()).set(lag);
+    info!(source = %c.source_id, lag_secs = lag, outcome, "canary");
 }
 
 fn now_ms() -> u64 {
@@ -110,7 +183,33 @@ impl<S: ObjectStore, Q: MessageSink> App<S, Q> {
             output,
             owner,
             notifications: None,
+            canary: None,
         }
+    }
+
+    /// Sends canaries' messages to `queue` instead of nowhere.
+    #[must_use]
+    pub fn with_canary_queue(mut self, queue: Q) -> Self {
+        self.canary = Some(queue);
+        self
+    }
+
+    /// Where an object's chunks go, and with what settings: a canary's
+    /// record is projected to its own fields and goes to the canary queue.
+    fn route(&self, obj: &ObjectRef) -> (Route<'_, Q>, Settings, Option<Canary>) {
+        let canary = canary_of(&self.config.raw_prefix, &obj.key);
+        let route = match (&canary, &self.canary) {
+            (None, _) => Route::Queue(&self.output),
+            (Some(_), Some(q)) => Route::Queue(q),
+            (Some(_), None) => Route::Discard {
+                max_message_bytes: self.output.max_message_bytes(),
+            },
+        };
+        let mut settings = self.config.settings(route.max_message_bytes(), &obj.key);
+        if canary.is_some() {
+            settings.projection = canary_projection();
+        }
+        (route, settings, canary)
     }
 
     /// How long before an invocation's deadline sending stops: one AWS call
@@ -129,7 +228,7 @@ impl<S: ObjectStore, Q: MessageSink> App<S, Q> {
 
     /// Everything that decides how an object is cut into chunks and where
     /// they go. A lease left under another fingerprint is not resumed.
-    fn fingerprint(&self, settings: &Settings) -> String {
+    fn fingerprint(&self, settings: &Settings, queue_url: &str) -> String {
         let fields: Vec<String> = self
             .config
             .fields
@@ -148,7 +247,7 @@ impl<S: ObjectStore, Q: MessageSink> App<S, Q> {
             settings.records_pointer,
             settings.max_body_bytes,
             settings.max_record_bytes,
-            self.output.queue_url(),
+            queue_url,
             settings.large_records,
             self.protocol.payload_bucket,
             self.protocol.payload_prefix,
@@ -197,10 +296,8 @@ impl<S: ObjectStore, Q: MessageSink> App<S, Q> {
     ) -> Result<Outcome, ProcessError> {
         let started = Instant::now();
         let state_err = |source| ProcessError::state(obj, source);
-        let settings = self
-            .config
-            .settings(self.output.max_message_bytes(), &obj.key);
-        let fingerprint = self.fingerprint(&settings);
+        let (route, settings, canary) = self.route(obj);
+        let fingerprint = self.fingerprint(&settings, route.queue_url());
         let keys = StateKeys::new(
             &self.protocol.state_prefix,
             &self.config.raw_prefix,
@@ -247,7 +344,7 @@ impl<S: ObjectStore, Q: MessageSink> App<S, Q> {
         };
         let resumed_from = held.lease.next_chunk;
         if let Some(age_ms) = held.taken_over_after_ms
-            && self.output.is_fifo()
+            && route.is_fifo()
             && state::outside_fifo_window(age_ms)
         {
             metrics::counter!(m::FIFO_WINDOW_EXCEEDED).increment(1);
@@ -286,6 +383,7 @@ impl<S: ObjectStore, Q: MessageSink> App<S, Q> {
             settings,
             dedup_base,
             stop_at,
+            route: &route,
         };
         let Piped { report, sent, held } = match self.run_pipeline(run, got.body, held).await {
             Ok(piped) => piped,
@@ -343,19 +441,22 @@ impl<S: ObjectStore, Q: MessageSink> App<S, Q> {
                 "the byte accounting does not add up: some input bytes are not accounted for"
             );
         }
-        for (kind, bytes) in [
-            ("preamble", s.preamble_bytes),
-            ("record", s.record_bytes),
-            ("rejected", s.rejected_bytes),
-            ("separator", s.separator_bytes),
-        ] {
-            metrics::counter!(m::INPUT_BYTES, "kind" => kind).increment(bytes);
+        // Canaries are not data: they have counters of their own.
+        if canary.is_none() {
+            for (kind, bytes) in [
+                ("preamble", s.preamble_bytes),
+                ("record", s.record_bytes),
+                ("rejected", s.rejected_bytes),
+                ("separator", s.separator_bytes),
+            ] {
+                metrics::counter!(m::INPUT_BYTES, "kind" => kind).increment(bytes);
+            }
+            metrics::counter!(m::RECORDS_IN).increment(s.records_in);
+            metrics::counter!(m::RECORDS_OUT).increment(s.records_out);
+            metrics::counter!(m::REJECTED).increment(s.rejected);
+            metrics::counter!(m::MESSAGES).increment(u64::from(sent));
+            metrics::counter!(m::BYTES).increment(s.bytes_decompressed);
         }
-        metrics::counter!(m::RECORDS_IN).increment(s.records_in);
-        metrics::counter!(m::RECORDS_OUT).increment(s.records_out);
-        metrics::counter!(m::REJECTED).increment(s.rejected);
-        metrics::counter!(m::MESSAGES).increment(u64::from(sent));
-        metrics::counter!(m::BYTES).increment(s.bytes_decompressed);
         if !report.rejects.is_empty() {
             reports::rejects(&store, obj, &keys.rejects, &etag, &report).await?;
         }
@@ -370,8 +471,15 @@ impl<S: ObjectStore, Q: MessageSink> App<S, Q> {
         marker.rejected_bytes = s.rejected_bytes;
         marker.separator_bytes = s.separator_bytes;
         marker.offloaded = s.offloaded;
-        for (name, &missing) in self.config.projection.names().iter().zip(&s.field_missing) {
-            metrics::counter!(m::FIELD_MISSING, "field" => name.clone()).increment(missing);
+        let names = if canary.is_some() {
+            canary_projection().names().to_vec()
+        } else {
+            self.config.projection.names().to_vec()
+        };
+        for (name, &missing) in names.iter().zip(&s.field_missing) {
+            if canary.is_none() {
+                metrics::counter!(m::FIELD_MISSING, "field" => name.clone()).increment(missing);
+            }
             if missing > 0 {
                 marker.field_missing.insert(name.clone(), missing);
             }
@@ -389,6 +497,9 @@ impl<S: ObjectStore, Q: MessageSink> App<S, Q> {
             .map_err(state_err)?;
         if let Some(reason) = refused {
             return Ok(Outcome::Quarantined { reason });
+        }
+        if let Some(c) = &canary {
+            note_canary(c, matches!(route, Route::Queue(_)), s.records_out);
         }
         info!(
             bytes = s.bytes_decompressed,
@@ -427,7 +538,7 @@ impl<S: ObjectStore, Q: MessageSink> App<S, Q> {
     /// leaves the lease ours, the lease too, so it can be released.
     async fn run_pipeline(
         &self,
-        run: Run<'_, S>,
+        run: Run<'_, S, Q>,
         body: Body,
         mut held: Held,
     ) -> Result<Piped, Failed> {
@@ -438,6 +549,7 @@ impl<S: ObjectStore, Q: MessageSink> App<S, Q> {
             settings,
             dedup_base,
             stop_at,
+            route,
         } = run;
         let (tx, mut rx) = mpsc::channel::<Chunk>(4);
         let reader = tokio_util::io::SyncIoBridge::new(body);
@@ -457,7 +569,7 @@ impl<S: ObjectStore, Q: MessageSink> App<S, Q> {
         let target = send::Target {
             store,
             keys,
-            sink: &self.output,
+            sink: route,
             source_key: &obj.key,
             dedup_base: &dedup_base,
             stop_at,
@@ -868,6 +980,82 @@ mod tests {
         assert_eq!(sent, 1);
         assert!(delivered(&queue).values().all(|n| *n == 1));
         assert_eq!(delivered(&queue).len(), RECORDS);
+    }
+
+    /// A canary (a heartbeat object on the data's path) goes through the
+    /// once-only protocol like any object, projected to its own fields, to
+    /// the canary queue and never to the consumers'; with no canary queue it
+    /// is processed and nothing is sent. A data object beside it is untouched.
+    #[tokio::test]
+    async fn canaries_go_to_the_canary_queue_never_to_the_consumers() {
+        let canary_key = "raw/edge-1/2026/11/27/22/1795816800123.canary.json.zst";
+        let record = r#"{"source":"edge-1","seq":7,"created_ms":1795816800123}"#;
+        let (store, data) = object_of("{\"id\":1,\"x\":2}\n").await;
+        store
+            .put(
+                canary_key,
+                zstd::encode_all(format!("{record}\n").as_bytes(), 3).unwrap(),
+                &PutMode::Create,
+                &PutOptions::default(),
+            )
+            .await
+            .unwrap();
+        let canary = ObjectRef {
+            key: canary_key.into(),
+            ..data.clone()
+        };
+        let (output, canaries) = (FakeQueue::default(), FakeQueue::default());
+        let relay = app(&store, output.clone()).with_canary_queue(canaries.clone());
+        for obj in [&canary, &data] {
+            let outcome = relay.process_object(obj).await.unwrap();
+            assert!(
+                matches!(
+                    outcome,
+                    Outcome::Sent {
+                        records: 1,
+                        rejected: 0,
+                        ..
+                    }
+                ),
+                "{outcome:?}"
+            );
+        }
+        assert_eq!(canaries.bodies(), [record.as_bytes().to_vec()]);
+        assert_eq!(output.bodies(), [b"{\"id\":1}".to_vec()]);
+        // Once only, as for data: a second event finds the done marker.
+        assert_eq!(
+            relay.process_object(&canary).await.unwrap(),
+            Outcome::Duplicate
+        );
+        assert_eq!(canaries.bodies().len(), 1);
+
+        // No canary queue: processed, marked done, nothing sent anywhere.
+        let (store, data) = object_of("{\"id\":1}\n").await;
+        store
+            .put(
+                canary_key,
+                zstd::encode_all(format!("{record}\n").as_bytes(), 3).unwrap(),
+                &PutMode::Create,
+                &PutOptions::default(),
+            )
+            .await
+            .unwrap();
+        let output = FakeQueue::default();
+        let quiet = app(&store, output.clone());
+        let canary = ObjectRef {
+            key: canary_key.into(),
+            ..data
+        };
+        let outcome = quiet.process_object(&canary).await.unwrap();
+        assert!(
+            matches!(outcome, Outcome::Sent { records: 1, .. }),
+            "{outcome:?}"
+        );
+        assert!(output.bodies().is_empty());
+        assert_eq!(
+            quiet.process_object(&canary).await.unwrap(),
+            Outcome::Duplicate
+        );
     }
 
     /// Records too large for a message go to S3 under deterministic keys,

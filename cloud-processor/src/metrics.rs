@@ -17,6 +17,8 @@ pub const STATE_REQUESTS: &str = "relay_processor_state_requests_total";
 pub const FIFO_WINDOW_EXCEEDED: &str = "relay_processor_fifo_window_exceeded_total";
 pub const FIELD_MISSING: &str = "relay_processor_field_missing_total";
 pub const OFFLOADED: &str = "relay_processor_records_offloaded_total";
+pub const CANARIES: &str = "relay_processor_canaries_total";
+pub const CANARY_LAG: &str = "relay_canary_lag_seconds";
 
 /// Registers every counter, with each of its label values (the configured
 /// `fields` included), at zero, so a `rate()` alert has a series from the
@@ -37,6 +39,9 @@ pub fn register_at_zero(fields: &[String]) {
         "failed",
     ] {
         metrics::counter!(OBJECTS, "outcome" => outcome).increment(0);
+    }
+    for outcome in ["sent", "discarded", "empty"] {
+        metrics::counter!(CANARIES, "outcome" => outcome).increment(0);
     }
     for kind in ["preamble", "record", "rejected", "separator"] {
         metrics::counter!(INPUT_BYTES, "kind" => kind).increment(0);
@@ -75,6 +80,15 @@ pub fn describe() {
         "Objects handled, by outcome (sent, quarantined, missing, failed)"
     );
     describe_counter!(RECORDS_IN, "Records read from objects, good or bad");
+    describe_counter!(
+        CANARIES,
+        "Canaries (the agents' heartbeat objects) by outcome: sent to the canary queue, discarded (no RELAY_CANARY_QUEUE_URL), empty (no canary record in it)"
+    );
+    metrics::describe_gauge!(
+        CANARY_LAG,
+        Unit::Seconds,
+        "Per source: the last canary's age from its creation on the edge host to SQS's acknowledgement (to its processing without a canary queue)"
+    );
     describe_counter!(
         OFFLOADED,
         "Records too large for a message, stored as S3 payloads and sent as Extended Client pointers"

@@ -54,7 +54,15 @@ pub async fn connect(config: Config, aws: Aws) -> Result<(App, SdkConfig), Serve
     .await
     .map_err(ServeError::Output)?;
     tracing::info!(queue = %output.queue_url(), max_message_bytes = output.max_message_bytes(), fifo = output.is_fifo(), "output queue");
-    Ok((App::new(config, protocol, store, output), sdk))
+    let mut app = App::new(config, protocol, store, output);
+    if let Some(url) = aws.canary_queue_url.as_deref().filter(|u| !u.is_empty()) {
+        let canary = Output::open(&sdk, url, &aws.fifo_group_id, None)
+            .await
+            .map_err(ServeError::Output)?;
+        tracing::info!(queue = %canary.queue_url(), "canary queue");
+        app = app.with_canary_queue(canary);
+    }
+    Ok((app, sdk))
 }
 
 /// Runs inside AWS Lambda until the runtime stops. `notification_queue`

@@ -63,6 +63,15 @@ pub async fn run<S: ObjectStore>(
     let mut uploads: JoinSet<(Job, Outcome, u32, Duration)> = JoinSet::new();
     let mut tick = tokio::time::interval(tick_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let canary_every = agent.config.canary;
+    // The first canary after one interval: a start-up is not a heartbeat.
+    let canary_period = canary_every.unwrap_or(Duration::from_secs(3600));
+    let mut canary =
+        tokio::time::interval_at(tokio::time::Instant::now() + canary_period, canary_period);
+    canary.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    if canary_every.is_some() {
+        agent.clear_canaries();
+    }
     tokio::pin!(shutdown);
     loop {
         while uploads.len() < agent.config.concurrency {
@@ -78,6 +87,7 @@ pub async fn run<S: ObjectStore>(
             Some(done) = uploads.join_next(), if !uploads.is_empty() => agent.finish(done),
             Some(msg) = rx.recv() => agent.handle(msg),
             _ = tick.tick() => agent.tick(),
+            _ = canary.tick(), if canary_every.is_some() => agent.canary(),
         }
     }
 
@@ -145,6 +155,8 @@ struct Agent<S> {
     special: HashSet<PathBuf>,
     ledger: Option<Ledger>,
     summary: Summary,
+    /// Canaries made since start-up.
+    canary_seq: u64,
 }
 
 type Done = Result<(Job, Outcome, u32, Duration), tokio::task::JoinError>;
@@ -169,6 +181,7 @@ impl<S: ObjectStore> Agent<S> {
             special: HashSet::new(),
             ledger,
             summary: Summary::default(),
+            canary_seq: 0,
             stopping: tokio::sync::watch::Sender::new(false),
             sink,
             retry,
@@ -360,6 +373,7 @@ impl<S: ObjectStore> Agent<S> {
             original_size: stat.size,
             source_id: self.config.keys.source_id().to_owned(),
             content_hash: 0,
+            canary: false,
         };
         self.queued.insert(path.clone());
         self.ready.push_back(Job {
@@ -370,6 +384,90 @@ impl<S: ObjectStore> Agent<S> {
             stat,
             meta,
         });
+    }
+
+    fn canary_dir(&self) -> PathBuf {
+        self.config.state_dir.join("canary")
+    }
+
+    /// Canaries a previous run left unsent are stale: new ones follow.
+    fn clear_canaries(&self) {
+        let dir = self.canary_dir();
+        if let Err(e) = std::fs::remove_dir_all(&dir)
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            warn!(dir = %dir.display(), error = %e, "cannot clear old canaries");
+        }
+    }
+
+    /// Writes a canary (one record: this source, a sequence number, the
+    /// creation time) as a file of the agent's own, and queues it behind
+    /// the data: it takes the data's path (compression, the key scheme,
+    /// the conditional put), so its lag is what data sees.
+    fn canary(&mut self) {
+        let created_ms = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let (name, key) = self.config.keys.canary_key(created_ms);
+        let source = self.config.keys.source_id().to_owned();
+        self.canary_seq += 1;
+        // Source ids are `[A-Za-z0-9_.-]`: nothing to escape.
+        let record = format!(
+            "{{\"source\":\"{source}\",\"seq\":{},\"created_ms\":{created_ms}}}",
+            self.canary_seq
+        );
+        let dir = self.canary_dir();
+        let path = dir.join(&name);
+        let written = std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::write(&path, format!("{record}\n")))
+            .and_then(|()| std::fs::symlink_metadata(&path));
+        let stat = match written {
+            Ok(m) => FileStat::of(&m),
+            Err(e) => {
+                ::metrics::counter!(metrics::CANARIES, "outcome" => "failed").increment(1);
+                warn!(path = %path.display(), error = %e, "cannot write a canary; the processor will see it missing");
+                return;
+            }
+        };
+        self.ready.push_back(Job {
+            path,
+            rel: String::new(),
+            key: key.key,
+            keys: self.config.keys.clone(),
+            stat,
+            meta: ObjectMeta {
+                original_name: name,
+                original_size: stat.size,
+                source_id: source,
+                content_hash: 0,
+                canary: true,
+            },
+        });
+    }
+
+    /// A canary's upload ended: it is never kept, never in the ledger, and
+    /// not counted as data. One that failed is simply missing downstream.
+    fn finish_canary(&mut self, job: &Job, outcome: &Outcome) {
+        let outcome = match outcome {
+            Outcome::Uploaded { .. } | Outcome::Duplicate | Outcome::Conflict { .. } => {
+                ::metrics::gauge!(metrics::CANARY_LAST_SENT).set(
+                    SystemTime::now()
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .map_or(0.0, |d| d.as_secs_f64()),
+                );
+                "sent"
+            }
+            other => {
+                warn!(key = %job.key, outcome = ?other, "a canary was not stored; it will be missing downstream");
+                "failed"
+            }
+        };
+        ::metrics::counter!(metrics::CANARIES, "outcome" => outcome).increment(1);
+        if let Err(e) = std::fs::remove_file(&job.path)
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            warn!(path = %job.path.display(), error = %e, "cannot remove a canary file");
+        }
     }
 
     fn reject(&mut self, path: &Path, stat: Option<FileStat>, reason: &str) {
@@ -426,6 +524,9 @@ impl<S: ObjectStore> Agent<S> {
             }
         };
         self.inflight.remove(&job.path);
+        if job.meta.canary {
+            return self.finish_canary(&job, &outcome);
+        }
         let span = tracing::info_span!("file", path = %job.path.display(), key = %job.key);
         let _enter = span.enter();
         match outcome {
@@ -616,6 +717,54 @@ mod tests {
             agent.enqueue(path, stat);
         }
         agent
+    }
+
+    /// A canary goes the data's way: under the source's prefix, named for
+    /// its creation time, marked in its metadata, one record with the
+    /// source, a sequence number and the time. Its file is removed once
+    /// stored, and it is not counted as data.
+    #[tokio::test]
+    async fn canaries_take_the_datas_path_and_leave_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let s3 = store();
+        let c = config(dir.path(), &["--canary-secs", "1"]);
+        assert_eq!(c.canary, Some(Duration::from_secs(1)));
+        let mut agent = Agent::new(c, s3.clone(), fast(), None);
+        let before = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        agent.canary();
+        // Canaries are named by the millisecond: one per interval.
+        std::thread::sleep(Duration::from_millis(5));
+        agent.canary();
+        drain(&mut agent).await;
+        let keys = s3.keys();
+        assert_eq!(keys.len(), 2, "{keys:?}");
+        for (n, key) in keys.iter().enumerate() {
+            let canary = relay_shared::keys::canary_of("raw/", key).unwrap();
+            assert_eq!(canary.source_id, "s");
+            assert!(canary.created_ms >= before, "{key}");
+            let record: serde_json::Value = serde_json::from_slice(&decoded(&s3, key)).unwrap();
+            assert_eq!(record["source"], "s");
+            assert_eq!(record["created_ms"], canary.created_ms);
+            assert_eq!(record["seq"], n as u64 + 1, "{record}");
+            let head = s3.head(key).await.unwrap().unwrap();
+            assert_eq!(head.metadata.get("canary").map(String::as_str), Some("1"));
+        }
+        let left: Vec<_> = std::fs::read_dir(agent.canary_dir()).unwrap().collect();
+        assert!(left.is_empty(), "canary files left: {left:?}");
+        assert_eq!(agent.summary.uploaded, 0, "canaries are not data");
+    }
+
+    #[test]
+    fn canaries_are_on_by_default_and_zero_turns_them_off() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            config(dir.path(), &[]).canary,
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(config(dir.path(), &["--canary-secs", "0"]).canary, None);
     }
 
     /// Uploads everything ready and acts on each outcome, as `run` does.

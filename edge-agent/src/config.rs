@@ -24,6 +24,7 @@ pub const MIN_PART_BYTES: u64 = 5 * 1024 * 1024;
 pub const DEFAULT_MULTIPART_THRESHOLD_BYTES: u64 = 8 * 1024 * 1024;
 pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9187";
 pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 30;
+pub const DEFAULT_CANARY_SECS: u64 = 60;
 
 /// Relays finished files from a directory to S3, zstd-compressed, exactly once
 /// per key (conditional writes with If-None-Match: *).
@@ -91,6 +92,11 @@ pub struct Args {
     /// [default: 30].
     #[arg(long, global = true, env = "RELAY_SHUTDOWN_TIMEOUT_SECS")]
     pub shutdown_timeout_secs: Option<u64>,
+    /// Every this many seconds, upload a canary: a one-record object on the
+    /// data's path, whose end-to-end lag the processor measures; `0` turns
+    /// it off [default: 60].
+    #[arg(long, global = true, env = "RELAY_CANARY_SECS")]
+    pub canary_secs: Option<u64>,
     /// Force path-style S3 addressing (needed by emulators on 127.0.0.1).
     #[arg(long, global = true, env = "RELAY_S3_PATH_STYLE", num_args = 0..=1, default_missing_value = "true", require_equals = false)]
     pub s3_path_style: Option<bool>,
@@ -150,6 +156,8 @@ pub struct FileConfig {
     pub state_dir: Option<PathBuf>,
     /// Shutdown deadline in seconds.
     pub shutdown_timeout_secs: Option<u64>,
+    /// Seconds between canaries; 0 turns them off.
+    pub canary_secs: Option<u64>,
     /// Force path-style S3 addressing.
     pub s3_path_style: Option<bool>,
     /// `text` or `json`.
@@ -200,6 +208,10 @@ impl Config {
                 "shutdown_timeout_secs",
                 self.shutdown_timeout.as_secs().to_string(),
             ),
+            (
+                "canary_secs",
+                self.canary.map_or(0, |c| c.as_secs()).to_string(),
+            ),
         ]
     }
 }
@@ -220,6 +232,8 @@ pub struct Config {
     pub metrics_addr: Option<SocketAddr>,
     pub state_dir: PathBuf,
     pub shutdown_timeout: Duration,
+    /// How often a canary is uploaded, if at all.
+    pub canary: Option<Duration>,
     pub s3_path_style: bool,
     pub log_format: LogFormat,
 }
@@ -379,6 +393,9 @@ impl Config {
             shutdown_timeout: Duration::from_secs(
                 pick!(shutdown_timeout_secs).unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT_SECS),
             ),
+            canary: Some(pick!(canary_secs).unwrap_or(DEFAULT_CANARY_SECS))
+                .filter(|&s| s > 0)
+                .map(Duration::from_secs),
             s3_path_style: pick!(s3_path_style).unwrap_or(false),
             log_format: pick!(log_format).unwrap_or_default(),
             watch_dir,

@@ -19,6 +19,8 @@ pub const OLDEST_WAITING: &str = "relay_agent_oldest_waiting_seconds";
 pub const REJECTED: &str = "relay_agent_rejected_files_total";
 pub const RESCANS: &str = "relay_agent_rescans_total";
 pub const SET_ASIDE: &str = "relay_agent_set_aside_files";
+pub const CANARIES: &str = "relay_agent_canaries_total";
+pub const CANARY_LAST_SENT: &str = "relay_agent_canary_last_sent_timestamp_seconds";
 
 static PERMANENT_FAILURE: Mutex<Option<String>> = Mutex::new(None);
 static PARKED: Mutex<Vec<String>> = Mutex::new(Vec::new());
@@ -99,6 +101,15 @@ fn describe() {
         RESCANS,
         "Directory rescans after an inotify queue overflow or watch error"
     );
+    describe_counter!(
+        CANARIES,
+        "Canaries (heartbeat objects on the data's path, RELAY_CANARY_SECS) by outcome: sent (S3 holds it) or failed"
+    );
+    describe_gauge!(
+        CANARY_LAST_SENT,
+        Unit::Seconds,
+        "Unix time of the last canary S3 stored"
+    );
 }
 
 /// The label values of each labelled counter: all are registered at zero at
@@ -141,7 +152,10 @@ fn register_at_zero() {
     for name in [BYTES_IN, BYTES_OUT, REJECTED, RESCANS] {
         ::metrics::counter!(name).increment(0);
     }
-    for name in [BACKLOG, OLDEST_WAITING, SET_ASIDE] {
+    for outcome in ["sent", "failed"] {
+        ::metrics::counter!(CANARIES, "outcome" => outcome).increment(0);
+    }
+    for name in [BACKLOG, OLDEST_WAITING, SET_ASIDE, CANARY_LAST_SENT] {
         ::metrics::gauge!(name).set(0.0);
     }
 }

@@ -32,6 +32,8 @@ pub struct ObjectMeta {
     pub source_id: String,
     /// xxh3-128 of the uncompressed bytes (set by the upload once known).
     pub content_hash: u128,
+    /// A canary (a heartbeat), not data.
+    pub canary: bool,
 }
 
 /// S3 caps a multipart upload at this many parts.
@@ -40,21 +42,25 @@ pub const MAX_PARTS: usize = 10_000;
 /// How an object's metadata is sent: the content type and encoding of a
 /// raw object, the file's name and size, the source and the content hash.
 pub fn put_options(m: &ObjectMeta) -> PutOptions {
+    let mut metadata = HashMap::from([
+        (
+            meta::ORIGINAL_NAME.to_owned(),
+            meta::encode_header_value(&m.original_name),
+        ),
+        (meta::ORIGINAL_SIZE.to_owned(), m.original_size.to_string()),
+        (meta::SOURCE_ID.to_owned(), m.source_id.clone()),
+        (
+            meta::CONTENT_HASH.to_owned(),
+            meta::content_hash_hex(m.content_hash),
+        ),
+    ]);
+    if m.canary {
+        metadata.insert(meta::CANARY.to_owned(), "1".to_owned());
+    }
     PutOptions {
         content_type: Some(meta::RAW_CONTENT_TYPE.to_owned()),
         content_encoding: Some(meta::RAW_CONTENT_ENCODING.to_owned()),
-        metadata: HashMap::from([
-            (
-                meta::ORIGINAL_NAME.to_owned(),
-                meta::encode_header_value(&m.original_name),
-            ),
-            (meta::ORIGINAL_SIZE.to_owned(), m.original_size.to_string()),
-            (meta::SOURCE_ID.to_owned(), m.source_id.clone()),
-            (
-                meta::CONTENT_HASH.to_owned(),
-                meta::content_hash_hex(m.content_hash),
-            ),
-        ]),
+        metadata,
     }
 }
 
@@ -622,6 +628,7 @@ mod tests {
                 original_size: content.len() as u64,
                 source_id: "s".into(),
                 content_hash: 0,
+                canary: false,
             },
         }
     }

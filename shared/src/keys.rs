@@ -27,6 +27,29 @@ pub const MAX_PREFIX_BYTES: usize = 256;
 pub const MAX_KEY_BYTES: usize = 1024;
 /// The suffix every raw object carries: the edge agent always zstd-compresses.
 pub const RAW_SUFFIX: &str = ".zst";
+/// How a canary's file name ends (`<created ms>.canary.json`): the processor
+/// tells a canary object by it, whatever the source's time format.
+pub const CANARY_SUFFIX: &str = ".canary.json";
+
+/// A canary named by its key: the source that sent it and when it was made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Canary {
+    pub source_id: String,
+    pub created_ms: u64,
+}
+
+/// Whether `key` is a canary's raw key, and whose: `<prefix><source>/<yyyy>/
+/// <mm>/<dd>/<hh>/<ms>.canary.json.zst`.
+pub fn canary_of(prefix: &str, key: &str) -> Option<Canary> {
+    let rest = key.strip_prefix(prefix)?;
+    let name = rest.strip_suffix(RAW_SUFFIX)?.rsplit('/').next()?;
+    let created_ms = name.strip_suffix(CANARY_SUFFIX)?.parse().ok()?;
+    let (source_id, _) = rest.split_once('/')?;
+    Some(Canary {
+        source_id: source_id.to_owned(),
+        created_ms,
+    })
+}
 
 /// How the timestamp is read from a file's stem (its name without the last extension).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -165,6 +188,31 @@ impl KeyScheme {
 }
 
 impl KeyScheme {
+    /// A canary's file name and raw key for its creation time: partitioned
+    /// like data, named by the millisecond whatever the time format.
+    pub fn canary_key(&self, created_ms: u64) -> (String, RawKey) {
+        let ms = i64::try_from(created_ms).unwrap_or(i64::MAX);
+        let created = Timestamp::from_millisecond(ms).unwrap_or(Timestamp::MAX);
+        let name = format!("{ms}{CANARY_SUFFIX}");
+        let utc = created.to_zoned(TimeZone::UTC);
+        let key = format!(
+            "{}{}/{:04}/{:02}/{:02}/{:02}/{name}{RAW_SUFFIX}",
+            self.prefix,
+            self.source_id,
+            utc.year(),
+            utc.month(),
+            utc.day(),
+            utc.hour(),
+        );
+        (
+            name,
+            RawKey {
+                key,
+                timestamp: created,
+            },
+        )
+    }
+
     /// The key for content that arrived under an already used name with
     /// other bytes: `<stem>.<tag>.<ext>` next to the first, e.g.
     /// `.../1763800000000.3f9a0c1d2e4b5a69.json.zst`, so both are kept and
@@ -368,6 +416,42 @@ fn parse_pattern(pattern: &str, stem: &str) -> Result<Timestamp, String> {
         .and_then(|dt| dt.to_zoned(TimeZone::UTC))
         .map(|z| z.timestamp())
         .map_err(|e| format!("pattern {pattern:?} matched but gave no full date-time: {e}"))
+}
+
+#[cfg(test)]
+mod canary_tests {
+    use super::*;
+
+    #[test]
+    fn a_canary_key_names_its_source_and_time_whatever_the_time_format() {
+        for format in [
+            TimeFormat::Auto,
+            TimeFormat::Pattern("%Y%m%d-%H%M%S".into()),
+        ] {
+            let keys = KeyScheme::new("raw/", "edge-7", format).unwrap();
+            let (name, key) = keys.canary_key(1_795_800_000_123);
+            assert_eq!(name, "1795800000123.canary.json");
+            assert_eq!(
+                key.key,
+                "raw/edge-7/2026/11/27/17/1795800000123.canary.json.zst"
+            );
+            assert_eq!(
+                canary_of("raw/", &key.key),
+                Some(Canary {
+                    source_id: "edge-7".into(),
+                    created_ms: 1_795_800_000_123
+                })
+            );
+        }
+        for data in [
+            "raw/edge-7/2026/11/27/14/1795800000123.json.zst",
+            "raw/edge-7/2026/11/27/14/x.canary.json.zst",
+            "other/edge-7/2026/11/27/14/1795800000123.canary.json.zst",
+            "raw/edge-7/2026/11/27/14/1795800000123.canary.json",
+        ] {
+            assert_eq!(canary_of("raw/", data), None, "{data}");
+        }
+    }
 }
 
 #[cfg(test)]

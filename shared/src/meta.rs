@@ -15,6 +15,9 @@ pub const SOURCE_ID: &str = "source-id";
 /// agent learns whether S3 holds exactly its file's bytes before it deletes
 /// or moves the file (a name may be used again for other content).
 pub const CONTENT_HASH: &str = "content-xxh3";
+/// `x-amz-meta-canary: 1`: a heartbeat the agent sent on the data's path,
+/// not data (its name also ends in `.canary.json`).
+pub const CANARY: &str = "canary";
 
 /// The content hash as it is stored in metadata.
 pub fn content_hash_hex(hash: u128) -> String {
