@@ -192,7 +192,6 @@ impl Relay {
 
     fn agent_with(&self, n: usize, env: &[(&str, &str)]) -> Proc {
         let mut cmd = Command::new(agent_binary());
-        cmd.envs(env.iter().copied());
         aws_env(&mut cmd, &self.endpoint);
         cmd.env("RELAY_WATCH_DIR", self.dir())
             .env("RELAY_BUCKET", self.s.bucket.name())
@@ -200,7 +199,10 @@ impl Relay {
             .env("RELAY_ON_SUCCESS", "delete")
             .env("RELAY_SETTLE_MS", "200")
             .env("RELAY_METRICS_ADDR", "off")
-            .env("RELAY_STATE_DIR", self.work.path().join("agent-state"));
+            // Canaries only where a test asks for them (see `count`).
+            .env("RELAY_CANARY_SECS", "0")
+            .env("RELAY_STATE_DIR", self.work.path().join("agent-state"))
+            .envs(env.iter().copied());
         let log = self.work.path().join(format!("agent-{n}.log"));
         Proc::spawn(cmd, format!("edge-agent #{n}"), log)
     }
@@ -213,6 +215,16 @@ impl Relay {
 
     /// A poller with the given lease TTL and notification visibility timeout.
     fn processor_with_timings(&self, n: usize, ttl_secs: u32, visibility_secs: u32) -> Proc {
+        self.processor_with_env(n, ttl_secs, visibility_secs, &[])
+    }
+
+    fn processor_with_env(
+        &self,
+        n: usize,
+        ttl_secs: u32,
+        visibility_secs: u32,
+        env: &[(&str, &str)],
+    ) -> Proc {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_cloud-processor"));
         aws_env(&mut cmd, &self.endpoint);
         cmd.arg("poll")
@@ -227,7 +239,8 @@ impl Relay {
             // timeout would resend a batch the test then counts twice.
             .env("RELAY_AWS_ATTEMPT_TIMEOUT_SECS", "5")
             .env("RELAY_AWS_OPERATION_TIMEOUT_SECS", "10")
-            .env("RELAY_METRICS_ADDR", "off");
+            .env("RELAY_METRICS_ADDR", "off")
+            .envs(env.iter().copied());
         let log = self.work.path().join(format!("processor-{n}.log"));
         Proc::spawn(cmd, format!("cloud-processor #{n}"), log)
     }
@@ -264,7 +277,13 @@ impl Relay {
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
-            n += page.unwrap().contents().len();
+            // Data only: canaries and their markers are counted apart.
+            n += page
+                .unwrap()
+                .contents()
+                .iter()
+                .filter(|o| !o.key().unwrap_or_default().contains(".canary.json"))
+                .count();
         }
         n
     }
@@ -921,4 +940,196 @@ async fn names_with_spaces_and_unicode_are_relayed_and_unsafe_ones_left_with_a_c
             "the agent's log names {name}:\n{log}"
         );
     }
+}
+
+// ----------------------------------------------------------------- canaries
+
+/// A free port on 127.0.0.1 for a process's `/metrics`.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `/metrics` of a process, once it answers.
+async fn scrape(port: u16) -> String {
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    for _ in 0..100 {
+        if let Ok(out) = Command::new("curl").args(["-sf", &url]).output()
+            && out.status.success()
+        {
+            return String::from_utf8_lossy(&out.stdout).into_owned();
+        }
+        sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{url} never answered");
+}
+
+/// The value of one series in a Prometheus text page.
+fn series(page: &str, name_and_labels: &str) -> Option<f64> {
+    page.lines()
+        .find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse().ok())
+}
+
+/// Canary messages on `queue`: (source, seq, created_ms, SQS's sent time).
+async fn canaries_on(emu: &Emulator, queue: &str) -> Vec<(String, u64, u64, u64)> {
+    let mut out = Vec::new();
+    let got = emu
+        .sqs
+        .receive_message()
+        .queue_url(queue)
+        .max_number_of_messages(10)
+        .message_system_attribute_names(
+            aws_sdk_sqs::types::MessageSystemAttributeName::SentTimestamp,
+        )
+        .send()
+        .await
+        .unwrap();
+    for m in got.messages() {
+        let v: serde_json::Value = serde_json::from_str(m.body().unwrap()).unwrap();
+        let sent: u64 = m
+            .attributes()
+            .and_then(|a| a.get(&aws_sdk_sqs::types::MessageSystemAttributeName::SentTimestamp))
+            .and_then(|t| t.parse().ok())
+            .unwrap();
+        out.push((
+            v["source"].as_str().unwrap().to_owned(),
+            v["seq"].as_u64().unwrap(),
+            v["created_ms"].as_u64().unwrap(),
+            sent,
+        ));
+        emu.sqs
+            .delete_message()
+            .queue_url(queue)
+            .receipt_handle(m.receipt_handle().unwrap())
+            .send()
+            .await
+            .unwrap();
+    }
+    out
+}
+
+/// With canaries every 2 s, they flow end to end to the canary queue and
+/// never to the output queue, the lag metric is exposed per source, and
+/// the consumers' records are exactly the data's. Stopping the processor
+/// makes the canaries go missing from their queue while the agent keeps
+/// sending them; when it is back, the ones that waited arrive with a lag
+/// that shows the outage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canaries_reach_their_own_queue_and_show_a_stopped_processor() {
+    let _turn = SHARED_EMULATOR.lock().await;
+    let relay = Relay::new(setup("f-canary", false).await, None);
+    let canary_queue = relay
+        .s
+        .emu
+        .sqs
+        .create_queue()
+        .queue_name(relay_shared::testing::unique_name("canary"))
+        .send()
+        .await
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_owned();
+    let (agent_port, processor_port) = (free_port(), free_port());
+    let agent_metrics = format!("127.0.0.1:{agent_port}");
+    let mut agent = relay.agent_with(
+        0,
+        &[
+            ("RELAY_CANARY_SECS", "2"),
+            ("RELAY_METRICS_ADDR", &agent_metrics),
+        ],
+    );
+    let processor_metrics = format!("127.0.0.1:{processor_port}");
+    let canary_env = [
+        ("RELAY_CANARY_QUEUE_URL", canary_queue.as_str()),
+        ("RELAY_METRICS_ADDR", processor_metrics.as_str()),
+    ];
+    let mut processor = relay.processor_with_env(0, 30, 5, &canary_env);
+    let mut w = Writer::new();
+    w.burst(&relay.dir(), 5, 50, Duration::from_millis(50))
+        .await;
+
+    // Canaries arrive, from this source, in order.
+    let mut seen = Vec::new();
+    let start = Instant::now();
+    while seen.len() < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no canaries
+{}",
+            relay.logs()
+        );
+        seen.extend(canaries_on(&relay.s.emu, &canary_queue).await);
+        agent.assert_running();
+        processor.assert_running();
+    }
+    assert!(seen.iter().all(|c| c.0 == SOURCE), "{seen:?}");
+    let page = scrape(processor_port).await;
+    let lag = series(
+        &page,
+        &format!("relay_canary_lag_seconds{{source=\"{SOURCE}\"}}"),
+    )
+    .unwrap_or_else(|| panic!("no lag series:\n{page}"));
+    assert!((0.0..30.0).contains(&lag), "lag {lag}");
+    assert!(series(&page, "relay_processor_canaries_total{outcome=\"sent\"}").unwrap() >= 2.0);
+
+    // The consumers' records are the data's, exactly: no canary among them.
+    let tally = collect(
+        &relay,
+        &w,
+        Duration::from_secs(60),
+        &mut [&mut processor, &mut agent],
+    )
+    .await;
+    assert_exactly_once(&relay, &w, &tally);
+
+    // The processor stops: canaries go missing from their queue, while the
+    // agent keeps storing them.
+    processor.kill9();
+    sleep(Duration::from_secs(1)).await;
+    canaries_on(&relay.s.emu, &canary_queue).await;
+    let sent_before = series(
+        &scrape(agent_port).await,
+        "relay_agent_canaries_total{outcome=\"sent\"}",
+    )
+    .unwrap();
+    let stopped_at = SystemTime::now();
+    sleep(Duration::from_secs(7)).await;
+    assert!(
+        canaries_on(&relay.s.emu, &canary_queue).await.is_empty(),
+        "canaries arrived with the processor stopped"
+    );
+    let sent_after = series(
+        &scrape(agent_port).await,
+        "relay_agent_canaries_total{outcome=\"sent\"}",
+    )
+    .unwrap();
+    assert!(
+        sent_after >= sent_before + 2.0,
+        "{sent_before} -> {sent_after}"
+    );
+
+    // Back: the canaries that waited arrive, the oldest with the outage as
+    // its lag.
+    let mut processor = relay.processor_with_env(1, 30, 5, &canary_env);
+    let outage_ms = stopped_at.elapsed().unwrap().as_millis() as u64;
+    let mut late = Vec::new();
+    let start = Instant::now();
+    while late.len() < 3 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "canaries did not resume\n{}",
+            relay.logs()
+        );
+        late.extend(canaries_on(&relay.s.emu, &canary_queue).await);
+        processor.assert_running();
+    }
+    let worst = late.iter().map(|c| c.3.saturating_sub(c.2)).max().unwrap();
+    assert!(
+        worst + 2500 >= outage_ms,
+        "worst lag {worst} ms for an outage of {outage_ms} ms: {late:?}"
+    );
 }
