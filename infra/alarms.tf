@@ -62,3 +62,42 @@ resource "aws_cloudwatch_metric_alarm" "this" {
   ok_actions          = var.alarm_actions
   tags                = local.tags
 }
+
+# Per edge source, from the processor's canary metric (EMF, dimension
+# `source`): a canary that stops arriving says the pipeline is broken for
+# that host even when its queue is merely quiet.
+resource "aws_cloudwatch_metric_alarm" "canary_missing" {
+  for_each            = var.edge_sources
+  alarm_name          = "${var.name}-canary-missing-${each.key}"
+  alarm_description   = "No canary from ${each.key} for ${var.canary_missing_minutes} minutes: its agent is down or cannot reach S3, or the processor is failing. Check the agent's /healthz, then the processor's errors."
+  namespace           = "relay"
+  metric_name         = "relay_canary_lag_seconds"
+  dimensions          = { source = each.key }
+  statistic           = "SampleCount"
+  period              = 60
+  evaluation_periods  = var.canary_missing_minutes
+  comparison_operator = "LessThanThreshold"
+  threshold           = 1
+  treat_missing_data  = "breaching"
+  alarm_actions       = var.alarm_actions
+  ok_actions          = var.alarm_actions
+  tags                = local.tags
+}
+
+resource "aws_cloudwatch_metric_alarm" "canary_lag" {
+  for_each            = var.edge_sources
+  alarm_name          = "${var.name}-canary-lag-${each.key}"
+  alarm_description   = "Canaries from ${each.key} take over ${var.canary_lag_alarm_secs} s to reach SQS: a backlog on the host (relay_agent_backlog_files) or in the notification queue."
+  namespace           = "relay"
+  metric_name         = "relay_canary_lag_seconds"
+  dimensions          = { source = each.key }
+  statistic           = "Maximum"
+  period              = 300
+  evaluation_periods  = 1
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = var.canary_lag_alarm_secs
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = var.alarm_actions
+  ok_actions          = var.alarm_actions
+  tags                = local.tags
+}

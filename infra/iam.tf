@@ -54,7 +54,7 @@ data "aws_iam_policy_document" "processor" {
   statement {
     sid       = "SendOutput"
     actions   = ["sqs:SendMessage", "sqs:GetQueueAttributes"]
-    resources = [aws_sqs_queue.output.arn]
+    resources = concat([aws_sqs_queue.output.arn], aws_sqs_queue.canary[*].arn)
   }
   statement {
     sid       = "Logs"

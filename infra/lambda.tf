@@ -53,6 +53,7 @@ resource "aws_lambda_function" "processor" {
         RELAY_LOG_FORMAT             = "json"
       },
       var.records_pointer == null ? {} : { RELAY_RECORDS_POINTER = var.records_pointer },
+      var.canary_queue ? { RELAY_CANARY_QUEUE_URL = aws_sqs_queue.canary[0].id } : {},
     )
   }
 

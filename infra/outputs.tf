@@ -67,3 +67,13 @@ output "consumer_policy_json" {
   description = "An IAM policy for the output queue's consumers: receive and delete messages, and read (optionally delete) offloaded records, as the SQS Extended Client does."
   value       = data.aws_iam_policy_document.consumer.json
 }
+
+output "canary_queue_url" {
+  description = "Where the agents' canaries arrive (null without canary_queue)."
+  value       = var.canary_queue ? aws_sqs_queue.canary[0].id : null
+}
+
+output "dashboard_name" {
+  description = "The CloudWatch dashboard of the pipeline."
+  value       = aws_cloudwatch_dashboard.relay.dashboard_name
+}

@@ -97,3 +97,13 @@ resource "aws_sqs_queue" "output" {
   })
   tags = local.tags
 }
+
+# The agents' canaries: one small message per heartbeat, read by nobody but
+# an operator checking it by hand. They expire within a day.
+resource "aws_sqs_queue" "canary" {
+  count                     = var.canary_queue ? 1 : 0
+  name                      = "${var.name}-canary"
+  message_retention_seconds = 86400
+  sqs_managed_sse_enabled   = true
+  tags                      = local.tags
+}

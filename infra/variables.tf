@@ -289,6 +289,29 @@ variable "alarm_actions" {
   default     = []
 }
 
+variable "canary_queue" {
+  description = "Create a queue for the agents' canaries (heartbeat objects, RELAY_CANARY_SECS on each agent) and send them there (RELAY_CANARY_QUEUE_URL). Without it canaries are still processed and measured, and nothing is sent."
+  type        = bool
+  default     = true
+}
+
+variable "canary_missing_minutes" {
+  description = "Per edge source: alarm when no canary has been processed for this many minutes (missing data breaches). Keep it a few times the agents' RELAY_CANARY_SECS (60 by default)."
+  type        = number
+  default     = 5
+
+  validation {
+    condition     = var.canary_missing_minutes >= 2 && var.canary_missing_minutes <= 1440
+    error_message = "canary_missing_minutes must be between 2 and 1440."
+  }
+}
+
+variable "canary_lag_alarm_secs" {
+  description = "Per edge source: alarm when a canary's end-to-end lag (creation on the host to SQS's acknowledgement) is above this many seconds."
+  type        = number
+  default     = 300
+}
+
 variable "edge_sources" {
   description = "Edge sources by source id (each agent's RELAY_SOURCE_ID). Each gets a policy that lets it write and verify objects under raw/<source id>/ only, attached to role_name if given, and to a new IAM user if create_user is set."
   type = map(object({

@@ -146,6 +146,21 @@ if terraform -chdir="$work/module" plan -var max_record_bytes=536870912 >"$work/
   exit 1
 fi
 grep -q "must hold twice max_record_bytes" "$work/plan.log" || { cat "$work/plan.log" >&2; exit 1; }
+# Canaries: their queue, the Lambda sends there, one missing-canary and
+# one lag alarm per edge source, and the dashboard.
+canary=$(terraform -chdir="$work/module" output -raw canary_queue_url)
+[[ $canary == *relay-tf-test-canary ]] || { echo "unexpected canary queue: $canary" >&2; exit 1; }
+cq=$("$root/.venv/bin/aws" --endpoint-url "$ep" lambda get-function-configuration --function-name relay-tf-test-processor \
+  --query Environment.Variables.RELAY_CANARY_QUEUE_URL --output text)
+[[ $cq == "$canary" ]] || { echo "the Lambda's RELAY_CANARY_QUEUE_URL: $cq" >&2; exit 1; }
+alarms=$("$root/.venv/bin/aws" --endpoint-url "$ep" cloudwatch describe-alarms --alarm-name-prefix relay-tf-test-canary \
+  --query 'MetricAlarms[].[AlarmName,TreatMissingData]' --output text | sort)
+want=$'relay-tf-test-canary-lag-edge-1\tnotBreaching\nrelay-tf-test-canary-lag-edge-2\tnotBreaching\nrelay-tf-test-canary-missing-edge-1\tbreaching\nrelay-tf-test-canary-missing-edge-2\tbreaching'
+[[ $alarms == "$want" ]] || { echo "canary alarms: $alarms" >&2; exit 1; }
+board=$(terraform -chdir="$work/module" output -raw dashboard_name)
+"$root/.venv/bin/aws" --endpoint-url "$ep" cloudwatch get-dashboard --dashboard-name "$board" \
+  --query DashboardBody --output text | grep -q relay_canary_lag_seconds \
+  || { echo "the dashboard $board has no canary lag" >&2; exit 1; }
 consumer=$(terraform -chdir="$work/module" output -raw consumer_policy_json)
 for want in '"s3:GetObject"' '"s3:DeleteObject"' '/payloads/*' '"sqs:ReceiveMessage"'; do
   [[ $consumer == *"$want"* ]] || { echo "the consumer policy lacks $want: $consumer" >&2; exit 1; }
