@@ -1011,6 +1011,46 @@ async fn canaries_on(emu: &Emulator, queue: &str) -> Vec<(String, u64, u64, u64)
     out
 }
 
+/// Every metric the Grafana dashboard queries is one the running agent or
+/// processor exposes (a histogram by its `_bucket`, `_sum` or `_count`).
+fn dashboard_names_are_exposed(agent: &str, processor: &str) {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../infra/grafana/relay.json");
+    let board: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut names = std::collections::BTreeSet::new();
+    for panel in board["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().unwrap();
+            let mut word = String::new();
+            for ch in expr.chars().chain([' ']) {
+                if ch.is_ascii_alphanumeric() || ch == '_' {
+                    word.push(ch);
+                    continue;
+                }
+                if (word.starts_with("relay_") || word.starts_with("process_")) && ch != '=' {
+                    names.insert(std::mem::take(&mut word));
+                }
+                word.clear();
+            }
+        }
+    }
+    assert!(names.len() >= 20, "{names:?}");
+    let exposed = |page: &str, name: &str| {
+        page.lines().any(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+    };
+    let missing: Vec<&String> = names
+        .iter()
+        .filter(|n| !exposed(agent, n) && !exposed(processor, n))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "the dashboard queries metrics nobody exposes: {missing:?}"
+    );
+}
+
 /// With canaries every 2 s, they flow end to end to the canary queue and
 /// never to the output queue, the lag metric is exposed per source, and
 /// the consumers' records are exactly the data's. Stopping the processor
@@ -1075,6 +1115,7 @@ async fn canaries_reach_their_own_queue_and_show_a_stopped_processor() {
     .unwrap_or_else(|| panic!("no lag series:\n{page}"));
     assert!((0.0..30.0).contains(&lag), "lag {lag}");
     assert!(series(&page, "relay_processor_canaries_total{outcome=\"sent\"}").unwrap() >= 2.0);
+    dashboard_names_are_exposed(&scrape(agent_port).await, &page);
 
     // The consumers' records are the data's, exactly: no canary among them.
     let tally = collect(
