@@ -53,6 +53,7 @@ aws=("$root/.venv/bin/aws" --endpoint-url "$AWS_ENDPOINT_URL")
 "${aws[@]}" s3 mb "s3://$bucket" >/dev/null
 notifications=$("${aws[@]}" sqs create-queue --queue-name relay-demo-notifications --query QueueUrl --output text)
 output=$("${aws[@]}" sqs create-queue --queue-name relay-demo-output --query QueueUrl --output text)
+canaries=$("${aws[@]}" sqs create-queue --queue-name relay-demo-canary --query QueueUrl --output text)
 arn=$("${aws[@]}" sqs get-queue-attributes --queue-url "$notifications" --attribute-names QueueArn --query Attributes.QueueArn --output text)
 "${aws[@]}" s3api put-bucket-notification-configuration --bucket "$bucket" --notification-configuration \
   "{\"QueueConfigurations\":[{\"QueueArn\":\"$arn\",\"Events\":[\"s3:ObjectCreated:*\"],\"Filter\":{\"Key\":{\"FilterRules\":[{\"Name\":\"prefix\",\"Value\":\"raw/\"}]}}}]}"
@@ -62,7 +63,7 @@ processor_port=$(free_port)
 say "starting the cloud processor (poll mode; metrics on 127.0.0.1:$processor_port)"
 RELAY_FIELDS='id,ts=timestamp,type,user_id=user.id,country=geo.country,first_tag=tags.0' \
   RELAY_OUTPUT_QUEUE_URL=$output RELAY_NOTIFICATION_QUEUE_URL=$notifications \
-  RELAY_METRICS_ADDR=127.0.0.1:$processor_port \
+  RELAY_CANARY_QUEUE_URL=$canaries RELAY_METRICS_ADDR=127.0.0.1:$processor_port \
   "$target_dir/cloud-processor" poll 2>"$work/processor.log" &
 processor_pid=$!
 
@@ -70,7 +71,7 @@ agent_port=$(free_port)
 say "starting the edge agent on $work/in (metrics on 127.0.0.1:$agent_port)"
 RELAY_WATCH_DIR=$work/in RELAY_BUCKET=$bucket RELAY_SOURCE_ID=demo-edge \
   RELAY_ON_SUCCESS=delete RELAY_SETTLE_MS=500 RELAY_METRICS_ADDR=127.0.0.1:$agent_port \
-  RELAY_STATE_DIR=$work/state \
+  RELAY_STATE_DIR=$work/state RELAY_CANARY_SECS=2 \
   "$target_dir/edge-agent" 2>"$work/agent.log" &
 agent_pid=$!
 

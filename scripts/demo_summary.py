@@ -46,6 +46,18 @@ def state_requests_per_object(samples):
     return f"{total(samples, 'relay_processor_state_requests_total') / objects:.2f} ({', '.join(parts)})"
 
 
+def canary_lag(samples):
+    """Each source's last canary lag (creation on the host to SQS), and how
+    many canaries reached the canary queue."""
+    lags = samples.get("relay_canary_lag_seconds", {})
+    if not lags:
+        return "no canary processed"
+    sent = samples.get("relay_processor_canaries_total", {}).get('outcome="sent"', 0)
+    per_source = ", ".join(f"{label.split('=', 1)[1].strip(chr(34))} {value:.2f} s"
+                           for label, value in sorted(lags.items()))
+    return f"{per_source} (last canary; {int(sent)} sent to the canary queue)"
+
+
 def percentile(values, p):
     if not values:
         return float("nan")
@@ -94,6 +106,7 @@ def main():
     samples = scrape(metrics_url)
     print(f"  rejected records  {int(total(samples, 'relay_processor_rejected_records_total')) if samples else 'unknown'}")
     print(f"  state requests per object  {state_requests_per_object(samples)}")
+    print(f"  canary lag        {canary_lag(samples)}")
     print(f"  latency, file write to message in SQS: p50 {percentile(latencies_ms, 50):.0f} ms, "
           f"p99 {percentile(latencies_ms, 99):.0f} ms")
     sys.exit(0 if duplicates == 0 and lost == 0 else 1)

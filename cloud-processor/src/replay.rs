@@ -250,6 +250,19 @@ pub struct AuditReport {
     pub stale_leases: Vec<String>,
     pub quarantined: Vec<String>,
     pub reject_reports: Vec<String>,
+    /// Per edge source in the selection, its newest canary.
+    pub last_canaries: Vec<LastCanary>,
+}
+
+/// A source's newest canary (see the agent's `RELAY_CANARY_SECS`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LastCanary {
+    pub source: String,
+    pub key: String,
+    /// When the agent made it (its clock).
+    pub created_ms: u64,
+    /// Whether it has its done marker.
+    pub processed: bool,
 }
 
 /// Audits the selection: what is late, stuck, quarantined or rejected.
@@ -260,12 +273,27 @@ pub async fn audit<S: ObjectStore>(
     now_secs: i64,
 ) -> Result<AuditReport, ReplayError> {
     let mut report = AuditReport::default();
+    let mut newest: std::collections::BTreeMap<String, (u64, RawObject)> = Default::default();
     for obj in select(store, sel).await? {
+        if let Some(c) = relay_shared::keys::canary_of(&sel.raw_prefix, &obj.key) {
+            let slot = newest.entry(c.source_id).or_insert((0, obj.clone()));
+            if c.created_ms >= slot.0 {
+                *slot = (c.created_ms, obj.clone());
+            }
+        }
         if obj.last_modified_secs <= now_secs - older_than_secs
             && !is_done(store, sel, &obj).await?
         {
             report.unprocessed.push(obj);
         }
+    }
+    for (source, (created_ms, obj)) in newest {
+        report.last_canaries.push(LastCanary {
+            processed: is_done(store, sel, &obj).await?,
+            source,
+            key: obj.key,
+            created_ms,
+        });
     }
     let folder = |f| state::mirrored(&sel.state_prefix, f, &sel.raw_prefix, &sel.prefix);
     for lease in keys(store, &folder(state::LEASES)).await? {
@@ -286,6 +314,66 @@ pub async fn audit<S: ObjectStore>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `audit` names each source's newest canary, and whether it was
+    /// processed: a stalled source shows as an old or unprocessed one.
+    #[tokio::test]
+    async fn audit_shows_each_sources_last_canary() {
+        use relay_shared::s3::{PutMode, PutOptions};
+        let store = relay_shared::testing::MemStore::new("b");
+        let put = |key: String| {
+            let store = store.clone();
+            async move {
+                store
+                    .put(
+                        &key,
+                        b"x".to_vec(),
+                        &PutMode::Create,
+                        &PutOptions::default(),
+                    )
+                    .await
+                    .unwrap();
+            }
+        };
+        let canary = |source: &str, ms: u64| {
+            relay_shared::keys::KeyScheme::new("raw/", source, relay_shared::keys::TimeFormat::Auto)
+                .unwrap()
+                .canary_key(ms)
+                .1
+                .key
+        };
+        for (source, ms) in [
+            ("a", 1_795_800_000_000),
+            ("a", 1_795_800_060_000),
+            ("b", 1_795_800_030_000),
+        ] {
+            put(canary(source, ms)).await;
+        }
+        put("raw/a/2026/11/27/14/1795800000000.json.zst".into()).await;
+        let done = StateKeys::new("state/", "raw/", &canary("b", 1_795_800_030_000)).done;
+        put(done).await;
+        let sel = Selection {
+            bucket: "b".into(),
+            prefix: "raw/".into(),
+            raw_prefix: "raw/".into(),
+            state_prefix: "state/".into(),
+            since: None,
+            until: None,
+        };
+        let report = audit(&store, &sel, 0, i64::MAX / 2).await.unwrap();
+        let got: Vec<(&str, u64, bool)> = report
+            .last_canaries
+            .iter()
+            .map(|c| (c.source.as_str(), c.created_ms, c.processed))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("a", 1_795_800_060_000, false),
+                ("b", 1_795_800_030_000, true)
+            ]
+        );
+    }
 
     #[test]
     fn a_replayed_event_names_what_a_live_one_names() {

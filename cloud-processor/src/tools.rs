@@ -188,6 +188,27 @@ fn print_audit(report: &AuditReport, sel: &Selection, older_than_mins: i64, now:
             println!("  {} ({})", o.key, age(now - o.last_modified_secs));
         }
     }
+    if report.last_canaries.is_empty() {
+        println!(
+            "canaries: none in the selection (RELAY_CANARY_SECS=0 on the agents, or none yet)"
+        );
+    } else {
+        println!("last canary per source:");
+        for c in &report.last_canaries {
+            let made = i64::try_from(c.created_ms / 1000).unwrap_or(i64::MAX);
+            println!(
+                "  {}: made {} ago, {} ({})",
+                c.source,
+                age(now - made),
+                if c.processed {
+                    "processed"
+                } else {
+                    "not processed yet"
+                },
+                c.key
+            );
+        }
+    }
     for (title, keys, next) in [
         (
             "leases with no live owner",
