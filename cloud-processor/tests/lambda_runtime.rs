@@ -200,6 +200,43 @@ async fn s3_and_sqs_events_through_the_lambda_runtime_api() {
     let bodies: Vec<&str> = got.iter().filter_map(|m| m.body()).collect();
     assert!(bodies.contains(&"{\"id\":3}"), "{bodies:?}");
 
+    // A canary, with no canary queue: processed, nothing sent, and its lag
+    // leaves in the invocation's EMF with the source as a dimension.
+    let canary = "raw/edge-7/2026/11/21/22/1763800000123.canary.json.zst";
+    let body = zstd::encode_all(
+        &b"{\"source\":\"edge-7\",\"seq\":1,\"created_ms\":1763800000123}\n"[..],
+        3,
+    )
+    .unwrap();
+    bucket
+        .put(canary, body, &PutMode::Create, &PutOptions::default())
+        .await
+        .unwrap();
+    let canary_event = serde_json::json!({"Records": [{
+        "eventVersion": "2.1", "eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
+        "s3": {"bucket": {"name": bucket.name()}, "object": {"key": canary, "size": 60}}
+    }]});
+    let (ok, out) = invoke(port, &canary_event);
+    assert!(ok, "{out}");
+    assert!(
+        receive(&emu, &queue).await.is_empty(),
+        "a canary reached the output queue"
+    );
+    let emf = std::fs::read_to_string(metrics_out.path()).unwrap();
+    let lag = emf
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|d| d.get("relay_canary_lag_seconds").is_some())
+        .unwrap_or_else(|| panic!("no canary lag in the EMF output:\n{emf}"));
+    assert_eq!(lag["source"], "edge-7");
+    let dims = lag["_aws"]["CloudWatchMetrics"][0]["Dimensions"].to_string();
+    assert!(dims.contains("\"source\""), "{dims}");
+    // Created long ago by this test's clock: the lag says so.
+    assert!(
+        lag["relay_canary_lag_seconds"].as_f64().unwrap() > 86_400.0,
+        "{lag}"
+    );
+
     // An SQS batch: a test event (ignored, succeeds) and a garbage body, which
     // alone is reported as a batch item failure.
     let notification =
