@@ -791,13 +791,18 @@ mod tests {
     }
 
     /// A store holding `text` as the raw object, and its reference.
-    async fn object_of(text: &str) -> (MemStore, ObjectRef) {
-        let store = MemStore::new("b");
+    /// Stores `text`, compressed, at `key`.
+    async fn put_text(store: &MemStore, key: &str, text: &str) {
         let body = zstd::encode_all(text.as_bytes(), 3).unwrap();
         store
-            .put(KEY, body, &PutMode::Create, &PutOptions::default())
+            .put(key, body, &PutMode::Create, &PutOptions::default())
             .await
             .unwrap();
+    }
+
+    async fn object_of(text: &str) -> (MemStore, ObjectRef) {
+        let store = MemStore::new("b");
+        put_text(&store, KEY, text).await;
         let obj = ObjectRef {
             bucket: "b".into(),
             key: KEY.into(),
@@ -991,15 +996,7 @@ mod tests {
         let canary_key = "raw/edge-1/2026/11/27/22/1795816800123.canary.json.zst";
         let record = r#"{"source":"edge-1","seq":7,"created_ms":1795816800123}"#;
         let (store, data) = object_of("{\"id\":1,\"x\":2}\n").await;
-        store
-            .put(
-                canary_key,
-                zstd::encode_all(format!("{record}\n").as_bytes(), 3).unwrap(),
-                &PutMode::Create,
-                &PutOptions::default(),
-            )
-            .await
-            .unwrap();
+        put_text(&store, canary_key, &format!("{record}\n")).await;
         let canary = ObjectRef {
             key: canary_key.into(),
             ..data.clone()
@@ -1031,15 +1028,7 @@ mod tests {
 
         // No canary queue: processed, marked done, nothing sent anywhere.
         let (store, data) = object_of("{\"id\":1}\n").await;
-        store
-            .put(
-                canary_key,
-                zstd::encode_all(format!("{record}\n").as_bytes(), 3).unwrap(),
-                &PutMode::Create,
-                &PutOptions::default(),
-            )
-            .await
-            .unwrap();
+        put_text(&store, canary_key, &format!("{record}\n")).await;
         let output = FakeQueue::default();
         let quiet = app(&store, output.clone());
         let canary = ObjectRef {

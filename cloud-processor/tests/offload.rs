@@ -59,6 +59,29 @@ fn consume(s: &Setup, chunks: u32) -> BTreeMap<u64, String> {
     by_chunk
 }
 
+/// Stores `text` as the raw object and processes its notification:
+/// the notification, and the chunks, records and rejects of the object.
+async fn relay(
+    s: &Setup,
+    app: &cloud_processor::handler::App,
+    text: &str,
+) -> (String, u32, u64, u64) {
+    put(s, KEY, zstd::encode_all(text.as_bytes(), 3).unwrap()).await;
+    let body = notification(s).await;
+    let outcome = app.process_message_body(&body).await.unwrap();
+    let [
+        cloud_processor::handler::Outcome::Sent {
+            chunks,
+            records,
+            rejected,
+        },
+    ] = outcome[..]
+    else {
+        panic!("{outcome:?}")
+    };
+    (body, chunks, records, rejected)
+}
+
 /// The records as the consumer reads them: the bodies split into lines.
 fn lines_of(by_chunk: &BTreeMap<u64, String>) -> Vec<String> {
     by_chunk
@@ -107,19 +130,7 @@ async fn records_up_to_megabytes_reach_the_extended_client_intact_and_once() {
         ));
         expected.push(format!("{{\"id\":{i},\"blob\":\"{blob}\"}}"));
     }
-    put(&s, KEY, zstd::encode_all(text.as_bytes(), 3).unwrap()).await;
-    let body = notification(&s).await;
-    let outcome = app.process_message_body(&body).await.unwrap();
-    let [
-        cloud_processor::handler::Outcome::Sent {
-            chunks,
-            records,
-            rejected,
-        },
-    ] = outcome[..]
-    else {
-        panic!("{outcome:?}")
-    };
+    let (body, chunks, records, rejected) = relay(&s, &app, &text).await;
     assert_eq!((records, rejected), (9, 0));
     let again = app.process_message_body(&body).await.unwrap();
     assert!(
@@ -161,19 +172,7 @@ async fn the_official_extended_client_receives_every_record_byte_for_byte() {
         ));
         expected.push(format!("{{\"id\":{i},\"blob\":\"{blob}\"}}"));
     }
-    put(&s, KEY, zstd::encode_all(text.as_bytes(), 3).unwrap()).await;
-    let body = notification(&s).await;
-    let outcome = app.process_message_body(&body).await.unwrap();
-    let [
-        cloud_processor::handler::Outcome::Sent {
-            chunks,
-            records,
-            rejected,
-        },
-    ] = outcome[..]
-    else {
-        panic!("{outcome:?}")
-    };
+    let (_, chunks, records, rejected) = relay(&s, &app, &text).await;
     assert_eq!((records, rejected), (60, 0));
 
     // The payloads: one object per large record, under the payload prefix.

@@ -165,18 +165,7 @@ impl KeyScheme {
             name: file_name.to_owned(),
             reason,
         })?;
-        let utc = timestamp.to_zoned(TimeZone::UTC);
-        let key = format!(
-            "{}{}/{:04}/{:02}/{:02}/{:02}/{}{}",
-            self.prefix,
-            self.source_id,
-            utc.year(),
-            utc.month(),
-            utc.day(),
-            utc.hour(),
-            file_name,
-            RAW_SUFFIX
-        );
+        let key = self.hour_key(timestamp, file_name);
         if key.len() > MAX_KEY_BYTES {
             return Err(KeyError::KeyTooLong {
                 name: file_name.to_owned(),
@@ -194,8 +183,20 @@ impl KeyScheme {
         let ms = i64::try_from(created_ms).unwrap_or(i64::MAX);
         let created = Timestamp::from_millisecond(ms).unwrap_or(Timestamp::MAX);
         let name = format!("{ms}{CANARY_SUFFIX}");
-        let utc = created.to_zoned(TimeZone::UTC);
-        let key = format!(
+        let key = self.hour_key(created, &name);
+        (
+            name,
+            RawKey {
+                key,
+                timestamp: created,
+            },
+        )
+    }
+
+    /// `<prefix><source>/YYYY/MM/DD/HH/<name>.zst`, in UTC.
+    fn hour_key(&self, at: Timestamp, name: &str) -> String {
+        let utc = at.to_zoned(TimeZone::UTC);
+        format!(
             "{}{}/{:04}/{:02}/{:02}/{:02}/{name}{RAW_SUFFIX}",
             self.prefix,
             self.source_id,
@@ -203,13 +204,6 @@ impl KeyScheme {
             utc.month(),
             utc.day(),
             utc.hour(),
-        );
-        (
-            name,
-            RawKey {
-                key,
-                timestamp: created,
-            },
         )
     }
 
