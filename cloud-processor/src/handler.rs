@@ -46,6 +46,9 @@ pub struct App<S = Bucket, Q = Output> {
     /// Where canaries' messages go (`RELAY_CANARY_QUEUE_URL`); without it a
     /// canary is processed and counted, and nothing is sent.
     pub canary: Option<Q>,
+    /// Per source, the newest canary's creation time processed here
+    /// (canaries that waited may come out of order).
+    newest_canary: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, f64>>>,
 }
 
 /// Where one object's chunks go: its queue, or nowhere (a canary with no
@@ -129,8 +132,14 @@ fn canary_projection() -> Projection {
 }
 
 /// A canary went through: its lag from creation (by the agent's clock) to
-/// now, when SQS has it (or, with no canary queue, when it is processed).
-fn note_canary(c: &Canary, sent: bool, records: u64) {
+/// now, when SQS has it (or, with no canary queue, when it is processed),
+/// and the newest creation time per source.
+fn note_canary(
+    newest: &std::sync::Mutex<std::collections::BTreeMap<String, f64>>,
+    c: &Canary,
+    sent: bool,
+    records: u64,
+) {
     let lag = now_ms().saturating_sub(c.created_ms) as f64 / 1000.0;
     let outcome = match (sent, records) {
         (_, 0) => "empty",
@@ -139,6 +148,15 @@ fn note_canary(c: &Canary, sent: bool, records: u64) {
     };
     metrics::counter!(m::CANARIES, "outcome" => outcome).increment(1);
     metrics::gauge!(m::CANARY_LAG, "source" => c.source_id.clone()).set(lag);
+    // Canaries that waited may be processed out of order: keep the newest.
+    let created = metrics::gauge!(m::CANARY_CREATED, "source" => c.source_id.clone());
+    let made = c.created_ms as f64 / 1000.0;
+    let newest = newest.lock().map(|mut seen| {
+        let slot = seen.entry(c.source_id.clone()).or_insert(made);
+        *slot = slot.max(made);
+        *slot
+    });
+    created.set(newest.unwrap_or(made));
     info!(source = %c.source_id, lag_secs = lag, outcome, "canary");
 }
 
@@ -184,6 +202,7 @@ impl<S: ObjectStore, Q: MessageSink> App<S, Q> {
             owner,
             notifications: None,
             canary: None,
+            newest_canary: std::sync::Arc::default(),
         }
     }
 
@@ -499,7 +518,12 @@ impl<S: ObjectStore, Q: MessageSink> App<S, Q> {
             return Ok(Outcome::Quarantined { reason });
         }
         if let Some(c) = &canary {
-            note_canary(c, matches!(route, Route::Queue(_)), s.records_out);
+            note_canary(
+                &self.newest_canary,
+                c,
+                matches!(route, Route::Queue(_)),
+                s.records_out,
+            );
         }
         info!(
             bytes = s.bytes_decompressed,

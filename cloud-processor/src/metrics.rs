@@ -19,6 +19,7 @@ pub const FIELD_MISSING: &str = "relay_processor_field_missing_total";
 pub const OFFLOADED: &str = "relay_processor_records_offloaded_total";
 pub const CANARIES: &str = "relay_processor_canaries_total";
 pub const CANARY_LAG: &str = "relay_canary_lag_seconds";
+pub const CANARY_CREATED: &str = "relay_canary_last_created_timestamp_seconds";
 
 /// Registers every counter, with each of its label values (the configured
 /// `fields` included), at zero, so a `rate()` alert has a series from the
@@ -88,6 +89,11 @@ pub fn describe() {
         CANARY_LAG,
         Unit::Seconds,
         "Per source: the last canary's age from its creation on the edge host to SQS's acknowledgement (to its processing without a canary queue)"
+    );
+    metrics::describe_gauge!(
+        CANARY_CREATED,
+        Unit::Seconds,
+        "Per source: when the newest canary processed was made (the agent's clock); time() minus it is how stale the source is"
     );
     describe_counter!(
         OFFLOADED,

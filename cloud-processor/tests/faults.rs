@@ -1169,6 +1169,22 @@ async fn canaries_reach_their_own_queue_and_show_a_stopped_processor() {
         processor.assert_running();
     }
     let worst = late.iter().map(|c| c.3.saturating_sub(c.2)).max().unwrap();
+    // The staleness gauge follows the newest canary, whatever the order
+    // (set just after the done marker, so a moment after SQS has it).
+    let newest = late.iter().map(|c| c.2).max().unwrap() as f64 / 1000.0;
+    let made = || async {
+        let name = format!("relay_canary_last_created_timestamp_seconds{{source=\"{SOURCE}\"}}");
+        series(&scrape(processor_port).await, &name).unwrap_or(0.0)
+    };
+    let start = Instant::now();
+    while made().await < newest - 0.001 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{} < {newest}",
+            made().await
+        );
+        sleep(Duration::from_millis(200)).await;
+    }
     assert!(
         worst + 2500 >= outage_ms,
         "worst lag {worst} ms for an outage of {outage_ms} ms: {late:?}"
