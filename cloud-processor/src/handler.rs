@@ -815,6 +815,23 @@ mod tests {
     }
 
     /// A store holding `text` as the raw object, and its reference.
+    /// Replaces the payload at `key` with other bytes and removes the
+    /// object's done marker, so the next run meets the clash.
+    async fn put_other_bytes_and_forget_done(store: &MemStore, key: &str) {
+        store.delete(key, None).await.unwrap();
+        store
+            .put(
+                key,
+                b"other".to_vec(),
+                &PutMode::Create,
+                &PutOptions::default(),
+            )
+            .await
+            .unwrap();
+        let done = StateKeys::new("state/", "raw/", KEY).done;
+        store.delete(&done, None).await.unwrap();
+    }
+
     /// Stores `text`, compressed, at `key`.
     async fn put_text(store: &MemStore, key: &str, text: &str) {
         let body = zstd::encode_all(text.as_bytes(), 3).unwrap();
@@ -1175,20 +1192,7 @@ mod tests {
         assert_eq!(marker(&store).offloaded, 2);
 
         let key = payloads.iter().max_by_key(|l| l.size).unwrap().key.clone();
-        store.delete(&key, None).await.unwrap();
-        store
-            .put(
-                &key,
-                b"other".to_vec(),
-                &PutMode::Create,
-                &PutOptions::default(),
-            )
-            .await
-            .unwrap();
-        store
-            .delete(&StateKeys::new("state/", "raw/", KEY).done, None)
-            .await
-            .unwrap();
+        put_other_bytes_and_forget_done(&store, &key).await;
         let err = app.process_object(&obj).await.unwrap_err();
         assert!(err.to_string().contains(&key), "{err}");
         assert_eq!(store.bytes(&key), Some(b"other".to_vec()));
@@ -1205,18 +1209,7 @@ mod tests {
         // Learn the key from a first run, then put other bytes there.
         app.process_object(&obj).await.unwrap();
         let key = store.list("payloads/", 10).await.unwrap().remove(0).key;
-        store.delete(&key, None).await.unwrap();
-        store
-            .put(
-                &key,
-                b"other".to_vec(),
-                &PutMode::Create,
-                &PutOptions::default(),
-            )
-            .await
-            .unwrap();
-        let keys = StateKeys::new("state/", "raw/", KEY);
-        store.delete(&keys.done, None).await.unwrap();
+        put_other_bytes_and_forget_done(&store, &key).await;
         let err = app.process_object(&obj).await.unwrap_err();
         assert!(
             matches!(&err, ProcessError::Payload { .. }) && err.to_string().contains(&key),

@@ -18,7 +18,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
 use cloud_processor::state::DoneMarker;
-use common::{Setup, setup, setup_on};
+use common::{Setup, free_port, setup, setup_on};
 use relay_shared::keys::KeyScheme;
 use relay_shared::s3::{PutMode, PutOptions};
 use relay_shared::sample::SampleGen;
@@ -943,15 +943,6 @@ async fn names_with_spaces_and_unicode_are_relayed_and_unsafe_ones_left_with_a_c
 }
 
 // ----------------------------------------------------------------- canaries
-
-/// A free port on 127.0.0.1 for a process's `/metrics`.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// `/metrics` of a process, once it answers.
 async fn scrape(port: u16) -> String {

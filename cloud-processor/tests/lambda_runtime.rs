@@ -5,6 +5,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::free_port;
 use relay_shared::s3::ObjectStore;
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
@@ -34,14 +37,6 @@ async fn receive(emu: &Emulator, queue: &str) -> Vec<aws_sdk_sqs::types::Message
         .unwrap()
         .messages
         .unwrap_or_default()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn cargo_lambda(args: &[&str]) -> Command {

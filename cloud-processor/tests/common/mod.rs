@@ -374,3 +374,12 @@ pub fn replay_to_queue(s: &Setup) -> cloud_processor::replay::Target {
         s.notifications.clone(),
     ))
 }
+
+/// A free port on 127.0.0.1 (for a process's runtime API or `/metrics`).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
