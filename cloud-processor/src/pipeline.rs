@@ -832,6 +832,39 @@ mod tests {
         assert_eq!(*log.lock().unwrap(), want);
     }
 
+    /// The documented difference: past the window, a record with a line
+    /// that starts with `{` at the records' indentation is taken for one
+    /// cut short there. It is a reject that says so, never lost silently;
+    /// in the window the same record is sent.
+    #[test]
+    fn past_the_window_a_brace_at_the_records_indentation_ends_the_record() {
+        let text = format!(
+            "{{\"id\":1,\"pad\":\"{}\",\"n\":\n{{\"x\":1}}}}\n{{\"id\":2}}\n",
+            "p".repeat(200)
+        );
+        let window = Settings {
+            max_body_bytes: 4096,
+            ..settings("id")
+        };
+        let streamed = Settings {
+            max_record_bytes: 64,
+            max_large_record_bytes: 1 << 20,
+            ..window.clone()
+        };
+        let (sent, report) = collect(text.as_bytes(), &window).unwrap();
+        assert_eq!(sent.concat(), "{\"id\":1}\n{\"id\":2}");
+        assert_eq!(report.stats.rejected, 0);
+        let (sent, report) = collect(text.as_bytes(), &streamed).unwrap();
+        assert!(sent.concat().ends_with("{\"id\":2}"), "{sent:?}");
+        assert!(report.stats.rejected >= 1);
+        assert!(
+            report.rejects[0].reason.contains("incomplete"),
+            "{:?}",
+            report.rejects
+        );
+        assert!(report.stats.accounted(), "{:?}", report.stats);
+    }
+
     /// A record over the window that is invalid at its very end, or cut
     /// off by the end of the file, is a reject that says why.
     #[test]

@@ -1,7 +1,9 @@
 //! The whole data path over arbitrary bytes, plain or zstd: no panic, no
 //! unbounded work (a small decompression limit stops bombs), every message
 //! body within the limit and made of valid JSON objects, and counts that
-//! add up, bytes included.
+//! add up, bytes included. Half the inputs are read with a 32-byte window
+//! and records streamed past it (`stream.rs`), so nearly every record takes
+//! that path.
 #![no_main]
 
 use std::ops::ControlFlow;
@@ -12,11 +14,11 @@ use cloud_processor::pipeline::{Settings, run};
 use cloud_processor::project::{Missing, Projection, parse_fields};
 use libfuzzer_sys::fuzz_target;
 
-fn settings() -> &'static Settings {
-    static S: OnceLock<Settings> = OnceLock::new();
-    S.get_or_init(|| {
+fn settings(streamed: bool) -> &'static Settings {
+    static S: OnceLock<[Settings; 2]> = OnceLock::new();
+    &S.get_or_init(|| {
         let fields = parse_fields("id,ts=timestamp,user_id=user.id,first=tags.0,p=/a~1b").unwrap();
-        Settings {
+        let window = Settings {
             projection: Projection::new(&fields, Missing::Null),
             format: BodyFormat::Ndjson,
             max_body_bytes: 512,
@@ -26,8 +28,15 @@ fn settings() -> &'static Settings {
             large_records: cloud_processor::pipeline::LargeRecords::Reject,
             max_large_record_bytes: 0,
             decode_thread: true,
-        }
-    })
+        };
+        let streamed = Settings {
+            max_record_bytes: 32,
+            max_large_record_bytes: 1 << 20,
+            large_records: cloud_processor::pipeline::LargeRecords::Offload,
+            ..window.clone()
+        };
+        [window, streamed]
+    })[usize::from(streamed)]
 }
 
 fuzz_target!(|input: &[u8]| {
@@ -43,17 +52,19 @@ fuzz_target!(|input: &[u8]| {
     } else {
         data
     };
-    let s = settings();
+    let s = settings(mode & 2 == 2);
     let mut chunks = 0u32;
     let mut records = 0u64;
-    let result = run(data, s, |chunk| {
+    let result = run(data, s, |mut chunk| {
         assert_eq!(chunk.index, chunks, "chunks numbered in order");
-        assert!(
-            chunk.body.len() <= s.max_body_bytes,
-            "a body over the limit"
-        );
+        let mut body = Vec::new();
+        chunk.write_body(&mut body).unwrap();
+        match chunk.payload_size {
+            Some(size) => assert_eq!(size, body.len() as u64, "a payload of its stated size"),
+            None => assert!(body.len() <= s.max_body_bytes, "a body over the limit"),
+        }
         let mut lines = 0;
-        for line in chunk.body.split(|&b| b == b'\n') {
+        for line in body.split(|&b| b == b'\n') {
             let v: serde_json::Value = serde_json::from_slice(line).expect("a body line is JSON");
             assert!(v.is_object(), "a body line is a JSON object");
             lines += 1;
