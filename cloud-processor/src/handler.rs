@@ -46,6 +46,8 @@ pub struct App<S = Bucket, Q = Output> {
     /// Where canaries' messages go (`RELAY_CANARY_QUEUE_URL`); without it a
     /// canary is processed and counted, and nothing is sent.
     pub canary: Option<Q>,
+    /// A canary's record, cut to what it holds.
+    canary_projection: Projection,
     /// Per source, the newest canary's creation time processed here
     /// (canaries that waited may come out of order).
     newest_canary: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, f64>>>,
@@ -122,15 +124,6 @@ struct Run<'a, S, Q> {
     route: &'a Route<'a, Q>,
 }
 
-/// A canary's record, cut to what it holds.
-fn canary_projection() -> Projection {
-    let fields = ["source", "seq", "created_ms"].map(|f| Field {
-        name: f.to_owned(),
-        path: vec![f.to_owned()],
-    });
-    Projection::new(&fields, Missing::Omit)
-}
-
 /// A canary went through: its lag from creation (by the agent's clock) to
 /// now, when SQS has it (or, with no canary queue, when it is processed),
 /// and the newest creation time per source.
@@ -202,6 +195,13 @@ impl<S: ObjectStore, Q: MessageSink> App<S, Q> {
             owner,
             notifications: None,
             canary: None,
+            canary_projection: Projection::new(
+                &["source", "seq", "created_ms"].map(|f| Field {
+                    name: f.to_owned(),
+                    path: vec![f.to_owned()],
+                }),
+                Missing::Omit,
+            ),
             newest_canary: std::sync::Arc::default(),
         }
     }
@@ -226,7 +226,7 @@ impl<S: ObjectStore, Q: MessageSink> App<S, Q> {
         };
         let mut settings = self.config.settings(route.max_message_bytes(), &obj.key);
         if canary.is_some() {
-            settings.projection = canary_projection();
+            settings.projection = self.canary_projection.clone();
         }
         (route, settings, canary)
     }
@@ -490,12 +490,12 @@ impl<S: ObjectStore, Q: MessageSink> App<S, Q> {
         marker.rejected_bytes = s.rejected_bytes;
         marker.separator_bytes = s.separator_bytes;
         marker.offloaded = s.offloaded;
-        let names = if canary.is_some() {
-            canary_projection().names().to_vec()
+        let projection = if canary.is_some() {
+            &self.canary_projection
         } else {
-            self.config.projection.names().to_vec()
+            &self.config.projection
         };
-        for (name, &missing) in names.iter().zip(&s.field_missing) {
+        for (name, &missing) in projection.names().iter().zip(&s.field_missing) {
             if canary.is_none() {
                 metrics::counter!(m::FIELD_MISSING, "field" => name.clone()).increment(missing);
             }
@@ -815,6 +815,25 @@ mod tests {
     }
 
     /// A store holding `text` as the raw object, and its reference.
+    /// A processor over `fields` that dies once SQS took `batches` batches
+    /// of `obj`, its lease left to expire.
+    async fn crash_after(
+        store: &MemStore,
+        obj: &ObjectRef,
+        queue: &FakeQueue,
+        fields: &str,
+        batches: u32,
+    ) {
+        let crashing = app_with(store, CrashAfter::new(queue.clone(), batches), fields);
+        let done = until_crash(crashing.process_object(obj), &crashing.output).await;
+        assert!(done.is_none(), "finished without crashing: {done:?}");
+    }
+
+    /// S3's clock moves past the end of a 60 s lease.
+    fn past_the_lease(store: &MemStore) {
+        store.at(i64::try_from(now_ms()).unwrap() + 65_000);
+    }
+
     /// Replaces the payload at `key` with other bytes and removes the
     /// object's done marker, so the next run meets the clash.
     async fn put_other_bytes_and_forget_done(store: &MemStore, key: &str) {
@@ -930,18 +949,14 @@ mod tests {
     async fn a_crash_after_k_batches_is_taken_over_and_resumed() {
         let (store, obj) = object().await;
         let queue = FakeQueue::default();
-        let crashing = app(&store, CrashAfter::new(queue.clone(), 2));
-        let done = until_crash(crashing.process_object(&obj), &crashing.output).await;
-        assert!(done.is_none(), "finished without crashing: {done:?}");
+        crash_after(&store, &obj, &queue, "id", 2).await;
         let sent_before = queue.bodies().len();
 
         let retry = app(&store, queue.clone());
         let busy = retry.process_object(&obj).await.unwrap_err();
         assert!(matches!(busy, ProcessError::Busy { .. }), "{busy}");
 
-        // S3's clock moves past the lease's end.
-        let now = i64::try_from(now_ms()).unwrap();
-        store.at(now + 65_000);
+        past_the_lease(&store);
         let outcome = retry.process_object(&obj).await.unwrap();
         assert!(matches!(outcome, Outcome::Sent { .. }), "{outcome:?}");
         let seen = delivered(&queue);
@@ -1108,10 +1123,8 @@ mod tests {
         }
         let (store, obj) = object_of(&text).await;
         let queue = FakeQueue::default();
-        let crashing = app_with(&store, CrashAfter::new(queue.clone(), 1), "id,blob");
-        let done = until_crash(crashing.process_object(&obj), &crashing.output).await;
-        assert!(done.is_none(), "finished without crashing: {done:?}");
-        store.at(i64::try_from(now_ms()).unwrap() + 65_000);
+        crash_after(&store, &obj, &queue, "id,blob", 1).await;
+        past_the_lease(&store);
         let outcome = app_with(&store, queue.clone(), "id,blob")
             .process_object(&obj)
             .await
@@ -1160,10 +1173,8 @@ mod tests {
         let text = format!("# junk\n{{\"id\":0}}\n{one}{{\"id\":2}}\n{three}{{\"id\":4}}\n");
         let (store, obj) = object_of(&text).await;
         let queue = FakeQueue::default();
-        let crashing = app_with(&store, CrashAfter::new(queue.clone(), 1), "id,blob");
-        let done = until_crash(crashing.process_object(&obj), &crashing.output).await;
-        assert!(done.is_none(), "finished without crashing: {done:?}");
-        store.at(i64::try_from(now_ms()).unwrap() + 65_000);
+        crash_after(&store, &obj, &queue, "id,blob", 1).await;
+        past_the_lease(&store);
         let app = app_with(&store, queue.clone(), "id,blob");
         let outcome = app.process_object(&obj).await.unwrap();
         assert!(

@@ -266,6 +266,16 @@ enum Origin<'a> {
     },
 }
 
+impl Origin<'_> {
+    /// Its length and first bytes, for its reject.
+    fn extent(self) -> (u64, String) {
+        match self {
+            Self::Bytes(bytes) => (bytes.len() as u64, excerpt(bytes)),
+            Self::Streamed { length, excerpt } => (length, excerpt),
+        }
+    }
+}
+
 struct Run<'a, F> {
     settings: &'a Settings,
     packer: Packer,
@@ -287,7 +297,8 @@ impl<F: FnMut(Chunk) -> ControlFlow<()>> Run<'_, F> {
 
     /// A record the reader accepted that is rejected now.
     fn reject_record(&mut self, bytes: &[u8], line: u64, offset: u64, reason: String) {
-        self.reject_region(bytes.len() as u64, excerpt(bytes), line, offset, reason);
+        let (length, excerpt) = Origin::Bytes(bytes).extent();
+        self.reject_region(length, excerpt, line, offset, reason);
     }
 
     fn reject_region(
@@ -379,14 +390,8 @@ impl<F: FnMut(Chunk) -> ControlFlow<()>> Run<'_, F> {
                 self.emit(payload)
             }
             Err(too_big) => {
-                match origin {
-                    Origin::Bytes(bytes) => {
-                        self.reject_record(bytes, line, offset, too_big.to_string());
-                    }
-                    Origin::Streamed { length, excerpt } => {
-                        self.reject_region(length, excerpt, line, offset, too_big.to_string());
-                    }
-                }
+                let (length, excerpt) = origin.extent();
+                self.reject_region(length, excerpt, line, offset, too_big.to_string());
                 ControlFlow::Continue(())
             }
         }

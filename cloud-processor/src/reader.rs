@@ -47,7 +47,7 @@ use std::io::{self, Read};
 use serde::Serialize;
 
 use crate::json::{self, Node, Scanner, Span, Stop};
-use crate::stream::{Captured, Streamer};
+use crate::stream::{Captured, Failure, Streamer};
 
 const READ_BYTES: usize = 64 * 1024;
 const EXCERPT_BYTES: usize = 120;
@@ -691,21 +691,22 @@ impl<'p, R: Read> Reader<'p, R> {
             if let Walk::End(end) = walk {
                 self.feed_tee(end)?;
             }
-            let Some(tee) = self.tee.take() else {
-                return Err(io::Error::other("the large-record parser went missing"));
+            let tee = self
+                .tee
+                .take()
+                .ok_or_else(|| io::Error::other("the large-record parser went missing"))?;
+            // A record iff the parser took it whole, ending where the walk did.
+            let whole = match walk {
+                Walk::End(end) => Some((end, self.abs(end) - reject.offset))
+                    .filter(|&(_, length)| tee.is_done() && tee.fed() == length),
+                _ => None,
             };
-            let length = match walk {
-                Walk::End(end) => self.abs(end) - reject.offset,
-                _ => 0,
-            };
-            if tee.is_done() && tee.fed() == length {
+            if let Some((end, length)) = whole {
                 // Bytes the walk passed as rejected were the record's.
                 let passed = self.acct.rejected_bytes - rejected_before;
                 self.acct.rejected_bytes -= passed;
                 self.acct.record_bytes += passed;
-                if let Walk::End(end) = walk {
-                    self.take(Cat::Record, end);
-                }
+                self.take(Cat::Record, end);
                 return Ok(Step::Large(Large {
                     line: reject.line,
                     offset: reject.offset,
@@ -715,8 +716,10 @@ impl<'p, R: Read> Reader<'p, R> {
                 }));
             }
             reject.reason = match (tee.failure(), walk) {
-                (Some((_, why)), _) if tee.too_large() => why.clone(),
-                (Some((at, why)), _) => format!("invalid JSON: {why} (at byte {at} of {what})"),
+                (Some(f @ Failure::TooLarge { .. }), _) => f.to_string(),
+                (Some(Failure::Invalid { at, reason }), _) => {
+                    format!("invalid JSON: {reason} (at byte {at} of {what})")
+                }
                 (None, Walk::Eof) => "the file ends inside this record (truncated)".to_owned(),
                 (None, _) => format!("{what} is incomplete: its brackets never close"),
             };

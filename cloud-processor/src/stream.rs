@@ -95,15 +95,7 @@ impl Spool {
         }
     }
 
-    fn push(&mut self, b: u8) -> io::Result<()> {
-        self.batch.push(b);
-        if self.batch.len() >= SPOOL_BATCH_BYTES {
-            self.flush(false)?;
-        }
-        Ok(())
-    }
-
-    fn push_slice(&mut self, run: &[u8]) -> io::Result<()> {
+    fn push(&mut self, run: &[u8]) -> io::Result<()> {
         self.batch.extend_from_slice(run);
         if self.batch.len() >= SPOOL_BATCH_BYTES {
             self.flush(false)?;
@@ -123,13 +115,35 @@ impl Spool {
                 _ => 0,
             }
         };
-        let cut = self.batch.len() - hold;
-        let mut out = self.batch[..cut].to_vec();
-        crate::project::escape_for_sqs(&mut out, 0);
-        self.file.write_all(&out)?;
-        self.len += out.len() as u64;
-        self.batch.drain(..cut);
+        let held = self.batch.split_off(self.batch.len() - hold);
+        crate::project::escape_for_sqs(&mut self.batch, 0);
+        self.file.write_all(&self.batch)?;
+        self.len += self.batch.len() as u64;
+        self.batch.clear();
+        self.batch.extend_from_slice(&held);
         Ok(())
+    }
+}
+
+/// Why a record is not taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// Longer than the largest record read.
+    TooLarge { limit: u64 },
+    /// Not valid JSON (or nested too deeply): the problem is at byte `at`
+    /// of the record.
+    Invalid { at: u64, reason: &'static str },
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::TooLarge { limit } => write!(
+                f,
+                "the record is larger than the largest record read (RELAY_MAX_RECORD_BYTES, {limit} bytes)"
+            ),
+            Self::Invalid { at, reason } => write!(f, "{reason} (at byte {at} of the record)"),
+        }
     }
 }
 
@@ -162,8 +176,7 @@ pub struct Streamer<'p> {
     fed: u64,
     limit: u64,
     utf8: Vec<u8>,
-    failure: Option<(u64, String)>,
-    too_large: bool,
+    failure: Option<Failure>,
 }
 
 impl<'p> Streamer<'p> {
@@ -183,18 +196,12 @@ impl<'p> Streamer<'p> {
             limit,
             utf8: Vec::new(),
             failure: None,
-            too_large: false,
         }
     }
 
-    /// Why the record is not valid: the byte offset within it, and a reason.
-    pub fn failure(&self) -> Option<&(u64, String)> {
+    /// Why the record is not taken, once that is known.
+    pub fn failure(&self) -> Option<&Failure> {
         self.failure.as_ref()
-    }
-
-    /// Whether it failed for its size rather than its content.
-    pub fn too_large(&self) -> bool {
-        self.too_large
     }
 
     /// Whether the record is complete and valid.
@@ -207,11 +214,15 @@ impl<'p> Streamer<'p> {
         self.fed
     }
 
-    fn fail(&mut self, at: u64, reason: impl Into<String>) -> Fed {
+    fn fail(&mut self, failure: Failure) -> Fed {
         if self.failure.is_none() {
-            self.failure = Some((at, reason.into()));
+            self.failure = Some(failure);
         }
         Fed::Invalid
+    }
+
+    fn invalid(&mut self, at: u64, reason: &'static str) -> Fed {
+        self.fail(Failure::Invalid { at, reason })
     }
 
     /// Feeds the record's next bytes. An error is a failure to write a
@@ -225,14 +236,7 @@ impl<'p> Streamer<'p> {
         }
         if self.fed + bytes.len() as u64 > self.limit {
             let limit = self.limit;
-            self.too_large = true;
-            return Ok(self.fail(
-                limit,
-                format!(
-                    "the record is larger than the largest record read \
-                     (RELAY_MAX_RECORD_BYTES, {limit} bytes)"
-                ),
-            ));
+            return Ok(self.fail(Failure::TooLarge { limit }));
         }
         let base = self.fed;
         let mut i = 0;
@@ -255,21 +259,20 @@ impl<'p> Streamer<'p> {
             let at = base + i as u64;
             self.fed = at + 1;
             if let Some(reason) = self.byte(b)? {
-                let fed = self.fail(at, reason);
-                return Ok(fed);
+                return Ok(self.invalid(at, reason));
             }
             i += 1;
             if self.expect == Expect::Done {
                 let i = i - 1;
                 let used = &bytes[..=i];
                 return Ok(match self.check_utf8(used, base) {
-                    Some(at) => self.fail(at, "invalid UTF-8"),
+                    Some(at) => self.invalid(at, "invalid UTF-8"),
                     None => Fed::Done(i + 1),
                 });
             }
         }
         Ok(match self.check_utf8(bytes, base) {
-            Some(at) => self.fail(at, "invalid UTF-8"),
+            Some(at) => self.invalid(at, "invalid UTF-8"),
             None => Fed::More,
         })
     }
@@ -306,19 +309,18 @@ impl<'p> Streamer<'p> {
             self.key.extend_from_slice(&run[..run.len().min(room)]);
             self.key_long |= run.len() > room;
         }
-        for &(slot, _) in &self.active {
-            if let Some(s) = &mut self.slots[slot] {
-                s.push_slice(run)?;
-            }
-        }
-        Ok(())
+        self.capture_run(run)
     }
 
     /// Copies a byte of value text into every capture in progress.
     fn capture(&mut self, b: u8) -> io::Result<()> {
+        self.capture_run(&[b])
+    }
+
+    fn capture_run(&mut self, run: &[u8]) -> io::Result<()> {
         for &(slot, _) in &self.active {
             if let Some(s) = &mut self.slots[slot] {
-                s.push(b)?;
+                s.push(run)?;
             }
         }
         Ok(())
@@ -780,7 +782,7 @@ mod tests {
                     }
                     break;
                 }
-                Fed::Invalid => return Err(s.failure().unwrap().1.clone()),
+                Fed::Invalid => return Err(s.failure().unwrap().to_string()),
             }
         }
         let mut out = Vec::new();
@@ -869,7 +871,7 @@ mod tests {
         assert!(
             s.failure()
                 .unwrap()
-                .1
+                .to_string()
                 .contains("RELAY_MAX_RECORD_BYTES, 10 bytes")
         );
     }

@@ -368,22 +368,35 @@ impl<S: ObjectStore> Agent<S> {
             Ok(k) => k.key,
             Err(e) => return self.reject(&path, Some(stat), &e.to_string()),
         };
-        let meta = ObjectMeta {
-            original_name: name,
-            original_size: stat.size,
-            source_id: self.config.keys.source_id().to_owned(),
-            content_hash: 0,
-            canary: false,
-        };
         self.queued.insert(path.clone());
-        self.ready.push_back(Job {
+        let job = self.job(path, rel, key, name, stat, false);
+        self.ready.push_back(job);
+    }
+
+    /// An upload of the file at `path`, named `name`, under `key`.
+    fn job(
+        &self,
+        path: PathBuf,
+        rel: String,
+        key: String,
+        name: String,
+        stat: FileStat,
+        canary: bool,
+    ) -> Job {
+        Job {
             path,
             rel,
             key,
             keys: self.config.keys.clone(),
             stat,
-            meta,
-        });
+            meta: ObjectMeta {
+                original_name: name,
+                original_size: stat.size,
+                source_id: self.config.keys.source_id().to_owned(),
+                content_hash: 0,
+                canary,
+            },
+        }
     }
 
     fn canary_dir(&self) -> PathBuf {
@@ -409,17 +422,17 @@ impl<S: ObjectStore> Agent<S> {
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         let (name, key) = self.config.keys.canary_key(created_ms);
-        let source = self.config.keys.source_id().to_owned();
         self.canary_seq += 1;
         // Source ids are `[A-Za-z0-9_.-]`: nothing to escape.
         let record = format!(
-            "{{\"source\":\"{source}\",\"seq\":{},\"created_ms\":{created_ms}}}",
+            "{{\"source\":\"{}\",\"seq\":{},\"created_ms\":{created_ms}}}\n",
+            self.config.keys.source_id(),
             self.canary_seq
         );
         let dir = self.canary_dir();
         let path = dir.join(&name);
         let written = std::fs::create_dir_all(&dir)
-            .and_then(|()| std::fs::write(&path, format!("{record}\n")))
+            .and_then(|()| std::fs::write(&path, record))
             .and_then(|()| std::fs::symlink_metadata(&path));
         let stat = match written {
             Ok(m) => FileStat::of(&m),
@@ -429,20 +442,9 @@ impl<S: ObjectStore> Agent<S> {
                 return;
             }
         };
-        self.ready.push_back(Job {
-            path,
-            rel: String::new(),
-            key: key.key,
-            keys: self.config.keys.clone(),
-            stat,
-            meta: ObjectMeta {
-                original_name: name,
-                original_size: stat.size,
-                source_id: source,
-                content_hash: 0,
-                canary: true,
-            },
-        });
+        // Never in the ledger: it has no path under the watch directory.
+        let job = self.job(path, String::new(), key.key, name, stat, true);
+        self.ready.push_back(job);
     }
 
     /// A canary's upload ended: it is never kept, never in the ledger, and
