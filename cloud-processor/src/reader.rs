@@ -797,8 +797,9 @@ impl<'p, R: Read> Reader<'p, R> {
         self.stack.clear();
         let (mut in_str, mut esc, mut in_word) = (false, false, false);
         let mut expect = Expect::Value;
-        // Where the last string's closing quote was.
-        let mut closed: Option<usize> = None;
+        // Where the last string's closing quote was, as an absolute offset:
+        // streaming drops consumed bytes, which moves every buffer index.
+        let mut closed: Option<u64> = None;
         // Whitespace since the last newline; `None` if something else came.
         let mut col: Option<usize> = None;
         let first = self.abs(start);
@@ -832,7 +833,7 @@ impl<'p, R: Read> Reader<'p, R> {
                     (false, b'\\') => esc = true,
                     (false, b'"') => {
                         in_str = false;
-                        closed = Some(i);
+                        closed = Some(self.abs(i));
                     }
                     _ => {}
                 }
@@ -865,7 +866,8 @@ impl<'p, R: Read> Reader<'p, R> {
                 i += 1;
                 continue;
             }
-            let cut = match closed.and_then(|q| self.swallowed(q, i)) {
+            let quote = closed.and_then(|q| usize::try_from(q.checked_sub(self.base)?).ok());
+            let cut = match quote.and_then(|q| self.swallowed(q, i)) {
                 Some(next) if self.abs(next) > first => Walk::Swallowed(next),
                 _ if b == b'{' && expect == Expect::Key => Walk::Swallowed(i),
                 _ => Walk::Truncated(i, before),
@@ -1509,6 +1511,40 @@ mod tests {
             assert_eq!(read_all(input, 64, chunk), whole, "reads of {chunk}");
         }
         assert_eq!(whole.rejects.len(), 3, "{:?}", whole.rejects);
+    }
+
+    /// A record far past the window, made of many short strings: the walk
+    /// over it drops consumed bytes as it streams, and where the last string
+    /// closed must survive that (it once was a stale buffer index, which
+    /// underflowed in debug builds and misread bytes in release ones). As a
+    /// bad record (too large) and as a streamed one, whatever the reads.
+    #[test]
+    fn a_walk_far_past_the_window_over_many_strings_keeps_its_place() {
+        let members: Vec<String> = (0..40_000).map(|i| format!("\"k{i}\":\"v\"")).collect();
+        let record = format!("{{{}}}", members.join(","));
+        let input = format!("{record}\n{{\"k1\":\"after\"}}\n");
+        let whole = read_all(input.as_bytes(), 1024, 1 << 20);
+        assert_eq!(whole.records, ["{\"k1\":\"after\"}"]);
+        assert_eq!(whole.rejects.len(), 1, "{:?}", whole.rejects);
+        assert_eq!(whole.rejects[0].length as usize, record.len());
+        assert_eq!(
+            read_all(input.as_bytes(), 1024, 4096),
+            whole,
+            "reads of 4096"
+        );
+        let mut root = Node::default();
+        root.insert(&["k1".into()]).slots.push(0);
+        for chunk in [4096, 1 << 20] {
+            let mut r = Reader::new(Trickle(input.as_bytes(), chunk), 1024, Some((&root, 1)))
+                .with_large(1 << 30);
+            match r.next_item().unwrap() {
+                Some(Item::Large(l)) => assert_eq!(l.length as usize, record.len()),
+                other => panic!("reads of {chunk}: {other:?}"),
+            }
+            assert!(matches!(r.next_item().unwrap(), Some(Item::Record { .. })));
+            assert!(r.next_item().unwrap().is_none());
+            assert_eq!(r.accounting().total(), input.len() as u64);
+        }
     }
 
     #[test]
