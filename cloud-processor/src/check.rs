@@ -1,6 +1,7 @@
 //! `cloud-processor check`: validates the settings and every AWS resource
-//! they name without processing anything (the bucket and both prefixes,
-//! the output and notification queues, the function's timeout), and with
+//! they name without processing anything (the bucket, its prefixes and the
+//! payload location, the output, canary and notification queues, the
+//! function's timeout), and with
 //! `--sample FILE` shows what the projection makes of real records. One
 //! line per check; nothing is written.
 
@@ -131,6 +132,7 @@ async fn queues(aws: &Aws, t: &Targets<'_>) -> Vec<Finding> {
             false
         }
     };
+    out.push(canary_queue(aws, t.queues).await);
     let Some(url) = t.notification_queue_url else {
         return out;
     };
@@ -178,6 +180,28 @@ async fn queues(aws: &Aws, t: &Targets<'_>) -> Vec<Finding> {
         ))),
     }
     out
+}
+
+/// Where canaries' messages go: a queue of their own, never the consumers'.
+async fn canary_queue(aws: &Aws, queues: &Queues) -> Finding {
+    match aws.canary_queue_url.as_deref().filter(|u| !u.is_empty()) {
+        None => Finding::info(
+            "canary queue: unset; canaries are processed, measured and counted, and nothing is sent",
+        ),
+        Some(url) if url == aws.output_queue_url => Finding::fail(format!(
+            "canary queue {url} is the output queue: consumers would receive the agents' heartbeats; \
+             give RELAY_CANARY_QUEUE_URL a queue of its own, or unset it"
+        )),
+        Some(url) => match queues.facts(url).await {
+            Ok(f) => Finding::ok(format!(
+                "canary queue {url}: {}, the agents' heartbeats go here",
+                if f.fifo { "FIFO" } else { "standard" }
+            )),
+            Err(e) => Finding::fail(format!(
+                "canary queue: {e}; fix RELAY_CANARY_QUEUE_URL or grant sqs:GetQueueAttributes and sqs:SendMessage"
+            )),
+        },
+    }
 }
 
 /// How many sample records' projections are shown.

@@ -28,7 +28,7 @@ pub struct Cli {
     /// own heading, since the operator tools use few of them.
     #[command(
         flatten,
-        next_help_heading = "Data path (Lambda, poll, check, process; replay and audit use only the raw prefix)"
+        next_help_heading = "Data path (Lambda, poll, check, process)"
     )]
     pub common: Common,
 }
@@ -411,8 +411,106 @@ pub fn parse_from(
             }
         }
     }
-    let matches = cmd.try_get_matches_from(argv).map_err(ConfigError::Cli)?;
+    let matches = match cmd.clone().try_get_matches_from(&argv) {
+        Ok(m) => m,
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelp => {
+            return Err(match own_help(cmd, &argv) {
+                Some(help) => ConfigError::Help(help),
+                None => ConfigError::Cli(e),
+            });
+        }
+        Err(e) => return Err(ConfigError::Cli(e)),
+    };
     Cli::from_arg_matches(&matches).map_err(ConfigError::Cli)
+}
+
+/// The global settings a subcommand does not read. They stay global, so
+/// `cloud-processor --fields X process` keeps working, but a subcommand's
+/// help shows only what it uses.
+fn unused_globals(sub: &str) -> &'static [&'static str] {
+    const PROJECTION: &[&str] = &[
+        "fields",
+        "body_format",
+        "missing",
+        "empty_records",
+        "records_pointer",
+        "max_decompressed_bytes",
+        "large_records",
+        "max_record_bytes",
+        "decode_thread",
+    ];
+    const ALL: &[&str] = &[
+        "config",
+        "fields",
+        "raw_prefix",
+        "body_format",
+        "missing",
+        "empty_records",
+        "records_pointer",
+        "max_decompressed_bytes",
+        "large_records",
+        "max_record_bytes",
+        "decode_thread",
+        "log_format",
+    ];
+    match sub {
+        "replay" | "audit" => PROJECTION,
+        "completions" | "man" => ALL,
+        _ => &[],
+    }
+}
+
+/// A subcommand's help without the global settings it ignores, or `None`
+/// for the top level (which lists everything). Rendered from a copy of the
+/// command, since hiding a global argument hides it everywhere.
+fn own_help(cmd: clap::Command, argv: &[std::ffi::OsString]) -> Option<String> {
+    let sub = requested_subcommand(&cmd, argv)?;
+    // As clap: `-h` is the summary, `--help` and `help X` the long form.
+    let long = argv.iter().any(|a| a == "--help" || a == "help");
+    let mut cmd = unused_globals(&sub)
+        .iter()
+        .fold(cmd, |c, id| c.mut_arg(*id, |a| a.hide(true)));
+    if matches!(sub.as_str(), "replay" | "audit") {
+        // The one global setting the tools read is theirs, not the data path's.
+        cmd = cmd.mut_arg("raw_prefix", |a| a.help_heading(None::<&str>));
+    }
+    cmd.build();
+    let sub = cmd.find_subcommand_mut(&sub)?;
+    Some(
+        if long {
+            sub.render_long_help()
+        } else {
+            sub.render_help()
+        }
+        .to_string(),
+    )
+}
+
+/// The subcommand `argv` names (`X --help`, `help X`), skipping the values
+/// of options placed before it.
+fn requested_subcommand(cmd: &clap::Command, argv: &[std::ffi::OsString]) -> Option<String> {
+    let mut tokens = argv.iter().skip(1).filter_map(|a| a.to_str());
+    while let Some(t) = tokens.next() {
+        if let Some(name) = t.strip_prefix("--") {
+            let takes_value = !name.contains('=')
+                && cmd
+                    .get_arguments()
+                    .find(|a| a.get_long() == Some(name))
+                    .is_some_and(|a| a.get_action().takes_values());
+            if takes_value {
+                tokens.next();
+            }
+            continue;
+        }
+        if t.starts_with('-') {
+            continue;
+        }
+        if t == "help" {
+            return tokens.find(|t| !t.starts_with('-')).map(str::to_owned);
+        }
+        return cmd.find_subcommand(t).map(|s| s.get_name().to_owned());
+    }
+    None
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -420,6 +518,10 @@ pub enum ConfigError {
     /// Bad flags, or `--help`/`--version`: clap prints and exits.
     #[error(transparent)]
     Cli(clap::Error),
+    /// A subcommand's `--help`, rendered with only its own settings: print
+    /// it to stdout and exit 0.
+    #[error("{0}")]
+    Help(String),
     #[error(
         "RELAY_FIELDS (--fields) is required: the fields to keep, e.g. `id,ts=timestamp,user_id=user.id`"
     )]

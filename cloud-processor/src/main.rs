@@ -18,6 +18,10 @@ async fn main() -> ExitCode {
     ) {
         Ok(cli) => cli,
         Err(cloud_processor::config::ConfigError::Cli(e)) => e.exit(),
+        Err(cloud_processor::config::ConfigError::Help(help)) => {
+            print!("{help}");
+            return ExitCode::SUCCESS;
+        }
         Err(e) => return fail(&e, 2),
     };
     let raw_prefix = cli.common.raw_prefix.clone();

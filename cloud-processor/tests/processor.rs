@@ -907,9 +907,10 @@ async fn poll_metrics_and_logs_are_complete_from_the_start() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_names_each_missing_resource_and_exits_non_zero() {
     let s = setup("proc-check", false).await;
-    let run_with = |bucket: &str, output: &str, payloads: &str| {
+    let run_full = |bucket: &str, output: &str, payloads: &str, canaries: &str| {
         std::process::Command::new(env!("CARGO_BIN_EXE_cloud-processor"))
             .arg("check")
+            .env("RELAY_CANARY_QUEUE_URL", canaries)
             .env("AWS_ENDPOINT_URL", &s.emu.endpoint)
             .env("RELAY_FIELDS", FIELDS)
             .env("RELAY_BUCKET", bucket)
@@ -920,6 +921,8 @@ async fn check_names_each_missing_resource_and_exits_non_zero() {
             .output()
             .unwrap()
     };
+    let run_with =
+        |bucket: &str, output: &str, payloads: &str| run_full(bucket, output, payloads, "");
     let run = |bucket: &str, output: &str| run_with(bucket, output, "");
     let good = run(s.bucket.name(), &s.output);
     let text = String::from_utf8_lossy(&good.stdout);
@@ -957,6 +960,31 @@ async fn check_names_each_missing_resource_and_exits_non_zero() {
     );
 
     let no_queue = format!("{}/123456789012/{missing}", s.emu.endpoint);
+    // Canaries: any queue that answers (here the notification queue) is
+    // fine; a missing one, or the consumers' own queue, fails one line.
+    let good = run_full(s.bucket.name(), &s.output, "", &s.notifications);
+    let text = String::from_utf8_lossy(&good.stdout);
+    assert!(
+        good.status.success()
+            && text.contains(&format!("ok   canary queue {}: standard", s.notifications)),
+        "{text}"
+    );
+    for (canaries, expected) in [
+        (no_queue.as_str(), missing.as_str()),
+        (s.output.as_str(), "is the output queue"),
+    ] {
+        let bad = run_full(s.bucket.name(), &s.output, "", canaries);
+        let text = String::from_utf8_lossy(&bad.stdout);
+        assert_eq!(bad.status.code(), Some(1), "{text}");
+        let failed: Vec<&str> = text.lines().filter(|l| l.starts_with("FAIL")).collect();
+        assert!(
+            failed.len() == 1
+                && failed[0].contains(expected)
+                && failed[0].contains("RELAY_CANARY_QUEUE_URL"),
+            "{text}"
+        );
+    }
+
     let bad = run(s.bucket.name(), &no_queue);
     let text = String::from_utf8_lossy(&bad.stdout);
     assert_eq!(bad.status.code(), Some(1), "{text}");
