@@ -424,10 +424,10 @@ pub fn parse_from(
     Cli::from_arg_matches(&matches).map_err(ConfigError::Cli)
 }
 
-/// The global settings a subcommand does not read. They stay global, so
-/// `cloud-processor --fields X process` keeps working, but a subcommand's
-/// help shows only what it uses.
-fn unused_globals(sub: &str) -> &'static [&'static str] {
+/// A subcommand's help without the global settings it does not read:
+/// the operator tools read only the raw prefix, and completions and man
+/// pages read nothing.
+fn own_help(cmd: clap::Command, argv: &[std::ffi::OsString]) -> Option<String> {
     const PROJECTION: &[&str] = &[
         "fields",
         "body_format",
@@ -439,78 +439,15 @@ fn unused_globals(sub: &str) -> &'static [&'static str] {
         "max_record_bytes",
         "decode_thread",
     ];
-    const ALL: &[&str] = &[
-        "config",
-        "fields",
-        "raw_prefix",
-        "body_format",
-        "missing",
-        "empty_records",
-        "records_pointer",
-        "max_decompressed_bytes",
-        "large_records",
-        "max_record_bytes",
-        "decode_thread",
-        "log_format",
-    ];
-    match sub {
-        "replay" | "audit" => PROJECTION,
-        "completions" | "man" => ALL,
-        _ => &[],
-    }
-}
-
-/// A subcommand's help without the global settings it ignores, or `None`
-/// for the top level (which lists everything). Rendered from a copy of the
-/// command, since hiding a global argument hides it everywhere.
-fn own_help(cmd: clap::Command, argv: &[std::ffi::OsString]) -> Option<String> {
-    let sub = requested_subcommand(&cmd, argv)?;
-    // As clap: `-h` is the summary, `--help` and `help X` the long form.
-    let long = argv.iter().any(|a| a == "--help" || a == "help");
-    let mut cmd = unused_globals(&sub)
-        .iter()
-        .fold(cmd, |c, id| c.mut_arg(*id, |a| a.hide(true)));
-    if matches!(sub.as_str(), "replay" | "audit") {
-        // The one global setting the tools read is theirs, not the data path's.
-        cmd = cmd.mut_arg("raw_prefix", |a| a.help_heading(None::<&str>));
-    }
-    cmd.build();
-    let sub = cmd.find_subcommand_mut(&sub)?;
-    Some(
-        if long {
-            sub.render_long_help()
-        } else {
-            sub.render_help()
-        }
-        .to_string(),
-    )
-}
-
-/// The subcommand `argv` names (`X --help`, `help X`), skipping the values
-/// of options placed before it.
-fn requested_subcommand(cmd: &clap::Command, argv: &[std::ffi::OsString]) -> Option<String> {
-    let mut tokens = argv.iter().skip(1).filter_map(|a| a.to_str());
-    while let Some(t) = tokens.next() {
-        if let Some(name) = t.strip_prefix("--") {
-            let takes_value = !name.contains('=')
-                && cmd
-                    .get_arguments()
-                    .find(|a| a.get_long() == Some(name))
-                    .is_some_and(|a| a.get_action().takes_values());
-            if takes_value {
-                tokens.next();
-            }
-            continue;
-        }
-        if t.starts_with('-') {
-            continue;
-        }
-        if t == "help" {
-            return tokens.find(|t| !t.starts_with('-')).map(str::to_owned);
-        }
-        return cmd.find_subcommand(t).map(|s| s.get_name().to_owned());
-    }
-    None
+    relay_shared::cli::subcommand_help(cmd, argv, |cmd, sub| match sub {
+        "replay" | "audit" => PROJECTION
+            .iter()
+            .fold(cmd, |c, id| c.mut_arg(*id, |a| a.hide(true)))
+            // The one global setting the tools read is theirs.
+            .mut_arg("raw_prefix", |a| a.help_heading(None::<&str>)),
+        "completions" | "man" => relay_shared::cli::hide_globals(cmd),
+        _ => cmd,
+    })
 }
 
 #[derive(Debug, thiserror::Error)]

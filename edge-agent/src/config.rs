@@ -26,6 +26,32 @@ pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9187";
 pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 30;
 pub const DEFAULT_CANARY_SECS: u64 = 60;
 
+/// Parses `argv`. A subcommand that reads no settings (completions, man)
+/// gets help without them; `Err` is for the caller to print and exit.
+pub fn parse_from(argv: Vec<std::ffi::OsString>) -> Result<Args, EarlyExit> {
+    use clap::CommandFactory;
+    match Args::try_parse_from(&argv) {
+        Ok(args) => Ok(args),
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelp => {
+            let own =
+                relay_shared::cli::subcommand_help(Args::command(), &argv, |cmd, sub| match sub {
+                    "completions" | "man" => relay_shared::cli::hide_globals(cmd),
+                    _ => cmd,
+                });
+            Err(own.map_or(EarlyExit::Clap(e), EarlyExit::Help))
+        }
+        Err(e) => Err(EarlyExit::Clap(e)),
+    }
+}
+
+/// Why parsing stopped before a run: clap's own message (errors,
+/// `--version`, help), or a subcommand's help to print to stdout.
+#[derive(Debug)]
+pub enum EarlyExit {
+    Clap(clap::Error),
+    Help(String),
+}
+
 /// Relays finished files from a directory to S3, zstd-compressed, exactly once
 /// per key (conditional writes with If-None-Match: *).
 #[derive(Debug, Parser)]

@@ -4,8 +4,8 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{CommandFactory, Parser};
-use edge_agent::config::{AgentCommand, Args, Config};
+use clap::CommandFactory;
+use edge_agent::config::{AgentCommand, Args, Config, EarlyExit};
 use edge_agent::s3::{Access, probe_put_access};
 use edge_agent::upload::RetryPolicy;
 use relay_shared::client::{ClientOptions, load_sdk_config, s3_client};
@@ -14,7 +14,14 @@ use relay_shared::telemetry::init_tracing;
 
 fn main() -> ExitCode {
     let hostname = || gethostname::gethostname().into_string().ok();
-    let args = Args::parse();
+    let args = match edge_agent::config::parse_from(std::env::args_os().collect()) {
+        Ok(args) => args,
+        Err(EarlyExit::Clap(e)) => e.exit(),
+        Err(EarlyExit::Help(help)) => {
+            print!("{help}");
+            return ExitCode::SUCCESS;
+        }
+    };
     match args.command {
         Some(AgentCommand::Completions { shell }) => {
             relay_shared::cli::print_completions(Args::command(), shell);

@@ -143,3 +143,25 @@ fn completions_and_the_man_page_come_from_the_cli_itself() {
         "{page}"
     );
 }
+
+#[test]
+fn a_subcommands_help_lists_only_the_settings_it_reads() {
+    let agent = env!("CARGO_BIN_EXE_edge-agent");
+    let check = help(agent, &["check"]);
+    assert!(
+        check.contains("--watch-dir") && check.contains("--bucket"),
+        "{check}"
+    );
+    for args in [
+        &["completions"][..],
+        &["man"],
+        &["--bucket", "man", "completions"],
+    ] {
+        let own = help(agent, args);
+        assert!(own.contains("Usage: edge-agent "), "{args:?}: {own}");
+        assert!(
+            !own.contains("--watch-dir") && !own.contains("--config"),
+            "{args:?} reads no settings: {own}"
+        );
+    }
+}
