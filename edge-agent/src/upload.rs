@@ -237,6 +237,83 @@ impl Compressor {
     }
 }
 
+/// Files up to this size are read whole and compressed in one call on a
+/// context kept by the compressing thread: most files. A fresh context per
+/// file costs more than compressing a 100 KB file, in zeroing and faulting
+/// in its tables and buffers. Larger files stream through their own
+/// context, one part at a time, and amortise it.
+pub const WHOLE_FILE_MAX_BYTES: u64 = 2 << 20;
+
+/// A compression context and input buffer kept by one blocking-pool thread
+/// for as long as the thread lives (tokio ends idle ones after 10 s), so at
+/// most `RELAY_CONCURRENCY` of them, each sized by the largest file it read.
+struct Reused {
+    level: i32,
+    cctx: zstd::zstd_safe::CCtx<'static>,
+    input: Vec<u8>,
+}
+
+thread_local! {
+    static REUSED: std::cell::RefCell<Option<Reused>> = const { std::cell::RefCell::new(None) };
+}
+
+fn zstd_error(code: usize) -> io::Error {
+    io::Error::other(format!("zstd: {}", zstd::zstd_safe::get_error_name(code)))
+}
+
+impl Reused {
+    fn new(level: i32) -> io::Result<Self> {
+        use zstd::zstd_safe::CParameter;
+        let mut cctx = zstd::zstd_safe::CCtx::try_create()
+            .ok_or_else(|| io::Error::other("zstd: cannot allocate a compression context"))?;
+        // As the streaming path: the frame records its content size and a
+        // checksum of the content.
+        for p in [
+            CParameter::CompressionLevel(level),
+            CParameter::ChecksumFlag(true),
+            CParameter::ContentSizeFlag(true),
+        ] {
+            cctx.set_parameter(p).map_err(zstd_error)?;
+        }
+        Ok(Self {
+            level,
+            cctx,
+            input: Vec::new(),
+        })
+    }
+}
+
+/// Whether a file of `size` bytes takes the whole-file path: small enough,
+/// and its frame sure to fit one part.
+fn whole(size: u64, part_bytes: u64) -> bool {
+    size <= WHOLE_FILE_MAX_BYTES
+        && zstd::zstd_safe::compress_bound(size as usize) as u64 <= part_bytes
+}
+
+/// Reads `file` whole and compresses it on this thread's kept context:
+/// the frame and the content's xxh3-128, or `None` if the file no longer
+/// has the size it was judged finished with.
+fn compress_whole(file: File, expect: FileStat, level: i32) -> io::Result<Option<(Vec<u8>, u128)>> {
+    REUSED.with_borrow_mut(|slot| {
+        let kept = match slot {
+            Some(kept) if kept.level == level => kept,
+            _ => slot.insert(Reused::new(level)?),
+        };
+        let input = &mut kept.input;
+        input.clear();
+        // One byte more than expected shows a file that grew.
+        input.reserve(expect.size as usize + 1);
+        file.take(expect.size + 1).read_to_end(input)?;
+        if input.len() as u64 != expect.size {
+            return Ok(None);
+        }
+        let hash = xxhash_rust::xxh3::xxh3_128(input);
+        let mut frame = Vec::with_capacity(zstd::zstd_safe::compress_bound(input.len()));
+        kept.cctx.compress2(&mut frame, input).map_err(zstd_error)?;
+        Ok(Some((frame, hash)))
+    })
+}
+
 /// The content hash of a whole file, read separately: a multipart upload's
 /// metadata is set before its parts are read.
 fn hash_file(file: File) -> io::Result<u128> {
@@ -414,35 +491,30 @@ async fn store<S: ObjectStore>(
     let (path, expect) = (job.path.clone(), job.stat);
     let first = blocking(&job.path, move || {
         Ok(match open_expected(&path, expect)? {
+            Ok(file) if whole(expect.size, part_bytes) => {
+                match compress_whole(file, expect, level)? {
+                    Some((frame, hash)) => Ok(First::Whole(frame, hash)),
+                    None => Err(Outcome::Changed),
+                }
+            }
             Ok(file) => {
                 let mut c = Compressor::new(file, expect, level)?;
                 let chunk = c.next_chunk(part_bytes)?;
-                Ok((c, chunk))
+                Ok(First::Streaming(Box::new(c), chunk))
             }
             Err(outcome) => Err(outcome),
         })
     })
     .await?;
     let (mut compressor, first) = match first {
-        Ok(v) => v,
+        Ok(First::Whole(frame, hash)) => return put_whole(sink, job, key, meta, frame, hash).await,
+        Ok(First::Streaming(c, chunk)) if c.done => {
+            let hash = c.hash();
+            return put_whole(sink, job, key, meta, chunk, hash).await;
+        }
+        Ok(First::Streaming(c, chunk)) => (*c, chunk),
         Err(outcome) => return Ok(Stored::Early(outcome)),
     };
-    if compressor.done {
-        if let Some(outcome) = recheck(&job.path, job.stat) {
-            return Ok(Stored::Early(outcome));
-        }
-        meta.content_hash = compressor.hash();
-        let compressed_bytes = first.len() as u64;
-        let options = put_options(meta);
-        return match sink.put(key, first, &PutMode::Create, &options).await {
-            Ok(_) => Ok(Stored::New {
-                compressed_bytes,
-                parts: 1,
-            }),
-            Err(S3Error::AlreadyExists { .. }) => Ok(Stored::Taken),
-            Err(e) => Err(e.into()),
-        };
-    }
 
     // A multipart upload: its metadata, the content hash included, is set
     // when it starts, so hash the whole file first.
@@ -503,6 +575,41 @@ async fn store<S: ObjectStore>(
         abort(sink, key, &upload_id).await;
     }
     result
+}
+
+/// How a file's compression began: done in one call, or streaming with
+/// its first part compressed.
+enum First {
+    Whole(Vec<u8>, u128),
+    Streaming(Box<Compressor>, Vec<u8>),
+}
+
+/// Stores a file compressed whole with one conditional put, once the file
+/// is known to be still what was judged finished.
+async fn put_whole<S: ObjectStore>(
+    sink: &S,
+    job: &Job,
+    key: &str,
+    meta: &mut ObjectMeta,
+    frame: Vec<u8>,
+    hash: u128,
+) -> Result<Stored, UploadError> {
+    if let Some(outcome) = recheck(&job.path, job.stat) {
+        return Ok(Stored::Early(outcome));
+    }
+    meta.content_hash = hash;
+    let compressed_bytes = frame.len() as u64;
+    match sink
+        .put(key, frame, &PutMode::Create, &put_options(meta))
+        .await
+    {
+        Ok(_) => Ok(Stored::New {
+            compressed_bytes,
+            parts: 1,
+        }),
+        Err(S3Error::AlreadyExists { .. }) => Ok(Stored::Taken),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Best effort: a leftover upload is also removed by the bucket's lifecycle rule.
@@ -668,6 +775,93 @@ mod tests {
             upload_once(&s3, &job, 3, 5 << 20).await.unwrap(),
             Outcome::Duplicate
         );
+    }
+
+    /// The frame's header: (content size, checksum flag).
+    fn frame_header(frame: &[u8]) -> (Option<u64>, bool) {
+        let size = zstd::zstd_safe::get_frame_content_size(frame).unwrap();
+        // Frame header descriptor, after the 4-byte magic: bit 2 is the
+        // content checksum flag.
+        (size, frame[4] & 0b100 != 0)
+    }
+
+    /// One context per thread serves file after file: each frame must
+    /// stand alone (nothing carried over from the previous file), record
+    /// its size and checksum as the streaming path does, and come with the
+    /// hash of exactly its content.
+    #[test]
+    fn the_kept_context_makes_frames_that_stand_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let contents = [
+            b"# c\n{\"a\":1}\n".repeat(5000),
+            Vec::new(),
+            noise(70_000),
+            b"# c\n{\"a\":1}\n".repeat(5000),
+            b"{\"b\":2}\n".repeat(3),
+        ];
+        let mut frames = Vec::new();
+        for (i, content) in contents.iter().enumerate() {
+            // A level change on the same thread takes a new context.
+            let level = if i == 3 { 19 } else { 3 };
+            let job = job_for(dir.path(), &format!("{i}.json"), content);
+            let file = File::open(&job.path).unwrap();
+            let (frame, hash) = compress_whole(file, job.stat, level).unwrap().unwrap();
+            assert_eq!(zstd::decode_all(&frame[..]).unwrap(), *content, "file {i}");
+            assert_eq!(hash, xxhash_rust::xxh3::xxh3_128(content), "file {i}");
+            assert_eq!(frame_header(&frame), (Some(content.len() as u64), true));
+            assert_eq!(
+                REUSED.with_borrow(|r| r.as_ref().map(|r| r.level)),
+                Some(level)
+            );
+            frames.push(frame);
+        }
+        // The same content at the same level gives the same frame whatever
+        // came before it.
+        let again = job_for(dir.path(), "99.json", &contents[0]);
+        let (frame, _) = compress_whole(File::open(&again.path).unwrap(), again.stat, 3)
+            .unwrap()
+            .unwrap();
+        assert_eq!(frame, frames[0]);
+    }
+
+    /// A file whose size is not the one it was judged finished with is not
+    /// compressed from what happens to be there.
+    #[test]
+    fn a_file_of_another_size_than_judged_is_not_compressed_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let job = job_for(dir.path(), "1.json", &b"{}\n".repeat(100));
+        for size in [job.stat.size - 1, job.stat.size + 1] {
+            let stat = FileStat { size, ..job.stat };
+            let file = File::open(&job.path).unwrap();
+            assert!(compress_whole(file, stat, 3).unwrap().is_none(), "{size}");
+        }
+    }
+
+    /// Both ways of compressing a file that fits one part: whole (up to
+    /// WHOLE_FILE_MAX_BYTES), or streaming into a single part above it.
+    #[tokio::test]
+    async fn files_either_side_of_the_whole_file_limit_are_stored_in_one_part() {
+        let dir = tempfile::tempdir().unwrap();
+        let line = b"{\"id\":1,\"text\":\"some words\"}\n";
+        let limit = WHOLE_FILE_MAX_BYTES as usize;
+        let s3 = store();
+        for (name, len) in [("1.json", limit), ("2.json", limit + 1)] {
+            let content: Vec<u8> = line.iter().copied().cycle().take(len).collect();
+            let job = job_for(dir.path(), name, &content);
+            assert_eq!(whole(job.stat.size, 5 << 20), len == limit);
+            let out = upload_once(&s3, &job, 3, 5 << 20).await.unwrap();
+            assert!(matches!(out, Outcome::Uploaded { parts: 1, .. }), "{out:?}");
+            let stored = body(&s3, &job.key);
+            assert_eq!(zstd::decode_all(&stored[..]).unwrap(), content);
+            assert_eq!(frame_header(&stored), (Some(len as u64), true));
+            let meta = s3.head(&job.key).await.unwrap().unwrap().metadata;
+            assert_eq!(
+                meta.get(CONTENT_HASH),
+                Some(&content_hash_hex(xxhash_rust::xxh3::xxh3_128(&content)))
+            );
+        }
+        // Never whole when the frame might not fit one part.
+        assert!(!whole(1 << 20, 1 << 20));
     }
 
     #[tokio::test]
