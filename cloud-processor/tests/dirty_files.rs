@@ -65,16 +65,21 @@ enum Bad {
     TrailingComma,
     Truncated,
     Oversized,
+    /// Over the window and over the reader's 64 KiB buffer, made of many
+    /// short strings with escapes: the walk past the window must keep its
+    /// place as it drops consumed bytes (a stale index once broke it).
+    Huge,
     SingleQuotes,
 }
 
-const BADS: [Bad; 7] = [
+const BADS: [Bad; 8] = [
     Bad::NaN,
     Bad::InvalidUtf8,
     Bad::ControlChar,
     Bad::TrailingComma,
     Bad::Truncated,
     Bad::Oversized,
+    Bad::Huge,
     Bad::SingleQuotes,
 ];
 
@@ -147,6 +152,16 @@ fn spoil(rng: &mut Rng, v: &Value, bad: Bad, pretty: bool) -> Vec<u8> {
         Bad::Oversized => {
             let mut big = v.clone();
             big["pad"] = json!("p".repeat(MAX_RECORD));
+            render(&big, pretty).into_bytes()
+        }
+        Bad::Huge => {
+            let mut big = v.clone();
+            let strings = 7_000 + rng.below(10_000);
+            big["pad"] = json!(
+                (0..strings)
+                    .map(|k| format!("s{k}\"}}{{\\"))
+                    .collect::<Vec<_>>()
+            );
             render(&big, pretty).into_bytes()
         }
         Bad::SingleQuotes => marked.replace("\"MARK\"", "'MARK'").into_bytes(),
@@ -293,7 +308,10 @@ fn check_in(seed: u64, compressed: bool, mode: Mode) {
     let mut g = generate(seed);
     if mode == Mode::Streamed {
         // Streamed up to 1 GiB, an oversized record is a good one.
-        let (over, bad) = g.bad.into_iter().partition(|(k, ..)| *k == Bad::Oversized);
+        let (over, bad) = g
+            .bad
+            .into_iter()
+            .partition(|(k, ..)| matches!(k, Bad::Oversized | Bad::Huge));
         g.bad = bad;
         let over: Vec<(Bad, std::ops::Range<usize>, Value)> = over;
         g.good.extend(over.into_iter().map(|(_, r, v)| (v, r)));
