@@ -3,12 +3,13 @@
 //! A file up to 2 MiB (most) is read and compressed whole, on a context its
 //! thread keeps; a larger one is read through a streaming zstd encoder in
 //! chunks of at most the multipart threshold, so memory per upload is
-//! bounded by one part whatever the file's size. Both the single put and the multipart completion carry
-//! `If-None-Match: *`, and every object carries the xxh3-128 of its
-//! uncompressed bytes. A 412 means S3 has the key, which is not yet proof
-//! that it has this file: the object's hash and size must match. If they do
-//! not (a name used again), the file is stored under a conflict key next to
-//! the first, so nothing is discarded that S3 does not hold.
+//! bounded by one part whatever the file's size. Both the single put and
+//! the multipart completion carry `If-None-Match: *`, and every object
+//! carries the xxh3-128 of its uncompressed bytes. A 412 means S3 has the
+//! key, which is not yet proof that it has this file: the object's hash and
+//! size must match. If they do not (a name used again), the file is stored
+//! under a conflict key next to the first, so nothing is discarded that S3
+//! does not hold.
 
 use std::fs::File;
 use std::io::{self, BufReader, Read};
