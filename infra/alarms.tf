@@ -1,7 +1,7 @@
 # ------------------------------------------------------------- alarms
 
 locals {
-  alarms = {
+  alarms = merge({
     notifications-dlq = {
       description = "S3 notifications the processor failed on repeatedly: see their objects' logs, then redrive."
       namespace   = "AWS/SQS"
@@ -42,7 +42,18 @@ locals {
       statistic   = "Sum"
       threshold   = 0
     }
-  }
+    }, {
+    # Per edge source, from the processor's canary metric (EMF, dimension
+    # `source`).
+    for id, _ in var.edge_sources : "canary-lag-${id}" => {
+      description = "Canaries from ${id} take over ${var.canary_lag_alarm_secs} s to reach SQS: a backlog on the host (relay_agent_backlog_files) or in the notification queue."
+      namespace   = "relay"
+      metric      = "relay_canary_lag_seconds"
+      dimensions  = { source = id }
+      statistic   = "Maximum"
+      threshold   = var.canary_lag_alarm_secs
+    }
+  })
 }
 
 resource "aws_cloudwatch_metric_alarm" "this" {
@@ -63,9 +74,9 @@ resource "aws_cloudwatch_metric_alarm" "this" {
   tags                = local.tags
 }
 
-# Per edge source, from the processor's canary metric (EMF, dimension
-# `source`): a canary that stops arriving says the pipeline is broken for
-# that host even when its queue is merely quiet.
+# Per edge source: a canary that stops arriving says the pipeline is broken
+# for that host even when its queue is merely quiet. (A missing sample must
+# breach here, unlike the alarms above, so this one stands apart.)
 resource "aws_cloudwatch_metric_alarm" "canary_missing" {
   for_each            = var.edge_sources
   alarm_name          = "${var.name}-canary-missing-${each.key}"
@@ -79,24 +90,6 @@ resource "aws_cloudwatch_metric_alarm" "canary_missing" {
   comparison_operator = "LessThanThreshold"
   threshold           = 1
   treat_missing_data  = "breaching"
-  alarm_actions       = var.alarm_actions
-  ok_actions          = var.alarm_actions
-  tags                = local.tags
-}
-
-resource "aws_cloudwatch_metric_alarm" "canary_lag" {
-  for_each            = var.edge_sources
-  alarm_name          = "${var.name}-canary-lag-${each.key}"
-  alarm_description   = "Canaries from ${each.key} take over ${var.canary_lag_alarm_secs} s to reach SQS: a backlog on the host (relay_agent_backlog_files) or in the notification queue."
-  namespace           = "relay"
-  metric_name         = "relay_canary_lag_seconds"
-  dimensions          = { source = each.key }
-  statistic           = "Maximum"
-  period              = 300
-  evaluation_periods  = 1
-  comparison_operator = "GreaterThanThreshold"
-  threshold           = var.canary_lag_alarm_secs
-  treat_missing_data  = "notBreaching"
   alarm_actions       = var.alarm_actions
   ok_actions          = var.alarm_actions
   tags                = local.tags
