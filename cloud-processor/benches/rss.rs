@@ -74,14 +74,8 @@ fn main() {
         ("one preamble line", "#", b'#', "\n{\"id\":1}\n{\"id\":2}\n"),
     ] {
         let path = dir.path().join("1763800000001.json.zst");
-        let mut enc =
-            zstd::stream::write::Encoder::new(std::fs::File::create(&path).unwrap(), 3).unwrap();
-        enc.write_all(head.as_bytes()).unwrap();
-        std::io::copy(&mut std::io::repeat(fill).take(run as u64), &mut enc).unwrap();
-        enc.write_all(tail.as_bytes()).unwrap();
-        enc.finish().unwrap();
-        let compressed = std::fs::metadata(&path).unwrap().len();
-        let (peak, secs) = measure(&path, 2 * run as u64, 2);
+        let (compressed, peak, secs) =
+            measure_run(&path, head.as_bytes(), fill, run, tail.as_bytes());
         println!(
             "| 400 MiB of {what}, {:.0} kB zstd | {peak:.1} MiB | {secs:.1} s | {:.0} MB/s |",
             compressed as f64 / 1e3,
@@ -93,25 +87,40 @@ fn main() {
 
 /// Records over the 1 MiB window stream through the parser: with the big
 /// value unwanted (dropped as it passes), and wanted (kept in a temporary
-/// file past 4 MiB, then written out from it).
+/// file past 1 MiB, then written out from it).
 fn large_records(dir: &std::path::Path) {
     let size = 200usize << 20;
     for (what, key) in [("unwanted", "pad"), ("projected", "type")] {
         let path = dir.join("1763800000002.json.zst");
-        let mut enc =
-            zstd::stream::write::Encoder::new(std::fs::File::create(&path).unwrap(), 3).unwrap();
-        write!(enc, "# c\n{{\"id\":1,\"{key}\":\"").unwrap();
-        std::io::copy(&mut std::io::repeat(b'x').take(size as u64), &mut enc).unwrap();
-        enc.write_all(b"\"}\n{\"id\":2}\n").unwrap();
-        enc.finish().unwrap();
-        let compressed = std::fs::metadata(&path).unwrap().len();
-        let (peak, secs) = measure(&path, 2 * size as u64, 2);
+        let head = format!("# c\n{{\"id\":1,\"{key}\":\"");
+        let (compressed, peak, secs) =
+            measure_run(&path, head.as_bytes(), b'x', size, b"\"}\n{\"id\":2}\n");
         println!(
             "| one 200 MiB record, its big value {what}, {:.0} kB zstd | {peak:.1} MiB | {secs:.1} s | {:.0} MB/s |",
             compressed as f64 / 1e3,
             size as f64 / 1e6 / secs
         );
     }
+}
+
+/// Writes `head`, `run` bytes of `fill` and `tail` to `path` as zstd, then
+/// processes it: (compressed bytes, peak RSS in MiB, seconds). Two records.
+fn measure_run(
+    path: &std::path::Path,
+    head: &[u8],
+    fill: u8,
+    run: usize,
+    tail: &[u8],
+) -> (u64, f64, f64) {
+    let mut enc =
+        zstd::stream::write::Encoder::new(std::fs::File::create(path).unwrap(), 3).unwrap();
+    enc.write_all(head).unwrap();
+    std::io::copy(&mut std::io::repeat(fill).take(run as u64), &mut enc).unwrap();
+    enc.write_all(tail).unwrap();
+    enc.finish().unwrap();
+    let compressed = std::fs::metadata(path).unwrap().len();
+    let (peak, secs) = measure(path, 2 * run as u64, 2);
+    (compressed, peak, secs)
 }
 
 /// Runs `process` on `path` and returns its peak RSS (MiB) and wall time.
