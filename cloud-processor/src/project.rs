@@ -307,9 +307,13 @@ pub fn escape_for_sqs(out: &mut Vec<u8>, from: usize) {
 /// Copies JSON text without insignificant whitespace, so pretty-printed input
 /// still gives one-line records. Strings and numbers are copied byte for byte.
 pub fn write_compact(json: &[u8], out: &mut Vec<u8>) {
-    if !json
-        .iter()
-        .any(|b| matches!(b, b' ' | b'\n' | b'\r' | b'\t'))
+    // A scalar's text holds no insignificant whitespace (the span is exactly
+    // the value, and spaces inside a string are part of it): copy it whole
+    // without looking at its bytes. Most projected values are scalars.
+    if !matches!(json.first(), Some(b'{' | b'['))
+        || !json
+            .iter()
+            .any(|b| matches!(b, b' ' | b'\n' | b'\r' | b'\t'))
     {
         out.extend_from_slice(json);
         return;
