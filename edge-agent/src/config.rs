@@ -24,6 +24,13 @@ pub const MIN_PART_BYTES: u64 = 5 * 1024 * 1024;
 pub const DEFAULT_MULTIPART_THRESHOLD_BYTES: u64 = 8 * 1024 * 1024;
 pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9187";
 pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 30;
+
+/// The default time one S3 request may take: a base for the answer, plus
+/// the time to send a whole part at 512 kbit/s (64 KiB/s), so that a slow
+/// but moving link is never cut off (8 MiB parts: 158 s).
+pub fn default_aws_attempt_timeout_secs(part_bytes: u64) -> u64 {
+    30 + part_bytes.div_ceil(64 * 1024)
+}
 pub const DEFAULT_CANARY_SECS: u64 = 60;
 
 /// Parses `argv`. A subcommand that reads no settings (completions, man)
@@ -118,6 +125,12 @@ pub struct Args {
     /// [default: 30].
     #[arg(long, global = true, env = "RELAY_SHUTDOWN_TIMEOUT_SECS")]
     pub shutdown_timeout_secs: Option<u64>,
+    /// How long one S3 request may take, its body sent and its answer
+    /// received, before it is abandoned and retried, so a silent connection
+    /// fails instead of holding an upload slot until TCP gives up
+    /// [default: 30 plus 1 per 64 KiB of the part size: 158 for 8 MiB].
+    #[arg(long, global = true, env = "RELAY_AWS_ATTEMPT_TIMEOUT_SECS")]
+    pub aws_attempt_timeout_secs: Option<u64>,
     /// Every this many seconds, upload a canary: a one-record object on the
     /// data's path, whose end-to-end lag the processor measures; `0` turns
     /// it off [default: 60].
@@ -182,6 +195,8 @@ pub struct FileConfig {
     pub state_dir: Option<PathBuf>,
     /// Shutdown deadline in seconds.
     pub shutdown_timeout_secs: Option<u64>,
+    /// Time one S3 request may take, in seconds.
+    pub aws_attempt_timeout_secs: Option<u64>,
     /// Seconds between canaries; 0 turns them off.
     pub canary_secs: Option<u64>,
     /// Force path-style S3 addressing.
@@ -235,6 +250,10 @@ impl Config {
                 self.shutdown_timeout.as_secs().to_string(),
             ),
             (
+                "aws_attempt_timeout_secs",
+                self.aws_attempt_timeout.as_secs().to_string(),
+            ),
+            (
                 "canary_secs",
                 self.canary.map_or(0, |c| c.as_secs()).to_string(),
             ),
@@ -258,6 +277,8 @@ pub struct Config {
     pub metrics_addr: Option<SocketAddr>,
     pub state_dir: PathBuf,
     pub shutdown_timeout: Duration,
+    /// How long one S3 request may take before it is retried.
+    pub aws_attempt_timeout: Duration,
     /// How often a canary is uploaded, if at all.
     pub canary: Option<Duration>,
     pub s3_path_style: bool,
@@ -404,6 +425,14 @@ impl Config {
             Some(dir) => dir,
             None => watch_dir.join(".relay-agent"),
         };
+        let aws_attempt_timeout_secs = pick!(aws_attempt_timeout_secs)
+            .unwrap_or_else(|| default_aws_attempt_timeout_secs(multipart_threshold_bytes));
+        if aws_attempt_timeout_secs == 0 {
+            return Err(invalid(
+                "aws_attempt_timeout_secs",
+                "must be at least 1 second",
+            ));
+        }
         Ok(Self {
             recursive: pick!(recursive).unwrap_or(false),
             include,
@@ -419,6 +448,7 @@ impl Config {
             shutdown_timeout: Duration::from_secs(
                 pick!(shutdown_timeout_secs).unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT_SECS),
             ),
+            aws_attempt_timeout: Duration::from_secs(aws_attempt_timeout_secs),
             canary: Some(pick!(canary_secs).unwrap_or(DEFAULT_CANARY_SECS))
                 .filter(|&s| s > 0)
                 .map(Duration::from_secs),
@@ -527,6 +557,15 @@ mod tests {
         assert_eq!(c.zstd_level, 3);
         assert_eq!(c.metrics_addr, Some("127.0.0.1:9187".parse().unwrap()));
         assert_eq!(c.state_dir, dir.path().join(".relay-agent"));
+        // Long enough to send a whole 8 MiB part at 512 kbit/s.
+        assert_eq!(c.aws_attempt_timeout, Duration::from_secs(30 + 128));
+        let big_parts = ["--multipart-threshold-bytes", "67108864"];
+        let c = Config::resolve(
+            args(&[&["--watch-dir", d, "--bucket", "b"][..], &big_parts].concat()),
+            || Some("h".into()),
+        )
+        .unwrap();
+        assert_eq!(c.aws_attempt_timeout, Duration::from_secs(30 + 1024));
         assert!(c.wants("1732227000.json"));
         assert!(!c.wants(".1732227000.json"));
         assert!(!c.wants("1732227000.json.tmp"));
@@ -575,6 +614,7 @@ mod tests {
             (&["--include", "[*.json"], "include glob"),
             (&["--raw-prefix", "raw"], "end with `/`"),
             (&["--timestamp-format", "plain"], "no % conversion"),
+            (&["--aws-attempt-timeout-secs", "0"], "at least 1 second"),
         ];
         for (extra, want) in cases {
             let mut argv: Vec<&str> = base.to_vec();

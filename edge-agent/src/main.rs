@@ -8,7 +8,7 @@ use clap::CommandFactory;
 use edge_agent::config::{AgentCommand, Args, Config, EarlyExit};
 use edge_agent::s3::{Access, probe_put_access};
 use edge_agent::upload::RetryPolicy;
-use relay_shared::client::{ClientOptions, load_sdk_config, s3_client};
+use relay_shared::client::{ClientOptions, load_sdk_config, s3_client, with_attempt_timeout};
 use relay_shared::s3::Bucket;
 use relay_shared::telemetry::init_tracing;
 
@@ -89,13 +89,7 @@ fn check(config: &Config) -> ExitCode {
         }
     };
     let passed = runtime.block_on(async {
-        let client = s3_client(
-            &load_sdk_config().await,
-            ClientOptions {
-                s3_path_style: config.s3_path_style,
-            },
-        );
-        let bucket = Bucket::new(client, config.bucket.clone());
+        let bucket = bucket(config).await;
         relay_shared::check::print(&edge_agent::check::check(config, &bucket).await)
     });
     if passed {
@@ -105,20 +99,25 @@ fn check(config: &Config) -> ExitCode {
     }
 }
 
-async fn start(config: Config) -> anyhow::Result<()> {
-    relay_shared::telemetry::log_start("edge-agent", &config.summary());
-    if let Some(addr) = config.metrics_addr {
-        let bound = edge_agent::metrics::serve(addr).await?;
-        tracing::info!(%bound, "serving /metrics and /healthz");
-    }
-    let sdk = load_sdk_config().await;
+/// The bucket, through an S3 client whose requests time out (built once).
+async fn bucket(config: &Config) -> Bucket {
+    let sdk = with_attempt_timeout(&load_sdk_config().await, config.aws_attempt_timeout);
     let client = s3_client(
         &sdk,
         ClientOptions {
             s3_path_style: config.s3_path_style,
         },
     );
-    let bucket = Bucket::new(client, config.bucket.clone());
+    Bucket::new(client, config.bucket.clone())
+}
+
+async fn start(config: Config) -> anyhow::Result<()> {
+    relay_shared::telemetry::log_start("edge-agent", &config.summary());
+    if let Some(addr) = config.metrics_addr {
+        let bound = edge_agent::metrics::serve(addr).await?;
+        tracing::info!(%bound, "serving /metrics and /healthz");
+    }
+    let bucket = bucket(&config).await;
     match probe_put_access(&bucket, &config.keys.source_prefix()).await {
         Access::Allowed => tracing::info!(bucket = %config.bucket, "S3 access checked"),
         Access::Denied(e) => return Err(e).context("start-up check of S3 access failed"),

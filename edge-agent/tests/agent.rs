@@ -644,6 +644,58 @@ async fn metrics_and_logs_are_complete_from_the_start() {
     assert!(!text.contains("Summary {"), "no Debug strings:\n{text}");
 }
 
+/// An S3 endpoint that accepts connections and reads requests but never
+/// answers (a peer gone silent behind a NAT or a stuck proxy) fails each
+/// request after `RELAY_AWS_ATTEMPT_TIMEOUT_SECS`, instead of holding it
+/// until TCP gives up. Without the timeout this command never ends.
+#[test]
+fn a_silent_s3_endpoint_fails_requests_at_the_attempt_timeout() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            std::thread::spawn(move || {
+                let mut sink = [0u8; 4096];
+                while matches!(std::io::Read::read(&mut conn, &mut sink), Ok(n) if n > 0) {}
+            });
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_edge-agent"))
+        .arg("check")
+        .args(["--watch-dir", &dir.path().display().to_string()])
+        .args(["--bucket", "silent", "--source-id", SOURCE])
+        .args(["--metrics-addr", "off", "--s3-path-style", "true"])
+        .env("AWS_ENDPOINT_URL", &endpoint)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("RELAY_AWS_ATTEMPT_TIMEOUT_SECS", "1")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The SDK makes up to three attempts per call, with backoff between.
+    let deadline = started + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("edge-agent check still waiting on a silent endpoint after 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("FAIL") && l.contains("timeout")),
+        "the failure names the timeout:\n{text}"
+    );
+}
+
 /// `edge-agent check`: one line per check, exit 0 when all pass, and a
 /// failing line naming the resource and the fix when one does not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

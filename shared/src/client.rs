@@ -42,15 +42,27 @@ pub struct Timeouts {
 /// Applies `timeouts` on top of the SDK's own timeout settings (which keep
 /// their connect timeout).
 pub fn with_timeouts(sdk: &SdkConfig, timeouts: Timeouts) -> SdkConfig {
-    let config = sdk
-        .timeout_config()
-        .cloned()
-        .unwrap_or_else(|| TimeoutConfig::builder().build())
-        .to_builder()
-        .operation_attempt_timeout(timeouts.attempt)
+    let attempt_only = with_attempt_timeout(sdk, timeouts.attempt);
+    let config = timeout_builder(&attempt_only)
         .operation_timeout(timeouts.operation)
         .build();
     sdk.to_builder().timeout_config(config).build()
+}
+
+/// Limits each HTTP attempt only, for a caller that retries whole calls on
+/// its own schedule (the edge agent, which never gives up on a file).
+pub fn with_attempt_timeout(sdk: &SdkConfig, attempt: Duration) -> SdkConfig {
+    let config = timeout_builder(sdk)
+        .operation_attempt_timeout(attempt)
+        .build();
+    sdk.to_builder().timeout_config(config).build()
+}
+
+fn timeout_builder(sdk: &SdkConfig) -> aws_config::timeout::TimeoutConfigBuilder {
+    sdk.timeout_config()
+        .cloned()
+        .unwrap_or_else(|| TimeoutConfig::builder().build())
+        .to_builder()
 }
 
 pub fn s3_client(sdk: &SdkConfig, options: ClientOptions) -> aws_sdk_s3::Client {
