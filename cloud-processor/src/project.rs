@@ -492,6 +492,19 @@ mod tests {
             project("d,c,b,a", Missing::Omit, rec).unwrap(),
             r#"{"d":123456789012345678901234567890,"c":-0.0,"b":1.10,"a":6.02e23}"#
         );
+        // The grammar decides, not f64's range (RFC 8259 leaves range to the
+        // reader): numbers serde_json's `Value` refuses are valid JSON and
+        // relayed as written, the unwanted ones included.
+        let rec = r#"{"x":1e400,"y":-2E-99999999999999999999,"z":[1e999,0]}"#;
+        assert!(serde_json::from_str::<serde_json::Value>(rec).is_err());
+        assert_eq!(
+            project("z,y,x", Missing::Omit, rec).unwrap(),
+            r#"{"z":[1e999,0],"y":-2E-99999999999999999999,"x":1e400}"#
+        );
+        assert_eq!(
+            project("y", Missing::Omit, rec).unwrap(),
+            r#"{"y":-2E-99999999999999999999}"#
+        );
     }
 
     #[test]

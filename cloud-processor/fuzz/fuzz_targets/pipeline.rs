@@ -67,8 +67,10 @@ fuzz_target!(|input: &[u8]| {
         }
         let mut lines = 0;
         for line in body.split(|&b| b == b'\n') {
-            let v: serde_json::Value = serde_json::from_slice(line).expect("a body line is JSON");
-            assert!(v.is_object(), "a body line is a JSON object");
+            // Syntax only: numbers are relayed as written, whatever their
+            // range (see the reader target).
+            serde_json::from_slice::<serde::de::IgnoredAny>(line).expect("a body line is JSON");
+            assert_eq!(line.first(), Some(&b'{'), "a body line is a JSON object");
             lines += 1;
         }
         assert_eq!(lines, chunk.records);
