@@ -12,6 +12,9 @@
 //! `scripts/bench_python.py`, the obvious Python Lambda, on the same file
 //! and prints the ratio.
 //!
+//! Before printing, it checks that the output is byte for byte what the
+//! serde_json reference projection writes for the same file.
+//!
 //! RELAY_BENCH_MB (default 64) sets the input size.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // A benchmark: failing loudly is right.
@@ -84,6 +87,29 @@ fn main() {
         assert_eq!(report.stats.records_out as usize, records);
         assert_eq!(report.stats.rejected, 0);
     }
+    // Untimed: the output is the serde_json reference's, byte for byte, on
+    // this very file (and `pipeline::tests` checks the same on a smaller one).
+    let mut got = Vec::new();
+    run(&compressed[..], &settings, |c| {
+        got.push(c.body);
+        ControlFlow::Continue(())
+    })
+    .unwrap();
+    let mut preamble = String::new();
+    SampleGen::new(7).preamble(&mut preamble);
+    let mut want = Vec::new();
+    for record in text[preamble.len()..].lines() {
+        settings
+            .projection
+            .project_reference(record.as_bytes(), &mut want)
+            .unwrap();
+        want.push(b'\n');
+    }
+    want.pop();
+    assert!(
+        got.join(&b'\n') == want,
+        "the output differs from the reference"
+    );
     let mbytes = text.len() as f64 / 1e6;
     let (d, f, w) = (median(decode), median(full), median(full_wall));
     let one = median(single);

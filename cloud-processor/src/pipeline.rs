@@ -905,6 +905,45 @@ mod tests {
         Ok((bodies, report))
     }
 
+    /// The benchmark's file and fields (`benches/pipeline.rs`), smaller:
+    /// every record comes out as serde_json's reference projection writes
+    /// it, in order, with the decoding thread and without.
+    #[test]
+    fn the_benchmark_file_comes_out_as_the_reference_writes_it() {
+        let fields = "id,ts=timestamp,type,user_id=user.id,country=geo.country,first_tag=tags.0";
+        let (text, records) = relay_shared::sample::SampleGen::new(7).file(3 << 20);
+        let mut preamble = String::new();
+        relay_shared::sample::SampleGen::new(7).preamble(&mut preamble);
+        assert!(text.starts_with(&preamble));
+        let s = Settings {
+            max_body_bytes: 256 * 1024 - 200,
+            ..settings(fields)
+        };
+        let mut want = Vec::new();
+        for record in text[preamble.len()..].lines() {
+            let mut out = Vec::new();
+            s.projection
+                .project_reference(record.as_bytes(), &mut out)
+                .unwrap();
+            want.push(String::from_utf8(out).unwrap());
+        }
+        assert_eq!(want.len(), records);
+        let compressed = zstd::encode_all(text.as_bytes(), 3).unwrap();
+        for decode_thread in [false, true] {
+            let s = Settings {
+                decode_thread,
+                ..s.clone()
+            };
+            let (bodies, report) = collect(&compressed, &s).unwrap();
+            assert_eq!(report.stats.rejected, 0);
+            let got: Vec<&str> = bodies.iter().flat_map(|b| b.split('\n')).collect();
+            assert_eq!(got.len(), want.len(), "decode thread: {decode_thread}");
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert_eq!(g, w, "record {i}, decode thread: {decode_thread}");
+            }
+        }
+    }
+
     /// Larger than the hand-off's buffers many times over, with rejects
     /// among the records: the decoding thread changes nothing.
     #[test]
