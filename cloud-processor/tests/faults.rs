@@ -143,11 +143,7 @@ fn agent_binary() -> PathBuf {
 
 /// Only loopback, dummy credentials, and no instance-metadata probing.
 fn aws_env(cmd: &mut Command, endpoint: &str) {
-    cmd.env("AWS_ENDPOINT_URL", endpoint)
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", "us-east-1")
+    relay_shared::testing::loopback_aws_env(cmd, endpoint)
         .env("RELAY_S3_PATH_STYLE", "true")
         .env("RELAY_LOG_FORMAT", "json")
         .env("RUST_LOG", "info");

@@ -283,7 +283,8 @@ async fn run_agent(run: &Run<'_>) -> Cost {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().to_string()
     };
-    let mut agent = Command::new(env!("CARGO_BIN_EXE_edge-agent"))
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_edge-agent"));
+    let mut agent = relay_shared::testing::loopback_aws_env(&mut cmd, run.endpoint)
         .args([
             "--watch-dir",
             &run.dir.display().to_string(),
@@ -294,11 +295,6 @@ async fn run_agent(run: &Run<'_>) -> Cost {
         .args(["--metrics-addr", &metrics_addr, "--s3-path-style", "true"])
         .args(["--state-dir", &run.state_dir.display().to_string()])
         .env("RUST_LOG", "warn")
-        .env("AWS_ENDPOINT_URL", run.endpoint)
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", "us-east-1")
         .spawn()
         .unwrap();
     let pid = agent.id().to_string();

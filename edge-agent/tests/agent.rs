@@ -663,16 +663,12 @@ fn a_silent_s3_endpoint_fails_requests_at_the_attempt_timeout() {
     });
     let dir = tempfile::tempdir().unwrap();
     let started = std::time::Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_edge-agent"))
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_edge-agent"));
+    let mut child = relay_shared::testing::loopback_aws_env(&mut cmd, &endpoint)
         .arg("check")
         .args(["--watch-dir", &dir.path().display().to_string()])
         .args(["--bucket", "silent", "--source-id", SOURCE])
         .args(["--metrics-addr", "off", "--s3-path-style", "true"])
-        .env("AWS_ENDPOINT_URL", &endpoint)
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
         .env("RELAY_AWS_ATTEMPT_TIMEOUT_SECS", "1")
         .stdout(std::process::Stdio::piped())
         .spawn()

@@ -208,6 +208,20 @@ pub fn assert_plain_log_with_start_line(
 }
 
 /// A free port on loopback, for a binary's metrics address.
+/// Points a child process's AWS SDK at `endpoint` on loopback, with dummy
+/// credentials and instance-metadata probing off (without it the SDK
+/// reaches for the EC2 metadata address).
+pub fn loopback_aws_env<'c>(
+    cmd: &'c mut std::process::Command,
+    endpoint: &str,
+) -> &'c mut std::process::Command {
+    cmd.env("AWS_ENDPOINT_URL", endpoint)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
