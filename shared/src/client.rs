@@ -11,7 +11,7 @@ use std::time::Duration;
 use aws_config::BehaviorVersion;
 /// Re-exported, so the binaries need no dependency on aws-config.
 pub use aws_config::SdkConfig;
-use aws_config::timeout::TimeoutConfig;
+use aws_config::timeout::{TimeoutConfig, TimeoutConfigBuilder};
 
 /// The environment variable that forces path-style S3 addressing.
 pub const S3_PATH_STYLE_ENV: &str = "RELAY_S3_PATH_STYLE";
@@ -42,27 +42,30 @@ pub struct Timeouts {
 /// Applies `timeouts` on top of the SDK's own timeout settings (which keep
 /// their connect timeout).
 pub fn with_timeouts(sdk: &SdkConfig, timeouts: Timeouts) -> SdkConfig {
-    let attempt_only = with_attempt_timeout(sdk, timeouts.attempt);
-    let config = timeout_builder(&attempt_only)
-        .operation_timeout(timeouts.operation)
-        .build();
-    sdk.to_builder().timeout_config(config).build()
+    with_timeout_config(sdk, |b| {
+        b.operation_attempt_timeout(timeouts.attempt)
+            .operation_timeout(timeouts.operation)
+    })
 }
 
 /// Limits each HTTP attempt only, for a caller that retries whole calls on
 /// its own schedule (the edge agent, which never gives up on a file).
 pub fn with_attempt_timeout(sdk: &SdkConfig, attempt: Duration) -> SdkConfig {
-    let config = timeout_builder(sdk)
-        .operation_attempt_timeout(attempt)
-        .build();
-    sdk.to_builder().timeout_config(config).build()
+    with_timeout_config(sdk, |b| b.operation_attempt_timeout(attempt))
 }
 
-fn timeout_builder(sdk: &SdkConfig) -> aws_config::timeout::TimeoutConfigBuilder {
-    sdk.timeout_config()
+/// `sdk` with its timeout settings (or the defaults) changed by `set`.
+fn with_timeout_config(
+    sdk: &SdkConfig,
+    set: impl FnOnce(TimeoutConfigBuilder) -> TimeoutConfigBuilder,
+) -> SdkConfig {
+    let base = sdk
+        .timeout_config()
         .cloned()
-        .unwrap_or_else(|| TimeoutConfig::builder().build())
-        .to_builder()
+        .unwrap_or_else(|| TimeoutConfig::builder().build());
+    sdk.to_builder()
+        .timeout_config(set(base.to_builder()).build())
+        .build()
 }
 
 pub fn s3_client(sdk: &SdkConfig, options: ClientOptions) -> aws_sdk_s3::Client {
