@@ -24,6 +24,7 @@ pub const MIN_PART_BYTES: u64 = 5 * 1024 * 1024;
 pub const DEFAULT_MULTIPART_THRESHOLD_BYTES: u64 = 8 * 1024 * 1024;
 pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9187";
 pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 30;
+pub const DEFAULT_CANARY_SECS: u64 = 60;
 
 /// The default time one S3 request may take: a base for the answer, plus
 /// the time to send a whole part at 512 kbit/s (64 KiB/s), so that a slow
@@ -31,7 +32,6 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 30;
 pub fn default_aws_attempt_timeout_secs(part_bytes: u64) -> u64 {
     30 + part_bytes.div_ceil(64 * 1024)
 }
-pub const DEFAULT_CANARY_SECS: u64 = 60;
 
 /// Parses `argv`. A subcommand that reads no settings (completions, man)
 /// gets help without them; `Err` is for the caller to print and exit.
