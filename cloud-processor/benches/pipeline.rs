@@ -26,8 +26,6 @@ use cloud_processor::pipeline::{Settings, run};
 use cloud_processor::project::{Missing, Projection, parse_fields};
 use relay_shared::sample::SampleGen;
 
-const FIELDS: &str = "id,ts=timestamp,type,user_id=user.id,country=geo.country,first_tag=tags.0";
-
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -41,7 +39,10 @@ fn main() {
     let (text, records) = SampleGen::new(7).file(mb << 20);
     let compressed = zstd::encode_all(text.as_bytes(), 3).unwrap();
     let settings = Settings {
-        projection: Projection::new(&parse_fields(FIELDS).unwrap(), Missing::Omit),
+        projection: Projection::new(
+            &parse_fields(cloud_processor::testing::SAMPLE_FIELDS).unwrap(),
+            Missing::Omit,
+        ),
         format: BodyFormat::Ndjson,
         max_body_bytes: 256 * 1024 - 200,
         max_record_bytes: 1 << 20,
@@ -95,19 +96,9 @@ fn main() {
         ControlFlow::Continue(())
     })
     .unwrap();
-    let mut preamble = String::new();
-    SampleGen::new(7).preamble(&mut preamble);
-    let mut want = Vec::new();
-    for record in text[preamble.len()..].lines() {
-        settings
-            .projection
-            .project_reference(record.as_bytes(), &mut want)
-            .unwrap();
-        want.push(b'\n');
-    }
-    want.pop();
+    let want = cloud_processor::testing::sample_reference(7, &text, &settings.projection);
     assert!(
-        got.join(&b'\n') == want,
+        got.join(&b'\n') == want.join(&b'\n'),
         "the output differs from the reference"
     );
     let mbytes = text.len() as f64 / 1e6;

@@ -218,3 +218,30 @@ pub async fn until_crash<T, Q>(work: impl Future<Output = T>, sink: &CrashAfter<
         () = sink.crashed.notified() => None,
     }
 }
+
+/// The benchmark's projection of `relay_shared::sample` records: 6 of
+/// their ~26 fields, nested and indexed ones among them.
+pub const SAMPLE_FIELDS: &str =
+    "id,ts=timestamp,type,user_id=user.id,country=geo.country,first_tag=tags.0";
+
+/// What serde_json's reference projection writes for each record of `text`,
+/// a file from `SampleGen::new(seed).file(..)`, one entry per record in order.
+pub fn sample_reference(
+    seed: u64,
+    text: &str,
+    projection: &crate::project::Projection,
+) -> Vec<Vec<u8>> {
+    let mut preamble = String::new();
+    relay_shared::sample::SampleGen::new(seed).preamble(&mut preamble);
+    assert!(text.starts_with(&preamble), "a file from another seed");
+    text[preamble.len()..]
+        .lines()
+        .map(|record| {
+            let mut out = Vec::new();
+            projection
+                .project_reference(record.as_bytes(), &mut out)
+                .unwrap();
+            out
+        })
+        .collect()
+}
