@@ -39,7 +39,7 @@ pub async fn run<S: ObjectStore>(
         ),
         _ => None,
     };
-    let (tx, mut rx) = mpsc::channel(4096);
+    let (tx, rx) = mpsc::channel(4096);
     // Watch before scanning, so a file created during the scan is not missed.
     let watcher = watch::start(&config.watch_dir, config.recursive, tx).map_err(|source| {
         AgentError::Watch {
@@ -47,8 +47,6 @@ pub async fn run<S: ObjectStore>(
             source,
         }
     })?;
-    let tick_every =
-        (config.settle / 4).clamp(Duration::from_millis(20), Duration::from_millis(250));
     let mut agent = Agent::new(config, sink, retry, ledger);
     let root = agent.config.watch_dir.clone();
     agent.scan(&root);
@@ -59,79 +57,17 @@ pub async fn run<S: ObjectStore>(
         prefix = %agent.config.keys.source_prefix(),
         "watching"
     );
-
-    let mut uploads: JoinSet<(Job, Outcome, u32, Duration)> = JoinSet::new();
-    let mut tick = tokio::time::interval(tick_every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let canary_every = agent.config.canary;
-    // The first canary after one interval: a start-up is not a heartbeat.
-    let canary_period = canary_every.unwrap_or(Duration::from_secs(3600));
-    let mut canary =
-        tokio::time::interval_at(tokio::time::Instant::now() + canary_period, canary_period);
-    canary.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    if canary_every.is_some() {
-        agent.clear_canaries();
-    }
-    tokio::pin!(shutdown);
-    loop {
-        while uploads.len() < agent.config.concurrency {
-            let Some(job) = agent.ready.pop_front() else {
-                break;
-            };
-            agent.queued.remove(&job.path);
-            agent.spawn(&mut uploads, job);
-        }
-        tokio::select! {
-            biased;
-            () = &mut shutdown => break,
-            Some(done) = uploads.join_next(), if !uploads.is_empty() => agent.finish(done),
-            Some(msg) = rx.recv() => agent.handle(msg),
-            _ = tick.tick() => agent.tick(),
-            _ = canary.tick(), if canary_every.is_some() => agent.canary(),
-        }
-    }
-
+    let mut uploads = JoinSet::new();
+    agent.follow(rx, &mut uploads, shutdown).await;
     drop(watcher);
-    // Uploads waiting out a retry backoff stop now; transfers may finish.
-    agent.stopping.send_replace(true);
-    agent.sync_ledger();
-    let waiting = uploads.len();
-    info!(
-        in_flight = waiting,
-        timeout_secs = agent.config.shutdown_timeout.as_secs(),
-        "shutting down"
-    );
-    let deadline = tokio::time::sleep(agent.config.shutdown_timeout);
-    tokio::pin!(deadline);
-    loop {
-        tokio::select! {
-            () = &mut deadline => {
-                agent.summary.unfinished += uploads.len();
-                warn!(unfinished = uploads.len(), "shutdown deadline reached; unfinished files are relayed on the next start");
-                uploads.abort_all();
-                break;
-            }
-            done = uploads.join_next() => match done {
-                Some(done) => agent.finish(done),
-                None => break,
-            },
-        }
-    }
-    agent.sync_ledger();
-    let s = &agent.summary;
-    info!(
-        uploaded = s.uploaded,
-        duplicates = s.duplicates,
-        conflicts = s.conflicts,
-        unverified = s.unverified,
-        gone = s.gone,
-        rejected = s.rejected,
-        set_aside = s.set_aside,
-        unfinished = s.unfinished,
-        "stopped"
-    );
+    agent.drain(uploads).await;
+    agent.log_stopped();
     Ok(agent.summary)
 }
+
+/// Upload tasks in flight; each returns its job, how it ended, its retries
+/// and its time.
+type Uploads = JoinSet<(Job, Outcome, u32, Duration)>;
 
 struct Agent<S> {
     config: Config,
@@ -145,12 +81,9 @@ struct Agent<S> {
     queued: HashSet<PathBuf>,
     /// Paths being uploaded, with their mtime for the oldest-file gauge.
     inflight: HashMap<PathBuf, SystemTime>,
-    /// Files whose name gives no key, or whose key S3 holds unverified,
-    /// with the stat they had: not retried until they change, never deleted.
-    rejected: HashMap<PathBuf, FileStat>,
-    /// Files that failed for a reason retrying soon will not fix, waiting
-    /// outside the upload slots until their time comes.
-    parked: HashMap<PathBuf, Parked>,
+    /// Files kept out of the tracker until they change (or, if set aside,
+    /// until their retry time), with the stat they had. Never deleted.
+    held_back: HashMap<PathBuf, HeldBack>,
     /// Symlinks and special files already reported: never opened.
     special: HashSet<PathBuf>,
     ledger: Option<Ledger>,
@@ -161,10 +94,18 @@ struct Agent<S> {
 
 type Done = Result<(Job, Outcome, u32, Duration), tokio::task::JoinError>;
 
-/// A file set aside after a permanent failure.
+/// A file kept out of the upload flow, with the stat it had then.
 #[derive(Debug, Clone)]
-struct Parked {
+struct HeldBack {
     stat: FileStat,
+    /// `None`: its name gives no key, or its key is in S3 unverified; it
+    /// waits for a change. `Some`: it failed for a reason retrying soon
+    /// will not fix, and waits outside the upload slots until then.
+    set_aside: Option<SetAside>,
+}
+
+#[derive(Debug, Clone)]
+struct SetAside {
     retry_at: Instant,
     reason: String,
 }
@@ -176,8 +117,7 @@ impl<S: ObjectStore> Agent<S> {
             ready: VecDeque::new(),
             queued: HashSet::new(),
             inflight: HashMap::new(),
-            rejected: HashMap::new(),
-            parked: HashMap::new(),
+            held_back: HashMap::new(),
             special: HashSet::new(),
             ledger,
             summary: Summary::default(),
@@ -187,6 +127,96 @@ impl<S: ObjectStore> Agent<S> {
             retry,
             config,
         }
+    }
+
+    /// Follows the directory until `shutdown`: keeps the upload slots full
+    /// and acts on watch events, finished uploads, ticks and canaries.
+    async fn follow(
+        &mut self,
+        mut rx: mpsc::Receiver<WatchMsg>,
+        uploads: &mut Uploads,
+        shutdown: impl Future<Output = ()>,
+    ) {
+        let tick_every =
+            (self.config.settle / 4).clamp(Duration::from_millis(20), Duration::from_millis(250));
+        let mut tick = tokio::time::interval(tick_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let canary_every = self.config.canary;
+        // The first canary after one interval: a start-up is not a heartbeat.
+        let canary_period = canary_every.unwrap_or(Duration::from_secs(3600));
+        let mut canary =
+            tokio::time::interval_at(tokio::time::Instant::now() + canary_period, canary_period);
+        canary.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        if canary_every.is_some() {
+            self.clear_canaries();
+        }
+        tokio::pin!(shutdown);
+        loop {
+            self.fill_slots(uploads);
+            tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                Some(done) = uploads.join_next(), if !uploads.is_empty() => self.finish(done),
+                Some(msg) = rx.recv() => self.handle(msg),
+                _ = tick.tick() => self.tick(),
+                _ = canary.tick(), if canary_every.is_some() => self.canary(),
+            }
+        }
+    }
+
+    /// Starts ready uploads while slots are free.
+    fn fill_slots(&mut self, uploads: &mut Uploads) {
+        while uploads.len() < self.config.concurrency {
+            let Some(job) = self.ready.pop_front() else {
+                break;
+            };
+            self.queued.remove(&job.path);
+            self.spawn(uploads, job);
+        }
+    }
+
+    /// At shutdown: uploads waiting out a retry backoff stop now, and
+    /// transfers get until the shutdown deadline to finish.
+    async fn drain(&mut self, mut uploads: Uploads) {
+        self.stopping.send_replace(true);
+        self.sync_ledger();
+        info!(
+            in_flight = uploads.len(),
+            timeout_secs = self.config.shutdown_timeout.as_secs(),
+            "shutting down"
+        );
+        let deadline = tokio::time::sleep(self.config.shutdown_timeout);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                () = &mut deadline => {
+                    self.summary.unfinished += uploads.len();
+                    warn!(unfinished = uploads.len(), "shutdown deadline reached; unfinished files are relayed on the next start");
+                    uploads.abort_all();
+                    break;
+                }
+                done = uploads.join_next() => match done {
+                    Some(done) => self.finish(done),
+                    None => break,
+                },
+            }
+        }
+        self.sync_ledger();
+    }
+
+    fn log_stopped(&self) {
+        let s = &self.summary;
+        info!(
+            uploaded = s.uploaded,
+            duplicates = s.duplicates,
+            conflicts = s.conflicts,
+            unverified = s.unverified,
+            gone = s.gone,
+            rejected = s.rejected,
+            set_aside = s.set_aside,
+            unfinished = s.unfinished,
+            "stopped"
+        );
     }
 
     fn rel(&self, path: &Path) -> Option<String> {
@@ -265,20 +295,12 @@ impl<S: ObjectStore> Agent<S> {
                 Some(_) => {}
             }
         }
-        if let Some(p) = self.parked.get(path) {
-            if stat == Some(p.stat) {
+        if let Some(held) = self.held_back.get(path) {
+            if stat == Some(held.stat) {
                 return;
             }
-            // It changed: perhaps what made it fail is fixed. Try it again.
-            self.parked.remove(path);
-            self.publish_parked();
-        }
-        match (stat, self.rejected.get(path)) {
-            (Some(s), Some(r)) if s == *r => return,
-            (_, Some(_)) => {
-                self.rejected.remove(path);
-            }
-            _ => {}
+            // It changed: perhaps what held it back is fixed. Try it again.
+            self.release(path);
         }
         self.tracker.observe(path, stat, signal, Instant::now());
     }
@@ -316,17 +338,14 @@ impl<S: ObjectStore> Agent<S> {
         self.sync_ledger();
         let now = Instant::now();
         let due: Vec<PathBuf> = self
-            .parked
+            .held_back
             .iter()
-            .filter(|(_, p)| p.retry_at <= now)
+            .filter(|(_, h)| h.set_aside.as_ref().is_some_and(|s| s.retry_at <= now))
             .map(|(path, _)| path.clone())
             .collect();
-        if !due.is_empty() {
-            for path in &due {
-                self.parked.remove(path);
-                self.observe(path, Signal::Discovered);
-            }
-            self.publish_parked();
+        for path in &due {
+            self.release(path);
+            self.observe(path, Signal::Discovered);
         }
         let paths: Vec<PathBuf> = self.tracker.paths().map(Path::to_path_buf).collect();
         for path in paths {
@@ -477,7 +496,7 @@ impl<S: ObjectStore> Agent<S> {
         ::metrics::counter!(metrics::REJECTED).increment(1);
         self.summary.rejected += 1;
         if let Some(stat) = stat {
-            self.rejected.insert(path.to_owned(), stat);
+            self.hold_back(path, stat, None);
         }
     }
 
@@ -532,52 +551,8 @@ impl<S: ObjectStore> Agent<S> {
         let span = tracing::info_span!("file", path = %job.path.display(), key = %job.key);
         let _enter = span.enter();
         match outcome {
-            Outcome::Uploaded {
-                compressed_bytes,
-                parts,
-            } => {
-                metrics::set_permanent_failure(None);
-                self.summary.uploaded += 1;
-                ::metrics::counter!(metrics::FILES, "outcome" => "uploaded").increment(1);
-                ::metrics::counter!(metrics::BYTES_IN).increment(job.stat.size);
-                ::metrics::counter!(metrics::BYTES_OUT).increment(compressed_bytes);
-                ::metrics::histogram!(metrics::UPLOAD_SECONDS).record(elapsed.as_secs_f64());
-                if compressed_bytes > 0 {
-                    ::metrics::histogram!(metrics::COMPRESSION_RATIO)
-                        .record(job.stat.size as f64 / compressed_bytes as f64);
-                }
-                info!(
-                    bytes = job.stat.size,
-                    compressed_bytes,
-                    parts,
-                    retries,
-                    elapsed_ms = elapsed.as_millis() as u64,
-                    "uploaded"
-                );
-                self.after_success(&job);
-            }
-            Outcome::Duplicate => {
-                metrics::set_permanent_failure(None);
-                self.summary.duplicates += 1;
-                ::metrics::counter!(metrics::FILES, "outcome" => "duplicate").increment(1);
-                info!(
-                    retries,
-                    "already in S3 with exactly these bytes (412, content hash checked); counted as a duplicate"
-                );
-                self.after_success(&job);
-            }
-            Outcome::Conflict {
-                key,
-                compressed_bytes,
-            } => {
-                metrics::set_permanent_failure(None);
-                self.summary.conflicts += 1;
-                ::metrics::counter!(metrics::FILES, "outcome" => "conflict").increment(1);
-                ::metrics::counter!(metrics::BYTES_IN).increment(job.stat.size);
-                ::metrics::counter!(metrics::BYTES_OUT).increment(compressed_bytes);
-                warn!(conflict_key = %key, retries,
-                    "S3 holds other bytes under this name (it was used again): this file is stored next to it, under the conflict key, and both are relayed");
-                self.after_success(&job);
+            Outcome::Uploaded { .. } | Outcome::Duplicate | Outcome::Conflict { .. } => {
+                self.stored(&job, outcome, retries, elapsed);
             }
             Outcome::Unverified => {
                 self.summary.unverified += 1;
@@ -585,7 +560,7 @@ impl<S: ObjectStore> Agent<S> {
                 warn!(
                     "S3 has an object under this name with no content hash (an older agent stored it), so it cannot be told whether it holds these bytes; the file stays on disk and is not offered again until it changes"
                 );
-                self.rejected.insert(job.path.clone(), job.stat);
+                self.hold_back(&job.path, job.stat, None);
             }
             Outcome::NotRegular => {
                 if self.special.insert(job.path.clone()) {
@@ -594,22 +569,7 @@ impl<S: ObjectStore> Agent<S> {
                     );
                 }
             }
-            Outcome::Failed { error, kind } => {
-                self.summary.set_aside += 1;
-                ::metrics::counter!(metrics::FILES, "outcome" => "set_aside").increment(1);
-                let delay = self.retry.permanent_delay;
-                error!(%error, kind, retry_in_secs = delay.as_secs(),
-                    "set aside: retrying soon will not help; other files keep flowing and this one is tried again later");
-                self.parked.insert(
-                    job.path.clone(),
-                    Parked {
-                        stat: job.stat,
-                        retry_at: Instant::now() + delay,
-                        reason: error,
-                    },
-                );
-                self.publish_parked();
-            }
+            Outcome::Failed { error, kind } => self.set_aside(&job, error, kind),
             Outcome::Interrupted => {
                 self.summary.unfinished += 1;
                 info!(
@@ -628,16 +588,103 @@ impl<S: ObjectStore> Agent<S> {
         }
     }
 
+    /// S3 is known to hold the file's exact bytes (stored now, found under
+    /// its key, or stored under its conflict key): count it, then delete,
+    /// move or record it.
+    fn stored(&mut self, job: &Job, outcome: Outcome, retries: u32, elapsed: Duration) {
+        metrics::set_permanent_failure(None);
+        match outcome {
+            Outcome::Uploaded {
+                compressed_bytes,
+                parts,
+            } => {
+                self.summary.uploaded += 1;
+                ::metrics::counter!(metrics::FILES, "outcome" => "uploaded").increment(1);
+                ::metrics::counter!(metrics::BYTES_IN).increment(job.stat.size);
+                ::metrics::counter!(metrics::BYTES_OUT).increment(compressed_bytes);
+                ::metrics::histogram!(metrics::UPLOAD_SECONDS).record(elapsed.as_secs_f64());
+                if compressed_bytes > 0 {
+                    ::metrics::histogram!(metrics::COMPRESSION_RATIO)
+                        .record(job.stat.size as f64 / compressed_bytes as f64);
+                }
+                info!(
+                    bytes = job.stat.size,
+                    compressed_bytes,
+                    parts,
+                    retries,
+                    elapsed_ms = elapsed.as_millis() as u64,
+                    "uploaded"
+                );
+            }
+            Outcome::Duplicate => {
+                self.summary.duplicates += 1;
+                ::metrics::counter!(metrics::FILES, "outcome" => "duplicate").increment(1);
+                info!(
+                    retries,
+                    "already in S3 with exactly these bytes (412, content hash checked); counted as a duplicate"
+                );
+            }
+            Outcome::Conflict {
+                key,
+                compressed_bytes,
+            } => {
+                self.summary.conflicts += 1;
+                ::metrics::counter!(metrics::FILES, "outcome" => "conflict").increment(1);
+                ::metrics::counter!(metrics::BYTES_IN).increment(job.stat.size);
+                ::metrics::counter!(metrics::BYTES_OUT).increment(compressed_bytes);
+                warn!(conflict_key = %key, retries,
+                    "S3 holds other bytes under this name (it was used again): this file is stored next to it, under the conflict key, and both are relayed");
+            }
+            _ => return,
+        }
+        self.after_success(job);
+    }
+
+    /// A failure retrying soon will not fix: the file waits outside the
+    /// upload slots, named on `/healthz`, and is tried again later.
+    fn set_aside(&mut self, job: &Job, error: String, kind: &'static str) {
+        self.summary.set_aside += 1;
+        ::metrics::counter!(metrics::FILES, "outcome" => "set_aside").increment(1);
+        let delay = self.retry.permanent_delay;
+        error!(%error, kind, retry_in_secs = delay.as_secs(),
+            "set aside: retrying soon will not help; other files keep flowing and this one is tried again later");
+        let set_aside = SetAside {
+            retry_at: Instant::now() + delay,
+            reason: error,
+        };
+        self.hold_back(&job.path, job.stat, Some(set_aside));
+    }
+
+    /// Keeps a file out of the upload flow until it changes, or, if set
+    /// aside, until its retry time.
+    fn hold_back(&mut self, path: &Path, stat: FileStat, set_aside: Option<SetAside>) {
+        let publish = set_aside.is_some();
+        self.held_back
+            .insert(path.to_owned(), HeldBack { stat, set_aside });
+        if publish {
+            self.publish_set_aside();
+        }
+    }
+
+    /// Lets a held-back file be observed again.
+    fn release(&mut self, path: &Path) {
+        if let Some(held) = self.held_back.remove(path)
+            && held.set_aside.is_some()
+        {
+            self.publish_set_aside();
+        }
+    }
+
     /// Tells `/healthz` and the metrics which files are set aside, and why.
-    fn publish_parked(&self) {
-        ::metrics::gauge!(metrics::SET_ASIDE).set(self.parked.len() as f64);
+    fn publish_set_aside(&self) {
         let mut named: Vec<String> = self
-            .parked
+            .held_back
             .iter()
-            .map(|(p, parked)| format!("{}: {}", p.display(), parked.reason))
+            .filter_map(|(p, h)| Some(format!("{}: {}", p.display(), h.set_aside.as_ref()?.reason)))
             .collect();
         named.sort();
-        metrics::set_parked(named);
+        ::metrics::gauge!(metrics::SET_ASIDE).set(named.len() as f64);
+        metrics::name_set_aside(named);
     }
 
     fn after_success(&mut self, job: &Job) {
@@ -865,7 +912,8 @@ mod tests {
         let mut agent = agent_with(dir.path(), &s3, &[(name, b"{\"a\":4}\n")]);
         drain(&mut agent).await;
         assert_eq!(agent.summary.set_aside, 1);
-        assert!(agent.parked.contains_key(&dir.path().join(name)));
+        let held = &agent.held_back[&dir.path().join(name)];
+        assert!(held.set_aside.is_some(), "{held:?}");
         assert!(agent.inflight.is_empty());
         assert!(dir.path().join(name).exists());
         assert!(s3.keys().is_empty());

@@ -332,99 +332,13 @@ impl Config {
                 args.$field.or(file.$field)
             };
         }
-        let watch_dir = pick!(watch_dir).ok_or(ConfigError::Missing {
-            name: "watch directory",
-            flag: "watch-dir",
-            env: "RELAY_WATCH_DIR",
-        })?;
-        if !watch_dir.is_dir() {
-            return Err(invalid(
-                "watch directory",
-                format!("{} is not a directory", watch_dir.display()),
-            ));
-        }
-        // Every path is resolved once, here: inotify reports absolute paths,
-        // and a relative watch directory made every live file look foreign.
-        let watch_dir = absolute("watch directory", &watch_dir)?;
-        let bucket = pick!(bucket).ok_or(ConfigError::Missing {
-            name: "bucket",
-            flag: "bucket",
-            env: "RELAY_BUCKET",
-        })?;
-        if bucket.is_empty() || bucket.contains('/') {
-            return Err(invalid(
-                "bucket",
-                format!("{bucket:?} is not a bucket name"),
-            ));
-        }
-        let include_src = pick!(include).unwrap_or_else(|| DEFAULT_INCLUDE.to_owned());
-        let include = glob::Pattern::new(&include_src)
-            .map_err(|e| invalid("include glob", format!("{include_src:?}: {e}")))?;
-        let source_id = match pick!(source_id) {
-            Some(s) => s,
-            None => hostname().ok_or(ConfigError::Missing {
-                name: "source id (the host name could not be read)",
-                flag: "source-id",
-                env: "RELAY_SOURCE_ID",
-            })?,
-        };
-        let format: TimeFormat = pick!(timestamp_format).unwrap_or_default().parse()?;
-        let keys = KeyScheme::new(
-            &pick!(raw_prefix).unwrap_or_else(|| DEFAULT_RAW_PREFIX.to_owned()),
-            &source_id,
-            format,
+        let watch_dir = watch_dir(pick!(watch_dir))?;
+        let multipart_threshold_bytes = in_range(
+            "multipart threshold",
+            pick!(multipart_threshold_bytes).unwrap_or(DEFAULT_MULTIPART_THRESHOLD_BYTES),
+            MIN_PART_BYTES..=(5 << 30),
+            "bytes is outside S3's part sizes (5 MiB to 5 GiB)",
         )?;
-        let mut on_success = parse_on_success(pick!(on_success).as_deref().unwrap_or("keep"))?;
-        if let OnSuccess::Move(dir) = &on_success {
-            if !dir.is_dir() {
-                return Err(invalid(
-                    "on-success",
-                    format!("move target {} is not a directory", dir.display()),
-                ));
-            }
-            on_success = OnSuccess::Move(absolute("on-success move target", dir)?);
-        }
-        let zstd_level = pick!(zstd_level).unwrap_or(DEFAULT_ZSTD_LEVEL);
-        if !(1..=19).contains(&zstd_level) {
-            return Err(invalid(
-                "zstd level",
-                format!("{zstd_level} is outside 1-19"),
-            ));
-        }
-        let concurrency = pick!(concurrency).unwrap_or(DEFAULT_CONCURRENCY);
-        if !(1..=256).contains(&concurrency) {
-            return Err(invalid(
-                "concurrency",
-                format!("{concurrency} is outside 1-256"),
-            ));
-        }
-        let multipart_threshold_bytes =
-            pick!(multipart_threshold_bytes).unwrap_or(DEFAULT_MULTIPART_THRESHOLD_BYTES);
-        if !(MIN_PART_BYTES..=(5 << 30)).contains(&multipart_threshold_bytes) {
-            return Err(invalid(
-                "multipart threshold",
-                format!(
-                    "{multipart_threshold_bytes} bytes is outside S3's part sizes (5 MiB to 5 GiB)"
-                ),
-            ));
-        }
-        let metrics_addr = match pick!(metrics_addr)
-            .as_deref()
-            .unwrap_or(DEFAULT_METRICS_ADDR)
-        {
-            "" | "off" => None,
-            addr => Some(
-                addr.parse()
-                    .map_err(|e| invalid("metrics address", format!("{addr:?}: {e}")))?,
-            ),
-        };
-        let state_dir = match pick!(state_dir) {
-            Some(dir) if dir.is_relative() => std::env::current_dir()
-                .map(|cwd| cwd.join(dir))
-                .map_err(|e| invalid("state directory", e.to_string()))?,
-            Some(dir) => dir,
-            None => watch_dir.join(".relay-agent"),
-        };
         let aws_attempt_timeout_secs = pick!(aws_attempt_timeout_secs)
             .unwrap_or_else(|| default_aws_attempt_timeout_secs(multipart_threshold_bytes));
         if aws_attempt_timeout_secs == 0 {
@@ -435,16 +349,31 @@ impl Config {
         }
         Ok(Self {
             recursive: pick!(recursive).unwrap_or(false),
-            include,
-            bucket,
-            keys,
-            on_success,
+            include: include(pick!(include))?,
+            bucket: bucket(pick!(bucket))?,
+            keys: key_scheme(
+                pick!(raw_prefix),
+                pick!(source_id),
+                pick!(timestamp_format),
+                hostname,
+            )?,
+            on_success: on_success(pick!(on_success))?,
             settle: Duration::from_millis(pick!(settle_ms).unwrap_or(DEFAULT_SETTLE_MS)),
-            zstd_level,
-            concurrency,
+            zstd_level: in_range(
+                "zstd level",
+                pick!(zstd_level).unwrap_or(DEFAULT_ZSTD_LEVEL),
+                1..=19,
+                "is outside 1-19",
+            )?,
+            concurrency: in_range(
+                "concurrency",
+                pick!(concurrency).unwrap_or(DEFAULT_CONCURRENCY),
+                1..=256,
+                "is outside 1-256",
+            )?,
             multipart_threshold_bytes,
-            metrics_addr,
-            state_dir,
+            metrics_addr: metrics_addr(pick!(metrics_addr))?,
+            state_dir: state_dir(pick!(state_dir), &watch_dir)?,
             shutdown_timeout: Duration::from_secs(
                 pick!(shutdown_timeout_secs).unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT_SECS),
             ),
@@ -461,6 +390,113 @@ impl Config {
     /// Whether a file name is one the agent should relay.
     pub fn wants(&self, name: &str) -> bool {
         !is_hidden_or_temporary(name) && self.include.matches(name)
+    }
+}
+
+/// `value` if it lies in `range`; otherwise an error that says so.
+fn in_range<T>(
+    name: &'static str,
+    value: T,
+    range: std::ops::RangeInclusive<T>,
+    outside: &str,
+) -> Result<T, ConfigError>
+where
+    T: PartialOrd + std::fmt::Display,
+{
+    if range.contains(&value) {
+        Ok(value)
+    } else {
+        Err(invalid(name, format!("{value} {outside}")))
+    }
+}
+
+fn watch_dir(dir: Option<PathBuf>) -> Result<PathBuf, ConfigError> {
+    let dir = dir.ok_or(ConfigError::Missing {
+        name: "watch directory",
+        flag: "watch-dir",
+        env: "RELAY_WATCH_DIR",
+    })?;
+    if !dir.is_dir() {
+        return Err(invalid(
+            "watch directory",
+            format!("{} is not a directory", dir.display()),
+        ));
+    }
+    // Every path is resolved once, here: inotify reports absolute paths,
+    // and a relative watch directory made every live file look foreign.
+    absolute("watch directory", &dir)
+}
+
+fn bucket(bucket: Option<String>) -> Result<String, ConfigError> {
+    let bucket = bucket.ok_or(ConfigError::Missing {
+        name: "bucket",
+        flag: "bucket",
+        env: "RELAY_BUCKET",
+    })?;
+    if bucket.is_empty() || bucket.contains('/') {
+        return Err(invalid(
+            "bucket",
+            format!("{bucket:?} is not a bucket name"),
+        ));
+    }
+    Ok(bucket)
+}
+
+fn include(glob: Option<String>) -> Result<glob::Pattern, ConfigError> {
+    let src = glob.unwrap_or_else(|| DEFAULT_INCLUDE.to_owned());
+    glob::Pattern::new(&src).map_err(|e| invalid("include glob", format!("{src:?}: {e}")))
+}
+
+fn key_scheme(
+    raw_prefix: Option<String>,
+    source_id: Option<String>,
+    timestamp_format: Option<String>,
+    hostname: impl FnOnce() -> Option<String>,
+) -> Result<KeyScheme, ConfigError> {
+    let source_id = match source_id {
+        Some(s) => s,
+        None => hostname().ok_or(ConfigError::Missing {
+            name: "source id (the host name could not be read)",
+            flag: "source-id",
+            env: "RELAY_SOURCE_ID",
+        })?,
+    };
+    let format: TimeFormat = timestamp_format.unwrap_or_default().parse()?;
+    Ok(KeyScheme::new(
+        &raw_prefix.unwrap_or_else(|| DEFAULT_RAW_PREFIX.to_owned()),
+        &source_id,
+        format,
+    )?)
+}
+
+fn on_success(value: Option<String>) -> Result<OnSuccess, ConfigError> {
+    match parse_on_success(value.as_deref().unwrap_or("keep"))? {
+        OnSuccess::Move(dir) if !dir.is_dir() => Err(invalid(
+            "on-success",
+            format!("move target {} is not a directory", dir.display()),
+        )),
+        OnSuccess::Move(dir) => Ok(OnSuccess::Move(absolute("on-success move target", &dir)?)),
+        other => Ok(other),
+    }
+}
+
+fn metrics_addr(addr: Option<String>) -> Result<Option<SocketAddr>, ConfigError> {
+    match addr.as_deref().unwrap_or(DEFAULT_METRICS_ADDR) {
+        "" | "off" => Ok(None),
+        addr => addr
+            .parse()
+            .map(Some)
+            .map_err(|e| invalid("metrics address", format!("{addr:?}: {e}"))),
+    }
+}
+
+fn state_dir(dir: Option<PathBuf>, watch_dir: &Path) -> Result<PathBuf, ConfigError> {
+    match dir {
+        Some(dir) if dir.is_relative() => std::env::current_dir()
+            .map(|cwd| cwd.join(dir))
+            .map_err(|e| invalid("state directory", e.to_string())),
+        Some(dir) => Ok(dir),
+        None => Ok(watch_dir.join(".relay-agent")),
     }
 }
 

@@ -26,7 +26,7 @@ static PERMANENT_FAILURE: Mutex<Option<String>> = Mutex::new(None);
 static PARKED: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 /// Names the files set aside after a permanent failure, with their reasons.
-pub fn set_parked(files: Vec<String>) {
+pub fn name_set_aside(files: Vec<String>) {
     if let Ok(mut slot) = PARKED.lock() {
         *slot = files;
     }
