@@ -129,7 +129,8 @@ pub async fn poll(
         let addr = metrics_addr
             .parse()
             .map_err(|_| ServeError::MetricsAddr(metrics_addr.to_owned()))?;
-        let health: relay_shared::telemetry::HealthCheck = std::sync::Arc::new(|| Ok(()));
+        let health: relay_shared::telemetry::HealthCheck =
+            std::sync::Arc::new(|| relay_shared::telemetry::Health::Ok(Vec::new()));
         let buckets = [(
             crate::metrics::OBJECT_SECONDS,
             crate::metrics::OBJECT_SECONDS_BUCKETS,

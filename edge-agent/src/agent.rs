@@ -14,9 +14,10 @@ use tokio::task::JoinSet;
 use tracing::{Instrument, debug, error, info, warn};
 
 use crate::config::{Config, OnSuccess};
+use crate::lease::{self, Leases, Mode, Probe, Refusal};
 use crate::ledger::Ledger;
-use crate::tracker::{FileStat, Signal, Tracker};
-use crate::upload::{self, Job, ObjectMeta, Outcome, RetryPolicy, UploadError};
+use crate::tracker::{FileStat, Judge, Signal, Tracker};
+use crate::upload::{self, Job, ObjectMeta, Opened, Outcome, RetryPolicy, UploadError};
 use crate::watch::{self, WatchMsg};
 use crate::{AgentError, Summary, metrics};
 
@@ -47,7 +48,8 @@ pub async fn run<S: ObjectStore>(
             source,
         }
     })?;
-    let mut agent = Agent::new(config, sink, retry, ledger);
+    let leases = finish_mode(&config);
+    let mut agent = Agent::new(config, sink, retry, ledger, leases);
     let root = agent.config.watch_dir.clone();
     agent.scan(&root);
     info!(
@@ -63,6 +65,44 @@ pub async fn run<S: ObjectStore>(
     agent.drain(uploads).await;
     agent.log_stopped();
     Ok(agent.summary)
+}
+
+/// Decides, once, how files are judged finished: by read leases where the
+/// kernel grants them, else by settle time alone. Logs and publishes it.
+fn finish_mode(config: &Config) -> Option<Leases> {
+    let dir = &config.watch_dir;
+    let (leases, mode) = match Leases::enable() {
+        Ok(leases) => (
+            Some(leases),
+            lease::probe_dir(&leases, dir, upload::open_for_probe),
+        ),
+        Err(e) => (
+            None,
+            Mode::SettleOnly {
+                reason: format!("SIGIO cannot be handled ({e}), so no lease may be taken"),
+            },
+        ),
+    };
+    let waits = config.waits();
+    match &mode {
+        Mode::Leases { tried } => info!(
+            dir = %dir.display(),
+            tried = tried.as_deref().unwrap_or("no file yet"),
+            quiet_ms = waits.quiet.as_millis() as u64,
+            "finished files are judged by read leases: a file is relayed once no process holds it open for writing and it has been unchanged for the quiet period"
+        ),
+        Mode::SettleOnly { reason } => warn!(
+            dir = %dir.display(),
+            %reason,
+            settle_ms = waits.settle.as_millis() as u64,
+            "read leases are refused in the watch directory, so finished files are judged by settle time alone: a writer that pauses for longer than it may have its file stored short. Grant CAP_LEASE (the packaged unit does) or run the agent as the files' owner"
+        ),
+    }
+    metrics::set_finish_mode(&mode);
+    match mode {
+        Mode::Leases { .. } => leases,
+        Mode::SettleOnly { .. } => None,
+    }
 }
 
 /// Upload tasks in flight; each returns its job, how it ended, its retries
@@ -87,6 +127,10 @@ struct Agent<S> {
     /// Symlinks and special files already reported: never opened.
     special: HashSet<PathBuf>,
     ledger: Option<Ledger>,
+    /// The right to probe leases; `None` where they are refused.
+    leases: Option<Leases>,
+    /// Refusal kinds already logged: one WARN each.
+    refusals_logged: HashSet<&'static str>,
     summary: Summary,
     /// Canaries made since start-up.
     canary_seq: u64,
@@ -111,9 +155,22 @@ struct SetAside {
 }
 
 impl<S: ObjectStore> Agent<S> {
-    fn new(config: Config, sink: S, retry: RetryPolicy, ledger: Option<Ledger>) -> Self {
+    fn new(
+        config: Config,
+        sink: S,
+        retry: RetryPolicy,
+        ledger: Option<Ledger>,
+        leases: Option<Leases>,
+    ) -> Self {
+        let judge = if leases.is_some() {
+            Judge::Lease
+        } else {
+            Judge::Settle
+        };
         Self {
-            tracker: Tracker::new(config.settle),
+            tracker: Tracker::new(judge, config.waits()),
+            leases,
+            refusals_logged: HashSet::new(),
             ready: VecDeque::new(),
             queued: HashSet::new(),
             inflight: HashMap::new(),
@@ -137,8 +194,9 @@ impl<S: ObjectStore> Agent<S> {
         uploads: &mut Uploads,
         shutdown: impl Future<Output = ()>,
     ) {
-        let tick_every =
-            (self.config.settle / 4).clamp(Duration::from_millis(20), Duration::from_millis(250));
+        let waits = self.config.waits();
+        let tick_every = (waits.quiet.min(waits.settle) / 4)
+            .clamp(Duration::from_millis(20), Duration::from_millis(250));
         let mut tick = tokio::time::interval(tick_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let canary_every = self.config.canary;
@@ -336,7 +394,18 @@ impl<S: ObjectStore> Agent<S> {
 
     fn tick(&mut self) {
         self.sync_ledger();
-        let now = Instant::now();
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        self.retry_set_aside(now);
+        self.restat(now);
+        self.probe_quiet(now, wall);
+        for (path, stat, judge) in self.tracker.take_due(now, wall) {
+            self.enqueue(path, stat, judge);
+        }
+        self.publish_backlog(wall);
+    }
+
+    /// Set-aside files whose retry time has come go back to the tracker.
+    fn retry_set_aside(&mut self, now: Instant) {
         let due: Vec<PathBuf> = self
             .held_back
             .iter()
@@ -347,6 +416,10 @@ impl<S: ObjectStore> Agent<S> {
             self.release(path);
             self.observe(path, Signal::Discovered);
         }
+    }
+
+    /// Re-stats every followed file, so a change restarts its wait.
+    fn restat(&mut self, now: Instant) {
         let paths: Vec<PathBuf> = self.tracker.paths().map(Path::to_path_buf).collect();
         for path in paths {
             let stat = std::fs::metadata(&path)
@@ -355,9 +428,46 @@ impl<S: ObjectStore> Agent<S> {
                 .map(|m| FileStat::of(&m));
             self.tracker.observe(&path, stat, Signal::Discovered, now);
         }
-        for (path, stat) in self.tracker.take_due(now) {
-            self.enqueue(path, stat);
+    }
+
+    /// Asks the kernel, for each quiet lease-judged file, whether a writer
+    /// still holds it open.
+    fn probe_quiet(&mut self, now: Instant, wall: SystemTime) {
+        let Some(leases) = self.leases else { return };
+        for path in self.tracker.to_probe(now, wall) {
+            let probe = match upload::open_regular(&path) {
+                Ok(Opened::Ready(file)) => leases.probe(&file),
+                Ok(Opened::Gone) => {
+                    self.tracker.observe(&path, None, Signal::Discovered, now);
+                    continue;
+                }
+                // Not openable as a regular file now: the upload, which
+                // opens and probes it again, says why.
+                Ok(Opened::NotRegular) | Err(_) => Probe::Closed,
+            };
+            if let Probe::Refused(why) = probe {
+                self.note_refusal(&path, why);
+            }
+            self.tracker.probed(&path, probe);
         }
+    }
+
+    /// A lease refused on one file: it is judged by settle time. Logged
+    /// once per kind of refusal, counted always.
+    fn note_refusal(&mut self, path: &Path, why: Refusal) {
+        ::metrics::counter!(metrics::LEASE_REFUSALS, "reason" => why.kind()).increment(1);
+        if self.refusals_logged.insert(why.kind()) {
+            warn!(
+                path = %path.display(),
+                dir = %self.config.watch_dir.display(),
+                reason = %why,
+                settle_ms = self.config.waits().settle.as_millis() as u64,
+                "a read lease was refused: this file, and others refused the same way, are judged by settle time alone"
+            );
+        }
+    }
+
+    fn publish_backlog(&self, wall: SystemTime) {
         let backlog = self.tracker.len() + self.ready.len() + self.inflight.len();
         ::metrics::gauge!(metrics::BACKLOG).set(backlog as f64);
         // The ready queue is filled oldest first, so its front stands for it.
@@ -369,12 +479,12 @@ impl<S: ObjectStore> Agent<S> {
             .chain(self.inflight.values().copied())
             .min();
         let age = oldest
-            .and_then(|m| SystemTime::now().duration_since(m).ok())
+            .and_then(|m| wall.duration_since(m).ok())
             .unwrap_or_default();
         ::metrics::gauge!(metrics::OLDEST_WAITING).set(age.as_secs_f64());
     }
 
-    fn enqueue(&mut self, path: PathBuf, stat: FileStat) {
+    fn enqueue(&mut self, path: PathBuf, stat: FileStat, judge: Judge) {
         let Some(rel) = self.rel(&path) else {
             return self.reject(&path, Some(stat), "its path is not valid UTF-8");
         };
@@ -388,7 +498,8 @@ impl<S: ObjectStore> Agent<S> {
             Err(e) => return self.reject(&path, Some(stat), &e.to_string()),
         };
         self.queued.insert(path.clone());
-        let job = self.job(path, rel, key, name, stat, false);
+        let mut job = self.job(path, rel, key, name, stat, false);
+        job.lease = self.leases.filter(|_| judge == Judge::Lease);
         self.ready.push_back(job);
     }
 
@@ -408,6 +519,7 @@ impl<S: ObjectStore> Agent<S> {
             key,
             keys: self.config.keys.clone(),
             stat,
+            lease: None,
             meta: ObjectMeta {
                 original_name: name,
                 original_size: stat.size,
@@ -585,6 +697,10 @@ impl<S: ObjectStore> Agent<S> {
                 warn!("file changed after it looked finished; waiting for it to settle again");
                 self.observe(&job.path, Signal::Discovered);
             }
+            Outcome::Open => {
+                info!("a writer opened the file again before it was read; waiting for it to close");
+                self.observe(&job.path, Signal::Discovered);
+            }
         }
     }
 
@@ -690,20 +806,27 @@ impl<S: ObjectStore> Agent<S> {
     fn after_success(&mut self, job: &Job) {
         let result = match &self.config.on_success {
             OnSuccess::Keep => match &mut self.ledger {
-                Some(ledger) => ledger.record(&job.rel, job.stat),
-                None => Ok(()),
+                Some(ledger) => ledger.record(&job.rel, job.stat).map(|()| None),
+                None => Ok(None),
             },
-            OnSuccess::Delete => std::fs::remove_file(&job.path),
+            OnSuccess::Delete => unless_reopened(job, |path| std::fs::remove_file(path)),
             OnSuccess::Move(dir) => {
                 let target = dir.join(&job.rel);
-                target
-                    .parent()
-                    .map_or(Ok(()), std::fs::create_dir_all)
-                    .and_then(|()| std::fs::rename(&job.path, &target))
+                unless_reopened(job, |path| {
+                    target
+                        .parent()
+                        .map_or(Ok(()), std::fs::create_dir_all)
+                        .and_then(|()| std::fs::rename(path, &target))
+                })
             }
         };
         match result {
-            Ok(()) => {}
+            Ok(None) => {}
+            Ok(Some(why)) => {
+                warn!(path = %job.path.display(), why, action = %self.config.on_success,
+                    "S3 has the file as it was read, but it is left in place: it is followed again, and relayed again if it changed");
+                self.observe(&job.path, Signal::Discovered);
+            }
             // A peer agent already deleted or moved it: S3 has the file either way.
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => {
@@ -712,6 +835,35 @@ impl<S: ObjectStore> Agent<S> {
                     "S3 has the file, but the after-success action failed; it will be seen as a duplicate later");
             }
         }
+    }
+}
+
+/// Deletes or moves the file (`act`) only while it is still the file S3
+/// holds: the size and mtime it was read with and, where it was judged by
+/// a lease, with no process holding it open for writing. The lease is held
+/// while `act` runs, so a writer cannot open the file in between and lose
+/// what it writes to a deleted inode. `Some(why)` when the file was left.
+fn unless_reopened(
+    job: &Job,
+    act: impl FnOnce(&Path) -> io::Result<()>,
+) -> io::Result<Option<&'static str>> {
+    let file = match upload::open_regular(&job.path)? {
+        Opened::Ready(f) => f,
+        Opened::Gone => return Ok(None),
+        Opened::NotRegular => return Ok(Some("the name no longer holds a regular file")),
+    };
+    if FileStat::of(&file.metadata()?) != job.stat {
+        return Ok(Some("it changed after it was read"));
+    }
+    let Some(leases) = job.lease else {
+        return act(&job.path).map(|()| None);
+    };
+    match leases.while_closed(&file, || act(&job.path)) {
+        (Probe::Closed, Some(done)) => done.map(|()| None),
+        (Probe::OpenForWrite, _) => Ok(Some("a writer opened it again")),
+        // Refused now though granted before (its owner changed): followed
+        // again, it is judged by settle time and then removed.
+        (_, _) => Ok(Some("its read lease was refused this time")),
     }
 }
 
@@ -758,12 +910,12 @@ mod tests {
     /// An agent over `s3`, with `files` written into `dir` and judged
     /// finished, without the watcher and the settle time.
     fn agent_with(dir: &Path, s3: &MemStore, files: &[(&str, &[u8])]) -> Agent<MemStore> {
-        let mut agent = Agent::new(config(dir, &[]), s3.clone(), fast(), None);
+        let mut agent = Agent::new(config(dir, &[]), s3.clone(), fast(), None, None);
         for (name, content) in files {
             let path = dir.join(name);
             std::fs::write(&path, content).unwrap();
             let stat = FileStat::of(&std::fs::metadata(&path).unwrap());
-            agent.enqueue(path, stat);
+            agent.enqueue(path, stat, Judge::Settle);
         }
         agent
     }
@@ -778,7 +930,7 @@ mod tests {
         let s3 = store();
         let c = config(dir.path(), &["--canary-secs", "1"]);
         assert_eq!(c.canary, Some(Duration::from_secs(1)));
-        let mut agent = Agent::new(c, s3.clone(), fast(), None);
+        let mut agent = Agent::new(c, s3.clone(), fast(), None, None);
         let before = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap()
@@ -917,6 +1069,57 @@ mod tests {
         assert!(agent.inflight.is_empty());
         assert!(dir.path().join(name).exists());
         assert!(s3.keys().is_empty());
+    }
+
+    /// After its upload, a file is deleted only while it is still the file
+    /// S3 holds: a file that changed since it was read, or that a writer
+    /// holds open again, is left in place (and followed again), and the
+    /// lease is held while the file is removed.
+    #[tokio::test]
+    async fn a_file_is_deleted_only_while_it_is_what_s3_holds_and_no_writer_has_it() {
+        let leases = Leases::enable().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let s3 = store();
+        let agent = agent_with(dir.path(), &s3, &[]);
+        let job = |name: &str, content: &[u8]| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, content).unwrap();
+            let stat = FileStat::of(&std::fs::metadata(&path).unwrap());
+            let mut job = agent.job(path, name.into(), key_of(name), name.into(), stat, false);
+            job.lease = Some(leases);
+            job
+        };
+        let remove = |p: &Path| std::fs::remove_file(p);
+
+        let closed = job("1763800000010.json", b"{}\n");
+        assert_eq!(unless_reopened(&closed, remove).unwrap(), None);
+        assert!(!closed.path.exists());
+
+        let reopened = job("1763800000011.json", b"{}\n");
+        let writer = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&reopened.path)
+            .unwrap();
+        assert_eq!(
+            unless_reopened(&reopened, remove).unwrap(),
+            Some("a writer opened it again")
+        );
+        assert!(reopened.path.exists());
+        drop(writer);
+
+        let changed = job("1763800000012.json", b"{}\n");
+        std::fs::write(&changed.path, b"{}\n{}\n").unwrap();
+        assert_eq!(
+            unless_reopened(&changed, remove).unwrap(),
+            Some("it changed after it was read")
+        );
+        assert!(changed.path.exists());
+
+        // Without a lease (judged by settle time), the stat alone decides.
+        let mut settled = job("1763800000013.json", b"{}\n");
+        settled.lease = None;
+        assert_eq!(unless_reopened(&settled, remove).unwrap(), None);
+        assert!(!settled.path.exists());
     }
 
     /// A peer agent on the same directory took the file first: it is gone,

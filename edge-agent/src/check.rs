@@ -1,6 +1,7 @@
 //! `edge-agent check`: validates what a run would need, without running:
 //! the directories and their permissions, the metrics address, how finished
-//! files are recognised, and write access to S3. One line per check.
+//! files are recognised (whether read leases work), and write access to S3.
+//! One line per check.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -9,7 +10,54 @@ use relay_shared::check::Finding;
 use relay_shared::s3::Bucket;
 
 use crate::config::{Config, OnSuccess};
+use crate::lease::{self, Identity, Leases, Mode};
 use crate::s3::{Access, probe_put_access};
+
+/// How files will be judged finished, tried the way the agent tries it:
+/// a read lease on a file of the watch directory, and whether this process
+/// may lease files of other owners (CAP_LEASE).
+fn finished_files(config: &Config) -> Finding {
+    let dir = config.watch_dir.display();
+    let waits = config.waits();
+    let who = match Identity::current() {
+        Ok(id) if id.cap_lease => format!("uid {}, with CAP_LEASE", id.euid),
+        Ok(id) => format!("uid {}, without CAP_LEASE", id.euid),
+        Err(e) => format!("identity unknown: {e}"),
+    };
+    let settle_only = format!(
+        "a file is relayed once closed (or renamed in) and unchanged for {} ms, and a writer that \
+         pauses longer may have its file stored short",
+        waits.settle.as_millis()
+    );
+    let leases = match Leases::enable() {
+        Ok(l) => l,
+        Err(e) => {
+            return Finding::warn(format!(
+                "finished files: settle time only: SIGIO cannot be handled ({e}); {settle_only}"
+            ));
+        }
+    };
+    let judged = format!(
+        "a file is relayed once no process holds it open for writing and it has been unchanged for {} ms",
+        waits.quiet.as_millis()
+    );
+    match lease::probe_dir(&leases, &config.watch_dir, crate::upload::open_for_probe) {
+        Mode::Leases { tried: Some(file) } => Finding::ok(format!(
+            "finished files: read leases work in {dir} (tried on {file}; {who}): {judged}"
+        )),
+        Mode::Leases { tried: None } if who.contains("with CAP_LEASE") => Finding::ok(format!(
+            "finished files: read leases ({who}, so files of any owner can be leased; no file in {dir} yet to try one on): {judged}"
+        )),
+        Mode::Leases { tried: None } => Finding::warn(format!(
+            "finished files: no file in {dir} yet to try a read lease on, and this process ({who}) can lease only its own files: \
+             files another user writes there are judged by settle time alone ({settle_only}); grant CAP_LEASE (the packaged unit does)"
+        )),
+        Mode::SettleOnly { reason } => Finding::warn(format!(
+            "finished files: settle time only in {dir}: {reason} ({who}); {settle_only}. \
+             Grant CAP_LEASE (the packaged unit does) or run the agent as the files' owner"
+        )),
+    }
+}
 
 fn writable(path: &Path) -> bool {
     rustix::fs::access(path, rustix::fs::Access::WRITE_OK).is_ok()
@@ -82,11 +130,7 @@ pub async fn check(config: &Config, bucket: &Bucket) -> Vec<Finding> {
             )),
         });
     }
-    out.push(Finding::ok(format!(
-        "finished files: closed (or renamed in), then unchanged for {} ms; no closed-file probe \
-         (see the README's limits)",
-        config.settle.as_millis()
-    )));
+    out.push(finished_files(config));
     let prefix = config.keys.source_prefix();
     out.push(match probe_put_access(bucket, &prefix).await {
         Access::Allowed => Finding::ok(format!(

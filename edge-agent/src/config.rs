@@ -12,11 +12,17 @@ use std::time::Duration;
 use clap::Parser;
 use relay_shared::keys::{KeyError, KeyScheme, TimeFormat};
 use relay_shared::telemetry::LogFormat;
+
+use crate::tracker::Waits;
 use serde::Deserialize;
 
 pub const DEFAULT_INCLUDE: &str = "*.json";
 pub const DEFAULT_RAW_PREFIX: &str = "raw/";
+/// How long a file must be unchanged where leases are refused (settle-only).
 pub const DEFAULT_SETTLE_MS: u64 = 1_000;
+/// How long a file must be unchanged where a read lease shows that no one
+/// holds it open for writing: only for writers that close and reopen.
+pub const DEFAULT_QUIET_MS: u64 = 100;
 pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
 pub const DEFAULT_CONCURRENCY: usize = 4;
 /// S3's minimum part size; also the compressed size above which multipart is used.
@@ -100,8 +106,12 @@ pub struct Args {
     /// ledger under the state dir so a restart does not re-upload them.
     #[arg(long, global = true, env = "RELAY_ON_SUCCESS")]
     pub on_success: Option<String>,
-    /// A file must be closed (or renamed in) and then unchanged in size and
-    /// mtime for this long before it is uploaded [default: 1000].
+    /// How long a file must be unchanged in size and mtime before it is
+    /// uploaded. Where read leases show that no process holds a file open
+    /// for writing, this is only a quiet period after its last write, for
+    /// writers that close a file and open it again [default: 100]. Where
+    /// leases are refused, the file must also have been closed (or renamed
+    /// in), and this must outlast the writer's longest pause [default: 1000].
     #[arg(long, global = true, env = "RELAY_SETTLE_MS")]
     pub settle_ms: Option<u64>,
     /// zstd level, 1-19 [default: 3].
@@ -233,7 +243,13 @@ impl Config {
             ("bucket", self.bucket.clone()),
             ("prefix", self.keys.source_prefix()),
             ("on_success", self.on_success.to_string()),
-            ("settle_ms", self.settle.as_millis().to_string()),
+            (
+                "settle_ms",
+                self.settle.map_or_else(
+                    || format!("{DEFAULT_QUIET_MS} with leases, {DEFAULT_SETTLE_MS} without"),
+                    |d| d.as_millis().to_string(),
+                ),
+            ),
             ("zstd_level", self.zstd_level.to_string()),
             ("concurrency", self.concurrency.to_string()),
             (
@@ -270,7 +286,9 @@ pub struct Config {
     pub bucket: String,
     pub keys: KeyScheme,
     pub on_success: OnSuccess,
-    pub settle: Duration,
+    /// `RELAY_SETTLE_MS` if given; otherwise each rule's default (see
+    /// [`Config::waits`]).
+    pub settle: Option<Duration>,
     pub zstd_level: i32,
     pub concurrency: usize,
     pub multipart_threshold_bytes: u64,
@@ -358,7 +376,7 @@ impl Config {
                 hostname,
             )?,
             on_success: on_success(pick!(on_success))?,
-            settle: Duration::from_millis(pick!(settle_ms).unwrap_or(DEFAULT_SETTLE_MS)),
+            settle: pick!(settle_ms).map(Duration::from_millis),
             zstd_level: in_range(
                 "zstd level",
                 pick!(zstd_level).unwrap_or(DEFAULT_ZSTD_LEVEL),
@@ -385,6 +403,19 @@ impl Config {
             log_format: pick!(log_format).unwrap_or_default(),
             watch_dir,
         })
+    }
+
+    /// How long files must be unchanged: the setting for both rules, or
+    /// each rule's default.
+    pub fn waits(&self) -> Waits {
+        Waits {
+            quiet: self
+                .settle
+                .unwrap_or(Duration::from_millis(DEFAULT_QUIET_MS)),
+            settle: self
+                .settle
+                .unwrap_or(Duration::from_millis(DEFAULT_SETTLE_MS)),
+        }
     }
 
     /// Whether a file name is one the agent should relay.
@@ -589,7 +620,14 @@ mod tests {
         assert_eq!(c.keys.source_id(), "host-1");
         assert_eq!(c.keys.prefix(), "raw/");
         assert_eq!(c.on_success, OnSuccess::Keep);
-        assert_eq!(c.settle, Duration::from_millis(1000));
+        assert_eq!(c.settle, None);
+        assert_eq!(
+            c.waits(),
+            Waits {
+                quiet: Duration::from_millis(100),
+                settle: Duration::from_millis(1000)
+            }
+        );
         assert_eq!(c.zstd_level, 3);
         assert_eq!(c.metrics_addr, Some("127.0.0.1:9187".parse().unwrap()));
         assert_eq!(c.state_dir, dir.path().join(".relay-agent"));
@@ -621,7 +659,12 @@ mod tests {
         let f = file.to_str().unwrap();
         let c = Config::resolve(args(&["--config", f, "--bucket", "from-flag"]), || None).unwrap();
         assert_eq!(c.bucket, "from-flag");
-        assert_eq!(c.settle, Duration::from_millis(250));
+        assert_eq!(c.settle, Some(Duration::from_millis(250)));
+        assert_eq!(
+            c.waits().quiet,
+            Duration::from_millis(250),
+            "one setting for both rules"
+        );
         assert_eq!(c.on_success, OnSuccess::Delete);
 
         std::fs::write(&file, "bucket = \"b\"\nsetle_ms = 5\n").unwrap();

@@ -7,6 +7,8 @@
 use std::net::SocketAddr;
 use std::sync::Mutex;
 
+use relay_shared::telemetry::Health;
+
 pub const FILES: &str = "relay_agent_files_total";
 pub const BYTES_IN: &str = "relay_agent_bytes_in_total";
 pub const BYTES_OUT: &str = "relay_agent_bytes_out_total";
@@ -21,9 +23,31 @@ pub const RESCANS: &str = "relay_agent_rescans_total";
 pub const SET_ASIDE: &str = "relay_agent_set_aside_files";
 pub const CANARIES: &str = "relay_agent_canaries_total";
 pub const CANARY_LAST_SENT: &str = "relay_agent_canary_last_sent_timestamp_seconds";
+pub const LEASES: &str = "relay_agent_leases_enabled";
+pub const LEASE_REFUSALS: &str = "relay_agent_lease_refusals_total";
 
 static PERMANENT_FAILURE: Mutex<Option<String>> = Mutex::new(None);
 static PARKED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+static FINISH_MODE: Mutex<String> = Mutex::new(String::new());
+
+/// Publishes how finished files are judged: the gauge, and a line of
+/// `/healthz`.
+pub fn set_finish_mode(mode: &crate::lease::Mode) {
+    let (enabled, line) = match mode {
+        crate::lease::Mode::Leases { .. } => (
+            1.0,
+            "finished files: read leases (no process holds a file open for writing)".to_owned(),
+        ),
+        crate::lease::Mode::SettleOnly { reason } => (
+            0.0,
+            format!("finished files: settle time only; leases refused: {reason}"),
+        ),
+    };
+    ::metrics::gauge!(LEASES).set(enabled);
+    if let Ok(mut slot) = FINISH_MODE.lock() {
+        *slot = line;
+    }
+}
 
 /// Names the files set aside after a permanent failure, with their reasons.
 pub fn name_set_aside(files: Vec<String>) {
@@ -32,12 +56,13 @@ pub fn name_set_aside(files: Vec<String>) {
     }
 }
 
-/// What `/healthz` reports: healthy, or why not.
-fn health() -> Result<(), String> {
+/// What `/healthz` reports: healthy (with how files are judged), or why not.
+fn health() -> Health {
     let failure = PERMANENT_FAILURE.lock().ok().and_then(|s| s.clone());
     let parked = PARKED.lock().map(|p| p.clone()).unwrap_or_default();
     if failure.is_none() && parked.is_empty() {
-        return Ok(());
+        let mode = FINISH_MODE.lock().map(|m| m.clone()).unwrap_or_default();
+        return Health::Ok(Some(mode).filter(|m| !m.is_empty()).into_iter().collect());
     }
     let mut lines: Vec<String> = failure.into_iter().collect();
     if !parked.is_empty() {
@@ -47,7 +72,7 @@ fn health() -> Result<(), String> {
         ));
         lines.extend(parked.iter().take(20).map(|p| format!("  {p}")));
     }
-    Err(lines.join("\n"))
+    Health::Unhealthy(lines.join("\n"))
 }
 
 /// Marks the agent unhealthy with the reason, or healthy with `None`.
@@ -106,6 +131,14 @@ fn describe() {
         "Canaries (heartbeat objects on the data's path, RELAY_CANARY_SECS) by outcome: sent (S3 holds it) or failed"
     );
     describe_gauge!(
+        LEASES,
+        "1 when read leases judge finished files (no process holds a file open for writing), 0 when settle time alone does (leases refused in the watch directory)"
+    );
+    describe_counter!(
+        LEASE_REFUSALS,
+        "Files whose read lease was refused (reason: not_owner, unsupported, other), judged by settle time instead"
+    );
+    describe_gauge!(
         CANARY_LAST_SENT,
         Unit::Seconds,
         "Unix time of the last canary S3 stored"
@@ -148,12 +181,17 @@ fn register_at_zero() {
         ::metrics::counter!(RETRIES, "kind" => *kind).increment(0);
         ::metrics::counter!(ERRORS, "kind" => *kind).increment(0);
     }
-    ::metrics::counter!(ERRORS, "kind" => "ledger").increment(0);
+    for kind in ["ledger", "after_success"] {
+        ::metrics::counter!(ERRORS, "kind" => kind).increment(0);
+    }
     for name in [BYTES_IN, BYTES_OUT, REJECTED, RESCANS] {
         ::metrics::counter!(name).increment(0);
     }
     for outcome in ["sent", "failed"] {
         ::metrics::counter!(CANARIES, "outcome" => outcome).increment(0);
+    }
+    for reason in ["not_owner", "unsupported", "other"] {
+        ::metrics::counter!(LEASE_REFUSALS, "reason" => reason).increment(0);
     }
     for name in [BACKLOG, OLDEST_WAITING, SET_ASIDE, CANARY_LAST_SENT] {
         ::metrics::gauge!(name).set(0.0);

@@ -76,6 +76,9 @@ pub struct Job {
     /// Where the file goes if `key` holds other bytes (see [`conflict_tag`]).
     pub keys: KeyScheme,
     pub stat: FileStat,
+    /// Where the file was judged finished by a read lease: the right to
+    /// probe it again on the descriptor it is read from.
+    pub lease: Option<crate::lease::Leases>,
     pub meta: ObjectMeta,
 }
 
@@ -99,6 +102,9 @@ pub enum Outcome {
     Gone,
     /// The file changed after it was judged finished; it goes back to settling.
     Changed,
+    /// A writer opened the file again after it was judged finished (its
+    /// lease probe, on the descriptor it was to be read from, found one).
+    Open,
     /// Not a regular file at the moment it was opened (a symlink, FIFO,
     /// socket or device swapped in): never read.
     NotRegular,
@@ -178,7 +184,7 @@ struct Compressor {
     done: bool,
 }
 
-enum Opened {
+pub(crate) enum Opened {
     Ready(File),
     Gone,
     NotRegular,
@@ -188,7 +194,7 @@ enum Opened {
 /// a symlink (`O_NOFOLLOW`) and without blocking on a FIFO (`O_NONBLOCK`),
 /// then checks the type of what was opened: a name swapped for a link or a
 /// special file between the check and the open is never read.
-fn open_regular(path: &Path) -> io::Result<Opened> {
+pub(crate) fn open_regular(path: &Path) -> io::Result<Opened> {
     use rustix::fs::{FileType, Mode, OFlags};
     let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
     let fd = match rustix::fs::open(path, flags, Mode::empty()) {
@@ -356,9 +362,23 @@ async fn next_chunk(
     blocking(path, move || c.next_chunk(max).map(|chunk| (c, chunk))).await
 }
 
+/// A regular file opened for a lease probe, or `None` (gone, a link, a
+/// special file, unreadable).
+pub(crate) fn open_for_probe(path: &Path) -> Option<File> {
+    match open_regular(path) {
+        Ok(Opened::Ready(f)) => Some(f),
+        _ => None,
+    }
+}
+
 /// Opens the file if it is still a regular file with the size and mtime it
-/// was judged finished with; otherwise why not.
-fn open_expected(path: &Path, expect: FileStat) -> io::Result<Result<File, Outcome>> {
+/// was judged finished with and, if it was judged by a lease, no process
+/// holds it open for writing; otherwise why not.
+fn open_expected(
+    path: &Path,
+    expect: FileStat,
+    lease: Option<crate::lease::Leases>,
+) -> io::Result<Result<File, Outcome>> {
     let file = match open_regular(path)? {
         Opened::Ready(f) => f,
         Opened::Gone => return Ok(Err(Outcome::Gone)),
@@ -366,6 +386,11 @@ fn open_expected(path: &Path, expect: FileStat) -> io::Result<Result<File, Outco
     };
     if FileStat::of(&file.metadata()?) != expect {
         return Ok(Err(Outcome::Changed));
+    }
+    if let Some(leases) = lease
+        && leases.probe(&file) == crate::lease::Probe::OpenForWrite
+    {
+        return Ok(Err(Outcome::Open));
     }
     Ok(Ok(file))
 }
@@ -490,9 +515,9 @@ async fn store<S: ObjectStore>(
 ) -> Result<Stored, UploadError> {
     // Opening and compressing the first part share one trip to the blocking
     // pool: most files fit in one part, so this is their only one.
-    let (path, expect) = (job.path.clone(), job.stat);
+    let (path, expect, lease) = (job.path.clone(), job.stat, job.lease);
     let first = blocking(&job.path, move || {
-        Ok(match open_expected(&path, expect)? {
+        Ok(match open_expected(&path, expect, lease)? {
             Ok(file) if whole(expect.size, part_bytes) => {
                 match compress_whole(file, expect, level)? {
                     Some((frame, hash)) => Ok(First::Whole(frame, hash)),
@@ -520,10 +545,12 @@ async fn store<S: ObjectStore>(
 
     // A multipart upload: its metadata, the content hash included, is set
     // when it starts, so hash the whole file first.
-    let (path, expect) = (job.path.clone(), job.stat);
-    let pre = blocking(&job.path, move || match open_expected(&path, expect)? {
-        Ok(file) => hash_file(file).map(Some),
-        Err(_) => Ok(None),
+    let (path, expect, lease) = (job.path.clone(), job.stat, job.lease);
+    let pre = blocking(&job.path, move || {
+        match open_expected(&path, expect, lease)? {
+            Ok(file) => hash_file(file).map(Some),
+            Err(_) => Ok(None),
+        }
     })
     .await?;
     let Some(pre_hash) = pre else {
@@ -732,6 +759,7 @@ mod tests {
             key: keys.raw_key(name).unwrap().key,
             keys,
             stat,
+            lease: None,
             meta: ObjectMeta {
                 original_name: name.into(),
                 original_size: content.len() as u64,

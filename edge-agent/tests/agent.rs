@@ -615,6 +615,8 @@ async fn metrics_and_logs_are_complete_from_the_start() {
         "relay_agent_errors_total{kind=\"access_denied\"} 0",
         "relay_agent_retries_total{kind=\"transient\"} 0",
         "relay_agent_rejected_files_total 0",
+        "relay_agent_errors_total{kind=\"after_success\"} 0",
+        "relay_agent_lease_refusals_total{reason=\"not_owner\"} 0",
         "relay_build_info{binary=\"edge-agent\",version=\"",
         "process_resident_memory_bytes ",
         "process_open_fds ",
@@ -627,6 +629,22 @@ async fn metrics_and_logs_are_complete_from_the_start() {
     assert!(
         !metrics.contains("by reason"),
         "no HELP text promises a label that does not exist"
+    );
+    // How files are judged is known once the agent runs, after its S3 probe.
+    let started = Instant::now();
+    while !relay_shared::testing::http_get(&addr, "/metrics")
+        .contains("relay_agent_leases_enabled 1")
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no lease gauge"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let health = relay_shared::testing::http_get(&addr, "/healthz");
+    assert!(
+        health.contains("200 OK") && health.contains("finished files: read leases"),
+        "{health}"
     );
     let index = relay_shared::testing::http_get(&addr, "/");
     assert!(

@@ -165,3 +165,115 @@ fn a_subcommands_help_lists_only_the_settings_it_reads() {
         );
     }
 }
+
+/// The workspace forbids `unsafe`, but for one function: edge-agent's
+/// `lease::set_lease`, the `fcntl(F_SETLEASE)` call no maintained crate
+/// wraps. Every crate but edge-agent inherits `forbid`; edge-agent repeats
+/// the workspace's lints with `deny`, so that function alone can allow it;
+/// and no other source file in the repository holds an `unsafe` block, an
+/// `unsafe` item or an allowance.
+#[test]
+fn unsafe_code_is_confined_to_the_one_lease_call() {
+    let kw = ["un", "safe"].concat();
+    let root = repo("");
+    let workspace = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    assert!(
+        workspace.contains(&format!("{kw}_code = \"forbid\"")),
+        "the workspace forbids it"
+    );
+    for krate in ["shared", "cloud-processor"] {
+        let manifest = std::fs::read_to_string(root.join(krate).join("Cargo.toml")).unwrap();
+        assert!(
+            manifest.contains("[lints]\nworkspace = true")
+                && !manifest.contains(&format!("{kw}_code")),
+            "{krate} inherits the workspace's lints"
+        );
+    }
+    let agent = std::fs::read_to_string(root.join("edge-agent/Cargo.toml")).unwrap();
+    let lints = |text: &str, table: &str| -> Vec<String> {
+        text.split(table)
+            .nth(1)
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+            .take_while(|l| !l.starts_with('['))
+            .filter(|l| l.contains('='))
+            .map(|l| l.replace(' ', ""))
+            .collect()
+    };
+    let mut want = lints(&workspace, "[workspace.lints.rust]");
+    for line in &mut want {
+        *line = line.replace("\"forbid\"", "\"deny\"");
+    }
+    assert_eq!(
+        lints(&agent, "[lints.rust]"),
+        want,
+        "edge-agent: the workspace's rust lints, with deny"
+    );
+    assert_eq!(
+        lints(&agent, "[lints.clippy]"),
+        lints(&workspace, "[workspace.lints.clippy]"),
+        "edge-agent: the workspace's clippy lints"
+    );
+
+    let patterns = [
+        format!("{kw} {{"),
+        format!("{kw} fn"),
+        format!("{kw} impl"),
+        format!("{kw} trait"),
+        format!("{kw} extern"),
+        format!("{kw}(no_mangle)"),
+        format!("allow({kw}_code"),
+        format!("expect({kw}_code"),
+        format!("warn({kw}_code"),
+    ];
+    let mut found = Vec::new();
+    for entry in walkdir::WalkDir::new(&root).into_iter().filter_entry(|e| {
+        let name = e.file_name().to_string_lossy();
+        !(e.depth() > 0 && (name.starts_with('.') || name == "target"))
+    }) {
+        let entry = entry.unwrap();
+        if entry.path().extension().is_none_or(|x| x != "rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(entry.path()).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or_default();
+            if patterns.iter().any(|p| code.contains(p.as_str())) {
+                let rel = entry
+                    .path()
+                    .strip_prefix(&root)
+                    .unwrap()
+                    .display()
+                    .to_string();
+                found.push(format!("{rel}:{}: {}", n + 1, line.trim()));
+            }
+        }
+    }
+    assert_eq!(
+        found.len(),
+        2,
+        "one allowance and one block, nothing else: {found:#?}"
+    );
+    assert!(
+        found[0].starts_with("edge-agent/src/lease.rs:")
+            && found[0].ends_with(&format!("#[allow({kw}_code)]"))
+            && found[1].starts_with("edge-agent/src/lease.rs:")
+            && found[1].contains(&format!("{kw} {{ libc::fcntl(")),
+        "{found:#?}"
+    );
+    let lease = std::fs::read_to_string(root.join("edge-agent/src/lease.rs")).unwrap();
+    let allowed = lease
+        .lines()
+        .skip_while(|l| !l.contains(&format!("allow({kw}_code)")))
+        .nth(1)
+        .unwrap_or_default();
+    assert!(
+        allowed.starts_with("fn set_lease("),
+        "the allowance is on set_lease: {allowed}"
+    );
+    assert!(
+        lease.contains("// SAFETY:"),
+        "the block says why it is sound"
+    );
+}

@@ -83,8 +83,37 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// A health check for `/healthz`: `Err(reason)` answers 503 with the reason.
-pub type HealthCheck = std::sync::Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+/// What `/healthz` answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    /// 200 `ok`, then one line per note (how the process works, not a fault).
+    Ok(Vec<String>),
+    /// 503 `unhealthy: <reason>`.
+    Unhealthy(String),
+}
+
+impl Health {
+    fn answer(self) -> (axum::http::StatusCode, String) {
+        use axum::http::StatusCode;
+        match self {
+            Self::Ok(notes) => {
+                let mut body = "ok\n".to_owned();
+                for note in notes {
+                    body.push_str(&note);
+                    body.push('\n');
+                }
+                (StatusCode::OK, body)
+            }
+            Self::Unhealthy(reason) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("unhealthy: {reason}\n"),
+            ),
+        }
+    }
+}
+
+/// A health check for `/healthz`, run on every request.
+pub type HealthCheck = std::sync::Arc<dyn Fn() -> Health + Send + Sync>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
@@ -111,7 +140,6 @@ pub async fn serve_metrics(
     buckets: &[(&str, &[f64])],
     health: HealthCheck,
 ) -> Result<std::net::SocketAddr, MetricsError> {
-    use axum::http::StatusCode;
     use axum::routing::get;
     use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 
@@ -155,15 +183,7 @@ pub async fn serve_metrics(
         )
         .route(
             "/healthz",
-            get(move || {
-                std::future::ready(match health() {
-                    Ok(()) => (StatusCode::OK, "ok\n".to_owned()),
-                    Err(reason) => (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        format!("unhealthy: {reason}\n"),
-                    ),
-                })
-            }),
+            get(move || std::future::ready(health().answer())),
         );
     let listener = tokio::net::TcpListener::bind(addr)
         .await

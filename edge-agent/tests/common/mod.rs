@@ -157,14 +157,14 @@ pub fn spawn_agent(dir: &Path, bucket: &str, log: &Path, extra: &[&str]) -> Chil
             "--bucket",
             bucket,
         ])
-        .args([
-            "--source-id",
-            SOURCE,
-            "--settle-ms",
-            "150",
-            "--metrics-addr",
-            "off",
-        ])
+        .args(["--source-id", SOURCE, "--metrics-addr", "off"])
+        // 150 ms unless the test sets its own.
+        .args(
+            Some(["--settle-ms", "150"])
+                .filter(|_| !extra.contains(&"--settle-ms"))
+                .into_iter()
+                .flatten(),
+        )
         .args(["--log-format", "json", "--s3-path-style", "true"])
         .args(extra)
         .env("RUST_LOG", "info")
