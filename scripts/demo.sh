@@ -70,7 +70,7 @@ processor_pid=$!
 agent_port=$(free_port)
 say "starting the edge agent on $work/in (metrics on 127.0.0.1:$agent_port)"
 RELAY_WATCH_DIR=$work/in RELAY_BUCKET=$bucket RELAY_SOURCE_ID=demo-edge \
-  RELAY_ON_SUCCESS=delete RELAY_SETTLE_MS=500 RELAY_METRICS_ADDR=127.0.0.1:$agent_port \
+  RELAY_ON_SUCCESS=delete RELAY_METRICS_ADDR=127.0.0.1:$agent_port \
   RELAY_STATE_DIR=$work/state RELAY_CANARY_SECS=2 \
   "$target_dir/edge-agent" 2>"$work/agent.log" &
 agent_pid=$!
