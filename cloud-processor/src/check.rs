@@ -8,7 +8,8 @@
 use std::ops::ControlFlow;
 
 use relay_shared::check::Finding;
-use relay_shared::s3::{Bucket, ObjectStore};
+use relay_shared::s3::Bucket;
+use relay_shared::store::ObjectStore;
 
 use crate::config::{Aws, Config, check_aws, timeout_warning};
 use crate::lambda::Function;
@@ -282,7 +283,7 @@ pub async fn run(
         Some(name) => Some(Function::new(&sdk, name).timeout_secs().await),
         None => None,
     };
-    let bucket = relay_shared::client::bucket(
+    let bucket = relay_shared::s3::Bucket::connect(
         &sdk,
         relay_shared::client::ClientOptions {
             s3_path_style: aws.s3_path_style,

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use relay_shared::s3::S3Error;
+use relay_shared::store::S3Error;
 
 use crate::event::{EventError, ObjectRef};
 use crate::sqs::SendError;

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use sha2::Digest;
 
 use relay_shared::keys::{Canary, canary_of};
-use relay_shared::s3::{Body, Bucket, ObjectStore, S3Error};
+use relay_shared::s3::Bucket;
+use relay_shared::store::{Body, ObjectStore, S3Error};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tracing::{Instrument, error, info, warn};
@@ -780,7 +781,7 @@ mod tests {
     use super::*;
     use crate::testing::{CrashAfter, FakeQueue, SendFault, until_crash};
     use clap::Parser;
-    use relay_shared::s3::{PutMode, PutOptions};
+    use relay_shared::store::{PutMode, PutOptions};
     use relay_shared::testing::{Fault, MemStore};
     use std::collections::BTreeMap;
 

@@ -8,7 +8,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use relay_shared::s3::ObjectStore;
+use relay_shared::store::ObjectStore;
 use tracing::{error, info, warn};
 
 use crate::handler::App;

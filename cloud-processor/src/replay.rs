@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-use relay_shared::s3::{Listed, ObjectStore, S3Error};
+use relay_shared::store::{Listed, ObjectStore, S3Error};
 use serde::Serialize;
 
 use crate::lambda::Function;
@@ -319,7 +319,7 @@ mod tests {
     /// processed: a stalled source shows as an old or unprocessed one.
     #[tokio::test]
     async fn audit_shows_each_sources_last_canary() {
-        use relay_shared::s3::{PutMode, PutOptions};
+        use relay_shared::store::{PutMode, PutOptions};
         let store = relay_shared::testing::MemStore::new("b");
         let put = |key: String| {
             let store = store.clone();

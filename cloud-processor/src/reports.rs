@@ -2,7 +2,7 @@
 //! read: the records it rejected, and why it was quarantined. Written
 //! through the state store like every other state object.
 
-use relay_shared::s3::PutMode;
+use relay_shared::store::PutMode;
 use serde_json::{Value, json};
 use tracing::{error, warn};
 

@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use std::io::Read;
 
 use relay_shared::meta::{CONTENT_HASH, content_hash_hex};
-use relay_shared::s3::{ObjectStore, PutMode, PutOptions, S3Error};
+use relay_shared::store::{ObjectStore, PutMode, PutOptions, S3Error};
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::pack::{Batcher, Chunk, DEFAULT_MAX_BATCH_BYTES, pointer_body};

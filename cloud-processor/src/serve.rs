@@ -38,7 +38,7 @@ pub async fn connect(config: Config, aws: Aws) -> Result<(App, SdkConfig), Serve
         aws.timeouts.resolve(Some(aws.lease_ttl_secs)),
     );
     // Objects are read from the bucket each event names.
-    let store = relay_shared::client::bucket(
+    let store = relay_shared::s3::Bucket::connect(
         &sdk,
         ClientOptions {
             s3_path_style: aws.s3_path_style,

@@ -7,7 +7,7 @@ use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName, SendMessageBatchRequestEntry};
 use backon::BackoffBuilder;
-use relay_shared::client::{Class, classify, classify_code};
+use relay_shared::retry::{Class, classify, classify_code};
 use sha2::{Digest, Sha256};
 
 use crate::pack::{

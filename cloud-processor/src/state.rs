@@ -19,7 +19,7 @@
 use std::future::Future;
 use std::time::Instant;
 
-use relay_shared::s3::{ObjectStore, PutMode, PutOptions, S3Error, Small};
+use relay_shared::store::{ObjectStore, PutMode, PutOptions, S3Error, Small};
 use serde::{Deserialize, Serialize};
 
 /// SQS FIFO drops a resent message only within this long of the first send.

@@ -53,7 +53,7 @@ pub async fn run(command: Option<Command>, raw_prefix: &str) -> Result<Finished,
 /// The bucket a range names, with a client built for a tool (no lease).
 async fn store(range: &Range) -> (relay_shared::client::SdkConfig, relay_shared::s3::Bucket) {
     let sdk = with_timeouts(&load_sdk_config().await, range.timeouts.resolve(None));
-    let bucket = relay_shared::client::bucket(
+    let bucket = relay_shared::s3::Bucket::connect(
         &sdk,
         ClientOptions {
             s3_path_style: range.s3_path_style,

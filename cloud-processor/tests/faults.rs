@@ -10,7 +10,7 @@
 
 mod common;
 
-use relay_shared::s3::ObjectStore;
+use relay_shared::store::ObjectStore;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -20,8 +20,8 @@ use std::time::{Duration, Instant, SystemTime};
 use cloud_processor::state::DoneMarker;
 use common::{Setup, free_port, setup, setup_on};
 use relay_shared::keys::KeyScheme;
-use relay_shared::s3::{PutMode, PutOptions};
 use relay_shared::sample::SampleGen;
+use relay_shared::store::{PutMode, PutOptions};
 use relay_shared::testing::{Emulator, FaultProxy};
 use tokio::time::sleep;
 

@@ -8,12 +8,12 @@
 mod common;
 
 use common::free_port;
-use relay_shared::s3::ObjectStore;
+use relay_shared::store::ObjectStore;
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use relay_shared::s3::{PutMode, PutOptions};
+use relay_shared::store::{PutMode, PutOptions};
 use relay_shared::testing::Emulator;
 
 struct KillOnDrop(Child);

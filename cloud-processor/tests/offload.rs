@@ -9,7 +9,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::*;
-use relay_shared::s3::ObjectStore;
+use relay_shared::store::ObjectStore;
 
 const KEY: &str = "raw/e/2026/11/21/22/1763800000000.json.zst";
 

@@ -6,7 +6,7 @@
 
 mod common;
 
-use relay_shared::s3::ObjectStore;
+use relay_shared::store::ObjectStore;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -337,7 +337,7 @@ async fn replay_sends_only_what_is_missing_and_reprocess_sends_everything() {
 /// The deduplication ids are the same, so FIFO drops every resent message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replayed_event_gives_the_same_deduplication_ids_as_a_live_one() {
-    use relay_shared::s3::{PutMode, PutOptions};
+    use relay_shared::store::{PutMode, PutOptions};
     let s = setup("once-replay-ids", true).await;
     s.emu
         .s3

@@ -6,7 +6,7 @@
 
 mod common;
 
-use relay_shared::s3::ObjectStore;
+use relay_shared::store::ObjectStore;
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
@@ -746,8 +746,8 @@ async fn a_failed_notification_comes_back_when_retrying_makes_sense() {
         .put(
             "state/leases/e/2026/11/21/22/1763800000000.json.zst",
             serde_json::to_vec(&lease).unwrap(),
-            &relay_shared::s3::PutMode::Create,
-            &relay_shared::s3::PutOptions::default(),
+            &relay_shared::store::PutMode::Create,
+            &relay_shared::store::PutOptions::default(),
         )
         .await
         .unwrap();

@@ -15,7 +15,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // A benchmark: failing loudly is right.
 
-use relay_shared::s3::ObjectStore;
+use relay_shared::store::ObjectStore;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -8,7 +8,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use relay_shared::s3::ObjectStore;
+use relay_shared::store::ObjectStore;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::{Instrument, debug, error, info, warn};
@@ -1042,8 +1042,8 @@ mod tests {
         s3.put(
             &key_of(other),
             b"old".to_vec(),
-            &relay_shared::s3::PutMode::Create,
-            &relay_shared::s3::PutOptions::default(),
+            &relay_shared::store::PutMode::Create,
+            &relay_shared::store::PutOptions::default(),
         )
         .await
         .unwrap();

@@ -2,7 +2,7 @@
 //! without writing anything? Expressed over [`ObjectStore`]; the S3 calls
 //! themselves are in `relay_shared::s3`.
 
-use relay_shared::s3::{ObjectStore, PutOptions, Retry, S3Error};
+use relay_shared::store::{ObjectStore, PutOptions, S3Error};
 
 /// What the start-up check learned.
 #[derive(Debug)]
@@ -32,7 +32,7 @@ pub async fn probe_put_access<S: ObjectStore>(store: &S, prefix: &str) -> Access
             crate::upload::abort(store, &key, &id).await;
             Access::Allowed
         }
-        Err(e) if e.retry() == Retry::Transient => Access::Unknown(e),
+        Err(e) if e.class().is_retryable() => Access::Unknown(e),
         Err(e) => Access::Denied(e),
     }
 }

@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use backon::BackoffBuilder;
 use relay_shared::keys::KeyScheme;
 use relay_shared::meta::{self, CONTENT_HASH, ORIGINAL_SIZE, content_hash_hex};
-use relay_shared::s3::{ObjectStore, PutMode, PutOptions, Retry, S3Error};
+use relay_shared::store::{ObjectStore, PutMode, PutOptions, S3Error};
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::tracker::FileStat;
@@ -146,7 +146,7 @@ impl UploadError {
     /// errors need a person: the file is set aside and retried slowly.
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::S3(e) => e.retry() == Retry::Transient,
+            Self::S3(e) => e.class().is_retryable(),
             Self::Vanished { .. } => true,
             _ => false,
         }

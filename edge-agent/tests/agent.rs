@@ -3,7 +3,7 @@
 
 mod common;
 
-use relay_shared::s3::ObjectStore;
+use relay_shared::store::ObjectStore;
 use std::io::Write;
 use std::process::Command;
 use std::time::{Duration, Instant};

@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
-use relay_shared::s3::ObjectStore;
+use relay_shared::store::ObjectStore;
 use relay_shared::testing::Emulator;
 
 const PREFIX: &str = "raw/edge-test/";

@@ -1,5 +1,6 @@
 //! AWS client construction, done once here so every binary and test agrees on
-//! endpoints, addressing and retries.
+//! endpoints, addressing and timeouts. How a failure is retried is
+//! [`crate::retry`]'s.
 //!
 //! Endpoints follow the SDK's own conventions (`AWS_ENDPOINT_URL`,
 //! `AWS_ENDPOINT_URL_S3`, ...), which aws-config reads. The relay adds one
@@ -75,11 +76,6 @@ pub fn s3_client(sdk: &SdkConfig, options: ClientOptions) -> aws_sdk_s3::Client 
     aws_sdk_s3::Client::from_conf(conf)
 }
 
-/// One bucket, through an S3 client built from `sdk`.
-pub fn bucket(sdk: &SdkConfig, options: ClientOptions, name: &str) -> crate::s3::Bucket {
-    crate::s3::Bucket::new(s3_client(sdk, options), name)
-}
-
 pub fn sqs_client(sdk: &SdkConfig) -> aws_sdk_sqs::Client {
     aws_sdk_sqs::Client::new(sdk)
 }
@@ -108,92 +104,6 @@ where
                 cur = e.source();
             }
             out
-        }
-    }
-}
-
-/// How a failed AWS call should be treated, the same for S3 and SQS.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Class {
-    /// The service asked us to slow down: retry, with backoff.
-    Throttled,
-    /// A timeout, a lost connection or a server-side failure: retry.
-    Transient,
-    /// The request itself is wrong or not allowed: retrying cannot help.
-    Permanent,
-}
-
-/// Classifies a service's error code (and HTTP status, where known). The
-/// throttling and transient codes are the SDK's own lists (`aws-runtime`),
-/// so this agrees with the SDK's retry classifier; S3's `InternalError` and
-/// SQS's `ServiceUnavailable`, `InternalFailure` and `KMS.Throttling*`
-/// codes are added, as are 429 and every 5xx.
-pub fn classify_code(status: Option<u16>, code: &str) -> Class {
-    use aws_runtime::retries::classifiers::{THROTTLING_ERRORS, TRANSIENT_ERRORS};
-    if THROTTLING_ERRORS.contains(&code) || code.contains("Throttl") || status == Some(429) {
-        Class::Throttled
-    } else if TRANSIENT_ERRORS.contains(&code)
-        || matches!(
-            code,
-            "InternalError" | "InternalFailure" | "ServiceUnavailable" | "503"
-        )
-        || matches!(status, Some(500..=599))
-    {
-        Class::Transient
-    } else {
-        Class::Permanent
-    }
-}
-
-/// Classifies any AWS SDK error: no answer at all (timeout, connection,
-/// unreadable response) is transient; a service's answer by its code and
-/// HTTP status.
-pub fn classify<E>(
-    err: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
-) -> Class
-where
-    E: aws_sdk_s3::error::ProvideErrorMetadata,
-{
-    use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
-    match err {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            Class::Transient
-        }
-        SdkError::ServiceError(_) => {
-            let status = err.raw_response().map(|r| r.status().as_u16());
-            classify_code(status, err.code().unwrap_or_default())
-        }
-        _ => Class::Permanent,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn both_services_codes_are_classified_alike() {
-        for code in [
-            "SlowDown",
-            "Throttling",
-            "ThrottlingException",
-            "RequestThrottled",
-            "KMS.ThrottlingException",
-        ] {
-            assert_eq!(classify_code(None, code), Class::Throttled, "{code}");
-        }
-        for code in [
-            "RequestTimeout",
-            "InternalError",
-            "ServiceUnavailable",
-            "InternalFailure",
-        ] {
-            assert_eq!(classify_code(None, code), Class::Transient, "{code}");
-        }
-        assert_eq!(classify_code(Some(503), "Whatever"), Class::Transient);
-        assert_eq!(classify_code(Some(429), ""), Class::Throttled);
-        for code in ["AccessDenied", "NoSuchBucket", "InvalidParameterValue", ""] {
-            assert_eq!(classify_code(Some(400), code), Class::Permanent, "{code}");
         }
     }
 }

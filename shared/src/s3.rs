@@ -13,10 +13,10 @@ use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
 
-use crate::client::{Class, classify};
-pub use crate::store::{
-    Body, Failure, Got, Head, Listed, ObjectStore, Part, PutMode, PutOptions, PutResult, Retry,
-    S3Error, Small,
+use crate::client::{ClientOptions, SdkConfig, s3_client};
+use crate::retry::{Class, classify};
+use crate::store::{
+    Failure, Got, Head, Listed, ObjectStore, Part, PutMode, PutOptions, PutResult, S3Error, Small,
 };
 
 /// Maps any S3 operation's SDK error into [`S3Error`]. `mode` decides what a 412
@@ -49,10 +49,7 @@ where
         (Some(404), "", _) => return S3Error::NotFound { bucket, key },
         _ => {}
     }
-    let retry = match classify(&err) {
-        Class::Permanent => Retry::Permanent,
-        Class::Throttled | Class::Transient => Retry::Transient,
-    };
+    let class = classify(&err);
     let message = err
         .message()
         .map(str::to_owned)
@@ -61,7 +58,7 @@ where
         bucket,
         key,
         op,
-        retry,
+        class,
         code: if code.is_empty() {
             status.map_or_else(|| "no response".to_owned(), |s| format!("HTTP {s}"))
         } else {
@@ -134,6 +131,11 @@ pub struct Bucket {
 }
 
 impl Bucket {
+    /// One bucket, through an S3 client built from `sdk`.
+    pub fn connect(sdk: &SdkConfig, options: ClientOptions, name: &str) -> Self {
+        Self::new(s3_client(sdk, options), name)
+    }
+
     pub fn new(client: Client, name: impl Into<String>) -> Self {
         Self {
             client,
@@ -170,7 +172,7 @@ impl Bucket {
             bucket: self.name.clone(),
             key: key.to_owned(),
             op,
-            retry: Retry::Transient,
+            class: Class::Transient,
             code: "body".into(),
             message: e.to_string(),
             source: Box::new(e),
@@ -195,7 +197,7 @@ impl Bucket {
                         bucket,
                         key,
                         op: "HeadBucket",
-                        retry: Retry::Permanent,
+                        class: Class::Permanent,
                         code: "NoSuchBucket".into(),
                         source: "404 from HeadBucket".into(),
                     }));
@@ -544,23 +546,23 @@ mod tests {
         let conflict = map(409, "ConditionalRequestConflict", Some(&PutMode::Create));
         assert!(matches!(conflict, S3Error::Conflict { .. }), "{conflict:?}");
         assert_eq!(
-            conflict.retry(),
-            Retry::Transient,
+            conflict.class(),
+            Class::Transient,
             "AWS says to retry a 409"
         );
         assert!(matches!(
             map(404, "NoSuchKey", None),
             S3Error::NotFound { .. }
         ));
-        for (status, code, kind, retry) in [
-            (503, "SlowDown", "throttled", Retry::Transient),
-            (500, "InternalError", "transient", Retry::Transient),
-            (403, "AccessDenied", "access_denied", Retry::Permanent),
-            (404, "NoSuchBucket", "no_such_bucket", Retry::Permanent),
-            (400, "InvalidArgument", "permanent", Retry::Permanent),
+        for (status, code, kind, class) in [
+            (503, "SlowDown", "throttled", Class::Throttled),
+            (500, "InternalError", "transient", Class::Transient),
+            (403, "AccessDenied", "access_denied", Class::Permanent),
+            (404, "NoSuchBucket", "no_such_bucket", Class::Permanent),
+            (400, "InvalidArgument", "permanent", Class::Permanent),
         ] {
             let e = map(status, code, None);
-            assert_eq!((e.kind(), e.retry()), (kind, retry), "{code}: {e}");
+            assert_eq!((e.kind(), e.class()), (kind, class), "{code}: {e}");
             assert!(e.to_string().contains("s3://b/k: PutObject failed"), "{e}");
         }
     }

@@ -5,14 +5,17 @@
 //! outcomes are first-class errors rather than HTTP status codes leaking into
 //! callers: `PutMode::Create` is `If-None-Match: *` and a 412 is
 //! [`S3Error::AlreadyExists`]; `PutMode::Update` is `If-Match` and a 412 is
-//! [`S3Error::Precondition`]. The AWS implementation is [`crate::s3::Bucket`];
-//! the in-memory one, for unit tests, is `testing::MemStore`. One contract
-//! suite (`testing::contract`) runs against both.
+//! [`S3Error::Precondition`]. This module knows nothing of its
+//! implementations: S3's is `s3::Bucket`, the in-memory one for unit tests
+//! is `testing::MemStore`, and one contract suite (`testing::contract`)
+//! runs against both.
 
 use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::fmt;
 use std::future::Future;
+
+use crate::retry::{Class, classify_code};
 
 /// How a put treats an existing object at the key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -175,25 +178,6 @@ pub trait ObjectStore: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), S3Error>> + Send;
 }
 
-/// Whether retrying the same request can succeed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Retry {
-    /// Throttling, 5xx, timeouts, connection failures: retry with backoff.
-    Transient,
-    /// Access denied, missing bucket, bad request: retrying will not help until
-    /// someone changes the configuration.
-    Permanent,
-}
-
-impl fmt::Display for Retry {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Transient => "transient",
-            Self::Permanent => "permanent",
-        })
-    }
-}
-
 pub(crate) type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 
 #[derive(Debug, thiserror::Error)]
@@ -215,12 +199,12 @@ pub enum S3Error {
 
 /// An S3 failure that is not a conditional-write outcome.
 #[derive(Debug, thiserror::Error)]
-#[error("s3://{bucket}/{key}: {op} failed ({retry}, {code}): {message}")]
+#[error("s3://{bucket}/{key}: {op} failed ({class}, {code}): {message}")]
 pub struct Failure {
     pub bucket: String,
     pub key: String,
     pub op: &'static str,
-    pub retry: Retry,
+    pub class: Class,
     pub code: String,
     pub message: String,
     #[source]
@@ -234,10 +218,7 @@ impl S3Error {
             bucket: bucket.to_owned(),
             key: key.to_owned(),
             op,
-            retry: match crate::client::classify_code(None, code) {
-                crate::client::Class::Permanent => Retry::Permanent,
-                _ => Retry::Transient,
-            },
+            class: classify_code(None, code),
             code: code.to_owned(),
             message: message.to_owned(),
             source: message.to_owned().into(),
@@ -247,13 +228,13 @@ impl S3Error {
     /// Whether the same request may succeed later. Conditional outcomes are
     /// answers, not failures: retrying them cannot change the result, except
     /// a 409 conflict, which AWS says to retry.
-    pub fn retry(&self) -> Retry {
+    pub fn class(&self) -> Class {
         match self {
-            Self::Conflict { .. } => Retry::Transient,
+            Self::Conflict { .. } => Class::Transient,
             Self::AlreadyExists { .. } | Self::Precondition { .. } | Self::NotFound { .. } => {
-                Retry::Permanent
+                Class::Permanent
             }
-            Self::Other(f) => f.retry,
+            Self::Other(f) => f.class,
         }
     }
 
@@ -264,15 +245,13 @@ impl S3Error {
             Self::Precondition { .. } => "precondition",
             Self::Conflict { .. } => "conflict",
             Self::NotFound { .. } => "not_found",
-            Self::Other(f) => match (f.code.as_str(), f.retry) {
-                ("AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch", _) => {
-                    "access_denied"
-                }
-                ("NoSuchBucket", _) => "no_such_bucket",
-                (code, retry) => match crate::client::classify_code(None, code) {
-                    crate::client::Class::Throttled => "throttled",
-                    _ if retry == Retry::Transient => "transient",
-                    _ => "permanent",
+            Self::Other(f) => match f.code.as_str() {
+                "AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch" => "access_denied",
+                "NoSuchBucket" => "no_such_bucket",
+                _ => match f.class {
+                    Class::Throttled => "throttled",
+                    Class::Transient => "transient",
+                    Class::Permanent => "permanent",
                 },
             },
         }

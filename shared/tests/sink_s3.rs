@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use aws_config::BehaviorVersion;
 use aws_sdk_s3::config::{Credentials, Region};
 use relay_shared::client::ClientOptions;
-use relay_shared::s3::{ObjectStore, PutMode, PutOptions, S3Error};
+use relay_shared::store::{ObjectStore, PutMode, PutOptions, S3Error};
 use relay_shared::testing::SinkS3;
 
 #[tokio::test]
@@ -19,7 +19,7 @@ async fn the_keep_alive_sink_answers_an_agents_calls() {
         .credentials_provider(Credentials::new("t", "t", None, None, "test"))
         .load()
         .await;
-    let bucket = relay_shared::client::bucket(
+    let bucket = relay_shared::s3::Bucket::connect(
         &sdk,
         ClientOptions {
             s3_path_style: true,

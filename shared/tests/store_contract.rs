@@ -17,14 +17,16 @@ async fn s3_keeps_the_contract() {
 
 #[tokio::test]
 async fn a_missing_bucket_is_reported_as_permanent_and_named() {
-    use relay_shared::s3::{Bucket, ObjectStore, PutMode, PutOptions, Retry};
+    use relay_shared::retry::Class;
+    use relay_shared::s3::Bucket;
+    use relay_shared::store::{ObjectStore, PutMode, PutOptions};
     let emu = Emulator::connect().await;
     let missing = Bucket::new(emu.s3.clone(), "no-such-bucket-relay-test");
     let err = missing
         .check_access()
         .await
         .expect_err("bucket does not exist");
-    assert_eq!(err.retry(), Retry::Permanent, "{err:?}");
+    assert_eq!(err.class(), Class::Permanent, "{err:?}");
     assert_eq!(err.kind(), "no_such_bucket", "{err:?}");
     assert!(
         err.to_string().contains("no-such-bucket-relay-test"),
@@ -36,5 +38,5 @@ async fn a_missing_bucket_is_reported_as_permanent_and_named() {
         .await
         .expect_err("put into a missing bucket fails");
     assert_eq!(err.kind(), "no_such_bucket", "{err:?}");
-    assert_eq!(err.retry(), Retry::Permanent);
+    assert_eq!(err.class(), Class::Permanent);
 }

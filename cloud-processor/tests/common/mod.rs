@@ -3,7 +3,7 @@
 #![allow(dead_code)] // Each test binary uses a different subset.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test-only helpers: a panic is a test failure.
 
-use relay_shared::s3::ObjectStore;
+use relay_shared::store::ObjectStore;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -16,7 +16,8 @@ use clap::Parser;
 use cloud_processor::config::{Cli, Config, Protocol};
 use cloud_processor::handler::App;
 use cloud_processor::sqs::Output;
-use relay_shared::s3::{Bucket, PutMode, PutOptions};
+use relay_shared::s3::Bucket;
+use relay_shared::store::{PutMode, PutOptions};
 use relay_shared::testing::Emulator;
 
 pub const FIELDS: &str = "id,ts=timestamp,user_id=user.id,country=geo.country,first_tag=tags.0,big";

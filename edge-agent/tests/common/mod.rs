@@ -3,7 +3,7 @@
 #![allow(dead_code)] // Each test binary uses a different subset.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test-only helpers: a panic is a test failure.
 
-use relay_shared::s3::ObjectStore;
+use relay_shared::store::ObjectStore;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -8,7 +8,8 @@ use std::collections::HashMap;
 
 use tokio::io::AsyncReadExt;
 
-use crate::store::{ObjectStore, PutMode, PutOptions, Retry, S3Error};
+use crate::retry::Class;
+use crate::store::{ObjectStore, PutMode, PutOptions, S3Error};
 
 fn options(tag: &str) -> PutOptions {
     PutOptions {
@@ -43,7 +44,7 @@ pub async fn conditional_writes<S: ObjectStore>(store: &S, prefix: &str) {
         .await
     {
         Err(e @ S3Error::AlreadyExists { .. }) => {
-            assert_eq!((e.kind(), e.retry()), ("already_exists", Retry::Permanent));
+            assert_eq!((e.kind(), e.class()), ("already_exists", Class::Permanent));
             let S3Error::AlreadyExists { bucket, key: k } = e else {
                 unreachable!()
             };

@@ -444,7 +444,7 @@ impl ObjectStore for MemStore {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::store::Retry;
+    use crate::retry::Class;
 
     #[tokio::test]
     async fn faults_hit_the_call_they_name_and_a_lost_answer_keeps_its_effect() {
@@ -458,7 +458,7 @@ mod tests {
             .put("b", b"2".to_vec(), &PutMode::Create, &none)
             .await
             .unwrap_err();
-        assert_eq!((e.kind(), e.retry()), ("throttled", Retry::Transient));
+        assert_eq!((e.kind(), e.class()), ("throttled", Class::Throttled));
         assert_eq!(s.bytes("b"), None, "a throttled call has no effect");
 
         s.fail_next(1, Fault::LoseResponse);
@@ -466,7 +466,7 @@ mod tests {
             .put("b", b"2".to_vec(), &PutMode::Create, &none)
             .await
             .unwrap_err();
-        assert_eq!(e.retry(), Retry::Transient);
+        assert!(e.class().is_retryable());
         assert_eq!(s.bytes("b"), Some(b"2".to_vec()), "the write happened");
         assert!(matches!(
             s.put("b", b"2".to_vec(), &PutMode::Create, &none).await,

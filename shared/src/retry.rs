@@ -1,0 +1,110 @@
+//! How a failed AWS call is treated, the same for S3 and SQS and in both
+//! stages: throttled, transient or permanent. The one classification; every
+//! error type of the workspace that wraps an AWS failure carries a [`Class`].
+
+use std::fmt;
+
+/// How a failed AWS call should be treated, the same for S3 and SQS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// The service asked us to slow down: retry, with backoff.
+    Throttled,
+    /// A timeout, a lost connection or a server-side failure: retry.
+    Transient,
+    /// The request itself is wrong or not allowed: retrying cannot help.
+    Permanent,
+}
+
+/// Classifies a service's error code (and HTTP status, where known). The
+/// throttling and transient codes are the SDK's own lists (`aws-runtime`),
+/// so this agrees with the SDK's retry classifier; S3's `InternalError` and
+/// SQS's `ServiceUnavailable`, `InternalFailure` and `KMS.Throttling*`
+/// codes are added, as are 429 and every 5xx.
+pub fn classify_code(status: Option<u16>, code: &str) -> Class {
+    use aws_runtime::retries::classifiers::{THROTTLING_ERRORS, TRANSIENT_ERRORS};
+    if THROTTLING_ERRORS.contains(&code) || code.contains("Throttl") || status == Some(429) {
+        Class::Throttled
+    } else if TRANSIENT_ERRORS.contains(&code)
+        || matches!(
+            code,
+            "InternalError" | "InternalFailure" | "ServiceUnavailable" | "503"
+        )
+        || matches!(status, Some(500..=599))
+    {
+        Class::Transient
+    } else {
+        Class::Permanent
+    }
+}
+
+/// Classifies any AWS SDK error: no answer at all (timeout, connection,
+/// unreadable response) is transient; a service's answer by its code and
+/// HTTP status.
+pub fn classify<E>(
+    err: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+) -> Class
+where
+    E: aws_sdk_s3::error::ProvideErrorMetadata,
+{
+    use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+    match err {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            Class::Transient
+        }
+        SdkError::ServiceError(_) => {
+            let status = err.raw_response().map(|r| r.status().as_u16());
+            classify_code(status, err.code().unwrap_or_default())
+        }
+        _ => Class::Permanent,
+    }
+}
+
+impl Class {
+    /// Whether the same request may succeed if tried again: throttled and
+    /// transient failures pass; permanent ones need someone to change
+    /// something.
+    pub fn is_retryable(self) -> bool {
+        self != Self::Permanent
+    }
+}
+
+impl fmt::Display for Class {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Throttled => "throttled",
+            Self::Transient => "transient",
+            Self::Permanent => "permanent",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_services_codes_are_classified_alike() {
+        for code in [
+            "SlowDown",
+            "Throttling",
+            "ThrottlingException",
+            "RequestThrottled",
+            "KMS.ThrottlingException",
+        ] {
+            assert_eq!(classify_code(None, code), Class::Throttled, "{code}");
+        }
+        for code in [
+            "RequestTimeout",
+            "InternalError",
+            "ServiceUnavailable",
+            "InternalFailure",
+        ] {
+            assert_eq!(classify_code(None, code), Class::Transient, "{code}");
+        }
+        assert_eq!(classify_code(Some(503), "Whatever"), Class::Transient);
+        assert_eq!(classify_code(Some(429), ""), Class::Throttled);
+        for code in ["AccessDenied", "NoSuchBucket", "InvalidParameterValue", ""] {
+            assert_eq!(classify_code(Some(400), code), Class::Permanent, "{code}");
+        }
+    }
+}
