@@ -21,9 +21,9 @@
 
 use std::ops::ControlFlow;
 
-use cloud_processor::pack::BodyFormat;
+use cloud_processor::pipeline::body::BodyFormat;
+use cloud_processor::pipeline::project::{Missing, Projection, parse_fields};
 use cloud_processor::pipeline::{Settings, run};
-use cloud_processor::project::{Missing, Projection, parse_fields};
 use relay_shared::sample::SampleGen;
 
 fn median(mut v: Vec<f64>) -> f64 {

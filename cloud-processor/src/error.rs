@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use relay_shared::store::S3Error;
 
-use crate::event::{EventError, ObjectRef};
-use crate::sqs::SendError;
-use crate::state::StateError;
+use crate::ingest::event::{EventError, ObjectRef};
+use crate::object::state::StateError;
+use crate::output::sqs::SendError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
@@ -33,7 +33,7 @@ pub enum ProcessError {
     Payload {
         bucket: String,
         key: String,
-        source: crate::send::PayloadError,
+        source: crate::output::send::PayloadError,
     },
     #[error(transparent)]
     Event(#[from] EventError),

@@ -6,19 +6,19 @@
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
-use cloud_processor::config::{Aws, Cli, Command, Config};
-use cloud_processor::tools::{self, Finished};
+use cloud_processor::cli::{Aws, Cli, Command, Config};
+use cloud_processor::modes::tools::{self, Finished};
 use relay_shared::telemetry::init_tracing;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = match cloud_processor::config::parse_from(
+    let cli = match cloud_processor::cli::parse_from(
         std::env::args_os().collect(),
         std::env::var_os("RELAY_CONFIG").map(Into::into),
     ) {
         Ok(cli) => cli,
-        Err(cloud_processor::config::ConfigError::Cli(e)) => e.exit(),
-        Err(cloud_processor::config::ConfigError::Help(help)) => {
+        Err(cloud_processor::cli::ConfigError::Cli(e)) => e.exit(),
+        Err(cloud_processor::cli::ConfigError::Help(help)) => {
             print!("{help}");
             return ExitCode::SUCCESS;
         }
@@ -61,14 +61,16 @@ async fn main() -> ExitCode {
             files,
             out,
             max_message_bytes,
-        }) => cloud_processor::local::run(&config, &files, out.as_deref(), max_message_bytes)
-            .map_err(Into::into),
+        }) => {
+            cloud_processor::modes::process::run(&config, &files, out.as_deref(), max_message_bytes)
+                .map_err(Into::into)
+        }
         Some(Command::Poll {
             aws,
             notification_queue_url: url,
             visibility_timeout_secs: secs,
             metrics_addr,
-        }) => cloud_processor::serve::poll(config, aws, &url, secs, &metrics_addr)
+        }) => cloud_processor::modes::serve::poll(config, aws, &url, secs, &metrics_addr)
             .await
             .map(|()| true)
             .map_err(Into::into),
@@ -78,7 +80,7 @@ async fn main() -> ExitCode {
             notification_queue_url,
             function_name,
             sample,
-        }) => Ok(cloud_processor::check::run(
+        }) => Ok(cloud_processor::modes::check::run(
             &config,
             &aws,
             &bucket,
@@ -120,7 +122,7 @@ async fn lambda(config: Config, aws: anyhow::Result<Aws>) -> anyhow::Result<bool
         .ok()
         .and_then(|n| n.notification_queue_url)
         .filter(|u| !u.is_empty());
-    cloud_processor::serve::lambda(config, aws?, queue).await?;
+    cloud_processor::modes::serve::lambda(config, aws?, queue).await?;
     Ok(true)
 }
 

@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::pack::Chunk;
-use crate::sqs::{BatchOutcome, MessageSink, SendError};
+use crate::output::sqs::{BatchOutcome, MessageSink, SendError};
+use crate::pipeline::body::Chunk;
 
 /// What the fake queue does with one SendMessageBatch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -229,7 +229,7 @@ pub const SAMPLE_FIELDS: &str =
 pub fn sample_reference(
     seed: u64,
     text: &str,
-    projection: &crate::project::Projection,
+    projection: &crate::pipeline::project::Projection,
 ) -> Vec<Vec<u8>> {
     let mut preamble = String::new();
     relay_shared::sample::SampleGen::new(seed).preamble(&mut preamble);

@@ -21,9 +21,9 @@
 
 use std::ops::ControlFlow;
 
-use cloud_processor::pack::BodyFormat;
+use cloud_processor::pipeline::body::BodyFormat;
+use cloud_processor::pipeline::project::{Missing, Projection, parse_fields};
 use cloud_processor::pipeline::{self, Settings};
-use cloud_processor::project::{Missing, Projection, parse_fields};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 

@@ -164,7 +164,7 @@ async fn s3_and_sqs_events_through_the_lambda_runtime_api() {
         .to_builder()
         .endpoint_url(format!("http://127.0.0.1:{port}"))
         .build();
-    let sel = cloud_processor::replay::Selection {
+    let sel = cloud_processor::modes::replay::Selection {
         bucket: bucket.name().to_owned(),
         prefix: "raw/".into(),
         raw_prefix: "raw/".into(),
@@ -172,15 +172,14 @@ async fn s3_and_sqs_events_through_the_lambda_runtime_api() {
         since: None,
         until: None,
     };
-    let target = cloud_processor::replay::Target::Function(cloud_processor::lambda::Function::new(
-        &runtime_api,
-        "_",
-    ));
-    let summary = cloud_processor::replay::replay(
+    let target = cloud_processor::modes::replay::Target::Function(
+        cloud_processor::modes::lambda_api::Function::new(&runtime_api, "_"),
+    );
+    let summary = cloud_processor::modes::replay::replay(
         &bucket,
         &target,
         &sel,
-        cloud_processor::replay::Mode::Missing,
+        cloud_processor::modes::replay::Mode::Missing,
         false,
         10,
         |_, _, _, _| {},

@@ -10,9 +10,9 @@ use relay_shared::store::ObjectStore;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use cloud_processor::handler::{App, Outcome, ProcessError};
-use cloud_processor::sqs::Output;
-use cloud_processor::state::DoneMarker;
+use cloud_processor::object::state::DoneMarker;
+use cloud_processor::object::{App, Outcome, ProcessError};
+use cloud_processor::output::sqs::Output;
 use cloud_processor::testing::{CrashAfter, until_crash};
 use common::*;
 use relay_shared::s3::Bucket;
@@ -220,7 +220,7 @@ async fn a_config_change_across_a_crash_is_refused_with_a_clear_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_sends_only_what_is_missing_and_reprocess_sends_everything() {
-    use cloud_processor::replay::{self, Mode};
+    use cloud_processor::modes::replay::{self, Mode};
     let s = setup("once-replay", false).await;
     let app = app(&s, Some(8192)).await;
     let keys: Vec<String> = (0..3)
@@ -392,7 +392,7 @@ async fn a_replayed_event_gives_the_same_deduplication_ids_as_a_live_one() {
         .delete("state/done/e/2026/11/21/22/1763800000000.json.zst", None)
         .await
         .unwrap();
-    let mut listed = cloud_processor::replay::select(&s.bucket, &selection(&s, "raw/e/"))
+    let mut listed = cloud_processor::modes::replay::select(&s.bucket, &selection(&s, "raw/e/"))
         .await
         .unwrap();
     let obj = listed.remove(0);
@@ -401,9 +401,12 @@ async fn a_replayed_event_gives_the_same_deduplication_ids_as_a_live_one() {
         (Some(version.as_str()), etag.trim_matches('"')),
         "replay names the version a live event names"
     );
-    app.handle(cloud_processor::replay::event_for(s.bucket.name(), &obj))
-        .await
-        .unwrap();
+    app.handle(cloud_processor::modes::replay::event_for(
+        s.bucket.name(),
+        &obj,
+    ))
+    .await
+    .unwrap();
     assert_eq!(
         queued().await,
         first,
@@ -419,7 +422,7 @@ async fn a_replayed_event_gives_the_same_deduplication_ids_as_a_live_one() {
 /// nothing and call the object sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reprocess_after_a_leftover_lease_sends_everything_again() {
-    use cloud_processor::replay::{self, Mode};
+    use cloud_processor::modes::replay::{self, Mode};
     use std::sync::atomic::Ordering;
     let s = setup("once-leftover", false).await;
     let proxy = relay_shared::testing::FaultProxy::start(&s.emu.endpoint).await;
@@ -497,12 +500,12 @@ async fn audit_lists_leases_with_no_live_owner_by_s3s_clock() {
         .unwrap()
         .as_secs() as i64;
     // Live by S3's clock, even to an auditor whose clock runs an hour ahead.
-    let report = cloud_processor::replay::audit(&s.bucket, &sel, 3600, now + 3600)
+    let report = cloud_processor::modes::replay::audit(&s.bucket, &sel, 3600, now + 3600)
         .await
         .unwrap();
     assert!(report.stale_leases.is_empty(), "{:?}", report.stale_leases);
     tokio::time::sleep(PAST_A_ONE_SECOND_LEASE).await;
-    let report = cloud_processor::replay::audit(&s.bucket, &sel, 3600, now)
+    let report = cloud_processor::modes::replay::audit(&s.bucket, &sel, 3600, now)
         .await
         .unwrap();
     assert_eq!(

@@ -9,9 +9,9 @@
 use std::ops::ControlFlow;
 use std::sync::OnceLock;
 
-use cloud_processor::pack::BodyFormat;
+use cloud_processor::pipeline::body::BodyFormat;
 use cloud_processor::pipeline::{Settings, run};
-use cloud_processor::project::{Missing, Projection, parse_fields};
+use cloud_processor::pipeline::project::{Missing, Projection, parse_fields};
 use libfuzzer_sys::fuzz_target;
 
 fn settings(streamed: bool) -> &'static Settings {

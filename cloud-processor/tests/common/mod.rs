@@ -13,9 +13,9 @@ use aws_sdk_s3::types::{
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 use clap::Parser;
-use cloud_processor::config::{Cli, Config, Protocol};
-use cloud_processor::handler::App;
-use cloud_processor::sqs::Output;
+use cloud_processor::cli::{Cli, Config, Protocol};
+use cloud_processor::object::App;
+use cloud_processor::output::sqs::Output;
 use relay_shared::s3::Bucket;
 use relay_shared::store::{PutMode, PutOptions};
 use relay_shared::testing::Emulator;
@@ -110,7 +110,7 @@ pub async fn app_on(
         Protocol::new(
             "state/",
             lease_ttl_secs,
-            cloud_processor::config::AwsTimeouts::default(),
+            cloud_processor::cli::AwsTimeouts::default(),
         ),
         relay_shared::s3::Bucket::new(s3, ""),
         output,
@@ -336,8 +336,8 @@ pub fn start_poller(
 ) -> Poller {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        let queue = cloud_processor::sqs::Notifications::new(sqs, queue);
-        cloud_processor::poll::run(&app, &queue, visibility_secs, async {
+        let queue = cloud_processor::output::sqs::Notifications::new(sqs, queue);
+        cloud_processor::modes::poll::run(&app, &queue, visibility_secs, async {
             let _ = stopped.await;
         })
         .await;
@@ -357,8 +357,8 @@ impl Poller {
 }
 
 /// Replay's selection of everything under `prefix` in the setup's bucket.
-pub fn selection(s: &Setup, prefix: &str) -> cloud_processor::replay::Selection {
-    cloud_processor::replay::Selection {
+pub fn selection(s: &Setup, prefix: &str) -> cloud_processor::modes::replay::Selection {
+    cloud_processor::modes::replay::Selection {
         bucket: s.bucket.name().to_owned(),
         prefix: prefix.into(),
         raw_prefix: "raw/".into(),
@@ -369,8 +369,8 @@ pub fn selection(s: &Setup, prefix: &str) -> cloud_processor::replay::Selection 
 }
 
 /// Replay's target: the setup's notification queue.
-pub fn replay_to_queue(s: &Setup) -> cloud_processor::replay::Target {
-    cloud_processor::replay::Target::Queue(cloud_processor::sqs::Notifications::new(
+pub fn replay_to_queue(s: &Setup) -> cloud_processor::modes::replay::Target {
+    cloud_processor::modes::replay::Target::Queue(cloud_processor::output::sqs::Notifications::new(
         s.emu.sqs.clone(),
         s.notifications.clone(),
     ))

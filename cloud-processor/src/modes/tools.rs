@@ -1,15 +1,15 @@
 //! The operator tools' front-ends: `replay` (its confirmation prompt and
 //! progress bar) and `audit` (its report as text), over the logic in
-//! [`crate::replay`].
+//! [`crate::modes::replay`].
 
 use std::io::IsTerminal;
 
 use relay_shared::client::{ClientOptions, load_sdk_config, with_timeouts};
 
-use crate::config::{Command, ConfigError, Range, ReplayArgs};
-use crate::lambda::Function;
-use crate::replay::{self, AuditReport, Mode, ReplayError, Selection, Target};
-use crate::sqs::Notifications;
+use crate::cli::{Command, ConfigError, Range, ReplayArgs};
+use crate::modes::lambda_api::Function;
+use crate::modes::replay::{self, AuditReport, Mode, ReplayError, Selection, Target};
+use crate::output::sqs::Notifications;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ToolError {

@@ -9,9 +9,9 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use relay_shared::store::{Listed, ObjectStore, S3Error};
 use serde::Serialize;
 
-use crate::lambda::Function;
-use crate::sqs::Notifications;
-use crate::state::{self, Lease, StateKeys, StateStore};
+use crate::modes::lambda_api::Function;
+use crate::object::state::{self, Lease, StateKeys, StateStore};
+use crate::output::sqs::Notifications;
 
 /// Which objects a replay re-sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -404,21 +404,22 @@ mod tests {
                 version_id: Some("3HL4kqtJlcpXroDTDmJ.rmSpXd3dIbrHY".into()),
             },
         );
-        let parse = |event: &serde_json::Value| match crate::event::classify(event).unwrap() {
-            crate::event::Incoming::Notice(crate::event::Notice::Objects(mut objects)) => {
-                objects.remove(0)
-            }
+        let parse = |event: &serde_json::Value| match crate::ingest::event::classify(event).unwrap()
+        {
+            crate::ingest::event::Incoming::Notice(crate::ingest::event::Notice::Objects(
+                mut objects,
+            )) => objects.remove(0),
             other => panic!("{other:?}"),
         };
         let (live, replayed) = (parse(&live), parse(&replayed));
         assert_eq!(live, replayed);
         // So the same version is read, and the deduplication ids agree.
-        let base = |o: &crate::event::ObjectRef| {
-            crate::handler::dedup_base(&o.bucket, &o.key, o.version_id.as_deref(), "etag-as-read")
+        let base = |o: &crate::ingest::event::ObjectRef| {
+            crate::object::dedup_base(&o.bucket, &o.key, o.version_id.as_deref(), "etag-as-read")
         };
         assert_eq!(
-            crate::sqs::dedup_id(&base(&live), 7),
-            crate::sqs::dedup_id(&base(&replayed), 7)
+            crate::output::sqs::dedup_id(&base(&live), 7),
+            crate::output::sqs::dedup_id(&base(&replayed), 7)
         );
     }
 
@@ -432,8 +433,8 @@ mod tests {
             version_id: None,
         };
         let event = event_for("bkt", &obj);
-        let crate::event::Incoming::Notice(crate::event::Notice::Objects(parsed)) =
-            crate::event::classify(&event).unwrap()
+        let crate::ingest::event::Incoming::Notice(crate::ingest::event::Notice::Objects(parsed)) =
+            crate::ingest::event::classify(&event).unwrap()
         else {
             panic!("a replay event must name its object")
         };

@@ -5,9 +5,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use relay_shared::client::{ClientOptions, SdkConfig, load_sdk_config, with_timeouts};
 
-use crate::config::{Aws, Config, ConfigError, timeout_warning};
-use crate::handler::App;
-use crate::sqs::{MessageSink, Notifications, Output, SendError};
+use crate::cli::{Aws, Config, ConfigError, timeout_warning};
+use crate::object::App;
+use crate::output::sqs::{MessageSink, Notifications, Output, SendError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -144,7 +144,7 @@ pub async fn poll(
         tracing::info!(%bound, "serving /metrics and /healthz");
     }
     let queue = Notifications::connect(&sdk, queue_url.to_owned());
-    crate::poll::run(
+    crate::modes::poll::run(
         &app,
         &queue,
         visibility_secs,

@@ -11,12 +11,12 @@ use relay_shared::check::Finding;
 use relay_shared::s3::Bucket;
 use relay_shared::store::ObjectStore;
 
-use crate::config::{Aws, Config, check_aws, timeout_warning};
-use crate::lambda::Function;
-use crate::pack::BodyFormat;
+use crate::cli::{Aws, Config, check_aws, timeout_warning};
+use crate::modes::lambda_api::Function;
+use crate::output::sqs::Queues;
+use crate::pipeline::body::BodyFormat;
+use crate::pipeline::project::{EmptyRecords, Missing, Projection};
 use crate::pipeline::{self, LargeRecords, Settings};
-use crate::project::{EmptyRecords, Missing, Projection};
-use crate::sqs::Queues;
 
 /// The resources to check, with clients built once by `main`.
 #[derive(Debug)]
@@ -311,7 +311,7 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Cli;
+    use crate::cli::Cli;
     use clap::Parser;
     use relay_shared::check::Verdict;
 

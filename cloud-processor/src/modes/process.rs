@@ -6,7 +6,7 @@ use std::io::Write;
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 
-use crate::config::Config;
+use crate::cli::Config;
 use crate::pipeline;
 
 #[derive(Debug, thiserror::Error)]

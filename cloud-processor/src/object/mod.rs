@@ -9,6 +9,9 @@
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+pub mod reports;
+pub mod state;
+
 use sha2::Digest;
 
 use relay_shared::keys::{Canary, canary_of};
@@ -18,17 +21,17 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tracing::{Instrument, error, info, warn};
 
-use crate::config::{Config, Protocol};
+use crate::cli::{Config, Protocol};
 pub use crate::error::ProcessError;
-use crate::event::{EventError, Incoming, Notice, ObjectRef, classify, from_text};
+use crate::ingest::event::{EventError, Incoming, Notice, ObjectRef, classify, from_text};
 use crate::metrics as m;
-use crate::pack::Chunk;
+use crate::pipeline::body::Chunk;
+use crate::pipeline::project::{Field, Missing, Projection};
 use crate::pipeline::{self, Report, Settings, Unreadable};
-use crate::project::{Field, Missing, Projection};
-use crate::reports;
-use crate::send::{self, Stopped};
-use crate::sqs::{MessageSink, Notifications, Output};
-use crate::state::{self, Acquired, DoneMarker, Held, StateKeys};
+
+use self::state::{Acquired, DoneMarker, Held, StateKeys};
+use crate::output::send::{self, Stopped};
+use crate::output::sqs::{MessageSink, Notifications, Output};
 
 /// Everything a handler needs, built once per process: the object store
 /// (S3 in production, in memory in unit tests) and the message sink.
@@ -68,10 +71,10 @@ impl<Q: MessageSink> MessageSink for Route<'_, Q> {
         dedup_base: &str,
         batch: &[Chunk],
         until: Instant,
-    ) -> crate::sqs::BatchOutcome {
+    ) -> crate::output::sqs::BatchOutcome {
         match self {
             Self::Queue(q) => q.send(source_key, dedup_base, batch, until).await,
-            Self::Discard { .. } => crate::sqs::BatchOutcome {
+            Self::Discard { .. } => crate::output::sqs::BatchOutcome {
                 accepted: batch.iter().map(|c| c.index).collect(),
                 refused: Vec::new(),
                 failed: None,
@@ -794,9 +797,8 @@ mod tests {
     }
 
     fn app_with<Q: MessageSink>(store: &MemStore, queue: Q, fields: &str) -> App<MemStore, Q> {
-        let cli =
-            crate::config::Cli::try_parse_from(["cloud-processor", "--fields", fields]).unwrap();
-        let protocol = Protocol::new("state/", 60, crate::config::AwsTimeouts::default());
+        let cli = crate::cli::Cli::try_parse_from(["cloud-processor", "--fields", fields]).unwrap();
+        let protocol = Protocol::new("state/", 60, crate::cli::AwsTimeouts::default());
         App::new(
             Config::from_common(&cli.common).unwrap(),
             protocol,
@@ -878,7 +880,7 @@ mod tests {
     /// payload it points to, as the Extended Client resolves it.
     fn resolved(store: &MemStore, body: Vec<u8>) -> Vec<u8> {
         match serde_json::from_slice::<Value>(&body) {
-            Ok(Value::Array(a)) if a[0] == crate::pack::PAYLOAD_POINTER_CLASS => {
+            Ok(Value::Array(a)) if a[0] == crate::pipeline::body::PAYLOAD_POINTER_CLASS => {
                 let (bucket, key) = (a[1]["s3BucketName"].as_str(), a[1]["s3Key"].as_str());
                 store
                     .in_bucket(bucket.unwrap())

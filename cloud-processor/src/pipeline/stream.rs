@@ -1,5 +1,5 @@
 //! The projection of one record too large for the reader's window, as a push
-//! parser: it checks the record as [`crate::json`] does while the reader
+//! parser: it checks the record as [`crate::pipeline::json`] does while the reader
 //! streams it past, and copies the wanted values into spools (memory, then a
 //! temporary file), so that no part of the record is ever held whole.
 //!
@@ -13,8 +13,8 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 
 use tempfile::SpooledTempFile;
 
-use crate::json::{self, EXPECTED_VALUE, Node};
-use crate::project::{Missing, Projection};
+use crate::pipeline::json::{self, EXPECTED_VALUE, Node};
+use crate::pipeline::project::{Missing, Projection};
 
 /// What a spool holds in memory before it moves to a temporary file.
 const SPOOL_MEMORY_BYTES: usize = 1 << 20;
@@ -78,7 +78,7 @@ struct Frame<'p> {
 }
 
 /// A captured value: compact JSON text, with U+FFFE and U+FFFF escaped as
-/// [`crate::project::escape_for_sqs`] does.
+/// [`crate::pipeline::project::escape_for_sqs`] does.
 #[derive(Debug)]
 pub struct Spool {
     file: SpooledTempFile,
@@ -116,7 +116,7 @@ impl Spool {
             }
         };
         let held = self.batch.split_off(self.batch.len() - hold);
-        crate::project::escape_for_sqs(&mut self.batch, 0);
+        crate::pipeline::project::escape_for_sqs(&mut self.batch, 0);
         self.file.write_all(&self.batch)?;
         self.len += self.batch.len() as u64;
         self.batch.clear();
@@ -645,7 +645,7 @@ impl Captured {
             }
             first = false;
             head.extend_from_slice(key.as_bytes());
-            crate::project::escape_for_sqs(&mut head, 0);
+            crate::pipeline::project::escape_for_sqs(&mut head, 0);
             body.push_bytes(head);
             match value {
                 Some(mut s) => {
@@ -754,7 +754,7 @@ impl Read for Body {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::project::{Missing, parse_fields};
+    use crate::pipeline::project::{Missing, parse_fields};
     use proptest::prelude::*;
 
     fn projection(spec: &str, missing: Missing) -> Projection {

@@ -7,9 +7,9 @@ use serde_json::{Value, json};
 use tracing::{error, warn};
 
 use crate::error::ProcessError;
-use crate::event::ObjectRef;
+use crate::ingest::event::ObjectRef;
+use crate::object::state::{Lease, StateStore};
 use crate::pipeline::Report;
-use crate::state::{Lease, StateStore};
 
 async fn put_json<S: StateStore>(store: &S, key: &str, value: &Value) -> Result<(), ProcessError> {
     let body = serde_json::to_vec_pretty(value).unwrap_or_default();

@@ -1,7 +1,7 @@
 //! Projection: cut a record down to the configured fields, copying each value
 //! as its exact JSON text (floats and big integers are never re-encoded).
 //!
-//! The fast path is the validating scanner in [`crate::json`]: one pass over
+//! The fast path is the validating scanner in [`crate::pipeline::json`]: one pass over
 //! the record checks all of it and captures the wanted values' spans. The
 //! serde_json implementation below ([`Projection::project_reference`]) is
 //! kept as the reference it is tested against.
@@ -11,7 +11,7 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
-use crate::json::{self, Node, Scanner, Span, Stop};
+use crate::pipeline::json::{self, Node, Scanner, Span, Stop};
 
 /// One configured field: where to read it and what to call it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -640,7 +640,7 @@ mod tests {
         /// same kind of reason.
         #[test]
         fn fast_path_matches_the_reference_on_values(
-            v in crate::json::tests::any_value(),
+            v in crate::pipeline::json::tests::any_value(),
             pretty in any::<bool>(),
             spec in "(a|b|c|[a-c]\\.[a-c0-2]|[a-c]\\.[0-2]\\.[a-c])(,(a|b|c|[a-c]\\.[a-c0-2])){0,3}",
         ) {
@@ -673,7 +673,7 @@ mod tests {
 
         /// Any valid record gives a body SQS accepts, with the same values.
         #[test]
-        fn output_is_valid_for_sqs_and_the_same_value(v in crate::json::tests::any_value(), extra in "\\PC{0,4}[\u{FFFE}\u{FFFF}]?") {
+        fn output_is_valid_for_sqs_and_the_same_value(v in crate::pipeline::json::tests::any_value(), extra in "\\PC{0,4}[\u{FFFE}\u{FFFF}]?") {
             let mut obj = serde_json::Map::new();
             obj.insert("a".into(), v);
             obj.insert("b".into(), serde_json::Value::String(extra));

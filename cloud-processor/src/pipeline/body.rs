@@ -7,7 +7,7 @@
 //! so how records are cut into chunks depends only on the object and the
 //! config, which is what lets a resumed run re-create the same chunks.
 
-use crate::stream::Body;
+use crate::pipeline::stream::Body;
 
 /// SendMessageBatch: at most 10 entries.
 pub const MAX_BATCH_ENTRIES: usize = 10;

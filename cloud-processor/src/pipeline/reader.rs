@@ -16,7 +16,7 @@
 //!
 //! **Body.** Records are JSON objects: one per line, concatenated (pretty
 //! printed ones too), or the elements of top-level arrays. Each is validated
-//! whole by [`crate::json`] before it is handed out.
+//! whole by [`crate::pipeline::json`] before it is handed out.
 //!
 //! **Recovery.** A bad record costs only itself. Its end is found by a walk
 //! that checks structure as strictly as JSON (keys, `:`, `,`, matching
@@ -46,8 +46,8 @@ use std::io::{self, Read};
 
 use serde::Serialize;
 
-use crate::json::{self, Node, Scanner, Span, Stop};
-use crate::stream::{Captured, Failure, Streamer};
+use crate::pipeline::json::{self, Node, Scanner, Span, Stop};
+use crate::pipeline::stream::{Captured, Failure, Streamer};
 
 const READ_BYTES: usize = 64 * 1024;
 const EXCERPT_BYTES: usize = 120;

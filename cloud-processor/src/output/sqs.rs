@@ -10,7 +10,7 @@ use backon::BackoffBuilder;
 use relay_shared::retry::{Class, classify, classify_code};
 use sha2::{Digest, Sha256};
 
-use crate::pack::{
+use crate::pipeline::body::{
     ATTR_CHUNK, ATTR_EXTENDED_PAYLOAD_SIZE, ATTR_RECORDS, ATTR_SOURCE_KEY, Chunk, sqs_text,
 };
 

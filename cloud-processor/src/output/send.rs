@@ -15,10 +15,10 @@ use relay_shared::meta::{CONTENT_HASH, content_hash_hex};
 use relay_shared::store::{ObjectStore, PutMode, PutOptions, S3Error};
 use xxhash_rust::xxh3::Xxh3;
 
-use crate::pack::{Batcher, Chunk, DEFAULT_MAX_BATCH_BYTES, pointer_body};
-use crate::sqs::{MessageSink, SendError};
-use crate::state::{self, Held, StateError, StateKeys};
-use crate::stream::Body;
+use crate::object::state::{self, Held, StateError, StateKeys};
+use crate::output::sqs::{MessageSink, SendError};
+use crate::pipeline::body::{Batcher, Chunk, DEFAULT_MAX_BATCH_BYTES, pointer_body};
+use crate::pipeline::stream::Body;
 
 /// Where one object's chunks go, and what records their progress.
 #[derive(Debug)]
@@ -325,7 +325,7 @@ pub async fn send_all<S: ObjectStore, K: MessageSink>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::{Acquired, acquire, release};
+    use crate::object::state::{Acquired, acquire, release};
     use crate::testing::{FakeQueue as Queue, SendFault as Fault};
     use relay_shared::testing::MemStore as Mem;
 

@@ -3,16 +3,22 @@
 //! pack. Chunks go to a callback as soon as they are full, so memory stays at
 //! a few message sizes plus the decoder's buffers whatever the object size.
 
+pub mod body;
+pub mod json;
+pub mod project;
+pub mod reader;
+pub mod stream;
+
 use std::io::{self, BufRead, BufReader, Read};
 use std::ops::ControlFlow;
 
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::json::Span;
-use crate::pack::{BodyFormat, Chunk, Packer};
-use crate::project::{EmptyRecords, Projection, RecordError};
-use crate::reader::{Accounting, Item, Large, Reader, Reject, excerpt};
+use crate::pipeline::body::{BodyFormat, Chunk, Packer};
+use crate::pipeline::json::Span;
+use crate::pipeline::project::{EmptyRecords, Projection, RecordError};
+use crate::pipeline::reader::{Accounting, Item, Large, Reader, Reject, excerpt};
 
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
 /// A report with every reject of a garbage file would be as big as the file:
@@ -339,7 +345,7 @@ impl<F: FnMut(Chunk) -> ControlFlow<()>> Run<'_, F> {
             return Ok(self.pack(origin, l.line, l.offset));
         }
         if self.settings.large_records == LargeRecords::Reject {
-            let too_big = crate::pack::Oversized {
+            let too_big = crate::pipeline::body::Oversized {
                 size: usize::try_from(body.len()).unwrap_or(usize::MAX),
                 limit: self.settings.max_body_bytes,
             };
@@ -643,7 +649,7 @@ fn parse(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::project::{Missing, parse_fields};
+    use crate::pipeline::project::{Missing, parse_fields};
 
     fn settings(fields: &str) -> Settings {
         Settings {

@@ -11,8 +11,8 @@ use std::time::Duration;
 use relay_shared::store::ObjectStore;
 use tracing::{error, info, warn};
 
-use crate::handler::App;
-use crate::sqs::{MessageSink, Notifications};
+use crate::object::App;
+use crate::output::sqs::{MessageSink, Notifications};
 
 /// Polls until `shutdown` resolves. A message being worked on at shutdown
 /// is finished first.
@@ -60,7 +60,7 @@ pub async fn run<S: ObjectStore, Q: MessageSink>(
                     error!(error = %e, retry_in_secs = after.unwrap_or(full).as_secs(),
                         "processing failed; the notification will be redelivered");
                     if let Some(after) = after {
-                        crate::handler::show_again(queue, &m.receipt, after).await;
+                        crate::object::show_again(queue, &m.receipt, after).await;
                     }
                 }
             }

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use relay_shared::telemetry::LogFormat;
 
-use crate::pack::{BodyFormat, attributes_size};
+use crate::pipeline::body::{BodyFormat, attributes_size};
+use crate::pipeline::project::{EmptyRecords, Field, Missing, Projection, SpecError, parse_fields};
 use crate::pipeline::{LargeRecords, Settings};
-use crate::project::{EmptyRecords, Field, Missing, Projection, SpecError, parse_fields};
 
 pub const DEFAULT_MAX_DECOMPRESSED_BYTES: u64 = 2 << 30;
 /// Records up to this are framed in memory; larger ones stream through
@@ -133,8 +133,8 @@ pub struct ReplayArgs {
     pub function_name: Option<String>,
     /// `missing`: objects without a done marker; `reprocess`: all, after
     /// deleting their markers (consumers then see those records again).
-    #[arg(long, value_enum, default_value_t = crate::replay::Mode::Missing)]
-    pub mode: crate::replay::Mode,
+    #[arg(long, value_enum, default_value_t = crate::modes::replay::Mode::Missing)]
+    pub mode: crate::modes::replay::Mode,
     /// List what would be sent; change nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -190,7 +190,10 @@ fn instant(name: &'static str, value: Option<&str>) -> Result<Option<i64>, Confi
 
 impl Range {
     /// The objects this range selects, with its instants parsed and checked.
-    pub fn selection(&self, raw_prefix: &str) -> Result<crate::replay::Selection, ConfigError> {
+    pub fn selection(
+        &self,
+        raw_prefix: &str,
+    ) -> Result<crate::modes::replay::Selection, ConfigError> {
         let since = instant("--since", self.since.as_deref())?;
         let until = instant("--until", self.until.as_deref())?;
         if let (Some(s), Some(u)) = (since, until)
@@ -205,7 +208,7 @@ impl Range {
                 ),
             });
         }
-        Ok(crate::replay::Selection {
+        Ok(crate::modes::replay::Selection {
             bucket: self.bucket.clone(),
             prefix: self.prefix.clone().unwrap_or_else(|| raw_prefix.to_owned()),
             raw_prefix: raw_prefix.to_owned(),

@@ -1,0 +1,3 @@
+//! What arrives.
+
+pub mod event;

@@ -1,0 +1,4 @@
+//! Chunks to SQS.
+
+pub mod send;
+pub mod sqs;
