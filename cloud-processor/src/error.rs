@@ -7,7 +7,7 @@ use relay_shared::store::S3Error;
 
 use crate::ingest::event::{EventError, ObjectRef};
 use crate::object::state::StateError;
-use crate::output::sqs::SendError;
+use crate::sqs::SqsError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
@@ -17,7 +17,7 @@ pub enum ProcessError {
     Send {
         bucket: String,
         key: String,
-        source: SendError,
+        source: SqsError,
     },
     #[error(
         "s3://{bucket}/{key}: reading the object failed after {sent} messages were sent: {message}; \
@@ -33,7 +33,7 @@ pub enum ProcessError {
     Payload {
         bucket: String,
         key: String,
-        source: crate::output::send::PayloadError,
+        source: crate::output::payload::PayloadError,
     },
     #[error(transparent)]
     Event(#[from] EventError),

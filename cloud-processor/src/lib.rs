@@ -10,5 +10,6 @@ pub mod modes;
 pub mod object;
 pub mod output;
 pub mod pipeline;
+pub mod sqs;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;

@@ -12,8 +12,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::output::sqs::{BatchOutcome, MessageSink, SendError};
+use crate::output::sink::{BatchOutcome, MessageSink};
 use crate::pipeline::body::Chunk;
+use crate::sqs::SqsError;
 
 /// What the fake queue does with one SendMessageBatch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,8 +49,8 @@ impl Default for FakeQueue {
     }
 }
 
-fn gave_up() -> SendError {
-    SendError::GaveUp {
+fn gave_up() -> SqsError {
+    SqsError::GaveUp {
         queue: "fake".into(),
         failed: 1,
         last: "ServiceUnavailable".into(),

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::QueueAttributeName;
 use cloud_processor::object::{App, Outcome};
-use cloud_processor::output::sqs::MessageSink;
-use cloud_processor::pipeline::body::attributes_size;
+use cloud_processor::output::batch::attributes_size;
+use cloud_processor::output::sink::MessageSink;
 use cloud_processor::pipeline::{self, Settings};
 use common::*;
 
@@ -466,7 +466,7 @@ async fn a_send_stops_retrying_when_the_lease_would_run_out_and_says_what_sqs_to
     assert!(
         matches!(
             outcome.failed,
-            Some(cloud_processor::output::sqs::SendError::GaveUp { .. })
+            Some(cloud_processor::sqs::SqsError::GaveUp { .. })
         ),
         "{outcome:?}"
     );
@@ -781,7 +781,7 @@ async fn in_lambda_a_failed_record_comes_back_early() {
     let s = setup("proc-lambda-retry", false).await;
     let queue = s.emu.queue("proc-lambda-n", false).await;
     let app = app(&s, None).await.with_notification_queue(
-        cloud_processor::output::sqs::Notifications::new(s.emu.sqs.clone(), queue.clone()),
+        cloud_processor::ingest::sqs::Notifications::new(s.emu.sqs.clone(), queue.clone()),
     );
     s.emu
         .sqs

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use relay_shared::telemetry::LogFormat;
 
-use crate::pipeline::body::{BodyFormat, attributes_size};
+use crate::output::batch::attributes_size;
+use crate::pipeline::body::BodyFormat;
 use crate::pipeline::project::{EmptyRecords, Field, Missing, Projection, SpecError, parse_fields};
 use crate::pipeline::{LargeRecords, Settings};
 

@@ -11,8 +11,9 @@ use std::time::Duration;
 use relay_shared::store::ObjectStore;
 use tracing::{error, info, warn};
 
+use crate::ingest::sqs::Notifications;
 use crate::object::App;
-use crate::output::sqs::{MessageSink, Notifications};
+use crate::output::sink::MessageSink;
 
 /// Polls until `shutdown` resolves. A message being worked on at shutdown
 /// is finished first.

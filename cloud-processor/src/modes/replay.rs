@@ -9,9 +9,9 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use relay_shared::store::{Listed, ObjectStore, S3Error};
 use serde::Serialize;
 
+use crate::ingest::sqs::Notifications;
 use crate::modes::lambda_api::Function;
 use crate::object::state::{self, Lease, StateKeys, StateStore};
-use crate::output::sqs::Notifications;
 
 /// Which objects a replay re-sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -6,15 +6,18 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use relay_shared::client::{ClientOptions, SdkConfig, load_sdk_config, with_timeouts};
 
 use crate::cli::{Aws, Config, ConfigError, timeout_warning};
+use crate::ingest::sqs::Notifications;
 use crate::object::App;
-use crate::output::sqs::{MessageSink, Notifications, Output, SendError};
+use crate::output::sink::MessageSink;
+use crate::output::sqs::Output;
+use crate::sqs::SqsError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error("reading the output queue's attributes: {0}")]
-    Output(SendError),
+    Output(SqsError),
     #[error("installing the metrics recorder: {0}")]
     Metrics(String),
     #[error("RELAY_METRICS_ADDR {0:?} is not an address such as 0.0.0.0:9898 (or `off`)")]

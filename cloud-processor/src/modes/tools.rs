@@ -7,9 +7,9 @@ use std::io::IsTerminal;
 use relay_shared::client::{ClientOptions, load_sdk_config, with_timeouts};
 
 use crate::cli::{Command, ConfigError, Range, ReplayArgs};
+use crate::ingest::sqs::Notifications;
 use crate::modes::lambda_api::Function;
 use crate::modes::replay::{self, AuditReport, Mode, ReplayError, Selection, Target};
-use crate::output::sqs::Notifications;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ToolError {

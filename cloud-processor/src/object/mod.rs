@@ -30,8 +30,10 @@ use crate::pipeline::project::{Field, Missing, Projection};
 use crate::pipeline::{self, Report, Settings, Unreadable};
 
 use self::state::{Acquired, DoneMarker, Held, StateKeys};
+use crate::ingest::sqs::Notifications;
 use crate::output::send::{self, Stopped};
-use crate::output::sqs::{MessageSink, Notifications, Output};
+use crate::output::sink::MessageSink;
+use crate::output::sqs::Output;
 
 /// Everything a handler needs, built once per process: the object store
 /// (S3 in production, in memory in unit tests) and the message sink.
@@ -71,10 +73,10 @@ impl<Q: MessageSink> MessageSink for Route<'_, Q> {
         dedup_base: &str,
         batch: &[Chunk],
         until: Instant,
-    ) -> crate::output::sqs::BatchOutcome {
+    ) -> crate::output::sink::BatchOutcome {
         match self {
             Self::Queue(q) => q.send(source_key, dedup_base, batch, until).await,
-            Self::Discard { .. } => crate::output::sqs::BatchOutcome {
+            Self::Discard { .. } => crate::output::sink::BatchOutcome {
                 accepted: batch.iter().map(|c| c.index).collect(),
                 refused: Vec::new(),
                 failed: None,
@@ -601,7 +603,7 @@ impl<S: ObjectStore, Q: MessageSink> App<S, Q> {
             source_key: &obj.key,
             dedup_base: &dedup_base,
             stop_at,
-            payloads: Some(send::Payloads {
+            payloads: Some(crate::output::payload::Payloads {
                 store: &payload_store,
                 prefix: &self.protocol.payload_prefix,
             }),
@@ -880,7 +882,7 @@ mod tests {
     /// payload it points to, as the Extended Client resolves it.
     fn resolved(store: &MemStore, body: Vec<u8>) -> Vec<u8> {
         match serde_json::from_slice::<Value>(&body) {
-            Ok(Value::Array(a)) if a[0] == crate::pipeline::body::PAYLOAD_POINTER_CLASS => {
+            Ok(Value::Array(a)) if a[0] == crate::output::batch::PAYLOAD_POINTER_CLASS => {
                 let (bucket, key) = (a[1]["s3BucketName"].as_str(), a[1]["s3Key"].as_str());
                 store
                     .in_bucket(bucket.unwrap())

@@ -1,87 +1,26 @@
-//! SQS adapter: the output queue's limits, and SendMessageBatch with retries
-//! of exactly the entries that failed.
+//! SQS adapter for the output queue: its limits, and SendMessageBatch with
+//! retries of exactly the entries that failed; and any queue's attributes,
+//! as `check` reports them. The notification queue is `ingest::sqs`.
 
 use std::time::Duration;
 
 use aws_sdk_sqs::Client;
-use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName, SendMessageBatchRequestEntry};
 use backon::BackoffBuilder;
-use relay_shared::retry::{Class, classify, classify_code};
+use relay_shared::retry::{Class, classify_code};
 use sha2::{Digest, Sha256};
 
-use crate::pipeline::body::{
-    ATTR_CHUNK, ATTR_EXTENDED_PAYLOAD_SIZE, ATTR_RECORDS, ATTR_SOURCE_KEY, Chunk, sqs_text,
+use crate::output::sink::{BatchOutcome, MessageSink};
+use crate::sqs::{SqsError, call_error};
+
+use crate::output::batch::{
+    ATTR_CHUNK, ATTR_EXTENDED_PAYLOAD_SIZE, ATTR_RECORDS, ATTR_SOURCE_KEY, sqs_text,
 };
+use crate::pipeline::body::Chunk;
 
 /// Sends to SQS give up after this many attempts of one batch; the object is
 /// then retried as a whole by its event, which resumes (see the README).
 const MAX_ATTEMPTS: usize = 8;
-
-#[derive(Debug, thiserror::Error)]
-pub enum SendError {
-    #[error("queue {queue}: {op} failed: {message}")]
-    Call {
-        queue: String,
-        op: &'static str,
-        message: String,
-        transient: bool,
-    },
-    #[error("queue {queue} refused message {id}: {code}: {message}")]
-    Refused {
-        queue: String,
-        id: String,
-        code: String,
-        message: String,
-    },
-    #[error("queue {queue}: {failed} messages still failing after retries (last: {last})")]
-    GaveUp {
-        queue: String,
-        failed: usize,
-        last: String,
-    },
-    #[error(
-        "queue {queue} refused a message as too large ({message}); its size limit is now {limit} bytes, \
-         and the object is retried with it"
-    )]
-    TooLarge {
-        queue: String,
-        message: String,
-        limit: usize,
-    },
-}
-
-/// What became of one batch's chunks.
-#[derive(Debug, Default)]
-pub struct BatchOutcome {
-    /// Chunks SQS stored.
-    pub accepted: Vec<u32>,
-    /// Chunks SQS refused as the sender's fault, with its code and message:
-    /// sending them again cannot help.
-    pub refused: Vec<(u32, String)>,
-    /// Why the other chunks were not sent (after retries). SQS may have
-    /// stored them anyway if its answer was lost.
-    pub failed: Option<SendError>,
-}
-
-/// Where batches of chunks go: SQS, or a fake in tests.
-pub trait MessageSink: Send + Sync {
-    /// Sends one batch, retrying what failed for a transient reason, but
-    /// starting no attempt after `until` (while the sender's lease lasts).
-    fn send(
-        &self,
-        source_key: &str,
-        dedup_base: &str,
-        batch: &[Chunk],
-        until: std::time::Instant,
-    ) -> impl std::future::Future<Output = BatchOutcome> + Send;
-    /// The message size limit chunks are packed for.
-    fn max_message_bytes(&self) -> usize;
-    /// Whether the queue is FIFO (deduplication ids, a 5-minute window).
-    fn is_fifo(&self) -> bool;
-    /// The queue's URL, which names it in fingerprints and messages.
-    fn queue_url(&self) -> &str;
-}
 
 /// Whether SQS refused a message for its size (`BatchRequestTooLong`,
 /// `MessageTooLong`, or "must be shorter than" in an entry's message).
@@ -102,24 +41,6 @@ pub struct Output {
     cap: Option<usize>,
 }
 
-fn call_error<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>(
-    queue: &str,
-    op: &'static str,
-    e: SdkError<E, aws_sdk_sqs::config::http::HttpResponse>,
-) -> SendError {
-    let transient = classify(&e) != Class::Permanent;
-    let message = match (e.code(), e.message()) {
-        (Some(c), Some(m)) => format!("{c}: {m}"),
-        _ => relay_shared::client::describe(&e),
-    };
-    SendError::Call {
-        queue: queue.to_owned(),
-        op,
-        message,
-        transient,
-    }
-}
-
 impl Output {
     /// Reads the queue's size limit and type at start-up.
     /// As [`Output::connect`], with a client built from `sdk`.
@@ -128,7 +49,7 @@ impl Output {
         queue_url: &str,
         group_id: &str,
         cap: Option<usize>,
-    ) -> Result<Self, SendError> {
+    ) -> Result<Self, SqsError> {
         Self::connect(
             relay_shared::client::sqs_client(sdk),
             queue_url,
@@ -143,7 +64,7 @@ impl Output {
         queue_url: &str,
         group_id: &str,
         cap: Option<usize>,
-    ) -> Result<Self, SendError> {
+    ) -> Result<Self, SqsError> {
         let (queue_max, fifo) = read_limits(&client, queue_url).await?;
         Ok(Self {
             client,
@@ -164,7 +85,7 @@ impl Output {
 
     /// Reads the queue's size limit again, after SQS refused a message for
     /// its size; returns the limit now packed for.
-    async fn refresh_limit(&self) -> Result<usize, SendError> {
+    async fn refresh_limit(&self) -> Result<usize, SqsError> {
         let (queue_max, _) = read_limits(&self.client, &self.queue_url).await?;
         let limit = self.cap.map_or(queue_max, |c| c.min(queue_max));
         self.max_message_bytes
@@ -177,7 +98,7 @@ impl Output {
         source_key: &str,
         dedup_base: &str,
         chunk: &Chunk,
-    ) -> Result<SendMessageBatchRequestEntry, SendError> {
+    ) -> Result<SendMessageBatchRequestEntry, SqsError> {
         let string = |v: &str| {
             MessageAttributeValue::builder()
                 .data_type("String")
@@ -216,7 +137,7 @@ impl Output {
                 .message_group_id(&self.group_id)
                 .message_deduplication_id(dedup_id(dedup_base, chunk.index));
         }
-        e.build().map_err(|err| SendError::Call {
+        e.build().map_err(|err| SqsError::Call {
             queue: self.queue_url.clone(),
             op: "SendMessageBatch",
             message: err.to_string(),
@@ -224,36 +145,15 @@ impl Output {
         })
     }
 
-    async fn too_large(&self, message: String) -> SendError {
+    async fn too_large(&self, message: String) -> SqsError {
         match self.refresh_limit().await {
-            Ok(limit) => SendError::TooLarge {
+            Ok(limit) => SqsError::TooLarge {
                 queue: self.queue_url.clone(),
                 message,
                 limit,
             },
             Err(e) => e,
         }
-    }
-}
-
-impl BatchOutcome {
-    /// Adds the entries of `pending` that are not in `failed`: SQS stored them.
-    fn note_accepted(
-        &mut self,
-        pending: &[&Chunk],
-        failed: &[aws_sdk_sqs::types::BatchResultErrorEntry],
-    ) {
-        self.accepted.extend(
-            pending
-                .iter()
-                .filter(|c| !failed.iter().any(|f| f.id == format!("c{}", c.index)))
-                .map(|c| c.index),
-        );
-    }
-
-    fn failing(mut self, e: SendError) -> Self {
-        self.failed = Some(e);
-        self
     }
 }
 
@@ -306,7 +206,7 @@ impl MessageSink for Output {
                             .copied()
                             .find(|c| format!("c{}", c.index) == f.id)
                         else {
-                            return outcome.failing(SendError::Refused {
+                            return outcome.failing(SqsError::Refused {
                                 queue: self.queue_url.clone(),
                                 id: f.id.clone(),
                                 code: "UnknownEntryId".into(),
@@ -336,7 +236,7 @@ impl MessageSink for Output {
                     pending = retry;
                 }
                 Err(e) => match call_error(&self.queue_url, "SendMessageBatch", e) {
-                    SendError::Call {
+                    SqsError::Call {
                         transient: true,
                         message,
                         ..
@@ -345,7 +245,7 @@ impl MessageSink for Output {
                         metrics::counter!(crate::metrics::SEND_RETRIES).increment(1);
                         last = message;
                     }
-                    SendError::Call { message, .. } if is_size_refusal(&message, &message) => {
+                    SqsError::Call { message, .. } if is_size_refusal(&message, &message) => {
                         return outcome.failing(self.too_large(message).await);
                     }
                     permanent => return outcome.failing(permanent),
@@ -361,7 +261,7 @@ impl MessageSink for Output {
             }
             tokio::time::sleep(delay).await;
         }
-        outcome.failing(SendError::GaveUp {
+        outcome.failing(SqsError::GaveUp {
             queue: self.queue_url.clone(),
             failed: pending.len(),
             last,
@@ -406,12 +306,12 @@ impl Queues {
     }
 
     /// The queue's attributes, as `check` reports them.
-    pub async fn facts(&self, queue_url: &str) -> Result<QueueFacts, SendError> {
+    pub async fn facts(&self, queue_url: &str) -> Result<QueueFacts, SqsError> {
         queue_facts(&self.client, queue_url).await
     }
 }
 
-async fn queue_facts(client: &Client, queue_url: &str) -> Result<QueueFacts, SendError> {
+async fn queue_facts(client: &Client, queue_url: &str) -> Result<QueueFacts, SqsError> {
     let attrs = client
         .get_queue_attributes()
         .queue_url(queue_url)
@@ -443,7 +343,7 @@ async fn queue_facts(client: &Client, queue_url: &str) -> Result<QueueFacts, Sen
 }
 
 /// The queue's MaximumMessageSize and whether it is FIFO.
-async fn read_limits(client: &Client, queue_url: &str) -> Result<(usize, bool), SendError> {
+async fn read_limits(client: &Client, queue_url: &str) -> Result<(usize, bool), SqsError> {
     let attrs = client
         .get_queue_attributes()
         .queue_url(queue_url)
@@ -461,126 +361,6 @@ async fn read_limits(client: &Client, queue_url: &str) -> Result<(usize, bool), 
         .get(&QueueAttributeName::FifoQueue)
         .is_some_and(|v| v == "true");
     Ok((queue_max, fifo))
-}
-
-/// The queue notifications are received from (in Lambda, through its
-/// event source mapping), so a failed one can come back early.
-#[derive(Debug, Clone)]
-pub struct Notifications {
-    client: Client,
-    queue_url: String,
-}
-
-/// One notification received: its body and the handle that deletes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Received {
-    pub body: String,
-    pub receipt: String,
-}
-
-/// How long a receive waits for messages (SQS's longest long poll).
-pub const LONG_POLL_SECS: i32 = 20;
-
-impl Notifications {
-    pub fn new(client: Client, queue_url: String) -> Self {
-        Self { client, queue_url }
-    }
-
-    /// The queue at `queue_url`, through a client built from `sdk`.
-    pub fn connect(sdk: &relay_shared::client::SdkConfig, queue_url: String) -> Self {
-        Self::new(relay_shared::client::sqs_client(sdk), queue_url)
-    }
-
-    pub fn queue_url(&self) -> &str {
-        &self.queue_url
-    }
-
-    /// A long poll is silent for up to [`LONG_POLL_SECS`] by design: its
-    /// timeouts are the client's plus that wait.
-    fn long_poll_timeouts(&self) -> aws_sdk_sqs::config::Builder {
-        let wait = Duration::from_secs(LONG_POLL_SECS as u64);
-        let base = self
-            .client
-            .config()
-            .timeout_config()
-            .cloned()
-            .unwrap_or_else(|| aws_sdk_sqs::config::timeout::TimeoutConfig::builder().build());
-        let extend = |t: Option<Duration>| t.map(|t| t + wait);
-        let mut timeouts = base.to_builder();
-        timeouts
-            .set_operation_attempt_timeout(extend(base.operation_attempt_timeout()))
-            .set_operation_timeout(extend(base.operation_timeout()));
-        aws_sdk_sqs::config::Builder::default().timeout_config(timeouts.build())
-    }
-
-    /// Long-polls for up to ten notifications, each hidden from other
-    /// receivers for `visibility_secs`.
-    pub async fn receive(&self, visibility_secs: u32) -> Result<Vec<Received>, SendError> {
-        let out = self
-            .client
-            .receive_message()
-            .queue_url(&self.queue_url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(LONG_POLL_SECS)
-            .visibility_timeout(i32::try_from(visibility_secs).unwrap_or(43_200))
-            .customize()
-            .config_override(self.long_poll_timeouts())
-            .send()
-            .await
-            .map_err(|e| call_error(&self.queue_url, "ReceiveMessage", e))?;
-        Ok(out
-            .messages
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|m| {
-                Some(Received {
-                    body: m.body?,
-                    receipt: m.receipt_handle?,
-                })
-            })
-            .collect())
-    }
-
-    /// Sends one notification (a replayed S3 event).
-    pub async fn send(&self, body: String) -> Result<(), SendError> {
-        self.client
-            .send_message()
-            .queue_url(&self.queue_url)
-            .message_body(body)
-            .send()
-            .await
-            .map(drop)
-            .map_err(|e| call_error(&self.queue_url, "SendMessage", e))
-    }
-
-    /// Deletes a processed notification.
-    pub async fn delete(&self, receipt: &str) -> Result<(), SendError> {
-        self.client
-            .delete_message()
-            .queue_url(&self.queue_url)
-            .receipt_handle(receipt)
-            .send()
-            .await
-            .map(drop)
-            .map_err(|e| call_error(&self.queue_url, "DeleteMessage", e))
-    }
-
-    /// Makes a received message visible again `after` from now
-    /// (ChangeMessageVisibility through its receipt handle): a failed
-    /// notification comes back when retrying makes sense, not after the
-    /// queue's whole visibility timeout.
-    pub async fn show_again(&self, receipt: &str, after: Duration) -> Result<(), SendError> {
-        let secs = i32::try_from(after.as_secs().clamp(1, 43_200)).unwrap_or(43_200);
-        self.client
-            .change_message_visibility()
-            .queue_url(&self.queue_url)
-            .receipt_handle(receipt)
-            .visibility_timeout(secs)
-            .send()
-            .await
-            .map(drop)
-            .map_err(|e| call_error(&self.queue_url, "ChangeMessageVisibility", e))
-    }
 }
 
 /// A deterministic MessageDeduplicationId: the same object version and chunk

@@ -336,7 +336,7 @@ pub fn start_poller(
 ) -> Poller {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        let queue = cloud_processor::output::sqs::Notifications::new(sqs, queue);
+        let queue = cloud_processor::ingest::sqs::Notifications::new(sqs, queue);
         cloud_processor::modes::poll::run(&app, &queue, visibility_secs, async {
             let _ = stopped.await;
         })
@@ -370,7 +370,7 @@ pub fn selection(s: &Setup, prefix: &str) -> cloud_processor::modes::replay::Sel
 
 /// Replay's target: the setup's notification queue.
 pub fn replay_to_queue(s: &Setup) -> cloud_processor::modes::replay::Target {
-    cloud_processor::modes::replay::Target::Queue(cloud_processor::output::sqs::Notifications::new(
+    cloud_processor::modes::replay::Target::Queue(cloud_processor::ingest::sqs::Notifications::new(
         s.emu.sqs.clone(),
         s.notifications.clone(),
     ))
