@@ -6,7 +6,7 @@ use std::time::Duration;
 use relay_shared::store::S3Error;
 
 use crate::ingest::event::{EventError, ObjectRef};
-use crate::object::state::StateError;
+use crate::object::lease::StateError;
 use crate::sqs::SqsError;
 
 #[derive(Debug, thiserror::Error)]

@@ -10,7 +10,7 @@ use relay_shared::store::ObjectStore;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use cloud_processor::object::state::DoneMarker;
+use cloud_processor::object::marker::DoneMarker;
 use cloud_processor::object::{App, Outcome, ProcessError};
 use cloud_processor::output::sqs::Output;
 use cloud_processor::testing::{CrashAfter, until_crash};

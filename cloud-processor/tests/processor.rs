@@ -369,7 +369,7 @@ async fn chunks_sqs_refuses_for_good_quarantine_the_object_after_the_rest_is_sen
         .await
         .unwrap();
     assert!(String::from_utf8_lossy(&record.0).contains("refused 5 message(s)"));
-    let marker: cloud_processor::object::state::DoneMarker = serde_json::from_slice(
+    let marker: cloud_processor::object::marker::DoneMarker = serde_json::from_slice(
         &s.bucket
             .get_bytes("state/done/e/2026/11/21/22/refused.json.zst")
             .await

@@ -11,7 +11,8 @@ use serde::Serialize;
 
 use crate::ingest::sqs::Notifications;
 use crate::modes::lambda_api::Function;
-use crate::object::state::{self, Lease, StateKeys, StateStore};
+use crate::object::lease::Lease;
+use crate::object::marker::{self, StateKeys, StateObjects};
 
 /// Which objects a replay re-sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -167,7 +168,7 @@ pub async fn is_done<S: ObjectStore>(
     obj: &RawObject,
 ) -> Result<bool, S3Error> {
     let keys = StateKeys::new(&sel.state_prefix, &sel.raw_prefix, &obj.key);
-    Ok(store.read(&keys.done).await?.is_some())
+    Ok(StateObjects::new(store).read(&keys.done).await?.is_some())
 }
 
 /// What a replay did.
@@ -223,12 +224,13 @@ pub async fn replay<S: ObjectStore>(
             // as sent and no marker, so the next attempt would send nothing
             // and call the object sent.
             let keys = StateKeys::new(&sel.state_prefix, &sel.raw_prefix, &obj.key);
-            if store.read(&keys.lease).await?.is_some() {
-                store.remove(&keys.lease, None).await?;
+            let state = StateObjects::new(store);
+            if state.read(&keys.lease).await?.is_some() {
+                state.remove(&keys.lease, None).await?;
                 summary.leases_deleted += 1;
             }
             if done {
-                store.remove(&keys.done, None).await?;
+                state.remove(&keys.done, None).await?;
                 summary.markers_deleted += 1;
             }
         }
@@ -295,19 +297,19 @@ pub async fn audit<S: ObjectStore>(
             created_ms,
         });
     }
-    let folder = |f| state::mirrored(&sel.state_prefix, f, &sel.raw_prefix, &sel.prefix);
-    for lease in keys(store, &folder(state::LEASES)).await? {
+    let folder = |f| marker::mirrored(&sel.state_prefix, f, &sel.raw_prefix, &sel.prefix);
+    for lease in keys(store, &folder(marker::LEASES)).await? {
         // Judged as takers judge it, by S3's clock.
         let local_now_ms = u64::try_from(now_secs).unwrap_or(0) * 1000;
-        if let Some(stored) = store.read(&lease).await?
+        if let Some(stored) = StateObjects::new(store).read(&lease).await?
             && serde_json::from_slice::<Lease>(&stored.bytes)
-                .is_ok_and(|l| state::remaining_ms(&l, &stored, local_now_ms) == 0)
+                .is_ok_and(|l| crate::object::lease::remaining_ms(&l, &stored, local_now_ms) == 0)
         {
             report.stale_leases.push(lease);
         }
     }
-    report.quarantined = keys(store, &folder(state::QUARANTINE)).await?;
-    report.reject_reports = keys(store, &folder(state::REJECTS)).await?;
+    report.quarantined = keys(store, &folder(marker::QUARANTINE)).await?;
+    report.reject_reports = keys(store, &folder(marker::REJECTS)).await?;
     Ok(report)
 }
 

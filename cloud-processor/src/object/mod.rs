@@ -9,8 +9,9 @@
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+pub mod lease;
+pub mod marker;
 pub mod reports;
-pub mod state;
 
 use sha2::Digest;
 
@@ -29,7 +30,8 @@ use crate::pipeline::body::Chunk;
 use crate::pipeline::project::{Field, Missing, Projection};
 use crate::pipeline::{self, Report, Settings, Unreadable};
 
-use self::state::{Acquired, DoneMarker, Held, StateKeys};
+use self::lease::{Acquired, Held};
+use self::marker::{DoneMarker, StateKeys};
 use crate::ingest::sqs::Notifications;
 use crate::output::send::{self, Stopped};
 use crate::output::sink::MessageSink;
@@ -330,7 +332,7 @@ impl<S: ObjectStore, Q: MessageSink> App<S, Q> {
         );
         let store = self.store.in_bucket(&obj.bucket);
         let ttl_ms = u64::try_from(self.protocol.lease_ttl.as_millis()).unwrap_or(u64::MAX);
-        let held = match state::acquire(&store, &keys, &self.owner, &fingerprint, ttl_ms, now_ms())
+        let held = match lease::acquire(&store, &keys, &self.owner, &fingerprint, ttl_ms, now_ms())
             .await
             .map_err(state_err)?
         {
@@ -370,7 +372,7 @@ impl<S: ObjectStore, Q: MessageSink> App<S, Q> {
         let resumed_from = held.lease.next_chunk;
         if let Some(age_ms) = held.taken_over_after_ms
             && route.is_fifo()
-            && state::outside_fifo_window(age_ms)
+            && lease::outside_fifo_window(age_ms)
         {
             metrics::counter!(m::FIFO_WINDOW_EXCEEDED).increment(1);
             warn!(
@@ -391,7 +393,7 @@ impl<S: ObjectStore, Q: MessageSink> App<S, Q> {
             Ok(g) => g,
             Err(S3Error::NotFound { .. }) => {
                 warn!("the object no longer exists; nothing to do");
-                state::abandon(&store, &keys, &held).await;
+                lease::abandon(&store, &keys, &held).await;
                 return Ok(Outcome::Missing);
             }
             Err(e) => {
@@ -446,7 +448,7 @@ impl<S: ObjectStore, Q: MessageSink> App<S, Q> {
                 marker.outcome = "quarantined".into();
                 marker.finished_at_ms = now_ms();
                 marker.elapsed_ms = started.elapsed().as_millis() as u64;
-                state::finish(&store, &keys, &held, &marker)
+                lease::finish(&store, &keys, &held, &marker)
                     .await
                     .map_err(state_err)?;
                 return Ok(Outcome::Quarantined { reason });
@@ -517,7 +519,7 @@ impl<S: ObjectStore, Q: MessageSink> App<S, Q> {
             reports::quarantine(&store, obj, &keys.quarantine, &etag, reason, sent).await?;
             marker.outcome = "quarantined".into();
         }
-        state::finish(&store, &keys, &held, &marker)
+        lease::finish(&store, &keys, &held, &marker)
             .await
             .map_err(state_err)?;
         if let Some(reason) = refused {
@@ -557,7 +559,7 @@ impl<S: ObjectStore, Q: MessageSink> App<S, Q> {
     /// After a clean failure, lets the next attempt resume at once instead of
     /// waiting for the lease to expire. Best effort: expiry does the same.
     async fn release(&self, store: &S, keys: &StateKeys, mut held: Held) {
-        if let Err(e) = state::release(store, keys, &mut held, now_ms()).await {
+        if let Err(e) = lease::release(store, keys, &mut held, now_ms()).await {
             warn!(error = %e, "could not release the lease; the next attempt waits for it to expire");
         }
     }

@@ -2,18 +2,19 @@
 //! read: the records it rejected, and why it was quarantined. Written
 //! through the state store like every other state object.
 
-use relay_shared::store::PutMode;
+use relay_shared::store::{ObjectStore, PutMode};
 use serde_json::{Value, json};
 use tracing::{error, warn};
 
 use crate::error::ProcessError;
 use crate::ingest::event::ObjectRef;
-use crate::object::state::{Lease, StateStore};
+use crate::object::lease::Lease;
+use crate::object::marker::StateObjects;
 use crate::pipeline::Report;
 
-async fn put_json<S: StateStore>(store: &S, key: &str, value: &Value) -> Result<(), ProcessError> {
+async fn put_json<S: ObjectStore>(store: &S, key: &str, value: &Value) -> Result<(), ProcessError> {
     let body = serde_json::to_vec_pretty(value).unwrap_or_default();
-    store
+    StateObjects::new(store)
         .write(key, body, PutMode::Overwrite)
         .await
         .map(drop)
@@ -21,7 +22,7 @@ async fn put_json<S: StateStore>(store: &S, key: &str, value: &Value) -> Result<
 }
 
 /// Lists the records `report` rejected, with their byte ranges and reasons.
-pub async fn rejects<S: StateStore>(
+pub async fn rejects<S: ObjectStore>(
     store: &S,
     obj: &ObjectRef,
     key: &str,
@@ -42,7 +43,7 @@ pub async fn rejects<S: StateStore>(
 }
 
 /// Says why the object is quarantined; returns the reason.
-pub async fn quarantine<S: StateStore>(
+pub async fn quarantine<S: ObjectStore>(
     store: &S,
     obj: &ObjectRef,
     key: &str,

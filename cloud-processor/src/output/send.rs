@@ -10,7 +10,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use relay_shared::store::ObjectStore;
 use tokio::sync::mpsc;
 
-use crate::object::state::{self, Held, StateError, StateKeys};
+use crate::object::lease::{Held, StateError};
+use crate::object::marker::StateKeys;
 use crate::output::batch::{Batcher, DEFAULT_MAX_BATCH_BYTES};
 use crate::output::payload::{PayloadError, Payloads, offload};
 use crate::output::sink::MessageSink;
@@ -94,7 +95,7 @@ pub async fn send_all<S: ObjectStore, K: MessageSink>(
                     }
                 },
                 _ = renew.tick() => {
-                    state::renew(t.store, t.keys, held, now_ms()).await.map_err(Stopped::State)?;
+                    crate::object::lease::renew(t.store, t.keys, held, now_ms()).await.map_err(Stopped::State)?;
                     continue;
                 }
             }
@@ -106,7 +107,7 @@ pub async fn send_all<S: ObjectStore, K: MessageSink>(
         // late may land after another processor took the object over,
         // which on a standard queue is a duplicate.
         if held.left_ms() < ttl_ms / 3 {
-            state::renew(t.store, t.keys, held, now_ms())
+            crate::object::lease::renew(t.store, t.keys, held, now_ms())
                 .await
                 .map_err(Stopped::State)?;
         }
@@ -129,7 +130,7 @@ pub async fn send_all<S: ObjectStore, K: MessageSink>(
         // the marker resends this batch, as a crash before any progress
         // write would.
         if !flushing {
-            state::renew(t.store, t.keys, held, now_ms())
+            crate::object::lease::renew(t.store, t.keys, held, now_ms())
                 .await
                 .map_err(Stopped::State)?;
         }
@@ -139,7 +140,7 @@ pub async fn send_all<S: ObjectStore, K: MessageSink>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::object::state::{Acquired, acquire, release};
+    use crate::object::lease::{Acquired, acquire, release};
     use crate::testing::{FakeQueue as Queue, SendFault as Fault};
     use relay_shared::testing::MemStore as Mem;
 

@@ -42,7 +42,11 @@ struct Upload {
     parts: BTreeMap<i32, Vec<u8>>,
 }
 
-#[derive(Debug, Default)]
+/// What another client does between two calls of ours (see
+/// [`MemStore::meanwhile`]).
+type Meanwhile = Box<dyn FnOnce(&MemStore) + Send>;
+
+#[derive(Default)]
 struct State {
     /// By (bucket, key).
     objects: BTreeMap<(String, String), Object>,
@@ -59,6 +63,18 @@ struct State {
     denied: Vec<String>,
     /// Every call, in order: (operation, key).
     log: Vec<(&'static str, String)>,
+    /// Run once after the first `op` call on a key containing the text.
+    meanwhile: Vec<(&'static str, String, Meanwhile)>,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State")
+            .field("objects", &self.objects.len())
+            .field("calls", &self.calls)
+            .field("meanwhile", &self.meanwhile.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// The in-memory store. Clones share their objects, as clients of one S3 do.
@@ -118,6 +134,33 @@ impl MemStore {
     pub fn fail_on(&self, op: &'static str, key_part: &str, fault: Fault) -> &Self {
         self.lock().faults_on.push((op, key_part.to_owned(), fault));
         self
+    }
+
+    /// Runs `then` once, right after the first `op` call on a key
+    /// containing `key_part` has taken effect: another client acting
+    /// between two calls of ours. `then` may use [`MemStore::insert`] and
+    /// [`MemStore::remove`].
+    pub fn meanwhile(
+        &self,
+        op: &'static str,
+        key_part: &str,
+        then: impl FnOnce(&MemStore) + Send + 'static,
+    ) -> &Self {
+        self.lock()
+            .meanwhile
+            .push((op, key_part.to_owned(), Box::new(then)));
+        self
+    }
+
+    /// Stores `bytes` at `key` at once, as another client's unconditional put.
+    pub fn insert(&self, key: &str, bytes: &[u8]) {
+        let mut s = self.lock();
+        self.store(&mut s, key, bytes.to_vec(), PutOptions::default());
+    }
+
+    /// Deletes `key` at once, as another client's delete.
+    pub fn remove(&self, key: &str) {
+        self.lock().objects.remove(&self.id(key));
     }
 
     /// Denies, for good, every write under `prefix` in this bucket.
@@ -200,7 +243,7 @@ impl MemStore {
         if write && s.denied.iter().any(|p| full.starts_with(p.as_str())) {
             return Err(self.failure(key, op, "AccessDenied"));
         }
-        match fault {
+        let result = match fault {
             Some(Fault::Throttle) => Err(self.failure(key, op, "SlowDown")),
             Some(Fault::Unavailable) => Err(self.failure(key, op, "InternalError")),
             Some(Fault::Denied) => Err(self.failure(key, op, "AccessDenied")),
@@ -210,7 +253,17 @@ impl MemStore {
                 Err(self.failure(key, op, "RequestTimeout"))
             }
             None => f(&mut s),
+        };
+        let then = s
+            .meanwhile
+            .iter()
+            .position(|(o, part, _)| *o == op && key.contains(part.as_str()))
+            .map(|i| s.meanwhile.remove(i).2);
+        drop(s);
+        if let Some(then) = then {
+            then(self);
         }
+        result
     }
 
     fn id(&self, key: &str) -> (String, String) {

@@ -1,5 +1,5 @@
-//! The once-only protocol: S3 objects written with conditional writes, and
-//! nothing else (no DynamoDB, no Redis).
+//! The once-only protocol's lease: S3 objects written with conditional
+//! writes, and nothing else (no DynamoDB, no Redis).
 //!
 //! Per raw object `raw/<rel>` there are two state objects:
 //! - `state/done/<rel>`, the done marker, created with `If-None-Match: *` once
@@ -16,11 +16,12 @@
 //! on resume. SQS drops the resend for FIFO queues within its 5-minute
 //! deduplication window. For standard queues it is the one possible duplicate.
 
-use std::future::Future;
 use std::time::Instant;
 
-use relay_shared::store::{ObjectStore, PutMode, PutOptions, S3Error, Small};
+use relay_shared::store::{ObjectStore, PutMode, S3Error, Small};
 use serde::{Deserialize, Serialize};
+
+use crate::object::marker::{DoneMarker, StateKeys, StateObjects};
 
 /// SQS FIFO drops a resent message only within this long of the first send.
 pub const FIFO_DEDUP_WINDOW_MS: u64 = 5 * 60 * 1000;
@@ -124,122 +125,6 @@ impl Lease {
     }
 }
 
-/// Written when an object is finished (sent, or quarantined).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DoneMarker {
-    pub outcome: String,
-    pub owner: String,
-    pub finished_at_ms: u64,
-    pub fingerprint: String,
-    pub etag: String,
-    pub records_in: u64,
-    pub records_out: u64,
-    pub rejected: u64,
-    pub messages: u32,
-    pub bytes_decompressed: u64,
-    /// Where the decompressed bytes went; the four add up to
-    /// `bytes_decompressed` (markers written before this was kept have 0).
-    #[serde(default)]
-    pub preamble_bytes: u64,
-    #[serde(default)]
-    pub record_bytes: u64,
-    #[serde(default)]
-    pub rejected_bytes: u64,
-    #[serde(default)]
-    pub separator_bytes: u64,
-    pub elapsed_ms: u64,
-    /// Chunks this owner resumed after (0 for a run from the start).
-    pub resumed_from_chunk: u32,
-    /// Per field: records that lacked it (markers written before this was
-    /// kept have none).
-    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    pub field_missing: std::collections::BTreeMap<String, u64>,
-    /// Records too large for a message, sent as S3 pointers.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub offloaded: u64,
-}
-
-impl DoneMarker {
-    /// The marker of an object `owner` sends, read at `etag` under
-    /// `fingerprint`'s settings, resuming after `resumed_from_chunk`
-    /// chunks; its counts are filled in as the object finishes.
-    pub fn new(owner: &str, fingerprint: &str, etag: &str, resumed_from_chunk: u32) -> Self {
-        Self {
-            outcome: "sent".into(),
-            owner: owner.to_owned(),
-            finished_at_ms: 0,
-            fingerprint: fingerprint.to_owned(),
-            etag: etag.to_owned(),
-            records_in: 0,
-            records_out: 0,
-            rejected: 0,
-            messages: 0,
-            bytes_decompressed: 0,
-            preamble_bytes: 0,
-            record_bytes: 0,
-            rejected_bytes: 0,
-            separator_bytes: 0,
-            elapsed_ms: 0,
-            resumed_from_chunk,
-            field_missing: std::collections::BTreeMap::new(),
-            offloaded: 0,
-        }
-    }
-}
-
-/// The small set of S3 operations the protocol needs.
-pub trait StateStore: Send + Sync {
-    /// The object with its ETag and S3's times, or `None` if it does not exist.
-    fn read(&self, key: &str) -> impl Future<Output = Result<Option<Small>, S3Error>> + Send;
-    /// Writes under `mode`; returns the new ETag.
-    fn write(
-        &self,
-        key: &str,
-        body: Vec<u8>,
-        mode: PutMode,
-    ) -> impl Future<Output = Result<String, S3Error>> + Send;
-    /// Deletes the object; with `if_match`, only while its ETag is that one
-    /// ([`S3Error::Precondition`] otherwise).
-    fn remove(
-        &self,
-        key: &str,
-        if_match: Option<&str>,
-    ) -> impl Future<Output = Result<(), S3Error>> + Send;
-}
-
-/// Counts one S3 request on a state object.
-fn count(op: &'static str) {
-    metrics::counter!(crate::metrics::STATE_REQUESTS, "op" => op).increment(1);
-}
-
-/// Every object store is a state store; requests on state objects are counted.
-impl<O: ObjectStore> StateStore for O {
-    async fn read(&self, key: &str) -> Result<Option<Small>, S3Error> {
-        count("get");
-        match self.get_small(key).await {
-            Ok(small) => Ok(Some(small)),
-            Err(S3Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    async fn write(&self, key: &str, body: Vec<u8>, mode: PutMode) -> Result<String, S3Error> {
-        count("put");
-        let options = PutOptions {
-            content_type: Some("application/json".into()),
-            ..PutOptions::default()
-        };
-        self.put(key, body, &mode, &options)
-            .await
-            .map(|r| r.etag.unwrap_or_default())
-    }
-
-    async fn remove(&self, key: &str, if_match: Option<&str>) -> Result<(), S3Error> {
-        count("delete");
-        self.delete(key, if_match).await
-    }
-}
-
 /// How much longer a lease read as `stored` binds other processors. By
 /// S3's clock where S3 gave its times; by the holder's written expiry
 /// against `local_now_ms` only for leases of older processors.
@@ -262,41 +147,6 @@ pub fn unrecorded_age_ms(lease: &Lease, stored: &Small) -> Option<u64> {
     let (written, now) = (stored.last_modified_ms?, stored.server_now_ms?);
     let since_write = u64::try_from(now.saturating_sub(written)).unwrap_or(0) + S3_CLOCK_GRAIN_MS;
     Some(since_write + lease.unrecorded_for_ms)
-}
-
-/// The state keys of one raw object.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StateKeys {
-    pub done: String,
-    pub lease: String,
-    pub rejects: String,
-    pub quarantine: String,
-}
-
-/// The folders under the state prefix. Each mirrors the raw key space.
-pub const DONE: &str = "done/";
-pub const LEASES: &str = "leases/";
-pub const REJECTS: &str = "rejects/";
-pub const QUARANTINE: &str = "quarantine/";
-
-/// A raw key, or a prefix of raw keys, mirrored under one state folder:
-/// `raw/<rel>` becomes `state/<folder><rel>`.
-pub fn mirrored(state_prefix: &str, folder: &str, raw_prefix: &str, raw_key: &str) -> String {
-    let rel = raw_key.strip_prefix(raw_prefix).unwrap_or(raw_key);
-    format!("{state_prefix}{folder}{rel}")
-}
-
-impl StateKeys {
-    /// `raw_key` must start with `raw_prefix`; the rest is kept verbatim.
-    pub fn new(state_prefix: &str, raw_prefix: &str, raw_key: &str) -> Self {
-        let at = |folder| mirrored(state_prefix, folder, raw_prefix, raw_key);
-        Self {
-            done: at(DONE),
-            lease: at(LEASES),
-            rejects: at(REJECTS) + ".json",
-            quarantine: at(QUARANTINE) + ".json",
-        }
-    }
 }
 
 /// A lease this processor holds, with the ETag that proves it.
@@ -366,7 +216,7 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 /// Takes the object on, unless it is done or busy. `now_ms` is this host's
 /// clock: it only fills `expires_at_ms` for people, and judges leases of
 /// older processors.
-pub async fn acquire<S: StateStore>(
+pub async fn acquire<S: ObjectStore>(
     store: &S,
     keys: &StateKeys,
     owner: &str,
@@ -374,6 +224,7 @@ pub async fn acquire<S: StateStore>(
     ttl_ms: u64,
     now_ms: u64,
 ) -> Result<Acquired, StateError> {
+    let store = StateObjects::new(store);
     if store.read(&keys.done).await?.is_some() {
         return Ok(Acquired::Done);
     }
@@ -401,7 +252,7 @@ pub async fn acquire<S: StateStore>(
                 taken_over_after_ms: None,
                 unrecorded_since: None,
             };
-            return confirm(store, keys, held).await;
+            return confirm(&store, keys, held).await;
         }
         Err(S3Error::AlreadyExists { .. }) => {}
         Err(e) => return Err(e.into()),
@@ -462,7 +313,7 @@ pub async fn acquire<S: StateStore>(
                 taken_over_after_ms: unrecorded_age_ms(&theirs, &stored),
                 unrecorded_since: None,
             };
-            confirm(store, keys, held).await
+            confirm(&store, keys, held).await
         }
         Err(S3Error::Precondition { .. }) => Ok(Acquired::Busy {
             owner: "(another taker)".into(),
@@ -476,8 +327,8 @@ pub async fn acquire<S: StateStore>(
 /// marker before it deletes its lease, so if the previous holder finished
 /// between our first check and our write, the marker is visible now (S3 reads
 /// are strongly consistent) and the object must not be sent again.
-async fn confirm<S: StateStore>(
-    store: &S,
+async fn confirm<S: ObjectStore>(
+    store: &StateObjects<'_, S>,
     keys: &StateKeys,
     held: Held,
 ) -> Result<Acquired, StateError> {
@@ -490,7 +341,7 @@ async fn confirm<S: StateStore>(
 
 /// Writes the lease's progress as `held` has it (only chunks SQS settled),
 /// renewing it for its TTL.
-pub async fn renew<S: StateStore>(
+pub async fn renew<S: ObjectStore>(
     store: &S,
     keys: &StateKeys,
     held: &mut Held,
@@ -504,7 +355,7 @@ pub async fn renew<S: StateStore>(
 /// wait for it to expire. It records the progress `held` has (chunks SQS
 /// settled since the last write included) and notes any send that may be
 /// unrecorded (see [`Lease::unrecorded_for_ms`]).
-pub async fn release<S: StateStore>(
+pub async fn release<S: ObjectStore>(
     store: &S,
     keys: &StateKeys,
     held: &mut Held,
@@ -516,7 +367,7 @@ pub async fn release<S: StateStore>(
     rewrite(store, keys, held, 0, now_ms, unrecorded_for_ms).await
 }
 
-async fn rewrite<S: StateStore>(
+async fn rewrite<S: ObjectStore>(
     store: &S,
     keys: &StateKeys,
     held: &mut Held,
@@ -524,6 +375,7 @@ async fn rewrite<S: StateStore>(
     now_ms: u64,
     unrecorded_for_ms: u64,
 ) -> Result<(), StateError> {
+    let store = StateObjects::new(store);
     let lease = Lease {
         expires_at_ms: now_ms + ttl_ms,
         ttl_ms: Some(ttl_ms),
@@ -551,7 +403,8 @@ async fn rewrite<S: StateStore>(
 
 /// Gives up a lease whose object vanished: nothing is left to send, so
 /// there is no progress to keep. Best effort: expiry does the same.
-pub async fn abandon<S: StateStore>(store: &S, keys: &StateKeys, held: &Held) {
+pub async fn abandon<S: ObjectStore>(store: &S, keys: &StateKeys, held: &Held) {
+    let store = StateObjects::new(store);
     if let Err(e) = store.remove(&keys.lease, Some(&held.etag)).await {
         tracing::warn!(lease = %keys.lease, error = %e, "could not delete the lease of a vanished object; it expires");
     }
@@ -560,12 +413,13 @@ pub async fn abandon<S: StateStore>(store: &S, keys: &StateKeys, held: &Held) {
 /// Writes the done marker, then drops our lease. A lease that is no longer
 /// ours (another processor took it over meanwhile) is left to its owner,
 /// who finds the marker.
-pub async fn finish<S: StateStore>(
+pub async fn finish<S: ObjectStore>(
     store: &S,
     keys: &StateKeys,
     held: &Held,
     marker: &DoneMarker,
 ) -> Result<(), StateError> {
+    let store = StateObjects::new(store);
     match store
         .write(&keys.done, encode(marker), PutMode::Create)
         .await
@@ -592,7 +446,6 @@ pub async fn finish<S: StateStore>(
 mod tests {
     use super::*;
     use relay_shared::testing::MemStore as Mem;
-    use std::sync::Mutex;
 
     /// Records chunks below `next` as settled and writes the lease.
     async fn advance(
@@ -645,18 +498,6 @@ mod tests {
         }
     }
 
-    #[test]
-    fn state_keys_mirror_the_raw_key() {
-        let k = keys();
-        assert_eq!(k.done, "state/done/s/2026/11/21/22/1.json.zst");
-        assert_eq!(k.lease, "state/leases/s/2026/11/21/22/1.json.zst");
-        assert_eq!(k.rejects, "state/rejects/s/2026/11/21/22/1.json.zst.json");
-        assert_eq!(
-            k.quarantine,
-            "state/quarantine/s/2026/11/21/22/1.json.zst.json"
-        );
-    }
-
     #[tokio::test]
     async fn fresh_busy_expired_resume_and_done() {
         let store = Mem::default();
@@ -692,7 +533,7 @@ mod tests {
         ));
 
         finish(&store, &k, &b, &marker("b")).await.unwrap();
-        assert!(store.read(&k.lease).await.unwrap().is_none());
+        assert!(store.bytes(&k.lease).is_none());
         assert_eq!(
             acquire(store.at(999_000), &k, "c", "fp", TTL, 999_000)
                 .await
@@ -727,10 +568,7 @@ mod tests {
         let store = Mem::default();
         let k = keys();
         let old = br#"{"owner":"old","expires_at_ms":5000,"fingerprint":"fp","next_chunk":2}"#;
-        store
-            .write(&k.lease, old.to_vec(), PutMode::Create)
-            .await
-            .unwrap();
+        store.insert(&k.lease, old);
         assert!(matches!(
             acquire(store.at(0), &k, "b", "fp", TTL, 4000)
                 .await
@@ -820,12 +658,12 @@ mod tests {
         let b = ours(store.at(120_000), "b", "fp", 120_000).await;
         // A comes back and finishes: the marker is written, B's lease stays.
         finish(&store, &k, &a, &marker("a")).await.unwrap();
-        assert!(store.read(&k.done).await.unwrap().is_some());
-        let left = store.read(&k.lease).await.unwrap().expect("B's lease");
+        assert!(store.bytes(&k.done).is_some());
+        let left = store.get_small(&k.lease).await.expect("B's lease");
         assert_eq!(left.etag.as_deref(), Some(b.etag.as_str()));
         // B finds the marker when it finishes, and deletes its own lease.
         finish(&store, &k, &b, &marker("b")).await.unwrap();
-        assert!(store.read(&k.lease).await.unwrap().is_none());
+        assert!(store.bytes(&k.lease).is_none());
     }
 
     #[tokio::test]
@@ -856,56 +694,25 @@ mod tests {
         );
     }
 
-    /// A store in which another processor finishes the object right after
-    /// our first look at the done marker.
-    struct FinishesMeanwhile {
-        inner: Mem,
-        looked: Mutex<bool>,
-    }
-
-    impl StateStore for FinishesMeanwhile {
-        async fn read(&self, key: &str) -> Result<Option<Small>, S3Error> {
-            let got = self.inner.read(key).await?;
-            let first_look = key.contains("/done/")
-                && !std::mem::replace(&mut *self.looked.lock().unwrap(), true);
-            if first_look {
-                // The holder writes its marker, then deletes its lease.
-                self.inner
-                    .write(key, b"{}".to_vec(), PutMode::Create)
-                    .await?;
-                self.inner
-                    .remove(&key.replace("/done/", "/leases/"), None)
-                    .await?;
-            }
-            Ok(got)
-        }
-        async fn write(&self, key: &str, body: Vec<u8>, mode: PutMode) -> Result<String, S3Error> {
-            self.inner.write(key, body, mode).await
-        }
-        async fn remove(&self, key: &str, if_match: Option<&str>) -> Result<(), S3Error> {
-            self.inner.remove(key, if_match).await
-        }
-    }
-
+    /// Another processor finishes the object right after our first look at
+    /// the done marker: it writes its marker, then deletes its lease.
     #[tokio::test]
     async fn a_holder_finishing_between_check_and_create_is_seen() {
-        let store = FinishesMeanwhile {
-            inner: Mem::default(),
-            looked: Mutex::new(false),
-        };
+        let store = Mem::default();
         let k = keys();
         // Someone holds the object when we arrive.
-        store
-            .inner
-            .write(&k.lease, b"{}".to_vec(), PutMode::Create)
-            .await
-            .unwrap();
+        store.insert(&k.lease, b"{}");
+        let (done, lease) = (k.done.clone(), k.lease.clone());
+        store.meanwhile("GetObject", "/done/", move |m| {
+            m.insert(&done, b"{}");
+            m.remove(&lease);
+        });
         assert_eq!(
             acquire(&store, &k, "late", "fp", TTL, 0).await.unwrap(),
             Acquired::Done
         );
         assert!(
-            store.inner.read(&k.lease).await.unwrap().is_none(),
+            store.bytes(&k.lease).is_none(),
             "our own lease was not left behind"
         );
     }
