@@ -10,8 +10,9 @@ use relay_shared::store::ObjectStore;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use cloud_processor::error::ProcessError;
 use cloud_processor::object::marker::DoneMarker;
-use cloud_processor::object::{App, Outcome, ProcessError};
+use cloud_processor::object::{App, Outcome};
 use cloud_processor::output::sqs::Output;
 use cloud_processor::testing::{CrashAfter, until_crash};
 use common::*;

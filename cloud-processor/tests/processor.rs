@@ -248,7 +248,7 @@ async fn a_download_cut_halfway_is_retried_not_quarantined() {
         .store(1, std::sync::atomic::Ordering::Relaxed);
     let err = app.process_message_body(&event).await.unwrap_err();
     assert!(
-        matches!(err, cloud_processor::object::ProcessError::Read { .. }),
+        matches!(err, cloud_processor::error::ProcessError::Read { .. }),
         "{err}"
     );
     assert!(err.to_string().contains(key), "{err}");

@@ -37,7 +37,7 @@ pub async fn check(config: &Config, aws: &Aws, t: &Targets<'_>) -> Vec<Finding> 
     match check_aws(aws, &config.raw_prefix) {
         Ok(()) => out.push(Finding::ok(format!(
             "config: valid; {} field(s), raw objects under {}, state under {}",
-            config.fields.len(),
+            config.projection.fields().len(),
             config.raw_prefix,
             aws.state_prefix
         ))),
@@ -214,11 +214,12 @@ const SHOWN: usize = 3;
 pub fn sample(config: &Config, name: &str, src: impl std::io::Read + Send) -> Vec<Finding> {
     // Misses are seen only when missing fields are left out.
     let settings = Settings {
-        projection: Projection::new(&config.fields, Missing::Omit).with_empty(EmptyRecords::Send),
+        projection: Projection::new(config.projection.fields(), Missing::Omit)
+            .with_empty(EmptyRecords::Send),
         format: BodyFormat::Ndjson,
-        ..config.settings(usize::MAX / 2, name)
+        ..crate::object::settings(config, usize::MAX / 2, name)
     };
-    let mut hits = vec![0u64; config.fields.len()];
+    let mut hits = vec![0u64; config.projection.fields().len()];
     let mut shown = Vec::new();
     let mut records = 0u64;
     let result = pipeline::run(src, &settings, |chunk| {
@@ -228,7 +229,7 @@ pub fn sample(config: &Config, name: &str, src: impl std::io::Read + Send) -> Ve
                 shown.push(String::from_utf8_lossy(line).into_owned());
             }
             if let Ok(serde_json::Value::Object(fields)) = serde_json::from_slice(line) {
-                for (hit, field) in hits.iter_mut().zip(&config.fields) {
+                for (hit, field) in hits.iter_mut().zip(config.projection.fields()) {
                     *hit += u64::from(fields.contains_key(&field.name));
                 }
             }
@@ -245,7 +246,7 @@ pub fn sample(config: &Config, name: &str, src: impl std::io::Read + Send) -> Ve
         s.rejected, s.preamble_lines
     ))];
     out.extend(shown.into_iter().map(Finding::info));
-    for (field, hit) in config.fields.iter().zip(hits) {
+    for (field, hit) in config.projection.fields().iter().zip(hits) {
         let line = format!(
             "field {} (path {}): in {hit} of {records} record(s)",
             field.name,

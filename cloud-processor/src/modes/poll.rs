@@ -61,7 +61,7 @@ pub async fn run<S: ObjectStore, Q: MessageSink>(
                     error!(error = %e, retry_in_secs = after.unwrap_or(full).as_secs(),
                         "processing failed; the notification will be redelivered");
                     if let Some(after) = after {
-                        crate::object::show_again(queue, &m.receipt, after).await;
+                        crate::ingest::handle::show_again(queue, &m.receipt, after).await;
                     }
                 }
             }

@@ -53,7 +53,7 @@ pub fn run(
                 })?,
             )
         };
-        let settings = config.settings(max_message_bytes, &name);
+        let settings = crate::object::settings(config, max_message_bytes, &name);
         let stem = file
             .file_name()
             .map_or("stdin".into(), |n| n.to_string_lossy().into_owned());

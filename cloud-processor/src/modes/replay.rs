@@ -9,20 +9,13 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use relay_shared::store::{Listed, ObjectStore, S3Error};
 use serde::Serialize;
 
+use crate::cli::{ConfigError, Range};
 use crate::ingest::sqs::Notifications;
 use crate::modes::lambda_api::Function;
 use crate::object::lease::Lease;
 use crate::object::marker::{self, StateKeys, StateObjects};
 
-/// Which objects a replay re-sends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Mode {
-    /// Only objects without a done marker: backfill after an outage or a lost event.
-    Missing,
-    /// Every object in range: done markers are deleted first, so everything
-    /// is sent again (consumers see those records twice).
-    Reprocess,
-}
+pub use crate::cli::ReplayMode as Mode;
 
 /// Where replayed events go.
 #[derive(Debug, Clone)]
@@ -66,6 +59,53 @@ pub struct Selection {
     /// Objects last modified at or after / before these instants (epoch seconds).
     pub since: Option<i64>,
     pub until: Option<i64>,
+}
+
+/// An RFC 3339 instant, in epoch seconds.
+fn instant(name: &'static str, value: Option<&str>) -> Result<Option<i64>, ConfigError> {
+    value
+        .map(|v| {
+            v.parse::<jiff::Timestamp>()
+                .map(|t| t.as_second())
+                .map_err(|_| ConfigError::Invalid {
+                    name,
+                    reason: format!(
+                        "{v:?} is not an RFC 3339 instant such as 2026-11-21T00:00:00Z"
+                    ),
+                })
+        })
+        .transpose()
+}
+
+impl Selection {
+    /// The objects `range` selects, with its instants parsed and checked.
+    pub fn of(range: &Range, raw_prefix: &str) -> Result<Self, ConfigError> {
+        let since = instant("--since", range.since.as_deref())?;
+        let until = instant("--until", range.until.as_deref())?;
+        if let (Some(s), Some(u)) = (since, until)
+            && s >= u
+        {
+            return Err(ConfigError::Invalid {
+                name: "--since",
+                reason: format!(
+                    "{} is not before --until {}: the range selects nothing",
+                    range.since.as_deref().unwrap_or_default(),
+                    range.until.as_deref().unwrap_or_default()
+                ),
+            });
+        }
+        Ok(Self {
+            bucket: range.bucket.clone(),
+            prefix: range
+                .prefix
+                .clone()
+                .unwrap_or_else(|| raw_prefix.to_owned()),
+            raw_prefix: raw_prefix.to_owned(),
+            state_prefix: range.state_prefix.clone(),
+            since,
+            until,
+        })
+    }
 }
 
 /// One raw object found by a listing.
@@ -417,7 +457,12 @@ mod tests {
         assert_eq!(live, replayed);
         // So the same version is read, and the deduplication ids agree.
         let base = |o: &crate::ingest::event::ObjectRef| {
-            crate::object::dedup_base(&o.bucket, &o.key, o.version_id.as_deref(), "etag-as-read")
+            crate::output::sqs::dedup_base(
+                &o.bucket,
+                &o.key,
+                o.version_id.as_deref(),
+                "etag-as-read",
+            )
         };
         assert_eq!(
             crate::output::sqs::dedup_id(&base(&live), 7),

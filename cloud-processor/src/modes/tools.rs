@@ -86,7 +86,7 @@ fn confirm(sel: &Selection) -> Result<(), ToolError> {
 /// `replay`: progress on stderr (a dry run lists each object on stdout),
 /// then its summary as one JSON line on stderr.
 pub async fn replay(r: ReplayArgs, raw_prefix: &str) -> Result<Finished, ToolError> {
-    let sel = r.range.selection(raw_prefix)?;
+    let sel = Selection::of(&r.range, raw_prefix)?;
     if r.mode == Mode::Reprocess && !r.dry_run && !r.yes {
         confirm(&sel)?;
     }
@@ -133,7 +133,7 @@ pub async fn audit(
     older_than_mins: i64,
     json: bool,
 ) -> Result<Finished, ToolError> {
-    let sel = range.selection(raw_prefix)?;
+    let sel = Selection::of(range, raw_prefix)?;
     let (_, store) = store(range).await;
     let now = jiff::Timestamp::now().as_second();
     let report = replay::audit(&store, &sel, older_than_mins * 60, now).await?;

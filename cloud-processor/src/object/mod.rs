@@ -1,41 +1,42 @@
-//! The handler: one event in, every object it names processed. Shared by the
-//! Lambda, `poll` and tests; the clients are built once in `main`.
+//! One object, exactly once: claim it, run it, settle it.
 //!
-//! The pipeline is synchronous (decoding and parsing are CPU work), so it runs
-//! on the blocking pool, reading the object through a bridge from the async
-//! GetObject stream and handing full chunks back over a small channel. Memory
-//! stays at a few chunks whatever the object's size.
+//! An object is claimed with a lease (S3 conditional writes; see [`lease`]),
+//! run through the pipeline with its chunks sent beside it (see [`run`]),
+//! and settled: finished with a done marker, quarantined with a report, or
+//! released for the next attempt to resume. [`App`] is the processor with
+//! its clients, built once; `ingest` hands it the objects events name.
 
-use std::ops::ControlFlow;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+pub mod canary;
+pub mod claim;
 pub mod lease;
 pub mod marker;
 pub mod reports;
-
-use sha2::Digest;
+mod run;
+mod settle;
 
 use relay_shared::keys::{Canary, canary_of};
 use relay_shared::s3::Bucket;
-use relay_shared::store::{Body, ObjectStore, S3Error};
-use serde_json::{Value, json};
-use tokio::sync::mpsc;
-use tracing::{Instrument, error, info, warn};
+use relay_shared::store::ObjectStore;
+use sha2::Digest;
+use tracing::Instrument;
 
-use crate::cli::{Config, Protocol};
-pub use crate::error::ProcessError;
-use crate::ingest::event::{EventError, Incoming, Notice, ObjectRef, classify, from_text};
-use crate::metrics as m;
-use crate::pipeline::body::Chunk;
-use crate::pipeline::project::{Field, Missing, Projection};
-use crate::pipeline::{self, Report, Settings, Unreadable};
-
-use self::lease::{Acquired, Held};
-use self::marker::{DoneMarker, StateKeys};
+use crate::cli::{Config, Protocol, RECORD_WINDOW_BYTES};
+use crate::error::ProcessError;
+use crate::ingest::event::ObjectRef;
 use crate::ingest::sqs::Notifications;
-use crate::output::send::{self, Stopped};
-use crate::output::sink::MessageSink;
+use crate::metrics as m;
+use crate::output::batch::attributes_size;
+use crate::output::sink::{MessageSink, Route};
 use crate::output::sqs::Output;
+use crate::pipeline::Settings;
+use crate::pipeline::project::Projection;
+
+use self::claim::Claim;
+use self::marker::StateKeys;
 
 /// Everything a handler needs, built once per process: the object store
 /// (S3 in production, in memory in unit tests) and the message sink.
@@ -58,113 +59,7 @@ pub struct App<S = Bucket, Q = Output> {
     canary_projection: Projection,
     /// Per source, the newest canary's creation time processed here
     /// (canaries that waited may come out of order).
-    newest_canary: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, f64>>>,
-}
-
-/// Where one object's chunks go: its queue, or nowhere (a canary with no
-/// canary queue), which takes every batch as sent.
-enum Route<'a, Q> {
-    Queue(&'a Q),
-    Discard { max_message_bytes: usize },
-}
-
-impl<Q: MessageSink> MessageSink for Route<'_, Q> {
-    async fn send(
-        &self,
-        source_key: &str,
-        dedup_base: &str,
-        batch: &[Chunk],
-        until: Instant,
-    ) -> crate::output::sink::BatchOutcome {
-        match self {
-            Self::Queue(q) => q.send(source_key, dedup_base, batch, until).await,
-            Self::Discard { .. } => crate::output::sink::BatchOutcome {
-                accepted: batch.iter().map(|c| c.index).collect(),
-                refused: Vec::new(),
-                failed: None,
-            },
-        }
-    }
-
-    fn max_message_bytes(&self) -> usize {
-        match self {
-            Self::Queue(q) => q.max_message_bytes(),
-            Self::Discard { max_message_bytes } => *max_message_bytes,
-        }
-    }
-
-    fn is_fifo(&self) -> bool {
-        matches!(self, Self::Queue(q) if q.is_fifo())
-    }
-
-    fn queue_url(&self) -> &str {
-        match self {
-            Self::Queue(q) => q.queue_url(),
-            Self::Discard { .. } => "",
-        }
-    }
-}
-
-/// A pipeline run that read the object to its end (or found it unreadable)
-/// with every chunk sent; the lease is still ours.
-struct Piped {
-    report: Result<Report, Unreadable>,
-    /// Chunks SQS stored in this run.
-    sent: u32,
-    held: Held,
-}
-
-/// A pipeline run that stopped early; `held` is the lease while it is still
-/// ours, to be released so that the next attempt need not wait for it.
-struct Failed {
-    error: ProcessError,
-    held: Option<Held>,
-}
-
-/// One object's run, as `run_pipeline` needs it.
-struct Run<'a, S, Q> {
-    obj: &'a ObjectRef,
-    store: &'a S,
-    keys: &'a StateKeys,
-    settings: Settings,
-    dedup_base: String,
-    stop_at: Option<Instant>,
-    route: &'a Route<'a, Q>,
-}
-
-/// A canary went through: its lag from creation (by the agent's clock) to
-/// now, when SQS has it (or, with no canary queue, when it is processed),
-/// and the newest creation time per source.
-fn note_canary(
-    newest: &std::sync::Mutex<std::collections::BTreeMap<String, f64>>,
-    c: &Canary,
-    sent: bool,
-    records: u64,
-) {
-    let lag = now_ms().saturating_sub(c.created_ms) as f64 / 1000.0;
-    let outcome = match (sent, records) {
-        (_, 0) => "empty",
-        (true, _) => "sent",
-        (false, _) => "discarded",
-    };
-    metrics::counter!(m::CANARIES, "outcome" => outcome).increment(1);
-    metrics::gauge!(m::CANARY_LAG, "source" => c.source_id.clone()).set(lag);
-    // Canaries that waited may be processed out of order: keep the newest.
-    let created = metrics::gauge!(m::CANARY_CREATED, "source" => c.source_id.clone());
-    let made = c.created_ms as f64 / 1000.0;
-    let newest = newest.lock().map(|mut seen| {
-        let slot = seen.entry(c.source_id.clone()).or_insert(made);
-        *slot = slot.max(made);
-        *slot
-    });
-    created.set(newest.unwrap_or(made));
-    info!(source = %c.source_id, lag_secs = lag, outcome, "canary");
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    newest_canary: Arc<Mutex<BTreeMap<String, f64>>>,
 }
 
 /// What happened to one object.
@@ -187,13 +82,50 @@ pub enum Outcome {
     Missing,
 }
 
+/// How one object is to be processed, decided before it is claimed: where
+/// its chunks go, the pipeline's settings, whether it is a canary, the
+/// fingerprint of everything that shapes its chunks, and its state keys.
+struct Plan<'a, Q> {
+    route: Route<'a, Q>,
+    settings: Settings,
+    canary: Option<Canary>,
+    fingerprint: String,
+    keys: StateKeys,
+}
+
+/// One attempt at one object, as its stages share it.
+struct Attempt<'a, S, Q> {
+    obj: &'a ObjectRef,
+    plan: Plan<'a, Q>,
+    /// The store, addressing the object's bucket.
+    store: S,
+    started: Instant,
+}
+
+/// The pipeline's settings for one object, packed for a queue whose
+/// messages hold `max_message_bytes` (the attributes' worst case for
+/// `source_key` is reserved).
+pub fn settings(config: &Config, max_message_bytes: usize, source_key: &str) -> Settings {
+    Settings {
+        projection: config.projection.clone(),
+        format: config.body_format,
+        max_body_bytes: max_message_bytes.saturating_sub(attributes_size(source_key)),
+        max_record_bytes: RECORD_WINDOW_BYTES,
+        max_decompressed_bytes: config.max_decompressed_bytes,
+        records_pointer: config.records_pointer.clone(),
+        large_records: config.large_records,
+        max_large_record_bytes: config.max_record_bytes,
+        decode_thread: config.decode_thread,
+    }
+}
+
 impl<S: ObjectStore, Q: MessageSink> App<S, Q> {
     pub fn new(config: Config, protocol: Protocol, store: S, output: Q) -> Self {
         let owner = format!(
             "{}-{}-{:x}",
             std::env::var("AWS_LAMBDA_LOG_STREAM_NAME").unwrap_or_else(|_| "processor".into()),
             std::process::id(),
-            now_ms()
+            claim::now_ms()
         );
         Self {
             config,
@@ -203,14 +135,8 @@ impl<S: ObjectStore, Q: MessageSink> App<S, Q> {
             owner,
             notifications: None,
             canary: None,
-            canary_projection: Projection::new(
-                &["source", "seq", "created_ms"].map(|f| Field {
-                    name: f.to_owned(),
-                    path: vec![f.to_owned()],
-                }),
-                Missing::Omit,
-            ),
-            newest_canary: std::sync::Arc::default(),
+            canary_projection: canary::projection(),
+            newest_canary: Arc::default(),
         }
     }
 
@@ -221,31 +147,6 @@ impl<S: ObjectStore, Q: MessageSink> App<S, Q> {
         self
     }
 
-    /// Where an object's chunks go, and with what settings: a canary's
-    /// record is projected to its own fields and goes to the canary queue.
-    fn route(&self, obj: &ObjectRef) -> (Route<'_, Q>, Settings, Option<Canary>) {
-        let canary = canary_of(&self.config.raw_prefix, &obj.key);
-        let route = match (&canary, &self.canary) {
-            (None, _) => Route::Queue(&self.output),
-            (Some(_), Some(q)) => Route::Queue(q),
-            (Some(_), None) => Route::Discard {
-                max_message_bytes: self.output.max_message_bytes(),
-            },
-        };
-        let mut settings = self.config.settings(route.max_message_bytes(), &obj.key);
-        if canary.is_some() {
-            settings.projection = self.canary_projection.clone();
-        }
-        (route, settings, canary)
-    }
-
-    /// How long before an invocation's deadline sending stops: one AWS call
-    /// at its operation timeout, plus time to release the lease and make the
-    /// notification visible again.
-    pub fn stop_margin(&self) -> Duration {
-        self.protocol.timeouts.operation + Duration::from_secs(5)
-    }
-
     /// Lets failed SQS-delivered notifications come back early: the queue
     /// they come from (`RELAY_NOTIFICATION_QUEUE_URL` in Lambda).
     pub fn with_notification_queue(mut self, queue: Notifications) -> Self {
@@ -253,35 +154,11 @@ impl<S: ObjectStore, Q: MessageSink> App<S, Q> {
         self
     }
 
-    /// Everything that decides how an object is cut into chunks and where
-    /// they go. A lease left under another fingerprint is not resumed.
-    fn fingerprint(&self, settings: &Settings, queue_url: &str) -> String {
-        let fields: Vec<String> = self
-            .config
-            .fields
-            .iter()
-            .map(|f| format!("{}={}", f.name, f.path.join("\u{1}")))
-            .collect();
-        // v2: records with none of the fields may be rejected (v1 sent them).
-        // v3: records too large for a message may be offloaded, and where.
-        // v4: records over the window are offloaded up to a limit.
-        let text = format!(
-            "v4\0{}\0{:?}\0{:?}\0{:?}\0{:?}\0{}\0{}\0{}\0{:?}\0{:?}\0{}\0{}",
-            fields.join("\u{2}"),
-            self.config.missing,
-            self.config.empty_records,
-            settings.format,
-            settings.records_pointer,
-            settings.max_body_bytes,
-            settings.max_record_bytes,
-            queue_url,
-            settings.large_records,
-            self.protocol.payload_bucket,
-            self.protocol.payload_prefix,
-            settings.max_large_record_bytes,
-        );
-        let digest = sha2::Sha256::digest(text.as_bytes());
-        format!("{digest:x}")[..16].to_owned()
+    /// How long before an invocation's deadline sending stops: one AWS call
+    /// at its operation timeout, plus time to release the lease and make the
+    /// notification visible again.
+    pub fn stop_margin(&self) -> Duration {
+        self.protocol.timeouts.operation + Duration::from_secs(5)
     }
 
     /// Processes one raw object: stream, decode, project, pack, send.
@@ -302,7 +179,7 @@ impl<S: ObjectStore, Q: MessageSink> App<S, Q> {
         }
         let span = tracing::info_span!("object", bucket = %obj.bucket, key = %obj.key);
         let started = Instant::now();
-        let result = self.process_inner(obj, stop_at).instrument(span).await;
+        let result = self.process(obj, stop_at).instrument(span).await;
         let outcome = match &result {
             Ok(Outcome::Sent { .. }) => "sent",
             Ok(Outcome::Quarantined { .. }) => "quarantined",
@@ -316,468 +193,101 @@ impl<S: ObjectStore, Q: MessageSink> App<S, Q> {
         result
     }
 
-    async fn process_inner(
+    /// Claims the object, runs it, and settles the claim.
+    async fn process(
         &self,
         obj: &ObjectRef,
         stop_at: Option<Instant>,
     ) -> Result<Outcome, ProcessError> {
-        let started = Instant::now();
-        let state_err = |source| ProcessError::state(obj, source);
-        let (route, settings, canary) = self.route(obj);
+        let attempt = Attempt {
+            obj,
+            plan: self.plan(obj),
+            store: self.store.in_bucket(&obj.bucket),
+            started: Instant::now(),
+        };
+        let (store, plan) = (&attempt.store, &attempt.plan);
+        let claimed = Claim::take(
+            store,
+            &plan.keys,
+            obj,
+            &self.owner,
+            &plan.fingerprint,
+            self.protocol.lease_ttl,
+        )
+        .await?;
+        let Some(mut claim) = claimed else {
+            claim::note_duplicate();
+            return Ok(Outcome::Duplicate);
+        };
+        claim.note_takeover(plan.route.is_fifo());
+        let ran = self.run(&attempt, &mut claim, stop_at).await;
+        self.settle(&attempt, claim, ran).await
+    }
+
+    /// How `obj` is to be processed: a canary's record is projected to its
+    /// own fields and goes to the canary queue.
+    fn plan(&self, obj: &ObjectRef) -> Plan<'_, Q> {
+        let canary = canary_of(&self.config.raw_prefix, &obj.key);
+        let route = match (&canary, &self.canary) {
+            (None, _) => Route::Queue(&self.output),
+            (Some(_), Some(q)) => Route::Queue(q),
+            (Some(_), None) => Route::Discard {
+                max_message_bytes: self.output.max_message_bytes(),
+            },
+        };
+        let mut settings = self.settings(route.max_message_bytes(), &obj.key);
+        if canary.is_some() {
+            settings.projection = self.canary_projection.clone();
+        }
         let fingerprint = self.fingerprint(&settings, route.queue_url());
         let keys = StateKeys::new(
             &self.protocol.state_prefix,
             &self.config.raw_prefix,
             &obj.key,
         );
-        let store = self.store.in_bucket(&obj.bucket);
-        let ttl_ms = u64::try_from(self.protocol.lease_ttl.as_millis()).unwrap_or(u64::MAX);
-        let held = match lease::acquire(&store, &keys, &self.owner, &fingerprint, ttl_ms, now_ms())
-            .await
-            .map_err(state_err)?
-        {
-            Acquired::Ours(held) => held,
-            Acquired::Done => {
-                info!("already processed (done marker exists); skipping the duplicate event");
-                return Ok(Outcome::Duplicate);
-            }
-            Acquired::Busy {
-                owner,
-                expires_in_ms,
-            } => {
-                return Err(ProcessError::Busy {
-                    bucket: obj.bucket.clone(),
-                    key: obj.key.clone(),
-                    owner,
-                    expires_in_ms,
-                });
-            }
-            Acquired::ConfigChanged {
-                owner,
-                next_chunk,
-                theirs,
-                ours,
-            } => {
-                return Err(ProcessError::ConfigChanged {
-                    bucket: obj.bucket.clone(),
-                    key: obj.key.clone(),
-                    owner,
-                    next_chunk,
-                    theirs,
-                    ours,
-                    lease: keys.lease.clone(),
-                });
-            }
-        };
-        let resumed_from = held.lease.next_chunk;
-        if let Some(age_ms) = held.taken_over_after_ms
-            && route.is_fifo()
-            && lease::outside_fifo_window(age_ms)
-        {
-            metrics::counter!(m::FIFO_WINDOW_EXCEEDED).increment(1);
-            warn!(
-                age_ms,
-                resumed_from,
-                "taking over an object whose previous holder last recorded progress over 5 minutes ago: \
-                 a batch it sent unrecorded, if any, is outside SQS FIFO's deduplication window and arrives twice"
-            );
-        }
-        if resumed_from > 0 {
-            warn!(
-                resumed_from,
-                "resuming an object another processor left unfinished"
-            );
-        }
-
-        let got = match store.get(&obj.key, obj.version_id.as_deref()).await {
-            Ok(g) => g,
-            Err(S3Error::NotFound { .. }) => {
-                warn!("the object no longer exists; nothing to do");
-                lease::abandon(&store, &keys, &held).await;
-                return Ok(Outcome::Missing);
-            }
-            Err(e) => {
-                self.release(&store, &keys, held).await;
-                return Err(e.into());
-            }
-        };
-        let etag = got.head.etag.clone().unwrap_or_default();
-        let dedup_base = dedup_base(&obj.bucket, &obj.key, got.head.version_id.as_deref(), &etag);
-        let run = Run {
-            obj,
-            store: &store,
-            keys: &keys,
-            settings,
-            dedup_base,
-            stop_at,
-            route: &route,
-        };
-        let Piped { report, sent, held } = match self.run_pipeline(run, got.body, held).await {
-            Ok(piped) => piped,
-            Err(Failed { error, held }) => {
-                if let Some(held) = held {
-                    self.release(&store, &keys, held).await;
-                }
-                return Err(error);
-            }
-        };
-        let mut marker = DoneMarker::new(&self.owner, &fingerprint, &etag, resumed_from);
-        let report = match report {
-            Ok(r) => r,
-            // The object's stream broke (a network fault), which says nothing
-            // about its bytes: retry, resuming after the chunks already sent.
-            Err(Unreadable::Io(e)) => {
-                self.release(&store, &keys, held).await;
-                return Err(ProcessError::Read {
-                    bucket: obj.bucket.clone(),
-                    key: obj.key.clone(),
-                    sent,
-                    message: e.to_string(),
-                });
-            }
-            Err(unreadable) => {
-                let reason = reports::quarantine(
-                    &store,
-                    obj,
-                    &keys.quarantine,
-                    &etag,
-                    &unreadable.to_string(),
-                    sent,
-                )
-                .await?;
-                marker.outcome = "quarantined".into();
-                marker.finished_at_ms = now_ms();
-                marker.elapsed_ms = started.elapsed().as_millis() as u64;
-                lease::finish(&store, &keys, &held, &marker)
-                    .await
-                    .map_err(state_err)?;
-                return Ok(Outcome::Quarantined { reason });
-            }
-        };
-        let s = &report.stats;
-        if !s.accounted() {
-            // Every byte is counted once by construction, and tests and
-            // fuzzing hold it to that; should it ever fail, say so loudly.
-            metrics::counter!(m::ACCOUNTING_ERRORS).increment(1);
-            error!(
-                bytes = s.bytes_decompressed,
-                preamble_bytes = s.preamble_bytes,
-                record_bytes = s.record_bytes,
-                rejected_bytes = s.rejected_bytes,
-                separator_bytes = s.separator_bytes,
-                "the byte accounting does not add up: some input bytes are not accounted for"
-            );
-        }
-        // Canaries are not data: they have counters of their own.
-        if canary.is_none() {
-            for (kind, bytes) in [
-                ("preamble", s.preamble_bytes),
-                ("record", s.record_bytes),
-                ("rejected", s.rejected_bytes),
-                ("separator", s.separator_bytes),
-            ] {
-                metrics::counter!(m::INPUT_BYTES, "kind" => kind).increment(bytes);
-            }
-            metrics::counter!(m::RECORDS_IN).increment(s.records_in);
-            metrics::counter!(m::RECORDS_OUT).increment(s.records_out);
-            metrics::counter!(m::REJECTED).increment(s.rejected);
-            metrics::counter!(m::MESSAGES).increment(u64::from(sent));
-            metrics::counter!(m::BYTES).increment(s.bytes_decompressed);
-        }
-        if !report.rejects.is_empty() {
-            reports::rejects(&store, obj, &keys.rejects, &etag, &report).await?;
-        }
-        marker.finished_at_ms = now_ms();
-        marker.records_in = s.records_in;
-        marker.records_out = s.records_out;
-        marker.rejected = s.rejected;
-        marker.messages = s.chunks;
-        marker.bytes_decompressed = s.bytes_decompressed;
-        marker.preamble_bytes = s.preamble_bytes;
-        marker.record_bytes = s.record_bytes;
-        marker.rejected_bytes = s.rejected_bytes;
-        marker.separator_bytes = s.separator_bytes;
-        marker.offloaded = s.offloaded;
-        let projection = if canary.is_some() {
-            &self.canary_projection
-        } else {
-            &self.config.projection
-        };
-        for (name, &missing) in projection.names().iter().zip(&s.field_missing) {
-            if canary.is_none() {
-                metrics::counter!(m::FIELD_MISSING, "field" => name.clone()).increment(missing);
-            }
-            if missing > 0 {
-                marker.field_missing.insert(name.clone(), missing);
-            }
-        }
-        marker.elapsed_ms = started.elapsed().as_millis() as u64;
-        // Everything else is sent and settled: a chunk SQS refused for good
-        // now quarantines the object, with SQS's reasons.
-        let refused = (held.lease.refused_count > 0).then(|| reports::refused_reason(&held.lease));
-        if let Some(reason) = &refused {
-            reports::quarantine(&store, obj, &keys.quarantine, &etag, reason, sent).await?;
-            marker.outcome = "quarantined".into();
-        }
-        lease::finish(&store, &keys, &held, &marker)
-            .await
-            .map_err(state_err)?;
-        if let Some(reason) = refused {
-            return Ok(Outcome::Quarantined { reason });
-        }
-        if let Some(c) = &canary {
-            note_canary(
-                &self.newest_canary,
-                c,
-                matches!(route, Route::Queue(_)),
-                s.records_out,
-            );
-        }
-        info!(
-            bytes = s.bytes_decompressed,
-            preamble_lines = s.preamble_lines,
-            preamble_bytes = s.preamble_bytes,
-            record_bytes = s.record_bytes,
-            rejected_bytes = s.rejected_bytes,
-            separator_bytes = s.separator_bytes,
-            records_in = s.records_in,
-            records_out = s.records_out,
-            rejected = s.rejected,
-            messages = s.chunks,
-            sent_now = sent,
-            resumed_from,
-            elapsed_ms = marker.elapsed_ms,
-            "processed"
-        );
-        Ok(Outcome::Sent {
-            chunks: s.chunks,
-            records: s.records_out,
-            rejected: s.rejected,
-        })
-    }
-
-    /// After a clean failure, lets the next attempt resume at once instead of
-    /// waiting for the lease to expire. Best effort: expiry does the same.
-    async fn release(&self, store: &S, keys: &StateKeys, mut held: Held) {
-        if let Err(e) = lease::release(store, keys, &mut held, now_ms()).await {
-            warn!(error = %e, "could not release the lease; the next attempt waits for it to expire");
-        }
-    }
-
-    /// Runs the pipeline over the object's stream and sends the chunks the
-    /// lease does not record as settled (see [`send::send_all`]). Returns
-    /// the pipeline's result and the chunks sent now; on a failure that
-    /// leaves the lease ours, the lease too, so it can be released.
-    async fn run_pipeline(
-        &self,
-        run: Run<'_, S, Q>,
-        body: Body,
-        mut held: Held,
-    ) -> Result<Piped, Failed> {
-        let Run {
-            obj,
-            store,
-            keys,
-            settings,
-            dedup_base,
-            stop_at,
+        Plan {
             route,
-        } = run;
-        let (tx, mut rx) = mpsc::channel::<Chunk>(4);
-        let reader = tokio_util::io::SyncIoBridge::new(body);
-        let task = tokio::task::spawn_blocking(move || {
-            pipeline::run(reader, &settings, |chunk| {
-                // A closed channel means sending failed: stop reading.
-                match tx.blocking_send(chunk) {
-                    Ok(()) => ControlFlow::Continue(()),
-                    Err(_) => ControlFlow::Break(()),
-                }
-            })
-        });
-        let payload_store = match &self.protocol.payload_bucket {
-            Some(bucket) => store.in_bucket(bucket),
-            None => store.clone(),
-        };
-        let target = send::Target {
-            store,
+            settings,
+            canary,
+            fingerprint,
             keys,
-            sink: route,
-            source_key: &obj.key,
-            dedup_base: &dedup_base,
-            stop_at,
-            payloads: Some(crate::output::payload::Payloads {
-                store: &payload_store,
-                prefix: &self.protocol.payload_prefix,
-            }),
-        };
-        let sent = send::send_all(&target, &mut rx, &mut held).await;
-        drop(rx);
-        let (bucket, key) = (obj.bucket.clone(), obj.key.clone());
-        let result = task.await.map_err(|e| Failed {
-            error: ProcessError::Task {
-                bucket: bucket.clone(),
-                key: key.clone(),
-                message: e.to_string(),
-            },
-            // The pipeline panicked, which is a bug: the lease is left to
-            // expire, and the retry resumes from its last record.
-            held: None,
-        })?;
-        match sent {
-            Ok(sent) => Ok(Piped {
-                report: result,
-                sent,
-                held,
-            }),
-            Err(Stopped::Send(source)) => Err(Failed {
-                error: ProcessError::Send {
-                    bucket,
-                    key,
-                    source,
-                },
-                held: Some(held),
-            }),
-            // A lost lease is someone else's now.
-            Err(Stopped::State(e)) => Err(Failed {
-                error: ProcessError::state(obj, e),
-                held: None,
-            }),
-            Err(Stopped::Payload(source)) => Err(Failed {
-                error: ProcessError::Payload {
-                    bucket: bucket.clone(),
-                    key: key.clone(),
-                    source,
-                },
-                held: Some(held),
-            }),
-            Err(Stopped::Deadline { sent }) => Err(Failed {
-                error: ProcessError::Deadline { bucket, key, sent },
-                held: Some(held),
-            }),
         }
     }
 
-    /// Processes every object one notification names, or counts it as
-    /// ignored on purpose.
-    async fn process_notice(
-        &self,
-        notice: Notice,
-        stop_at: Option<Instant>,
-    ) -> Result<Vec<Outcome>, ProcessError> {
-        match notice {
-            Notice::Objects(objects) => {
-                let mut outcomes = Vec::new();
-                for obj in &objects {
-                    match self.process_object_until(obj, stop_at).await {
-                        Ok(o) => outcomes.push(o),
-                        Err(e) => {
-                            metrics::counter!(m::EVENTS, "outcome" => "failed").increment(1);
-                            return Err(e);
-                        }
-                    }
-                }
-                metrics::counter!(m::EVENTS, "outcome" => "processed").increment(1);
-                Ok(outcomes)
-            }
-            Notice::Ignored(reason) => {
-                info!(reason, "notification ignored on purpose");
-                metrics::counter!(m::EVENTS, "outcome" => "ignored").increment(1);
-                Ok(Vec::new())
-            }
-        }
+    fn settings(&self, max_message_bytes: usize, source_key: &str) -> Settings {
+        settings(&self.config, max_message_bytes, source_key)
     }
 
-    /// Processes an SQS message body (or an SNS message) holding a
-    /// notification. A body of no known shape is an error, so it is never
-    /// acknowledged and reaches the dead-letter queue.
-    pub async fn process_message_body(&self, body: &str) -> Result<Vec<Outcome>, ProcessError> {
-        self.process_message_body_until(body, None).await
+    /// Everything that decides how an object is cut into chunks and where
+    /// they go. A lease left under another fingerprint is not resumed.
+    fn fingerprint(&self, settings: &Settings, queue_url: &str) -> String {
+        let projection = &self.config.projection;
+        let fields: Vec<String> = projection
+            .fields()
+            .iter()
+            .map(|f| format!("{}={}", f.name, f.path.join("\u{1}")))
+            .collect();
+        // v2: records with none of the fields may be rejected (v1 sent them).
+        // v3: records too large for a message may be offloaded, and where.
+        // v4: records over the window are offloaded up to a limit.
+        let text = format!(
+            "v4\0{}\0{:?}\0{:?}\0{:?}\0{:?}\0{}\0{}\0{}\0{:?}\0{:?}\0{}\0{}",
+            fields.join("\u{2}"),
+            projection.missing(),
+            projection.empty_records(),
+            settings.format,
+            settings.records_pointer,
+            settings.max_body_bytes,
+            settings.max_record_bytes,
+            queue_url,
+            settings.large_records,
+            self.protocol.payload_bucket,
+            self.protocol.payload_prefix,
+            settings.max_large_record_bytes,
+        );
+        let digest = sha2::Sha256::digest(text.as_bytes());
+        format!("{digest:x}")[..16].to_owned()
     }
-
-    async fn process_message_body_until(
-        &self,
-        body: &str,
-        stop_at: Option<Instant>,
-    ) -> Result<Vec<Outcome>, ProcessError> {
-        let notice = from_text(body).map_err(unknown)?;
-        self.process_notice(notice, stop_at).await
-    }
-
-    /// The Lambda entry point's logic. Direct S3, SNS and EventBridge
-    /// events fail as a whole (Lambda retries them, then its on-failure
-    /// destination has them); SQS batches report per-message failures.
-    pub async fn handle(&self, event: Value) -> Result<Value, ProcessError> {
-        self.handle_until(event, None).await
-    }
-
-    /// As [`App::handle`], for an invocation that ends at `deadline` (the
-    /// Lambda's). Sending stops early enough for the last call to finish
-    /// and the lease to be released ([`App::stop_margin`]), so a long object
-    /// fails cleanly and resumes in the next invocation, instead of the
-    /// invocation being killed mid-send (a crash, retried only after the
-    /// visibility timeout).
-    pub async fn handle_until(
-        &self,
-        event: Value,
-        deadline: Option<Instant>,
-    ) -> Result<Value, ProcessError> {
-        // A short invocation keeps half its time for sending.
-        let stop_at = deadline.map(|d| {
-            let left = d.saturating_duration_since(Instant::now());
-            d.checked_sub(self.stop_margin().min(left / 2)).unwrap_or(d)
-        });
-        match classify(&event).map_err(unknown)? {
-            Incoming::Notice(notice) => {
-                self.process_notice(notice, stop_at).await?;
-                Ok(Value::Null)
-            }
-            Incoming::Sns(notices) => {
-                for notice in notices {
-                    self.process_notice(notice, stop_at).await?;
-                }
-                Ok(Value::Null)
-            }
-            Incoming::Sqs(messages) => {
-                let mut failures = Vec::new();
-                for m in messages {
-                    if let Err(e) = self.process_message_body_until(&m.body, stop_at).await {
-                        error!(message_id = %m.message_id, error = %e, "message failed; SQS will redeliver it, then move it to the dead-letter queue");
-                        if let (Some(queue), Some(after)) = (&self.notifications, e.retry_after()) {
-                            show_again(queue, &m.receipt_handle, after).await;
-                        }
-                        failures.push(json!({ "itemIdentifier": m.message_id }));
-                    }
-                }
-                Ok(json!({ "batchItemFailures": failures }))
-            }
-        }
-    }
-}
-
-/// What every FIFO deduplication id of an object is derived from: the
-/// object as it was read (its version id in a versioned bucket, else its
-/// ETag), never what the event said. A live event carries `versionId` and a
-/// replayed one does not; taking the id from the event gave a resume driven
-/// by replay other deduplication ids, so FIFO could not drop its resent batch.
-pub fn dedup_base(bucket: &str, key: &str, read_version: Option<&str>, read_etag: &str) -> String {
-    format!("{bucket}/{key}\0{}", read_version.unwrap_or(read_etag))
-}
-
-/// Makes a failed notification visible again `after` from now. Should that
-/// fail, it comes back after the queue's visibility timeout: later, not lost.
-pub(crate) async fn show_again(queue: &Notifications, receipt: &str, after: Duration) {
-    if let Err(e) = queue.show_again(receipt, after).await {
-        warn!(error = %e, "shortening a failed notification's visibility failed; it comes back after the full timeout");
-    }
-}
-
-/// Counts and logs a payload of no known shape, and turns it into an error.
-fn unknown(e: EventError) -> ProcessError {
-    if let EventError::Unknown { why, excerpt } = &e {
-        metrics::counter!(m::EVENTS, "outcome" => "unknown").increment(1);
-        warn!(%why, %excerpt, "an event of no known shape; it is not acknowledged, so it ends in the dead-letter queue");
-    }
-    ProcessError::Event(e)
 }
 
 /// The handler over the in-memory store and queue: the once-only protocol's
@@ -786,10 +296,13 @@ fn unknown(e: EventError) -> ProcessError {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::object::claim::now_ms;
+    use crate::object::marker::DoneMarker;
     use crate::testing::{CrashAfter, FakeQueue, SendFault, until_crash};
     use clap::Parser;
     use relay_shared::store::{PutMode, PutOptions};
     use relay_shared::testing::{Fault, MemStore};
+    use serde_json::Value;
     use std::collections::BTreeMap;
 
     const KEY: &str = "raw/e/2026/11/21/22/1763800000000.json.zst";

@@ -1,30 +1,30 @@
 //! The send loop: an object's chunks, in order, batched and sent through a
-//! [`MessageSink`], with the lease recording every chunk SQS settled, so that no
-//! retry resends one SQS stored, and a chunk SQS refuses for good holds up
-//! nothing after it. Generic over the store and the sink, so the cases that
-//! need faults (a partly accepted batch, a lost answer, a refusal) are unit
-//! tests.
+//! [`MessageSink`], with its [`Progress`] recording every chunk SQS settled,
+//! so that no retry resends one SQS stored, and a chunk SQS refuses for good
+//! holds up nothing after it. Generic over the sink and the progress, so the
+//! cases that need faults (a partly accepted batch, a lost answer, a
+//! refusal, a deadline) are unit tests.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::future::Future;
+use std::time::{Duration, Instant};
 
 use relay_shared::store::ObjectStore;
 use tokio::sync::mpsc;
 
-use crate::object::lease::{Held, StateError};
-use crate::object::marker::StateKeys;
+use crate::error::ProcessError;
 use crate::output::batch::{Batcher, DEFAULT_MAX_BATCH_BYTES};
-use crate::output::payload::{PayloadError, Payloads, offload};
-use crate::output::sink::MessageSink;
+use crate::output::payload::{Payloads, offload};
+use crate::output::sink::{BatchOutcome, MessageSink};
 use crate::pipeline::body::Chunk;
-use crate::sqs::SqsError;
 
-/// Where one object's chunks go, and what records their progress.
+/// Where one object's chunks go.
 #[derive(Debug)]
 pub struct Target<'a, S, K> {
-    pub store: &'a S,
-    pub keys: &'a StateKeys,
-    pub sink: &'a K,
+    /// The raw object's bucket and key: they name it in errors, and the
+    /// key is every message's `relay.source_key`.
+    pub bucket: &'a str,
     pub source_key: &'a str,
+    pub sink: &'a K,
     pub dedup_base: &'a str,
     /// Start no batch after this (an invocation's deadline, less a margin).
     pub stop_at: Option<Instant>,
@@ -32,38 +32,34 @@ pub struct Target<'a, S, K> {
     pub payloads: Option<Payloads<'a, S>>,
 }
 
-/// Why sending stopped before the chunks ran out.
-#[derive(Debug)]
-pub enum Stopped {
-    /// SQS did not take a batch. The lease is still ours: release it, which
-    /// records what SQS did take.
-    Send(SqsError),
-    /// The lease is someone else's now, or could not be written.
-    State(StateError),
-    /// `stop_at` came: every batch sent is recorded in `held`; release it.
-    Deadline { sent: u32 },
-    /// An offloaded record could not be stored. The lease is still ours.
-    Payload(PayloadError),
+/// What keeps an object's progress while its chunks are sent: its claim on
+/// the object, in production. When a send may start, and how long it may
+/// retry, are the claim's rules.
+pub trait Progress: Send {
+    /// Whether SQS already settled `chunk`: stored it, or refused it for good.
+    fn is_settled(&self, chunk: u32) -> bool;
+    /// How often the claim is renewed while chunks are awaited.
+    fn renew_every(&self) -> Duration;
+    /// Called before each send: renews the claim if too little of it is
+    /// left, and returns until when the send may retry.
+    fn before_send(&mut self) -> impl Future<Output = Result<Instant, ProcessError>> + Send;
+    /// What SQS did with a batch, kept until [`Progress::record`] writes it.
+    fn settle(&mut self, outcome: &BatchOutcome);
+    /// Writes what is settled, renewing the claim.
+    fn record(&mut self) -> impl Future<Output = Result<(), ProcessError>> + Send;
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// Sends every chunk from `chunks` that `held`'s lease does not record as
-/// settled, renewing the lease while chunks are awaited and recording
-/// progress after every batch but the last (the done marker that follows
-/// records it). Returns how many chunks SQS stored now.
-pub async fn send_all<S: ObjectStore, K: MessageSink>(
+/// Sends every chunk from `chunks` that `progress` does not record as
+/// settled, renewing it while chunks are awaited and recording progress
+/// after every batch but the last (the done marker that follows records
+/// it). Returns how many chunks SQS stored now.
+pub async fn send_all<S: ObjectStore, K: MessageSink, P: Progress>(
     t: &Target<'_, S, K>,
     chunks: &mut mpsc::Receiver<Chunk>,
-    held: &mut Held,
-) -> Result<u32, Stopped> {
-    let ttl_ms = held.lease.ttl_ms.unwrap_or(0);
+    progress: &mut P,
+) -> Result<u32, ProcessError> {
     let mut batcher = Batcher::new(DEFAULT_MAX_BATCH_BYTES, t.source_key);
-    let mut renew = tokio::time::interval(Duration::from_millis((ttl_ms / 3).max(1000)));
+    let mut renew = tokio::time::interval(progress.renew_every());
     renew.tick().await;
     let mut sent = 0u32;
     let mut flushing = false;
@@ -76,79 +72,102 @@ pub async fn send_all<S: ObjectStore, K: MessageSink>(
         } else {
             tokio::select! {
                 chunk = chunks.recv() => match chunk {
-                    Some(c) if held.lease.is_settled(c.index) => continue,
-                    Some(c) => {
-                        let c = match c.payload_size {
-                            Some(_) => offload(t.payloads.as_ref(), t.source_key, t.dedup_base, c)
-                                .await
-                                .map_err(Stopped::Payload)?,
-                            None => c,
-                        };
-                        match batcher.push(c) {
-                            Some(b) => b,
-                            None => continue,
-                        }
-                    }
+                    Some(c) if progress.is_settled(c.index) => continue,
+                    Some(c) => match batcher.push(prepared(t, c).await?) {
+                        Some(b) => b,
+                        None => continue,
+                    },
                     None => {
                         flushing = true;
                         continue;
                     }
                 },
                 _ = renew.tick() => {
-                    crate::object::lease::renew(t.store, t.keys, held, now_ms()).await.map_err(Stopped::State)?;
+                    progress.record().await?;
                     continue;
                 }
             }
         };
-        if t.stop_at.is_some_and(|stop| Instant::now() >= stop) {
-            return Err(Stopped::Deadline { sent });
-        }
-        // Start a send only with most of the lease left: one that starts
-        // late may land after another processor took the object over,
-        // which on a standard queue is a duplicate.
-        if held.left_ms() < ttl_ms / 3 {
-            crate::object::lease::renew(t.store, t.keys, held, now_ms())
-                .await
-                .map_err(Stopped::State)?;
-        }
-        held.unrecorded_since = Some(Instant::now());
-        // Retries start only while two thirds of the lease remain: each
-        // call's operation timeout is at most the last third.
-        let until = held.renewed + Duration::from_millis(ttl_ms - ttl_ms / 3);
-        let outcome = t.sink.send(t.source_key, t.dedup_base, &batch, until).await;
-        held.lease.settle(&outcome.accepted, &outcome.refused);
-        sent += outcome.accepted.len() as u32;
-        for (chunk, reason) in &outcome.refused {
-            tracing::error!(chunk, %reason, "SQS refused a message for good; the object will be quarantined once everything else is sent");
-        }
-        if let Some(e) = outcome.failed {
-            return Err(Stopped::Send(e));
-        }
-        // The last batch's progress is recorded by the done marker that
-        // follows at once: a progress write here would only add a PUT to
-        // every object (a third for a single-batch one). A crash before
-        // the marker resends this batch, as a crash before any progress
-        // write would.
-        if !flushing {
-            crate::object::lease::renew(t.store, t.keys, held, now_ms())
-                .await
-                .map_err(Stopped::State)?;
-        }
+        sent += send_batch(t, &batch, progress, sent, !flushing).await?;
     }
+}
+
+/// A chunk ready to batch: a record too large for a message is stored as
+/// its payload first, and the chunk becomes its claim check.
+async fn prepared<S: ObjectStore, K>(
+    t: &Target<'_, S, K>,
+    c: Chunk,
+) -> Result<Chunk, ProcessError> {
+    if c.payload_size.is_none() {
+        return Ok(c);
+    }
+    offload(t.payloads.as_ref(), t.source_key, t.dedup_base, c)
+        .await
+        .map_err(|source| ProcessError::Payload {
+            bucket: t.bucket.to_owned(),
+            key: t.source_key.to_owned(),
+            source,
+        })
+}
+
+/// Sends one batch, `sent` chunks into the object, and settles what SQS
+/// did with it; with `record`, writes that progress. Returns how many
+/// chunks SQS stored.
+async fn send_batch<S, K: MessageSink, P: Progress>(
+    t: &Target<'_, S, K>,
+    batch: &[Chunk],
+    progress: &mut P,
+    sent: u32,
+    record: bool,
+) -> Result<u32, ProcessError> {
+    if t.stop_at.is_some_and(|stop| Instant::now() >= stop) {
+        return Err(ProcessError::Deadline {
+            bucket: t.bucket.to_owned(),
+            key: t.source_key.to_owned(),
+            sent,
+        });
+    }
+    let until = progress.before_send().await?;
+    let outcome = t.sink.send(t.source_key, t.dedup_base, batch, until).await;
+    progress.settle(&outcome);
+    for (chunk, reason) in &outcome.refused {
+        tracing::error!(chunk, %reason, "SQS refused a message for good; the object will be quarantined once everything else is sent");
+    }
+    if let Some(source) = outcome.failed {
+        return Err(ProcessError::Send {
+            bucket: t.bucket.to_owned(),
+            key: t.source_key.to_owned(),
+            source,
+        });
+    }
+    // The last batch's progress is recorded by the done marker that
+    // follows at once: a progress write here would only add a PUT to
+    // every object (a third for a single-batch one). A crash before the
+    // marker resends this batch, as a crash before any progress write
+    // would.
+    if record {
+        progress.record().await?;
+    }
+    Ok(outcome.accepted.len() as u32)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::object::lease::{Acquired, acquire, release};
+    use crate::ingest::event::ObjectRef;
+    use crate::object::claim::Claim;
+    use crate::object::lease::Lease;
+    use crate::object::marker::StateKeys;
     use crate::testing::{FakeQueue as Queue, SendFault as Fault};
     use relay_shared::testing::MemStore as Mem;
 
     const CHUNKS: u32 = 30;
+    const KEY: &str = "raw/s/o.json.zst";
 
-    /// One attempt at the object, as the handler makes it: take the lease,
-    /// send every chunk it does not record, release it after a failure.
-    async fn attempt(store: &Mem, queue: &Queue, at_ms: i64) -> (Result<u32, Stopped>, Held) {
+    /// One attempt at the object, as the object layer makes it: claim it,
+    /// send every chunk the claim does not record, release it after a
+    /// failure. Returns the result and the lease as the attempt left it.
+    async fn attempt(store: &Mem, queue: &Queue, at_ms: i64) -> (Result<u32, ProcessError>, Lease) {
         attempt_until(store, queue, at_ms, None).await
     }
 
@@ -157,14 +176,20 @@ mod tests {
         queue: &Queue,
         at_ms: i64,
         stop_at: Option<Instant>,
-    ) -> (Result<u32, Stopped>, Held) {
-        let keys = StateKeys::new("state/", "raw/", "raw/s/o.json.zst");
-        let Acquired::Ours(mut held) = acquire(store.at(at_ms), &keys, "p", "fp", 60_000, 0)
+    ) -> (Result<u32, ProcessError>, Lease) {
+        let keys = StateKeys::new("state/", "raw/", KEY);
+        let obj = ObjectRef {
+            bucket: "b".into(),
+            key: KEY.into(),
+            etag: None,
+            version_id: None,
+            size: None,
+        };
+        let ttl = Duration::from_secs(60);
+        let mut claim = Claim::take(store.at(at_ms), &keys, &obj, "p", "fp", ttl)
             .await
             .unwrap()
-        else {
-            panic!("the lease should be free")
-        };
+            .expect("the lease should be free");
         let (tx, mut rx) = mpsc::channel(4);
         tokio::spawn(async move {
             for index in 0..CHUNKS {
@@ -180,20 +205,23 @@ mod tests {
                 }
             }
         });
-        let target = Target {
-            store,
-            keys: &keys,
+        let target: Target<'_, Mem, Queue> = Target {
+            bucket: "b",
+            source_key: KEY,
             sink: queue,
-            source_key: "raw/s/o.json.zst",
             dedup_base: "b/raw/s/o.json.zst\0v1",
             stop_at,
             payloads: None,
         };
-        let result = send_all(&target, &mut rx, &mut held).await;
-        if matches!(result, Err(Stopped::Send(_) | Stopped::Deadline { .. })) {
-            release(store, &keys, &mut held, 0).await.unwrap();
+        let result = send_all(&target, &mut rx, &mut claim).await;
+        let lease = claim.lease().clone();
+        if matches!(
+            result,
+            Err(ProcessError::Send { .. } | ProcessError::Deadline { .. })
+        ) {
+            claim.release().await;
         }
-        (result, held)
+        (result, lease)
     }
 
     #[tokio::test]
@@ -201,8 +229,8 @@ mod tests {
         let store = Mem::default();
         let queue = Queue::scripted(&[Fault::StoreEvenOnly]);
         let (first, _) = attempt(&store, &queue, 0).await;
-        assert!(matches!(first, Err(Stopped::Send(_))), "{first:?}");
-        let (second, held) = attempt(&store, &queue, 1000).await;
+        assert!(matches!(first, Err(ProcessError::Send { .. })), "{first:?}");
+        let (second, lease) = attempt(&store, &queue, 1000).await;
         assert_eq!(second.unwrap(), CHUNKS - 5);
         let counts = queue.counts();
         assert_eq!(counts.len() as u32, CHUNKS, "every chunk arrived");
@@ -210,7 +238,7 @@ mod tests {
             counts.values().all(|n| *n == 1),
             "the even chunks SQS took the first time were not sent again: {counts:?}"
         );
-        assert_eq!(held.lease.next_chunk, CHUNKS);
+        assert_eq!(lease.next_chunk, CHUNKS);
     }
 
     #[tokio::test]
@@ -219,15 +247,15 @@ mod tests {
         let queue = Queue::default().slow(Duration::from_millis(100));
         // Time for about two of the three batches.
         let stop_at = Instant::now() + Duration::from_millis(150);
-        let (first, held) = attempt_until(&store, &queue, 0, Some(stop_at)).await;
-        let Err(Stopped::Deadline { sent }) = first else {
+        let (first, lease) = attempt_until(&store, &queue, 0, Some(stop_at)).await;
+        let Err(ProcessError::Deadline { sent, .. }) = first else {
             panic!("{first:?}")
         };
         assert!(
             (10..CHUNKS).contains(&sent),
             "stopped between batches: {sent}"
         );
-        assert_eq!(held.lease.next_chunk, sent, "what was sent is recorded");
+        assert_eq!(lease.next_chunk, sent, "what was sent is recorded");
         // The next attempt resumes: every chunk once, none twice.
         let (second, _) = attempt(&store, &queue, 1000).await;
         assert_eq!(second.unwrap(), CHUNKS - sent);
@@ -242,7 +270,7 @@ mod tests {
         // The second batch (chunks 10..20) is stored, but its answer is lost.
         let queue = Queue::scripted(&[Fault::None, Fault::LoseAnswer]);
         let (first, _) = attempt(&store, &queue, 0).await;
-        assert!(matches!(first, Err(Stopped::Send(_))), "{first:?}");
+        assert!(matches!(first, Err(ProcessError::Send { .. })), "{first:?}");
         attempt(&store, &queue, 1000).await.0.unwrap();
         let twice = queue.resent();
         // The one-batch bound: SQS offers no conditional send, so a batch
@@ -256,19 +284,15 @@ mod tests {
     async fn a_refused_chunk_holds_up_nothing_after_it_and_is_recorded() {
         let store = Mem::default();
         let queue = Queue::scripted(&[Fault::Refuse(3)]);
-        let (result, held) = attempt(&store, &queue, 0).await;
+        let (result, lease) = attempt(&store, &queue, 0).await;
         assert_eq!(result.unwrap(), CHUNKS - 1);
         let counts = queue.counts();
         assert!(!counts.contains_key(&3));
         assert_eq!(counts.len() as u32, CHUNKS - 1, "every other chunk arrived");
         assert!(counts.values().all(|n| *n == 1));
-        assert_eq!(held.lease.refused_count, 1);
-        assert_eq!(held.lease.refused[0].chunk, 3);
-        assert!(
-            held.lease.refused[0]
-                .reason
-                .contains("InvalidParameterValue")
-        );
-        assert_eq!(held.lease.next_chunk, CHUNKS);
+        assert_eq!(lease.refused_count, 1);
+        assert_eq!(lease.refused[0].chunk, 3);
+        assert!(lease.refused[0].reason.contains("InvalidParameterValue"));
+        assert_eq!(lease.next_chunk, CHUNKS);
     }
 }

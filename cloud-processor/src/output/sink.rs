@@ -59,3 +59,48 @@ pub trait MessageSink: Send + Sync {
     /// The queue's URL, which names it in fingerprints and messages.
     fn queue_url(&self) -> &str;
 }
+
+/// Where one object's chunks go: its queue, or nowhere (a canary with no
+/// canary queue), which takes every batch as sent.
+#[derive(Debug)]
+pub enum Route<'a, Q> {
+    Queue(&'a Q),
+    Discard { max_message_bytes: usize },
+}
+
+impl<Q: MessageSink> MessageSink for Route<'_, Q> {
+    async fn send(
+        &self,
+        source_key: &str,
+        dedup_base: &str,
+        batch: &[Chunk],
+        until: Instant,
+    ) -> BatchOutcome {
+        match self {
+            Self::Queue(q) => q.send(source_key, dedup_base, batch, until).await,
+            Self::Discard { .. } => BatchOutcome {
+                accepted: batch.iter().map(|c| c.index).collect(),
+                refused: Vec::new(),
+                failed: None,
+            },
+        }
+    }
+
+    fn max_message_bytes(&self) -> usize {
+        match self {
+            Self::Queue(q) => q.max_message_bytes(),
+            Self::Discard { max_message_bytes } => *max_message_bytes,
+        }
+    }
+
+    fn is_fifo(&self) -> bool {
+        matches!(self, Self::Queue(q) if q.is_fifo())
+    }
+
+    fn queue_url(&self) -> &str {
+        match self {
+            Self::Queue(q) => q.queue_url(),
+            Self::Discard { .. } => "",
+        }
+    }
+}

@@ -363,6 +363,15 @@ async fn read_limits(client: &Client, queue_url: &str) -> Result<(usize, bool), 
     Ok((queue_max, fifo))
 }
 
+/// What every FIFO deduplication id of an object is derived from: the
+/// object as it was read (its version id in a versioned bucket, else its
+/// ETag), never what the event said. A live event carries `versionId` and a
+/// replayed one does not; taking the id from the event gave a resume driven
+/// by replay other deduplication ids, so FIFO could not drop its resent batch.
+pub fn dedup_base(bucket: &str, key: &str, read_version: Option<&str>, read_etag: &str) -> String {
+    format!("{bucket}/{key}\0{}", read_version.unwrap_or(read_etag))
+}
+
 /// A deterministic MessageDeduplicationId: the same object version and chunk
 /// always give the same id, so a resend inside FIFO's 5-minute window is
 /// dropped by SQS.

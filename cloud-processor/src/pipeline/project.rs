@@ -102,7 +102,9 @@ pub struct Projection {
     root: Node,
     /// Pre-encoded `"name":` prefixes, in output order.
     keys: Vec<String>,
-    /// The output names, in order.
+    /// The fields, in output order.
+    fields: Vec<Field>,
+    /// Their output names.
     names: Vec<String>,
     missing: Missing,
     empty: EmptyRecords,
@@ -131,6 +133,7 @@ impl Projection {
             root,
             keys,
             names: fields.iter().map(|f| f.name.clone()).collect(),
+            fields: fields.to_vec(),
             missing,
             empty: EmptyRecords::default(),
         }
@@ -145,6 +148,11 @@ impl Projection {
 
     pub fn empty_records(&self) -> EmptyRecords {
         self.empty
+    }
+
+    /// The fields, in output order.
+    pub fn fields(&self) -> &[Field] {
+        &self.fields
     }
 
     /// The output names, in order.

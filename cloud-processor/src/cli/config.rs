@@ -1,0 +1,474 @@
+//! The validated settings: [`Config`] for the data path (one immutable
+//! value per process, checked once at start-up) and [`Protocol`] for the
+//! once-only protocol of the modes that hold leases.
+
+use relay_shared::telemetry::LogFormat;
+
+use super::args::{Aws, AwsTimeouts, Common};
+use crate::pipeline::LargeRecords;
+use crate::pipeline::body::BodyFormat;
+use crate::pipeline::project::{Projection, SpecError, parse_fields};
+
+pub const DEFAULT_MAX_DECOMPRESSED_BYTES: u64 = 2 << 30;
+/// Records up to this are framed in memory; larger ones stream through
+/// spools (see `stream.rs`).
+pub const RECORD_WINDOW_BYTES: usize = 1 << 20;
+/// The largest record read by default: 256 MiB.
+pub const DEFAULT_LARGEST_RECORD_BYTES: u64 = 256 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Bad flags, or `--help`/`--version`: clap prints and exits.
+    #[error(transparent)]
+    Cli(clap::Error),
+    /// A subcommand's `--help`, rendered with only its own settings: print
+    /// it to stdout and exit 0.
+    #[error("{0}")]
+    Help(String),
+    #[error(
+        "RELAY_FIELDS (--fields) is required: the fields to keep, e.g. `id,ts=timestamp,user_id=user.id`"
+    )]
+    NoFields,
+    #[error("RELAY_FIELDS: {0}")]
+    Fields(#[from] SpecError),
+    #[error("{name}: {reason}")]
+    Invalid { name: &'static str, reason: String },
+}
+
+/// Whether zstd is decoded on a thread of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DecodeThread {
+    Auto,
+    On,
+    Off,
+}
+
+impl DecodeThread {
+    /// `auto`: two threads only where two cores' time is there. Lambda
+    /// gives CPU in proportion to memory, about two vCPUs' worth only near
+    /// its top sizes; below that a second thread only adds its overhead.
+    pub fn resolve(self, lambda_memory_mb: Option<u64>, cores: usize) -> bool {
+        match self {
+            Self::On => true,
+            Self::Off => false,
+            Self::Auto => match lambda_memory_mb {
+                Some(mb) => mb >= 3008,
+                None => cores >= 2,
+            },
+        }
+    }
+}
+
+/// The validated settings of the data path.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The fields, their missing-value rule and what becomes of a record
+    /// with none of them.
+    pub projection: Projection,
+    pub raw_prefix: String,
+    pub body_format: BodyFormat,
+    pub records_pointer: Option<String>,
+    pub max_decompressed_bytes: u64,
+    pub large_records: LargeRecords,
+    /// The largest record read (at least the record window).
+    pub max_record_bytes: u64,
+    /// Resolved from `RELAY_DECODE_THREAD`.
+    pub decode_thread: bool,
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    pub fn from_common(c: &Common) -> Result<Self, ConfigError> {
+        let fields = parse_fields(c.fields.as_deref().ok_or(ConfigError::NoFields)?)?;
+        if !c.raw_prefix.ends_with('/') || c.raw_prefix.starts_with('/') {
+            return Err(ConfigError::Invalid {
+                name: "RELAY_RAW_PREFIX",
+                reason: format!(
+                    "{:?} must end with `/` and not start with one",
+                    c.raw_prefix
+                ),
+            });
+        }
+        if let Some(p) = &c.records_pointer
+            && !p.starts_with('/')
+        {
+            return Err(ConfigError::Invalid {
+                name: "RELAY_RECORDS_POINTER",
+                reason: format!("{p:?} is not a JSON pointer (it must start with `/`)"),
+            });
+        }
+        if c.max_record_bytes < RECORD_WINDOW_BYTES as u64 {
+            return Err(ConfigError::Invalid {
+                name: "RELAY_MAX_RECORD_BYTES",
+                reason: format!(
+                    "{} is below the {RECORD_WINDOW_BYTES}-byte record window, which is always read",
+                    c.max_record_bytes
+                ),
+            });
+        }
+        Ok(Self {
+            projection: Projection::new(&fields, c.missing).with_empty(c.empty_records),
+            raw_prefix: c.raw_prefix.clone(),
+            body_format: c.body_format,
+            records_pointer: c.records_pointer.clone(),
+            max_decompressed_bytes: c.max_decompressed_bytes,
+            large_records: c.large_records,
+            max_record_bytes: c.max_record_bytes,
+            decode_thread: c.decode_thread.resolve(
+                std::env::var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
+                    .ok()
+                    .and_then(|m| m.parse().ok()),
+                std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+            ),
+            log_format: c.log_format,
+        })
+    }
+}
+
+/// A clap value's name, as the operator types it.
+fn value_name(v: &impl clap::ValueEnum) -> String {
+    v.to_possible_value()
+        .map_or_else(String::new, |p| p.get_name().to_owned())
+}
+
+impl Config {
+    /// The effective settings, for the start-up log line.
+    pub fn summary(&self) -> Vec<(&'static str, String)> {
+        let fields: Vec<String> = self
+            .projection
+            .fields()
+            .iter()
+            .map(|f| format!("{}={}", f.name, f.path.join(".")))
+            .collect();
+        vec![
+            ("fields", fields.join(",")),
+            ("raw_prefix", self.raw_prefix.clone()),
+            ("body_format", value_name(&self.body_format)),
+            ("missing", value_name(&self.projection.missing())),
+            (
+                "empty_records",
+                value_name(&self.projection.empty_records()),
+            ),
+            ("large_records", value_name(&self.large_records)),
+            ("max_record_bytes", self.max_record_bytes.to_string()),
+            ("decode_thread", self.decode_thread.to_string()),
+            (
+                "records_pointer",
+                self.records_pointer.clone().unwrap_or_default(),
+            ),
+            (
+                "max_decompressed_bytes",
+                self.max_decompressed_bytes.to_string(),
+            ),
+        ]
+    }
+}
+
+impl Aws {
+    /// The effective AWS settings, for the start-up log line.
+    pub fn summary(&self) -> Vec<(&'static str, String)> {
+        let t = self.timeouts.resolve(Some(self.lease_ttl_secs));
+        vec![
+            ("output_queue_url", self.output_queue_url.clone()),
+            (
+                "payload_bucket",
+                self.payload_bucket.clone().unwrap_or_default(),
+            ),
+            ("payload_prefix", self.payload_prefix.clone()),
+            (
+                "canary_queue_url",
+                self.canary_queue_url.clone().unwrap_or_default(),
+            ),
+            (
+                "max_message_bytes",
+                self.max_message_bytes
+                    .map_or("queue's limit".into(), |b| b.to_string()),
+            ),
+            ("state_prefix", self.state_prefix.clone()),
+            ("fifo_group_id", self.fifo_group_id.clone()),
+            ("lease_ttl_secs", self.lease_ttl_secs.to_string()),
+            ("aws_attempt_timeout_secs", t.attempt.as_secs().to_string()),
+            (
+                "aws_operation_timeout_secs",
+                t.operation.as_secs().to_string(),
+            ),
+        ]
+    }
+}
+
+/// A warning for settings that are allowed but weaken the once-only
+/// guarantee: a call that may outlast the third of the lease kept in
+/// reserve lets another processor take the object over mid-send.
+pub fn timeout_warning(aws: &Aws) -> Option<String> {
+    let t = aws.timeouts.resolve(Some(aws.lease_ttl_secs));
+    (t.operation.as_secs() * 3 > aws.lease_ttl_secs).then(|| {
+        format!(
+            "RELAY_AWS_OPERATION_TIMEOUT_SECS ({} s) is more than a third of RELAY_LEASE_TTL_SECS ({} s): \
+             a send that hangs could outlast the lease, and another processor would send the same batch",
+            t.operation.as_secs(),
+            aws.lease_ttl_secs
+        )
+    })
+}
+
+/// Validates the AWS settings that can be checked without AWS.
+/// The once-only protocol's settings, as a processor holding leases uses
+/// them. Built and checked from the command line by [`Aws::protocol`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Protocol {
+    /// Key prefix of leases, markers and reports; ends with `/`.
+    pub state_prefix: String,
+    /// How long a lease binds other processors without a renewal.
+    pub lease_ttl: std::time::Duration,
+    /// AWS call timeouts, which fit inside the lease.
+    pub timeouts: relay_shared::client::Timeouts,
+    /// Where offloaded records go: a bucket (`None`: the raw object's) and
+    /// a key prefix.
+    pub payload_bucket: Option<String>,
+    pub payload_prefix: String,
+}
+
+impl Protocol {
+    /// The protocol with `lease_ttl_secs`, unchecked (tests use leases
+    /// shorter than an operator may set).
+    pub fn new(state_prefix: &str, lease_ttl_secs: u64, timeouts: AwsTimeouts) -> Self {
+        Self {
+            state_prefix: state_prefix.to_owned(),
+            lease_ttl: std::time::Duration::from_secs(lease_ttl_secs),
+            timeouts: timeouts.resolve(Some(lease_ttl_secs)),
+            payload_bucket: None,
+            payload_prefix: "payloads/".into(),
+        }
+    }
+}
+
+impl Aws {
+    /// The protocol's settings, checked against the raw prefix.
+    pub fn protocol(&self, raw_prefix: &str) -> Result<Protocol, ConfigError> {
+        check_aws(self, raw_prefix)?;
+        Ok(Protocol {
+            payload_bucket: self.payload_bucket.clone().filter(|b| !b.is_empty()),
+            payload_prefix: self.payload_prefix.clone(),
+            ..Protocol::new(&self.state_prefix, self.lease_ttl_secs, self.timeouts)
+        })
+    }
+}
+
+pub fn check_aws(aws: &Aws, raw_prefix: &str) -> Result<(), ConfigError> {
+    let invalid = |name, reason: String| Err(ConfigError::Invalid { name, reason });
+    if !aws.state_prefix.ends_with('/') {
+        return invalid(
+            "RELAY_STATE_PREFIX",
+            format!("{:?} must end with `/`", aws.state_prefix),
+        );
+    }
+    if aws.state_prefix.starts_with(raw_prefix) || raw_prefix.starts_with(&aws.state_prefix) {
+        return invalid(
+            "RELAY_STATE_PREFIX",
+            format!(
+                "{:?} overlaps RELAY_RAW_PREFIX {raw_prefix:?}; the processor would trigger itself",
+                aws.state_prefix
+            ),
+        );
+    }
+    let p = &aws.payload_prefix;
+    let overlaps = |other: &str| p.starts_with(other) || other.starts_with(p.as_str());
+    if !p.ends_with('/') || overlaps(raw_prefix) || overlaps(&aws.state_prefix) {
+        return invalid(
+            "RELAY_PAYLOAD_PREFIX",
+            format!(
+                "{p:?} must end with `/` and be outside RELAY_RAW_PREFIX {raw_prefix:?} and \
+                 RELAY_STATE_PREFIX {:?} (offloaded records there would be taken for raw objects or state)",
+                aws.state_prefix
+            ),
+        );
+    }
+    if aws.lease_ttl_secs < 5 {
+        return invalid(
+            "RELAY_LEASE_TTL_SECS",
+            format!(
+                "{} is too short to renew in time (the minimum is 5)",
+                aws.lease_ttl_secs
+            ),
+        );
+    }
+    let t = aws.timeouts.resolve(Some(aws.lease_ttl_secs));
+    if t.attempt.is_zero() || t.attempt > t.operation {
+        return invalid(
+            "RELAY_AWS_ATTEMPT_TIMEOUT_SECS",
+            format!(
+                "{} s must be at least 1 and at most the operation timeout ({} s)",
+                t.attempt.as_secs(),
+                t.operation.as_secs()
+            ),
+        );
+    }
+    if aws.output_queue_url.is_empty() {
+        return invalid("RELAY_OUTPUT_QUEUE_URL", "is empty".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::Cli;
+    use clap::Parser;
+
+    #[test]
+    fn fields_are_required_and_validated() {
+        let cli = Cli::try_parse_from(["cloud-processor", "process", "f.json"]).unwrap();
+        assert!(matches!(
+            Config::from_common(&cli.common),
+            Err(ConfigError::NoFields)
+        ));
+        let cli = Cli::try_parse_from(["cloud-processor", "process", "f.json", "--fields", "a..b"])
+            .unwrap();
+        let err = Config::from_common(&cli.common).unwrap_err().to_string();
+        assert!(
+            err.contains("RELAY_FIELDS") && err.contains("empty segment"),
+            "{err}"
+        );
+        let cli = Cli::try_parse_from([
+            "cloud-processor",
+            "process",
+            "f",
+            "--fields",
+            "a",
+            "--records-pointer",
+            "data",
+        ])
+        .unwrap();
+        assert!(
+            Config::from_common(&cli.common)
+                .unwrap_err()
+                .to_string()
+                .contains("JSON pointer")
+        );
+    }
+
+    #[test]
+    fn the_largest_record_is_at_least_the_window() {
+        let parse = |bytes: &str| {
+            let cli = Cli::try_parse_from([
+                "cloud-processor",
+                "--fields",
+                "a",
+                "--max-record-bytes",
+                bytes,
+                "process",
+                "f",
+            ])
+            .unwrap();
+            Config::from_common(&cli.common)
+        };
+        let err = parse("1048575").unwrap_err().to_string();
+        assert!(
+            err.contains("RELAY_MAX_RECORD_BYTES") && err.contains("1048576-byte record window"),
+            "{err}"
+        );
+        let c = parse("1048576").unwrap();
+        assert_eq!(
+            crate::object::settings(&c, 1 << 18, "k").max_large_record_bytes,
+            1 << 20
+        );
+    }
+
+    #[test]
+    fn the_decode_thread_is_used_only_where_two_cores_time_is_there() {
+        use DecodeThread::{Auto, Off, On};
+        // Lambda: CPU follows memory, nearly two vCPUs from 3008 MB.
+        assert!(!Auto.resolve(Some(1024), 2));
+        assert!(!Auto.resolve(Some(1769), 2));
+        assert!(Auto.resolve(Some(3008), 2));
+        // Elsewhere, the cores this process may use.
+        assert!(Auto.resolve(None, 2));
+        assert!(!Auto.resolve(None, 1));
+        assert!(On.resolve(Some(128), 1) && !Off.resolve(None, 64));
+    }
+
+    #[test]
+    fn state_prefix_must_not_overlap_the_raw_prefix() {
+        let aws = |state: &str| Aws {
+            output_queue_url: "http://q".into(),
+            max_message_bytes: None,
+            state_prefix: state.into(),
+            fifo_group_id: "g".into(),
+            lease_ttl_secs: 60,
+            timeouts: AwsTimeouts::default(),
+            s3_path_style: false,
+            payload_prefix: "payloads/".into(),
+            payload_bucket: None,
+            canary_queue_url: None,
+        };
+        assert!(check_aws(&aws("state/"), "raw/").is_ok());
+        assert!(
+            check_aws(&aws("raw/state/"), "raw/")
+                .unwrap_err()
+                .to_string()
+                .contains("trigger itself")
+        );
+        assert!(check_aws(&aws("state"), "raw/").is_err());
+        // Payloads under the raw or state prefix would be taken for raw
+        // objects or state.
+        for payloads in ["raw/payloads/", "state/p/", "payloads"] {
+            let aws = Aws {
+                payload_prefix: payloads.into(),
+                ..aws("state/")
+            };
+            let err = check_aws(&aws, "raw/").unwrap_err().to_string();
+            assert!(err.contains("RELAY_PAYLOAD_PREFIX"), "{payloads}: {err}");
+        }
+    }
+
+    #[test]
+    fn timeouts_default_to_fit_inside_the_lease() {
+        let base = Aws {
+            output_queue_url: "http://q".into(),
+            max_message_bytes: None,
+            state_prefix: "state/".into(),
+            fifo_group_id: "g".into(),
+            lease_ttl_secs: 60,
+            timeouts: AwsTimeouts::default(),
+            s3_path_style: false,
+            payload_prefix: "payloads/".into(),
+            payload_bucket: None,
+            canary_queue_url: None,
+        };
+        let secs = |aws: &Aws| {
+            let t = aws.timeouts.resolve(Some(aws.lease_ttl_secs));
+            (t.attempt.as_secs(), t.operation.as_secs())
+        };
+        assert_eq!(secs(&base), (10, 20));
+        assert!(check_aws(&base, "raw/").is_ok() && timeout_warning(&base).is_none());
+        let short = Aws {
+            lease_ttl_secs: 9,
+            ..base.clone()
+        };
+        assert_eq!(secs(&short), (3, 3));
+        assert!(timeout_warning(&short).is_none());
+        assert_eq!(AwsTimeouts::default().resolve(None).operation.as_secs(), 20);
+
+        let long_call = Aws {
+            timeouts: AwsTimeouts {
+                aws_attempt_timeout_secs: None,
+                aws_operation_timeout_secs: Some(21),
+            },
+            ..base.clone()
+        };
+        let warning = timeout_warning(&long_call).unwrap();
+        assert!(
+            warning.contains("RELAY_AWS_OPERATION_TIMEOUT_SECS") && warning.contains("third"),
+            "{warning}"
+        );
+        let attempt_over_call = Aws {
+            timeouts: AwsTimeouts {
+                aws_attempt_timeout_secs: Some(30),
+                aws_operation_timeout_secs: None,
+            },
+            ..base
+        };
+        assert!(check_aws(&attempt_over_call, "raw/").is_err());
+    }
+}

@@ -1,0 +1,220 @@
+//! The claim on one object: its lease, held by one attempt, with one owner.
+//!
+//! A claim ends one way: finished (the done marker is written and the lease
+//! deleted), released after a clean failure (its progress recorded and the
+//! object free at once), abandoned (the object is gone), or left to expire
+//! (its lease was lost to another processor, or the attempt broke). While
+//! the object's chunks are sent it is their [`Progress`]: it knows which
+//! chunks are settled, and it decides when a send may start.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use relay_shared::store::ObjectStore;
+use tracing::{info, warn};
+
+use crate::error::ProcessError;
+use crate::ingest::event::ObjectRef;
+use crate::metrics as m;
+use crate::object::lease::{self, Acquired, Held, Lease, StateError};
+use crate::object::marker::{DoneMarker, StateKeys};
+use crate::output::send::Progress;
+use crate::output::sink::BatchOutcome;
+
+/// This attempt's lease on one object.
+#[derive(Debug)]
+pub struct Claim<'a, S> {
+    store: &'a S,
+    keys: &'a StateKeys,
+    obj: &'a ObjectRef,
+    held: Held,
+    /// The chunk the lease recorded when it was taken: where this attempt
+    /// resumes (0 for a fresh start).
+    resumed_from: u32,
+    /// The lease is not written again: another processor took it over, or
+    /// a write of it failed (it may be someone else's by now).
+    lost: bool,
+    /// Left to expire instead of released: the attempt broke (a bug), and
+    /// the retry resumes from its last record.
+    leave: bool,
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl<'a, S: ObjectStore> Claim<'a, S> {
+    /// Takes the object on: `None` if its done marker exists (the event is
+    /// a duplicate). A live lease of another processor, or one left mid-file
+    /// under other settings, is an error that says so.
+    pub async fn take(
+        store: &'a S,
+        keys: &'a StateKeys,
+        obj: &'a ObjectRef,
+        owner: &str,
+        fingerprint: &str,
+        ttl: Duration,
+    ) -> Result<Option<Self>, ProcessError> {
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        let acquired = lease::acquire(store, keys, owner, fingerprint, ttl_ms, now_ms())
+            .await
+            .map_err(|e| ProcessError::state(obj, e))?;
+        let held = match acquired {
+            Acquired::Ours(held) => held,
+            Acquired::Done => return Ok(None),
+            Acquired::Busy {
+                owner,
+                expires_in_ms,
+            } => {
+                return Err(ProcessError::Busy {
+                    bucket: obj.bucket.clone(),
+                    key: obj.key.clone(),
+                    owner,
+                    expires_in_ms,
+                });
+            }
+            Acquired::ConfigChanged {
+                owner,
+                next_chunk,
+                theirs,
+                ours,
+            } => {
+                return Err(ProcessError::ConfigChanged {
+                    bucket: obj.bucket.clone(),
+                    key: obj.key.clone(),
+                    owner,
+                    next_chunk,
+                    theirs,
+                    ours,
+                    lease: keys.lease.clone(),
+                });
+            }
+        };
+        Ok(Some(Self {
+            store,
+            keys,
+            obj,
+            resumed_from: held.lease.next_chunk,
+            held,
+            lost: false,
+            leave: false,
+        }))
+    }
+
+    /// Says so when this claim takes over an object another processor left:
+    /// resuming, and, on a FIFO queue, whether the batch it may have sent
+    /// unrecorded is outside SQS's deduplication window.
+    pub fn note_takeover(&self, fifo: bool) {
+        let resumed_from = self.resumed_from();
+        if let Some(age_ms) = self.held.taken_over_after_ms
+            && fifo
+            && lease::outside_fifo_window(age_ms)
+        {
+            metrics::counter!(m::FIFO_WINDOW_EXCEEDED).increment(1);
+            warn!(
+                age_ms,
+                resumed_from,
+                "taking over an object whose previous holder last recorded progress over 5 minutes ago: \
+                 a batch it sent unrecorded, if any, is outside SQS FIFO's deduplication window and arrives twice"
+            );
+        }
+        if resumed_from > 0 {
+            warn!(
+                resumed_from,
+                "resuming an object another processor left unfinished"
+            );
+        }
+    }
+
+    /// The chunk this claim resumes after (0 for a fresh start).
+    pub fn resumed_from(&self) -> u32 {
+        self.resumed_from
+    }
+
+    /// The lease as this claim holds it: its progress and refusals.
+    pub fn lease(&self) -> &Lease {
+        &self.held.lease
+    }
+
+    /// Leaves the lease to expire rather than releasing it.
+    pub fn leave(&mut self) {
+        self.leave = true;
+    }
+
+    /// After a clean failure, lets the next attempt resume at once instead
+    /// of waiting for the lease to expire, recording what SQS settled.
+    /// Best effort: expiry does the same.
+    pub async fn release(mut self) {
+        if self.lost || self.leave {
+            return;
+        }
+        if let Err(e) = lease::release(self.store, self.keys, &mut self.held, now_ms()).await {
+            warn!(error = %e, "could not release the lease; the next attempt waits for it to expire");
+        }
+    }
+
+    /// Gives the lease up for an object that vanished: nothing is left to
+    /// send, so there is no progress to keep.
+    pub async fn abandon(self) {
+        lease::abandon(self.store, self.keys, &self.held).await;
+    }
+
+    /// Writes the done marker, then drops the lease.
+    pub async fn finish(self, marker: &DoneMarker) -> Result<(), ProcessError> {
+        lease::finish(self.store, self.keys, &self.held, marker)
+            .await
+            .map_err(|e| ProcessError::state(self.obj, e))
+    }
+
+    fn state_error(&mut self, e: StateError) -> ProcessError {
+        self.lost = true;
+        ProcessError::state(self.obj, e)
+    }
+}
+
+impl<S: ObjectStore> Progress for Claim<'_, S> {
+    fn is_settled(&self, chunk: u32) -> bool {
+        self.held.lease.is_settled(chunk)
+    }
+
+    fn renew_every(&self) -> Duration {
+        Duration::from_millis((self.ttl_ms() / 3).max(1000))
+    }
+
+    /// A send starts only with most of the lease left: one that starts late
+    /// may land after another processor took the object over, which on a
+    /// standard queue is a duplicate. Its retries start only while two
+    /// thirds of the lease remain: each call's operation timeout is at most
+    /// the last third.
+    async fn before_send(&mut self) -> Result<Instant, ProcessError> {
+        let ttl_ms = self.ttl_ms();
+        if self.held.left_ms() < ttl_ms / 3 {
+            self.record().await?;
+        }
+        self.held.unrecorded_since = Some(Instant::now());
+        Ok(self.held.renewed + Duration::from_millis(ttl_ms - ttl_ms / 3))
+    }
+
+    fn settle(&mut self, outcome: &BatchOutcome) {
+        self.held.lease.settle(&outcome.accepted, &outcome.refused);
+    }
+
+    async fn record(&mut self) -> Result<(), ProcessError> {
+        match lease::renew(self.store, self.keys, &mut self.held, now_ms()).await {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.state_error(e)),
+        }
+    }
+}
+
+impl<S> Claim<'_, S> {
+    fn ttl_ms(&self) -> u64 {
+        self.held.lease.ttl_ms.unwrap_or(0)
+    }
+}
+
+/// Logs a duplicate event, found done.
+pub fn note_duplicate() {
+    info!("already processed (done marker exists); skipping the duplicate event");
+}

@@ -1,0 +1,105 @@
+//! Running a claimed object: the pipeline is synchronous (decoding and
+//! parsing are CPU work), so it runs on the blocking pool, reading the
+//! object through a bridge from the async GetObject stream and handing full
+//! chunks over a small channel to the send loop beside it. Memory stays at a
+//! few chunks whatever the object's size.
+
+use std::ops::ControlFlow;
+use std::time::Instant;
+
+use relay_shared::store::{ObjectStore, S3Error};
+use tokio::sync::mpsc;
+use tracing::warn;
+
+use crate::error::ProcessError;
+use crate::object::claim::Claim;
+use crate::object::{App, Attempt};
+use crate::output::payload::Payloads;
+use crate::output::send::{self, Target};
+use crate::output::sink::MessageSink;
+use crate::output::sqs::dedup_base;
+use crate::pipeline::body::Chunk;
+use crate::pipeline::{self, Report, Unreadable};
+
+/// How a run ended when every chunk it read was sent.
+pub(super) enum Ran {
+    /// The object no longer exists.
+    Missing,
+    /// Read to its end, or found unreadable, with `sent` chunks stored by
+    /// SQS in this run; `etag` is the object as it was read.
+    Read {
+        report: Result<Report, Unreadable>,
+        sent: u32,
+        etag: String,
+    },
+}
+
+impl<S: ObjectStore, Q: MessageSink> App<S, Q> {
+    /// Reads the object and sends the chunks `claim` does not record as
+    /// settled. A broken pipeline task leaves the claim to expire.
+    pub(super) async fn run(
+        &self,
+        a: &Attempt<'_, S, Q>,
+        claim: &mut Claim<'_, S>,
+        stop_at: Option<Instant>,
+    ) -> Result<Ran, ProcessError> {
+        let obj = a.obj;
+        let got = match a.store.get(&obj.key, obj.version_id.as_deref()).await {
+            Ok(g) => g,
+            Err(S3Error::NotFound { .. }) => {
+                warn!("the object no longer exists; nothing to do");
+                return Ok(Ran::Missing);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let etag = got.head.etag.clone().unwrap_or_default();
+        let dedup_base = dedup_base(&obj.bucket, &obj.key, got.head.version_id.as_deref(), &etag);
+        let (tx, mut rx) = mpsc::channel::<Chunk>(4);
+        let reader = tokio_util::io::SyncIoBridge::new(got.body);
+        let settings = a.plan.settings.clone();
+        let task = tokio::task::spawn_blocking(move || {
+            pipeline::run(reader, &settings, |chunk| {
+                // A closed channel means sending failed: stop reading.
+                match tx.blocking_send(chunk) {
+                    Ok(()) => ControlFlow::Continue(()),
+                    Err(_) => ControlFlow::Break(()),
+                }
+            })
+        });
+        let payload_store = match &self.protocol.payload_bucket {
+            Some(bucket) => a.store.in_bucket(bucket),
+            None => a.store.clone(),
+        };
+        let target = Target {
+            bucket: &obj.bucket,
+            source_key: &obj.key,
+            sink: &a.plan.route,
+            dedup_base: &dedup_base,
+            stop_at,
+            payloads: Some(Payloads {
+                store: &payload_store,
+                prefix: &self.protocol.payload_prefix,
+            }),
+        };
+        let sent = send::send_all(&target, &mut rx, claim).await;
+        drop(rx);
+        let report = match task.await {
+            Ok(report) => report,
+            Err(e) => {
+                // The pipeline panicked, which is a bug: the lease is left
+                // to expire, and the retry resumes from its last record.
+                claim.leave();
+                return Err(ProcessError::Task {
+                    bucket: obj.bucket.clone(),
+                    key: obj.key.clone(),
+                    message: e.to_string(),
+                });
+            }
+        };
+        Ok(Ran::Read {
+            report,
+            sent: sent?,
+            etag,
+        })
+    }
+}

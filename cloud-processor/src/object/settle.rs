@@ -1,0 +1,206 @@
+//! Settling a claim once its run is over: released for the next attempt
+//! after a failure, abandoned for an object that vanished, quarantined for
+//! one that cannot be read or that SQS refused in part, or finished: its
+//! counts checked and published, its rejects reported, and its done marker
+//! written. A report or marker that cannot be written leaves the lease to
+//! expire, and the retry resumes.
+
+use relay_shared::store::ObjectStore;
+use tracing::{error, info};
+
+use crate::error::ProcessError;
+use crate::metrics as m;
+use crate::object::claim::{Claim, now_ms};
+use crate::object::marker::DoneMarker;
+use crate::object::run::Ran;
+use crate::object::{App, Attempt, Outcome, canary, reports};
+use crate::output::sink::{MessageSink, Route};
+use crate::pipeline::{Report, Stats, Unreadable};
+
+impl<S: ObjectStore, Q: MessageSink> App<S, Q> {
+    pub(super) async fn settle(
+        &self,
+        a: &Attempt<'_, S, Q>,
+        claim: Claim<'_, S>,
+        ran: Result<Ran, ProcessError>,
+    ) -> Result<Outcome, ProcessError> {
+        let (report, sent, etag) = match ran {
+            Err(e) => {
+                claim.release().await;
+                return Err(e);
+            }
+            Ok(Ran::Missing) => {
+                claim.abandon().await;
+                return Ok(Outcome::Missing);
+            }
+            Ok(Ran::Read { report, sent, etag }) => (report, sent, etag),
+        };
+        let marker = DoneMarker::new(
+            &self.owner,
+            &a.plan.fingerprint,
+            &etag,
+            claim.resumed_from(),
+        );
+        match report {
+            Ok(report) => self.finish(a, claim, marker, &report, sent).await,
+            // The object's stream broke (a network fault), which says nothing
+            // about its bytes: retry, resuming after the chunks already sent.
+            Err(Unreadable::Io(e)) => {
+                claim.release().await;
+                Err(ProcessError::Read {
+                    bucket: a.obj.bucket.clone(),
+                    key: a.obj.key.clone(),
+                    sent,
+                    message: e.to_string(),
+                })
+            }
+            Err(unreadable) => {
+                let reason = unreadable.to_string();
+                self.quarantine(a, claim, marker, &reason, sent).await
+            }
+        }
+    }
+
+    /// Records why the object is quarantined, and marks it done so: it is
+    /// not retried forever.
+    async fn quarantine(
+        &self,
+        a: &Attempt<'_, S, Q>,
+        claim: Claim<'_, S>,
+        mut marker: DoneMarker,
+        reason: &str,
+        sent: u32,
+    ) -> Result<Outcome, ProcessError> {
+        let q = &a.plan.keys.quarantine;
+        let reason = reports::quarantine(&a.store, a.obj, q, &marker.etag, reason, sent).await?;
+        marker.outcome = "quarantined".into();
+        marker.finished_at_ms = now_ms();
+        marker.elapsed_ms = a.started.elapsed().as_millis() as u64;
+        claim.finish(&marker).await?;
+        Ok(Outcome::Quarantined { reason })
+    }
+
+    /// Every chunk is sent and settled: the object's counts are published,
+    /// its rejects reported, and its marker written. A chunk SQS refused
+    /// for good now quarantines the object, with SQS's reasons.
+    async fn finish(
+        &self,
+        a: &Attempt<'_, S, Q>,
+        claim: Claim<'_, S>,
+        mut marker: DoneMarker,
+        report: &Report,
+        sent: u32,
+    ) -> Result<Outcome, ProcessError> {
+        let s = &report.stats;
+        check_accounting(s);
+        let is_canary = a.plan.canary.is_some();
+        // Canaries are not data: they have counters of their own.
+        if !is_canary {
+            count(s, sent);
+        }
+        if !report.rejects.is_empty() {
+            let key = &a.plan.keys.rejects;
+            reports::rejects(&a.store, a.obj, key, &marker.etag, report).await?;
+        }
+        self.fill(&mut marker, s, is_canary);
+        marker.elapsed_ms = a.started.elapsed().as_millis() as u64;
+        let refused =
+            (claim.lease().refused_count > 0).then(|| reports::refused_reason(claim.lease()));
+        if let Some(reason) = &refused {
+            let q = &a.plan.keys.quarantine;
+            reports::quarantine(&a.store, a.obj, q, &marker.etag, reason, sent).await?;
+            marker.outcome = "quarantined".into();
+        }
+        claim.finish(&marker).await?;
+        if let Some(reason) = refused {
+            return Ok(Outcome::Quarantined { reason });
+        }
+        if let Some(c) = &a.plan.canary {
+            let queued = matches!(a.plan.route, Route::Queue(_));
+            canary::note(&self.newest_canary, c, queued, s.records_out);
+        }
+        info!(
+            bytes = s.bytes_decompressed,
+            preamble_lines = s.preamble_lines,
+            preamble_bytes = s.preamble_bytes,
+            record_bytes = s.record_bytes,
+            rejected_bytes = s.rejected_bytes,
+            separator_bytes = s.separator_bytes,
+            records_in = s.records_in,
+            records_out = s.records_out,
+            rejected = s.rejected,
+            messages = s.chunks,
+            sent_now = sent,
+            resumed_from = marker.resumed_from_chunk,
+            elapsed_ms = marker.elapsed_ms,
+            "processed"
+        );
+        Ok(Outcome::Sent {
+            chunks: s.chunks,
+            records: s.records_out,
+            rejected: s.rejected,
+        })
+    }
+
+    /// The marker's counts, and the fields records lacked (also counted per
+    /// field, for data).
+    fn fill(&self, marker: &mut DoneMarker, s: &Stats, is_canary: bool) {
+        marker.finished_at_ms = now_ms();
+        marker.records_in = s.records_in;
+        marker.records_out = s.records_out;
+        marker.rejected = s.rejected;
+        marker.messages = s.chunks;
+        marker.bytes_decompressed = s.bytes_decompressed;
+        marker.preamble_bytes = s.preamble_bytes;
+        marker.record_bytes = s.record_bytes;
+        marker.rejected_bytes = s.rejected_bytes;
+        marker.separator_bytes = s.separator_bytes;
+        marker.offloaded = s.offloaded;
+        let projection = if is_canary {
+            &self.canary_projection
+        } else {
+            &self.config.projection
+        };
+        for (name, &missing) in projection.names().iter().zip(&s.field_missing) {
+            if !is_canary {
+                metrics::counter!(m::FIELD_MISSING, "field" => name.clone()).increment(missing);
+            }
+            if missing > 0 {
+                marker.field_missing.insert(name.clone(), missing);
+            }
+        }
+    }
+}
+
+/// Every byte is counted once by construction, and tests and fuzzing hold
+/// it to that; should it ever fail, say so loudly.
+fn check_accounting(s: &Stats) {
+    if !s.accounted() {
+        metrics::counter!(m::ACCOUNTING_ERRORS).increment(1);
+        error!(
+            bytes = s.bytes_decompressed,
+            preamble_bytes = s.preamble_bytes,
+            record_bytes = s.record_bytes,
+            rejected_bytes = s.rejected_bytes,
+            separator_bytes = s.separator_bytes,
+            "the byte accounting does not add up: some input bytes are not accounted for"
+        );
+    }
+}
+
+/// Publishes a data object's input and output counts.
+fn count(s: &Stats, sent: u32) {
+    for (kind, bytes) in [
+        ("preamble", s.preamble_bytes),
+        ("record", s.record_bytes),
+        ("rejected", s.rejected_bytes),
+        ("separator", s.separator_bytes),
+    ] {
+        metrics::counter!(m::INPUT_BYTES, "kind" => kind).increment(bytes);
+    }
+    metrics::counter!(m::RECORDS_IN).increment(s.records_in);
+    metrics::counter!(m::RECORDS_OUT).increment(s.records_out);
+    metrics::counter!(m::REJECTED).increment(s.rejected);
+    metrics::counter!(m::MESSAGES).increment(u64::from(sent));
+    metrics::counter!(m::BYTES).increment(s.bytes_decompressed);
+}
