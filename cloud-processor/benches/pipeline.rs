@@ -21,9 +21,9 @@
 
 use std::ops::ControlFlow;
 
-use cloud_processor::pipeline::body::BodyFormat;
-use cloud_processor::pipeline::project::{Missing, Projection, parse_fields};
-use cloud_processor::pipeline::{Settings, run};
+use cloud_processor::BodyFormat;
+use cloud_processor::{Missing, Projection, parse_fields};
+use cloud_processor::{Settings, run_pipeline as run};
 use relay_shared::sample::SampleGen;
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -48,7 +48,7 @@ fn main() {
         max_record_bytes: 1 << 20,
         max_decompressed_bytes: 1 << 40,
         records_pointer: None,
-        large_records: cloud_processor::pipeline::LargeRecords::Reject,
+        large_records: cloud_processor::LargeRecords::Reject,
         max_large_record_bytes: 0,
         decode_thread: true,
     };

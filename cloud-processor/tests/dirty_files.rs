@@ -21,9 +21,9 @@
 
 use std::ops::ControlFlow;
 
-use cloud_processor::pipeline::body::BodyFormat;
-use cloud_processor::pipeline::project::{Missing, Projection, parse_fields};
-use cloud_processor::pipeline::{self, Settings};
+use cloud_processor::BodyFormat;
+use cloud_processor::{Missing, Projection, parse_fields};
+use cloud_processor::{Settings, run_pipeline};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
@@ -280,9 +280,9 @@ fn settings_for(mode: Mode) -> Settings {
         max_decompressed_bytes: 1 << 30,
         records_pointer: None,
         large_records: if streamed {
-            cloud_processor::pipeline::LargeRecords::Offload
+            cloud_processor::LargeRecords::Offload
         } else {
-            cloud_processor::pipeline::LargeRecords::Reject
+            cloud_processor::LargeRecords::Reject
         },
         max_large_record_bytes: if streamed { 1 << 30 } else { 0 },
         decode_thread: true,
@@ -323,7 +323,7 @@ fn check_in(seed: u64, compressed: bool, mode: Mode) {
         g.bytes.clone()
     };
     let mut got = Vec::new();
-    let report = pipeline::run(&input[..], &settings_for(mode), |chunk| {
+    let report = run_pipeline(&input[..], &settings_for(mode), |chunk| {
         for line in chunk.body.split(|&b| b == b'\n') {
             got.push(serde_json::from_slice::<Value>(line).unwrap());
         }
@@ -502,7 +502,7 @@ proptest! {
             text.push('\n');
         }
         let mut got = Vec::new();
-        let report = pipeline::run(text.as_bytes(), &settings(), |chunk| {
+        let report = run_pipeline(text.as_bytes(), &settings(), |chunk| {
             for line in chunk.body.split(|&b| b == b'\n') {
                 got.push(serde_json::from_slice::<Value>(line).unwrap());
             }

@@ -17,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
-use cloud_processor::object::marker::DoneMarker;
+use cloud_processor::DoneMarker;
 use common::{Setup, free_port, setup, setup_on};
 use relay_shared::keys::KeyScheme;
 use relay_shared::sample::SampleGen;
@@ -705,7 +705,7 @@ async fn processor_killed_mid_file_with(fifo: bool, ttl_secs: u32, visibility_se
     }
     first.kill9();
     assert_eq!(relay.count("state/done/").await, 0, "killed mid-file");
-    let keys = cloud_processor::object::marker::StateKeys::new("state/", "raw/", &key);
+    let keys = cloud_processor::StateKeys::new("state/", "raw/", &key);
     let last_record_ms = relay
         .s
         .bucket

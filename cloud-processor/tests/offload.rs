@@ -61,16 +61,12 @@ fn consume(s: &Setup, chunks: u32) -> BTreeMap<u64, String> {
 
 /// Stores `text` as the raw object and processes its notification:
 /// the notification, and the chunks, records and rejects of the object.
-async fn relay(
-    s: &Setup,
-    app: &cloud_processor::object::App,
-    text: &str,
-) -> (String, u32, u64, u64) {
+async fn relay(s: &Setup, app: &cloud_processor::App, text: &str) -> (String, u32, u64, u64) {
     put(s, KEY, zstd::encode_all(text.as_bytes(), 3).unwrap()).await;
     let body = notification(s).await;
     let outcome = app.process_message_body(&body).await.unwrap();
     let [
-        cloud_processor::object::Outcome::Sent {
+        cloud_processor::Outcome::Sent {
             chunks,
             records,
             rejected,
@@ -134,7 +130,7 @@ async fn records_up_to_megabytes_reach_the_extended_client_intact_and_once() {
     assert_eq!((records, rejected), (9, 0));
     let again = app.process_message_body(&body).await.unwrap();
     assert!(
-        matches!(again[..], [cloud_processor::object::Outcome::Duplicate]),
+        matches!(again[..], [cloud_processor::Outcome::Duplicate]),
         "{again:?}"
     );
     let payloads = s.bucket.list("payloads/", 1000).await.unwrap();

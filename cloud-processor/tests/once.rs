@@ -10,11 +10,11 @@ use relay_shared::store::ObjectStore;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use cloud_processor::error::ProcessError;
-use cloud_processor::object::marker::DoneMarker;
-use cloud_processor::object::{App, Outcome};
-use cloud_processor::output::sqs::Output;
+use cloud_processor::DoneMarker;
+use cloud_processor::Output;
+use cloud_processor::ProcessError;
 use cloud_processor::testing::{CrashAfter, until_crash};
+use cloud_processor::{App, Outcome};
 use common::*;
 use relay_shared::s3::Bucket;
 
@@ -250,7 +250,9 @@ async fn replay_sends_only_what_is_missing_and_reprocess_sends_everything() {
 
     let sel = selection(&s, "raw/e/2026/11/21/");
     let now = jiff::Timestamp::now().as_second();
-    let report = replay::audit(&s.bucket, &sel, 0, now + 1).await.unwrap();
+    let report = cloud_processor::modes::audit::audit(&s.bucket, &sel, 0, now + 1)
+        .await
+        .unwrap();
     assert_eq!(
         report
             .unprocessed
@@ -303,7 +305,7 @@ async fn replay_sends_only_what_is_missing_and_reprocess_sends_everything() {
         [keys[2].as_str()]
     );
     assert!(
-        replay::audit(&s.bucket, &sel, 0, now + 1)
+        cloud_processor::modes::audit::audit(&s.bucket, &sel, 0, now + 1)
             .await
             .unwrap()
             .unprocessed
@@ -501,12 +503,12 @@ async fn audit_lists_leases_with_no_live_owner_by_s3s_clock() {
         .unwrap()
         .as_secs() as i64;
     // Live by S3's clock, even to an auditor whose clock runs an hour ahead.
-    let report = cloud_processor::modes::replay::audit(&s.bucket, &sel, 3600, now + 3600)
+    let report = cloud_processor::modes::audit::audit(&s.bucket, &sel, 3600, now + 3600)
         .await
         .unwrap();
     assert!(report.stale_leases.is_empty(), "{:?}", report.stale_leases);
     tokio::time::sleep(PAST_A_ONE_SECOND_LEASE).await;
-    let report = cloud_processor::modes::replay::audit(&s.bucket, &sel, 3600, now)
+    let report = cloud_processor::modes::audit::audit(&s.bucket, &sel, 3600, now)
         .await
         .unwrap();
     assert_eq!(

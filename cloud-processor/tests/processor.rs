@@ -12,10 +12,10 @@ use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::QueueAttributeName;
-use cloud_processor::object::{App, Outcome};
-use cloud_processor::output::batch::attributes_size;
-use cloud_processor::output::sink::MessageSink;
-use cloud_processor::pipeline::{self, Settings};
+use cloud_processor::MessageSink;
+use cloud_processor::attributes_size;
+use cloud_processor::{App, Outcome};
+use cloud_processor::{Settings, run_pipeline};
 use common::*;
 
 /// What the pipeline makes of `bytes` for this app and key, computed locally.
@@ -24,15 +24,15 @@ fn expected(app: &App, key: &str, bytes: &[u8]) -> Vec<String> {
         projection: app.config.projection.clone(),
         format: app.config.body_format,
         max_body_bytes: app.output.max_message_bytes() - attributes_size(key),
-        max_record_bytes: cloud_processor::cli::RECORD_WINDOW_BYTES,
+        max_record_bytes: cloud_processor::RECORD_WINDOW_BYTES,
         max_decompressed_bytes: app.config.max_decompressed_bytes,
         records_pointer: None,
-        large_records: cloud_processor::pipeline::LargeRecords::Reject,
+        large_records: cloud_processor::LargeRecords::Reject,
         max_large_record_bytes: 0,
         decode_thread: true,
     };
     let mut bodies = Vec::new();
-    pipeline::run(bytes, &settings, |c| {
+    run_pipeline(bytes, &settings, |c| {
         bodies.push(String::from_utf8(c.body).unwrap());
         ControlFlow::Continue(())
     })
@@ -172,7 +172,7 @@ async fn every_body_format_plain_or_zstd() {
 async fn unreadable_objects_are_quarantined_and_oversized_records_rejected_if_asked() {
     let s = setup("proc-bad", false).await;
     let mut app = app(&s, Some(2048)).await;
-    app.config.large_records = cloud_processor::pipeline::LargeRecords::Reject;
+    app.config.large_records = cloud_processor::LargeRecords::Reject;
 
     let mut corrupt = zstd::encode_all(&b"{\"id\":1}\n".repeat(50_000)[..], 3).unwrap();
     corrupt.truncate(corrupt.len() / 2);
@@ -248,7 +248,7 @@ async fn a_download_cut_halfway_is_retried_not_quarantined() {
         .store(1, std::sync::atomic::Ordering::Relaxed);
     let err = app.process_message_body(&event).await.unwrap_err();
     assert!(
-        matches!(err, cloud_processor::error::ProcessError::Read { .. }),
+        matches!(err, cloud_processor::ProcessError::Read { .. }),
         "{err}"
     );
     assert!(err.to_string().contains(key), "{err}");
@@ -287,7 +287,7 @@ async fn a_send_that_is_never_answered_times_out_and_is_retried() {
     };
     let sqs = sqs_client(&with_timeouts(&s.emu.sdk_via(&proxy.endpoint()), timeouts));
     let base = app(&s, Some(4096)).await;
-    let output = cloud_processor::output::sqs::Output::connect(sqs, &s.output, "relay", Some(4096))
+    let output = cloud_processor::Output::connect(sqs, &s.output, "relay", Some(4096))
         .await
         .unwrap();
     let app = App::new(base.config, base.protocol, base.store, output);
@@ -336,7 +336,7 @@ async fn chunks_sqs_refuses_for_good_quarantine_the_object_after_the_rest_is_sen
     let proxy = relay_shared::testing::FaultProxy::start(&s.emu.endpoint).await;
     let sqs = relay_shared::client::sqs_client(&s.emu.sdk_via(&proxy.endpoint()));
     let base = app(&s, Some(2048)).await;
-    let output = cloud_processor::output::sqs::Output::connect(sqs, &s.output, "relay", Some(2048))
+    let output = cloud_processor::Output::connect(sqs, &s.output, "relay", Some(2048))
         .await
         .unwrap();
     let app = App::new(base.config, base.protocol, base.store, output);
@@ -369,7 +369,7 @@ async fn chunks_sqs_refuses_for_good_quarantine_the_object_after_the_rest_is_sen
         .await
         .unwrap();
     assert!(String::from_utf8_lossy(&record.0).contains("refused 5 message(s)"));
-    let marker: cloud_processor::object::marker::DoneMarker = serde_json::from_slice(
+    let marker: cloud_processor::DoneMarker = serde_json::from_slice(
         &s.bucket
             .get_bytes("state/done/e/2026/11/21/22/refused.json.zst")
             .await
@@ -442,7 +442,7 @@ async fn a_send_stops_retrying_when_the_lease_would_run_out_and_says_what_sqs_to
     let s = setup("proc-until", false).await;
     let proxy = relay_shared::testing::FaultProxy::start(&s.emu.endpoint).await;
     let sqs = relay_shared::client::sqs_client(&s.emu.sdk_via(&proxy.endpoint()));
-    let output = cloud_processor::output::sqs::Output::connect(sqs, &s.output, "relay", None)
+    let output = cloud_processor::Output::connect(sqs, &s.output, "relay", None)
         .await
         .unwrap();
     // Every batch has every second entry withheld and reported failed.
@@ -450,8 +450,8 @@ async fn a_send_stops_retrying_when_the_lease_would_run_out_and_says_what_sqs_to
         .faults
         .sqs_fail_every
         .store(1, std::sync::atomic::Ordering::Relaxed);
-    let batch: Vec<cloud_processor::pipeline::body::Chunk> = (0..10)
-        .map(|index| cloud_processor::pipeline::body::Chunk {
+    let batch: Vec<cloud_processor::Chunk> = (0..10)
+        .map(|index| cloud_processor::Chunk {
             index,
             records: 1,
             body: format!("{{\"id\":{index}}}").into_bytes(),
@@ -466,7 +466,7 @@ async fn a_send_stops_retrying_when_the_lease_would_run_out_and_says_what_sqs_to
     assert!(
         matches!(
             outcome.failed,
-            Some(cloud_processor::sqs::SqsError::GaveUp { .. })
+            Some(cloud_processor::SqsError::GaveUp { .. })
         ),
         "{outcome:?}"
     );
@@ -780,9 +780,12 @@ async fn a_failed_notification_comes_back_when_retrying_makes_sense() {
 async fn in_lambda_a_failed_record_comes_back_early() {
     let s = setup("proc-lambda-retry", false).await;
     let queue = s.emu.queue("proc-lambda-n", false).await;
-    let app = app(&s, None).await.with_notification_queue(
-        cloud_processor::ingest::sqs::Notifications::new(s.emu.sqs.clone(), queue.clone()),
-    );
+    let app = app(&s, None)
+        .await
+        .with_notification_queue(cloud_processor::Notifications::new(
+            s.emu.sqs.clone(),
+            queue.clone(),
+        ));
     s.emu
         .sqs
         .send_message()

@@ -6,7 +6,7 @@
 
 use std::sync::OnceLock;
 
-use cloud_processor::pipeline::project::{Missing, Projection, RecordError, parse_fields};
+use cloud_processor::{Missing, Projection, RecordError, parse_fields};
 use libfuzzer_sys::fuzz_target;
 
 fn projections() -> &'static [Projection; 2] {

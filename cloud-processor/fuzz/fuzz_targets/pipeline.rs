@@ -9,9 +9,9 @@
 use std::ops::ControlFlow;
 use std::sync::OnceLock;
 
-use cloud_processor::pipeline::body::BodyFormat;
-use cloud_processor::pipeline::{Settings, run};
-use cloud_processor::pipeline::project::{Missing, Projection, parse_fields};
+use cloud_processor::BodyFormat;
+use cloud_processor::{Settings, run_pipeline as run};
+use cloud_processor::{Missing, Projection, parse_fields};
 use libfuzzer_sys::fuzz_target;
 
 fn settings(streamed: bool) -> &'static Settings {
@@ -25,7 +25,7 @@ fn settings(streamed: bool) -> &'static Settings {
             max_record_bytes: 4096,
             max_decompressed_bytes: 1 << 20,
             records_pointer: None,
-            large_records: cloud_processor::pipeline::LargeRecords::Reject,
+            large_records: cloud_processor::LargeRecords::Reject,
             max_large_record_bytes: 0,
             // No thread per input: LeakSanitizer takes a finished thread's
             // TLS destructor record for a leak (32 bytes, in glibc).
@@ -34,7 +34,7 @@ fn settings(streamed: bool) -> &'static Settings {
         let streamed = Settings {
             max_record_bytes: 32,
             max_large_record_bytes: 1 << 20,
-            large_records: cloud_processor::pipeline::LargeRecords::Offload,
+            large_records: cloud_processor::LargeRecords::Offload,
             ..window.clone()
         };
         [window, streamed]

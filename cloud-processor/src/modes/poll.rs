@@ -11,13 +11,15 @@ use std::time::Duration;
 use relay_shared::store::ObjectStore;
 use tracing::{error, info, warn};
 
+use crate::cli::{Aws, Config};
 use crate::ingest::sqs::Notifications;
+use crate::modes::connect::{ServeError, connect};
 use crate::object::App;
 use crate::output::sink::MessageSink;
 
 /// Polls until `shutdown` resolves. A message being worked on at shutdown
 /// is finished first.
-pub async fn run<S: ObjectStore, Q: MessageSink>(
+pub async fn follow<S: ObjectStore, Q: MessageSink>(
     app: &App<S, Q>,
     queue: &Notifications,
     visibility_secs: u32,
@@ -68,6 +70,40 @@ pub async fn run<S: ObjectStore, Q: MessageSink>(
         }
     }
     info!("poller stopped");
+}
+
+/// `poll`: consumes `queue_url` until `shutdown` (SIGTERM or Ctrl-C),
+/// serving `/metrics` and `/healthz` on `metrics_addr` unless it is `off`.
+pub async fn run(
+    config: Config,
+    aws: Aws,
+    queue_url: &str,
+    visibility_secs: u32,
+    metrics_addr: &str,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let (app, sdk) = connect(config, aws).await?;
+    if !matches!(metrics_addr, "" | "off") {
+        let addr = metrics_addr
+            .parse()
+            .map_err(|_| ServeError::MetricsAddr(metrics_addr.to_owned()))?;
+        let health: relay_shared::telemetry::HealthCheck =
+            std::sync::Arc::new(|| relay_shared::telemetry::Health::Ok(Vec::new()));
+        let buckets = [(
+            crate::metrics::OBJECT_SECONDS,
+            crate::metrics::OBJECT_SECONDS_BUCKETS,
+        )];
+        let bound =
+            relay_shared::telemetry::serve_metrics(addr, "cloud-processor", &buckets, health)
+                .await
+                .map_err(|e| ServeError::Metrics(e.to_string()))?;
+        crate::metrics::describe();
+        crate::metrics::register_at_zero(app.config.projection.names());
+        tracing::info!(%bound, "serving /metrics and /healthz");
+    }
+    let queue = Notifications::connect(&sdk, queue_url.to_owned());
+    follow(&app, &queue, visibility_secs, shutdown).await;
+    Ok(())
 }
 
 /// Extends a message's visibility every half timeout, forever; dropped when

@@ -1,19 +1,20 @@
-//! `replay` and `audit`: operator tools over the bucket's raw objects and
-//! their state. Replay re-sends S3 events for raw objects, to the
-//! notification queue the processor consumes or to the function itself, so
-//! replayed objects go through the same once-only protocol as live ones.
+//! `replay`: re-sends S3 events for raw objects, to the notification queue
+//! the processor consumes or to the function itself, so replayed objects go
+//! through the same once-only protocol as live ones: only objects without a
+//! done marker (backfill), or all of them (reprocess).
 
+use std::io::IsTerminal;
 use std::time::Duration;
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use relay_shared::store::{Listed, ObjectStore, S3Error};
 use serde::Serialize;
 
-use crate::cli::{ConfigError, Range};
+use crate::cli::{ConfigError, Range, ReplayArgs};
 use crate::ingest::sqs::Notifications;
 use crate::modes::lambda_api::Function;
-use crate::object::lease::Lease;
-use crate::object::marker::{self, StateKeys, StateObjects};
+use crate::modes::{Exit, ToolError, tool_store};
+use crate::object::marker::{StateKeys, StateObjects};
 
 pub use crate::cli::ReplayMode as Mode;
 
@@ -35,12 +36,12 @@ impl Target {
         }
     }
 
-    async fn send(&self, key: &str, event: &serde_json::Value) -> Result<(), ReplayError> {
+    async fn send(&self, key: &str, event: &serde_json::Value) -> Result<(), ToolError> {
         let sent = match self {
             Self::Queue(q) => q.send(event.to_string()).await.map_err(|e| e.to_string()),
             Self::Function(f) => f.invoke(event).await,
         };
-        sent.map_err(|message| ReplayError::Send {
+        sent.map_err(|message| ToolError::Send {
             key: key.to_owned(),
             queue: self.name().to_owned(),
             message,
@@ -120,20 +121,6 @@ pub struct RawObject {
     pub version_id: Option<String>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ReplayError {
-    #[error(transparent)]
-    S3(#[from] S3Error),
-    #[error("replaying {key} to {queue}: {message}")]
-    Send {
-        key: String,
-        queue: String,
-        message: String,
-    },
-    #[error("prefix {prefix:?} is not under the raw prefix {raw_prefix:?}")]
-    Prefix { prefix: String, raw_prefix: String },
-}
-
 /// Keys in S3 events are URL-encoded; `/` is kept, as S3 does.
 const KEY_ENCODE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'/')
@@ -172,19 +159,13 @@ impl From<Listed> for RawObject {
     }
 }
 
-/// Every key under `prefix`.
-async fn keys<S: ObjectStore>(store: &S, prefix: &str) -> Result<Vec<String>, S3Error> {
-    let listed = store.list(prefix, usize::MAX).await?;
-    Ok(listed.into_iter().map(|l| l.key).collect())
-}
-
 /// Raw objects in the selection, oldest first.
 pub async fn select<S: ObjectStore>(
     store: &S,
     sel: &Selection,
-) -> Result<Vec<RawObject>, ReplayError> {
+) -> Result<Vec<RawObject>, ToolError> {
     if !sel.prefix.starts_with(&sel.raw_prefix) {
-        return Err(ReplayError::Prefix {
+        return Err(ToolError::Prefix {
             prefix: sel.prefix.clone(),
             raw_prefix: sel.raw_prefix.clone(),
         });
@@ -235,7 +216,7 @@ pub async fn replay<S: ObjectStore>(
     dry_run: bool,
     per_second: u32,
     mut progress: impl FnMut(usize, usize, &RawObject, &str),
-) -> Result<ReplaySummary, ReplayError> {
+) -> Result<ReplaySummary, ToolError> {
     let objects = select(store, sel).await?;
     let mut summary = ReplaySummary {
         listed: objects.len(),
@@ -282,140 +263,72 @@ pub async fn replay<S: ObjectStore>(
     Ok(summary)
 }
 
-/// What `audit` found.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct AuditReport {
-    /// Raw objects older than the threshold without a done marker.
-    pub unprocessed: Vec<RawObject>,
-    /// Leases with no live owner (expired by S3's clock, or released after
-    /// a failure): a processor died or failed, and no retry has come yet.
-    pub stale_leases: Vec<String>,
-    pub quarantined: Vec<String>,
-    pub reject_reports: Vec<String>,
-    /// Per edge source in the selection, its newest canary.
-    pub last_canaries: Vec<LastCanary>,
+/// Asks before `reprocess` sends everything again, unless `--yes`.
+fn confirm(sel: &Selection) -> Result<(), ToolError> {
+    if !std::io::stdin().is_terminal() {
+        return Err(ToolError::NeedsYes);
+    }
+    eprint!(
+        "Reprocess every object under s3://{}/{}? Consumers will see their records again. Type 'reprocess': ",
+        sel.bucket, sel.prefix
+    );
+    let mut answer = String::new();
+    std::io::stdin()
+        .read_line(&mut answer)
+        .map_err(ToolError::Prompt)?;
+    if answer.trim() == "reprocess" {
+        Ok(())
+    } else {
+        Err(ToolError::NotConfirmed)
+    }
 }
 
-/// A source's newest canary (see the agent's `RELAY_CANARY_SECS`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct LastCanary {
-    pub source: String,
-    pub key: String,
-    /// When the agent made it (its clock).
-    pub created_ms: u64,
-    /// Whether it has its done marker.
-    pub processed: bool,
-}
-
-/// Audits the selection: what is late, stuck, quarantined or rejected.
-pub async fn audit<S: ObjectStore>(
-    store: &S,
-    sel: &Selection,
-    older_than_secs: i64,
-    now_secs: i64,
-) -> Result<AuditReport, ReplayError> {
-    let mut report = AuditReport::default();
-    let mut newest: std::collections::BTreeMap<String, (u64, RawObject)> = Default::default();
-    for obj in select(store, sel).await? {
-        if let Some(c) = relay_shared::keys::canary_of(&sel.raw_prefix, &obj.key) {
-            let slot = newest.entry(c.source_id).or_insert((0, obj.clone()));
-            if c.created_ms >= slot.0 {
-                *slot = (c.created_ms, obj.clone());
+/// `replay`: progress on stderr (a dry run lists each object on stdout),
+/// then its summary as one JSON line on stderr.
+pub async fn run(r: ReplayArgs, raw_prefix: &str) -> Result<Exit, ToolError> {
+    let sel = Selection::of(&r.range, raw_prefix)?;
+    if r.mode == Mode::Reprocess && !r.dry_run && !r.yes {
+        confirm(&sel)?;
+    }
+    let (sdk, store) = tool_store(&r.range).await;
+    let target = match (r.notification_queue_url, r.function_name) {
+        (Some(url), _) => Target::Queue(Notifications::connect(&sdk, url)),
+        (None, Some(name)) => Target::Function(Function::new(&sdk, name)),
+        (None, None) => return Err(ToolError::NoTarget),
+    };
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let dry_run = r.dry_run;
+    let summary = replay(
+        &store,
+        &target,
+        &sel,
+        r.mode,
+        dry_run,
+        r.rate_per_sec,
+        |n, total, obj, action| {
+            bar.set_length(total as u64);
+            bar.set_position(n as u64);
+            if dry_run || !bar.is_hidden() {
+                bar.set_message(format!("{action}: {}", obj.key));
             }
-        }
-        if obj.last_modified_secs <= now_secs - older_than_secs
-            && !is_done(store, sel, &obj).await?
-        {
-            report.unprocessed.push(obj);
-        }
-    }
-    for (source, (created_ms, obj)) in newest {
-        report.last_canaries.push(LastCanary {
-            processed: is_done(store, sel, &obj).await?,
-            source,
-            key: obj.key,
-            created_ms,
-        });
-    }
-    let folder = |f| marker::mirrored(&sel.state_prefix, f, &sel.raw_prefix, &sel.prefix);
-    for lease in keys(store, &folder(marker::LEASES)).await? {
-        // Judged as takers judge it, by S3's clock.
-        let local_now_ms = u64::try_from(now_secs).unwrap_or(0) * 1000;
-        if let Some(stored) = StateObjects::new(store).read(&lease).await?
-            && serde_json::from_slice::<Lease>(&stored.bytes)
-                .is_ok_and(|l| crate::object::lease::remaining_ms(&l, &stored, local_now_ms) == 0)
-        {
-            report.stale_leases.push(lease);
-        }
-    }
-    report.quarantined = keys(store, &folder(marker::QUARANTINE)).await?;
-    report.reject_reports = keys(store, &folder(marker::REJECTS)).await?;
-    Ok(report)
+            if dry_run {
+                bar.suspend(|| println!("{action}\t{}", obj.key));
+            }
+        },
+    )
+    .await?;
+    bar.finish_and_clear();
+    eprintln!("{}", serde_json::to_string(&summary).unwrap_or_default());
+    Ok(Exit::Success)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// `audit` names each source's newest canary, and whether it was
-    /// processed: a stalled source shows as an old or unprocessed one.
-    #[tokio::test]
-    async fn audit_shows_each_sources_last_canary() {
-        use relay_shared::store::{PutMode, PutOptions};
-        let store = relay_shared::testing::MemStore::new("b");
-        let put = |key: String| {
-            let store = store.clone();
-            async move {
-                store
-                    .put(
-                        &key,
-                        b"x".to_vec(),
-                        &PutMode::Create,
-                        &PutOptions::default(),
-                    )
-                    .await
-                    .unwrap();
-            }
-        };
-        let canary = |source: &str, ms: u64| {
-            relay_shared::keys::KeyScheme::new("raw/", source, relay_shared::keys::TimeFormat::Auto)
-                .unwrap()
-                .canary_key(ms)
-                .1
-                .key
-        };
-        for (source, ms) in [
-            ("a", 1_795_800_000_000),
-            ("a", 1_795_800_060_000),
-            ("b", 1_795_800_030_000),
-        ] {
-            put(canary(source, ms)).await;
-        }
-        put("raw/a/2026/11/27/14/1795800000000.json.zst".into()).await;
-        let done = StateKeys::new("state/", "raw/", &canary("b", 1_795_800_030_000)).done;
-        put(done).await;
-        let sel = Selection {
-            bucket: "b".into(),
-            prefix: "raw/".into(),
-            raw_prefix: "raw/".into(),
-            state_prefix: "state/".into(),
-            since: None,
-            until: None,
-        };
-        let report = audit(&store, &sel, 0, i64::MAX / 2).await.unwrap();
-        let got: Vec<(&str, u64, bool)> = report
-            .last_canaries
-            .iter()
-            .map(|c| (c.source.as_str(), c.created_ms, c.processed))
-            .collect();
-        assert_eq!(
-            got,
-            [
-                ("a", 1_795_800_060_000, false),
-                ("b", 1_795_800_030_000, true)
-            ]
-        );
-    }
 
     #[test]
     fn a_replayed_event_names_what_a_live_one_names() {

@@ -13,9 +13,9 @@ use aws_sdk_s3::types::{
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 use clap::Parser;
-use cloud_processor::cli::{Cli, Config, Protocol};
-use cloud_processor::object::App;
-use cloud_processor::output::sqs::Output;
+use cloud_processor::App;
+use cloud_processor::Output;
+use cloud_processor::{Cli, Config, Protocol};
 use relay_shared::s3::Bucket;
 use relay_shared::store::{PutMode, PutOptions};
 use relay_shared::testing::Emulator;
@@ -110,7 +110,7 @@ pub async fn app_on(
         Protocol::new(
             "state/",
             lease_ttl_secs,
-            cloud_processor::cli::AwsTimeouts::default(),
+            cloud_processor::AwsTimeouts::default(),
         ),
         relay_shared::s3::Bucket::new(s3, ""),
         output,
@@ -336,8 +336,8 @@ pub fn start_poller(
 ) -> Poller {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        let queue = cloud_processor::ingest::sqs::Notifications::new(sqs, queue);
-        cloud_processor::modes::poll::run(&app, &queue, visibility_secs, async {
+        let queue = cloud_processor::Notifications::new(sqs, queue);
+        cloud_processor::modes::poll::follow(&app, &queue, visibility_secs, async {
             let _ = stopped.await;
         })
         .await;
@@ -370,7 +370,7 @@ pub fn selection(s: &Setup, prefix: &str) -> cloud_processor::modes::replay::Sel
 
 /// Replay's target: the setup's notification queue.
 pub fn replay_to_queue(s: &Setup) -> cloud_processor::modes::replay::Target {
-    cloud_processor::modes::replay::Target::Queue(cloud_processor::ingest::sqs::Notifications::new(
+    cloud_processor::modes::replay::Target::Queue(cloud_processor::Notifications::new(
         s.emu.sqs.clone(),
         s.notifications.clone(),
     ))

@@ -1,0 +1,70 @@
+//! The processor with its clients, built once for the long-running modes
+//! (Lambda and `poll`): S3 with timeouts that fit inside the lease, and the
+//! output and canary queues with their limits read.
+
+use relay_shared::client::{ClientOptions, SdkConfig, load_sdk_config, with_timeouts};
+use relay_shared::s3::Bucket;
+
+use crate::cli::{Aws, Config, ConfigError, timeout_warning};
+use crate::object::App;
+use crate::output::sink::MessageSink;
+use crate::output::sqs::Output;
+use crate::sqs::SqsError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("reading the output queue's attributes: {0}")]
+    Output(SqsError),
+    #[error("installing the metrics recorder: {0}")]
+    Metrics(String),
+    #[error("RELAY_METRICS_ADDR {0:?} is not an address such as 0.0.0.0:9898 (or `off`)")]
+    MetricsAddr(String),
+    #[error("the Lambda runtime stopped: {0}")]
+    Runtime(String),
+    #[error("configuring the Lambda from its environment: {0}")]
+    Environment(String),
+}
+
+/// The processor with its clients, built once: S3 with timeouts that fit
+/// inside the lease, and the output queue with its limits read.
+pub async fn connect(config: Config, aws: Aws) -> Result<(App, SdkConfig), ServeError> {
+    let protocol = aws.protocol(&config.raw_prefix)?;
+    let mut settings = config.summary();
+    settings.extend(aws.summary());
+    relay_shared::telemetry::log_start("cloud-processor", &settings);
+    if let Some(warning) = timeout_warning(&aws) {
+        tracing::warn!("{warning}");
+    }
+    let sdk = with_timeouts(
+        &load_sdk_config().await,
+        aws.timeouts.resolve(Some(aws.lease_ttl_secs)),
+    );
+    // Objects are read from the bucket each event names.
+    let store = Bucket::connect(
+        &sdk,
+        ClientOptions {
+            s3_path_style: aws.s3_path_style,
+        },
+        "",
+    );
+    let output = Output::open(
+        &sdk,
+        &aws.output_queue_url,
+        &aws.fifo_group_id,
+        aws.max_message_bytes,
+    )
+    .await
+    .map_err(ServeError::Output)?;
+    tracing::info!(queue = %output.queue_url(), max_message_bytes = output.max_message_bytes(), fifo = output.is_fifo(), "output queue");
+    let mut app = App::new(config, protocol, store, output);
+    if let Some(url) = aws.canary_queue_url.as_deref().filter(|u| !u.is_empty()) {
+        let canary = Output::open(&sdk, url, &aws.fifo_group_id, None)
+            .await
+            .map_err(ServeError::Output)?;
+        tracing::info!(queue = %canary.queue_url(), "canary queue");
+        app = app.with_canary_queue(canary);
+    }
+    Ok((app, sdk))
+}
