@@ -35,8 +35,10 @@ fn invalid<T>(at: usize, reason: &'static str) -> Res<T> {
     Err(Stop::Invalid { at, reason })
 }
 
-/// The reason given where a value was expected and something else found.
-pub const EXPECTED_VALUE: &str = "expected a JSON value";
+pub use crate::pipeline::grammar::reason::EXPECTED_VALUE;
+use crate::pipeline::grammar::reason::{
+    ARRAY_COMMA, COLON, KEY_AFTER_COMMA, KEY_OR_CLOSE, OBJECT_COMMA,
+};
 
 /// Bytes that can begin a JSON value.
 pub fn is_value_start(b: u8) -> bool {
@@ -284,12 +286,12 @@ impl<'a> Scanner<'a> {
                         b'}' => self.i += 1,
                         b'"' => {
                             self.string()?;
-                            self.expect(b':', "expected `:` after an object key")?;
+                            self.expect(b':', COLON)?;
                             self.ws()?;
                             stack.push(b'{');
                             continue 'value;
                         }
-                        _ => return invalid(self.i, "expected a string key or `}`"),
+                        _ => return invalid(self.i, KEY_OR_CLOSE),
                     }
                 }
                 b'[' => {
@@ -312,10 +314,10 @@ impl<'a> Scanner<'a> {
                     (b',', b'{') => {
                         self.i += 1;
                         if self.ws()? != b'"' {
-                            return invalid(self.i, "expected a string key after `,`");
+                            return invalid(self.i, KEY_AFTER_COMMA);
                         }
                         self.string()?;
-                        self.expect(b':', "expected `:` after an object key")?;
+                        self.expect(b':', COLON)?;
                         self.ws()?;
                         continue 'value;
                     }
@@ -328,8 +330,8 @@ impl<'a> Scanner<'a> {
                         self.i += 1;
                         stack.pop();
                     }
-                    (_, b'{') => return invalid(self.i, "expected `,` or `}` in an object"),
-                    _ => return invalid(self.i, "expected `,` or `]` in an array"),
+                    (_, b'{') => return invalid(self.i, OBJECT_COMMA),
+                    _ => return invalid(self.i, ARRAY_COMMA),
                 }
             }
         }
@@ -452,7 +454,7 @@ pub fn object(
         } else {
             node.child_bytes(&s.buf[key_start + 1..s.i - 1])
         };
-        s.expect(b':', "expected `:` after an object key")?;
+        s.expect(b':', COLON)?;
         let v = s.ws()?;
         member(s, v, child, slots, stack)?;
         match s.ws()? {
@@ -464,7 +466,7 @@ pub fn object(
                 s.i += 1;
                 return Ok(());
             }
-            _ => return invalid(s.i, "expected `,` or `}` in an object"),
+            _ => return invalid(s.i, OBJECT_COMMA),
         }
     }
 }
@@ -494,7 +496,7 @@ fn array(
                 s.i += 1;
                 return Ok(());
             }
-            _ => return invalid(s.i, "expected `,` or `]` in an array"),
+            _ => return invalid(s.i, ARRAY_COMMA),
         }
     }
 }

@@ -13,7 +13,9 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 
 use tempfile::SpooledTempFile;
 
-use crate::pipeline::json::{self, EXPECTED_VALUE, Node};
+use crate::pipeline::grammar::reason::EXPECTED_VALUE;
+use crate::pipeline::grammar::{self, Container, Expect, Step};
+use crate::pipeline::json::{self, Node};
 use crate::pipeline::project::{Missing, Projection};
 
 /// What a spool holds in memory before it moves to a temporary file.
@@ -28,16 +30,12 @@ pub const MAX_KEY_BYTES: usize = 64 << 10;
 /// `[[[[...` costs bounded memory.
 pub const MAX_DEPTH: usize = 100_000;
 
-/// What the parser expects next, outside a token.
+/// Where the parser is in the record: before it, in it (expecting what the
+/// grammar says), or past its closing brace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Expect {
+enum Phase {
     Root,
-    Value,
-    ValueOrClose,
-    KeyOrClose,
-    Key,
-    Colon,
-    CommaOrClose,
+    In(Expect),
     Done,
 }
 
@@ -162,7 +160,7 @@ pub enum Fed {
 #[derive(Debug)]
 pub struct Streamer<'p> {
     frames: Vec<Frame<'p>>,
-    expect: Expect,
+    phase: Phase,
     token: Token,
     /// The child node for the value about to start.
     pending: Option<&'p Node>,
@@ -184,7 +182,7 @@ impl<'p> Streamer<'p> {
     pub fn new(root: &'p Node, slots: usize, limit: u64) -> Self {
         Self {
             frames: Vec::new(),
-            expect: Expect::Root,
+            phase: Phase::Root,
             token: Token::None,
             pending: Some(root),
             key: Vec::new(),
@@ -206,7 +204,7 @@ impl<'p> Streamer<'p> {
 
     /// Whether the record is complete and valid.
     pub fn is_done(&self) -> bool {
-        self.expect == Expect::Done && self.failure.is_none()
+        self.phase == Phase::Done && self.failure.is_none()
     }
 
     /// Bytes fed so far.
@@ -231,7 +229,7 @@ impl<'p> Streamer<'p> {
         if self.failure.is_some() {
             return Ok(Fed::Invalid);
         }
-        if self.expect == Expect::Done {
+        if self.phase == Phase::Done {
             return Ok(Fed::Done(0));
         }
         if self.fed + bytes.len() as u64 > self.limit {
@@ -262,7 +260,7 @@ impl<'p> Streamer<'p> {
                 return Ok(self.invalid(at, reason));
             }
             i += 1;
-            if self.expect == Expect::Done {
+            if self.phase == Phase::Done {
                 let i = i - 1;
                 let used = &bytes[..=i];
                 return Ok(match self.check_utf8(used, base) {
@@ -338,10 +336,10 @@ impl<'p> Streamer<'p> {
                 s.flush(true)?;
             }
         }
-        self.expect = if self.frames.is_empty() {
-            Expect::Done
+        self.phase = if self.frames.is_empty() {
+            Phase::Done
         } else {
-            Expect::CommaOrClose
+            Phase::In(Expect::CommaOrClose)
         };
         Ok(())
     }
@@ -370,11 +368,12 @@ impl<'p> Streamer<'p> {
                     node: nav,
                     index: 0,
                 });
-                self.expect = if array {
-                    Expect::ValueOrClose
+                let kind = if array {
+                    Container::Array
                 } else {
-                    Expect::KeyOrClose
+                    Container::Object
                 };
+                self.phase = Phase::In(kind.first());
             }
             b'"' => {
                 self.capture(b)?;
@@ -406,7 +405,7 @@ impl<'p> Streamer<'p> {
 
     /// The key just read: which child of the object's node it names.
     fn key_done(&mut self) -> Option<&'static str> {
-        self.expect = Expect::Colon;
+        self.phase = Phase::In(Expect::Colon);
         let Some(node) = self.frames.last().and_then(|f| f.node) else {
             self.pending = None;
             return None;
@@ -439,123 +438,147 @@ impl<'p> Streamer<'p> {
     /// One byte. Returns the reason the record is invalid, if it is.
     fn byte(&mut self, b: u8) -> io::Result<Option<&'static str>> {
         match self.token {
-            Token::Str { key, esc } => {
-                if key && self.frames.last().is_some_and(|f| f.node.is_some()) {
-                    if self.key.len() < MAX_KEY_BYTES {
-                        self.key.push(b);
-                    } else {
-                        self.key_long = true;
-                    }
-                }
-                let esc = match (esc, b) {
-                    (_, 0..=0x1F) => {
-                        return Ok(Some(if b == b'\n' {
-                            "a line ends inside a string"
-                        } else {
-                            "a control character in a string (it must be escaped)"
-                        }));
-                    }
-                    (0, b'\\') => {
-                        if key {
-                            self.key_escaped = true;
-                        }
-                        1
-                    }
-                    (0, b'"') => {
-                        self.capture(b)?;
-                        self.token = Token::None;
-                        if key {
-                            // The closing quote was pushed with the key.
-                            self.key.pop();
-                            return Ok(self.key_done());
-                        }
-                        self.value_done()?;
-                        return Ok(None);
-                    }
-                    (0, _) => 0,
-                    (1, b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => 0,
-                    (1, b'u') => 2,
-                    (1, _) => return Ok(Some("invalid escape in a string")),
-                    (2..=4, h) if h.is_ascii_hexdigit() => esc + 1,
-                    (5, h) if h.is_ascii_hexdigit() => 0,
-                    (_, _) => return Ok(Some("invalid \\u escape")),
-                };
-                self.capture(b)?;
-                self.token = Token::Str { key, esc };
-                return Ok(None);
-            }
-            Token::Lit { word, k } => {
-                if word[usize::from(k)] != b {
-                    return Ok(Some(EXPECTED_VALUE));
-                }
-                self.capture(b)?;
-                if usize::from(k) + 1 == word.len() {
-                    self.token = Token::None;
-                    self.value_done()?;
-                } else {
-                    self.token = Token::Lit { word, k: k + 1 };
-                }
-                return Ok(None);
-            }
+            Token::Str { key, esc } => return self.string_byte(b, key, esc),
+            Token::Lit { word, k } => return self.literal_byte(b, word, k),
             Token::Num(n) => {
-                let next = match (n, b) {
-                    (Num::Minus, b'0') => Some(Num::Zero),
-                    (Num::Minus, b'1'..=b'9') => Some(Num::Int),
-                    (Num::Minus, _) => return Ok(Some("invalid number")),
-                    (Num::Zero, b'0'..=b'9') => return Ok(Some("invalid number (leading zero)")),
-                    (Num::Zero | Num::Int, b'.') => Some(Num::Dot),
-                    (Num::Zero | Num::Int | Num::Frac, b'e' | b'E') => Some(Num::E),
-                    (Num::Int, b'0'..=b'9') => Some(Num::Int),
-                    (Num::Dot | Num::Frac, b'0'..=b'9') => Some(Num::Frac),
-                    (Num::Dot, _) => return Ok(Some("invalid number (no digit after `.`)")),
-                    (Num::E, b'+' | b'-') => Some(Num::ESign),
-                    (Num::E | Num::ESign | Num::Exp, b'0'..=b'9') => Some(Num::Exp),
-                    (Num::E | Num::ESign, _) => {
-                        return Ok(Some("invalid number (no digit in the exponent)"));
-                    }
-                    _ => None,
-                };
-                match next {
-                    Some(n) => {
-                        self.capture(b)?;
-                        self.token = Token::Num(n);
-                        return Ok(None);
-                    }
-                    None => {
-                        // The number ended before this byte, which is read
-                        // as what follows the value.
-                        self.token = Token::None;
-                        self.value_done()?;
-                    }
+                if let Some(done) = self.number_byte(b, n)? {
+                    return Ok(done);
                 }
+                // The number ended before this byte, which is read as
+                // what follows the value.
             }
             Token::None => {}
         }
         if json::is_ws(b) {
             return Ok(None);
         }
-        match self.expect {
-            Expect::Root => {
-                if b != b'{' {
-                    return Ok(Some("expected a JSON object"));
+        self.structural(b)
+    }
+
+    /// A byte inside a string (a key's, if `key`), `esc` into an escape.
+    fn string_byte(&mut self, b: u8, key: bool, esc: u8) -> io::Result<Option<&'static str>> {
+        if key && self.frames.last().is_some_and(|f| f.node.is_some()) {
+            if self.key.len() < MAX_KEY_BYTES {
+                self.key.push(b);
+            } else {
+                self.key_long = true;
+            }
+        }
+        let esc = match (esc, b) {
+            (_, 0..=0x1F) => {
+                return Ok(Some(if b == b'\n' {
+                    "a line ends inside a string"
+                } else {
+                    "a control character in a string (it must be escaped)"
+                }));
+            }
+            (0, b'\\') => {
+                if key {
+                    self.key_escaped = true;
+                }
+                1
+            }
+            (0, b'"') => {
+                self.capture(b)?;
+                self.token = Token::None;
+                if key {
+                    // The closing quote was pushed with the key.
+                    self.key.pop();
+                    return Ok(self.key_done());
+                }
+                self.value_done()?;
+                return Ok(None);
+            }
+            (0, _) => 0,
+            (1, b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => 0,
+            (1, b'u') => 2,
+            (1, _) => return Ok(Some("invalid escape in a string")),
+            (2..=4, h) if h.is_ascii_hexdigit() => esc + 1,
+            (5, h) if h.is_ascii_hexdigit() => 0,
+            (_, _) => return Ok(Some("invalid \\u escape")),
+        };
+        self.capture(b)?;
+        self.token = Token::Str { key, esc };
+        Ok(None)
+    }
+
+    /// A byte of the literal `word`, `k` bytes into it.
+    fn literal_byte(
+        &mut self,
+        b: u8,
+        word: &'static [u8],
+        k: u8,
+    ) -> io::Result<Option<&'static str>> {
+        if word[usize::from(k)] != b {
+            return Ok(Some(EXPECTED_VALUE));
+        }
+        self.capture(b)?;
+        if usize::from(k) + 1 == word.len() {
+            self.token = Token::None;
+            self.value_done()?;
+        } else {
+            self.token = Token::Lit { word, k: k + 1 };
+        }
+        Ok(None)
+    }
+
+    /// A byte after a number's part `n`: `Some(verdict)` if the number took
+    /// it, `None` if the number ended before it.
+    fn number_byte(&mut self, b: u8, n: Num) -> io::Result<Option<Option<&'static str>>> {
+        let next = match (n, b) {
+            (Num::Minus, b'0') => Some(Num::Zero),
+            (Num::Minus, b'1'..=b'9') => Some(Num::Int),
+            (Num::Minus, _) => return Ok(Some(Some("invalid number"))),
+            (Num::Zero, b'0'..=b'9') => return Ok(Some(Some("invalid number (leading zero)"))),
+            (Num::Zero | Num::Int, b'.') => Some(Num::Dot),
+            (Num::Zero | Num::Int | Num::Frac, b'e' | b'E') => Some(Num::E),
+            (Num::Int, b'0'..=b'9') => Some(Num::Int),
+            (Num::Dot | Num::Frac, b'0'..=b'9') => Some(Num::Frac),
+            (Num::Dot, _) => return Ok(Some(Some("invalid number (no digit after `.`)"))),
+            (Num::E, b'+' | b'-') => Some(Num::ESign),
+            (Num::E | Num::ESign | Num::Exp, b'0'..=b'9') => Some(Num::Exp),
+            (Num::E | Num::ESign, _) => {
+                return Ok(Some(Some("invalid number (no digit in the exponent)")));
+            }
+            _ => None,
+        };
+        match next {
+            Some(n) => {
+                self.capture(b)?;
+                self.token = Token::Num(n);
+                Ok(Some(None))
+            }
+            None => {
+                self.token = Token::None;
+                self.value_done()?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// A byte outside any token: what JSON's grammar says it does here.
+    fn structural(&mut self, b: u8) -> io::Result<Option<&'static str>> {
+        let expect = match self.phase {
+            Phase::Done => return Ok(None),
+            Phase::Root if b != b'{' => return Ok(Some("expected a JSON object")),
+            Phase::Root => Expect::Value,
+            Phase::In(expect) => expect,
+        };
+        let inside = self.frames.last().map(|f| {
+            if f.array {
+                Container::Array
+            } else {
+                Container::Object
+            }
+        });
+        match grammar::step(expect, b, inside) {
+            Step::Open(_) | Step::String | Step::Scalar => {
+                if expect == Expect::ValueOrClose {
+                    self.pending = self.array_child();
                 }
                 self.value(b)
             }
-            Expect::Value => self.value(b),
-            Expect::ValueOrClose if b == b']' => self.close(b),
-            Expect::ValueOrClose => {
-                self.pending = self.array_child();
-                self.value(b)
-            }
-            Expect::KeyOrClose if b == b'}' => self.close(b),
-            Expect::KeyOrClose | Expect::Key => {
-                if b != b'"' {
-                    return Ok(Some(if self.expect == Expect::Key {
-                        "expected a string key after `,`"
-                    } else {
-                        "expected a string key or `}`"
-                    }));
-                }
+            Step::Key => {
                 self.capture(b)?;
                 self.key.clear();
                 self.key_long = false;
@@ -563,37 +586,24 @@ impl<'p> Streamer<'p> {
                 self.token = Token::Str { key: true, esc: 0 };
                 Ok(None)
             }
-            Expect::Colon => {
-                if b != b':' {
-                    return Ok(Some("expected `:` after an object key"));
-                }
+            Step::Colon => {
                 self.capture(b)?;
-                self.expect = Expect::Value;
+                self.phase = Phase::In(Expect::Value);
                 Ok(None)
             }
-            Expect::CommaOrClose => {
-                let array = self.frames.last().is_some_and(|f| f.array);
-                match (b, array) {
-                    (b',', false) => {
-                        self.capture(b)?;
-                        self.expect = Expect::Key;
-                        Ok(None)
+            Step::Comma(container) => {
+                self.capture(b)?;
+                if container == Container::Array {
+                    if let Some(f) = self.frames.last_mut() {
+                        f.index += 1;
                     }
-                    (b',', true) => {
-                        self.capture(b)?;
-                        if let Some(f) = self.frames.last_mut() {
-                            f.index += 1;
-                        }
-                        self.pending = self.array_child();
-                        self.expect = Expect::Value;
-                        Ok(None)
-                    }
-                    (b'}', false) | (b']', true) => self.close(b),
-                    (_, false) => Ok(Some("expected `,` or `}` in an object")),
-                    (_, true) => Ok(Some("expected `,` or `]` in an array")),
+                    self.pending = self.array_child();
                 }
+                self.phase = Phase::In(container.after_comma());
+                Ok(None)
             }
-            Expect::Done => Ok(None),
+            Step::Close => self.close(b),
+            Step::Unexpected(reason) => Ok(Some(reason)),
         }
     }
 
