@@ -268,8 +268,21 @@ pub async fn acquire<S: ObjectStore>(
             }
         });
     };
+    take_over(&store, keys, &stored, fresh, now_ms).await
+}
+
+/// Takes over the lease read as `stored` if it has ended: it keeps the
+/// progress recorded under the same settings, and is refused if another
+/// processor left the object half-sent under other ones.
+async fn take_over<S: ObjectStore>(
+    store: &StateObjects<'_, S>,
+    keys: &StateKeys,
+    stored: &Small,
+    fresh: Lease,
+    now_ms: u64,
+) -> Result<Acquired, StateError> {
     let theirs: Lease = decode(&keys.lease, &stored.bytes)?;
-    let left = remaining_ms(&theirs, &stored, now_ms);
+    let left = remaining_ms(&theirs, stored, now_ms);
     if left > 0 {
         if store.read(&keys.done).await?.is_some() {
             return Ok(Acquired::Done);
@@ -279,16 +292,18 @@ pub async fn acquire<S: ObjectStore>(
             owner: theirs.owner,
         });
     }
-    if theirs.fingerprint != fingerprint && (theirs.next_chunk > 0 || !theirs.settled.is_empty()) {
+    let ours = &fresh.fingerprint;
+    if theirs.fingerprint != *ours && (theirs.next_chunk > 0 || !theirs.settled.is_empty()) {
         return Ok(Acquired::ConfigChanged {
             owner: theirs.owner,
             next_chunk: theirs.next_chunk,
             theirs: theirs.fingerprint,
-            ours: fingerprint.to_owned(),
+            ours: ours.clone(),
         });
     }
     // Nothing was sent under other settings, so starting over is safe.
-    let taken = if theirs.fingerprint == fingerprint {
+    let ttl_ms = fresh.ttl_ms.unwrap_or(0);
+    let taken = if theirs.fingerprint == *ours {
         Lease {
             next_chunk: theirs.next_chunk,
             settled: theirs.settled.clone(),
@@ -310,10 +325,10 @@ pub async fn acquire<S: ObjectStore>(
                 lease: taken,
                 etag,
                 renewed: started,
-                taken_over_after_ms: unrecorded_age_ms(&theirs, &stored),
+                taken_over_after_ms: unrecorded_age_ms(&theirs, stored),
                 unrecorded_since: None,
             };
-            confirm(&store, keys, held).await
+            confirm(store, keys, held).await
         }
         Err(S3Error::Precondition { .. }) => Ok(Acquired::Busy {
             owner: "(another taker)".into(),

@@ -157,6 +157,56 @@ impl Output {
     }
 }
 
+impl Output {
+    /// What a SendMessageBatch answer says of the entries sent: the ones
+    /// SQS stored go into `outcome`, as do those it refused as the
+    /// sender's fault; the others, to retry, are returned. `last` is the
+    /// last failure's text. A size refusal (the queue's limit was lowered
+    /// since it was read) or a failure naming an entry we did not send ends
+    /// the batch.
+    async fn answered<'c>(
+        &self,
+        pending: &[&'c Chunk],
+        failed: &[aws_sdk_sqs::types::BatchResultErrorEntry],
+        outcome: &mut BatchOutcome,
+        last: &mut String,
+    ) -> Result<Vec<&'c Chunk>, SqsError> {
+        let mut retry = Vec::new();
+        for f in failed {
+            let message = f.message.clone().unwrap_or_default();
+            *last = format!("{}: {message}", f.code);
+            // An id we did not send would leave us unable to tell which
+            // chunk failed; never guess, never drop.
+            let Some(chunk) = pending
+                .iter()
+                .copied()
+                .find(|c| format!("c{}", c.index) == f.id)
+            else {
+                return Err(SqsError::Refused {
+                    queue: self.queue_url.clone(),
+                    id: f.id.clone(),
+                    code: "UnknownEntryId".into(),
+                    message: format!(
+                        "SQS reported a failure for an entry not in the batch ({last})"
+                    ),
+                });
+            };
+            let throttled = classify_code(None, &f.code) != Class::Permanent;
+            if is_size_refusal(&f.code, &message) {
+                // Re-pack with the new limit.
+                outcome.note_accepted(pending, failed);
+                return Err(self.too_large(last.clone()).await);
+            } else if f.sender_fault && !throttled {
+                outcome.refused.push((chunk.index, last.clone()));
+            } else {
+                retry.push(chunk);
+            }
+        }
+        outcome.note_accepted(pending, failed);
+        Ok(retry)
+    }
+}
+
 impl MessageSink for Output {
     /// Sends one batch; entries that fail for a transient reason (throttling,
     /// a service error) are retried, alone, with backoff. Says which chunks
@@ -195,39 +245,13 @@ impl MessageSink for Output {
                 .await
             {
                 Ok(out) => {
-                    let mut retry = Vec::new();
-                    for f in &out.failed {
-                        let message = f.message.clone().unwrap_or_default();
-                        last = format!("{}: {message}", f.code);
-                        // An id we did not send would leave us unable to
-                        // tell which chunk failed; never guess, never drop.
-                        let Some(chunk) = pending
-                            .iter()
-                            .copied()
-                            .find(|c| format!("c{}", c.index) == f.id)
-                        else {
-                            return outcome.failing(SqsError::Refused {
-                                queue: self.queue_url.clone(),
-                                id: f.id.clone(),
-                                code: "UnknownEntryId".into(),
-                                message: format!(
-                                    "SQS reported a failure for an entry not in the batch ({last})"
-                                ),
-                            });
-                        };
-                        let throttled = classify_code(None, &f.code) != Class::Permanent;
-                        if is_size_refusal(&f.code, &message) {
-                            // The queue's limit was lowered since it was
-                            // read: re-pack with the new one.
-                            outcome.note_accepted(&pending, &out.failed);
-                            return outcome.failing(self.too_large(last).await);
-                        } else if f.sender_fault && !throttled {
-                            outcome.refused.push((chunk.index, last.clone()));
-                        } else {
-                            retry.push(chunk);
-                        }
-                    }
-                    outcome.note_accepted(&pending, &out.failed);
+                    let answered = self
+                        .answered(&pending, &out.failed, &mut outcome, &mut last)
+                        .await;
+                    let retry = match answered {
+                        Ok(retry) => retry,
+                        Err(e) => return outcome.failing(e),
+                    };
                     if retry.is_empty() {
                         return outcome;
                     }
