@@ -24,6 +24,7 @@ pub const SET_ASIDE: &str = "relay_agent_set_aside_files";
 pub const CANARIES: &str = "relay_agent_canaries_total";
 pub const CANARY_LAST_SENT: &str = "relay_agent_canary_last_sent_timestamp_seconds";
 pub const LEASES: &str = "relay_agent_leases_enabled";
+pub const HEALTHY: &str = "relay_agent_healthy";
 pub const LEASE_REFUSALS: &str = "relay_agent_lease_refusals_total";
 
 static PERMANENT_FAILURE: Mutex<Option<String>> = Mutex::new(None);
@@ -54,6 +55,13 @@ pub fn name_set_aside(files: Vec<String>) {
     if let Ok(mut slot) = PARKED.lock() {
         *slot = files;
     }
+    publish_health();
+}
+
+/// `/healthz`'s verdict as a gauge, for alerts: 1 healthy, 0 not.
+fn publish_health() {
+    let healthy = matches!(health(), Health::Ok(_));
+    ::metrics::gauge!(HEALTHY).set(if healthy { 1.0 } else { 0.0 });
 }
 
 /// What `/healthz` reports: healthy (with how files are judged), or why not.
@@ -80,6 +88,7 @@ pub fn set_permanent_failure(reason: Option<String>) {
     if let Ok(mut slot) = PERMANENT_FAILURE.lock() {
         *slot = reason;
     }
+    publish_health();
 }
 
 fn describe() {
@@ -129,6 +138,10 @@ fn describe() {
     describe_counter!(
         CANARIES,
         "Canaries (heartbeat objects on the data's path, RELAY_CANARY_SECS) by outcome: sent (S3 holds it) or failed"
+    );
+    describe_gauge!(
+        HEALTHY,
+        "1 while /healthz answers 200, 0 while it answers 503 (a permanent failure, or files set aside)"
     );
     describe_gauge!(
         LEASES,
@@ -196,6 +209,7 @@ fn register_at_zero() {
     for name in [BACKLOG, OLDEST_WAITING, SET_ASIDE, CANARY_LAST_SENT] {
         ::metrics::gauge!(name).set(0.0);
     }
+    publish_health();
 }
 
 /// Installs the global recorder and serves `/metrics` and `/healthz` on `addr`.

@@ -617,6 +617,7 @@ async fn metrics_and_logs_are_complete_from_the_start() {
         "relay_agent_rejected_files_total 0",
         "relay_agent_errors_total{kind=\"after_success\"} 0",
         "relay_agent_lease_refusals_total{reason=\"not_owner\"} 0",
+        "relay_agent_healthy 1",
         "relay_build_info{binary=\"edge-agent\",version=\"",
         "process_resident_memory_bytes ",
         "process_open_fds ",

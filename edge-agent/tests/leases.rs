@@ -41,7 +41,7 @@ async fn a_writer_pausing_across_an_agent_restart_loses_nothing_in_delete_mode()
     std::fs::create_dir(&watch).unwrap();
     let log = dir.path().join("agent.log");
     let delete = ["--on-success", "delete"];
-    let mut agent = spawn_agent(&watch, bucket.name(), &log, &delete);
+    let mut agent = Reaped(spawn_agent(&watch, bucket.name(), &log, &delete));
     wait_for_log(&log, "finished files are judged by read leases").await;
 
     let path = watch.join(name(1));
@@ -53,7 +53,7 @@ async fn a_writer_pausing_across_an_agent_restart_loses_nothing_in_delete_mode()
     agent.wait().unwrap();
     writer.write_all(b"{\"part\":2}\n").unwrap();
     let log2 = dir.path().join("agent2.log");
-    let mut agent = spawn_agent(&watch, bucket.name(), &log2, &delete);
+    let mut agent = Reaped(spawn_agent(&watch, bucket.name(), &log2, &delete));
     wait_for_log(&log2, "watching").await;
     tokio::time::sleep(SETTLE * 3).await;
     assert!(
@@ -87,12 +87,12 @@ async fn a_file_held_open_by_a_silent_writer_waits_for_its_close() {
     let watch = dir.path().join("in");
     std::fs::create_dir(&watch).unwrap();
     let log = dir.path().join("agent.log");
-    let mut agent = spawn_agent(
+    let mut agent = Reaped(spawn_agent(
         &watch,
         bucket.name(),
         &log,
         &["--on-success", "delete", "--settle-ms", "20"],
-    );
+    ));
     wait_for_log(&log, "watching").await;
     let hidden = watch.join(format!(".{}", name(2)));
     std::fs::write(&hidden, b"{\"whole\":true}\n").unwrap();
@@ -135,7 +135,7 @@ async fn closing_and_reopening_to_append_loses_nothing() {
         std::fs::create_dir(&watch).unwrap();
         let log = dir.path().join("agent.log");
         let state = dir.path().join("state").display().to_string();
-        let mut agent = spawn_agent(
+        let mut agent = Reaped(spawn_agent(
             &watch,
             bucket.name(),
             &log,
@@ -147,7 +147,7 @@ async fn closing_and_reopening_to_append_loses_nothing() {
                 "--state-dir",
                 &state,
             ],
-        );
+        ));
         wait_for_log(&log, "watching").await;
         let path = watch.join(name(3));
         std::fs::write(&path, part1).unwrap();
@@ -259,11 +259,13 @@ async fn an_agent_that_may_not_lease_falls_back_to_settle_time_and_says_so() {
     let port = relay_shared::testing::free_port();
     let addr = format!("127.0.0.1:{port}");
     let log = dir.path().join("agent.log");
-    let mut agent = as_nobody(&[])
-        .args(agent_args(&watch, &state, bucket.name(), &addr))
-        .stderr(File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let mut agent = Reaped(
+        as_nobody(&[])
+            .args(agent_args(&watch, &state, bucket.name(), &addr))
+            .stderr(File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
     let metrics = relay_shared::testing::first_metrics(&addr, &log).await;
     assert!(
         metrics.contains("relay_agent_leases_enabled 0"),
@@ -289,20 +291,43 @@ async fn an_agent_that_may_not_lease_falls_back_to_settle_time_and_says_so() {
     let watch2 = dir.path().join("in2");
     std::fs::create_dir(&watch2).unwrap();
     let log2 = dir.path().join("agent2.log");
-    let mut agent = as_nobody(&[])
-        .args(agent_args(&watch2, &state, bucket.name(), &addr))
-        .stderr(File::create(&log2).unwrap())
-        .spawn()
-        .unwrap();
+    let mut agent = Reaped(
+        as_nobody(&[])
+            .args(agent_args(&watch2, &state, bucket.name(), &addr))
+            .stderr(File::create(&log2).unwrap())
+            .spawn()
+            .unwrap(),
+    );
     relay_shared::testing::first_metrics(&addr, &log2).await;
     std::fs::write(watch2.join(name(6)), b"{\"live\":2}\n").unwrap();
     wait_for_count(&bucket, PREFIX, 3, Duration::from_secs(15)).await;
     let metrics = relay_shared::testing::http_get(&addr, "/metrics");
+    // A file this user cannot read is set aside, and both /healthz and the
+    // health gauge say so.
+    let unreadable = watch2.join(name(7));
+    std::fs::write(&unreadable, b"{\"secret\":1}\n").unwrap();
+    std::fs::set_permissions(&unreadable, std::fs::Permissions::from_mode(0o600)).unwrap();
+    wait_until(
+        || {
+            relay_shared::testing::http_get(&addr, "/metrics")
+                .contains("relay_agent_set_aside_files 1")
+        },
+        "the unreadable file is set aside",
+    )
+    .await;
+    let unhealthy = relay_shared::testing::http_get(&addr, "/metrics");
+    assert!(unhealthy.contains("relay_agent_healthy 0"), "{unhealthy}");
+    let health = relay_shared::testing::http_get(&addr, "/healthz");
+    assert!(
+        health.contains("503") && health.contains(&unreadable.display().to_string()),
+        "{health}"
+    );
     sigterm(&agent);
     assert!(agent.wait().unwrap().success());
     assert!(
         metrics.contains("relay_agent_leases_enabled 1")
-            && metrics.contains("relay_agent_lease_refusals_total{reason=\"not_owner\"} 1"),
+            && metrics.contains("relay_agent_lease_refusals_total{reason=\"not_owner\"} 1")
+            && metrics.contains("relay_agent_healthy 1"),
         "{metrics}"
     );
     let stored = objects(&bucket, PREFIX).await;

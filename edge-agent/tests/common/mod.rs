@@ -147,6 +147,32 @@ pub fn key_for(name: &str) -> String {
         .key
 }
 
+/// A child process killed when dropped, so a test that fails midway leaves
+/// no agent running behind it.
+pub struct Reaped(pub Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+impl std::ops::Deref for Reaped {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Reaped {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
 /// The agent binary, with JSON logs to `log`, for kill -9 and peer tests.
 pub fn spawn_agent(dir: &Path, bucket: &str, log: &Path, extra: &[&str]) -> Child {
     let log_file = std::fs::File::create(log).unwrap();
