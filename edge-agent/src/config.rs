@@ -75,18 +75,18 @@ pub struct Args {
     /// Optional TOML file with any of the settings below (snake_case names).
     #[arg(long, global = true, env = "RELAY_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Directory the container writes its files into.
+    /// Directory the container writes its files into (required).
     #[arg(long, global = true, env = "RELAY_WATCH_DIR")]
     pub watch_dir: Option<PathBuf>,
     /// Watch subdirectories too. File names must then be unique across them,
-    /// because the key is made from the file name alone.
+    /// because the key is made from the file name alone [default: false].
     #[arg(long, global = true, env = "RELAY_RECURSIVE", num_args = 0..=1, default_missing_value = "true", require_equals = false)]
     pub recursive: Option<bool>,
     /// Glob that file names must match [default: *.json]. Hidden files (`.x`)
     /// and temporary files (`*.tmp`, `*.part`, `*~`, `*.swp`) are always ignored.
     #[arg(long, global = true, env = "RELAY_INCLUDE")]
     pub include: Option<String>,
-    /// Destination bucket.
+    /// Destination bucket (required).
     #[arg(long, global = true, env = "RELAY_BUCKET")]
     pub bucket: Option<String>,
     /// Source id, one path segment of every key [default: the host name].
@@ -146,10 +146,11 @@ pub struct Args {
     /// it off [default: 60].
     #[arg(long, global = true, env = "RELAY_CANARY_SECS")]
     pub canary_secs: Option<u64>,
-    /// Force path-style S3 addressing (needed by emulators on 127.0.0.1).
+    /// Force path-style S3 addressing (needed by emulators on 127.0.0.1)
+    /// [default: false].
     #[arg(long, global = true, env = "RELAY_S3_PATH_STYLE", num_args = 0..=1, default_missing_value = "true", require_equals = false)]
     pub s3_path_style: Option<bool>,
-    /// Log format.
+    /// Log format; `RUST_LOG` filters [default: text].
     #[arg(long, global = true, env = "RELAY_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
 }

@@ -87,6 +87,134 @@ fn requested_subcommand(cmd: &clap::Command, argv: &[std::ffi::OsString]) -> Opt
     None
 }
 
+/// The settings reference of `cmd`, as Markdown: a table of the settings
+/// every mode reads (the top-level options), then one per subcommand with
+/// options of its own. Each row gives the flag, its environment variable,
+/// its key in the TOML file (the option's id: its long name in snake_case),
+/// its default, and its help. `docs/configuration.md` holds it, and a test
+/// renders it again and fails on any difference, so the page cannot drift
+/// from `--help`.
+pub fn settings_reference(cmd: &clap::Command) -> String {
+    let name = cmd.get_name();
+    let mut out = format!("#### `{name}`\n\n{}", settings_table(cmd));
+    for sub in cmd.get_subcommands() {
+        let table = settings_table(sub);
+        if table.is_empty() {
+            continue;
+        }
+        out.push_str(&format!("\n#### `{name} {}`\n\n{table}", sub.get_name()));
+    }
+    out
+}
+
+/// One command's options as a Markdown table (empty if it has none).
+fn settings_table(cmd: &clap::Command) -> String {
+    let rows: Vec<String> = cmd
+        .get_arguments()
+        .filter(|a| !a.is_hide_set() && !a.is_positional())
+        .filter(|a| !matches!(a.get_id().as_str(), "help" | "version"))
+        .map(setting_row)
+        .collect();
+    if rows.is_empty() {
+        return String::new();
+    }
+    format!(
+        "| flag | environment | TOML key | default | meaning |\n|---|---|---|---|---|\n{}\n",
+        rows.join("\n")
+    )
+}
+
+fn setting_row(a: &clap::Arg) -> String {
+    let code = |s: &str| format!("`{s}`");
+    let flag = a
+        .get_long()
+        .map_or_else(|| a.get_id().to_string(), |l| format!("--{l}"));
+    let env = a
+        .get_env()
+        .map_or_else(|| "—".to_owned(), |e| code(&e.to_string_lossy()));
+    let id = a.get_id().as_str();
+    let key = if id == "config" {
+        "—".to_owned()
+    } else {
+        code(id)
+    };
+    let help = a
+        .get_long_help()
+        .or_else(|| a.get_help())
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    let (mut help, default) = split_default(&help);
+    let required = a.is_required_set() || help.contains("(required)");
+    help = help.replace(" (required)", "");
+    let default = match (a.get_default_values(), default) {
+        (values, _) if !values.is_empty() => code(
+            &values
+                .iter()
+                .map(|v| v.to_string_lossy())
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+        (_, Some(stated)) if !stated.contains(' ') => code(&stated),
+        (_, Some(stated)) => stated,
+        _ if required => "(required)".to_owned(),
+        _ => "—".to_owned(),
+    };
+    let mut meaning = help;
+    if !meaning.is_empty() && !meaning.ends_with('.') {
+        meaning.push('.');
+    }
+    let values: Vec<String> = a
+        .get_possible_values()
+        .iter()
+        .filter(|v| !v.is_hide_set())
+        .map(|v| code(v.get_name()))
+        .collect();
+    let listed = values.iter().all(|v| meaning.contains(v.trim_matches('`')));
+    let boolean = values.iter().all(|v| v == "`true`" || v == "`false`");
+    if values.len() > 1 && !listed && !boolean {
+        meaning.push_str(&format!(" One of {}.", values.join(", ")));
+    }
+    format!(
+        "| {} | {env} | {key} | {} | {} |",
+        code(&flag),
+        default.replace('|', "\\|"),
+        meaning.replace('|', "\\|")
+    )
+}
+
+/// A help text without its `[default: ...]` note, and that default. With
+/// several notes (a default per case), the notes stay in the text as
+/// `(default: ...)` and the default lists them all.
+fn split_default(help: &str) -> (String, Option<String>) {
+    let notes: Vec<(usize, usize)> = help
+        .match_indices("[default: ")
+        .filter_map(|(at, _)| Some((at, at + help[at..].find(']')? + 1)))
+        .collect();
+    let value = |(a, b): (usize, usize)| help[a + "[default: ".len()..b - 1].trim().to_owned();
+    let tidy = |t: String| {
+        t.split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .replace(" .", ".")
+            .replace(" ,", ",")
+    };
+    match notes.as_slice() {
+        [] => (tidy(help.to_owned()), None),
+        [one] => {
+            let text = format!("{}{}", &help[..one.0], &help[one.1..]);
+            (tidy(text), Some(value(*one)))
+        }
+        many => {
+            let mut text = help.to_owned();
+            for &(a, b) in many.iter().rev() {
+                text.replace_range(a..b, &format!("(default {})", value((a, b))));
+            }
+            let all: Vec<String> = many.iter().map(|&n| value(n)).collect();
+            (tidy(text), Some(all.join(" or ")))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -296,9 +296,10 @@ pub struct Common {
     #[arg(long, env = "RELAY_MAX_RECORD_BYTES", default_value_t = DEFAULT_LARGEST_RECORD_BYTES, global = true)]
     pub max_record_bytes: u64,
     /// Decode zstd on a thread of its own, ahead of parsing: `on` (about
-    /// 40% faster in wall time with two cores, about a sixth more CPU),
-    /// `off`, or `auto`: on where two cores are there to use (in Lambda,
-    /// from 3008 MB of memory, where it has nearly two vCPUs).
+    /// 65% faster in wall time with two cores, for 5% to 13% more CPU, in
+    /// docs/benchmarks.md), `off`, or `auto`: on where two cores are there
+    /// to use (in Lambda, from 3008 MB of memory, where it has nearly two
+    /// vCPUs).
     #[arg(long, env = "RELAY_DECODE_THREAD", value_enum, default_value_t = DecodeThread::Auto, global = true)]
     pub decode_thread: DecodeThread,
     /// Log format.

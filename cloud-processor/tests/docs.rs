@@ -1,0 +1,50 @@
+//! The docs that describe the processor are checked against the processor
+//! itself: the settings reference is rendered from its clap definitions.
+
+use clap::CommandFactory;
+use cloud_processor::Cli;
+
+#[test]
+fn the_settings_reference_is_rendered_from_the_cli() {
+    let reference = relay_shared::cli::settings_reference(&Cli::command());
+    relay_shared::testing::check_generated("docs/configuration.md", "cloud-processor", &reference);
+}
+
+/// The keys set (`key = ...`) or shown commented out (`# key = ...`) in an
+/// example TOML file.
+fn example_keys(text: &str) -> std::collections::BTreeSet<String> {
+    text.lines()
+        .map(|l| l.trim_start_matches('#').trim())
+        .filter_map(|l| l.split_once(" = ").map(|(k, _)| k.to_owned()))
+        .filter(|k| !k.contains(' '))
+        .collect()
+}
+
+/// Every setting with a `RELAY_*` variable, in any mode, under its key.
+fn settings(cmd: &clap::Command, into: &mut std::collections::BTreeSet<String>) {
+    for a in cmd.get_arguments() {
+        if a.get_env().is_some() && a.get_id() != "config" {
+            into.insert(a.get_id().to_string());
+        }
+    }
+    for sub in cmd.get_subcommands() {
+        settings(sub, into);
+    }
+}
+
+/// The example TOML file names every setting, under its key, and no other
+/// (that it loads and that flags override it is `cli/file.rs`'s test).
+#[test]
+fn the_example_toml_has_every_setting() {
+    let mut want = std::collections::BTreeSet::new();
+    settings(&Cli::command(), &mut want);
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/packaging/cloud-processor.toml"
+    );
+    let have = example_keys(&std::fs::read_to_string(path).unwrap());
+    assert_eq!(
+        have, want,
+        "cloud-processor.toml's keys against the settings"
+    );
+}
