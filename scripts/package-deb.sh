@@ -20,7 +20,7 @@ if ! command -v dpkg-deb >/dev/null; then
     echo "package-deb.sh: dpkg-deb is not installed, and CI must check the .deb" >&2
     exit 1
   fi
-  echo "package-deb.sh: dpkg-deb is not installed (not a Debian system); skipping the .deb" >&2
+  echo "package-deb.sh: WARNING: dpkg-deb is not installed (not a Debian system); the .deb is NOT checked" >&2
   exit 0
 fi
 if ! cargo deb --version 2>/dev/null | grep -q "$CARGO_DEB_VERSION"; then

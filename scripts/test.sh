@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every check the relay has, from a fresh machine with only Rust and Python:
 # formatting, clippy with warnings denied, unit, property and integration tests
-# against a private moto server, and Terraform checks once infra/ has content.
+# against a private moto server, the .deb, Terraform, and the alert rules.
+# A check that cannot run here says so loudly; under CI=true it fails.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -25,8 +26,9 @@ cargo test --workspace --locked
 echo "== edge agent .deb (packaging checked on the debug build)" >&2
 RELAY_DEB_PROFILE=dev scripts/package-deb.sh
 
-if compgen -G "infra/*.tf" >/dev/null; then
-  echo "== terraform" >&2
-  scripts/terraform-check.sh
-fi
+echo "== terraform" >&2
+scripts/terraform-check.sh
+
+echo "== Prometheus alert rules" >&2
+scripts/promtool-check.sh
 echo "== all checks passed" >&2
