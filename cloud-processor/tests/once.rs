@@ -516,3 +516,50 @@ async fn audit_lists_leases_with_no_live_owner_by_s3s_clock() {
         ["state/leases/e/2026/11/21/22/1763800000000.json.zst"]
     );
 }
+
+/// The answers to the lease's first write and to the done marker's are
+/// lost after S3 applied them: the connection closes before the response.
+/// The SDK's retry of each meets the processor's own object. It carries on
+/// at once instead of waiting out its own lease (120 s here), treats the
+/// marker as written, and sends each chunk once; a repeat of the event is
+/// a duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_answers_to_its_own_lease_and_marker_neither_stall_nor_resend() {
+    use std::sync::atomic::Ordering;
+    let s = setup("once-lost-answer", false).await;
+    let proxy = relay_shared::testing::FaultProxy::start(&s.emu.endpoint).await;
+    let app = app_on(
+        &s,
+        s.emu.s3_via(&proxy.endpoint()).await,
+        Some(4096),
+        FIELDS,
+        120,
+    )
+    .await;
+    put(
+        &s,
+        KEY,
+        zstd::encode_all(sample_file(300).as_bytes(), 3).unwrap(),
+    )
+    .await;
+    *proxy.faults.s3_lose_put_answers.lock().unwrap() =
+        vec!["/state/leases/".into(), "/state/done/".into()];
+    let event = notification(&s).await;
+    let outcomes = app
+        .process_message_body(&event)
+        .await
+        .expect("no wait on its own lease");
+    assert!(
+        matches!(outcomes[..], [Outcome::Sent { .. }]),
+        "{outcomes:?}"
+    );
+    assert_eq!(proxy.faults.lost_answers.load(Ordering::Relaxed), 2);
+    let sent = drain(&s).await;
+    assert!(sent.len() > 3, "several messages: {}", sent.len());
+    assert_eq!(marker(&s).await.messages as usize, sent.len());
+    assert_eq!(
+        app.process_message_body(&event).await.unwrap(),
+        [Outcome::Duplicate]
+    );
+    assert!(drain(&s).await.is_empty());
+}

@@ -7,6 +7,8 @@
 //! the object's chunks are sent it is their [`Progress`]: it knows which
 //! chunks are settled, and it decides when a send may start.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use relay_shared::store::ObjectStore;
@@ -15,7 +17,7 @@ use tracing::{info, warn};
 use crate::error::ProcessError;
 use crate::ingest::event::ObjectRef;
 use crate::metrics as m;
-use crate::object::lease::{self, Acquired, Held, Lease, StateError};
+use crate::object::lease::{self, Acquired, Claimant, Held, Lease, StateError};
 use crate::object::marker::{DoneMarker, StateKeys};
 use crate::output::send::Progress;
 use crate::output::sink::BatchOutcome;
@@ -38,6 +40,52 @@ pub struct Claim<'a, S> {
     leave: bool,
 }
 
+/// The objects this process's attempts are on, so that a live lease in the
+/// process's own name tells a sibling attempt (wait for it) from one of our
+/// own calls whose answer was lost (take it on at once). Clones share it.
+#[derive(Debug, Clone, Default)]
+pub struct Attempts(Arc<Mutex<HashMap<String, u32>>>);
+
+/// One attempt's place in [`Attempts`], until it is dropped.
+#[derive(Debug)]
+pub struct Entered<'a> {
+    attempts: &'a Attempts,
+    object: String,
+    /// No other attempt of this process is on the object.
+    pub sole: bool,
+}
+
+impl Attempts {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts an attempt on `obj` in, until the guard drops.
+    pub fn enter(&self, obj: &ObjectRef) -> Entered<'_> {
+        let object = format!("{}/{}", obj.bucket, obj.key);
+        let mut on = self.lock();
+        let n = on.entry(object.clone()).or_default();
+        *n += 1;
+        Entered {
+            attempts: self,
+            sole: *n == 1,
+            object,
+        }
+    }
+}
+
+impl Drop for Entered<'_> {
+    fn drop(&mut self) {
+        let mut on = self.attempts.lock();
+        if let Some(n) = on.get_mut(&self.object) {
+            *n -= 1;
+            if *n == 0 {
+                on.remove(&self.object);
+            }
+        }
+    }
+}
+
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -46,18 +94,19 @@ pub(crate) fn now_ms() -> u64 {
 
 impl<'a, S: ObjectStore> Claim<'a, S> {
     /// Takes the object on: `None` if its done marker exists (the event is
-    /// a duplicate). A live lease of another processor, or one left mid-file
-    /// under other settings, is an error that says so.
+    /// a duplicate). A live lease of another processor (or of another
+    /// attempt of this one), or one left mid-file under other settings, is
+    /// an error that says so.
     pub async fn take(
         store: &'a S,
         keys: &'a StateKeys,
         obj: &'a ObjectRef,
-        owner: &str,
+        claimant: Claimant<'_>,
         fingerprint: &str,
         ttl: Duration,
     ) -> Result<Option<Self>, ProcessError> {
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
-        let acquired = lease::acquire(store, keys, owner, fingerprint, ttl_ms, now_ms())
+        let acquired = lease::acquire(store, keys, claimant, fingerprint, ttl_ms, now_ms())
             .await
             .map_err(|e| ProcessError::state(obj, e))?;
         let held = match acquired {

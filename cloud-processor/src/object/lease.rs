@@ -213,13 +213,25 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).unwrap_or_default()
 }
 
+/// Who asks for a lease: this process's owner id, and whether it is the
+/// process's only attempt on the object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claimant<'a> {
+    pub owner: &'a str,
+    /// No other attempt of this process is on the object, so a live lease
+    /// in `owner`'s name was left by one of our own calls (a write whose
+    /// answer was lost, or an attempt that ended without releasing): it is
+    /// taken on at once instead of waited out.
+    pub sole: bool,
+}
+
 /// Takes the object on, unless it is done or busy. `now_ms` is this host's
 /// clock: it only fills `expires_at_ms` for people, and judges leases of
 /// older processors.
 pub async fn acquire<S: ObjectStore>(
     store: &S,
     keys: &StateKeys,
-    owner: &str,
+    claimant: Claimant<'_>,
     fingerprint: &str,
     ttl_ms: u64,
     now_ms: u64,
@@ -229,7 +241,7 @@ pub async fn acquire<S: ObjectStore>(
         return Ok(Acquired::Done);
     }
     let fresh = Lease {
-        owner: owner.to_owned(),
+        owner: claimant.owner.to_owned(),
         expires_at_ms: now_ms + ttl_ms,
         ttl_ms: Some(ttl_ms),
         fingerprint: fingerprint.to_owned(),
@@ -268,22 +280,28 @@ pub async fn acquire<S: ObjectStore>(
             }
         });
     };
-    take_over(&store, keys, &stored, fresh, now_ms).await
+    take_over(&store, keys, &stored, fresh, claimant.sole, now_ms).await
 }
 
-/// Takes over the lease read as `stored` if it has ended: it keeps the
-/// progress recorded under the same settings, and is refused if another
-/// processor left the object half-sent under other ones.
+/// Takes over the lease read as `stored` if it has ended, or if it is our
+/// own (`sole`: see [`Claimant::sole`]): it keeps the progress recorded
+/// under the same settings, and is refused if another processor left the
+/// object half-sent under other ones.
 async fn take_over<S: ObjectStore>(
     store: &StateObjects<'_, S>,
     keys: &StateKeys,
     stored: &Small,
     fresh: Lease,
+    sole: bool,
     now_ms: u64,
 ) -> Result<Acquired, StateError> {
     let theirs: Lease = decode(&keys.lease, &stored.bytes)?;
+    let own = sole && theirs.owner == fresh.owner && theirs.fingerprint == fresh.fingerprint;
     let left = remaining_ms(&theirs, stored, now_ms);
-    if left > 0 {
+    if own && left > 0 {
+        tracing::info!(lease = %keys.lease, left_ms = left,
+            "the lease is this processor's own, from a call whose answer was lost; taking it on at once");
+    } else if left > 0 {
         if store.read(&keys.done).await?.is_some() {
             return Ok(Acquired::Done);
         }
@@ -401,19 +419,35 @@ async fn rewrite<S: ObjectStore>(
         etag: held.etag.clone(),
     };
     let started = Instant::now();
-    match store.write(&keys.lease, encode(&lease), mode).await {
-        Ok(etag) => {
-            held.lease = lease;
-            held.etag = etag;
-            held.renewed = started;
-            held.unrecorded_since = None;
-            Ok(())
+    let bytes = encode(&lease);
+    let etag = match store.write(&keys.lease, bytes.clone(), mode).await {
+        Ok(etag) => etag,
+        Err(S3Error::Precondition { .. }) => match store.read(&keys.lease).await? {
+            // The write took effect and its answer was lost, so the SDK's
+            // retry met our own new ETag: the lease holds what we wrote.
+            Some(Small {
+                bytes: stored,
+                etag: Some(etag),
+                ..
+            }) if stored == bytes => etag,
+            _ => {
+                return Err(StateError::Lost {
+                    key: keys.lease.clone(),
+                });
+            }
+        },
+        Err(S3Error::NotFound { .. }) => {
+            return Err(StateError::Lost {
+                key: keys.lease.clone(),
+            });
         }
-        Err(S3Error::Precondition { .. } | S3Error::NotFound { .. }) => Err(StateError::Lost {
-            key: keys.lease.clone(),
-        }),
-        Err(e) => Err(e.into()),
-    }
+        Err(e) => return Err(e.into()),
+    };
+    held.lease = lease;
+    held.etag = etag;
+    held.renewed = started;
+    held.unrecorded_since = None;
+    Ok(())
 }
 
 /// Gives up a lease whose object vanished: nothing is left to send, so
@@ -503,8 +537,13 @@ mod tests {
         }
     }
 
+    /// Another process's claimant: its leases are never its own.
+    fn other(owner: &str) -> Claimant<'_> {
+        Claimant { owner, sole: false }
+    }
+
     async fn ours(store: &Mem, owner: &str, fp: &str, local_now_ms: u64) -> Held {
-        match acquire(store, &keys(), owner, fp, TTL, local_now_ms)
+        match acquire(store, &keys(), other(owner), fp, TTL, local_now_ms)
             .await
             .unwrap()
         {
@@ -526,7 +565,7 @@ mod tests {
 
         // B sees a live lease until S3's clock passes the last write plus
         // the TTL (and a second's grain), then takes over and resumes at 3.
-        match acquire(store.at(40_000), &k, "b", "fp", TTL, 40_000)
+        match acquire(store.at(40_000), &k, other("b"), "fp", TTL, 40_000)
             .await
             .unwrap()
         {
@@ -550,7 +589,7 @@ mod tests {
         finish(&store, &k, &b, &marker("b")).await.unwrap();
         assert!(store.bytes(&k.lease).is_none());
         assert_eq!(
-            acquire(store.at(999_000), &k, "c", "fp", TTL, 999_000)
+            acquire(store.at(999_000), &k, other("c"), "fp", TTL, 999_000)
                 .await
                 .unwrap(),
             Acquired::Done
@@ -566,7 +605,7 @@ mod tests {
         // By S3's clock it was written 5 s ago, so it is A's.
         let skewed_ahead = 1_005_000 + 600_000;
         assert!(matches!(
-            acquire(store.at(1_005_000), &k, "b", "fp", TTL, skewed_ahead)
+            acquire(store.at(1_005_000), &k, other("b"), "fp", TTL, skewed_ahead)
                 .await
                 .unwrap(),
             Acquired::Busy { owner, .. } if owner == "a"
@@ -585,7 +624,7 @@ mod tests {
         let old = br#"{"owner":"old","expires_at_ms":5000,"fingerprint":"fp","next_chunk":2}"#;
         store.insert(&k.lease, old);
         assert!(matches!(
-            acquire(store.at(0), &k, "b", "fp", TTL, 4000)
+            acquire(store.at(0), &k, other("b"), "fp", TTL, 4000)
                 .await
                 .unwrap(),
             Acquired::Busy {
@@ -695,7 +734,7 @@ mod tests {
         assert!(advance(&store, &k, &mut a, 1, 100_000).await.is_err());
 
         advance(&store, &k, &mut b, 2, 100_000).await.unwrap();
-        let got = acquire(store.at(200_000), &k, "c", "newer", TTL, 200_000)
+        let got = acquire(store.at(200_000), &k, other("c"), "newer", TTL, 200_000)
             .await
             .unwrap();
         assert_eq!(
@@ -723,7 +762,9 @@ mod tests {
             m.remove(&lease);
         });
         assert_eq!(
-            acquire(&store, &k, "late", "fp", TTL, 0).await.unwrap(),
+            acquire(&store, &k, other("late"), "fp", TTL, 0)
+                .await
+                .unwrap(),
             Acquired::Done
         );
         assert!(
@@ -732,13 +773,89 @@ mod tests {
         );
     }
 
+    /// A lease write takes effect and its answer is lost: the retry finds
+    /// the lease in our own name, and takes it on without waiting out its
+    /// TTL, unless another attempt of ours is on the object.
+    #[tokio::test]
+    async fn our_own_lease_back_from_a_lost_answer_is_taken_on_at_once() {
+        use relay_shared::testing::Fault;
+        let store = Mem::default();
+        let k = keys();
+        store.fail_on("PutObject", "/leases/", Fault::LoseResponse);
+        let me = Claimant {
+            owner: "me",
+            sole: true,
+        };
+        assert!(acquire(store.at(0), &k, me, "fp", TTL, 0).await.is_err());
+        assert!(store.bytes(&k.lease).is_some(), "the write took effect");
+        // A sibling attempt of ours is on the object: it is not ours to take.
+        let sibling = Claimant { sole: false, ..me };
+        assert!(matches!(
+            acquire(store.at(1000), &k, sibling, "fp", TTL, 1000).await.unwrap(),
+            Acquired::Busy { owner, .. } if owner == "me"
+        ));
+        assert!(matches!(
+            acquire(store.at(1000), &k, other("you"), "fp", TTL, 1000).await.unwrap(),
+            Acquired::Busy { owner, .. } if owner == "me"
+        ));
+        let held = match acquire(store.at(1000), &k, me, "fp", TTL, 1000)
+            .await
+            .unwrap()
+        {
+            Acquired::Ours(held) => held,
+            other => panic!("waited on itself: {other:?}"),
+        };
+        assert_eq!(
+            (held.lease.owner.as_str(), held.lease.next_chunk),
+            ("me", 0)
+        );
+        // Under other settings it is not the same lease: refused as ever.
+        let mut held = held;
+        advance(store.at(2000), &k, &mut held, 2, 2000)
+            .await
+            .unwrap();
+        assert!(matches!(
+            acquire(store.at(3000), &k, me, "other", TTL, 3000)
+                .await
+                .unwrap(),
+            Acquired::Busy { .. }
+        ));
+    }
+
+    /// A renewal takes effect and its answer is lost; the retry of the same
+    /// write meets our own new ETag. The lease holds exactly what we wrote,
+    /// so it is still ours.
+    #[tokio::test]
+    async fn a_renewal_whose_answer_was_lost_keeps_the_lease() {
+        use relay_shared::testing::Fault;
+        let store = Mem::default();
+        let k = keys();
+        let mut a = ours(store.at(0), "a", "fp", 0).await;
+        a.lease.next_chunk = 3;
+        store.fail_on("PutObject", "/leases/", Fault::LoseResponse);
+        assert!(matches!(
+            renew(store.at(1000), &k, &mut a, 1000).await,
+            Err(StateError::S3(_))
+        ));
+        renew(store.at(1000), &k, &mut a, 1000).await.unwrap();
+        let stored = store.get_small(&k.lease).await.unwrap();
+        assert_eq!(stored.etag.as_deref(), Some(a.etag.as_str()));
+        // Someone else's write is not mistaken for ours.
+        let b = ours(store.at(200_000), "b", "fp", 200_000).await;
+        assert!(matches!(
+            renew(store.at(200_000), &k, &mut a, 1000).await,
+            Err(StateError::Lost { .. })
+        ));
+        assert_eq!(b.lease.next_chunk, 3);
+    }
+
     #[tokio::test]
     async fn of_many_concurrent_takers_exactly_one_wins() {
         let store = std::sync::Arc::new(Mem::default());
         let k = keys();
         let mut wins = 0;
         for owner in 0..10 {
-            if let Acquired::Ours(_) = acquire(&*store, &k, &owner.to_string(), "fp", TTL, 0)
+            if let Acquired::Ours(_) = acquire(&*store, &k, other(&owner.to_string()), "fp", TTL, 0)
                 .await
                 .unwrap()
             {

@@ -35,7 +35,8 @@ use crate::output::sqs::Output;
 use crate::pipeline::Settings;
 use crate::pipeline::project::Projection;
 
-use self::claim::Claim;
+use self::claim::{Attempts, Claim};
+use self::lease::Claimant;
 use self::marker::StateKeys;
 
 /// Everything a handler needs, built once per process: the object store
@@ -47,8 +48,11 @@ pub struct App<S = Bucket, Q = Output> {
     /// The store; each object's bucket is addressed through it.
     pub store: S,
     pub output: Q,
-    /// Names this process in leases and markers.
+    /// Names this processor (this `App`) in leases and markers; unique
+    /// even among processors of one process.
     pub owner: String,
+    /// The objects this processor's attempts are on.
+    attempts: Attempts,
     /// In Lambda, the queue the notifications come from, so a failed one
     /// can come back early (see [`ProcessError::retry_after`]).
     pub notifications: Option<Notifications>,
@@ -121,11 +125,15 @@ pub fn settings(config: &Config, max_message_bytes: usize, source_key: &str) -> 
 
 impl<S: ObjectStore, Q: MessageSink> App<S, Q> {
     pub fn new(config: Config, protocol: Protocol, store: S, output: Q) -> Self {
+        // Several processors may run in one process (tests do): the counter
+        // keeps their leases apart, so none takes another's for its own.
+        static MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let owner = format!(
-            "{}-{}-{:x}",
+            "{}-{}-{:x}-{}",
             std::env::var("AWS_LAMBDA_LOG_STREAM_NAME").unwrap_or_else(|_| "processor".into()),
             std::process::id(),
-            claim::now_ms()
+            claim::now_ms(),
+            MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         );
         Self {
             config,
@@ -133,6 +141,7 @@ impl<S: ObjectStore, Q: MessageSink> App<S, Q> {
             store,
             output,
             owner,
+            attempts: Attempts::default(),
             notifications: None,
             canary: None,
             canary_projection: canary::projection(),
@@ -206,11 +215,16 @@ impl<S: ObjectStore, Q: MessageSink> App<S, Q> {
             started: Instant::now(),
         };
         let (store, plan) = (&attempt.store, &attempt.plan);
+        let entered = self.attempts.enter(obj);
+        let claimant = Claimant {
+            owner: &self.owner,
+            sole: entered.sole,
+        };
         let claimed = Claim::take(
             store,
             &plan.keys,
             obj,
-            &self.owner,
+            claimant,
             &plan.fingerprint,
             self.protocol.lease_ttl,
         )

@@ -186,10 +186,20 @@ mod tests {
             size: None,
         };
         let ttl = Duration::from_secs(60);
-        let mut claim = Claim::take(store.at(at_ms), &keys, &obj, "p", "fp", ttl)
-            .await
-            .unwrap()
-            .expect("the lease should be free");
+        let mut claim = Claim::take(
+            store.at(at_ms),
+            &keys,
+            &obj,
+            crate::object::lease::Claimant {
+                owner: "p",
+                sole: true,
+            },
+            "fp",
+            ttl,
+        )
+        .await
+        .unwrap()
+        .expect("the lease should be free");
         let (tx, mut rx) = mpsc::channel(4);
         tokio::spawn(async move {
             for index in 0..CHUNKS {

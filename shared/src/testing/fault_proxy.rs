@@ -1,7 +1,8 @@
 //! A fault-injecting HTTP proxy in front of the emulator: S3 requests answered
 //! `503 SlowDown`, SQS batch sends with some entries reported failed (and
 //! never delivered), the two partial failures real AWS produces under load,
-//! downloads that break halfway, and sends that are never answered.
+//! downloads that break halfway, sends that are never answered, and writes
+//! whose answer is lost after they took effect.
 //!
 //! It speaks HTTP/1.1 on both sides, buffers each body (test objects are
 //! small), and forwards everything else untouched. moto does not check
@@ -46,6 +47,12 @@ pub struct Faults {
     /// The next this-many downloads (GETs answering over 1 KiB) break
     /// halfway: the connection drops after half the promised bytes.
     pub s3_get_cuts: AtomicU64,
+    /// Per entry, the first S3 PUT whose path contains it is forwarded and
+    /// takes effect, and its answer is lost: the connection closes before
+    /// any of it, so the client cannot tell whether the write happened.
+    pub s3_lose_put_answers: std::sync::Mutex<Vec<String>>,
+    /// PUT answers lost so far.
+    pub lost_answers: AtomicU64,
     /// While set, S3 DELETE requests are answered `500 InternalError`
     /// without reaching the emulator (a cleanup that fails).
     pub s3_fail_deletes: std::sync::atomic::AtomicBool,
@@ -118,13 +125,25 @@ impl Drop for FaultProxy {
 
 type ProxyBody = BoxBody<Bytes, std::io::Error>;
 
+/// The proxy's answer, or a connection closed without one.
 async fn handle(
     req: Request<Incoming>,
     upstream: SocketAddr,
     faults: Arc<Faults>,
-) -> Result<Response<ProxyBody>, Infallible> {
+) -> Result<Response<ProxyBody>, std::io::Error> {
     let is_get = req.method() == hyper::Method::GET;
-    let response = respond(req, upstream, faults.clone()).await?;
+    let lose = lose_answer(&req, &faults);
+    let response = match respond(req, upstream, faults.clone()).await {
+        Ok(r) => r,
+        Err(never) => match never {},
+    };
+    if lose && response.status().is_success() {
+        faults.lost_answers.fetch_add(1, Ordering::Relaxed);
+        // A service error makes hyper close the connection unanswered.
+        return Err(std::io::Error::other(
+            "answer lost by the test's fault proxy",
+        ));
+    }
     let (mut parts, body) = response.into_parts();
     let bytes = match body.collect().await {
         Ok(b) => b.to_bytes(),
@@ -146,6 +165,26 @@ async fn handle(
     }
     let body = Full::new(bytes).map_err(|never| match never {}).boxed();
     Ok(Response::from_parts(parts, body))
+}
+
+/// Whether `req` is an S3 PUT whose answer is to be lost (and takes its
+/// entry of [`Faults::s3_lose_put_answers`]).
+fn lose_answer(req: &Request<Incoming>, faults: &Faults) -> bool {
+    if req.method() != hyper::Method::PUT || req.headers().contains_key("x-amz-target") {
+        return false;
+    }
+    let path = req.uri().path();
+    let mut lose = faults
+        .s3_lose_put_answers
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    match lose.iter().position(|part| path.contains(part.as_str())) {
+        Some(at) => {
+            lose.remove(at);
+            true
+        }
+        None => false,
+    }
 }
 
 /// A body that delivers its bytes, waits long enough for them to reach the
