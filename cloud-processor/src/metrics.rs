@@ -20,6 +20,7 @@ pub const OFFLOADED: &str = "relay_processor_records_offloaded_total";
 pub const CANARIES: &str = "relay_processor_canaries_total";
 pub const CANARY_LAG: &str = "relay_canary_lag_seconds";
 pub const CANARY_CREATED: &str = "relay_canary_last_created_timestamp_seconds";
+pub const READY: &str = "relay_processor_ready";
 
 /// Registers every counter, with each of its label values (the configured
 /// `fields` included), at zero, so a `rate()` alert has a series from the
@@ -84,6 +85,10 @@ pub fn describe() {
     describe_counter!(
         CANARIES,
         "Canaries (the agents' heartbeat objects) by outcome: sent to the canary queue, discarded (no RELAY_CANARY_QUEUE_URL), empty (no canary record in it)"
+    );
+    metrics::describe_gauge!(
+        READY,
+        "1 once start-up has what it needs from SQS; 0 while it waits (see /healthz)"
     );
     metrics::describe_gauge!(
         CANARY_LAG,

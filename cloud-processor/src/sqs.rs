@@ -11,7 +11,7 @@ pub enum SqsError {
         queue: String,
         op: &'static str,
         message: String,
-        transient: bool,
+        class: Class,
     },
     #[error("queue {queue} refused message {id}: {code}: {message}")]
     Refused {
@@ -43,7 +43,7 @@ pub(crate) fn call_error<E: ProvideErrorMetadata + std::error::Error + Send + Sy
     op: &'static str,
     e: SdkError<E, aws_sdk_sqs::config::http::HttpResponse>,
 ) -> SqsError {
-    let transient = classify(&e) != Class::Permanent;
+    let class = classify(&e);
     let message = match (e.code(), e.message()) {
         (Some(c), Some(m)) => format!("{c}: {m}"),
         _ => relay_shared::client::describe(&e),
@@ -52,6 +52,19 @@ pub(crate) fn call_error<E: ProvideErrorMetadata + std::error::Error + Send + Sy
         queue: queue.to_owned(),
         op,
         message,
-        transient,
+        class,
+    }
+}
+
+impl relay_shared::retry::Classified for SqsError {
+    /// Whether trying again may help, by the workspace's one classification:
+    /// a call by its answer (or the lack of one); a queue's refusal of a
+    /// message never; a batch still failing after retries may.
+    fn class(&self) -> Class {
+        match self {
+            Self::Call { class, .. } => *class,
+            Self::Refused { .. } | Self::TooLarge { .. } => Class::Permanent,
+            Self::GaveUp { .. } => Class::Transient,
+        }
     }
 }

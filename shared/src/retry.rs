@@ -59,6 +59,12 @@ where
     }
 }
 
+/// An error that knows its [`Class`]: all a retry loop needs to decide
+/// between waiting and giving up.
+pub trait Classified: std::error::Error {
+    fn class(&self) -> Class;
+}
+
 impl Class {
     /// Whether the same request may succeed if tried again: throttled and
     /// transient failures pass; permanent ones need someone to change

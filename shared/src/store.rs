@@ -211,6 +211,12 @@ pub struct Failure {
     pub source: BoxError,
 }
 
+impl crate::retry::Classified for S3Error {
+    fn class(&self) -> Class {
+        S3Error::class(self)
+    }
+}
+
 impl S3Error {
     /// A failure that is not a conditional outcome, classified by its code.
     pub fn failure(bucket: &str, key: &str, op: &'static str, code: &str, message: &str) -> Self {

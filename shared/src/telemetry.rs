@@ -88,6 +88,9 @@ pub async fn shutdown_signal() {
 pub enum Health {
     /// 200 `ok`, then one line per note (how the process works, not a fault).
     Ok(Vec<String>),
+    /// 503 `starting: <what it waits for>`: not ready yet, and not broken
+    /// either; it comes up by itself once what it waits for answers.
+    Starting(String),
     /// 503 `unhealthy: <reason>`.
     Unhealthy(String),
 }
@@ -104,6 +107,10 @@ impl Health {
                 }
                 (StatusCode::OK, body)
             }
+            Self::Starting(what) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("starting: {what}\n"),
+            ),
             Self::Unhealthy(reason) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("unhealthy: {reason}\n"),

@@ -33,20 +33,7 @@ pub enum Command {
     /// Run as an AWS Lambda function (the default).
     Lambda(Aws),
     /// Long-poll the S3 notification queue and process objects, outside Lambda.
-    Poll {
-        #[command(flatten)]
-        aws: Aws,
-        /// The queue S3 notifications are delivered to.
-        #[arg(long, env = "RELAY_NOTIFICATION_QUEUE_URL")]
-        notification_queue_url: String,
-        /// Visibility timeout while a message is worked on; it is extended
-        /// every half of it until the object is done.
-        #[arg(long, env = "RELAY_VISIBILITY_TIMEOUT_SECS", default_value_t = 60)]
-        visibility_timeout_secs: u32,
-        /// Address for /metrics (Prometheus) and /healthz, or `off`.
-        #[arg(long, env = "RELAY_METRICS_ADDR", default_value = "127.0.0.1:9188")]
-        metrics_addr: String,
-    },
+    Poll(PollArgs),
     /// Re-send S3 events for raw objects to the notification queue: only those
     /// without a done marker (backfill), or all of them (reprocess).
     Replay(ReplayArgs),
@@ -207,6 +194,29 @@ impl AwsTimeouts {
             operation: std::time::Duration::from_secs(operation),
         }
     }
+}
+
+/// `poll`'s settings.
+#[derive(Debug, Clone, ClapArgs)]
+pub struct PollArgs {
+    #[command(flatten)]
+    pub aws: Aws,
+    /// The queue S3 notifications are delivered to.
+    #[arg(long, env = "RELAY_NOTIFICATION_QUEUE_URL")]
+    pub notification_queue_url: String,
+    /// Visibility timeout while a message is worked on; it is extended
+    /// every half of it until the object is done.
+    #[arg(long, env = "RELAY_VISIBILITY_TIMEOUT_SECS", default_value_t = 60)]
+    pub visibility_timeout_secs: u32,
+    /// Address for /metrics (Prometheus) and /healthz, or `off`.
+    #[arg(long, env = "RELAY_METRICS_ADDR", default_value = "127.0.0.1:9188")]
+    pub metrics_addr: String,
+    /// At start-up, how long to wait for SQS to answer when it times out,
+    /// refuses connections or is unavailable; meanwhile /healthz answers 503
+    /// and says what it waits for. A queue that does not exist, or access
+    /// denied, stops the poller at once [default: forever].
+    #[arg(long, env = "RELAY_STARTUP_WAIT_SECS")]
+    pub startup_wait_secs: Option<u64>,
 }
 
 /// Settings for the modes that talk to AWS.

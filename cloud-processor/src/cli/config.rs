@@ -304,10 +304,43 @@ pub fn check_aws(aws: &Aws, raw_prefix: &str) -> Result<(), ConfigError> {
             ),
         );
     }
-    if aws.output_queue_url.is_empty() {
-        return invalid("RELAY_OUTPUT_QUEUE_URL", "is empty".into());
+    let queues = [
+        (
+            "RELAY_OUTPUT_QUEUE_URL",
+            Some(aws.output_queue_url.as_str()),
+        ),
+        (
+            "RELAY_CANARY_QUEUE_URL",
+            aws.canary_queue_url.as_deref().filter(|u| !u.is_empty()),
+        ),
+    ];
+    for (name, url) in queues {
+        if let Some(problem) = url.and_then(queue_url_problem) {
+            return invalid(name, problem);
+        }
     }
     Ok(())
+}
+
+/// What is wrong with a queue URL, if anything: SQS names queues by URLs
+/// such as `https://sqs.eu-west-1.amazonaws.com/123456789012/relay-output`,
+/// and anything else would only fail later, on every call.
+pub fn queue_url_problem(url: &str) -> Option<String> {
+    if url.is_empty() {
+        return Some("is empty".into());
+    }
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
+    let well_formed = rest.is_some_and(|rest| {
+        let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+        !host.is_empty() && !path.is_empty() && !url.contains(char::is_whitespace)
+    });
+    (!well_formed).then(|| {
+        format!(
+            "{url:?} is not a queue URL such as https://sqs.eu-west-1.amazonaws.com/123456789012/relay-output"
+        )
+    })
 }
 
 #[cfg(test)]
@@ -315,6 +348,26 @@ mod tests {
     use super::*;
     use crate::cli::Cli;
     use clap::Parser;
+
+    #[test]
+    fn queue_urls_must_be_urls() {
+        for good in [
+            "https://sqs.eu-west-1.amazonaws.com/123456789012/relay-output",
+            "http://127.0.0.1:5000/123456789012/q.fifo",
+        ] {
+            assert_eq!(queue_url_problem(good), None, "{good}");
+        }
+        for bad in [
+            "",
+            "relay-output",
+            "sqs.eu-west-1.amazonaws.com/1/q",
+            "https://",
+            "https://host",
+            "https://sqs.example/1/q name",
+        ] {
+            assert!(queue_url_problem(bad).is_some(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn fields_are_required_and_validated() {
@@ -391,7 +444,7 @@ mod tests {
     #[test]
     fn state_prefix_must_not_overlap_the_raw_prefix() {
         let aws = |state: &str| Aws {
-            output_queue_url: "http://q".into(),
+            output_queue_url: "http://q/1/out".into(),
             max_message_bytes: None,
             state_prefix: state.into(),
             fifo_group_id: "g".into(),
@@ -425,7 +478,7 @@ mod tests {
     #[test]
     fn timeouts_default_to_fit_inside_the_lease() {
         let base = Aws {
-            output_queue_url: "http://q".into(),
+            output_queue_url: "http://q/1/out".into(),
             max_message_bytes: None,
             state_prefix: "state/".into(),
             fifo_group_id: "g".into(),

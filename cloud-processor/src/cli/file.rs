@@ -164,15 +164,13 @@ mod tests {
             Some(example()),
         )
         .unwrap();
-        let Some(Command::Poll {
-            aws,
-            visibility_timeout_secs,
-            ..
-        }) = cli.command
-        else {
+        let Some(Command::Poll(poll)) = cli.command else {
             panic!("poll")
         };
-        assert_eq!((aws.lease_ttl_secs, visibility_timeout_secs), (90, 60));
+        assert_eq!(
+            (poll.aws.lease_ttl_secs, poll.visibility_timeout_secs),
+            (90, 60)
+        );
     }
 
     #[test]

@@ -7,6 +7,9 @@ mod args;
 mod config;
 mod file;
 
-pub use args::{Aws, AwsTimeouts, Cli, Command, Range, ReplayArgs, ReplayMode};
-pub use config::{Config, ConfigError, Protocol, RECORD_WINDOW_BYTES, check_aws, timeout_warning};
+pub use args::{Aws, AwsTimeouts, Cli, Command, PollArgs, Range, ReplayArgs, ReplayMode};
+pub use config::{
+    Config, ConfigError, Protocol, RECORD_WINDOW_BYTES, check_aws, queue_url_problem,
+    timeout_warning,
+};
 pub use file::parse_from;

@@ -40,6 +40,19 @@ impl Notifications {
         &self.queue_url
     }
 
+    /// Asks for the queue's ARN: whether it exists and this role may use
+    /// it, before the first receive.
+    pub async fn probe(&self) -> Result<(), SqsError> {
+        self.client
+            .get_queue_attributes()
+            .queue_url(&self.queue_url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| call_error(&self.queue_url, "GetQueueAttributes", e))
+    }
+
     /// A long poll is silent for up to [`LONG_POLL_SECS`] by design: its
     /// timeouts are the client's plus that wait.
     fn long_poll_timeouts(&self) -> aws_sdk_sqs::config::Builder {

@@ -8,6 +8,7 @@
 use std::ops::ControlFlow;
 
 use relay_shared::check::Finding;
+use relay_shared::retry::Classified;
 use relay_shared::s3::Bucket;
 use relay_shared::store::ObjectStore;
 
@@ -56,9 +57,11 @@ pub async fn check(config: &Config, aws: &Aws, t: &Targets<'_>) -> Vec<Finding> 
 async fn bucket(config: &Config, aws: &Aws, bucket: &Bucket) -> Vec<Finding> {
     let name = bucket.name();
     if let Err(e) = bucket.check_access().await {
-        return vec![Finding::fail(format!(
-            "bucket {name}: {e}; create it, fix RELAY_BUCKET, or grant s3:ListBucket"
-        ))];
+        return vec![Finding::fail(if e.class().is_retryable() {
+            format!("bucket {name}: S3 is not answering ({e}); the other S3 checks are skipped")
+        } else {
+            format!("bucket {name}: {e}; create it, fix RELAY_BUCKET, or grant s3:ListBucket")
+        })];
     }
     let mut out = vec![Finding::ok(format!("bucket {name}: reachable"))];
     for (what, prefix) in [
@@ -125,6 +128,14 @@ async fn queues(aws: &Aws, t: &Targets<'_>) -> Vec<Finding> {
                 )));
             }
             f.fifo
+        }
+        // Asking the other queues would wait out the same timeouts again.
+        Err(e) if e.class().is_retryable() => {
+            out.push(Finding::fail(format!(
+                "output queue {url}: SQS is not answering ({e}); the other SQS checks are skipped. \
+                 `poll` waits for SQS at start-up (RELAY_STARTUP_WAIT_SECS)"
+            )));
+            return out;
         }
         Err(e) => {
             out.push(Finding::fail(format!(

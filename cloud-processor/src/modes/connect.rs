@@ -1,11 +1,13 @@
 //! The processor with its clients, built once for the long-running modes
 //! (Lambda and `poll`): S3 with timeouts that fit inside the lease, and the
-//! output and canary queues with their limits read.
+//! output and canary queues with their limits read, waited for as
+//! [`Startup`] says.
 
 use relay_shared::client::{ClientOptions, SdkConfig, load_sdk_config, with_timeouts};
 use relay_shared::s3::Bucket;
 
 use crate::cli::{Aws, Config, ConfigError, timeout_warning};
+use crate::modes::startup::{Startup, StartupError};
 use crate::object::App;
 use crate::output::sink::MessageSink;
 use crate::output::sqs::Output;
@@ -15,8 +17,8 @@ use crate::sqs::SqsError;
 pub enum ServeError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("reading the output queue's attributes: {0}")]
-    Output(SqsError),
+    #[error(transparent)]
+    Queue(Box<StartupError<SqsError>>),
     #[error("installing the metrics recorder: {0}")]
     Metrics(String),
     #[error("RELAY_METRICS_ADDR {0:?} is not an address such as 0.0.0.0:9898 (or `off`)")]
@@ -27,9 +29,19 @@ pub enum ServeError {
     Environment(String),
 }
 
+impl From<StartupError<SqsError>> for ServeError {
+    fn from(e: StartupError<SqsError>) -> Self {
+        Self::Queue(Box::new(e))
+    }
+}
+
 /// The processor with its clients, built once: S3 with timeouts that fit
 /// inside the lease, and the output queue with its limits read.
-pub async fn connect(config: Config, aws: Aws) -> Result<(App, SdkConfig), ServeError> {
+pub async fn connect(
+    config: Config,
+    aws: Aws,
+    startup: &Startup,
+) -> Result<(App, SdkConfig), ServeError> {
     let protocol = aws.protocol(&config.raw_prefix)?;
     let mut settings = config.summary();
     settings.extend(aws.summary());
@@ -49,20 +61,24 @@ pub async fn connect(config: Config, aws: Aws) -> Result<(App, SdkConfig), Serve
         },
         "",
     );
-    let output = Output::open(
-        &sdk,
-        &aws.output_queue_url,
-        &aws.fifo_group_id,
-        aws.max_message_bytes,
-    )
-    .await
-    .map_err(ServeError::Output)?;
+    let output = startup
+        .wait_for("SQS", "reading the output queue's attributes", || {
+            Output::open(
+                &sdk,
+                &aws.output_queue_url,
+                &aws.fifo_group_id,
+                aws.max_message_bytes,
+            )
+        })
+        .await?;
     tracing::info!(queue = %output.queue_url(), max_message_bytes = output.max_message_bytes(), fifo = output.is_fifo(), "output queue");
     let mut app = App::new(config, protocol, store, output);
     if let Some(url) = aws.canary_queue_url.as_deref().filter(|u| !u.is_empty()) {
-        let canary = Output::open(&sdk, url, &aws.fifo_group_id, None)
-            .await
-            .map_err(ServeError::Output)?;
+        let canary = startup
+            .wait_for("SQS", "reading the canary queue's attributes", || {
+                Output::open(&sdk, url, &aws.fifo_group_id, None)
+            })
+            .await?;
         tracing::info!(queue = %canary.queue_url(), "canary queue");
         app = app.with_canary_queue(canary);
     }

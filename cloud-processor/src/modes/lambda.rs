@@ -9,6 +9,7 @@ use clap::Parser;
 use crate::cli::{Aws, Config};
 use crate::ingest::sqs::Notifications;
 use crate::modes::connect::{ServeError, connect};
+use crate::modes::startup::Startup;
 
 /// In Lambda there are no arguments: settings come from the environment.
 pub fn from_env<T: clap::Args>() -> Result<T, ServeError> {
@@ -46,7 +47,9 @@ pub async fn run(
     aws: Aws,
     notification_queue: Option<String>,
 ) -> Result<(), ServeError> {
-    let (mut app, sdk) = connect(config, aws).await?;
+    // No waiting at init: a failure fails the invocation, and Lambda
+    // retries it (the notification comes back, or the event is retried).
+    let (mut app, sdk) = connect(config, aws, &Startup::no_wait()).await?;
     match notification_queue {
         Some(url) => app = app.with_notification_queue(Notifications::connect(&sdk, url)),
         None => tracing::warn!(

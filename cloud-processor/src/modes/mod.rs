@@ -11,6 +11,7 @@ pub mod lambda_api;
 pub mod poll;
 pub mod process;
 pub mod replay;
+pub mod startup;
 
 use std::future::Future;
 use std::process::ExitCode;
@@ -67,7 +68,7 @@ impl RunError {
     /// 2 for settings that cannot work, 1 for anything else.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::Config(_) => 2,
+            Self::Config(_) | Self::Serve(ServeError::Config(_)) => 2,
             _ => 1,
         }
     }
@@ -157,13 +158,8 @@ async fn data_path(
             out.as_deref(),
             max_message_bytes,
         )?)),
-        Some(Command::Poll {
-            aws,
-            notification_queue_url: url,
-            visibility_timeout_secs: secs,
-            metrics_addr,
-        }) => {
-            poll::run(config, aws, &url, secs, &metrics_addr, shutdown).await?;
+        Some(Command::Poll(args)) => {
+            poll::run(config, args, shutdown).await?;
             Ok(Exit::Success)
         }
         Some(Command::Check {

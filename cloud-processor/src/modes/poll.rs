@@ -9,11 +9,13 @@ use std::future::Future;
 use std::time::Duration;
 
 use relay_shared::store::ObjectStore;
+use relay_shared::telemetry::HealthCheck;
 use tracing::{error, info, warn};
 
-use crate::cli::{Aws, Config};
+use crate::cli::{Aws, Config, ConfigError, PollArgs, queue_url_problem};
 use crate::ingest::sqs::Notifications;
 use crate::modes::connect::{ServeError, connect};
+use crate::modes::startup::{Readiness, Startup};
 use crate::object::App;
 use crate::output::sink::MessageSink;
 
@@ -28,6 +30,8 @@ pub async fn follow<S: ObjectStore, Q: MessageSink>(
     tokio::pin!(shutdown);
     info!(queue = queue.queue_url(), "polling for S3 notifications");
     let full = Duration::from_secs(u64::from(visibility_secs));
+    // Failed receives in a row: an outage is logged when it starts and ends.
+    let mut failing = 0u32;
     loop {
         let out = tokio::select! {
             () = &mut shutdown => break,
@@ -36,13 +40,22 @@ pub async fn follow<S: ObjectStore, Q: MessageSink>(
         let messages = match out {
             Ok(m) => m,
             Err(e) => {
-                warn!(error = %e, "receiving notifications failed; retrying in 5 s");
+                failing += 1;
+                if failing == 1 {
+                    warn!(error = %e, "receiving notifications failed; retrying every 5 s");
+                } else {
+                    tracing::debug!(error = %e, failing, "receiving notifications failed again");
+                }
                 tokio::select! {
                     () = &mut shutdown => break,
                     () = tokio::time::sleep(Duration::from_secs(5)) => continue,
                 }
             }
         };
+        if failing > 0 {
+            info!(failed_receives = failing, "receiving notifications again");
+            failing = 0;
+        }
         for m in messages {
             let result = tokio::select! {
                 r = app.process_message_body(&m.body) => r,
@@ -72,37 +85,78 @@ pub async fn follow<S: ObjectStore, Q: MessageSink>(
     info!("poller stopped");
 }
 
-/// `poll`: consumes `queue_url` until `shutdown` (SIGTERM or Ctrl-C),
-/// serving `/metrics` and `/healthz` on `metrics_addr` unless it is `off`.
+/// `poll`: consumes the notification queue until `shutdown` (SIGTERM or
+/// Ctrl-C), serving `/metrics` and `/healthz` unless its address is `off`.
+/// The metrics server comes first, so `/healthz` tells the truth while
+/// start-up waits for SQS; a shutdown during that wait is a clean exit.
 pub async fn run(
     config: Config,
-    aws: Aws,
-    queue_url: &str,
-    visibility_secs: u32,
-    metrics_addr: &str,
+    args: PollArgs,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    let (app, sdk) = connect(config, aws).await?;
-    if !matches!(metrics_addr, "" | "off") {
-        let addr = metrics_addr
-            .parse()
-            .map_err(|_| ServeError::MetricsAddr(metrics_addr.to_owned()))?;
-        let health: relay_shared::telemetry::HealthCheck =
-            std::sync::Arc::new(|| relay_shared::telemetry::Health::Ok(Vec::new()));
-        let buckets = [(
-            crate::metrics::OBJECT_SECONDS,
-            crate::metrics::OBJECT_SECONDS_BUCKETS,
-        )];
-        let bound =
-            relay_shared::telemetry::serve_metrics(addr, "cloud-processor", &buckets, health)
-                .await
-                .map_err(|e| ServeError::Metrics(e.to_string()))?;
-        crate::metrics::describe();
-        crate::metrics::register_at_zero(app.config.projection.names());
-        tracing::info!(%bound, "serving /metrics and /healthz");
+    tokio::pin!(shutdown);
+    if let Some(reason) = queue_url_problem(&args.notification_queue_url) {
+        let name = "RELAY_NOTIFICATION_QUEUE_URL";
+        return Err(ConfigError::Invalid { name, reason }.into());
     }
-    let queue = Notifications::connect(&sdk, queue_url.to_owned());
-    follow(&app, &queue, visibility_secs, shutdown).await;
+    let startup = Startup::new(args.startup_wait_secs.map(Duration::from_secs));
+    let fields = config.projection.names();
+    serve_metrics(&args.metrics_addr, startup.readiness.clone()).await?;
+    crate::metrics::describe();
+    crate::metrics::register_at_zero(fields);
+    let started = tokio::select! {
+        started = start(config, args.aws, args.notification_queue_url, &startup) => started?,
+        () = &mut shutdown => {
+            info!("stopped while starting");
+            return Ok(());
+        }
+    };
+    startup.readiness.ready();
+    let (app, queue) = started;
+    follow(&app, &queue, args.visibility_timeout_secs, shutdown).await;
+    Ok(())
+}
+
+/// The processor and the notification queue, each waited for until it
+/// answers as `startup` says.
+async fn start(
+    config: Config,
+    aws: Aws,
+    notification_queue_url: String,
+    startup: &Startup,
+) -> Result<(App, Notifications), ServeError> {
+    let (app, sdk) = connect(config, aws, startup).await?;
+    let queue = Notifications::connect(&sdk, notification_queue_url);
+    startup
+        .wait_for("SQS", "reading the notification queue's attributes", || {
+            queue.probe()
+        })
+        .await?;
+    Ok((app, queue))
+}
+
+/// Serves `/metrics` and `/healthz` (from `readiness`) on `addr`, unless
+/// it is `off`.
+async fn serve_metrics(addr: &str, readiness: Readiness) -> Result<(), ServeError> {
+    if matches!(addr, "" | "off") {
+        return Ok(());
+    }
+    let parsed = addr
+        .parse()
+        .map_err(|_| ServeError::MetricsAddr(addr.to_owned()))?;
+    let health: HealthCheck = {
+        let readiness = readiness.clone();
+        std::sync::Arc::new(move || readiness.health())
+    };
+    let buckets = [(
+        crate::metrics::OBJECT_SECONDS,
+        crate::metrics::OBJECT_SECONDS_BUCKETS,
+    )];
+    let bound = relay_shared::telemetry::serve_metrics(parsed, "cloud-processor", &buckets, health)
+        .await
+        .map_err(|e| ServeError::Metrics(e.to_string()))?;
+    readiness.publish();
+    info!(%bound, "serving /metrics and /healthz");
     Ok(())
 }
 

@@ -141,7 +141,7 @@ impl Output {
             queue: self.queue_url.clone(),
             op: "SendMessageBatch",
             message: err.to_string(),
-            transient: false,
+            class: Class::Permanent,
         })
     }
 
@@ -260,11 +260,7 @@ impl MessageSink for Output {
                     pending = retry;
                 }
                 Err(e) => match call_error(&self.queue_url, "SendMessageBatch", e) {
-                    SqsError::Call {
-                        transient: true,
-                        message,
-                        ..
-                    } => {
+                    SqsError::Call { class, message, .. } if class.is_retryable() => {
                         tracing::warn!(%message, "SendMessageBatch failed; retrying");
                         metrics::counter!(crate::metrics::SEND_RETRIES).increment(1);
                         last = message;
