@@ -16,10 +16,12 @@ pub mod contract;
 mod fault_proxy;
 mod mem;
 mod sink_s3;
+mod transport;
 use crate::s3::Bucket;
 pub use fault_proxy::{FaultProxy, Faults};
 pub use mem::{Fault, MemStore};
 pub use sink_s3::{SinkCounts, SinkS3};
+pub use transport::{TransportProxy, TransportStats, Weather};
 
 const HOW_TO_START: &str = "start it with `scripts/moto.sh start` and export the variables it prints, \
      or run the whole suite with `scripts/test.sh`";

@@ -3,6 +3,8 @@
 #![allow(dead_code)] // Each test binary uses a different subset.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test-only helpers: a panic is a test failure.
 
+pub mod relay;
+
 use relay_shared::store::ObjectStore;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -11,7 +13,7 @@ use aws_sdk_s3::types::{
     Event, FilterRule, FilterRuleName, NotificationConfiguration, NotificationConfigurationFilter,
     QueueConfiguration, S3KeyFilter,
 };
-use aws_sdk_sqs::types::QueueAttributeName;
+use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use clap::Parser;
 use cloud_processor::App;
 use cloud_processor::Output;
@@ -163,11 +165,14 @@ pub async fn notification(s: &Setup) -> String {
     }
 }
 
-/// One message from the output queue: its SQS id, body and string attributes.
+/// One message from the output queue: its SQS id, body and string
+/// attributes, its FIFO deduplication id, and when SQS took it (ms).
 pub struct Received {
     pub message_id: String,
     pub body: String,
     pub attrs: BTreeMap<String, String>,
+    pub dedup_id: Option<String>,
+    pub sent_ms: Option<u64>,
 }
 
 impl Received {
@@ -188,6 +193,7 @@ pub async fn receive_batch(sqs: &aws_sdk_sqs::Client, queue: &str) -> Vec<Receiv
         .queue_url(queue)
         .max_number_of_messages(10)
         .message_attribute_names("All")
+        .message_system_attribute_names(MessageSystemAttributeName::All)
         .wait_time_seconds(1)
         .send()
         .await
@@ -206,7 +212,14 @@ pub async fn receive_batch(sqs: &aws_sdk_sqs::Client, queue: &str) -> Vec<Receiv
                 .build()
                 .unwrap(),
         );
+        let system = m.attributes.unwrap_or_default();
         got.push(Received {
+            dedup_id: system
+                .get(&MessageSystemAttributeName::MessageDeduplicationId)
+                .cloned(),
+            sent_ms: system
+                .get(&MessageSystemAttributeName::SentTimestamp)
+                .and_then(|t| t.parse().ok()),
             message_id: m.message_id.unwrap(),
             body: m.body.unwrap(),
             attrs: m
