@@ -226,7 +226,7 @@ variable "fifo_group_id" {
 }
 
 variable "notification_batch_size" {
-  description = "Notifications per Lambda invocation (each names one object)."
+  description = "Notifications per Lambda invocation. A live notification names one object; a replayed one up to replay's --objects-per-event (10)."
   type        = number
   default     = 5
 

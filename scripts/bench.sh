@@ -6,6 +6,8 @@
 #   scripts/bench.sh processor  only the cloud processor's (no emulator needed)
 #   scripts/bench.sh demo       the whole relay, release build, for RELAY_BENCH_DEMO_SECS
 #                               (default 60) at RELAY_DEMO_RATE: sustained rate and latency
+#   scripts/bench.sh replay     replay over RELAY_BENCH_REPLAY_OBJECTS (default 100,000)
+#                               raw objects, next to a boto3 script
 # Knobs: RELAY_BENCH_FILES, RELAY_BENCH_FILE_BYTES, RELAY_BENCH_MB,
 # RELAY_BENCH_GB (see each bench's header).
 set -euo pipefail
@@ -30,4 +32,16 @@ if [[ $which == all || $which == agent ]]; then
   trap 'scripts/moto.sh stop' EXIT
   echo "== edge agent (release build, $(nproc) cores, $(uname -m))" >&2
   cargo bench --locked -p edge-agent --bench agent
+fi
+if [[ $which == all || $which == replay ]]; then
+  echo "== replay at scale (release build, $(nproc) cores, $(uname -m))" >&2
+  cargo build --locked --release -p cloud-processor --bin cloud-processor
+  scripts/moto.sh install
+  if [[ -z ${AWS_ENDPOINT_URL:-} ]]; then
+    export RELAY_MOTO_DIR="$PWD/.moto/bench"
+    env_lines=$(scripts/moto.sh start)
+    eval "$env_lines"
+    trap 'scripts/moto.sh stop' EXIT
+  fi
+  .venv/bin/python scripts/bench_replay.py "$PWD/target/release/cloud-processor"
 fi

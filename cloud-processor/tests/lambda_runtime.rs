@@ -175,17 +175,13 @@ async fn s3_and_sqs_events_through_the_lambda_runtime_api() {
     let target = cloud_processor::modes::replay::Target::Function(
         cloud_processor::modes::lambda_api::Function::new(&runtime_api, "_"),
     );
-    let summary = cloud_processor::modes::replay::replay(
-        &bucket,
-        &target,
-        &sel,
-        cloud_processor::modes::replay::Mode::Missing,
-        false,
-        10,
-        |_, _, _, _| {},
-    )
-    .await
-    .unwrap();
+    let opts =
+        cloud_processor::modes::replay::Options::new(cloud_processor::modes::replay::Mode::Missing);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let summary =
+        cloud_processor::modes::replay::replay(&bucket, &target, &sel, &opts, None, &stop)
+            .await
+            .unwrap();
     assert_eq!(
         (summary.listed, summary.already_done, summary.sent),
         (2, 1, 1)

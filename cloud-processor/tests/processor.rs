@@ -1012,7 +1012,7 @@ async fn an_aws_error_is_one_plain_line() {
     assert!(!out.status.success());
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(
-        stderr.contains(&format!("s3://{missing}/raw/: ListObjectVersions failed"))
+        stderr.contains(&format!("s3://{missing}/: GetBucketVersioning failed"))
             && stderr.contains("NoSuchBucket): The specified bucket does not exist")
             && !stderr.contains("Error {")
             && !stderr.contains("aws_request_id"),

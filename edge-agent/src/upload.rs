@@ -18,7 +18,6 @@ use std::time::Duration;
 
 use std::collections::HashMap;
 
-use backon::BackoffBuilder;
 use relay_shared::keys::KeyScheme;
 use relay_shared::meta::{self, CONTENT_HASH, ORIGINAL_SIZE, content_hash_hex};
 use relay_shared::store::{ObjectStore, PutMode, PutOptions, S3Error};
@@ -701,12 +700,7 @@ pub async fn upload_with_retry<S: ObjectStore>(
     mut stopping: tokio::sync::watch::Receiver<bool>,
     on_error: impl Fn(&UploadError, u32, Duration),
 ) -> (Outcome, u32) {
-    let mut backoff = backon::ExponentialBuilder::default()
-        .with_min_delay(policy.min_delay)
-        .with_max_delay(policy.max_delay)
-        .with_jitter()
-        .without_max_times()
-        .build();
+    let mut backoff = relay_shared::retry::backoff(policy.min_delay, policy.max_delay);
     let mut attempt: u32 = 0;
     loop {
         attempt += 1;

@@ -3,6 +3,7 @@
 //! error type of the workspace that wraps an AWS failure carries a [`Class`].
 
 use std::fmt;
+use std::time::Duration;
 
 /// How a failed AWS call should be treated, the same for S3 and SQS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +58,19 @@ where
         }
         _ => Class::Permanent,
     }
+}
+
+/// Delays between attempts: exponential from `min` to `max`, with jitter,
+/// for as many attempts as the caller makes. The one shape every retry loop
+/// of the workspace waits by.
+pub fn backoff(min: Duration, max: Duration) -> backon::ExponentialBackoff {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::default()
+        .with_min_delay(min)
+        .with_max_delay(max)
+        .with_jitter()
+        .without_max_times()
+        .build()
 }
 
 /// An error that knows its [`Class`]: all a retry loop needs to decide

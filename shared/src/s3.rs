@@ -16,7 +16,8 @@ use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPa
 use crate::client::{ClientOptions, SdkConfig, s3_client};
 use crate::retry::{Class, classify};
 use crate::store::{
-    Failure, Got, Head, Listed, ObjectStore, Part, PutMode, PutOptions, PutResult, S3Error, Small,
+    Children, Failure, Got, Head, Listed, Listing, ObjectStore, PAGE_LIMIT, Page, Part, PutMode,
+    PutOptions, PutResult, S3Error, Small,
 };
 
 /// Maps any S3 operation's SDK error into [`S3Error`]. `mode` decides what a 412
@@ -226,6 +227,17 @@ macro_rules! head_of {
     };
 }
 
+/// One object of a ListObjectsV2 page.
+fn listed(o: &aws_sdk_s3::types::Object) -> Listed {
+    Listed {
+        key: o.key().unwrap_or_default().to_owned(),
+        size: o.size().and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
+        etag: o.e_tag().unwrap_or_default().trim_matches('"').to_owned(),
+        last_modified_ms: millis(o.last_modified),
+        version_id: None,
+    }
+}
+
 fn millis(t: Option<aws_sdk_s3::primitives::DateTime>) -> Option<i64> {
     t.and_then(|t| t.to_millis().ok())
 }
@@ -356,13 +368,7 @@ impl ObjectStore for Bucket {
                 .send()
                 .await
                 .map_err(self.err(prefix, "ListObjectsV2", None))?;
-            out.extend(page.contents().iter().map(|o| Listed {
-                key: o.key().unwrap_or_default().to_owned(),
-                size: o.size().and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
-                etag: o.e_tag().unwrap_or_default().trim_matches('"').to_owned(),
-                last_modified_ms: millis(o.last_modified),
-                version_id: None,
-            }));
+            out.extend(page.contents().iter().map(listed));
             match page.next_continuation_token {
                 Some(t) if page.is_truncated == Some(true) => token = Some(t),
                 _ => break,
@@ -372,22 +378,50 @@ impl ObjectStore for Bucket {
         Ok(out)
     }
 
-    async fn list_current(&self, prefix: &str) -> Result<Vec<Listed>, S3Error> {
-        let mut out = Vec::new();
-        let (mut key_marker, mut version_marker) = (None, None);
-        loop {
-            let page = self
-                .client
-                .list_object_versions()
-                .bucket(&self.name)
-                .prefix(prefix)
-                .set_key_marker(key_marker.take())
-                .set_version_id_marker(version_marker.take())
-                .send()
-                .await
-                .map_err(self.err(prefix, "ListObjectVersions", None))?;
-            out.extend(
-                page.versions()
+    async fn list_page(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        listing: Listing,
+        limit: usize,
+    ) -> Result<Page, S3Error> {
+        let max_keys = i32::try_from(limit.clamp(1, PAGE_LIMIT)).unwrap_or(1000);
+        match listing {
+            Listing::Plain => {
+                let page = self
+                    .client
+                    .list_objects_v2()
+                    .bucket(&self.name)
+                    .prefix(prefix)
+                    .max_keys(max_keys)
+                    .set_start_after(after.map(str::to_owned))
+                    .send()
+                    .await
+                    .map_err(self.err(prefix, "ListObjectsV2", None))?;
+                let objects: Vec<Listed> = page.contents().iter().map(listed).collect();
+                let next_after = (page.is_truncated == Some(true))
+                    .then(|| objects.last().map(|o| o.key.clone()))
+                    .flatten();
+                Ok(Page {
+                    objects,
+                    next_after,
+                })
+            }
+            Listing::Current => {
+                // A key marker without a version marker starts after every
+                // version of that key: its latest came first, on this page.
+                let page = self
+                    .client
+                    .list_object_versions()
+                    .bucket(&self.name)
+                    .prefix(prefix)
+                    .max_keys(max_keys)
+                    .set_key_marker(after.map(str::to_owned))
+                    .send()
+                    .await
+                    .map_err(self.err(prefix, "ListObjectVersions", None))?;
+                let objects = page
+                    .versions()
                     .iter()
                     .filter(|v| v.is_latest() == Some(true))
                     .map(|v| Listed {
@@ -397,14 +431,61 @@ impl ObjectStore for Bucket {
                         last_modified_ms: millis(v.last_modified),
                         // An unversioned bucket's objects are version `null`.
                         version_id: v.version_id().filter(|id| *id != "null").map(str::to_owned),
-                    }),
-            );
-            key_marker = page.next_key_marker().map(str::to_owned);
-            version_marker = page.next_version_id_marker().map(str::to_owned);
-            if page.is_truncated() != Some(true) || key_marker.is_none() {
-                return Ok(out);
+                    })
+                    .collect();
+                let next_after = (page.is_truncated() == Some(true))
+                    .then(|| page.next_key_marker().map(str::to_owned))
+                    .flatten();
+                Ok(Page {
+                    objects,
+                    next_after,
+                })
             }
         }
+    }
+
+    async fn versioned(&self) -> Result<bool, S3Error> {
+        match self
+            .client
+            .get_bucket_versioning()
+            .bucket(&self.name)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(out.status.is_some()),
+            // The emulator (moto 5.2.5) answers under the root element
+            // `GetBucketVersioningResponse`, which the SDK refuses: read
+            // the status from the answer itself.
+            Err(SdkError::ServiceError(e)) if e.raw().status().as_u16() == 200 => {
+                let body = e.raw().body().bytes().unwrap_or_default();
+                let body = String::from_utf8_lossy(body);
+                Ok(["<Status>Enabled</Status>", "<Status>Suspended</Status>"]
+                    .iter()
+                    .any(|s| body.contains(s)))
+            }
+            Err(e) => Err(self.err("", "GetBucketVersioning", None)(e)),
+        }
+    }
+
+    async fn list_children(&self, prefix: &str) -> Result<Children, S3Error> {
+        let page = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.name)
+            .prefix(prefix)
+            .delimiter("/")
+            .send()
+            .await
+            .map_err(self.err(prefix, "ListObjectsV2", None))?;
+        Ok(Children {
+            prefixes: page
+                .common_prefixes()
+                .iter()
+                .filter_map(|p| p.prefix().map(str::to_owned))
+                .collect(),
+            objects: page.contents().len(),
+            complete: page.is_truncated != Some(true),
+        })
     }
 
     async fn start_multipart(&self, key: &str, options: &PutOptions) -> Result<String, S3Error> {

@@ -90,9 +90,44 @@ pub struct Listed {
     /// Without quotes.
     pub etag: String,
     pub last_modified_ms: Option<i64>,
-    /// The version a live event would name: set by
-    /// [`ObjectStore::list_current`] in a versioned bucket, else `None`.
+    /// The version a live event would name: set by a [`Listing::Current`]
+    /// page in a versioned bucket, else `None`.
     pub version_id: Option<String>,
+}
+
+/// Which listing a page is of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listing {
+    /// Every object (ListObjectsV2).
+    Plain,
+    /// The current version of every object, with its version id where the
+    /// bucket is versioned (ListObjectVersions); delete markers and older
+    /// versions are left out.
+    Current,
+}
+
+/// The most objects one listing request returns.
+pub const PAGE_LIMIT: usize = 1000;
+
+/// One page of a listing, in key order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Page {
+    pub objects: Vec<Listed>,
+    /// Where the next page starts (pass it as `after`); `None` after the
+    /// last page. A key, so it is also a place to resume from.
+    pub next_after: Option<String>,
+}
+
+/// What is directly under a prefix, as a listing with the delimiter `/`
+/// shows it on its first page.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Children {
+    /// The sub-prefixes, each ending in `/`, in key order.
+    pub prefixes: Vec<String>,
+    /// How many objects are directly under the prefix.
+    pub objects: usize,
+    /// Whether the page held all of them: no more prefixes or objects follow.
+    pub complete: bool,
 }
 
 /// One uploaded part of a multipart upload.
@@ -142,13 +177,23 @@ pub trait ObjectStore: Clone + Send + Sync + 'static {
         prefix: &str,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<Listed>, S3Error>> + Send;
-    /// The current version of every object under `prefix`, in key order,
-    /// with its version id where the bucket is versioned. Delete markers
-    /// and older versions are left out.
-    fn list_current(
+    /// One page of `listing` under `prefix`, after the key `after`: at most
+    /// `limit` objects (and at most [`PAGE_LIMIT`]), in key order. Walking
+    /// a listing page by page holds one page, however many objects it has.
+    fn list_page(
         &self,
         prefix: &str,
-    ) -> impl Future<Output = Result<Vec<Listed>, S3Error>> + Send;
+        after: Option<&str>,
+        listing: Listing,
+        limit: usize,
+    ) -> impl Future<Output = Result<Page, S3Error>> + Send;
+    /// Whether the bucket keeps versions (enabled, or suspended after it
+    /// was): its events name a version id, and [`Listing::Current`] finds it.
+    fn versioned(&self) -> impl Future<Output = Result<bool, S3Error>> + Send;
+    /// The sub-prefixes directly under `prefix` (delimiter `/`), from one
+    /// listing request.
+    fn list_children(&self, prefix: &str)
+    -> impl Future<Output = Result<Children, S3Error>> + Send;
     /// Starts a multipart upload; returns its id.
     fn start_multipart(
         &self,

@@ -120,6 +120,24 @@ impl Emulator {
         Bucket::new(self.s3.clone(), name)
     }
 
+    /// Turns versioning on for `bucket`, as the module's bucket has it.
+    pub async fn enable_versioning(&self, bucket: &str) {
+        use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
+        let enabled = VersioningConfiguration::builder()
+            .status(BucketVersioningStatus::Enabled)
+            .build();
+        if let Err(e) = self
+            .s3
+            .put_bucket_versioning()
+            .bucket(bucket)
+            .versioning_configuration(enabled)
+            .send()
+            .await
+        {
+            panic!("versioning bucket {bucket} on {}: {e:?}", self.endpoint);
+        }
+    }
+
     /// Creates a fresh queue for one test and returns its URL. Fresh names
     /// matter: PurgeQueue is allowed only once a minute per queue.
     pub async fn queue(&self, label: &str, fifo: bool) -> String {

@@ -40,3 +40,31 @@ async fn a_missing_bucket_is_reported_as_permanent_and_named() {
     assert_eq!(err.kind(), "no_such_bucket", "{err:?}");
     assert_eq!(err.class(), Class::Permanent);
 }
+
+/// A versioned bucket says so, and its current versions are listed with
+/// their ids, as its events name them (the module's bucket is versioned).
+#[tokio::test]
+async fn a_versioned_bucket_lists_current_versions_with_their_ids() {
+    use relay_shared::store::{Listing, ObjectStore, PutMode, PutOptions};
+    let emu = Emulator::connect().await;
+    let bucket = emu.bucket("contract-versioned").await;
+    emu.enable_versioning(bucket.name()).await;
+    assert!(bucket.versioned().await.unwrap());
+    let stored = bucket
+        .put(
+            "v/a",
+            b"1".to_vec(),
+            &PutMode::Create,
+            &PutOptions::default(),
+        )
+        .await
+        .unwrap();
+    bucket.delete("v/gone", None).await.unwrap();
+    let page = bucket
+        .list_page("v/", None, Listing::Current, 10)
+        .await
+        .unwrap();
+    assert_eq!(page.objects.len(), 1, "{page:?}");
+    assert_eq!(page.objects[0].version_id, stored.version_id);
+    assert!(page.objects[0].version_id.is_some());
+}

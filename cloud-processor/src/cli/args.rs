@@ -119,8 +119,8 @@ pub struct ReplayArgs {
         conflicts_with = "function_name"
     )]
     pub notification_queue_url: Option<String>,
-    /// ...or invoke the processor function with each event, one object at
-    /// a time, reporting any object it fails on.
+    /// ...or invoke the processor function synchronously with each event,
+    /// reporting the objects of any invocation that fails.
     #[arg(long, env = "RELAY_FUNCTION_NAME")]
     pub function_name: Option<String>,
     /// `missing`: objects without a done marker; `reprocess`: all, after
@@ -133,9 +133,23 @@ pub struct ReplayArgs {
     /// Confirm `--mode reprocess` without a prompt.
     #[arg(long)]
     pub yes: bool,
-    /// Events sent per second at most.
-    #[arg(long, default_value_t = 50)]
+    /// Objects sent per second at most (0: no ceiling). Sending faster than
+    /// the processor works only queues notifications: see docs/operations.md.
+    #[arg(long, default_value_t = 1000)]
     pub rate_per_sec: u32,
+    /// Objects named in one notification (S3's `Records` array, 1 to 100);
+    /// ten notifications go in one SendMessageBatch.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=100))]
+    pub objects_per_event: u16,
+    /// Partitions of the selection (its sub-prefixes: sources, then dates)
+    /// walked and sent at once.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub concurrency: u16,
+    /// Record progress in this file, and resume from it if it exists: a
+    /// replay stopped by Ctrl-C, a crash or a network failure, run again
+    /// with the same file, sends nothing it sent before.
+    #[arg(long)]
+    pub checkpoint: Option<std::path::PathBuf>,
 }
 
 /// Which objects `replay` and `audit` look at.

@@ -18,7 +18,10 @@ use crate::output::sink::MessageSink;
 
 impl<S: ObjectStore, Q: MessageSink> App<S, Q> {
     /// Processes every object one notification names, or counts it as
-    /// ignored on purpose.
+    /// ignored on purpose. Each object is tried, whatever happened to the
+    /// ones before it (a replayed notification names several): the
+    /// notification fails if any did, with the first failure, and its
+    /// redelivery skips the objects that are done by their markers.
     async fn process_notice(
         &self,
         notice: Notice,
@@ -27,14 +30,22 @@ impl<S: ObjectStore, Q: MessageSink> App<S, Q> {
         match notice {
             Notice::Objects(objects) => {
                 let mut outcomes = Vec::new();
+                let mut first_failure = None;
                 for obj in &objects {
                     match self.process_object_until(obj, stop_at).await {
                         Ok(o) => outcomes.push(o),
                         Err(e) => {
-                            metrics::counter!(m::EVENTS, "outcome" => "failed").increment(1);
-                            return Err(e);
+                            if objects.len() > 1 {
+                                error!(bucket = %obj.bucket, key = %obj.key, error = %e,
+                                    "one object of the notification failed; the others are tried");
+                            }
+                            first_failure.get_or_insert(e);
                         }
                     }
+                }
+                if let Some(e) = first_failure {
+                    metrics::counter!(m::EVENTS, "outcome" => "failed").increment(1);
+                    return Err(e);
                 }
                 metrics::counter!(m::EVENTS, "outcome" => "processed").increment(1);
                 Ok(outcomes)

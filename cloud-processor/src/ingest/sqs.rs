@@ -111,6 +111,64 @@ impl Notifications {
             .map_err(|e| call_error(&self.queue_url, "SendMessage", e))
     }
 
+    /// Sends up to ten notifications in one SendMessageBatch (replay),
+    /// retrying the entries SQS failed on its side, with backoff. Returns
+    /// the requests made.
+    pub async fn send_batch(&self, bodies: &[String]) -> Result<u64, SqsError> {
+        use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+        const ATTEMPTS: u32 = 6;
+        let mut backoff =
+            relay_shared::retry::backoff(Duration::from_millis(100), Duration::from_secs(5));
+        let mut pending: Vec<usize> = (0..bodies.len()).collect();
+        let mut requests = 0;
+        let gave_up = |failed: usize, last: String| SqsError::GaveUp {
+            queue: self.queue_url.clone(),
+            failed,
+            last,
+        };
+        for _ in 0..ATTEMPTS {
+            let entries = pending.iter().map(|&i| {
+                SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(&bodies[i])
+                    .build()
+            });
+            let entries = entries
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| gave_up(pending.len(), e.to_string()))?;
+            requests += 1;
+            let out = self
+                .client
+                .send_message_batch()
+                .queue_url(&self.queue_url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(|e| call_error(&self.queue_url, "SendMessageBatch", e))?;
+            let mut retry = Vec::new();
+            for f in out.failed() {
+                if f.sender_fault {
+                    return Err(SqsError::Refused {
+                        queue: self.queue_url.clone(),
+                        id: f.id.clone(),
+                        code: f.code.clone(),
+                        message: f.message.clone().unwrap_or_default(),
+                    });
+                }
+                retry.extend(f.id.parse::<usize>().ok());
+            }
+            if retry.is_empty() {
+                return Ok(requests);
+            }
+            pending = retry;
+            tokio::time::sleep(backoff.next().unwrap_or(Duration::from_secs(5))).await;
+        }
+        Err(gave_up(
+            pending.len(),
+            "SQS kept failing entries on its side".into(),
+        ))
+    }
+
     /// Deletes a processed notification.
     pub async fn delete(&self, receipt: &str) -> Result<(), SqsError> {
         self.client

@@ -2,11 +2,12 @@
 //! raw objects: objects without a done marker after a while, leases with no
 //! live owner, quarantine and reject reports, and each source's last canary.
 
-use relay_shared::store::{ObjectStore, S3Error};
+use relay_shared::store::{ObjectStore, PAGE_LIMIT, S3Error};
 use serde::Serialize;
 
 use crate::cli::Range;
-use crate::modes::replay::{RawObject, Selection, is_done, select};
+use crate::modes::merge::SortedKeys;
+use crate::modes::replay::{RawObject, Selection};
 use crate::modes::{Exit, ToolError, tool_store};
 use crate::object::lease::Lease;
 use crate::object::marker::{self, StateObjects};
@@ -43,6 +44,8 @@ pub struct LastCanary {
 }
 
 /// Audits the selection: what is late, stuck, quarantined or rejected.
+/// Raw objects are read page by page and known done by merging in their
+/// markers' listing, so what is held is the findings, not the selection.
 pub async fn audit<S: ObjectStore>(
     store: &S,
     sel: &Selection,
@@ -50,23 +53,49 @@ pub async fn audit<S: ObjectStore>(
     now_secs: i64,
 ) -> Result<AuditReport, ToolError> {
     let mut report = AuditReport::default();
-    let mut newest: std::collections::BTreeMap<String, (u64, RawObject)> = Default::default();
-    for obj in select(store, sel).await? {
-        if let Some(c) = relay_shared::keys::canary_of(&sel.raw_prefix, &obj.key) {
-            let slot = newest.entry(c.source_id).or_insert((0, obj.clone()));
-            if c.created_ms >= slot.0 {
-                *slot = (c.created_ms, obj.clone());
+    let mut newest: std::collections::BTreeMap<String, (u64, RawObject, bool)> = Default::default();
+    let mut done = SortedKeys::new(
+        store,
+        marker::mirrored(
+            &sel.state_prefix,
+            marker::DONE,
+            &sel.raw_prefix,
+            &sel.prefix,
+        ),
+        None,
+    );
+    let listing = crate::modes::merge::raw_listing(store).await?;
+    let mut after: Option<String> = None;
+    loop {
+        let page = store
+            .list_page(&sel.prefix, after.as_deref(), listing, PAGE_LIMIT)
+            .await?;
+        for obj in page.objects.into_iter().map(RawObject::from) {
+            let in_range = sel.in_range(&obj);
+            let Some(rel) = obj.key.strip_prefix(&sel.prefix).filter(|_| in_range) else {
+                continue;
+            };
+            let is_done = done.contains(rel).await?;
+            if let Some(c) = relay_shared::keys::canary_of(&sel.raw_prefix, &obj.key) {
+                let slot = newest
+                    .entry(c.source_id)
+                    .or_insert((0, obj.clone(), is_done));
+                if c.created_ms >= slot.0 {
+                    *slot = (c.created_ms, obj.clone(), is_done);
+                }
+            }
+            if obj.last_modified_secs <= now_secs - older_than_secs && !is_done {
+                report.unprocessed.push(obj);
             }
         }
-        if obj.last_modified_secs <= now_secs - older_than_secs
-            && !is_done(store, sel, &obj).await?
-        {
-            report.unprocessed.push(obj);
+        match page.next_after {
+            Some(next) => after = Some(next),
+            None => break,
         }
     }
-    for (source, (created_ms, obj)) in newest {
+    for (source, (created_ms, obj, processed)) in newest {
         report.last_canaries.push(LastCanary {
-            processed: is_done(store, sel, &obj).await?,
+            processed,
             source,
             key: obj.key,
             created_ms,

@@ -8,6 +8,7 @@ pub mod check;
 pub mod connect;
 pub mod lambda;
 pub mod lambda_api;
+mod merge;
 pub mod poll;
 pub mod process;
 pub mod replay;
@@ -33,6 +34,8 @@ pub enum Exit {
     Failed,
     /// `audit` found objects or leases that need attention.
     Findings,
+    /// Stopped by Ctrl-C or SIGTERM, cleanly (`replay` saved its checkpoint).
+    Interrupted,
 }
 
 impl Exit {
@@ -41,6 +44,7 @@ impl Exit {
             Self::Success => ExitCode::SUCCESS,
             Self::Failed => ExitCode::from(1),
             Self::Findings => ExitCode::from(3),
+            Self::Interrupted => ExitCode::from(130),
         }
     }
 }
@@ -86,6 +90,7 @@ pub enum ToolError {
         key: String,
         queue: String,
         message: String,
+        class: relay_shared::retry::Class,
     },
     #[error("prefix {prefix:?} is not under the raw prefix {raw_prefix:?}")]
     Prefix { prefix: String, raw_prefix: String },
@@ -99,6 +104,20 @@ pub enum ToolError {
     NoTarget,
     #[error("reading the confirmation: {0}")]
     Prompt(std::io::Error),
+    #[error("checkpoint {path}: {reason}")]
+    Checkpoint { path: String, reason: String },
+}
+
+impl ToolError {
+    /// Whether trying again may help: S3 or SQS did not answer, or asked
+    /// us to slow down.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::S3(e) => e.class().is_retryable(),
+            Self::Send { class, .. } => class.is_retryable(),
+            _ => false,
+        }
+    }
 }
 
 /// Whether `command` is an operator tool, which reads no data-path settings
@@ -121,7 +140,9 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> Result<Exit, R
                 _ => Exit::Failed,
             });
         }
-        Some(Command::Replay(args)) => return Ok(replay::run(args, &raw_prefix).await?),
+        Some(Command::Replay(args)) => {
+            return Ok(replay::run(args, &raw_prefix, shutdown).await?);
+        }
         Some(Command::Audit {
             range,
             older_than_mins,

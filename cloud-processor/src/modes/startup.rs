@@ -10,7 +10,6 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use backon::BackoffBuilder;
 use relay_shared::retry::{Class, Classified};
 use relay_shared::telemetry::Health;
 // Tokio's clock, which tests can pause.
@@ -128,12 +127,7 @@ impl Startup {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        let mut backoff = backon::ExponentialBuilder::default()
-            .with_min_delay(self.min_delay)
-            .with_max_delay(self.max_delay)
-            .with_jitter()
-            .without_max_times()
-            .build();
+        let mut backoff = relay_shared::retry::backoff(self.min_delay, self.max_delay);
         let started = Instant::now();
         let mut warned: Vec<Class> = Vec::new();
         let mut attempts = 0u32;

@@ -446,6 +446,90 @@ mod tests {
         serde_json::from_slice(&store.bytes(&keys.done).expect("a done marker")).unwrap()
     }
 
+    /// A replayed notification names three objects, and the middle one is
+    /// held by another processor: the other two are sent anyway, and the
+    /// redelivery sends only the middle one, the others stopped by their
+    /// markers.
+    #[tokio::test]
+    async fn one_failing_object_of_a_notification_does_not_resend_the_others() {
+        let store = MemStore::new("b");
+        let keys: Vec<String> = (0..3)
+            .map(|i| format!("raw/e/2026/11/21/22/176380000000{i}.json.zst"))
+            .collect();
+        for (i, key) in keys.iter().enumerate() {
+            let text: String = (0..10)
+                .map(|r| format!("{{\"id\":\"{i}-{r}\"}}\n"))
+                .collect();
+            put_text(&store, key, &text).await;
+        }
+        let lease = crate::object::marker::StateKeys::new("state/", "raw/", &keys[1]).lease;
+        let busy = format!(
+            "{{\"owner\":\"other\",\"expires_at_ms\":{},\"ttl_ms\":60000,\"fingerprint\":\"f\",\"next_chunk\":0}}",
+            now_ms() + 60_000
+        );
+        store.insert(&lease, busy.as_bytes());
+        let objects: Vec<_> = keys
+            .iter()
+            .map(|k| crate::modes::replay::RawObject {
+                key: k.clone(),
+                size: 0,
+                etag: String::new(),
+                last_modified_secs: 0,
+                version_id: None,
+            })
+            .collect();
+        let event = crate::modes::replay::events_for("b", &objects).to_string();
+        let queue = FakeQueue::default();
+        let app = app(&store, queue.clone());
+        let err = app.process_message_body(&event).await.unwrap_err();
+        assert!(matches!(err, ProcessError::Busy { .. }), "{err}");
+        let ids = |queue: &FakeQueue| -> Vec<String> {
+            let mut ids: Vec<String> = queue
+                .bodies()
+                .iter()
+                .flat_map(|b| {
+                    String::from_utf8(b.clone())
+                        .unwrap()
+                        .lines()
+                        .map(str::to_owned)
+                        .collect::<Vec<_>>()
+                })
+                .map(|l| {
+                    serde_json::from_str::<Value>(&l).unwrap()["id"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned()
+                })
+                .collect();
+            ids.sort();
+            ids
+        };
+        let first = ids(&queue);
+        assert_eq!(first.len(), 20);
+        assert!(first.iter().all(|id| !id.starts_with("1-")), "{first:?}");
+
+        store.remove(&lease);
+        let outcomes = app.process_message_body(&event).await.unwrap();
+        assert!(
+            matches!(
+                outcomes[..],
+                [
+                    Outcome::Duplicate,
+                    Outcome::Sent { records: 10, .. },
+                    Outcome::Duplicate
+                ]
+            ),
+            "{outcomes:?}"
+        );
+        let all = ids(&queue);
+        let expected: Vec<String> = (0..3)
+            .flat_map(|i| (0..10).map(move |r| format!("{i}-{r}")))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        assert_eq!(all, expected, "every record once");
+    }
+
     #[tokio::test]
     async fn every_record_once_and_the_marker_accounts_for_the_object() {
         let (store, obj) = object().await;

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName, SendMessageBatchRequestEntry};
-use backon::BackoffBuilder;
 use relay_shared::retry::{Class, classify_code};
 use sha2::{Digest, Sha256};
 
@@ -220,12 +219,8 @@ impl MessageSink for Output {
     ) -> BatchOutcome {
         let mut outcome = BatchOutcome::default();
         let mut pending: Vec<&Chunk> = batch.iter().collect();
-        let mut backoff = backon::ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(100))
-            .with_max_delay(Duration::from_secs(10))
-            .with_jitter()
-            .without_max_times()
-            .build();
+        let mut backoff =
+            relay_shared::retry::backoff(Duration::from_millis(100), Duration::from_secs(10));
         let mut last = String::new();
         for _ in 0..MAX_ATTEMPTS {
             let entries = match pending

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use tokio::io::AsyncReadExt;
 
 use crate::retry::Class;
-use crate::store::{ObjectStore, PutMode, PutOptions, S3Error};
+use crate::store::{Children, Listing, ObjectStore, PutMode, PutOptions, S3Error};
 
 fn options(tag: &str) -> PutOptions {
     PutOptions {
@@ -216,6 +216,58 @@ pub async fn listing<S: ObjectStore>(store: &S, prefix: &str) {
             .await
             .unwrap()
             .is_empty()
+    );
+    // Page by page: every key once, in order, in either listing (in an
+    // unversioned bucket every object is current).
+    for listing in [Listing::Plain, Listing::Current] {
+        let (mut seen, mut after, mut pages) = (Vec::new(), None, 0);
+        loop {
+            let page = store
+                .list_page(&base, after.as_deref(), listing, 3)
+                .await
+                .unwrap();
+            pages += 1;
+            assert!(page.objects.len() <= 3, "{listing:?}: {page:?}");
+            seen.extend(page.objects.into_iter().map(|o| o.key));
+            match page.next_after {
+                Some(a) => after = Some(a),
+                None => break,
+            }
+        }
+        assert_eq!(seen, keys, "{listing:?}");
+        assert!(pages >= 3, "{listing:?}: {pages} pages");
+    }
+    let rest = store
+        .list_page(&base, Some(&keys[3]), Listing::Plain, 100)
+        .await
+        .unwrap();
+    let rest_keys: Vec<String> = rest.objects.into_iter().map(|o| o.key).collect();
+    assert_eq!((&rest_keys[..], rest.next_after), (&keys[4..], None));
+    assert!(
+        !store.versioned().await.unwrap(),
+        "a fresh bucket keeps no versions"
+    );
+    // A prefix's children: its sub-prefixes, and objects directly under it.
+    let tree = format!("{prefix}tree/");
+    for k in ["a/1", "a/2", "b/c/3", "top"] {
+        store
+            .put(
+                &format!("{tree}{k}"),
+                b"t".to_vec(),
+                &PutMode::Create,
+                &none,
+            )
+            .await
+            .unwrap();
+    }
+    let children = store.list_children(&tree).await.unwrap();
+    assert_eq!(
+        children,
+        Children {
+            prefixes: vec![format!("{tree}a/"), format!("{tree}b/")],
+            objects: 1,
+            complete: true,
+        }
     );
 }
 

@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::store::{
-    Got, Head, Listed, ObjectStore, Part, PutMode, PutOptions, PutResult, S3Error, Small,
+    Children, Got, Head, Listed, Listing, ObjectStore, PAGE_LIMIT, Page, Part, PutMode, PutOptions,
+    PutResult, S3Error, Small,
 };
 
 /// A fault to inject into one call.
@@ -82,6 +83,8 @@ impl std::fmt::Debug for State {
 pub struct MemStore {
     bucket: String,
     state: Arc<Mutex<State>>,
+    /// The most objects a listing page holds (S3's is 1000).
+    page_size: usize,
 }
 
 impl Default for MemStore {
@@ -99,7 +102,15 @@ impl MemStore {
         Self {
             bucket: bucket.to_owned(),
             state: Arc::default(),
+            page_size: PAGE_LIMIT,
         }
+    }
+
+    /// Listing pages of at most `n` objects, so tests cross page ends.
+    #[must_use]
+    pub fn with_page_size(mut self, n: usize) -> Self {
+        self.page_size = n.max(1);
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -306,14 +317,18 @@ impl MemStore {
             .range(self.id(prefix)..)
             .take_while(|((b, k), _)| *b == self.bucket && k.starts_with(prefix))
             .take(limit)
-            .map(|((_, k), o)| Listed {
-                key: k.clone(),
-                size: o.bytes.len() as u64,
-                etag: o.etag.trim_matches('"').to_owned(),
-                last_modified_ms: Some(whole_seconds(o.written_ms)),
-                version_id: None,
-            })
+            .map(|((_, k), o)| Self::listing_of(k, o))
             .collect()
+    }
+
+    fn listing_of(key: &str, o: &Object) -> Listed {
+        Listed {
+            key: key.to_owned(),
+            size: o.bytes.len() as u64,
+            etag: o.etag.trim_matches('"').to_owned(),
+            last_modified_ms: Some(whole_seconds(o.written_ms)),
+            version_id: None,
+        }
     }
 
     fn head_of(o: &Object) -> Head {
@@ -337,6 +352,7 @@ impl ObjectStore for MemStore {
         Self {
             bucket: name.to_owned(),
             state: Arc::clone(&self.state),
+            page_size: self.page_size,
         }
     }
 
@@ -409,10 +425,69 @@ impl ObjectStore for MemStore {
         })
     }
 
-    /// As S3 in an unversioned bucket: every object is current, version `null`.
-    async fn list_current(&self, prefix: &str) -> Result<Vec<Listed>, S3Error> {
-        self.call("ListObjectVersions", prefix, false, |s| {
-            Ok(self.listed(s, prefix, usize::MAX))
+    /// As S3 in an unversioned bucket for [`Listing::Current`]: every
+    /// object is current, version `null`.
+    async fn list_page(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        listing: Listing,
+        limit: usize,
+    ) -> Result<Page, S3Error> {
+        let op = match listing {
+            Listing::Plain => "ListObjectsV2",
+            Listing::Current => "ListObjectVersions",
+        };
+        let limit = limit.clamp(1, PAGE_LIMIT).min(self.page_size);
+        self.call(op, prefix, false, |s| {
+            let from = after.map_or_else(|| self.id(prefix), |a| self.id(a));
+            let mut objects: Vec<Listed> = s
+                .objects
+                .range(from..)
+                .skip_while(|((_, k), _)| after.is_some_and(|a| k == a))
+                .take_while(|((b, k), _)| *b == self.bucket && k.starts_with(prefix))
+                .take(limit + 1)
+                .map(|((_, k), o)| Self::listing_of(k, o))
+                .collect();
+            let more = objects.len() > limit;
+            objects.truncate(limit);
+            let next_after = more
+                .then(|| objects.last().map(|o| o.key.clone()))
+                .flatten();
+            Ok(Page {
+                objects,
+                next_after,
+            })
+        })
+    }
+
+    /// Never: the in-memory store keeps one version of each object.
+    async fn versioned(&self) -> Result<bool, S3Error> {
+        self.call("GetBucketVersioning", "", false, |_| Ok(false))
+    }
+
+    async fn list_children(&self, prefix: &str) -> Result<Children, S3Error> {
+        self.call("ListObjectsV2", prefix, false, |s| {
+            let mut children = Children {
+                complete: true,
+                ..Children::default()
+            };
+            let under = s
+                .objects
+                .range(self.id(prefix)..)
+                .take_while(|((b, k), _)| *b == self.bucket && k.starts_with(prefix));
+            for ((_, k), _) in under {
+                match k[prefix.len()..].find('/') {
+                    Some(at) => {
+                        let child = &k[..prefix.len() + at + 1];
+                        if children.prefixes.last().map(String::as_str) != Some(child) {
+                            children.prefixes.push(child.to_owned());
+                        }
+                    }
+                    None => children.objects += 1,
+                }
+            }
+            Ok(children)
         })
     }
 
