@@ -68,6 +68,35 @@ data "aws_iam_policy_document" "processor" {
   }
 }
 
+data "aws_iam_policy_document" "processor_hmac_key" {
+  count = var.hmac_key_parameter ? 1 : 0
+  statement {
+    sid       = "ReadHmacKey"
+    actions   = ["ssm:GetParameter"]
+    resources = [aws_ssm_parameter.hmac_key[0].arn]
+  }
+  dynamic "statement" {
+    for_each = var.hmac_key_kms_key_arn == null ? [] : [var.hmac_key_kms_key_arn]
+    content {
+      sid       = "DecryptHmacKey"
+      actions   = ["kms:Decrypt"]
+      resources = [statement.value]
+      condition {
+        test     = "StringEquals"
+        variable = "kms:ViaService"
+        values   = ["ssm.${data.aws_region.current.name}.amazonaws.com"]
+      }
+    }
+  }
+}
+
+resource "aws_iam_role_policy" "processor_hmac_key" {
+  count  = var.hmac_key_parameter ? 1 : 0
+  name   = "${var.name}-processor-hmac-key"
+  role   = aws_iam_role.processor.id
+  policy = data.aws_iam_policy_document.processor_hmac_key[0].json
+}
+
 resource "aws_iam_role_policy" "processor" {
   name   = "${var.name}-processor"
   role   = aws_iam_role.processor.id

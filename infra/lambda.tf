@@ -54,6 +54,7 @@ resource "aws_lambda_function" "processor" {
       },
       var.records_pointer == null ? {} : { RELAY_RECORDS_POINTER = var.records_pointer },
       var.canary_queue ? { RELAY_CANARY_QUEUE_URL = aws_sqs_queue.canary[0].id } : {},
+      var.hmac_key_parameter ? { RELAY_HMAC_KEY_PARAMETER = aws_ssm_parameter.hmac_key[0].name } : {},
     )
   }
 
@@ -66,6 +67,20 @@ resource "aws_lambda_function" "processor" {
 
   depends_on = [aws_cloudwatch_log_group.processor, aws_iam_role_policy.processor]
   tags       = local.tags
+}
+
+# The key of hmac() fields. Terraform writes only a placeholder, which the
+# processor refuses, as a write-only value: the key the operator puts in
+# its place is never read into Terraform's state.
+resource "aws_ssm_parameter" "hmac_key" {
+  count            = var.hmac_key_parameter ? 1 : 0
+  name             = "/${var.name}/hmac-key"
+  description      = "relay: the key of hmac() fields (RELAY_HMAC_KEY_PARAMETER)"
+  type             = "SecureString"
+  key_id           = var.hmac_key_kms_key_arn
+  value_wo         = "unset: put the key with `aws ssm put-parameter --overwrite`"
+  value_wo_version = 1
+  tags             = local.tags
 }
 
 resource "aws_lambda_event_source_mapping" "notifications" {

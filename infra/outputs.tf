@@ -77,3 +77,8 @@ output "dashboard_name" {
   description = "The CloudWatch dashboard of the pipeline."
   value       = aws_cloudwatch_dashboard.relay.dashboard_name
 }
+
+output "hmac_key_parameter" {
+  description = "The SSM parameter to put the key of hmac() fields in (RELAY_HMAC_KEY_PARAMETER), or null without hmac_key_parameter."
+  value       = var.hmac_key_parameter ? aws_ssm_parameter.hmac_key[0].name : null
+}

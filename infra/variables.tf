@@ -165,13 +165,25 @@ variable "lambda_reserved_concurrency" {
 }
 
 variable "fields" {
-  description = "RELAY_FIELDS: the fields to keep, e.g. \"id,ts=timestamp,user_id=user.id,country=geo.country,first_tag=tags.0\"."
+  description = "RELAY_FIELDS: the fields to keep, with optional types, required marks and hmac()/redact(), e.g. \"id:string!,ts=timestamp:int!,user_id=user.id,uid=hmac(user.email)\" (docs/input.md#rules)."
   type        = string
 
   validation {
     condition     = length(trimspace(var.fields)) > 0
     error_message = "fields must list at least one field."
   }
+}
+
+variable "hmac_key_parameter" {
+  description = "Create the SSM SecureString parameter /<name>/hmac-key for hmac() fields, and let the processor read it (ssm:GetParameter on it alone). Terraform writes a placeholder the processor refuses, write-only so the key never enters the state: put the key with `aws ssm put-parameter --overwrite`."
+  type        = bool
+  default     = false
+}
+
+variable "hmac_key_kms_key_arn" {
+  description = "A customer managed KMS key to encrypt the HMAC key parameter with (the processor is granted kms:Decrypt on it through SSM); null for the account's aws/ssm key."
+  type        = string
+  default     = null
 }
 
 variable "body_format" {

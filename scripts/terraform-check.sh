@@ -103,8 +103,9 @@ PY
 cat >"$work/module/test.auto.tfvars" <<TFVARS
 name            = "relay-tf-test"
 lambda_zip_path = "$work/function.zip"
-fields          = "id,ts=timestamp,user_id=user.id"
+fields          = "id:string!,ts=timestamp:int!,user_id=user.id:string|int,uid=hmac(user.email)"
 output_fifo     = true
+hmac_key_parameter = true
 edge_sources = {
   "edge-1" = {}
   "edge-2" = { create_user = true }
@@ -119,6 +120,26 @@ policies=$(terraform -chdir="$work/module" output -json edge_source_policy_arns)
 for id in edge-1 edge-2; do
   [[ $policies == *"relay-tf-test-edge-$id"* ]] || { echo "no policy for $id: $policies" >&2; exit 1; }
 done
+# The HMAC key's parameter: created with the placeholder the processor
+# refuses, named in the function's environment.
+parameter=$(terraform -chdir="$work/module" output -raw hmac_key_parameter)
+[[ $parameter == /relay-tf-test/hmac-key ]] || { echo "hmac key parameter: $parameter" >&2; exit 1; }
+env_parameter=$("$root/.venv/bin/aws" --endpoint-url "$ep" lambda get-function-configuration --function-name relay-tf-test-processor \
+  --query Environment.Variables.RELAY_HMAC_KEY_PARAMETER --output text)
+[[ $env_parameter == "$parameter" ]] || { echo "RELAY_HMAC_KEY_PARAMETER: $env_parameter" >&2; exit 1; }
+value=$("$root/.venv/bin/aws" --endpoint-url "$ep" ssm get-parameter --name "$parameter" --with-decryption \
+  --query Parameter.Value --output text)
+[[ $value == unset:* ]] || { echo "the parameter does not hold the placeholder: $value" >&2; exit 1; }
+state="$work/module/terraform.tfstate"
+[[ -f $state ]] || { echo "no state at $state" >&2; exit 1; }
+# The operator puts the key; a refresh must not read it into the state.
+"$root/.venv/bin/aws" --endpoint-url "$ep" ssm put-parameter --name "$parameter" --type SecureString \
+  --overwrite --value "operator-key-7f3e" >/dev/null
+terraform -chdir="$work/module" apply -refresh-only -auto-approve >"$work/refresh.log" 2>&1 || { cat "$work/refresh.log" >&2; exit 1; }
+if grep -qE 'unset: put the key|operator-key-7f3e' "$state"; then
+  echo "the parameter's value is in the state (it is written write-only)" >&2
+  exit 1
+fi
 # The shipped timings: a crashed attempt's notification is back after 150 s
 # (not 6x the Lambda timeout), and the Lambda's leases last 60 s, so a FIFO
 # resend lands inside SQS's 5-minute deduplication window.

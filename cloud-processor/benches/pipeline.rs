@@ -15,6 +15,9 @@
 //! Before printing, it checks that the output is byte for byte what the
 //! serde_json reference projection writes for the same file.
 //!
+//! Then the cost of field rules: the same run with the fields typed and
+//! required, and with two of them pseudonymized by `hmac()`.
+//!
 //! RELAY_BENCH_MB (default 64) sets the input size.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // A benchmark: failing loudly is right.
@@ -29,6 +32,55 @@ use relay_shared::sample::SampleGen;
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
+}
+
+/// The same fields typed and required, and with two of them pseudonymized.
+const TYPED_FIELDS: &str = "id:string!,ts=timestamp:string!,type:string,user_id=user.id:int|string,\
+                            country=geo.country:string,first_tag=tags.0:string";
+const HMAC_FIELDS: &str = "id,ts=timestamp,type,uid=hmac(user.id),country=geo.country,\
+                           mail=hmac(user.email)";
+
+/// What rules and hashing cost: one thread, the plain list against the
+/// typed one and the one with two `hmac()` fields, interleaved run by run
+/// so that the machine's load falls on all three alike.
+fn rules(compressed: &[u8], plain: &Settings, mbytes: f64, records: usize, runs: usize) {
+    let cpu = || -> f64 {
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+        t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
+    };
+    let with = |spec: &str| Settings {
+        projection: Projection::new(&parse_fields(spec).unwrap(), Missing::Omit)
+            .with_key(cloud_processor::HmacKey::new(b"bench key")),
+        ..plain.clone()
+    };
+    let lists = [
+        ("plain (as above)", plain.clone()),
+        (TYPED_FIELDS, with(TYPED_FIELDS)),
+        (HMAC_FIELDS, with(HMAC_FIELDS)),
+    ];
+    let mut times = vec![Vec::new(); lists.len()];
+    for _ in 0..runs {
+        for ((_, settings), t) in lists.iter().zip(&mut times) {
+            let started = cpu();
+            let report = run(compressed, settings, |_| ControlFlow::Continue(())).unwrap();
+            t.push(cpu() - started);
+            assert_eq!(
+                report.stats.records_out as usize, records,
+                "every record keeps the rules"
+            );
+        }
+    }
+    let medians: Vec<f64> = times.into_iter().map(median).collect();
+    println!();
+    println!("| field list, one thread | MB/s | vs plain |");
+    println!("|---|---|---|");
+    for ((name, _), m) in lists.iter().zip(&medians) {
+        println!(
+            "| `{name}` | {:.0} | {:+.1}% |",
+            mbytes / m,
+            100.0 * (medians[0] / m - 1.0)
+        );
+    }
 }
 
 fn main() {
@@ -157,4 +209,5 @@ fn main() {
         "| output | {:.1} MB in 256 KiB bodies | |",
         out_bytes as f64 / 1e6
     );
+    rules(&compressed, &one_thread, mbytes, records, runs);
 }

@@ -30,10 +30,12 @@ pub use error::ProcessError;
 pub use object::marker::{DoneMarker, StateKeys};
 pub use object::{App, Outcome};
 // The pure pipeline.
+pub use modes::ssm::PLACEHOLDER as HMAC_KEY_PLACEHOLDER;
 pub use pipeline::body::{BodyFormat, Chunk};
 pub use pipeline::json::is_ws;
 pub use pipeline::project::{Missing, Projection, RecordError, parse_fields};
 pub use pipeline::reader::{Accounting, Item, Reader};
+pub use pipeline::rules::{HmacKey, RULES};
 pub use pipeline::stream::{Fed, Streamer};
 pub use pipeline::{LargeRecords, Report, Settings, run as run_pipeline};
 // Chunks to SQS.

@@ -2,6 +2,8 @@
 //! written as CloudWatch Embedded Metric Format after each invocation (no
 //! agent, no API calls); under `poll` they are served for Prometheus.
 
+use crate::pipeline::project::Field;
+
 pub const EVENTS: &str = "relay_processor_events_total";
 pub const OBJECTS: &str = "relay_processor_objects_total";
 pub const RECORDS_IN: &str = "relay_processor_records_in_total";
@@ -16,6 +18,7 @@ pub const SEND_RETRIES: &str = "relay_processor_send_retries_total";
 pub const STATE_REQUESTS: &str = "relay_processor_state_requests_total";
 pub const FIFO_WINDOW_EXCEEDED: &str = "relay_processor_fifo_window_exceeded_total";
 pub const FIELD_MISSING: &str = "relay_processor_field_missing_total";
+pub const SCHEMA_REJECTS: &str = "relay_processor_schema_rejects_total";
 pub const OFFLOADED: &str = "relay_processor_records_offloaded_total";
 pub const CANARIES: &str = "relay_processor_canaries_total";
 pub const CANARY_LAG: &str = "relay_canary_lag_seconds";
@@ -23,11 +26,15 @@ pub const CANARY_CREATED: &str = "relay_canary_last_created_timestamp_seconds";
 pub const READY: &str = "relay_processor_ready";
 
 /// Registers every counter, with each of its label values (the configured
-/// `fields` included), at zero, so a `rate()` alert has a series from the
-/// first scrape (under `poll`).
-pub fn register_at_zero(fields: &[String]) {
+/// fields and their rules included), at zero, so a `rate()` alert has a
+/// series from the first scrape (under `poll`).
+pub fn register_at_zero(fields: &[Field]) {
     for field in fields {
-        metrics::counter!(FIELD_MISSING, "field" => field.clone()).increment(0);
+        metrics::counter!(FIELD_MISSING, "field" => field.name.clone()).increment(0);
+        for rule in field.rules() {
+            metrics::counter!(SCHEMA_REJECTS, "field" => field.name.clone(), "rule" => rule)
+                .increment(0);
+        }
     }
     for outcome in ["processed", "ignored", "unknown", "failed"] {
         metrics::counter!(EVENTS, "outcome" => outcome).increment(0);
@@ -132,6 +139,10 @@ pub fn describe() {
     describe_counter!(
         FIELD_MISSING,
         "Records that lacked a configured field, by field: a field that is always missing is most likely a mistyped path"
+    );
+    describe_counter!(
+        SCHEMA_REJECTS,
+        "Records rejected for breaking a field's rule, by field and rule: required, type, hmac_length (a value over 1 MiB to hash)"
     );
     describe_counter!(
         FIFO_WINDOW_EXCEEDED,

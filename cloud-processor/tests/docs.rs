@@ -48,3 +48,17 @@ fn the_example_toml_has_every_setting() {
         "cloud-processor.toml's keys against the settings"
     );
 }
+
+#[test]
+fn the_modules_hmac_key_placeholder_is_the_one_the_processor_refuses() {
+    let tf = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../infra/lambda.tf"))
+        .unwrap();
+    let wanted = format!(
+        "value_wo         = \"{}\"",
+        cloud_processor::HMAC_KEY_PLACEHOLDER
+    );
+    assert!(
+        tf.contains(&wanted),
+        "infra/lambda.tf does not write {wanted:?}"
+    );
+}

@@ -3,7 +3,9 @@
 //! body within the limit and made of valid JSON objects, and counts that
 //! add up, bytes included. Half the inputs are read with a 32-byte window
 //! and records streamed past it (`stream.rs`), so nearly every record takes
-//! that path.
+//! that path. Half are read with typed, required, hashed and redacted
+//! fields: a record that breaks a rule is a reject like any other, counted
+//! once, and the accounting still adds up.
 #![no_main]
 
 use std::ops::ControlFlow;
@@ -14,12 +16,19 @@ use cloud_processor::{Settings, run_pipeline as run};
 use cloud_processor::{Missing, Projection, parse_fields};
 use libfuzzer_sys::fuzz_target;
 
-fn settings(streamed: bool) -> &'static Settings {
-    static S: OnceLock<[Settings; 2]> = OnceLock::new();
+const PLAIN: &str = "id,ts=timestamp,user_id=user.id,first=tags.0,p=/a~1b";
+const TYPED: &str = "id:int!,ts=timestamp:int|string,user_id=user.id:string!,first=tags.0:any,\
+                     p=/a~1b:object|array,h=hmac(user.email),r=redact(x):string";
+
+fn settings(streamed: bool, typed: bool) -> &'static Settings {
+    static S: OnceLock<[Settings; 4]> = OnceLock::new();
     &S.get_or_init(|| {
-        let fields = parse_fields("id,ts=timestamp,user_id=user.id,first=tags.0,p=/a~1b").unwrap();
+        let [plain, typed] = [PLAIN, TYPED].map(|spec| {
+            Projection::new(&parse_fields(spec).unwrap(), Missing::Null)
+                .with_key(cloud_processor::HmacKey::new(b"fuzz"))
+        });
         let window = Settings {
-            projection: Projection::new(&fields, Missing::Null),
+            projection: plain,
             format: BodyFormat::Ndjson,
             max_body_bytes: 512,
             max_record_bytes: 4096,
@@ -37,8 +46,12 @@ fn settings(streamed: bool) -> &'static Settings {
             large_records: cloud_processor::LargeRecords::Offload,
             ..window.clone()
         };
-        [window, streamed]
-    })[usize::from(streamed)]
+        let typed = |s: &Settings| Settings {
+            projection: typed.clone(),
+            ..s.clone()
+        };
+        [typed(&window), typed(&streamed), window, streamed]
+    })[usize::from(streamed) + 2 * usize::from(!typed)]
 }
 
 fuzz_target!(|input: &[u8]| {
@@ -54,7 +67,7 @@ fuzz_target!(|input: &[u8]| {
     } else {
         data
     };
-    let s = settings(mode & 2 == 2);
+    let s = settings(mode & 2 == 2, mode & 4 == 4);
     let mut chunks = 0u32;
     let mut records = 0u64;
     let result = run(data, s, |mut chunk| {
@@ -85,8 +98,12 @@ fuzz_target!(|input: &[u8]| {
         assert!(report.stats.records_out <= report.stats.records_in);
         assert!(report.stats.accounted(), "the byte accounting adds up: {:?}", report.stats);
         let listed: u64 = report.rejects.iter().map(|r| r.length).sum();
+        let by_rule: u64 = report.stats.schema_rejects.iter().flatten().sum();
+        assert!(by_rule <= report.stats.rejected, "a rule's rejects are rejects");
         if report.rejects.len() as u64 == report.stats.rejected {
             assert_eq!(listed, report.stats.rejected_bytes, "rejected bytes are the rejects' lengths");
+            let named = report.rejects.iter().filter(|r| r.reason.starts_with("field `")).count();
+            assert_eq!(named as u64, by_rule, "each rule reject counted once, for its field and rule");
         }
     }
 });

@@ -283,10 +283,30 @@ pub struct Common {
     /// override it; an unknown key is an error.
     #[arg(long, env = "RELAY_CONFIG", global = true, help_heading = "Every mode")]
     pub config: Option<PathBuf>,
-    /// Fields to keep: `name=path` or `path`, comma-separated; paths are
-    /// dotted (`user.id`, `tags.0`) or JSON pointers (`/user/id`).
+    /// Fields to keep, comma-separated: `[name=]path[:type[|type]...][!]`,
+    /// where paths are dotted (`user.id`, `tags.0`) or JSON pointers
+    /// (`/user/id`), types are string, int, number, bool, null, object,
+    /// array or any, and `!` means required; a record that breaks a rule is
+    /// rejected. `name=hmac(path)` writes the value's keyed HMAC-SHA-256,
+    /// `name=redact(path)` writes "[redacted]". E.g.
+    /// `id:string!,ts=timestamp:int!,uid=hmac(user.email)` (docs/input.md).
     #[arg(long, env = "RELAY_FIELDS", global = true)]
     pub fields: Option<String>,
+    /// A file whose bytes (less one trailing newline) are the key of
+    /// `hmac()` fields. Never logged or printed.
+    #[arg(long, env = "RELAY_HMAC_KEY_FILE", global = true)]
+    pub hmac_key_file: Option<PathBuf>,
+    /// Instead of a file: the name of an SSM SecureString parameter holding
+    /// the key, read once at start-up (Lambda, `poll`, `check`).
+    #[arg(long, env = "RELAY_HMAC_KEY_PARAMETER", global = true)]
+    pub hmac_key_parameter: Option<String>,
+    /// The key of `hmac_previous()` fields, as for `--hmac-key-file`: the
+    /// key being retired, for consumers still joining on its pseudonyms.
+    #[arg(long, env = "RELAY_HMAC_PREVIOUS_KEY_FILE", global = true)]
+    pub hmac_previous_key_file: Option<PathBuf>,
+    /// The previous key in an SSM SecureString parameter instead.
+    #[arg(long, env = "RELAY_HMAC_PREVIOUS_KEY_PARAMETER", global = true)]
+    pub hmac_previous_key_parameter: Option<String>,
     /// Only objects under this prefix are processed.
     #[arg(long, env = "RELAY_RAW_PREFIX", default_value = "raw/", global = true)]
     pub raw_prefix: String,

@@ -7,7 +7,8 @@ use relay_shared::telemetry::LogFormat;
 use super::args::{Aws, AwsTimeouts, Common};
 use crate::pipeline::LargeRecords;
 use crate::pipeline::body::BodyFormat;
-use crate::pipeline::project::{Projection, SpecError, parse_fields};
+use crate::pipeline::project::{Field, Projection, SpecError, parse_fields};
+use crate::pipeline::rules::{HmacKey, Keys, Transform};
 
 pub const DEFAULT_MAX_DECOMPRESSED_BYTES: u64 = 2 << 30;
 /// Records up to this are framed in memory; larger ones stream through
@@ -66,6 +67,9 @@ pub struct Config {
     /// The fields, their missing-value rule and what becomes of a record
     /// with none of them.
     pub projection: Projection,
+    /// SSM parameters holding the `hmac()` and `hmac_previous()` keys, read
+    /// at start-up into the projection by [`Config::with_hmac_keys`].
+    pub hmac_key_parameters: [Option<String>; 2],
     pub raw_prefix: String,
     pub body_format: BodyFormat,
     pub records_pointer: Option<String>,
@@ -81,6 +85,7 @@ pub struct Config {
 impl Config {
     pub fn from_common(c: &Common) -> Result<Self, ConfigError> {
         let fields = parse_fields(c.fields.as_deref().ok_or(ConfigError::NoFields)?)?;
+        let (keys, hmac_key_parameters) = hmac_keys(c)?;
         if !c.raw_prefix.ends_with('/') || c.raw_prefix.starts_with('/') {
             return Err(ConfigError::Invalid {
                 name: "RELAY_RAW_PREFIX",
@@ -107,8 +112,13 @@ impl Config {
                 ),
             });
         }
+        let projection = Projection::new(&fields, c.missing)
+            .with_empty(c.empty_records)
+            .with_keys(keys);
+        keys_for_fields(&projection, &hmac_key_parameters)?;
         Ok(Self {
-            projection: Projection::new(&fields, c.missing).with_empty(c.empty_records),
+            projection,
+            hmac_key_parameters,
             raw_prefix: c.raw_prefix.clone(),
             body_format: c.body_format,
             records_pointer: c.records_pointer.clone(),
@@ -126,6 +136,109 @@ impl Config {
     }
 }
 
+/// The keys given in files, read now, and the SSM parameters named for
+/// the others, read when the clients are built.
+fn hmac_keys(c: &Common) -> Result<(Keys, [Option<String>; 2]), ConfigError> {
+    let sources = [
+        KeySource::new(
+            "RELAY_HMAC_KEY_FILE",
+            c.hmac_key_file.as_deref(),
+            "RELAY_HMAC_KEY_PARAMETER",
+            c.hmac_key_parameter.as_deref(),
+        )?,
+        KeySource::new(
+            "RELAY_HMAC_PREVIOUS_KEY_FILE",
+            c.hmac_previous_key_file.as_deref(),
+            "RELAY_HMAC_PREVIOUS_KEY_PARAMETER",
+            c.hmac_previous_key_parameter.as_deref(),
+        )?,
+    ];
+    let [current, previous] = sources.clone().map(|s| match s {
+        KeySource::File(key) => Some(key),
+        _ => None,
+    });
+    let parameters = sources.map(|s| match s {
+        KeySource::Parameter(name) => Some(name),
+        _ => None,
+    });
+    Ok((Keys { current, previous }, parameters))
+}
+
+/// Refuses a field list that hashes with a key given neither way: it
+/// would send nothing useful, and must not start.
+fn keys_for_fields(
+    projection: &Projection,
+    parameters: &[Option<String>; 2],
+) -> Result<(), ConfigError> {
+    let transforms = [
+        (Transform::Hmac, "RELAY_HMAC_KEY"),
+        (Transform::HmacPrevious, "RELAY_HMAC_PREVIOUS_KEY"),
+    ];
+    for ((t, var), parameter) in transforms.into_iter().zip(parameters) {
+        if projection.uses(t)
+            && projection.hmac_keys().for_transform(t).is_none()
+            && parameter.is_none()
+        {
+            let t = t.name().unwrap_or_default();
+            return Err(ConfigError::Invalid {
+                name: "RELAY_FIELDS",
+                reason: format!(
+                    "{t}() needs a key: set {var}_FILE to a file holding it, or {var}_PARAMETER to an SSM parameter"
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Where a key comes from: a file, read now, or an SSM parameter, read
+/// when the clients are built.
+#[derive(Debug, Clone)]
+enum KeySource {
+    None,
+    File(HmacKey),
+    Parameter(String),
+}
+
+impl KeySource {
+    fn new(
+        file_var: &'static str,
+        file: Option<&std::path::Path>,
+        parameter_var: &'static str,
+        parameter: Option<&str>,
+    ) -> Result<Self, ConfigError> {
+        let parameter = parameter.filter(|p| !p.is_empty());
+        match (file.filter(|f| !f.as_os_str().is_empty()), parameter) {
+            (Some(_), Some(_)) => Err(ConfigError::Invalid {
+                name: file_var,
+                reason: format!("set this or {parameter_var}, not both"),
+            }),
+            (Some(path), None) => read_key(file_var, path).map(Self::File),
+            (None, Some(name)) => Ok(Self::Parameter(name.to_owned())),
+            (None, None) => Ok(Self::None),
+        }
+    }
+}
+
+/// The HMAC key in `path`: its bytes, less one trailing newline. An error
+/// names the file, never what is in it.
+fn read_key(name: &'static str, path: &std::path::Path) -> Result<HmacKey, ConfigError> {
+    let mut bytes = std::fs::read(path).map_err(|e| ConfigError::Invalid {
+        name,
+        reason: format!("{}: cannot be read: {e}", path.display()),
+    })?;
+    if bytes.last() == Some(&b'\n') {
+        bytes.pop();
+    }
+    HmacKey::new(&bytes).ok_or_else(|| ConfigError::Invalid {
+        name,
+        reason: format!(
+            "{} is empty: an HMAC without a secret hides nothing",
+            path.display()
+        ),
+    })
+}
+
 /// A clap value's name, as the operator types it.
 fn value_name(v: &impl clap::ValueEnum) -> String {
     v.to_possible_value()
@@ -133,14 +246,20 @@ fn value_name(v: &impl clap::ValueEnum) -> String {
 }
 
 impl Config {
+    /// The keys read from SSM, set in the projection.
+    #[must_use]
+    pub fn with_hmac_keys(mut self, current: Option<HmacKey>, previous: Option<HmacKey>) -> Self {
+        let keys = self.projection.hmac_keys().clone();
+        self.projection = self.projection.with_keys(Keys {
+            current: current.or(keys.current),
+            previous: previous.or(keys.previous),
+        });
+        self
+    }
+
     /// The effective settings, for the start-up log line.
     pub fn summary(&self) -> Vec<(&'static str, String)> {
-        let fields: Vec<String> = self
-            .projection
-            .fields()
-            .iter()
-            .map(|f| format!("{}={}", f.name, f.path.join(".")))
-            .collect();
+        let fields: Vec<String> = self.projection.fields().iter().map(Field::spec).collect();
         vec![
             ("fields", fields.join(",")),
             ("raw_prefix", self.raw_prefix.clone()),

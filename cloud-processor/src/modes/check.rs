@@ -16,7 +16,8 @@ use crate::cli::{Aws, Config, check_aws, timeout_warning};
 use crate::modes::lambda_api::Function;
 use crate::output::sqs::Queues;
 use crate::pipeline::body::BodyFormat;
-use crate::pipeline::project::{EmptyRecords, Missing, Projection};
+use crate::pipeline::project::{EmptyRecords, Field, Missing, Projection};
+use crate::pipeline::rules::{Kind, MAX_HASHED_BYTES, Rule, Transform};
 use crate::pipeline::{self, LargeRecords, Settings};
 
 /// The resources to check, with clients built once by `main`.
@@ -219,31 +220,65 @@ async fn canary_queue(aws: &Aws, queues: &Queues) -> Finding {
 /// How many sample records' projections are shown.
 const SHOWN: usize = 3;
 
+/// Per field: records that have it, and per rule of it, records that pass.
+#[derive(Debug, Default, Clone)]
+struct FieldTally {
+    hits: u64,
+    passed: Vec<u64>,
+}
+
 /// What the projection makes of a sample file: the first projections, and
-/// for each field how many records have it. A field no record has fails:
-/// it is most likely a mistyped path.
+/// for each field how many records have it and how many pass each of its
+/// rules. Every rule is tried on every record, not only up to the first
+/// one broken. A field no record has, or a rule no record keeps, fails:
+/// most likely a mistyped path or type.
 pub fn sample(config: &Config, name: &str, src: impl std::io::Read + Send) -> Vec<Finding> {
-    // Misses are seen only when missing fields are left out.
+    let fields = config.projection.fields();
+    // Projected plainly (no rules, values as they are, misses left out),
+    // then each line through the fields' rules and transforms by name.
+    let plain: Vec<Field> = fields
+        .iter()
+        .map(|f| Field {
+            rule: Rule::default(),
+            transform: Transform::Copy,
+            ..f.clone()
+        })
+        .collect();
+    let by_name: Vec<Field> = fields
+        .iter()
+        .map(|f| Field {
+            path: vec![f.name.clone()],
+            ..f.clone()
+        })
+        .collect();
+    let second = Projection::new(&by_name, config.projection.missing())
+        .with_keys(config.projection.hmac_keys().clone());
     let settings = Settings {
-        projection: Projection::new(config.projection.fields(), Missing::Omit)
-            .with_empty(EmptyRecords::Send),
+        projection: Projection::new(&plain, Missing::Omit).with_empty(EmptyRecords::Send),
         format: BodyFormat::Ndjson,
         ..crate::object::settings(config, usize::MAX / 2, name)
     };
-    let mut hits = vec![0u64; config.projection.fields().len()];
-    let mut shown = Vec::new();
-    let mut records = 0u64;
+    let mut tally: Vec<FieldTally> = fields
+        .iter()
+        .map(|f| FieldTally {
+            hits: 0,
+            passed: vec![0; f.rules().len()],
+        })
+        .collect();
+    let (mut shown, mut records, mut broken) = (Vec::new(), 0u64, 0u64);
     let result = pipeline::run(src, &settings, |chunk| {
         for line in chunk.body.split(|b| *b == b'\n') {
             records += 1;
+            let mut out = Vec::new();
+            let verdict = second.project(line, &mut out);
+            broken += u64::from(verdict.is_err());
             if shown.len() < SHOWN {
-                shown.push(String::from_utf8_lossy(line).into_owned());
+                shown.push(match verdict {
+                    Ok(()) => String::from_utf8_lossy(&out).into_owned(),
+                    Err(e) => format!("rejected: {e}"),
+                });
             }
-            if let Ok(serde_json::Value::Object(fields)) = serde_json::from_slice(line) {
-                for (hit, field) in hits.iter_mut().zip(config.projection.fields()) {
-                    *hit += u64::from(fields.contains_key(&field.name));
-                }
-            }
+            count_rules(fields, line, &mut tally);
         }
         ControlFlow::Continue(())
     });
@@ -253,27 +288,73 @@ pub fn sample(config: &Config, name: &str, src: impl std::io::Read + Send) -> Ve
     };
     let s = &report.stats;
     let mut out = vec![Finding::ok(format!(
-        "sample {name}: {records} record(s) projected, {} rejected, {} preamble line(s)",
-        s.rejected, s.preamble_lines
+        "sample {name}: {} record(s) projected, {} rejected, {} preamble line(s)",
+        records - broken,
+        s.rejected + broken,
+        s.preamble_lines
     ))];
     out.extend(shown.into_iter().map(Finding::info));
-    for (field, hit) in config.projection.fields().iter().zip(hits) {
-        let line = format!(
-            "field {} (path {}): in {hit} of {records} record(s)",
-            field.name,
-            field.path.join(".")
-        );
-        out.push(if hit == 0 && records > 0 {
-            Finding::fail(format!(
-                "{line}; no record has it: check the path's spelling"
-            ))
-        } else if hit < records {
-            Finding::warn(line)
-        } else {
-            Finding::ok(line)
-        });
+    for (field, t) in fields.iter().zip(tally) {
+        out.push(field_finding(field, &t, records));
     }
     out
+}
+
+/// Counts, for one plainly projected record, which fields it has and which
+/// of their rules it keeps.
+fn count_rules(fields: &[Field], line: &[u8], tally: &mut [FieldTally]) {
+    let Ok(values) = serde_json::from_slice::<
+        std::collections::HashMap<String, &serde_json::value::RawValue>,
+    >(line) else {
+        return;
+    };
+    for (field, t) in fields.iter().zip(tally) {
+        let value = values.get(&field.name).map(|v| v.get().as_bytes());
+        t.hits += u64::from(value.is_some());
+        for (rule, passed) in field.rules().into_iter().zip(&mut t.passed) {
+            let ok = match (rule, value) {
+                ("required", v) => v.is_some(),
+                ("type", Some(v)) => field.rule.kinds.allows(Kind::of(v)),
+                ("hmac_length", Some(v)) => v.len() <= MAX_HASHED_BYTES,
+                _ => true,
+            };
+            *passed += u64::from(ok);
+        }
+    }
+}
+
+fn field_finding(field: &Field, t: &FieldTally, records: u64) -> Finding {
+    let mut line = format!(
+        "field {} (path {}): in {} of {records} record(s)",
+        field.name,
+        field.path.join("."),
+        t.hits
+    );
+    for (rule, &passed) in field.rules().iter().zip(&t.passed) {
+        let rule = match *rule {
+            "type" => format!("type {}", field.rule.kinds),
+            other => other.to_owned(),
+        };
+        line.push_str(&format!(
+            "; {rule}: {passed} pass, {} fail",
+            records - passed
+        ));
+    }
+    let rules_fail = t.passed.contains(&0) && records > 0;
+    let rules_warn = t.passed.iter().any(|&p| p < records);
+    if t.hits == 0 && records > 0 {
+        Finding::fail(format!(
+            "{line}; no record has it: check the path's spelling"
+        ))
+    } else if rules_fail {
+        Finding::fail(format!(
+            "{line}; no record keeps a rule: check the field list"
+        ))
+    } else if t.hits < records || rules_warn {
+        Finding::warn(line)
+    } else {
+        Finding::ok(line)
+    }
 }
 
 /// `check` from the command line: builds the clients a processor with
@@ -310,6 +391,27 @@ pub async fn run(
         function_timeout_secs,
     };
     let mut findings = check(config, aws, &targets).await;
+    let config = match crate::modes::ssm::read_keys(
+        config.clone(),
+        &sdk,
+        &crate::modes::startup::Startup::no_wait(),
+    )
+    .await
+    {
+        Ok(c) => {
+            for name in config.hmac_key_parameters.iter().flatten() {
+                findings.push(Finding::ok(format!(
+                    "hmac key: SSM parameter {name} is readable"
+                )));
+            }
+            c
+        }
+        Err(e) => {
+            findings.push(Finding::fail(format!("hmac key: {e}")));
+            config.clone()
+        }
+    };
+    let config = &config;
     if let Some(path) = sample_file {
         let name = path.display().to_string();
         match std::fs::File::open(path) {

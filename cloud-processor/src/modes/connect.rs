@@ -7,6 +7,7 @@ use relay_shared::client::{ClientOptions, SdkConfig, load_sdk_config, with_timeo
 use relay_shared::s3::Bucket;
 
 use crate::cli::{Aws, Config, ConfigError, timeout_warning};
+use crate::modes::ssm::SsmError;
 use crate::modes::startup::{Startup, StartupError};
 use crate::object::App;
 use crate::output::sink::MessageSink;
@@ -19,6 +20,8 @@ pub enum ServeError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Queue(Box<StartupError<SqsError>>),
+    #[error(transparent)]
+    Key(Box<StartupError<SsmError>>),
     #[error("installing the metrics recorder: {0}")]
     Metrics(String),
     #[error("RELAY_METRICS_ADDR {0:?} is not an address such as 0.0.0.0:9898 (or `off`)")]
@@ -27,6 +30,12 @@ pub enum ServeError {
     Runtime(String),
     #[error("configuring the Lambda from its environment: {0}")]
     Environment(String),
+}
+
+impl From<StartupError<SsmError>> for ServeError {
+    fn from(e: StartupError<SsmError>) -> Self {
+        Self::Key(Box::new(e))
+    }
 }
 
 impl From<StartupError<SqsError>> for ServeError {
@@ -53,6 +62,7 @@ pub async fn connect(
         &load_sdk_config().await,
         aws.timeouts.resolve(Some(aws.lease_ttl_secs)),
     );
+    let config = crate::modes::ssm::read_keys(config, &sdk, startup).await?;
     // Objects are read from the bucket each event names.
     let store = Bucket::connect(
         &sdk,

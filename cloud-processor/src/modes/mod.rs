@@ -12,6 +12,7 @@ mod merge;
 pub mod poll;
 pub mod process;
 pub mod replay;
+pub mod ssm;
 pub mod startup;
 
 use std::future::Future;

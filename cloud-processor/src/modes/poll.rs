@@ -100,7 +100,7 @@ pub async fn run(
         return Err(ConfigError::Invalid { name, reason }.into());
     }
     let startup = Startup::new(args.startup_wait_secs.map(Duration::from_secs));
-    let fields = config.projection.names();
+    let fields = config.projection.fields();
     serve_metrics(&args.metrics_addr, startup.readiness.clone()).await?;
     crate::metrics::describe();
     crate::metrics::register_at_zero(fields);

@@ -8,10 +8,15 @@ use std::path::{Path, PathBuf};
 
 use crate::cli::Config;
 use crate::pipeline::body::Chunk;
+use crate::pipeline::rules::RULES;
 use crate::pipeline::{self, Report};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LocalError {
+    #[error(
+        "{0}: `process` reads no AWS parameters (it runs without AWS); give the key in a file with RELAY_HMAC_KEY_FILE"
+    )]
+    KeyParameter(String),
     #[error("--out {}: not a directory; create it first, or leave --out out to write to stdout", .0.display())]
     OutNotDir(PathBuf),
     #[error("opening {name}: {source}")]
@@ -39,6 +44,9 @@ pub fn run(
         && !dir.is_dir()
     {
         return Err(LocalError::OutNotDir(dir.to_owned()));
+    }
+    if let Some(name) = config.hmac_key_parameters.iter().flatten().next() {
+        return Err(LocalError::KeyParameter(name.clone()));
     }
     let mut passed = true;
     for file in files {
@@ -143,6 +151,21 @@ fn summarize(config: &Config, name: &str, report: &Report, out: Option<&Path>) -
         } else if missing > 0 {
             eprintln!(
                 "{name}: field {field} is missing from {missing} of {} record(s)",
+                s.records_in
+            );
+        }
+    }
+    for (field, counts) in config.projection.names().iter().zip(&s.schema_rejects) {
+        let broken: Vec<String> = RULES
+            .iter()
+            .zip(counts)
+            .filter(|(_, n)| **n > 0)
+            .map(|(rule, n)| format!("{n} broke `{rule}`"))
+            .collect();
+        if !broken.is_empty() {
+            eprintln!(
+                "{name}: field {field}: {} of {} record(s) rejected",
+                broken.join(", "),
                 s.records_in
             );
         }

@@ -16,10 +16,7 @@ use crate::pipeline::project::{Field, Missing, Projection};
 /// What a canary's record holds, and so its projection.
 pub fn projection() -> Projection {
     Projection::new(
-        &["source", "seq", "created_ms"].map(|f| Field {
-            name: f.to_owned(),
-            path: vec![f.to_owned()],
-        }),
+        &["source", "seq", "created_ms"].map(|f| Field::plain(f, &[f])),
         Missing::Omit,
     )
 }

@@ -534,6 +534,7 @@ mod tests {
             resumed_from_chunk: 3,
             field_missing: Default::default(),
             offloaded: 0,
+            schema_rejects: Default::default(),
         }
     }
 

@@ -43,6 +43,10 @@ pub struct DoneMarker {
     /// Records too large for a message, sent as S3 pointers.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub offloaded: u64,
+    /// Per field and rule: records rejected for breaking it (only those
+    /// that did).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub schema_rejects: std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>>,
 }
 
 impl DoneMarker {
@@ -69,6 +73,7 @@ impl DoneMarker {
             resumed_from_chunk,
             field_missing: std::collections::BTreeMap::new(),
             offloaded: 0,
+            schema_rejects: std::collections::BTreeMap::new(),
         }
     }
 }

@@ -279,13 +279,20 @@ impl<S: ObjectStore, Q: MessageSink> App<S, Q> {
         let fields: Vec<String> = projection
             .fields()
             .iter()
-            .map(|f| format!("{}={}", f.name, f.path.join("\u{1}")))
+            .map(|f| format!("{}={}{}", f.name, f.path.join("\u{1}"), f.rules_text()))
             .collect();
+        // The key's id (an HMAC of a fixed text, not the key): hashes under
+        // another key are other output.
+        let keys = projection.hmac_keys();
+        let key = [&keys.current, &keys.previous]
+            .map(|k| k.as_ref().map_or("", crate::pipeline::rules::HmacKey::id))
+            .join(" ");
+        let key = key.trim();
         // v2: records with none of the fields may be rejected (v1 sent them).
         // v3: records too large for a message may be offloaded, and where.
         // v4: records over the window are offloaded up to a limit.
         let text = format!(
-            "v4\0{}\0{:?}\0{:?}\0{:?}\0{:?}\0{}\0{}\0{}\0{:?}\0{:?}\0{}\0{}",
+            "v4\0{}\0{:?}\0{:?}\0{:?}\0{:?}\0{}\0{}\0{}\0{:?}\0{:?}\0{}\0{}{}",
             fields.join("\u{2}"),
             projection.missing(),
             projection.empty_records(),
@@ -298,9 +305,15 @@ impl<S: ObjectStore, Q: MessageSink> App<S, Q> {
             self.protocol.payload_bucket,
             self.protocol.payload_prefix,
             settings.max_large_record_bytes,
+            // Empty without hmac(), so a plain list keeps its fingerprint.
+            if key.is_empty() {
+                String::new()
+            } else {
+                format!("\0{key}")
+            },
         );
         let digest = sha2::Sha256::digest(text.as_bytes());
-        format!("{digest:x}")[..16].to_owned()
+        hex::encode(digest)[..16].to_owned()
     }
 }
 

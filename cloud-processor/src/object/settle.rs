@@ -15,6 +15,7 @@ use crate::object::marker::DoneMarker;
 use crate::object::run::Ran;
 use crate::object::{App, Attempt, Outcome, canary, reports};
 use crate::output::sink::{MessageSink, Route};
+use crate::pipeline::rules::RULES;
 use crate::pipeline::{Report, Stats, Unreadable};
 
 impl<S: ObjectStore, Q: MessageSink> App<S, Q> {
@@ -167,6 +168,19 @@ impl<S: ObjectStore, Q: MessageSink> App<S, Q> {
             }
             if missing > 0 {
                 marker.field_missing.insert(name.clone(), missing);
+            }
+        }
+        for (field, counts) in projection.fields().iter().zip(&s.schema_rejects) {
+            for (rule, &n) in RULES.iter().zip(counts).filter(|(_, n)| **n > 0) {
+                if !is_canary {
+                    metrics::counter!(m::SCHEMA_REJECTS, "field" => field.name.clone(), "rule" => *rule)
+                        .increment(n);
+                }
+                marker
+                    .schema_rejects
+                    .entry(field.name.clone())
+                    .or_default()
+                    .insert((*rule).to_owned(), n);
             }
         }
     }

@@ -28,7 +28,7 @@ pub struct Payloads<'a, S> {
 pub fn payload_key(prefix: &str, source_key: &str, dedup_base: &str, index: u32) -> String {
     use sha2::Digest;
     let digest = sha2::Sha256::digest(dedup_base.as_bytes());
-    let version = format!("{digest:x}");
+    let version = hex::encode(digest);
     format!("{prefix}{source_key}/{}/{index:06}.json", &version[..16])
 }
 

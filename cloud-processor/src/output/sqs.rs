@@ -392,7 +392,7 @@ pub fn dedup_base(bucket: &str, key: &str, read_version: Option<&str>, read_etag
 /// dropped by SQS.
 pub fn dedup_id(dedup_base: &str, chunk: u32) -> String {
     let digest = Sha256::digest(format!("{dedup_base}\0{chunk}").as_bytes());
-    format!("{digest:x}")
+    hex::encode(digest)
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ pub mod grammar;
 pub mod json;
 pub mod project;
 pub mod reader;
+pub mod rules;
 pub mod stream;
 
 use std::io::{self, BufRead, BufReader, Read};
@@ -20,6 +21,7 @@ use crate::pipeline::body::{BodyFormat, Chunk, Packer};
 use crate::pipeline::json::Span;
 use crate::pipeline::project::{EmptyRecords, Projection, RecordError};
 use crate::pipeline::reader::{Accounting, Item, Large, Reader, Reject, excerpt};
+use crate::pipeline::rules::{RULES, Violation};
 
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
 /// A report with every reject of a garbage file would be as big as the file:
@@ -88,6 +90,11 @@ pub struct Stats {
     pub chunks: u32,
     /// Per configured field, in order: records read that lack it.
     pub field_missing: Vec<u64>,
+    /// Per configured field, in order, and per rule in [`RULES`] order:
+    /// records rejected because the field broke that rule (the first
+    /// broken rule of a record counts). Empty when no field has a rule.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub schema_rejects: Vec<[u64; RULES.len()]>,
 }
 
 impl Stats {
@@ -331,7 +338,9 @@ impl<F: FnMut(Chunk) -> ControlFlow<()>> Run<'_, F> {
     /// spools. Fails only if a spool cannot be read.
     fn large(&mut self, l: Large) -> io::Result<ControlFlow<()>> {
         self.report.stats.records_in += 1;
-        if let Some(reason) = self.note_fields(l.captured.found()) {
+        let empty = self.note_fields(l.captured.found());
+        let broken = self.settings.projection.check(l.captured.seen());
+        if let Some(reason) = self.verdict(broken, empty) {
             self.reject_region(l.length, l.excerpt, l.line, l.offset, reason);
             return Ok(ControlFlow::Continue(()));
         }
@@ -426,6 +435,20 @@ impl<F: FnMut(Chunk) -> ControlFlow<()>> Run<'_, F> {
         })
     }
 
+    /// Why a record is rejected, if it is: the first rule it breaks (counted
+    /// per field and rule), or else having none of the fields.
+    fn verdict(&mut self, broken: Result<(), Violation>, empty: Option<String>) -> Option<String> {
+        match broken {
+            Ok(()) => empty,
+            Err(v) => {
+                if let Some(counts) = self.report.stats.schema_rejects.get_mut(v.slot) {
+                    counts[v.broken.rule()] += 1;
+                }
+                Some(v.to_string())
+            }
+        }
+    }
+
     /// A record the reader validated, with its wanted values' spans.
     fn record(
         &mut self,
@@ -435,7 +458,12 @@ impl<F: FnMut(Chunk) -> ControlFlow<()>> Run<'_, F> {
         offset: u64,
     ) -> ControlFlow<()> {
         self.report.stats.records_in += 1;
-        if let Some(reason) = self.note_fields(fields.iter().map(Option::is_some)) {
+        let empty = self.note_fields(fields.iter().map(Option::is_some));
+        let values = fields
+            .iter()
+            .map(|s| s.map(|(a, b)| &bytes[a as usize..b as usize]));
+        let broken = self.settings.projection.check_values(values);
+        if let Some(reason) = self.verdict(broken, empty) {
             self.reject_record(bytes, line, offset, reason);
             return ControlFlow::Continue(());
         }
@@ -476,6 +504,11 @@ impl<F: FnMut(Chunk) -> ControlFlow<()>> Run<'_, F> {
                             "a record in the wrapper is not a JSON object".to_owned()
                         }
                         RecordError::Invalid(why) => format!("invalid JSON: {why}"),
+                        RecordError::Rule { violation, found } => {
+                            self.report.stats.records_in += 1;
+                            let empty = self.note_fields(found.into_iter());
+                            self.verdict(Err(violation), empty).unwrap_or_default()
+                        }
                     };
                     self.reject_record(inner, line, offset, reason);
                 }
@@ -586,6 +619,11 @@ fn parse(
         report: Report {
             stats: Stats {
                 field_missing: vec![0; settings.projection.slots()],
+                schema_rejects: if settings.projection.has_rules() {
+                    vec![[0; RULES.len()]; settings.projection.slots()]
+                } else {
+                    Vec::new()
+                },
                 ..Stats::default()
             },
             ..Report::default()
@@ -1094,6 +1132,32 @@ mod tests {
                 "the wrapper has nothing at /data/records"
             ]
         );
+    }
+
+    #[test]
+    fn rules_hold_inside_wrappers_and_rejects_are_counted_per_field_and_rule() {
+        let text = "{\"data\":[{\"a\":1,\"b\":\"x\"},{\"a\":\"1\"},{\"b\":\"y\"},{\"a\":2}]}\n";
+        let s = Settings {
+            records_pointer: Some("/data".into()),
+            ..settings("a:int!,b:string")
+        };
+        let (bodies, report) = collect(text.as_bytes(), &s).unwrap();
+        assert_eq!(bodies, ["{\"a\":1,\"b\":\"x\"}\n{\"a\":2}"]);
+        let reasons: Vec<_> = report.rejects.iter().map(|r| r.reason.as_str()).collect();
+        assert_eq!(
+            reasons,
+            [
+                "field `a`: expected int, found string",
+                "field `a`: required, but missing"
+            ]
+        );
+        let [required, types, _] = [0, 1, 2];
+        let a = report.stats.schema_rejects[0];
+        assert_eq!((a[required], a[types]), (1, 1));
+        assert_eq!(report.stats.schema_rejects[1], [0, 0, 0]);
+        assert_eq!(report.stats.records_in, 4);
+        assert_eq!(report.stats.field_missing, [1, 2]);
+        assert!(report.stats.accounted());
     }
 
     #[test]

@@ -12,13 +12,77 @@ use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor
 use serde_json::value::RawValue;
 
 use crate::pipeline::json::{self, Node, Scanner, Span, Stop};
+use crate::pipeline::rules::{HmacKey, Keys, Kind, Kinds, Rule, Transform, Violation};
 
-/// One configured field: where to read it and what to call it.
+/// One configured field: where to read it, what to call it, its rules and
+/// what is written for its value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Field {
     /// The output key, as written in the spec (or the path if no name was given).
     pub name: String,
     pub path: Vec<String>,
+    pub rule: Rule,
+    pub transform: Transform,
+}
+
+impl Field {
+    /// A plain field: copied as it is, no rules.
+    pub fn plain(name: &str, path: &[&str]) -> Self {
+        Self {
+            name: name.to_owned(),
+            path: path.iter().map(|s| (*s).to_owned()).collect(),
+            rule: Rule::default(),
+            transform: Transform::Copy,
+        }
+    }
+
+    /// The rules it has, by their names in [`crate::pipeline::rules::RULES`].
+    pub fn rules(&self) -> Vec<&'static str> {
+        let [required, types, hmac_length] = crate::pipeline::rules::RULES;
+        let mut rules = Vec::new();
+        if self.rule.required {
+            rules.push(required);
+        }
+        if !self.rule.kinds.is_any() {
+            rules.push(types);
+        }
+        if self.transform.hashes() {
+            rules.push(hmac_length);
+        }
+        rules
+    }
+
+    /// As a field list writes it (`uid=hmac(user.email):string!`), with
+    /// the path dotted: for the start-up line.
+    pub fn spec(&self) -> String {
+        let path = self.path.join(".");
+        let value = match self.transform.name() {
+            Some(t) => format!("{t}({path})"),
+            None => path,
+        };
+        format!("{}={value}{}", self.name, self.suffix())
+    }
+
+    /// `:types!`, as written after the path.
+    fn suffix(&self) -> String {
+        let mut text = String::new();
+        if !self.rule.kinds.is_any() {
+            text.push(':');
+            text.push_str(&self.rule.kinds.to_string());
+        }
+        if self.rule.required {
+            text.push('!');
+        }
+        text
+    }
+
+    /// Its transform and rules (`hmac()`, `:int!`), empty for a plain
+    /// field: what the settings' fingerprint adds to `name=path`, so that
+    /// plain lists keep their fingerprint.
+    pub fn rules_text(&self) -> String {
+        let transform = self.transform.name().map(|t| format!("{t}()"));
+        transform.unwrap_or_default() + &self.suffix()
+    }
 }
 
 /// What to write for a field the record does not have.
@@ -39,49 +103,120 @@ pub enum SpecError {
     )]
     Empty,
     #[error("field {entry:?}: {reason}")]
-    Invalid { entry: String, reason: &'static str },
+    Invalid { entry: String, reason: String },
     #[error("output name {0:?} is used twice")]
     Duplicate(String),
 }
 
-/// Parses `id,ts=timestamp,user_id=user.id,first_tag=tags.0,c=/geo/country`.
+/// Parses a field list: entries `[name=]path[:type[|type]...][!]`, where a
+/// path is dotted (`user.id`, `tags.0`) or a JSON pointer (`/geo/country`),
+/// may be wrapped as `hmac(path)` or `redact(path)`, and `!` means required.
+/// For example `id:string!,ts=timestamp:int!,user_id=user.id:string|int,uid=hmac(user.email)`.
+///
+/// A dotted path ends at its first `:`, and what follows must name known
+/// types. A pointer's last `:` starts a type list only if every name after
+/// it is a known type, so `/a:b` reaches the key `a:b`, and `/a:b:any` too;
+/// a trailing `!` always means required, so a key ending in `!` is written
+/// with a type list after it (`/wow!:any`).
 pub fn parse_fields(spec: &str) -> Result<Vec<Field>, SpecError> {
     let mut fields: Vec<Field> = Vec::new();
     for entry in spec.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-        let invalid = |reason| SpecError::Invalid {
+        let field = parse_entry(entry).map_err(|reason| SpecError::Invalid {
             entry: entry.to_owned(),
             reason,
-        };
-        let (name, path) = match entry.split_once('=') {
-            Some((n, p)) => (n.trim(), p.trim()),
-            None => (entry, entry),
-        };
-        if name.is_empty() {
-            return Err(invalid("the output name is empty"));
+        })?;
+        if fields.iter().any(|f| f.name == field.name) {
+            return Err(SpecError::Duplicate(field.name));
         }
-        let segments: Vec<String> = if let Some(pointer) = path.strip_prefix('/') {
-            pointer
-                .split('/')
-                .map(|s| s.replace("~1", "/").replace("~0", "~"))
-                .collect()
-        } else {
-            path.split('.').map(str::to_owned).collect()
-        };
-        if path.is_empty() || segments.iter().any(String::is_empty) {
-            return Err(invalid("the path has an empty segment"));
-        }
-        if fields.iter().any(|f| f.name == name) {
-            return Err(SpecError::Duplicate(name.to_owned()));
-        }
-        fields.push(Field {
-            name: name.to_owned(),
-            path: segments,
-        });
+        fields.push(field);
     }
     if fields.is_empty() {
         return Err(SpecError::Empty);
     }
     Ok(fields)
+}
+
+fn parse_entry(entry: &str) -> Result<Field, String> {
+    let (name, rest) = match entry.split_once('=') {
+        Some((n, p)) => (Some(n.trim()), p.trim()),
+        None => (None, entry),
+    };
+    let (rest, required) = match rest.strip_suffix('!') {
+        Some(r) => (r, true),
+        None => (rest, false),
+    };
+    let (path, kinds) = split_kinds(rest)?;
+    let (transform, path) = [Transform::Hmac, Transform::HmacPrevious, Transform::Redact]
+        .into_iter()
+        .find_map(|t| {
+            let inner = path.strip_prefix(t.name()?)?.strip_prefix('(')?;
+            Some((t, inner))
+        })
+        .unwrap_or((Transform::Copy, path));
+    let path = match transform {
+        Transform::Copy => path,
+        t => path
+            .strip_suffix(')')
+            .ok_or_else(|| format!("{}( is not closed with )", t.name().unwrap_or_default()))?,
+    };
+    let name = match (name, transform) {
+        (Some(n), _) => n,
+        (None, Transform::Copy) => path,
+        (None, _) => {
+            return Err(format!(
+                "{}() needs an output name, e.g. `uid={entry}`",
+                transform.name().unwrap_or_default()
+            ));
+        }
+    };
+    if name.is_empty() {
+        return Err("the output name is empty".into());
+    }
+    let segments: Vec<String> = if let Some(pointer) = path.strip_prefix('/') {
+        pointer
+            .split('/')
+            .map(|s| s.replace("~1", "/").replace("~0", "~"))
+            .collect()
+    } else {
+        path.split('.').map(str::to_owned).collect()
+    };
+    if path.is_empty() || segments.iter().any(String::is_empty) {
+        return Err("the path has an empty segment".into());
+    }
+    Ok(Field {
+        name: name.to_owned(),
+        path: segments,
+        rule: Rule { kinds, required },
+        transform,
+    })
+}
+
+/// Splits `path:types` into the path and its kinds (any, if none).
+fn split_kinds(text: &str) -> Result<(&str, Kinds), String> {
+    let unknown = |name: String| {
+        format!(
+            "unknown type `{name}` (types: string, int, number, bool, null, object, array, any; \
+             a key with `:` in it is written as a JSON pointer, e.g. `/a:b`)"
+        )
+    };
+    if text.starts_with('/') {
+        return Ok(match text.rsplit_once(':') {
+            Some((path, list)) => match Kinds::parse(list) {
+                Ok(kinds) => (path, kinds),
+                Err(_) => (text, Kinds::default()),
+            },
+            None => (text, Kinds::default()),
+        });
+    }
+    // The parentheses of hmac(...) come before the types.
+    let from = text.rfind(')').unwrap_or(0);
+    match text[from..].find(':') {
+        Some(at) => {
+            let (path, list) = (&text[..from + at], &text[from + at + 1..]);
+            Kinds::parse(list).map(|k| (path, k)).map_err(unknown)
+        }
+        None => Ok((text, Kinds::default())),
+    }
 }
 
 /// What happens to a record that has none of the configured fields.
@@ -108,6 +243,10 @@ pub struct Projection {
     names: Vec<String>,
     missing: Missing,
     empty: EmptyRecords,
+    /// Whether any field has a rule (or a length limit, under `hmac()`):
+    /// if not, values' kinds are not read.
+    checked: bool,
+    hmac_keys: Keys,
 }
 
 /// Why a record was not projected.
@@ -117,7 +256,17 @@ pub enum RecordError {
     NotAnObject,
     #[error("invalid JSON: {0}")]
     Invalid(String),
+    /// Valid JSON that breaks a field's rule; `found` says, per field,
+    /// whether the record has it.
+    #[error("{violation}")]
+    Rule {
+        violation: Violation,
+        found: Vec<bool>,
+    },
 }
+
+/// What a rule is checked against: a value's kind and its length in bytes.
+pub type Seen = Option<(Kind, u64)>;
 
 impl Projection {
     pub fn new(fields: &[Field], missing: Missing) -> Self {
@@ -136,7 +285,82 @@ impl Projection {
             fields: fields.to_vec(),
             missing,
             empty: EmptyRecords::default(),
+            checked: fields
+                .iter()
+                .any(|f| !f.rule.is_none() || f.transform.hashes()),
+            hmac_keys: Keys::default(),
         }
+    }
+
+    /// Sets the key `hmac()` fields are hashed with. Without one they are
+    /// written redacted, never in clear (configuration refuses to start
+    /// without a key where `hmac()` is used).
+    #[must_use]
+    pub fn with_key(self, key: Option<HmacKey>) -> Self {
+        self.with_keys(Keys {
+            current: key,
+            previous: None,
+        })
+    }
+
+    /// Sets the keys of `hmac()` and `hmac_previous()`.
+    #[must_use]
+    pub fn with_keys(mut self, keys: Keys) -> Self {
+        self.hmac_keys = keys;
+        self
+    }
+
+    /// Whether a field hashes with `t`'s key, so that key is needed.
+    pub fn uses(&self, t: Transform) -> bool {
+        self.fields.iter().any(|f| f.transform == t)
+    }
+
+    /// The keys (their `Debug` and `id` reveal nothing of them).
+    pub fn hmac_keys(&self) -> &Keys {
+        &self.hmac_keys
+    }
+
+    /// Whether any field has a rule to check (or is hashed).
+    pub fn has_rules(&self) -> bool {
+        self.checked
+    }
+
+    /// Checks the fields' rules against what a record holds (per field in
+    /// order, its value's kind and length), and names the first broken.
+    pub fn check(&self, seen: impl Iterator<Item = Seen>) -> Result<(), Violation> {
+        if !self.checked {
+            return Ok(());
+        }
+        for (slot, (field, seen)) in self.fields.iter().zip(seen).enumerate() {
+            let broken = match seen {
+                Some((_, bytes))
+                    if field.transform.hashes()
+                        && bytes > crate::pipeline::rules::MAX_HASHED_BYTES as u64 =>
+                {
+                    Err(crate::pipeline::rules::Broken::TooLong { bytes })
+                }
+                _ => field.rule.check(seen.map(|(kind, _)| kind)),
+            };
+            if let Err(broken) = broken {
+                return Err(Violation {
+                    slot,
+                    field: field.name.clone(),
+                    broken,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Projection::check`] over values' text.
+    pub fn check_values<'v>(
+        &self,
+        values: impl Iterator<Item = Option<&'v [u8]>>,
+    ) -> Result<(), Violation> {
+        if !self.checked {
+            return Ok(());
+        }
+        self.check(values.map(|v| v.map(|v| (Kind::of(v), v.len() as u64))))
     }
 
     /// Sets what happens to a record that has none of the fields.
@@ -222,6 +446,10 @@ impl Projection {
         if let Some(extra) = record[scanner.i..].iter().position(|b| !json::is_ws(*b)) {
             return Err(invalid(scanner.i + extra, "text after the record"));
         }
+        if let Err(violation) = self.check_values(values(record, &slots)) {
+            let found = slots.iter().map(Option::is_some).collect();
+            return Err(RecordError::Rule { violation, found });
+        }
         self.write(record, &slots, out);
         Ok(slots.iter().map(Option::is_some).collect())
     }
@@ -229,20 +457,17 @@ impl Projection {
     /// Appends the projection of an already validated `record` whose wanted
     /// values are at `slots` (as captured by [`json::object`]).
     pub fn write(&self, record: &[u8], slots: &[Option<Span>], out: &mut Vec<u8>) {
-        let values = slots
-            .iter()
-            .map(|s| s.map(|(a, b)| &record[a as usize..b as usize]));
-        self.write_values(values, out);
+        self.write_values(values(record, slots), out);
     }
 
     fn write_values<'v>(&self, values: impl Iterator<Item = Option<&'v [u8]>>, out: &mut Vec<u8>) {
         let start = out.len();
         out.push(b'{');
         let mut first = true;
-        for (key, value) in self.keys.iter().zip(values) {
+        for ((key, field), value) in self.keys.iter().zip(&self.fields).zip(values) {
             let value = match (value, self.missing) {
-                (Some(v), _) => v,
-                (None, Missing::Null) => b"null",
+                (Some(v), _) => Some(v),
+                (None, Missing::Null) => None,
                 (None, Missing::Omit) => continue,
             };
             if !first {
@@ -250,10 +475,22 @@ impl Projection {
             }
             first = false;
             out.extend_from_slice(key.as_bytes());
-            write_compact(value, out);
+            match value {
+                Some(v) => self.write_value(field.transform, v, out),
+                None => out.extend_from_slice(b"null"),
+            }
         }
         out.push(b'}');
         escape_for_sqs(out, start);
+    }
+
+    /// Writes a present value as its field's transform says.
+    pub fn write_value(&self, transform: Transform, value: &[u8], out: &mut Vec<u8>) {
+        match (transform, self.hmac_keys.for_transform(transform)) {
+            (Transform::Copy, _) => write_compact(value, out),
+            (_, Some(key)) => key.write(value, out),
+            _ => out.extend_from_slice(crate::pipeline::rules::REDACTED),
+        }
     }
 
     /// The same projection by serde_json: the reference the scanner is tested
@@ -280,9 +517,25 @@ impl Projection {
         .deserialize(&mut de)
         .and_then(|()| de.end())
         .map_err(|e| RecordError::Invalid(e.to_string()))?;
+        if let Err(violation) =
+            self.check_values(slots.iter().map(|s| s.map(|v| v.get().as_bytes())))
+        {
+            let found = slots.iter().map(Option::is_some).collect();
+            return Err(RecordError::Rule { violation, found });
+        }
         self.write_values(slots.iter().map(|s| s.map(|v| v.get().as_bytes())), out);
         Ok(())
     }
+}
+
+/// The values at `slots` in `record`.
+fn values<'r>(
+    record: &'r [u8],
+    slots: &'r [Option<Span>],
+) -> impl Iterator<Item = Option<&'r [u8]>> + 'r {
+    slots
+        .iter()
+        .map(|s| s.map(|(a, b)| &record[a as usize..b as usize]))
 }
 
 /// SQS refuses U+FFFE and U+FFFF, which valid JSON and valid UTF-8 can hold
@@ -602,6 +855,119 @@ mod tests {
                 vec!["user".to_owned(), "id".to_owned()]
             )]
         );
+    }
+
+    fn one(spec: &str) -> Field {
+        let mut fields = parse_fields(spec).unwrap();
+        assert_eq!(fields.len(), 1, "{spec}");
+        fields.remove(0)
+    }
+
+    #[test]
+    fn types_required_and_transforms_parse_and_plain_lists_stay_plain() {
+        let f = one("ts=timestamp:int!");
+        assert_eq!(
+            (f.name.as_str(), &f.path[..]),
+            ("ts", &["timestamp".to_owned()][..])
+        );
+        assert!(f.rule.required && f.rule.kinds.allows(Kind::Int));
+        assert!(!f.rule.kinds.allows(Kind::Number));
+        let f = one("user_id=user.id:string|int");
+        assert_eq!(f.path, ["user", "id"]);
+        assert_eq!(f.rule.kinds.to_string(), "string|int");
+        assert!(!f.rule.required);
+        let f = one("uid=hmac(user.email):string!");
+        assert_eq!(f.transform, Transform::Hmac);
+        assert_eq!(f.path, ["user", "email"]);
+        assert_eq!(f.spec(), "uid=hmac(user.email):string!");
+        assert_eq!(one("mail=redact(/user/email)").transform, Transform::Redact);
+        // Today's lists mean what they meant.
+        for spec in ["id", "ts=timestamp", "c=/geo/country", "first_tag=tags.0"] {
+            let f = one(spec);
+            assert_eq!((f.rule, f.transform), (Rule::default(), Transform::Copy));
+            assert_eq!(f.rules_text(), "");
+        }
+    }
+
+    #[test]
+    fn keys_with_colons_and_bangs_are_reached_through_pointers() {
+        assert_eq!(one("/a:b").path, ["a:b"]);
+        assert!(one("/a:b").rule.is_none());
+        let f = one("/a:b:int");
+        assert_eq!(
+            (f.path.clone(), f.rule.kinds.to_string()),
+            (vec!["a:b".to_owned()], "int".into())
+        );
+        let f = one("w=/wow!:any");
+        assert_eq!(f.path, ["wow!"]);
+        assert!(f.rule.is_none());
+        let f = one("/wow!:any!");
+        assert_eq!(f.path, ["wow!"]);
+        assert!(f.rule.required);
+        // In a dotted path, what follows `:` must be types.
+        let e = parse_fields("id:strng").unwrap_err().to_string();
+        assert!(
+            e.contains("unknown type `strng`") && e.contains("/a:b"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bad_rules_are_errors_that_name_them() {
+        let e = parse_fields("hmac(user.email)").unwrap_err().to_string();
+        assert!(e.contains("needs an output name"), "{e}");
+        let e = parse_fields("u=hmac(user.email").unwrap_err().to_string();
+        assert!(e.contains("not closed"), "{e}");
+        let e = parse_fields("ts:int|flaot!").unwrap_err().to_string();
+        assert!(
+            e.contains("\"ts:int|flaot!\"") && e.contains("`flaot`"),
+            "{e}"
+        );
+        let e = parse_fields("u=hmac():string").unwrap_err().to_string();
+        assert!(e.contains("empty segment"), "{e}");
+    }
+
+    #[test]
+    fn a_broken_rule_rejects_the_record_and_names_the_field() {
+        let p = Projection::new(
+            &parse_fields("id:string!,ts:int!,n:number").unwrap(),
+            Missing::Omit,
+        );
+        let mut out = Vec::new();
+        let reason = |r: Result<(), RecordError>| r.map_err(|e| e.to_string());
+        assert_eq!(
+            reason(p.project(br#"{"id":1,"ts":2}"#, &mut out)),
+            Err("field `id`: expected string, found int".into())
+        );
+        assert_eq!(
+            reason(p.project(br#"{"id":"a"}"#, &mut out)),
+            Err("field `ts`: required, but missing".into())
+        );
+        assert_eq!(
+            reason(p.project(br#"{"id":"a","ts":1,"n":"x"}"#, &mut out)),
+            Err("field `n`: expected number, found string".into())
+        );
+        assert!(out.is_empty(), "nothing written for a reject");
+        p.project(
+            br#"{"id":"a","ts":12345678901234567890123,"n":1.5e3}"#,
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(out, br#"{"id":"a","ts":12345678901234567890123,"n":1.5e3}"#);
+        // The reference agrees.
+        let mut reference = Vec::new();
+        assert!(matches!(
+            p.project_reference(br#"{"id":"a","ts":"1"}"#, &mut reference),
+            Err(RecordError::Rule { .. })
+        ));
+    }
+
+    #[test]
+    fn hmac_without_a_key_writes_redacted_never_clear() {
+        let p = Projection::new(&parse_fields("u=hmac(e)").unwrap(), Missing::Omit);
+        let mut out = Vec::new();
+        p.project(br#"{"e":"a@b"}"#, &mut out).unwrap();
+        assert_eq!(out, br#"{"u":"[redacted]"}"#);
     }
 
     /// A projection's bytes, or whether it failed as "not an object".

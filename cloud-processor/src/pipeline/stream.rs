@@ -16,7 +16,8 @@ use tempfile::SpooledTempFile;
 use crate::pipeline::grammar::reason::EXPECTED_VALUE;
 use crate::pipeline::grammar::{self, Container, Expect, Step};
 use crate::pipeline::json::{self, Node};
-use crate::pipeline::project::{Missing, Projection};
+use crate::pipeline::project::{Missing, Projection, Seen};
+use crate::pipeline::rules::{self, Kind, Transform};
 
 /// What a spool holds in memory before it moves to a temporary file.
 const SPOOL_MEMORY_BYTES: usize = 1 << 20;
@@ -82,6 +83,10 @@ pub struct Spool {
     file: SpooledTempFile,
     batch: Vec<u8>,
     len: u64,
+    /// The value's first byte, and whether a number has a fraction or an
+    /// exponent: enough to know its kind.
+    first: Option<u8>,
+    fraction: bool,
 }
 
 impl Spool {
@@ -90,10 +95,36 @@ impl Spool {
             file: SpooledTempFile::new(SPOOL_MEMORY_BYTES),
             batch: Vec::new(),
             len: 0,
+            first: None,
+            fraction: false,
         }
     }
 
+    /// The value's kind and length (compact, as it is sent).
+    fn seen(&self) -> (Kind, u64) {
+        let first = self.first.unwrap_or(b'n');
+        (
+            Kind::from_first(first, self.fraction),
+            self.len + self.batch.len() as u64,
+        )
+    }
+
+    /// The whole value, read back: for `hmac()`, whose values are bounded.
+    fn read_all(mut self) -> io::Result<Vec<u8>> {
+        self.flush(true)?;
+        self.file.seek(SeekFrom::Start(0))?;
+        let mut text = Vec::new();
+        self.file.take(self.len).read_to_end(&mut text)?;
+        Ok(text)
+    }
+
     fn push(&mut self, run: &[u8]) -> io::Result<()> {
+        let first = *self
+            .first
+            .get_or_insert(run.first().copied().unwrap_or(b'n'));
+        if rules::is_number_start(first) {
+            self.fraction |= rules::has_fraction(run);
+        }
         self.batch.extend_from_slice(run);
         if self.batch.len() >= SPOOL_BATCH_BYTES {
             self.flush(false)?;
@@ -638,12 +669,18 @@ impl Captured {
         self.slots.iter().map(Option::is_some)
     }
 
+    /// Per configured field, its value's kind and length, for the rules.
+    pub fn seen(&self) -> impl Iterator<Item = Seen> + '_ {
+        self.slots.iter().map(|s| s.as_ref().map(Spool::seen))
+    }
+
     /// The projected record (as [`Projection::write`] writes it), to be read.
     pub fn into_body(self, projection: &Projection) -> io::Result<Body> {
         let mut body = Body::default();
         body.push_bytes(b"{".to_vec());
         let mut first = true;
-        for (key, slot) in projection.encoded_keys().iter().zip(self.slots) {
+        let fields = projection.fields().iter();
+        for ((key, field), slot) in projection.encoded_keys().iter().zip(fields).zip(self.slots) {
             let value = match (slot, projection.missing()) {
                 (Some(s), _) => Some(s),
                 (None, Missing::Null) => None,
@@ -658,6 +695,16 @@ impl Captured {
             crate::pipeline::project::escape_for_sqs(&mut head, 0);
             body.push_bytes(head);
             match value {
+                // Checked to be at most [`rules::MAX_HASHED_BYTES`].
+                Some(s) if field.transform != Transform::Copy => {
+                    let text = match field.transform {
+                        t if t.hashes() => s.read_all()?,
+                        _ => Vec::new(),
+                    };
+                    let mut out = Vec::new();
+                    projection.write_value(field.transform, &text, &mut out);
+                    body.push_bytes(out);
+                }
                 Some(mut s) => {
                     s.flush(true)?;
                     s.file.seek(SeekFrom::Start(0))?;
