@@ -17,7 +17,7 @@ use crate::modes::lambda_api::Function;
 use crate::output::sqs::Queues;
 use crate::pipeline::body::BodyFormat;
 use crate::pipeline::project::{EmptyRecords, Field, Missing, Projection};
-use crate::pipeline::rules::{Kind, MAX_HASHED_BYTES, Rule, Transform};
+use crate::pipeline::rules::{Kind, Rule, Transform};
 use crate::pipeline::{self, LargeRecords, Settings};
 
 /// The resources to check, with clients built once by `main`.
@@ -311,14 +311,10 @@ fn count_rules(fields: &[Field], line: &[u8], tally: &mut [FieldTally]) {
     for (field, t) in fields.iter().zip(tally) {
         let value = values.get(&field.name).map(|v| v.get().as_bytes());
         t.hits += u64::from(value.is_some());
-        for (rule, passed) in field.rules().into_iter().zip(&mut t.passed) {
-            let ok = match (rule, value) {
-                ("required", v) => v.is_some(),
-                ("type", Some(v)) => field.rule.kinds.allows(Kind::of(v)),
-                ("hmac_length", Some(v)) => v.len() <= MAX_HASHED_BYTES,
-                _ => true,
-            };
-            *passed += u64::from(ok);
+        let seen = value.map(|v| (Kind::of(v), v.len() as u64));
+        let kept = field.each_rule(seen).into_iter().flatten();
+        for (result, passed) in kept.zip(&mut t.passed) {
+            *passed += u64::from(result.is_ok());
         }
     }
 }

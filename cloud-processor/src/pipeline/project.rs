@@ -12,7 +12,9 @@ use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor
 use serde_json::value::RawValue;
 
 use crate::pipeline::json::{self, Node, Scanner, Span, Stop};
-use crate::pipeline::rules::{HmacKey, Keys, Kind, Kinds, Rule, Transform, Violation};
+use crate::pipeline::rules::{
+    Broken, HmacKey, Keys, Kind, Kinds, RULES, Rule, Transform, Violation,
+};
 
 /// One configured field: where to read it, what to call it, its rules and
 /// what is written for its value.
@@ -36,20 +38,18 @@ impl Field {
         }
     }
 
-    /// The rules it has, by their names in [`crate::pipeline::rules::RULES`].
+    /// The rules it has, by their names in [`RULES`].
     pub fn rules(&self) -> Vec<&'static str> {
-        let [required, types, hmac_length] = crate::pipeline::rules::RULES;
-        let mut rules = Vec::new();
-        if self.rule.required {
-            rules.push(required);
-        }
-        if !self.rule.kinds.is_any() {
-            rules.push(types);
-        }
-        if self.transform.hashes() {
-            rules.push(hmac_length);
-        }
-        rules
+        self.each_rule(None)
+            .iter()
+            .zip(RULES)
+            .filter_map(|(r, name)| r.map(|_| name))
+            .collect()
+    }
+
+    /// Each of its rules against what a record holds, as [`Rule::each`].
+    pub fn each_rule(&self, seen: Seen) -> [Option<Result<(), Broken>>; RULES.len()] {
+        self.rule.each(self.transform.hashes(), seen)
     }
 
     /// As a field list writes it (`uid=hmac(user.email):string!`), with
@@ -332,16 +332,7 @@ impl Projection {
             return Ok(());
         }
         for (slot, (field, seen)) in self.fields.iter().zip(seen).enumerate() {
-            let broken = match seen {
-                Some((_, bytes))
-                    if field.transform.hashes()
-                        && bytes > crate::pipeline::rules::MAX_HASHED_BYTES as u64 =>
-                {
-                    Err(crate::pipeline::rules::Broken::TooLong { bytes })
-                }
-                _ => field.rule.check(seen.map(|(kind, _)| kind)),
-            };
-            if let Err(broken) = broken {
+            if let Err(broken) = field.rule.check(field.transform.hashes(), seen) {
                 return Err(Violation {
                     slot,
                     field: field.name.clone(),

@@ -178,16 +178,40 @@ impl Rule {
         self.kinds.is_any() && !self.required
     }
 
-    /// Whether a value of `found` (or no value) keeps the rule.
-    pub fn check(self, found: Option<Kind>) -> Result<(), Broken> {
-        match found {
-            None if self.required => Err(Broken::Missing),
-            Some(kind) if !self.kinds.allows(kind) => Err(Broken::Type {
+    /// Each rule a field has, against what a record holds (its value's
+    /// kind and length, or nothing), indexed as [`RULES`]: `None` for a
+    /// rule the field does not have. `hashed`: the field is hashed, so its
+    /// value is bounded in length.
+    pub fn each(
+        self,
+        hashed: bool,
+        seen: Option<(Kind, u64)>,
+    ) -> [Option<Result<(), Broken>>; RULES.len()] {
+        let required = self.required.then_some(match seen {
+            None => Err(Broken::Missing),
+            Some(_) => Ok(()),
+        });
+        let types = (!self.kinds.is_any()).then(|| match seen {
+            Some((kind, _)) if !self.kinds.allows(kind) => Err(Broken::Type {
                 expected: self.kinds,
                 found: kind,
             }),
             _ => Ok(()),
-        }
+        });
+        let length = hashed.then_some(match seen {
+            Some((_, bytes)) if bytes > MAX_HASHED_BYTES as u64 => Err(Broken::TooLong { bytes }),
+            _ => Ok(()),
+        });
+        [required, types, length]
+    }
+
+    /// The first rule broken, if any.
+    pub fn check(self, hashed: bool, seen: Option<(Kind, u64)>) -> Result<(), Broken> {
+        self.each(hashed, seen)
+            .into_iter()
+            .flatten()
+            .find(Result::is_err)
+            .unwrap_or(Ok(()))
     }
 }
 
@@ -385,7 +409,7 @@ mod tests {
             kinds: Kinds::parse("int").unwrap(),
             required: true,
         };
-        let broken = rule.check(Some(Kind::String)).unwrap_err();
+        let broken = rule.check(false, Some((Kind::String, 3))).unwrap_err();
         let v = Violation {
             slot: 0,
             field: "ts".into(),
@@ -393,11 +417,20 @@ mod tests {
         };
         assert_eq!(v.to_string(), "field `ts`: expected int, found string");
         assert_eq!(
-            rule.check(None).unwrap_err().to_string(),
+            rule.check(false, None).unwrap_err().to_string(),
             "required, but missing"
         );
-        assert_eq!(rule.check(Some(Kind::Int)), Ok(()));
-        assert_eq!(Rule::default().check(None), Ok(()));
+        assert_eq!(rule.check(false, Some((Kind::Int, 2))), Ok(()));
+        assert_eq!(Rule::default().check(false, None), Ok(()));
+        let long = Some((Kind::String, MAX_HASHED_BYTES as u64 + 1));
+        assert!(matches!(
+            Rule::default().check(true, long),
+            Err(Broken::TooLong { .. })
+        ));
+        assert_eq!(
+            rule.each(false, None).map(|r| r.is_some()),
+            [true, true, false]
+        );
     }
 
     #[test]
