@@ -69,11 +69,11 @@ data "aws_iam_policy_document" "processor" {
 }
 
 data "aws_iam_policy_document" "processor_hmac_key" {
-  count = var.hmac_key_parameter ? 1 : 0
+  count = length(local.hmac_key_names) > 0 ? 1 : 0
   statement {
-    sid       = "ReadHmacKey"
+    sid       = "ReadHmacKeys"
     actions   = ["ssm:GetParameter"]
-    resources = [aws_ssm_parameter.hmac_key[0].arn]
+    resources = [for p in aws_ssm_parameter.hmac_key : p.arn]
   }
   dynamic "statement" {
     for_each = var.hmac_key_kms_key_arn == null ? [] : [var.hmac_key_kms_key_arn]
@@ -91,7 +91,7 @@ data "aws_iam_policy_document" "processor_hmac_key" {
 }
 
 resource "aws_iam_role_policy" "processor_hmac_key" {
-  count  = var.hmac_key_parameter ? 1 : 0
+  count  = length(local.hmac_key_names) > 0 ? 1 : 0
   name   = "${var.name}-processor-hmac-key"
   role   = aws_iam_role.processor.id
   policy = data.aws_iam_policy_document.processor_hmac_key[0].json

@@ -54,7 +54,7 @@ resource "aws_lambda_function" "processor" {
       },
       var.records_pointer == null ? {} : { RELAY_RECORDS_POINTER = var.records_pointer },
       var.canary_queue ? { RELAY_CANARY_QUEUE_URL = aws_sqs_queue.canary[0].id } : {},
-      var.hmac_key_parameter ? { RELAY_HMAC_KEY_PARAMETER = aws_ssm_parameter.hmac_key[0].name } : {},
+      { for role, env in local.hmac_key_env : env => aws_ssm_parameter.hmac_key[role].name },
     )
   }
 
@@ -69,13 +69,23 @@ resource "aws_lambda_function" "processor" {
   tags       = local.tags
 }
 
-# The key of hmac() fields. Terraform writes only a placeholder, which the
-# processor refuses, as a write-only value: the key the operator puts in
-# its place is never read into Terraform's state.
+# The keys of hmac() and hmac_previous() fields. Terraform writes only a
+# placeholder, which the processor refuses, as a write-only value: the key
+# the operator puts in its place is never read into Terraform's state.
+locals {
+  hmac_key_names = merge(
+    var.hmac_key_parameter ? { current = "hmac-key" } : {},
+    var.hmac_previous_key_parameter ? { previous = "hmac-key-previous" } : {},
+  )
+  hmac_key_env = {
+    for role, _ in local.hmac_key_names : role => role == "current" ? "RELAY_HMAC_KEY_PARAMETER" : "RELAY_HMAC_PREVIOUS_KEY_PARAMETER"
+  }
+}
+
 resource "aws_ssm_parameter" "hmac_key" {
-  count            = var.hmac_key_parameter ? 1 : 0
-  name             = "/${var.name}/hmac-key"
-  description      = "relay: the key of hmac() fields (RELAY_HMAC_KEY_PARAMETER)"
+  for_each         = local.hmac_key_names
+  name             = "/${var.name}/${each.value}"
+  description      = "relay: the key of ${each.key == "current" ? "hmac()" : "hmac_previous()"} fields (${local.hmac_key_env[each.key]})"
   type             = "SecureString"
   key_id           = var.hmac_key_kms_key_arn
   value_wo         = "unset: put the key with `aws ssm put-parameter --overwrite`"

@@ -80,5 +80,10 @@ output "dashboard_name" {
 
 output "hmac_key_parameter" {
   description = "The SSM parameter to put the key of hmac() fields in (RELAY_HMAC_KEY_PARAMETER), or null without hmac_key_parameter."
-  value       = var.hmac_key_parameter ? aws_ssm_parameter.hmac_key[0].name : null
+  value       = try(aws_ssm_parameter.hmac_key["current"].name, null)
+}
+
+output "hmac_previous_key_parameter" {
+  description = "The SSM parameter to put the key being retired in (RELAY_HMAC_PREVIOUS_KEY_PARAMETER), or null without hmac_previous_key_parameter."
+  value       = try(aws_ssm_parameter.hmac_key["previous"].name, null)
 }

@@ -180,6 +180,12 @@ variable "hmac_key_parameter" {
   default     = false
 }
 
+variable "hmac_previous_key_parameter" {
+  description = "Also create /<name>/hmac-key-previous, the key being retired during a rotation (RELAY_HMAC_PREVIOUS_KEY_PARAMETER, for hmac_previous() fields), in the same way. The processor reads it only while the field list uses hmac_previous()."
+  type        = bool
+  default     = false
+}
+
 variable "hmac_key_kms_key_arn" {
   description = "A customer managed KMS key to encrypt the HMAC key parameter with (the processor is granted kms:Decrypt on it through SSM); null for the account's aws/ssm key."
   type        = string

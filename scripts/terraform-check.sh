@@ -106,6 +106,7 @@ lambda_zip_path = "$work/function.zip"
 fields          = "id:string!,ts=timestamp:int!,user_id=user.id:string|int,uid=hmac(user.email)"
 output_fifo     = true
 hmac_key_parameter = true
+hmac_previous_key_parameter = true
 edge_sources = {
   "edge-1" = {}
   "edge-2" = { create_user = true }
@@ -127,6 +128,11 @@ parameter=$(terraform -chdir="$work/module" output -raw hmac_key_parameter)
 env_parameter=$("$root/.venv/bin/aws" --endpoint-url "$ep" lambda get-function-configuration --function-name relay-tf-test-processor \
   --query Environment.Variables.RELAY_HMAC_KEY_PARAMETER --output text)
 [[ $env_parameter == "$parameter" ]] || { echo "RELAY_HMAC_KEY_PARAMETER: $env_parameter" >&2; exit 1; }
+previous=$(terraform -chdir="$work/module" output -raw hmac_previous_key_parameter)
+env_previous=$("$root/.venv/bin/aws" --endpoint-url "$ep" lambda get-function-configuration --function-name relay-tf-test-processor \
+  --query Environment.Variables.RELAY_HMAC_PREVIOUS_KEY_PARAMETER --output text)
+[[ $previous == /relay-tf-test/hmac-key-previous && $env_previous == "$previous" ]] \
+  || { echo "previous key parameter: $previous, in the environment: $env_previous" >&2; exit 1; }
 value=$("$root/.venv/bin/aws" --endpoint-url "$ep" ssm get-parameter --name "$parameter" --with-decryption \
   --query Parameter.Value --output text)
 [[ $value == unset:* ]] || { echo "the parameter does not hold the placeholder: $value" >&2; exit 1; }

@@ -280,6 +280,9 @@ async fn the_key_is_read_from_an_ssm_parameter() {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_cloud-processor"));
         relay_shared::testing::loopback_aws_env(&mut cmd, &emu.endpoint)
             .env("RELAY_HMAC_KEY_PARAMETER", parameter)
+            // A rotation's second parameter, created but not yet used by
+            // any field: it is not read, so its placeholder stops nothing.
+            .env("RELAY_HMAC_PREVIOUS_KEY_PARAMETER", &placeholder)
             .env("RUST_LOG", "trace")
             .args(["--fields", "u=hmac(e)", "check", "--bucket", "absent"])
             .args([
@@ -293,6 +296,10 @@ async fn the_key_is_read_from_an_ssm_parameter() {
     assert!(
         out.contains(&format!("hmac key: SSM parameter {name} is readable")),
         "{out}"
+    );
+    assert!(
+        !out.contains("placeholder"),
+        "an unused parameter is not read: {out}"
     );
     let script = "import hashlib,hmac,sys; print(hmac.new(sys.argv[1].encode(), b'a@b', hashlib.sha256).hexdigest())";
     let python = Command::new("python3")

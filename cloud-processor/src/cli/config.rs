@@ -246,6 +246,21 @@ fn value_name(v: &impl clap::ValueEnum) -> String {
 }
 
 impl Config {
+    /// The SSM parameters of the `hmac()` and `hmac_previous()` keys that
+    /// the field list hashes with: only those are read, so a rotation's
+    /// second parameter can exist (holding Terraform's placeholder) before
+    /// any field uses it.
+    pub fn key_parameters_in_use(&self) -> [Option<&str>; 2] {
+        let [current, previous] = &self.hmac_key_parameters;
+        let used = |t| self.projection.uses(t);
+        [
+            current.as_deref().filter(|_| used(Transform::Hmac)),
+            previous
+                .as_deref()
+                .filter(|_| used(Transform::HmacPrevious)),
+        ]
+    }
+
     /// The keys read from SSM, set in the projection.
     #[must_use]
     pub fn with_hmac_keys(mut self, current: Option<HmacKey>, previous: Option<HmacKey>) -> Self {

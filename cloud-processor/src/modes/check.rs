@@ -395,7 +395,7 @@ pub async fn run(
     .await
     {
         Ok(c) => {
-            for name in config.hmac_key_parameters.iter().flatten() {
+            for name in config.key_parameters_in_use().into_iter().flatten() {
                 findings.push(Finding::ok(format!(
                     "hmac key: SSM parameter {name} is readable"
                 )));

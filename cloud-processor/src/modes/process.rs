@@ -45,8 +45,8 @@ pub fn run(
     {
         return Err(LocalError::OutNotDir(dir.to_owned()));
     }
-    if let Some(name) = config.hmac_key_parameters.iter().flatten().next() {
-        return Err(LocalError::KeyParameter(name.clone()));
+    if let Some(name) = config.key_parameters_in_use().into_iter().flatten().next() {
+        return Err(LocalError::KeyParameter(name.to_owned()));
     }
     let mut passed = true;
     for file in files {

@@ -79,13 +79,14 @@ impl Parameters {
 
 /// `config` with the keys its SSM parameters hold, read as `startup` says
 /// (transient failures waited out; a missing parameter or access denied
-/// fail at once). A config without parameters is returned as it is.
+/// fail at once). Only the parameters in use are read
+/// ([`Config::key_parameters_in_use`]).
 pub async fn read_keys(
     config: Config,
     sdk: &SdkConfig,
     startup: &Startup,
 ) -> Result<Config, StartupError<SsmError>> {
-    let [current, previous] = config.hmac_key_parameters.clone();
+    let [current, previous] = config.key_parameters_in_use().map(|p| p.map(str::to_owned));
     if current.is_none() && previous.is_none() {
         return Ok(config);
     }
