@@ -101,6 +101,10 @@ fn own_help(cmd: clap::Command, argv: &[std::ffi::OsString]) -> Option<String> {
         "large_records",
         "max_record_bytes",
         "decode_thread",
+        "hmac_key_file",
+        "hmac_key_parameter",
+        "hmac_previous_key_file",
+        "hmac_previous_key_parameter",
     ];
     relay_shared::cli::subcommand_help(cmd, argv, |cmd, sub| match sub {
         "replay" | "audit" => PROJECTION
