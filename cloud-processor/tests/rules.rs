@@ -1,7 +1,7 @@
 //! Differential test of field rules (types, required fields, `hmac()`,
 //! `redact()`) on generated dirty files.
 //!
-//! The generator writes each record's text from pieces whose JSON kind it
+//! The generator (fastrand, seeded) writes each record's text from pieces whose JSON kind it
 //! chose (an int, a big int, a float, an exponent, a string with escapes,
 //! non-ASCII text, null, an object, an array, or nothing), so the reference
 //! is the generator itself: it knows which rule each record breaks first,
@@ -26,37 +26,27 @@ const FIELDS: &str = "id:int!,ts=timestamp:int!,amount:number,user_id=user.id:st
                       tags:array,uid=hmac(user.email),mail=redact(user.email)";
 const KEY: &[u8] = b"differential-key";
 
-/// xorshift64*: the file is a pure function of the seed.
-struct Rng(u64);
+/// The file is a pure function of the seed.
+type Rng = fastrand::Rng;
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn pick<'a>(&mut self, options: &[&'a str]) -> &'a str {
-        options[self.below(options.len())]
-    }
+/// One of `options`, at random.
+fn pick<'a>(rng: &mut Rng, options: &[&'a str]) -> &'a str {
+    options[rng.usize(..options.len())]
 }
 
 /// A value's text and its kind's name, or nothing.
 type Piece = Option<(String, &'static str)>;
 
 fn piece(rng: &mut Rng, options: &[(&str, &'static str)]) -> Piece {
-    let (text, kind) = options[rng.below(options.len())];
+    let (text, kind) = options[rng.usize(..options.len())];
     (!text.is_empty()).then(|| (text.to_owned(), kind))
 }
 
 /// An email-like value: its JSON text, and what `hmac()` hashes (the
 /// decoded text of a string, the text of anything else).
 fn email(rng: &mut Rng) -> Option<(String, String)> {
-    let local = rng.pick(&["ana", "björn", "東京", "a\"q", "x\\y"]);
-    match rng.below(6) {
+    let local = pick(rng, &["ana", "björn", "東京", "a\"q", "x\\y"]);
+    match rng.usize(..6) {
         0 => None,
         1 => Some(("42".into(), "42".into())),
         2 => Some((
@@ -133,7 +123,10 @@ fn record(rng: &mut Rng, id: usize, pretty: bool) -> Rec {
     let email = email(rng);
 
     let mut members = vec![format!("\"id\":{id}")];
-    let pad = rng.pick(&["\"pad\":\"}{][,\\\"\"", "\"pad\":[{},{\"a\":[1,2]}]", ""]);
+    let pad = pick(
+        rng,
+        &["\"pad\":\"}{][,\\\"\"", "\"pad\":[{},{\"a\":[1,2]}]", ""],
+    );
     if !pad.is_empty() {
         members.push(pad.to_owned());
     }
@@ -225,22 +218,25 @@ fn settings(window: usize) -> Settings {
 }
 
 fn check(seed: u64) {
-    let mut rng = Rng(seed | 1);
-    let pretty = rng.below(2) == 0;
+    let mut rng = Rng::with_seed(seed);
+    let pretty = rng.bool();
     let mut file = String::from("# collector v2\n[WARN] clock 12ms\n");
     let (mut want, mut broken, mut invalid) = (Vec::new(), Vec::new(), Vec::new());
     let mut counts = vec![[0u64; RULES.len()]; 7];
-    let n = 1 + rng.below(30);
+    let n = 1 + rng.usize(..30);
     for i in 0..n {
         let edge = i == 0 || i == n - 1;
         let start = file.len();
-        if rng.below(100) < if edge { 30 } else { 10 } {
+        if rng.usize(..100) < if edge { 30 } else { 10 } {
             // Not JSON: a reject of its own, whatever the rules say.
-            let text = rng.pick(&[
-                "{\"id\":NaN,\"timestamp\":1}",
-                "{\"id\":1,'timestamp':2}",
-                "{\"id\":1,\"timestamp\":",
-            ]);
+            let text = pick(
+                &mut rng,
+                &[
+                    "{\"id\":NaN,\"timestamp\":1}",
+                    "{\"id\":1,'timestamp':2}",
+                    "{\"id\":1,\"timestamp\":",
+                ],
+            );
             file.push_str(text);
             invalid.push(start);
         } else {
