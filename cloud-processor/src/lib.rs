@@ -1,45 +1,58 @@
 //! The cloud processor: raw objects from the edge agent to packed SQS
-//! messages, exactly once. One object's way through it reads top-down:
-//! [`modes`] (how it runs), `ingest` (events that name objects), `object`
-//! (each object claimed, run and settled once), `pipeline` (pure: bytes to
-//! chunks) and `output` (chunks to SQS). AWS SDK calls are made only in the
-//! adapters named after their service (`ingest::sqs`, `output::sqs`,
-//! `modes::lambda_api`, and S3 in `relay_shared::s3`).
+//! messages, exactly once. One object's way through it reads top-down, and
+//! imports only go down it: `modes` (how it runs), `aws` (the SDK adapters,
+//! the only code that names an AWS SDK type), `ingest` (events that name
+//! objects), `object` (each object claimed, run and settled once), `output`
+//! (chunks to SQS) and `pipeline` (pure: bytes to chunks). `cli` (settings)
+//! and `metrics` (names) sit beside them and import only `pipeline`.
+//! `tests/layering.rs` holds the tree to that.
 //!
 //! The modules are private; what the binary, the tests, the benchmarks and
 //! the fuzz targets use is re-exported here.
 
+mod aws;
 mod cli;
-mod error;
 mod ingest;
 mod metrics;
-pub mod modes;
+mod modes;
 mod object;
 mod output;
 mod pipeline;
-mod sqs;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;
 
 // Settings.
 pub use cli::{AwsTimeouts, Cli, Config, ConfigError, Protocol, RECORD_WINDOW_BYTES, parse_from};
+// How it runs.
+pub use modes::{Exit, RunError, is_tool, run};
+// The AWS adapters.
+pub use aws::{AwsProcessor, Function, HMAC_KEY_PLACEHOLDER, SqsNotifications, SqsOutput};
 // What arrives.
-pub use ingest::sqs::Notifications;
+pub use ingest::{HandleError, Handler};
 // One object, exactly once.
-pub use error::ProcessError;
-pub use object::marker::{DoneMarker, StateKeys};
-pub use object::{App, Outcome};
-// The pure pipeline.
-pub use modes::ssm::PLACEHOLDER as HMAC_KEY_PLACEHOLDER;
-pub use pipeline::body::{BodyFormat, Chunk};
-pub use pipeline::json::is_ws;
-pub use pipeline::project::{Missing, Projection, RecordError, parse_fields};
-pub use pipeline::reader::{Accounting, Item, Reader};
-pub use pipeline::rules::{HmacKey, RULES};
-pub use pipeline::stream::{Fed, Streamer};
-pub use pipeline::{LargeRecords, Report, Settings, run as run_pipeline};
+pub use object::{DoneMarker, Failure, ObjectRef, Outcome, ProcessError, Processor, StateKeys};
 // Chunks to SQS.
-pub use output::batch::attributes_size;
-pub use output::sink::MessageSink;
-pub use output::sqs::Output;
-pub use sqs::SqsError;
+pub use output::{MessageSink, QueueError, attributes_size};
+// The pure pipeline.
+pub use pipeline::body::{BodyFormat, Chunk};
+pub use pipeline::project::{Missing, Projection, parse_fields};
+pub use pipeline::rules::{HmacKey, RULES};
+pub use pipeline::{LargeRecords, Report, Settings, run as run_pipeline};
+
+/// The operator tools' library side, as the tests drive them.
+pub mod tools {
+    pub use crate::modes::audit::audit;
+    pub use crate::modes::poll::follow as poll;
+    pub use crate::modes::replay::{
+        Mode, Options, RawObject, Selection, Target, event_for, replay,
+    };
+}
+
+/// The pipeline's inner parts that only the fuzz targets reach for.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::pipeline::json::is_ws;
+    pub use crate::pipeline::project::RecordError;
+    pub use crate::pipeline::reader::{Accounting, Item, Reader};
+    pub use crate::pipeline::stream::{Fed, Streamer};
+}

@@ -3,8 +3,7 @@
 
 use std::process::ExitCode;
 
-use cloud_processor::modes;
-use cloud_processor::{ConfigError, parse_from};
+use cloud_processor::{ConfigError, is_tool, parse_from, run};
 use relay_shared::telemetry::{init_tracing, report_fatal, shutdown_signal};
 
 #[tokio::main]
@@ -24,7 +23,7 @@ async fn main() -> ExitCode {
     };
     let format = cli.common.log_format;
     // The operator tools talk to a person: warnings and errors only.
-    let filter = if modes::is_tool(cli.command.as_ref()) {
+    let filter = if is_tool(cli.command.as_ref()) {
         "warn"
     } else {
         "info"
@@ -33,7 +32,7 @@ async fn main() -> ExitCode {
         eprintln!("cloud-processor: {e}");
         return ExitCode::FAILURE;
     }
-    match modes::run(cli, shutdown_signal()).await {
+    match run(cli, shutdown_signal()).await {
         Ok(exit) => exit.code(),
         Err(e) => {
             report_fatal("cloud-processor", format, &e);

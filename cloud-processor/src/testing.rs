@@ -12,9 +12,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::output::sink::{BatchOutcome, MessageSink};
+use crate::output::{BatchOutcome, MessageSink, QueueError};
 use crate::pipeline::body::Chunk;
-use crate::sqs::SqsError;
 
 /// What the fake queue does with one SendMessageBatch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,8 +48,8 @@ impl Default for FakeQueue {
     }
 }
 
-fn gave_up() -> SqsError {
-    SqsError::GaveUp {
+fn gave_up() -> QueueError {
+    QueueError::GaveUp {
         queue: "fake".into(),
         failed: 1,
         last: "ServiceUnavailable".into(),

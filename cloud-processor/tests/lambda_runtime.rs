@@ -164,7 +164,7 @@ async fn s3_and_sqs_events_through_the_lambda_runtime_api() {
         .to_builder()
         .endpoint_url(format!("http://127.0.0.1:{port}"))
         .build();
-    let sel = cloud_processor::modes::replay::Selection {
+    let sel = cloud_processor::tools::Selection {
         bucket: bucket.name().to_owned(),
         prefix: "raw/".into(),
         raw_prefix: "raw/".into(),
@@ -172,16 +172,13 @@ async fn s3_and_sqs_events_through_the_lambda_runtime_api() {
         since: None,
         until: None,
     };
-    let target = cloud_processor::modes::replay::Target::Function(
-        cloud_processor::modes::lambda_api::Function::new(&runtime_api, "_"),
-    );
-    let opts =
-        cloud_processor::modes::replay::Options::new(cloud_processor::modes::replay::Mode::Missing);
+    let target =
+        cloud_processor::tools::Target::Function(cloud_processor::Function::new(&runtime_api, "_"));
+    let opts = cloud_processor::tools::Options::new(cloud_processor::tools::Mode::Missing);
     let stop = std::sync::atomic::AtomicBool::new(false);
-    let summary =
-        cloud_processor::modes::replay::replay(&bucket, &target, &sel, &opts, None, &stop)
-            .await
-            .unwrap();
+    let summary = cloud_processor::tools::replay(&bucket, &target, &sel, &opts, None, &stop)
+        .await
+        .unwrap();
     assert_eq!(
         (summary.listed, summary.already_done, summary.sent),
         (2, 1, 1)

@@ -6,6 +6,7 @@
 
 mod common;
 
+use cloud_processor::Handler;
 use std::collections::BTreeMap;
 
 use common::*;
@@ -61,10 +62,14 @@ fn consume(s: &Setup, chunks: u32) -> BTreeMap<u64, String> {
 
 /// Stores `text` as the raw object and processes its notification:
 /// the notification, and the chunks, records and rejects of the object.
-async fn relay(s: &Setup, app: &cloud_processor::App, text: &str) -> (String, u32, u64, u64) {
+async fn relay(
+    s: &Setup,
+    app: &cloud_processor::AwsProcessor,
+    text: &str,
+) -> (String, u32, u64, u64) {
     put(s, KEY, zstd::encode_all(text.as_bytes(), 3).unwrap()).await;
     let body = notification(s).await;
-    let outcome = app.process_message_body(&body).await.unwrap();
+    let outcome = Handler::new(app).process_message_body(&body).await.unwrap();
     let [
         cloud_processor::Outcome::Sent {
             chunks,
@@ -128,7 +133,10 @@ async fn records_up_to_megabytes_reach_the_extended_client_intact_and_once() {
     }
     let (body, chunks, records, rejected) = relay(&s, &app, &text).await;
     assert_eq!((records, rejected), (9, 0));
-    let again = app.process_message_body(&body).await.unwrap();
+    let again = Handler::new(&app)
+        .process_message_body(&body)
+        .await
+        .unwrap();
     assert!(
         matches!(again[..], [cloud_processor::Outcome::Duplicate]),
         "{again:?}"

@@ -11,10 +11,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use cloud_processor::DoneMarker;
-use cloud_processor::Output;
-use cloud_processor::ProcessError;
+use cloud_processor::Failure;
+use cloud_processor::Handler;
+use cloud_processor::SqsOutput;
 use cloud_processor::testing::{CrashAfter, until_crash};
-use cloud_processor::{App, Outcome};
+use cloud_processor::{AwsProcessor, Outcome, Processor};
 use common::*;
 use relay_shared::s3::Bucket;
 
@@ -24,13 +25,10 @@ const KEY: &str = "raw/e/2026/11/21/22/1763800000000.json.zst";
 static NO_STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Replay's options for a test: `mode`, a dry run or not, no rate ceiling.
-fn options(
-    mode: cloud_processor::modes::replay::Mode,
-    dry_run: bool,
-) -> cloud_processor::modes::replay::Options {
-    cloud_processor::modes::replay::Options {
+fn options(mode: cloud_processor::tools::Mode, dry_run: bool) -> cloud_processor::tools::Options {
+    cloud_processor::tools::Options {
         dry_run,
-        ..cloud_processor::modes::replay::Options::new(mode)
+        ..cloud_processor::tools::Options::new(mode)
     }
 }
 
@@ -56,8 +54,8 @@ async fn marker(s: &Setup) -> DoneMarker {
 }
 
 /// `app`, dying between its `batches`-th send and the progress write after it.
-fn crashing(app: App, batches: u32) -> App<Bucket, CrashAfter<Output>> {
-    App::new(
+fn crashing(app: AwsProcessor, batches: u32) -> Processor<Bucket, CrashAfter<SqsOutput>> {
+    Processor::new(
         app.config,
         app.protocol,
         app.store,
@@ -77,7 +75,11 @@ async fn crashed_mid_object(s: &Setup, records: usize, batches: u32) -> String {
     .await;
     let body = notification(s).await;
     let crashing = crashing(app_with(s, Some(4096), FIELDS, 1).await, batches);
-    let done = until_crash(crashing.process_message_body(&body), &crashing.output).await;
+    let done = until_crash(
+        Handler::new(&crashing).process_message_body(&body),
+        &crashing.output,
+    )
+    .await;
     assert!(done.is_none(), "finished without crashing: {done:?}");
     body
 }
@@ -104,9 +106,9 @@ async fn one_event_ten_times_to_concurrent_processors_sends_each_chunk_once() {
         tasks.push(tokio::spawn(async move {
             // Busy means another holds the lease: the event comes back later.
             loop {
-                match app.process_message_body(&body).await {
+                match Handler::new(&app).process_message_body(&body).await {
                     Ok(outcome) => return outcome,
-                    Err(ProcessError::Busy { .. }) => {
+                    Err(e) if matches!(e.failure(), Some(Failure::Busy { .. })) => {
                         tokio::time::sleep(Duration::from_millis(200)).await
                     }
                     Err(e) => panic!("{e}"),
@@ -143,17 +145,24 @@ async fn crash_and_resume(fifo: bool) -> (BTreeMap<u32, (usize, String)>, DoneMa
     let body = notification(&s).await;
 
     let first = crashing(app_with(&s, Some(4096), FIELDS, 1).await, 3);
-    let done = until_crash(first.process_message_body(&body), &first.output).await;
+    let done = until_crash(
+        Handler::new(&first).process_message_body(&body),
+        &first.output,
+    )
+    .await;
     assert!(done.is_none(), "finished without crashing: {done:?}");
 
     // The crashed processor's lease is live for a second: a retry now waits.
     let retry = app_with(&s, Some(4096), FIELDS, 1).await;
     assert!(matches!(
-        retry.process_message_body(&body).await,
-        Err(ProcessError::Busy { .. })
+        Handler::new(&retry).process_message_body(&body).await,
+        Err(e) if matches!(e.failure(), Some(Failure::Busy { .. }))
     ));
     tokio::time::sleep(PAST_A_ONE_SECOND_LEASE).await;
-    let outcome = retry.process_message_body(&body).await.unwrap();
+    let outcome = Handler::new(&retry)
+        .process_message_body(&body)
+        .await
+        .unwrap();
     assert!(
         matches!(outcome[..], [Outcome::Sent { records: 1500, .. }]),
         "{outcome:?}"
@@ -216,9 +225,15 @@ async fn a_config_change_across_a_crash_is_refused_with_a_clear_error() {
     tokio::time::sleep(PAST_A_ONE_SECOND_LEASE).await;
 
     let changed = app_with(&s, Some(4096), "id,ts=timestamp", 1).await;
-    let err = changed.process_message_body(&body).await.unwrap_err();
+    let err = Handler::new(&changed)
+        .process_message_body(&body)
+        .await
+        .unwrap_err();
     let text = err.to_string();
-    assert!(matches!(err, ProcessError::ConfigChanged { .. }), "{text}");
+    assert!(
+        matches!(err.failure(), Some(Failure::ConfigChanged { .. })),
+        "{text}"
+    );
     assert!(
         text.contains("under other settings")
             && text.contains("state/leases/e/2026/11/21/22/1763800000000.json.zst"),
@@ -228,14 +243,17 @@ async fn a_config_change_across_a_crash_is_refused_with_a_clear_error() {
     // With the old settings back, the object resumes and completes.
     let same = app_with(&s, Some(4096), FIELDS, 1).await;
     assert!(matches!(
-        same.process_message_body(&body).await.unwrap()[..],
+        Handler::new(&same)
+            .process_message_body(&body)
+            .await
+            .unwrap()[..],
         [Outcome::Sent { .. }]
     ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_sends_only_what_is_missing_and_reprocess_sends_everything() {
-    use cloud_processor::modes::replay::{self, Mode};
+    use cloud_processor::tools::{self as replay, Mode};
     let s = setup("once-replay", false).await;
     let app = app(&s, Some(8192)).await;
     let keys: Vec<String> = (0..3)
@@ -251,7 +269,8 @@ async fn replay_sends_only_what_is_missing_and_reprocess_sends_everything() {
     }
     // Two events are processed; the third is lost.
     for _ in 0..2 {
-        app.process_message_body(&notification(&s).await)
+        Handler::new(&app)
+            .process_message_body(&notification(&s).await)
             .await
             .unwrap();
     }
@@ -264,7 +283,7 @@ async fn replay_sends_only_what_is_missing_and_reprocess_sends_everything() {
 
     let sel = selection(&s, "raw/e/2026/11/21/");
     let now = jiff::Timestamp::now().as_second();
-    let report = cloud_processor::modes::audit::audit(&s.bucket, &sel, 0, now + 1)
+    let report = cloud_processor::tools::audit(&s.bucket, &sel, 0, now + 1)
         .await
         .unwrap();
     assert_eq!(
@@ -310,14 +329,21 @@ async fn replay_sends_only_what_is_missing_and_reprocess_sends_everything() {
     .unwrap();
     assert_eq!((backfill.sent, backfill.markers_deleted), (1, 0));
     let replayed = notification(&s).await;
-    assert_eq!(app.process_message_body(&replayed).await.unwrap().len(), 1);
+    assert_eq!(
+        Handler::new(&app)
+            .process_message_body(&replayed)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
     let got = drain(&s).await;
     assert_eq!(
         got.keys().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
         [keys[2].as_str()]
     );
     assert!(
-        cloud_processor::modes::audit::audit(&s.bucket, &sel, 0, now + 1)
+        cloud_processor::tools::audit(&s.bucket, &sel, 0, now + 1)
             .await
             .unwrap()
             .unprocessed
@@ -336,7 +362,7 @@ async fn replay_sends_only_what_is_missing_and_reprocess_sends_everything() {
     .unwrap();
     assert_eq!((again.sent, again.markers_deleted), (3, 3));
     // One notification names all three, as S3's `Records` array can.
-    let outcome = app
+    let outcome = Handler::new(&app)
         .process_message_body(&notification(&s).await)
         .await
         .unwrap();
@@ -396,7 +422,7 @@ async fn a_replayed_event_gives_the_same_deduplication_ids_as_a_live_one() {
             .parse::<usize>()
             .unwrap()
     };
-    app.handle(live).await.unwrap();
+    Handler::new(&app).handle(live).await.unwrap();
     let first = queued().await;
     assert!(first > 3, "several messages: {first}");
     // Reprocess: the done marker goes, and a replayed event comes.
@@ -409,18 +435,16 @@ async fn a_replayed_event_gives_the_same_deduplication_ids_as_a_live_one() {
         .list_page("raw/e/", None, Listing::Current, 10)
         .await
         .unwrap();
-    let obj = cloud_processor::modes::replay::RawObject::from(listed.objects[0].clone());
+    let obj = cloud_processor::tools::RawObject::from(listed.objects[0].clone());
     assert_eq!(
         (obj.version_id.as_deref(), obj.etag.as_str()),
         (Some(version.as_str()), etag.trim_matches('"')),
         "replay names the version a live event names"
     );
-    app.handle(cloud_processor::modes::replay::event_for(
-        s.bucket.name(),
-        &obj,
-    ))
-    .await
-    .unwrap();
+    Handler::new(&app)
+        .handle(cloud_processor::tools::event_for(s.bucket.name(), &obj))
+        .await
+        .unwrap();
     assert_eq!(
         queued().await,
         first,
@@ -436,7 +460,7 @@ async fn a_replayed_event_gives_the_same_deduplication_ids_as_a_live_one() {
 /// nothing and call the object sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reprocess_after_a_leftover_lease_sends_everything_again() {
-    use cloud_processor::modes::replay::{self, Mode};
+    use cloud_processor::tools::{self as replay, Mode};
     use std::sync::atomic::Ordering;
     let s = setup("once-leftover", false).await;
     let proxy = relay_shared::testing::FaultProxy::start(&s.emu.endpoint).await;
@@ -455,7 +479,8 @@ async fn reprocess_after_a_leftover_lease_sends_everything_again() {
     )
     .await;
     proxy.faults.s3_fail_deletes.store(true, Ordering::Relaxed);
-    app.process_message_body(&notification(&s).await)
+    Handler::new(&app)
+        .process_message_body(&notification(&s).await)
         .await
         .unwrap();
     proxy.faults.s3_fail_deletes.store(false, Ordering::Relaxed);
@@ -483,7 +508,7 @@ async fn reprocess_after_a_leftover_lease_sends_everything_again() {
     )
     .await
     .unwrap();
-    let outcomes = app
+    let outcomes = Handler::new(&app)
         .process_message_body(&notification(&s).await)
         .await
         .unwrap();
@@ -513,12 +538,12 @@ async fn audit_lists_leases_with_no_live_owner_by_s3s_clock() {
         .unwrap()
         .as_secs() as i64;
     // Live by S3's clock, even to an auditor whose clock runs an hour ahead.
-    let report = cloud_processor::modes::audit::audit(&s.bucket, &sel, 3600, now + 3600)
+    let report = cloud_processor::tools::audit(&s.bucket, &sel, 3600, now + 3600)
         .await
         .unwrap();
     assert!(report.stale_leases.is_empty(), "{:?}", report.stale_leases);
     tokio::time::sleep(PAST_A_ONE_SECOND_LEASE).await;
-    let report = cloud_processor::modes::audit::audit(&s.bucket, &sel, 3600, now)
+    let report = cloud_processor::tools::audit(&s.bucket, &sel, 3600, now)
         .await
         .unwrap();
     assert_eq!(
@@ -555,7 +580,7 @@ async fn lost_answers_to_its_own_lease_and_marker_neither_stall_nor_resend() {
     *proxy.faults.s3_lose_put_answers.lock().unwrap() =
         vec!["/state/leases/".into(), "/state/done/".into()];
     let event = notification(&s).await;
-    let outcomes = app
+    let outcomes = Handler::new(&app)
         .process_message_body(&event)
         .await
         .expect("no wait on its own lease");
@@ -568,7 +593,10 @@ async fn lost_answers_to_its_own_lease_and_marker_neither_stall_nor_resend() {
     assert!(sent.len() > 3, "several messages: {}", sent.len());
     assert_eq!(marker(&s).await.messages as usize, sent.len());
     assert_eq!(
-        app.process_message_body(&event).await.unwrap(),
+        Handler::new(&app)
+            .process_message_body(&event)
+            .await
+            .unwrap(),
         [Outcome::Duplicate]
     );
     assert!(drain(&s).await.is_empty());

@@ -12,14 +12,15 @@ use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::QueueAttributeName;
+use cloud_processor::Handler;
 use cloud_processor::MessageSink;
 use cloud_processor::attributes_size;
-use cloud_processor::{App, Outcome};
+use cloud_processor::{AwsProcessor, Outcome, Processor};
 use cloud_processor::{Settings, run_pipeline};
 use common::*;
 
 /// What the pipeline makes of `bytes` for this app and key, computed locally.
-fn expected(app: &App, key: &str, bytes: &[u8]) -> Vec<String> {
+fn expected(app: &AwsProcessor, key: &str, bytes: &[u8]) -> Vec<String> {
     let settings = Settings {
         projection: app.config.projection.clone(),
         format: app.config.body_format,
@@ -50,7 +51,10 @@ async fn notification_to_exactly_the_expected_messages() {
     put(&s, key, packed.clone()).await;
 
     let body = notification(&s).await;
-    let outcomes = app.process_message_body(&body).await.unwrap();
+    let outcomes = Handler::new(&app)
+        .process_message_body(&body)
+        .await
+        .unwrap();
     assert_eq!(outcomes.len(), 1);
     let Outcome::Sent {
         chunks,
@@ -142,7 +146,7 @@ async fn every_body_format_plain_or_zstd() {
             text.as_bytes().to_vec()
         };
         put(&s, &key, bytes).await;
-        let outcomes = app
+        let outcomes = Handler::new(&app)
             .process_message_body(&notification(&s).await)
             .await
             .unwrap();
@@ -177,7 +181,7 @@ async fn unreadable_objects_are_quarantined_and_oversized_records_rejected_if_as
     let mut corrupt = zstd::encode_all(&b"{\"id\":1}\n".repeat(50_000)[..], 3).unwrap();
     corrupt.truncate(corrupt.len() / 2);
     put(&s, "raw/e/2026/11/21/22/corrupt.json.zst", corrupt).await;
-    let outcomes = app
+    let outcomes = Handler::new(&app)
         .process_message_body(&notification(&s).await)
         .await
         .unwrap();
@@ -195,7 +199,7 @@ async fn unreadable_objects_are_quarantined_and_oversized_records_rejected_if_as
     let big = format!("{{\"id\":\"{}\"}}", "x".repeat(3000));
     let text = format!("{{\"id\":1}}\n{big}\n{{\"id\":2}}\n");
     put(&s, "raw/e/2026/11/21/22/big.json", text.into_bytes()).await;
-    let outcomes = app
+    let outcomes = Handler::new(&app)
         .process_message_body(&notification(&s).await)
         .await
         .unwrap();
@@ -246,9 +250,12 @@ async fn a_download_cut_halfway_is_retried_not_quarantined() {
         .faults
         .s3_get_cuts
         .store(1, std::sync::atomic::Ordering::Relaxed);
-    let err = app.process_message_body(&event).await.unwrap_err();
+    let err = Handler::new(&app)
+        .process_message_body(&event)
+        .await
+        .unwrap_err();
     assert!(
-        matches!(err, cloud_processor::ProcessError::Read { .. }),
+        matches!(err.failure(), Some(cloud_processor::Failure::Read { .. })),
         "{err}"
     );
     assert!(err.to_string().contains(key), "{err}");
@@ -261,7 +268,10 @@ async fn a_download_cut_halfway_is_retried_not_quarantined() {
     );
 
     // The redelivered event resumes and finishes: every record once.
-    let outcomes = app.process_message_body(&event).await.unwrap();
+    let outcomes = Handler::new(&app)
+        .process_message_body(&event)
+        .await
+        .unwrap();
     assert!(
         matches!(outcomes[0], Outcome::Sent { records: 3000, .. }),
         "{outcomes:?}"
@@ -287,10 +297,10 @@ async fn a_send_that_is_never_answered_times_out_and_is_retried() {
     };
     let sqs = sqs_client(&with_timeouts(&s.emu.sdk_via(&proxy.endpoint()), timeouts));
     let base = app(&s, Some(4096)).await;
-    let output = cloud_processor::Output::connect(sqs, &s.output, "relay", Some(4096))
+    let output = cloud_processor::SqsOutput::connect(sqs, &s.output, "relay", Some(4096))
         .await
         .unwrap();
-    let app = App::new(base.config, base.protocol, base.store, output);
+    let app = Processor::new(base.config, base.protocol, base.store, output);
     let key = "raw/e/2026/11/21/22/silent.json.zst";
     put(
         &s,
@@ -304,10 +314,13 @@ async fn a_send_that_is_never_answered_times_out_and_is_retried() {
         .faults
         .sqs_silent_batches
         .store(1, std::sync::atomic::Ordering::Relaxed);
-    let outcomes = tokio::time::timeout(Duration::from_secs(60), app.process_message_body(&event))
-        .await
-        .expect("a silent connection held the object: no timeout fired")
-        .unwrap();
+    let outcomes = tokio::time::timeout(
+        Duration::from_secs(60),
+        Handler::new(&app).process_message_body(&event),
+    )
+    .await
+    .expect("a silent connection held the object: no timeout fired")
+    .unwrap();
     assert!(
         matches!(outcomes[0], Outcome::Sent { records: 500, .. }),
         "{outcomes:?}"
@@ -336,10 +349,10 @@ async fn chunks_sqs_refuses_for_good_quarantine_the_object_after_the_rest_is_sen
     let proxy = relay_shared::testing::FaultProxy::start(&s.emu.endpoint).await;
     let sqs = relay_shared::client::sqs_client(&s.emu.sdk_via(&proxy.endpoint()));
     let base = app(&s, Some(2048)).await;
-    let output = cloud_processor::Output::connect(sqs, &s.output, "relay", Some(2048))
+    let output = cloud_processor::SqsOutput::connect(sqs, &s.output, "relay", Some(2048))
         .await
         .unwrap();
-    let app = App::new(base.config, base.protocol, base.store, output);
+    let app = Processor::new(base.config, base.protocol, base.store, output);
     let key = "raw/e/2026/11/21/22/refused.json.zst";
     put(
         &s,
@@ -354,7 +367,10 @@ async fn chunks_sqs_refuses_for_good_quarantine_the_object_after_the_rest_is_sen
         .faults
         .sqs_refuse_batches
         .store(1, std::sync::atomic::Ordering::Relaxed);
-    let outcomes = app.process_message_body(&event).await.unwrap();
+    let outcomes = Handler::new(&app)
+        .process_message_body(&event)
+        .await
+        .unwrap();
     let [Outcome::Quarantined { reason }] = &outcomes[..] else {
         panic!("{outcomes:?}")
     };
@@ -388,7 +404,10 @@ async fn chunks_sqs_refuses_for_good_quarantine_the_object_after_the_rest_is_sen
     assert_eq!(chunks, expected);
     // A repeated event is a duplicate: the quarantine is final.
     assert_eq!(
-        app.process_message_body(&event).await.unwrap(),
+        Handler::new(&app)
+            .process_message_body(&event)
+            .await
+            .unwrap(),
         [Outcome::Duplicate]
     );
 }
@@ -418,7 +437,10 @@ async fn a_queue_limit_lowered_after_start_up_is_read_again_and_packed_for() {
     // Someone lowers the queue's limit while the processor runs.
     set_limit("2048").await.unwrap();
 
-    let err = app.process_message_body(&event).await.unwrap_err();
+    let err = Handler::new(&app)
+        .process_message_body(&event)
+        .await
+        .unwrap_err();
     let text = err.to_string();
     assert!(
         text.contains("too large") && text.contains("2048 bytes") && text.contains(key),
@@ -426,7 +448,10 @@ async fn a_queue_limit_lowered_after_start_up_is_read_again_and_packed_for() {
     );
     assert_eq!(app.output.max_message_bytes(), 2048);
     // Nothing was sent under the old limit, so the retry packs for the new one.
-    let outcomes = app.process_message_body(&event).await.unwrap();
+    let outcomes = Handler::new(&app)
+        .process_message_body(&event)
+        .await
+        .unwrap();
     assert!(
         matches!(outcomes[..], [Outcome::Sent { records: 400, .. }]),
         "{outcomes:?}"
@@ -442,7 +467,7 @@ async fn a_send_stops_retrying_when_the_lease_would_run_out_and_says_what_sqs_to
     let s = setup("proc-until", false).await;
     let proxy = relay_shared::testing::FaultProxy::start(&s.emu.endpoint).await;
     let sqs = relay_shared::client::sqs_client(&s.emu.sdk_via(&proxy.endpoint()));
-    let output = cloud_processor::Output::connect(sqs, &s.output, "relay", None)
+    let output = cloud_processor::SqsOutput::connect(sqs, &s.output, "relay", None)
         .await
         .unwrap();
     // Every batch has every second entry withheld and reported failed.
@@ -466,7 +491,7 @@ async fn a_send_stops_retrying_when_the_lease_would_run_out_and_says_what_sqs_to
     assert!(
         matches!(
             outcome.failed,
-            Some(cloud_processor::SqsError::GaveUp { .. })
+            Some(cloud_processor::QueueError::GaveUp { .. })
         ),
         "{outcome:?}"
     );
@@ -498,11 +523,17 @@ async fn fifo_output_and_a_repeated_event() {
     )
     .await;
     let body = notification(&s).await;
-    let first = app.process_message_body(&body).await.unwrap();
+    let first = Handler::new(&app)
+        .process_message_body(&body)
+        .await
+        .unwrap();
     // The same event again, as S3 or a replay may deliver it: the done
     // marker makes it a duplicate. (A resend after a crash, which FIFO's
     // deduplication drops, is tested in once.rs.)
-    let second = app.process_message_body(&body).await.unwrap();
+    let second = Handler::new(&app)
+        .process_message_body(&body)
+        .await
+        .unwrap();
     assert_eq!(second, [Outcome::Duplicate]);
     let Outcome::Sent { chunks, .. } = first[0] else {
         panic!()
@@ -710,7 +741,10 @@ async fn a_single_batch_object_costs_two_state_puts() {
     )
     .await;
     let body = notification(&s).await;
-    let outcomes = app.process_message_body(&body).await.unwrap();
+    let outcomes = Handler::new(&app)
+        .process_message_body(&body)
+        .await
+        .unwrap();
     assert!(
         matches!(outcomes[..], [Outcome::Sent { chunks: 1, rejected: 0, records: r }] if r as usize == records),
         "{outcomes:?}"
@@ -780,12 +814,8 @@ async fn a_failed_notification_comes_back_when_retrying_makes_sense() {
 async fn in_lambda_a_failed_record_comes_back_early() {
     let s = setup("proc-lambda-retry", false).await;
     let queue = s.emu.queue("proc-lambda-n", false).await;
-    let app = app(&s, None)
-        .await
-        .with_notification_queue(cloud_processor::Notifications::new(
-            s.emu.sqs.clone(),
-            queue.clone(),
-        ));
+    let app = app(&s, None).await;
+    let notifications = cloud_processor::SqsNotifications::new(s.emu.sqs.clone(), queue.clone());
     s.emu
         .sqs
         .send_message()
@@ -813,7 +843,11 @@ async fn in_lambda_a_failed_record_comes_back_early() {
         "eventSource": "aws:sqs",
         "attributes": {"ApproximateReceiveCount": "1"},
     }]});
-    let answer = app.handle(event).await.unwrap();
+    let answer = Handler::new(&app)
+        .with_queue(&notifications)
+        .handle(event)
+        .await
+        .unwrap();
     assert_eq!(
         answer["batchItemFailures"][0]["itemIdentifier"],
         id.as_str()

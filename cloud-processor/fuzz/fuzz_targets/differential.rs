@@ -6,7 +6,8 @@
 
 use std::sync::OnceLock;
 
-use cloud_processor::{Missing, Projection, RecordError, parse_fields};
+use cloud_processor::fuzzing::RecordError;
+use cloud_processor::{Missing, Projection, parse_fields};
 use libfuzzer_sys::fuzz_target;
 
 fn projections() -> &'static [Projection; 2] {

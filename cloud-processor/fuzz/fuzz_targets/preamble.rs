@@ -3,7 +3,7 @@
 //! be dropped, and the records found exactly where they are.
 #![no_main]
 
-use cloud_processor::{Item, Reader};
+use cloud_processor::fuzzing::{Item, Reader};
 use libfuzzer_sys::fuzz_target;
 
 const BODY: &[&str] = &[

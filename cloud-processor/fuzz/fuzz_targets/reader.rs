@@ -9,7 +9,7 @@
 
 use std::io::Read;
 
-use cloud_processor::{Accounting, Item, Reader};
+use cloud_processor::fuzzing::{Accounting, Item, Reader};
 use libfuzzer_sys::fuzz_target;
 
 /// Hands out at most `step` bytes per read.

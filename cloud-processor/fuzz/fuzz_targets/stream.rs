@@ -6,9 +6,9 @@
 use std::io::Read;
 use std::sync::OnceLock;
 
-use cloud_processor::is_ws;
+use cloud_processor::fuzzing::is_ws;
 use cloud_processor::{Missing, Projection, parse_fields};
-use cloud_processor::{Fed, Streamer};
+use cloud_processor::fuzzing::{Fed, Streamer};
 use libfuzzer_sys::fuzz_target;
 
 fn projection() -> &'static Projection {

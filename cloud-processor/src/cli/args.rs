@@ -7,10 +7,38 @@ use std::path::PathBuf;
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use relay_shared::telemetry::LogFormat;
 
-use super::config::{DEFAULT_LARGEST_RECORD_BYTES, DEFAULT_MAX_DECOMPRESSED_BYTES, DecodeThread};
 use crate::pipeline::LargeRecords;
 use crate::pipeline::body::BodyFormat;
 use crate::pipeline::project::{EmptyRecords, Missing};
+
+pub const DEFAULT_MAX_DECOMPRESSED_BYTES: u64 = 2 << 30;
+/// The largest record read by default: 256 MiB.
+pub const DEFAULT_LARGEST_RECORD_BYTES: u64 = 256 << 20;
+
+/// Whether zstd is decoded on a thread of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DecodeThread {
+    Auto,
+    On,
+    Off,
+}
+
+impl DecodeThread {
+    /// `auto`: two threads only where two cores' time is there. Lambda
+    /// gives CPU in proportion to memory, about two vCPUs' worth only near
+    /// its top sizes; below that a second thread only adds its overhead.
+    pub fn resolve(self, lambda_memory_mb: Option<u64>, cores: usize) -> bool {
+        match self {
+            Self::On => true,
+            Self::Off => false,
+            Self::Auto => match lambda_memory_mb {
+                Some(mb) => mb >= 3008,
+                None => cores >= 2,
+            },
+        }
+    }
+}
 
 /// The relay's cloud processor: raw objects in S3 to packed SQS messages.
 /// With no subcommand it runs as an AWS Lambda function.

@@ -10,13 +10,9 @@ use crate::pipeline::body::BodyFormat;
 use crate::pipeline::project::{Field, Projection, SpecError, parse_fields};
 use crate::pipeline::rules::{HmacKey, Keys, Transform};
 
-pub const DEFAULT_MAX_DECOMPRESSED_BYTES: u64 = 2 << 30;
 /// Records up to this are framed in memory; larger ones stream through
 /// spools (see `stream.rs`).
 pub const RECORD_WINDOW_BYTES: usize = 1 << 20;
-/// The largest record read by default: 256 MiB.
-pub const DEFAULT_LARGEST_RECORD_BYTES: u64 = 256 << 20;
-
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// Bad flags, or `--help`/`--version`: clap prints and exits.
@@ -34,31 +30,6 @@ pub enum ConfigError {
     Fields(#[from] SpecError),
     #[error("{name}: {reason}")]
     Invalid { name: &'static str, reason: String },
-}
-
-/// Whether zstd is decoded on a thread of its own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DecodeThread {
-    Auto,
-    On,
-    Off,
-}
-
-impl DecodeThread {
-    /// `auto`: two threads only where two cores' time is there. Lambda
-    /// gives CPU in proportion to memory, about two vCPUs' worth only near
-    /// its top sizes; below that a second thread only adds its overhead.
-    pub fn resolve(self, lambda_memory_mb: Option<u64>, cores: usize) -> bool {
-        match self {
-            Self::On => true,
-            Self::Off => false,
-            Self::Auto => match lambda_memory_mb {
-                Some(mb) => mb >= 3008,
-                None => cores >= 2,
-            },
-        }
-    }
 }
 
 /// The validated settings of the data path.
@@ -564,7 +535,7 @@ mod tests {
 
     #[test]
     fn the_decode_thread_is_used_only_where_two_cores_time_is_there() {
-        use DecodeThread::{Auto, Off, On};
+        use crate::cli::args::DecodeThread::{Auto, Off, On};
         // Lambda: CPU follows memory, nearly two vCPUs from 3008 MB.
         assert!(!Auto.resolve(Some(1024), 2));
         assert!(!Auto.resolve(Some(1769), 2));

@@ -17,16 +17,7 @@ use relay_shared::meta::decode_event_key;
 use serde::Deserialize;
 use serde_json::Value;
 
-/// One object an event asks us to process.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ObjectRef {
-    pub bucket: String,
-    /// Decoded: the key as S3 stores it.
-    pub key: String,
-    pub etag: Option<String>,
-    pub version_id: Option<String>,
-    pub size: Option<u64>,
-}
+use crate::object::ObjectRef;
 
 /// What one notification (an S3 event, or an envelope around one) asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,6 +1,11 @@
-//! What arrives: events naming raw objects, the queue they come from, and
-//! the handling of one event, which hands each object to `object`.
+//! What arrives: events naming raw objects ([`event`]), and the handling of
+//! one event ([`Handler`]), which hands each object to the processor. The
+//! queue notifications come from is a capability ([`NotificationQueue`]);
+//! its SQS adapter is `aws::notification_queue`.
 
 pub mod event;
-pub mod handle;
-pub mod sqs;
+mod handler;
+mod queue;
+
+pub use handler::{HandleError, Handler, show_again};
+pub use queue::NotificationQueue;

@@ -6,10 +6,10 @@ use relay_shared::store::{ObjectStore, PAGE_LIMIT, S3Error};
 use serde::Serialize;
 
 use crate::cli::Range;
-use crate::modes::merge::SortedKeys;
 use crate::modes::replay::{RawObject, Selection};
 use crate::modes::{Exit, ToolError, tool_store};
 use crate::object::lease::Lease;
+use crate::object::listing::SortedKeys;
 use crate::object::marker::{self, StateObjects};
 
 /// Every key under `prefix`.
@@ -64,7 +64,7 @@ pub async fn audit<S: ObjectStore>(
         ),
         None,
     );
-    let listing = crate::modes::merge::raw_listing(store).await?;
+    let listing = crate::object::listing::raw_listing(store).await?;
     let mut after: Option<String> = None;
     loop {
         let page = store

@@ -12,9 +12,9 @@ use relay_shared::retry::Classified;
 use relay_shared::s3::Bucket;
 use relay_shared::store::ObjectStore;
 
+use crate::aws::Function;
+use crate::aws::Queues;
 use crate::cli::{Aws, Config, check_aws, timeout_warning};
-use crate::modes::lambda_api::Function;
-use crate::output::sqs::Queues;
 use crate::pipeline::body::BodyFormat;
 use crate::pipeline::project::{EmptyRecords, Field, Missing, Projection};
 use crate::pipeline::rules::{Kind, Rule, Transform};
@@ -387,26 +387,21 @@ pub async fn run(
         function_timeout_secs,
     };
     let mut findings = check(config, aws, &targets).await;
-    let config = match crate::modes::ssm::read_keys(
-        config.clone(),
-        &sdk,
-        &crate::modes::startup::Startup::no_wait(),
-    )
-    .await
-    {
-        Ok(c) => {
-            for name in config.key_parameters_in_use().into_iter().flatten() {
-                findings.push(Finding::ok(format!(
-                    "hmac key: SSM parameter {name} is readable"
-                )));
+    let config =
+        match crate::aws::read_keys(config.clone(), &sdk, &crate::aws::Startup::no_wait()).await {
+            Ok(c) => {
+                for name in config.key_parameters_in_use().into_iter().flatten() {
+                    findings.push(Finding::ok(format!(
+                        "hmac key: SSM parameter {name} is readable"
+                    )));
+                }
+                c
             }
-            c
-        }
-        Err(e) => {
-            findings.push(Finding::fail(format!("hmac key: {e}")));
-            config.clone()
-        }
-    };
+            Err(e) => {
+                findings.push(Finding::fail(format!("hmac key: {e}")));
+                config.clone()
+            }
+        };
     let config = &config;
     if let Some(path) = sample_file {
         let name = path.display().to_string();

@@ -6,10 +6,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
 
+use crate::aws::{SqsNotifications, Startup, connect};
 use crate::cli::{Aws, Config};
-use crate::ingest::sqs::Notifications;
-use crate::modes::connect::{ServeError, connect};
-use crate::modes::startup::Startup;
+use crate::ingest::Handler;
+use crate::modes::ServeError;
 
 /// In Lambda there are no arguments: settings come from the environment.
 pub fn from_env<T: clap::Args>() -> Result<T, ServeError> {
@@ -49,12 +49,12 @@ pub async fn run(
 ) -> Result<(), ServeError> {
     // No waiting at init: a failure fails the invocation, and Lambda
     // retries it (the notification comes back, or the event is retried).
-    let (mut app, sdk) = connect(config, aws, &Startup::no_wait()).await?;
-    match notification_queue {
-        Some(url) => app = app.with_notification_queue(Notifications::connect(&sdk, url)),
-        None => tracing::warn!(
+    let (processor, sdk) = connect(config, aws, &Startup::no_wait()).await?;
+    let queue = notification_queue.map(|url| SqsNotifications::connect(&sdk, url));
+    if queue.is_none() {
+        tracing::warn!(
             "RELAY_NOTIFICATION_QUEUE_URL is not set: a failed notification comes back only after the queue's visibility timeout"
-        ),
+        );
     }
     // Metrics leave as CloudWatch Embedded Metric Format on stdout after each
     // invocation; CloudWatch extracts them from the log stream.
@@ -63,7 +63,7 @@ pub async fn run(
         .init()
         .map_err(|e| ServeError::Metrics(e.to_string()))?;
     crate::metrics::describe();
-    let app = &app;
+    let handler = &Handler::new(&processor).with_queue(&queue);
     lambda_runtime::run(lambda_runtime::service_fn(
         move |event: lambda_runtime::LambdaEvent<serde_json::Value>| async move {
             // The runtime's deadline, on this host's clocks: sending stops
@@ -76,7 +76,7 @@ pub async fn run(
             let deadline = Duration::from_millis(event.context.deadline)
                 .checked_sub(now)
                 .map(|left| Instant::now() + left);
-            let result = app.handle_until(event.payload, deadline).await;
+            let result = handler.handle_until(event.payload, deadline).await;
             if let Err(e) = emf.flush(std::io::stdout()) {
                 tracing::warn!(error = %e, "writing metrics failed");
             }

@@ -12,22 +12,23 @@ use relay_shared::store::ObjectStore;
 use relay_shared::telemetry::HealthCheck;
 use tracing::{error, info, warn};
 
+use crate::aws::{AwsProcessor, Readiness, SqsNotifications, Startup, connect};
 use crate::cli::{Aws, Config, ConfigError, PollArgs, queue_url_problem};
-use crate::ingest::sqs::Notifications;
-use crate::modes::connect::{ServeError, connect};
-use crate::modes::startup::{Readiness, Startup};
-use crate::object::App;
-use crate::output::sink::MessageSink;
+use crate::ingest::{Handler, show_again};
+use crate::modes::ServeError;
+use crate::object::Processor;
+use crate::output::MessageSink;
 
 /// Polls until `shutdown` resolves. A message being worked on at shutdown
 /// is finished first.
 pub async fn follow<S: ObjectStore, Q: MessageSink>(
-    app: &App<S, Q>,
-    queue: &Notifications,
+    processor: &Processor<S, Q>,
+    queue: &SqsNotifications,
     visibility_secs: u32,
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
+    let handler = Handler::new(processor);
     info!(queue = queue.queue_url(), "polling for S3 notifications");
     let full = Duration::from_secs(u64::from(visibility_secs));
     // Failed receives in a row: an outage is logged when it starts and ends.
@@ -58,7 +59,7 @@ pub async fn follow<S: ObjectStore, Q: MessageSink>(
         }
         for m in messages {
             let result = tokio::select! {
-                r = app.process_message_body(&m.body) => r,
+                r = handler.process_message_body(&m.body) => r,
                 never = heartbeat(queue, &m.receipt, full) => match never {},
             };
             match result {
@@ -71,12 +72,12 @@ pub async fn follow<S: ObjectStore, Q: MessageSink>(
                 }
                 Err(e) => {
                     // Back sooner than the visibility timeout where that
-                    // helps (see `ProcessError::retry_after`).
+                    // helps (see `HandleError::retry_after`).
                     let after = e.retry_after().map(|d| d.min(full));
                     error!(error = %e, retry_in_secs = after.unwrap_or(full).as_secs(),
                         "processing failed; the notification will be redelivered");
                     if let Some(after) = after {
-                        crate::ingest::handle::show_again(queue, &m.receipt, after).await;
+                        show_again(queue, &m.receipt, after).await;
                     }
                 }
             }
@@ -112,8 +113,8 @@ pub async fn run(
         }
     };
     startup.readiness.ready();
-    let (app, queue) = started;
-    follow(&app, &queue, args.visibility_timeout_secs, shutdown).await;
+    let (processor, queue) = started;
+    follow(&processor, &queue, args.visibility_timeout_secs, shutdown).await;
     Ok(())
 }
 
@@ -124,15 +125,16 @@ async fn start(
     aws: Aws,
     notification_queue_url: String,
     startup: &Startup,
-) -> Result<(App, Notifications), ServeError> {
-    let (app, sdk) = connect(config, aws, startup).await?;
-    let queue = Notifications::connect(&sdk, notification_queue_url);
+) -> Result<(AwsProcessor, SqsNotifications), ServeError> {
+    let (processor, sdk) = connect(config, aws, startup).await?;
+    let queue = SqsNotifications::connect(&sdk, notification_queue_url);
     startup
         .wait_for("SQS", "reading the notification queue's attributes", || {
             queue.probe()
         })
-        .await?;
-    Ok((app, queue))
+        .await
+        .map_err(crate::aws::ConnectError::from)?;
+    Ok((processor, queue))
 }
 
 /// Serves `/metrics` and `/healthz` (from `readiness`) on `addr`, unless
@@ -163,7 +165,7 @@ async fn serve_metrics(addr: &str, readiness: Readiness) -> Result<(), ServeErro
 /// Extends a message's visibility every half timeout, forever; dropped when
 /// the work finishes.
 async fn heartbeat(
-    queue: &Notifications,
+    queue: &SqsNotifications,
     receipt: &str,
     visibility: Duration,
 ) -> std::convert::Infallible {

@@ -14,20 +14,18 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use relay_shared::store::ObjectStore;
 use tracing::{info, warn};
 
-use crate::error::ProcessError;
-use crate::ingest::event::ObjectRef;
 use crate::metrics as m;
+use crate::object::ObjectRef;
+use crate::object::error::Failure;
 use crate::object::lease::{self, Acquired, Claimant, Held, Lease, StateError};
 use crate::object::marker::{DoneMarker, StateKeys};
-use crate::output::send::Progress;
-use crate::output::sink::BatchOutcome;
+use crate::output::{BatchOutcome, Progress};
 
 /// This attempt's lease on one object.
 #[derive(Debug)]
 pub struct Claim<'a, S> {
     store: &'a S,
     keys: &'a StateKeys,
-    obj: &'a ObjectRef,
     held: Held,
     /// The chunk the lease recorded when it was taken: where this attempt
     /// resumes (0 for a fresh start).
@@ -100,15 +98,12 @@ impl<'a, S: ObjectStore> Claim<'a, S> {
     pub async fn take(
         store: &'a S,
         keys: &'a StateKeys,
-        obj: &'a ObjectRef,
         claimant: Claimant<'_>,
         fingerprint: &str,
         ttl: Duration,
-    ) -> Result<Option<Self>, ProcessError> {
+    ) -> Result<Option<Self>, Failure> {
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
-        let acquired = lease::acquire(store, keys, claimant, fingerprint, ttl_ms, now_ms())
-            .await
-            .map_err(|e| ProcessError::state(obj, e))?;
+        let acquired = lease::acquire(store, keys, claimant, fingerprint, ttl_ms, now_ms()).await?;
         let held = match acquired {
             Acquired::Ours(held) => held,
             Acquired::Done => return Ok(None),
@@ -116,9 +111,7 @@ impl<'a, S: ObjectStore> Claim<'a, S> {
                 owner,
                 expires_in_ms,
             } => {
-                return Err(ProcessError::Busy {
-                    bucket: obj.bucket.clone(),
-                    key: obj.key.clone(),
+                return Err(Failure::Busy {
                     owner,
                     expires_in_ms,
                 });
@@ -129,9 +122,7 @@ impl<'a, S: ObjectStore> Claim<'a, S> {
                 theirs,
                 ours,
             } => {
-                return Err(ProcessError::ConfigChanged {
-                    bucket: obj.bucket.clone(),
-                    key: obj.key.clone(),
+                return Err(Failure::ConfigChanged {
                     owner,
                     next_chunk,
                     theirs,
@@ -143,7 +134,6 @@ impl<'a, S: ObjectStore> Claim<'a, S> {
         Ok(Some(Self {
             store,
             keys,
-            obj,
             resumed_from: held.lease.next_chunk,
             held,
             lost: false,
@@ -210,19 +200,14 @@ impl<'a, S: ObjectStore> Claim<'a, S> {
     }
 
     /// Writes the done marker, then drops the lease.
-    pub async fn finish(self, marker: &DoneMarker) -> Result<(), ProcessError> {
-        lease::finish(self.store, self.keys, &self.held, marker)
-            .await
-            .map_err(|e| ProcessError::state(self.obj, e))
-    }
-
-    fn state_error(&mut self, e: StateError) -> ProcessError {
-        self.lost = true;
-        ProcessError::state(self.obj, e)
+    pub async fn finish(self, marker: &DoneMarker) -> Result<(), Failure> {
+        Ok(lease::finish(self.store, self.keys, &self.held, marker).await?)
     }
 }
 
 impl<S: ObjectStore> Progress for Claim<'_, S> {
+    type Error = StateError;
+
     fn is_settled(&self, chunk: u32) -> bool {
         self.held.lease.is_settled(chunk)
     }
@@ -236,7 +221,7 @@ impl<S: ObjectStore> Progress for Claim<'_, S> {
     /// standard queue is a duplicate. Its retries start only while two
     /// thirds of the lease remain: each call's operation timeout is at most
     /// the last third.
-    async fn before_send(&mut self) -> Result<Instant, ProcessError> {
+    async fn before_send(&mut self) -> Result<Instant, StateError> {
         let ttl_ms = self.ttl_ms();
         if self.held.left_ms() < ttl_ms / 3 {
             self.record().await?;
@@ -249,11 +234,12 @@ impl<S: ObjectStore> Progress for Claim<'_, S> {
         self.held.lease.settle(&outcome.accepted, &outcome.refused);
     }
 
-    async fn record(&mut self) -> Result<(), ProcessError> {
-        match lease::renew(self.store, self.keys, &mut self.held, now_ms()).await {
-            Ok(()) => Ok(()),
-            Err(e) => Err(self.state_error(e)),
-        }
+    /// A failed write of the lease may have left it someone else's by now:
+    /// it is not written again.
+    async fn record(&mut self) -> Result<(), StateError> {
+        let renewed = lease::renew(self.store, self.keys, &mut self.held, now_ms()).await;
+        self.lost |= renewed.is_err();
+        renewed
     }
 }
 

@@ -6,19 +6,19 @@ use relay_shared::store::{ObjectStore, PutMode};
 use serde_json::{Value, json};
 use tracing::{error, warn};
 
-use crate::error::ProcessError;
-use crate::ingest::event::ObjectRef;
+use relay_shared::store::S3Error;
+
+use crate::object::ObjectRef;
 use crate::object::lease::Lease;
 use crate::object::marker::StateObjects;
 use crate::pipeline::Report;
 
-async fn put_json<S: ObjectStore>(store: &S, key: &str, value: &Value) -> Result<(), ProcessError> {
+async fn put_json<S: ObjectStore>(store: &S, key: &str, value: &Value) -> Result<(), S3Error> {
     let body = serde_json::to_vec_pretty(value).unwrap_or_default();
     StateObjects::new(store)
         .write(key, body, PutMode::Overwrite)
         .await
         .map(drop)
-        .map_err(ProcessError::from)
 }
 
 /// Lists the records `report` rejected, with their byte ranges and reasons.
@@ -28,7 +28,7 @@ pub async fn rejects<S: ObjectStore>(
     key: &str,
     etag: &str,
     report: &Report,
-) -> Result<(), ProcessError> {
+) -> Result<(), S3Error> {
     let s = &report.stats;
     let doc = json!({
         "source": format!("s3://{}/{}", obj.bucket, obj.key),
@@ -50,7 +50,7 @@ pub async fn quarantine<S: ObjectStore>(
     etag: &str,
     reason: &str,
     sent: u32,
-) -> Result<String, ProcessError> {
+) -> Result<String, S3Error> {
     let doc = json!({
         "source": format!("s3://{}/{}", obj.bucket, obj.key),
         "etag": etag,

@@ -11,13 +11,10 @@ use relay_shared::store::{ObjectStore, S3Error};
 use tokio::sync::mpsc;
 use tracing::warn;
 
-use crate::error::ProcessError;
 use crate::object::claim::Claim;
-use crate::object::{App, Attempt};
-use crate::output::payload::Payloads;
-use crate::output::send::{self, Target};
-use crate::output::sink::MessageSink;
-use crate::output::sqs::dedup_base;
+use crate::object::error::Failure;
+use crate::object::plan::Attempt;
+use crate::output::{MessageSink, Payloads, Target, dedup_base, send_all};
 use crate::pipeline::body::Chunk;
 use crate::pipeline::{self, Report, Unreadable};
 
@@ -34,17 +31,16 @@ pub(super) enum Ran {
     },
 }
 
-impl<S: ObjectStore, Q: MessageSink> App<S, Q> {
+impl<S: ObjectStore, Q: MessageSink> Attempt<'_, S, Q> {
     /// Reads the object and sends the chunks `claim` does not record as
     /// settled. A broken pipeline task leaves the claim to expire.
     pub(super) async fn run(
         &self,
-        a: &Attempt<'_, S, Q>,
         claim: &mut Claim<'_, S>,
         stop_at: Option<Instant>,
-    ) -> Result<Ran, ProcessError> {
-        let obj = a.obj;
-        let got = match a.store.get(&obj.key, obj.version_id.as_deref()).await {
+    ) -> Result<Ran, Failure> {
+        let obj = self.obj;
+        let got = match self.store.get(&obj.key, obj.version_id.as_deref()).await {
             Ok(g) => g,
             Err(S3Error::NotFound { .. }) => {
                 warn!("the object no longer exists; nothing to do");
@@ -56,7 +52,7 @@ impl<S: ObjectStore, Q: MessageSink> App<S, Q> {
         let dedup_base = dedup_base(&obj.bucket, &obj.key, got.head.version_id.as_deref(), &etag);
         let (tx, mut rx) = mpsc::channel::<Chunk>(4);
         let reader = tokio_util::io::SyncIoBridge::new(got.body);
-        let settings = a.plan.settings.clone();
+        let settings = self.plan.settings.clone();
         let task = tokio::task::spawn_blocking(move || {
             pipeline::run(reader, &settings, |chunk| {
                 // A closed channel means sending failed: stop reading.
@@ -67,13 +63,12 @@ impl<S: ObjectStore, Q: MessageSink> App<S, Q> {
             })
         });
         let payload_store = match &self.protocol.payload_bucket {
-            Some(bucket) => a.store.in_bucket(bucket),
-            None => a.store.clone(),
+            Some(bucket) => self.store.in_bucket(bucket),
+            None => self.store.clone(),
         };
         let target = Target {
-            bucket: &obj.bucket,
             source_key: &obj.key,
-            sink: &a.plan.route,
+            sink: &self.plan.route,
             dedup_base: &dedup_base,
             stop_at,
             payloads: Some(Payloads {
@@ -81,7 +76,7 @@ impl<S: ObjectStore, Q: MessageSink> App<S, Q> {
                 prefix: &self.protocol.payload_prefix,
             }),
         };
-        let sent = send::send_all(&target, &mut rx, claim).await;
+        let sent = send_all(&target, &mut rx, claim).await;
         drop(rx);
         let report = match task.await {
             Ok(report) => report,
@@ -89,11 +84,7 @@ impl<S: ObjectStore, Q: MessageSink> App<S, Q> {
                 // The pipeline panicked, which is a bug: the lease is left
                 // to expire, and the retry resumes from its last record.
                 claim.leave();
-                return Err(ProcessError::Task {
-                    bucket: obj.bucket.clone(),
-                    key: obj.key.clone(),
-                    message: e.to_string(),
-                });
+                return Err(Failure::Task(e.to_string()));
             }
         };
         Ok(Ran::Read {

@@ -8,23 +8,24 @@
 use relay_shared::store::ObjectStore;
 use tracing::{error, info};
 
-use crate::error::ProcessError;
 use crate::metrics as m;
 use crate::object::claim::{Claim, now_ms};
+use crate::object::error::Failure;
 use crate::object::marker::DoneMarker;
+use crate::object::plan::Attempt;
+use crate::object::processor::Outcome;
 use crate::object::run::Ran;
-use crate::object::{App, Attempt, Outcome, canary, reports};
-use crate::output::sink::{MessageSink, Route};
+use crate::object::{canary, reports};
+use crate::output::{MessageSink, Route};
 use crate::pipeline::rules::RULES;
 use crate::pipeline::{Report, Stats, Unreadable};
 
-impl<S: ObjectStore, Q: MessageSink> App<S, Q> {
+impl<S: ObjectStore, Q: MessageSink> Attempt<'_, S, Q> {
     pub(super) async fn settle(
         &self,
-        a: &Attempt<'_, S, Q>,
         claim: Claim<'_, S>,
-        ran: Result<Ran, ProcessError>,
-    ) -> Result<Outcome, ProcessError> {
+        ran: Result<Ran, Failure>,
+    ) -> Result<Outcome, Failure> {
         let (report, sent, etag) = match ran {
             Err(e) => {
                 claim.release().await;
@@ -37,27 +38,25 @@ impl<S: ObjectStore, Q: MessageSink> App<S, Q> {
             Ok(Ran::Read { report, sent, etag }) => (report, sent, etag),
         };
         let marker = DoneMarker::new(
-            &self.owner,
-            &a.plan.fingerprint,
+            self.owner,
+            &self.plan.fingerprint,
             &etag,
             claim.resumed_from(),
         );
         match report {
-            Ok(report) => self.finish(a, claim, marker, &report, sent).await,
+            Ok(report) => self.finish(claim, marker, &report, sent).await,
             // The object's stream broke (a network fault), which says nothing
             // about its bytes: retry, resuming after the chunks already sent.
             Err(Unreadable::Io(e)) => {
                 claim.release().await;
-                Err(ProcessError::Read {
-                    bucket: a.obj.bucket.clone(),
-                    key: a.obj.key.clone(),
+                Err(Failure::Read {
                     sent,
                     message: e.to_string(),
                 })
             }
             Err(unreadable) => {
                 let reason = unreadable.to_string();
-                self.quarantine(a, claim, marker, &reason, sent).await
+                self.quarantine(claim, marker, &reason, sent).await
             }
         }
     }
@@ -66,17 +65,17 @@ impl<S: ObjectStore, Q: MessageSink> App<S, Q> {
     /// not retried forever.
     async fn quarantine(
         &self,
-        a: &Attempt<'_, S, Q>,
         claim: Claim<'_, S>,
         mut marker: DoneMarker,
         reason: &str,
         sent: u32,
-    ) -> Result<Outcome, ProcessError> {
-        let q = &a.plan.keys.quarantine;
-        let reason = reports::quarantine(&a.store, a.obj, q, &marker.etag, reason, sent).await?;
+    ) -> Result<Outcome, Failure> {
+        let q = &self.plan.keys.quarantine;
+        let reason =
+            reports::quarantine(&self.store, self.obj, q, &marker.etag, reason, sent).await?;
         marker.outcome = "quarantined".into();
         marker.finished_at_ms = now_ms();
-        marker.elapsed_ms = a.started.elapsed().as_millis() as u64;
+        marker.elapsed_ms = self.started.elapsed().as_millis() as u64;
         claim.finish(&marker).await?;
         Ok(Outcome::Quarantined { reason })
     }
@@ -86,39 +85,38 @@ impl<S: ObjectStore, Q: MessageSink> App<S, Q> {
     /// for good now quarantines the object, with SQS's reasons.
     async fn finish(
         &self,
-        a: &Attempt<'_, S, Q>,
         claim: Claim<'_, S>,
         mut marker: DoneMarker,
         report: &Report,
         sent: u32,
-    ) -> Result<Outcome, ProcessError> {
+    ) -> Result<Outcome, Failure> {
         let s = &report.stats;
         check_accounting(s);
-        let is_canary = a.plan.canary.is_some();
+        let is_canary = self.plan.canary.is_some();
         // Canaries are not data: they have counters of their own.
         if !is_canary {
             count(s, sent);
         }
         if !report.rejects.is_empty() {
-            let key = &a.plan.keys.rejects;
-            reports::rejects(&a.store, a.obj, key, &marker.etag, report).await?;
+            let key = &self.plan.keys.rejects;
+            reports::rejects(&self.store, self.obj, key, &marker.etag, report).await?;
         }
         self.fill(&mut marker, s, is_canary);
-        marker.elapsed_ms = a.started.elapsed().as_millis() as u64;
+        marker.elapsed_ms = self.started.elapsed().as_millis() as u64;
         let refused =
             (claim.lease().refused_count > 0).then(|| reports::refused_reason(claim.lease()));
         if let Some(reason) = &refused {
-            let q = &a.plan.keys.quarantine;
-            reports::quarantine(&a.store, a.obj, q, &marker.etag, reason, sent).await?;
+            let q = &self.plan.keys.quarantine;
+            reports::quarantine(&self.store, self.obj, q, &marker.etag, reason, sent).await?;
             marker.outcome = "quarantined".into();
         }
         claim.finish(&marker).await?;
         if let Some(reason) = refused {
             return Ok(Outcome::Quarantined { reason });
         }
-        if let Some(c) = &a.plan.canary {
-            let queued = matches!(a.plan.route, Route::Queue(_));
-            canary::note(&self.newest_canary, c, queued, s.records_out);
+        if let Some(c) = &self.plan.canary {
+            let queued = matches!(self.plan.route, Route::Queue(_));
+            canary::note(self.newest_canary, c, queued, s.records_out);
         }
         info!(
             bytes = s.bytes_decompressed,
@@ -157,11 +155,8 @@ impl<S: ObjectStore, Q: MessageSink> App<S, Q> {
         marker.rejected_bytes = s.rejected_bytes;
         marker.separator_bytes = s.separator_bytes;
         marker.offloaded = s.offloaded;
-        let projection = if is_canary {
-            &self.canary_projection
-        } else {
-            &self.config.projection
-        };
+        // The canary's own fields, for a canary.
+        let projection = &self.plan.settings.projection;
         for (name, &missing) in projection.names().iter().zip(&s.field_missing) {
             if !is_canary {
                 metrics::counter!(m::FIELD_MISSING, "field" => name.clone()).increment(missing);

@@ -53,6 +53,13 @@ pub fn attributes_size(source_key: &str) -> usize {
         + 10
 }
 
+/// The largest body of a message from `source_key` in a queue whose
+/// messages hold `max_message_bytes`: the limit less the worst case of the
+/// attributes every message carries.
+pub fn max_body_bytes(max_message_bytes: usize, source_key: &str) -> usize {
+    max_message_bytes.saturating_sub(attributes_size(source_key))
+}
+
 /// The message attribute the SQS Extended Client libraries read to tell a
 /// claim check from a plain message: the payload's size in bytes (Number).
 pub const ATTR_EXTENDED_PAYLOAD_SIZE: &str = "ExtendedPayloadSize";

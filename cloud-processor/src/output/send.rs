@@ -11,18 +11,32 @@ use std::time::{Duration, Instant};
 use relay_shared::store::ObjectStore;
 use tokio::sync::mpsc;
 
-use crate::error::ProcessError;
 use crate::output::batch::{Batcher, DEFAULT_MAX_BATCH_BYTES};
-use crate::output::payload::{Payloads, offload};
-use crate::output::sink::{BatchOutcome, MessageSink};
+use crate::output::payload::{PayloadError, Payloads, offload};
+use crate::output::sink::{BatchOutcome, MessageSink, QueueError};
 use crate::pipeline::body::Chunk;
+
+/// Why the send loop stopped before every chunk was settled. `E` is the
+/// progress's own error (the claim's, in production).
+#[derive(Debug, thiserror::Error)]
+pub enum SendError<E> {
+    #[error("sending to SQS: {0}")]
+    Queue(QueueError),
+    #[error("storing a record too large for a message: {0}")]
+    Payload(PayloadError),
+    #[error(
+        "the invocation's deadline is near; stopped after {sent} messages with them recorded, \
+         and the next attempt resumes after them"
+    )]
+    Deadline { sent: u32 },
+    #[error(transparent)]
+    Progress(E),
+}
 
 /// Where one object's chunks go.
 #[derive(Debug)]
 pub struct Target<'a, S, K> {
-    /// The raw object's bucket and key: they name it in errors, and the
-    /// key is every message's `relay.source_key`.
-    pub bucket: &'a str,
+    /// The raw object's key: every message's `relay.source_key`.
     pub source_key: &'a str,
     pub sink: &'a K,
     pub dedup_base: &'a str,
@@ -36,17 +50,19 @@ pub struct Target<'a, S, K> {
 /// the object, in production. When a send may start, and how long it may
 /// retry, are the claim's rules.
 pub trait Progress: Send {
+    /// Why recording progress failed.
+    type Error: Send;
     /// Whether SQS already settled `chunk`: stored it, or refused it for good.
     fn is_settled(&self, chunk: u32) -> bool;
     /// How often the claim is renewed while chunks are awaited.
     fn renew_every(&self) -> Duration;
     /// Called before each send: renews the claim if too little of it is
     /// left, and returns until when the send may retry.
-    fn before_send(&mut self) -> impl Future<Output = Result<Instant, ProcessError>> + Send;
+    fn before_send(&mut self) -> impl Future<Output = Result<Instant, Self::Error>> + Send;
     /// What SQS did with a batch, kept until [`Progress::record`] writes it.
     fn settle(&mut self, outcome: &BatchOutcome);
     /// Writes what is settled, renewing the claim.
-    fn record(&mut self) -> impl Future<Output = Result<(), ProcessError>> + Send;
+    fn record(&mut self) -> impl Future<Output = Result<(), Self::Error>> + Send;
 }
 
 /// Sends every chunk from `chunks` that `progress` does not record as
@@ -57,7 +73,7 @@ pub async fn send_all<S: ObjectStore, K: MessageSink, P: Progress>(
     t: &Target<'_, S, K>,
     chunks: &mut mpsc::Receiver<Chunk>,
     progress: &mut P,
-) -> Result<u32, ProcessError> {
+) -> Result<u32, SendError<P::Error>> {
     let mut batcher = Batcher::new(DEFAULT_MAX_BATCH_BYTES, t.source_key);
     let mut renew = tokio::time::interval(progress.renew_every());
     renew.tick().await;
@@ -73,7 +89,7 @@ pub async fn send_all<S: ObjectStore, K: MessageSink, P: Progress>(
             tokio::select! {
                 chunk = chunks.recv() => match chunk {
                     Some(c) if progress.is_settled(c.index) => continue,
-                    Some(c) => match batcher.push(prepared(t, c).await?) {
+                    Some(c) => match batcher.push(prepared(t, c).await.map_err(SendError::Payload)?) {
                         Some(b) => b,
                         None => continue,
                     },
@@ -83,7 +99,7 @@ pub async fn send_all<S: ObjectStore, K: MessageSink, P: Progress>(
                     }
                 },
                 _ = renew.tick() => {
-                    progress.record().await?;
+                    progress.record().await.map_err(SendError::Progress)?;
                     continue;
                 }
             }
@@ -97,17 +113,11 @@ pub async fn send_all<S: ObjectStore, K: MessageSink, P: Progress>(
 async fn prepared<S: ObjectStore, K>(
     t: &Target<'_, S, K>,
     c: Chunk,
-) -> Result<Chunk, ProcessError> {
+) -> Result<Chunk, PayloadError> {
     if c.payload_size.is_none() {
         return Ok(c);
     }
-    offload(t.payloads.as_ref(), t.source_key, t.dedup_base, c)
-        .await
-        .map_err(|source| ProcessError::Payload {
-            bucket: t.bucket.to_owned(),
-            key: t.source_key.to_owned(),
-            source,
-        })
+    offload(t.payloads.as_ref(), t.source_key, t.dedup_base, c).await
 }
 
 /// Sends one batch, `sent` chunks into the object, and settles what SQS
@@ -119,26 +129,18 @@ async fn send_batch<S, K: MessageSink, P: Progress>(
     progress: &mut P,
     sent: u32,
     record: bool,
-) -> Result<u32, ProcessError> {
+) -> Result<u32, SendError<P::Error>> {
     if t.stop_at.is_some_and(|stop| Instant::now() >= stop) {
-        return Err(ProcessError::Deadline {
-            bucket: t.bucket.to_owned(),
-            key: t.source_key.to_owned(),
-            sent,
-        });
+        return Err(SendError::Deadline { sent });
     }
-    let until = progress.before_send().await?;
+    let until = progress.before_send().await.map_err(SendError::Progress)?;
     let outcome = t.sink.send(t.source_key, t.dedup_base, batch, until).await;
     progress.settle(&outcome);
     for (chunk, reason) in &outcome.refused {
         tracing::error!(chunk, %reason, "SQS refused a message for good; the object will be quarantined once everything else is sent");
     }
-    if let Some(source) = outcome.failed {
-        return Err(ProcessError::Send {
-            bucket: t.bucket.to_owned(),
-            key: t.source_key.to_owned(),
-            source,
-        });
+    if let Some(e) = outcome.failed {
+        return Err(SendError::Queue(e));
     }
     // The last batch's progress is recorded by the done marker that
     // follows at once: a progress write here would only add a PUT to
@@ -146,7 +148,7 @@ async fn send_batch<S, K: MessageSink, P: Progress>(
     // marker resends this batch, as a crash before any progress write
     // would.
     if record {
-        progress.record().await?;
+        progress.record().await.map_err(SendError::Progress)?;
     }
     Ok(outcome.accepted.len() as u32)
 }
@@ -154,9 +156,8 @@ async fn send_batch<S, K: MessageSink, P: Progress>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ingest::event::ObjectRef;
     use crate::object::claim::Claim;
-    use crate::object::lease::Lease;
+    use crate::object::lease::{Lease, StateError};
     use crate::object::marker::StateKeys;
     use crate::testing::{FakeQueue as Queue, SendFault as Fault};
     use relay_shared::testing::MemStore as Mem;
@@ -167,7 +168,11 @@ mod tests {
     /// One attempt at the object, as the object layer makes it: claim it,
     /// send every chunk the claim does not record, release it after a
     /// failure. Returns the result and the lease as the attempt left it.
-    async fn attempt(store: &Mem, queue: &Queue, at_ms: i64) -> (Result<u32, ProcessError>, Lease) {
+    async fn attempt(
+        store: &Mem,
+        queue: &Queue,
+        at_ms: i64,
+    ) -> (Result<u32, SendError<StateError>>, Lease) {
         attempt_until(store, queue, at_ms, None).await
     }
 
@@ -176,20 +181,12 @@ mod tests {
         queue: &Queue,
         at_ms: i64,
         stop_at: Option<Instant>,
-    ) -> (Result<u32, ProcessError>, Lease) {
+    ) -> (Result<u32, SendError<StateError>>, Lease) {
         let keys = StateKeys::new("state/", "raw/", KEY);
-        let obj = ObjectRef {
-            bucket: "b".into(),
-            key: KEY.into(),
-            etag: None,
-            version_id: None,
-            size: None,
-        };
         let ttl = Duration::from_secs(60);
         let mut claim = Claim::take(
             store.at(at_ms),
             &keys,
-            &obj,
             crate::object::lease::Claimant {
                 owner: "p",
                 sole: true,
@@ -216,7 +213,6 @@ mod tests {
             }
         });
         let target: Target<'_, Mem, Queue> = Target {
-            bucket: "b",
             source_key: KEY,
             sink: queue,
             dedup_base: "b/raw/s/o.json.zst\0v1",
@@ -227,7 +223,7 @@ mod tests {
         let lease = claim.lease().clone();
         if matches!(
             result,
-            Err(ProcessError::Send { .. } | ProcessError::Deadline { .. })
+            Err(SendError::Queue(_) | SendError::Deadline { .. })
         ) {
             claim.release().await;
         }
@@ -239,7 +235,7 @@ mod tests {
         let store = Mem::default();
         let queue = Queue::scripted(&[Fault::StoreEvenOnly]);
         let (first, _) = attempt(&store, &queue, 0).await;
-        assert!(matches!(first, Err(ProcessError::Send { .. })), "{first:?}");
+        assert!(matches!(first, Err(SendError::Queue(_))), "{first:?}");
         let (second, lease) = attempt(&store, &queue, 1000).await;
         assert_eq!(second.unwrap(), CHUNKS - 5);
         let counts = queue.counts();
@@ -258,7 +254,7 @@ mod tests {
         // Time for about two of the three batches.
         let stop_at = Instant::now() + Duration::from_millis(150);
         let (first, lease) = attempt_until(&store, &queue, 0, Some(stop_at)).await;
-        let Err(ProcessError::Deadline { sent, .. }) = first else {
+        let Err(SendError::Deadline { sent }) = first else {
             panic!("{first:?}")
         };
         assert!(
@@ -280,7 +276,7 @@ mod tests {
         // The second batch (chunks 10..20) is stored, but its answer is lost.
         let queue = Queue::scripted(&[Fault::None, Fault::LoseAnswer]);
         let (first, _) = attempt(&store, &queue, 0).await;
-        assert!(matches!(first, Err(ProcessError::Send { .. })), "{first:?}");
+        assert!(matches!(first, Err(SendError::Queue(_))), "{first:?}");
         attempt(&store, &queue, 1000).await.0.unwrap();
         let twice = queue.resent();
         // The one-batch bound: SQS offers no conditional send, so a batch

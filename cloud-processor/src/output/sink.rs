@@ -1,11 +1,63 @@
 //! Where one object's chunks go: the capability the send loop is written
 //! against (SQS in production, a fake in tests), what became of a batch,
-//! and the route of a canary with no queue of its own.
+//! a queue's errors, and the route of a canary with no queue of its own.
+//! This module knows nothing of its implementations: SQS's is
+//! `aws::output_queue`, the fake is `testing::FakeQueue`.
 
 use std::time::Instant;
 
+use relay_shared::retry::{Class, Classified};
+
+use crate::output::batch;
 use crate::pipeline::body::Chunk;
-use crate::sqs::SqsError;
+
+/// What can go wrong with a queue, either of them: a call, a message the
+/// queue refused, a batch still failing after retries, a size refusal.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("queue {queue}: {op} failed: {message}")]
+    Call {
+        queue: String,
+        op: &'static str,
+        message: String,
+        class: Class,
+    },
+    #[error("queue {queue} refused message {id}: {code}: {message}")]
+    Refused {
+        queue: String,
+        id: String,
+        code: String,
+        message: String,
+    },
+    #[error("queue {queue}: {failed} messages still failing after retries (last: {last})")]
+    GaveUp {
+        queue: String,
+        failed: usize,
+        last: String,
+    },
+    #[error(
+        "queue {queue} refused a message as too large ({message}); its size limit is now {limit} bytes, \
+         and the object is retried with it"
+    )]
+    TooLarge {
+        queue: String,
+        message: String,
+        limit: usize,
+    },
+}
+
+impl Classified for QueueError {
+    /// Whether trying again may help, by the workspace's one classification:
+    /// a call by its answer (or the lack of one); a queue's refusal of a
+    /// message never; a batch still failing after retries may.
+    fn class(&self) -> Class {
+        match self {
+            Self::Call { class, .. } => *class,
+            Self::Refused { .. } | Self::TooLarge { .. } => Class::Permanent,
+            Self::GaveUp { .. } => Class::Transient,
+        }
+    }
+}
 
 /// What became of one batch's chunks.
 #[derive(Debug, Default)]
@@ -17,25 +69,11 @@ pub struct BatchOutcome {
     pub refused: Vec<(u32, String)>,
     /// Why the other chunks were not sent (after retries). SQS may have
     /// stored them anyway if its answer was lost.
-    pub failed: Option<SqsError>,
+    pub failed: Option<QueueError>,
 }
 
 impl BatchOutcome {
-    /// Adds the entries of `pending` that are not in `failed`: SQS stored them.
-    pub(crate) fn note_accepted(
-        &mut self,
-        pending: &[&Chunk],
-        failed: &[aws_sdk_sqs::types::BatchResultErrorEntry],
-    ) {
-        self.accepted.extend(
-            pending
-                .iter()
-                .filter(|c| !failed.iter().any(|f| f.id == format!("c{}", c.index)))
-                .map(|c| c.index),
-        );
-    }
-
-    pub(crate) fn failing(mut self, e: SqsError) -> Self {
+    pub fn failing(mut self, e: QueueError) -> Self {
         self.failed = Some(e);
         self
     }
@@ -54,6 +92,11 @@ pub trait MessageSink: Send + Sync {
     ) -> impl std::future::Future<Output = BatchOutcome> + Send;
     /// The message size limit chunks are packed for.
     fn max_message_bytes(&self) -> usize;
+    /// The largest body of a message from `source_key`: the size limit less
+    /// the worst case of the attributes every message carries.
+    fn max_body_bytes(&self, source_key: &str) -> usize {
+        batch::max_body_bytes(self.max_message_bytes(), source_key)
+    }
     /// Whether the queue is FIFO (deduplication ids, a 5-minute window).
     fn is_fifo(&self) -> bool;
     /// The queue's URL, which names it in fingerprints and messages.

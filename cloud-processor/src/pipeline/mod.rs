@@ -4,6 +4,7 @@
 //! a few message sizes plus the decoder's buffers whatever the object size.
 
 pub mod body;
+pub mod compact;
 pub mod grammar;
 pub mod json;
 pub mod project;

@@ -352,8 +352,8 @@ pub fn hash_text(value: &[u8], mut update: impl FnMut(&[u8])) {
         // hashes the same.
         [b'{' | b'[', ..] => {
             let mut text = Vec::with_capacity(value.len());
-            crate::pipeline::project::write_compact(value, &mut text);
-            crate::pipeline::project::escape_for_sqs(&mut text, 0);
+            crate::pipeline::compact::write_compact(value, &mut text);
+            crate::pipeline::compact::escape_for_sqs(&mut text, 0);
             update(&text);
         }
         _ => update(value),

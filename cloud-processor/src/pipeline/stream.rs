@@ -77,7 +77,7 @@ struct Frame<'p> {
 }
 
 /// A captured value: compact JSON text, with U+FFFE and U+FFFF escaped as
-/// [`crate::pipeline::project::escape_for_sqs`] does.
+/// [`crate::pipeline::compact::escape_for_sqs`] does.
 #[derive(Debug)]
 pub struct Spool {
     file: SpooledTempFile,
@@ -145,7 +145,7 @@ impl Spool {
             }
         };
         let held = self.batch.split_off(self.batch.len() - hold);
-        crate::pipeline::project::escape_for_sqs(&mut self.batch, 0);
+        crate::pipeline::compact::escape_for_sqs(&mut self.batch, 0);
         self.file.write_all(&self.batch)?;
         self.len += self.batch.len() as u64;
         self.batch.clear();
@@ -692,7 +692,7 @@ impl Captured {
             }
             first = false;
             head.extend_from_slice(key.as_bytes());
-            crate::pipeline::project::escape_for_sqs(&mut head, 0);
+            crate::pipeline::compact::escape_for_sqs(&mut head, 0);
             body.push_bytes(head);
             match value {
                 // Checked to be at most [`rules::MAX_HASHED_BYTES`].

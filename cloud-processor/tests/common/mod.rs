@@ -15,8 +15,8 @@ use aws_sdk_s3::types::{
 };
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use clap::Parser;
-use cloud_processor::App;
-use cloud_processor::Output;
+use cloud_processor::SqsOutput;
+use cloud_processor::{AwsProcessor, Processor};
 use cloud_processor::{Cli, Config, Protocol};
 use relay_shared::s3::Bucket;
 use relay_shared::store::{PutMode, PutOptions};
@@ -85,11 +85,16 @@ pub async fn setup_on(emu: Emulator, label: &str, fifo: bool) -> Setup {
     }
 }
 
-pub async fn app(s: &Setup, cap: Option<usize>) -> App {
+pub async fn app(s: &Setup, cap: Option<usize>) -> AwsProcessor {
     app_with(s, cap, FIELDS, 120).await
 }
 
-pub async fn app_with(s: &Setup, cap: Option<usize>, fields: &str, lease_ttl_secs: u64) -> App {
+pub async fn app_with(
+    s: &Setup,
+    cap: Option<usize>,
+    fields: &str,
+    lease_ttl_secs: u64,
+) -> AwsProcessor {
     app_on(s, s.emu.s3.clone(), cap, fields, lease_ttl_secs).await
 }
 
@@ -100,13 +105,13 @@ pub async fn app_on(
     cap: Option<usize>,
     fields: &str,
     lease_ttl_secs: u64,
-) -> App {
+) -> AwsProcessor {
     let cli = Cli::try_parse_from(["cloud-processor", "--fields", fields]).unwrap();
     let config = Config::from_common(&cli.common).unwrap();
-    let output = Output::connect(s.emu.sqs.clone(), &s.output, "relay", cap)
+    let output = SqsOutput::connect(s.emu.sqs.clone(), &s.output, "relay", cap)
         .await
         .unwrap();
-    App::new(
+    Processor::new(
         config,
         // Unchecked: tests use leases shorter than an operator may set.
         Protocol::new(
@@ -342,15 +347,15 @@ pub struct Poller {
 }
 
 pub fn start_poller(
-    app: App,
+    app: AwsProcessor,
     sqs: aws_sdk_sqs::Client,
     queue: String,
     visibility_secs: u32,
 ) -> Poller {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        let queue = cloud_processor::Notifications::new(sqs, queue);
-        cloud_processor::modes::poll::follow(&app, &queue, visibility_secs, async {
+        let queue = cloud_processor::SqsNotifications::new(sqs, queue);
+        cloud_processor::tools::poll(&app, &queue, visibility_secs, async {
             let _ = stopped.await;
         })
         .await;
@@ -370,8 +375,8 @@ impl Poller {
 }
 
 /// Replay's selection of everything under `prefix` in the setup's bucket.
-pub fn selection(s: &Setup, prefix: &str) -> cloud_processor::modes::replay::Selection {
-    cloud_processor::modes::replay::Selection {
+pub fn selection(s: &Setup, prefix: &str) -> cloud_processor::tools::Selection {
+    cloud_processor::tools::Selection {
         bucket: s.bucket.name().to_owned(),
         prefix: prefix.into(),
         raw_prefix: "raw/".into(),
@@ -382,8 +387,8 @@ pub fn selection(s: &Setup, prefix: &str) -> cloud_processor::modes::replay::Sel
 }
 
 /// Replay's target: the setup's notification queue.
-pub fn replay_to_queue(s: &Setup) -> cloud_processor::modes::replay::Target {
-    cloud_processor::modes::replay::Target::Queue(cloud_processor::Notifications::new(
+pub fn replay_to_queue(s: &Setup) -> cloud_processor::tools::Target {
+    cloud_processor::tools::Target::Queue(cloud_processor::SqsNotifications::new(
         s.emu.sqs.clone(),
         s.notifications.clone(),
     ))

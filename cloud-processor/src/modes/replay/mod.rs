@@ -27,14 +27,16 @@ use std::time::{Duration, Instant};
 
 use relay_shared::store::ObjectStore;
 
+use crate::aws::Function;
+use crate::aws::SqsNotifications;
 use crate::cli::{ConfigError, Range, ReplayArgs};
-use crate::ingest::sqs::Notifications;
-use crate::modes::lambda_api::Function;
 use crate::modes::{Exit, ToolError, tool_store};
 
 pub use self::checkpoint::{Checkpoint, Walked};
 pub use self::progress::ReplaySummary;
-pub use self::send::{RawObject, Target, event_for, events_for};
+#[cfg(test)]
+pub use self::send::events_for;
+pub use self::send::{RawObject, Target, event_for};
 pub use crate::cli::ReplayMode as Mode;
 
 use self::progress::{Counters, add};
@@ -174,7 +176,7 @@ pub async fn replay<S: ObjectStore>(
     );
     let checkpoint = std::sync::Mutex::new(checkpoint);
     let pace = Pace::new(opts.rate_per_sec);
-    let raw_listing = crate::modes::merge::raw_listing(store).await?;
+    let raw_listing = crate::object::listing::raw_listing(store).await?;
     add(&counters.list_requests, 1);
     let shared = Shared {
         store,
@@ -317,7 +319,7 @@ pub async fn run(
     }
     let (sdk, store) = tool_store(&r.range).await;
     let target = match (r.notification_queue_url, r.function_name) {
-        (Some(url), _) => Target::Queue(Notifications::connect(&sdk, url)),
+        (Some(url), _) => Target::Queue(SqsNotifications::connect(&sdk, url)),
         (None, Some(name)) => Target::Function(Function::new(&sdk, name)),
         (None, None) => return Err(ToolError::NoTarget),
     };
@@ -389,17 +391,12 @@ mod tests {
         let (live, replayed) = (parse(&live), parse(&replayed));
         assert_eq!(live, replayed);
         // So the same version is read, and the deduplication ids agree.
-        let base = |o: &crate::ingest::event::ObjectRef| {
-            crate::output::sqs::dedup_base(
-                &o.bucket,
-                &o.key,
-                o.version_id.as_deref(),
-                "etag-as-read",
-            )
+        let base = |o: &crate::object::ObjectRef| {
+            crate::output::dedup_base(&o.bucket, &o.key, o.version_id.as_deref(), "etag-as-read")
         };
         assert_eq!(
-            crate::output::sqs::dedup_id(&base(&live), 7),
-            crate::output::sqs::dedup_id(&base(&replayed), 7)
+            crate::output::dedup_id(&base(&live), 7),
+            crate::output::dedup_id(&base(&replayed), 7)
         );
     }
 

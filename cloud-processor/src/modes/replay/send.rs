@@ -7,9 +7,9 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use relay_shared::retry::{Class, Classified};
 use serde::Serialize;
 
-use crate::ingest::sqs::Notifications;
+use crate::aws::Function;
+use crate::aws::SqsNotifications;
 use crate::modes::ToolError;
-use crate::modes::lambda_api::Function;
 
 /// One raw object found by a listing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -102,7 +102,7 @@ pub fn batches(bodies: Vec<String>) -> Vec<Vec<String>> {
 #[derive(Debug, Clone)]
 pub enum Target {
     /// The notification queue the processor consumes (the usual way).
-    Queue(Notifications),
+    Queue(SqsNotifications),
     /// The function itself, invoked synchronously per notification, so a
     /// failure is reported for the objects that caused it.
     Function(Function),

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use relay_shared::store::{Listing, ObjectStore, PAGE_LIMIT, S3Error};
 
-use crate::modes::merge::SortedKeys;
+use crate::object::listing::SortedKeys;
 
 use crate::modes::ToolError;
 use crate::modes::replay::checkpoint::{Checkpoint, Walked};

@@ -1,17 +1,21 @@
 //! SQS adapter for the notification queue: receiving S3 notifications (in
 //! `poll`), deleting them once done, making a failed one visible again
-//! early, and sending replayed events. The output queue is `output::sqs`.
+//! early, and sending replayed events. The output queue is
+//! [`super::output_queue`].
 
 use std::time::Duration;
 
 use aws_sdk_sqs::Client;
+use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 
-use crate::sqs::{SqsError, call_error};
+use super::sqs::{Unsent, Verdict, call_error, send_batch};
+use crate::ingest::NotificationQueue;
+use crate::output::QueueError;
 
 /// The queue notifications are received from (in Lambda, through its
 /// event source mapping), so a failed one can come back early.
 #[derive(Debug, Clone)]
-pub struct Notifications {
+pub struct SqsNotifications {
     client: Client,
     queue_url: String,
 }
@@ -26,7 +30,7 @@ pub struct Received {
 /// How long a receive waits for messages (SQS's longest long poll).
 pub const LONG_POLL_SECS: i32 = 20;
 
-impl Notifications {
+impl SqsNotifications {
     pub fn new(client: Client, queue_url: String) -> Self {
         Self { client, queue_url }
     }
@@ -42,7 +46,7 @@ impl Notifications {
 
     /// Asks for the queue's ARN: whether it exists and this role may use
     /// it, before the first receive.
-    pub async fn probe(&self) -> Result<(), SqsError> {
+    pub async fn probe(&self) -> Result<(), QueueError> {
         self.client
             .get_queue_attributes()
             .queue_url(&self.queue_url)
@@ -73,7 +77,7 @@ impl Notifications {
 
     /// Long-polls for up to ten notifications, each hidden from other
     /// receivers for `visibility_secs`.
-    pub async fn receive(&self, visibility_secs: u32) -> Result<Vec<Received>, SqsError> {
+    pub async fn receive(&self, visibility_secs: u32) -> Result<Vec<Received>, QueueError> {
         let out = self
             .client
             .receive_message()
@@ -100,7 +104,7 @@ impl Notifications {
     }
 
     /// Sends one notification (a replayed S3 event).
-    pub async fn send(&self, body: String) -> Result<(), SqsError> {
+    pub async fn send(&self, body: String) -> Result<(), QueueError> {
         self.client
             .send_message()
             .queue_url(&self.queue_url)
@@ -112,65 +116,56 @@ impl Notifications {
     }
 
     /// Sends up to ten notifications in one SendMessageBatch (replay),
-    /// retrying the entries SQS failed on its side, with backoff. Returns
-    /// the requests made.
-    pub async fn send_batch(&self, bodies: &[String]) -> Result<u64, SqsError> {
-        use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
-        const ATTEMPTS: u32 = 6;
-        let mut backoff =
-            relay_shared::retry::backoff(Duration::from_millis(100), Duration::from_secs(5));
-        let mut pending: Vec<usize> = (0..bodies.len()).collect();
-        let mut requests = 0;
-        let gave_up = |failed: usize, last: String| SqsError::GaveUp {
-            queue: self.queue_url.clone(),
-            failed,
-            last,
-        };
-        for _ in 0..ATTEMPTS {
-            let entries = pending.iter().map(|&i| {
+    /// through the one batch loop: entries SQS failed on its side are
+    /// retried, one it refused as the sender's fault fails the batch.
+    /// Returns the requests made.
+    pub async fn send_batch(&self, bodies: &[String]) -> Result<u64, QueueError> {
+        let entries = bodies
+            .iter()
+            .enumerate()
+            .map(|(i, body)| {
                 SendMessageBatchRequestEntry::builder()
                     .id(i.to_string())
-                    .message_body(&bodies[i])
+                    .message_body(body)
                     .build()
-            });
-            let entries = entries
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| gave_up(pending.len(), e.to_string()))?;
-            requests += 1;
-            let out = self
-                .client
-                .send_message_batch()
-                .queue_url(&self.queue_url)
-                .set_entries(Some(entries))
-                .send()
-                .await
-                .map_err(|e| call_error(&self.queue_url, "SendMessageBatch", e))?;
-            let mut retry = Vec::new();
-            for f in out.failed() {
-                if f.sender_fault {
-                    return Err(SqsError::Refused {
-                        queue: self.queue_url.clone(),
-                        id: f.id.clone(),
-                        code: f.code.clone(),
-                        message: f.message.clone().unwrap_or_default(),
-                    });
-                }
-                retry.extend(f.id.parse::<usize>().ok());
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| QueueError::GaveUp {
+                queue: self.queue_url.clone(),
+                failed: bodies.len(),
+                last: e.to_string(),
+            })?;
+        let judge = |f: &aws_sdk_sqs::types::BatchResultErrorEntry| {
+            if f.sender_fault {
+                Verdict::Stop
+            } else {
+                Verdict::Retry
             }
-            if retry.is_empty() {
-                return Ok(requests);
+        };
+        let result = send_batch(&self.client, &self.queue_url, entries, None, judge).await;
+        let refused = |f: super::sqs::EntryFailure| {
+            let (code, message) = f.reason.split_once(": ").unwrap_or((&f.reason, ""));
+            QueueError::Refused {
+                queue: self.queue_url.clone(),
+                id: f.id.clone(),
+                code: code.to_owned(),
+                message: message.to_owned(),
             }
-            pending = retry;
-            tokio::time::sleep(backoff.next().unwrap_or(Duration::from_secs(5))).await;
+        };
+        match result.unsent {
+            None => Ok(result.requests),
+            Some(Unsent::Stopped(f) | Unsent::UnknownId(f)) => Err(refused(f)),
+            Some(Unsent::Call(e)) => Err(e),
+            Some(Unsent::GaveUp { failed, last }) => Err(QueueError::GaveUp {
+                queue: self.queue_url.clone(),
+                failed,
+                last,
+            }),
         }
-        Err(gave_up(
-            pending.len(),
-            "SQS kept failing entries on its side".into(),
-        ))
     }
 
     /// Deletes a processed notification.
-    pub async fn delete(&self, receipt: &str) -> Result<(), SqsError> {
+    pub async fn delete(&self, receipt: &str) -> Result<(), QueueError> {
         self.client
             .delete_message()
             .queue_url(&self.queue_url)
@@ -185,7 +180,7 @@ impl Notifications {
     /// (ChangeMessageVisibility through its receipt handle): a failed
     /// notification comes back when retrying makes sense, not after the
     /// queue's whole visibility timeout.
-    pub async fn show_again(&self, receipt: &str, after: Duration) -> Result<(), SqsError> {
+    pub async fn show_again(&self, receipt: &str, after: Duration) -> Result<(), QueueError> {
         let secs = i32::try_from(after.as_secs().clamp(1, 43_200)).unwrap_or(43_200);
         self.client
             .change_message_visibility()
@@ -196,5 +191,11 @@ impl Notifications {
             .await
             .map(drop)
             .map_err(|e| call_error(&self.queue_url, "ChangeMessageVisibility", e))
+    }
+}
+
+impl NotificationQueue for SqsNotifications {
+    async fn show_again(&self, receipt: &str, after: Duration) -> Result<(), QueueError> {
+        SqsNotifications::show_again(self, receipt, after).await
     }
 }

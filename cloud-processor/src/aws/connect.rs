@@ -6,43 +6,38 @@
 use relay_shared::client::{ClientOptions, SdkConfig, load_sdk_config, with_timeouts};
 use relay_shared::s3::Bucket;
 
+use super::output_queue::SqsOutput;
+use super::ssm::{SsmError, read_keys};
+use super::startup::{Startup, StartupError};
 use crate::cli::{Aws, Config, ConfigError, timeout_warning};
-use crate::modes::ssm::SsmError;
-use crate::modes::startup::{Startup, StartupError};
-use crate::object::App;
-use crate::output::sink::MessageSink;
-use crate::output::sqs::Output;
-use crate::sqs::SqsError;
+use crate::object::Processor;
+use crate::output::{MessageSink, QueueError};
 
+/// Why the processor could not be built with its clients.
 #[derive(Debug, thiserror::Error)]
-pub enum ServeError {
+pub enum ConnectError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
-    Queue(Box<StartupError<SqsError>>),
+    Queue(Box<StartupError<QueueError>>),
     #[error(transparent)]
     Key(Box<StartupError<SsmError>>),
-    #[error("installing the metrics recorder: {0}")]
-    Metrics(String),
-    #[error("RELAY_METRICS_ADDR {0:?} is not an address such as 0.0.0.0:9898 (or `off`)")]
-    MetricsAddr(String),
-    #[error("the Lambda runtime stopped: {0}")]
-    Runtime(String),
-    #[error("configuring the Lambda from its environment: {0}")]
-    Environment(String),
 }
 
-impl From<StartupError<SsmError>> for ServeError {
+impl From<StartupError<SsmError>> for ConnectError {
     fn from(e: StartupError<SsmError>) -> Self {
         Self::Key(Box::new(e))
     }
 }
 
-impl From<StartupError<SqsError>> for ServeError {
-    fn from(e: StartupError<SqsError>) -> Self {
+impl From<StartupError<QueueError>> for ConnectError {
+    fn from(e: StartupError<QueueError>) -> Self {
         Self::Queue(Box::new(e))
     }
 }
+
+/// The processor as it runs on AWS: objects in S3, chunks to SQS.
+pub type AwsProcessor = Processor<Bucket, SqsOutput>;
 
 /// The processor with its clients, built once: S3 with timeouts that fit
 /// inside the lease, and the output queue with its limits read.
@@ -50,7 +45,7 @@ pub async fn connect(
     config: Config,
     aws: Aws,
     startup: &Startup,
-) -> Result<(App, SdkConfig), ServeError> {
+) -> Result<(AwsProcessor, SdkConfig), ConnectError> {
     let protocol = aws.protocol(&config.raw_prefix)?;
     let mut settings = config.summary();
     settings.extend(aws.summary());
@@ -62,7 +57,7 @@ pub async fn connect(
         &load_sdk_config().await,
         aws.timeouts.resolve(Some(aws.lease_ttl_secs)),
     );
-    let config = crate::modes::ssm::read_keys(config, &sdk, startup).await?;
+    let config = read_keys(config, &sdk, startup).await?;
     // Objects are read from the bucket each event names.
     let store = Bucket::connect(
         &sdk,
@@ -73,7 +68,7 @@ pub async fn connect(
     );
     let output = startup
         .wait_for("SQS", "reading the output queue's attributes", || {
-            Output::open(
+            SqsOutput::open(
                 &sdk,
                 &aws.output_queue_url,
                 &aws.fifo_group_id,
@@ -82,11 +77,11 @@ pub async fn connect(
         })
         .await?;
     tracing::info!(queue = %output.queue_url(), max_message_bytes = output.max_message_bytes(), fifo = output.is_fifo(), "output queue");
-    let mut app = App::new(config, protocol, store, output);
+    let mut app = Processor::new(config, protocol, store, output);
     if let Some(url) = aws.canary_queue_url.as_deref().filter(|u| !u.is_empty()) {
         let canary = startup
             .wait_for("SQS", "reading the canary queue's attributes", || {
-                Output::open(&sdk, url, &aws.fifo_group_id, None)
+                SqsOutput::open(&sdk, url, &aws.fifo_group_id, None)
             })
             .await?;
         tracing::info!(queue = %canary.queue_url(), "canary queue");

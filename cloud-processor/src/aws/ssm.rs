@@ -5,8 +5,8 @@ use aws_sdk_ssm::error::{ProvideErrorMetadata, SdkError};
 use relay_shared::client::SdkConfig;
 use relay_shared::retry::{Class, Classified, classify};
 
+use super::startup::{Startup, StartupError};
 use crate::cli::Config;
-use crate::modes::startup::{Startup, StartupError};
 use crate::pipeline::rules::HmacKey;
 
 /// What the module's Terraform writes into the parameter it creates, for

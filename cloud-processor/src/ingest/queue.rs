@@ -1,0 +1,40 @@
+//! The notification queue, as handling an event needs it: a failed
+//! notification made visible again when retrying makes sense. SQS's is
+//! `aws::notification_queue`.
+
+use std::future::Future;
+use std::time::Duration;
+
+use crate::output::QueueError;
+
+/// The queue notifications come from.
+pub trait NotificationQueue: Send + Sync {
+    /// Makes a received notification visible again `after` from now.
+    fn show_again(
+        &self,
+        receipt: &str,
+        after: Duration,
+    ) -> impl Future<Output = Result<(), QueueError>> + Send;
+}
+
+/// No notification queue: a failed notification comes back after the
+/// queue's visibility timeout.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoQueue;
+
+impl NotificationQueue for NoQueue {
+    async fn show_again(&self, _receipt: &str, _after: Duration) -> Result<(), QueueError> {
+        Ok(())
+    }
+}
+
+/// A queue that may not be configured: without one, nothing is shown again
+/// early.
+impl<N: NotificationQueue> NotificationQueue for Option<N> {
+    async fn show_again(&self, receipt: &str, after: Duration) -> Result<(), QueueError> {
+        match self {
+            Some(queue) => queue.show_again(receipt, after).await,
+            None => Ok(()),
+        }
+    }
+}
