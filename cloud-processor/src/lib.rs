@@ -54,5 +54,5 @@ pub mod fuzzing {
     pub use crate::pipeline::json::is_ws;
     pub use crate::pipeline::project::RecordError;
     pub use crate::pipeline::reader::{Accounting, Item, Reader};
-    pub use crate::pipeline::stream::{Fed, Streamer};
+    pub use crate::pipeline::stream::{FeedOutcome, Streamer};
 }

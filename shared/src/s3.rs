@@ -16,8 +16,8 @@ use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPa
 use crate::client::{ClientOptions, SdkConfig, s3_client};
 use crate::retry::{Class, classify};
 use crate::store::{
-    Children, Failure, Got, Head, Listed, Listing, ObjectStore, PAGE_LIMIT, Page, Part, PutMode,
-    PutOptions, PutResult, S3Error, Small,
+    Children, Download, Failure, Head, Listed, Listing, ObjectStore, PAGE_LIMIT, Page, Part,
+    PutMode, PutOptions, PutResult, S3Error, SmallObject,
 };
 
 /// Maps any S3 operation's SDK error into [`S3Error`]. `mode` decides what a 412
@@ -251,7 +251,7 @@ impl ObjectStore for Bucket {
         Self::new(self.client.clone(), name)
     }
 
-    async fn get(&self, key: &str, version_id: Option<&str>) -> Result<Got, S3Error> {
+    async fn get(&self, key: &str, version_id: Option<&str>) -> Result<Download, S3Error> {
         let out = self
             .client
             .get_object()
@@ -261,13 +261,13 @@ impl ObjectStore for Bucket {
             .send()
             .await
             .map_err(self.err(key, "GetObject", None))?;
-        Ok(Got {
+        Ok(Download {
             head: head_of!(out),
             body: Box::new(out.body.into_async_read()),
         })
     }
 
-    async fn get_small(&self, key: &str) -> Result<Small, S3Error> {
+    async fn get_small(&self, key: &str) -> Result<SmallObject, S3Error> {
         let date = ServerDate::default();
         let out = self
             .client
@@ -286,7 +286,7 @@ impl ObjectStore for Bucket {
             .collect()
             .await
             .map_err(|e| self.body_error(key, "GetObject", e))?;
-        Ok(Small {
+        Ok(SmallObject {
             bytes: bytes.to_vec(),
             etag,
             last_modified_ms,

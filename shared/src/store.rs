@@ -46,7 +46,7 @@ pub struct PutResult {
 
 /// A small object read whole, with S3's times.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Small {
+pub struct SmallObject {
     pub bytes: Vec<u8>,
     pub etag: Option<String>,
     /// `Last-Modified`, in ms since the epoch (S3 keeps whole seconds).
@@ -71,14 +71,16 @@ pub struct Head {
 pub type Body = Box<dyn tokio::io::AsyncRead + Send + Unpin>;
 
 /// An object being read: what S3 said about it, then its bytes.
-pub struct Got {
+pub struct Download {
     pub head: Head,
     pub body: Body,
 }
 
-impl fmt::Debug for Got {
+impl fmt::Debug for Download {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Got").field("head", &self.head).finish()
+        f.debug_struct("Download")
+            .field("head", &self.head)
+            .finish()
     }
 }
 
@@ -149,10 +151,10 @@ pub trait ObjectStore: Clone + Send + Sync + 'static {
         &self,
         key: &str,
         version_id: Option<&str>,
-    ) -> impl Future<Output = Result<Got, S3Error>> + Send;
+    ) -> impl Future<Output = Result<Download, S3Error>> + Send;
     /// Reads a whole small object with the times S3 gave: when it was stored,
     /// and S3's own clock when it answered, so an age is judged by one clock.
-    fn get_small(&self, key: &str) -> impl Future<Output = Result<Small, S3Error>> + Send;
+    fn get_small(&self, key: &str) -> impl Future<Output = Result<SmallObject, S3Error>> + Send;
     /// Stores `body` at `key` under `mode`.
     fn put(
         &self,

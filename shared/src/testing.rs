@@ -16,6 +16,7 @@ pub mod contract;
 mod fault_proxy;
 mod mem;
 mod sink_s3;
+pub mod source;
 mod transport;
 use crate::s3::Bucket;
 pub use fault_proxy::{FaultProxy, Faults};

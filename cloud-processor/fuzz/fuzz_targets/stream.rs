@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 
 use cloud_processor::fuzzing::is_ws;
 use cloud_processor::{Missing, Projection, parse_fields};
-use cloud_processor::fuzzing::{Fed, Streamer};
+use cloud_processor::fuzzing::{FeedOutcome, Streamer};
 use libfuzzer_sys::fuzz_target;
 
 fn projection() -> &'static Projection {
@@ -31,15 +31,15 @@ fn streamed(p: &Projection, record: &[u8], piece: usize) -> Option<Vec<u8>> {
         let n = piece.min(rest.len());
         let (head, tail) = rest.split_at(n);
         match s.feed(head).unwrap() {
-            Fed::More if tail.is_empty() => return None,
-            Fed::More => rest = tail,
-            Fed::Done(k) => {
+            FeedOutcome::More if tail.is_empty() => return None,
+            FeedOutcome::More => rest = tail,
+            FeedOutcome::Done(k) => {
                 if !head[k..].iter().chain(tail).all(|b| is_ws(*b)) {
                     return None;
                 }
                 break;
             }
-            Fed::Invalid => return None,
+            FeedOutcome::Invalid => return None,
         }
     }
     let mut out = Vec::new();

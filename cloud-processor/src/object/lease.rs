@@ -18,7 +18,7 @@
 
 use std::time::Instant;
 
-use relay_shared::store::{ObjectStore, PutMode, S3Error, Small};
+use relay_shared::store::{ObjectStore, PutMode, S3Error, SmallObject};
 use serde::{Deserialize, Serialize};
 
 use crate::object::marker::{DoneMarker, StateKeys, StateObjects};
@@ -128,7 +128,7 @@ impl Lease {
 /// How much longer a lease read as `stored` binds other processors. By
 /// S3's clock where S3 gave its times; by the holder's written expiry
 /// against `local_now_ms` only for leases of older processors.
-pub fn remaining_ms(lease: &Lease, stored: &Small, local_now_ms: u64) -> u64 {
+pub fn remaining_ms(lease: &Lease, stored: &SmallObject, local_now_ms: u64) -> u64 {
     match (lease.ttl_ms, stored.last_modified_ms, stored.server_now_ms) {
         (Some(0), _, _) => 0,
         (Some(ttl), Some(written), Some(now)) => {
@@ -143,7 +143,7 @@ pub fn remaining_ms(lease: &Lease, stored: &Small, local_now_ms: u64) -> u64 {
 /// At most how long ago, by S3's clock, the lease's holder may have started
 /// a send it never recorded: its last write, plus what a releasing holder
 /// noted. `None` without S3's times.
-pub fn unrecorded_age_ms(lease: &Lease, stored: &Small) -> Option<u64> {
+pub fn unrecorded_age_ms(lease: &Lease, stored: &SmallObject) -> Option<u64> {
     let (written, now) = (stored.last_modified_ms?, stored.server_now_ms?);
     let since_write = u64::try_from(now.saturating_sub(written)).unwrap_or(0) + S3_CLOCK_GRAIN_MS;
     Some(since_write + lease.unrecorded_for_ms)
@@ -290,7 +290,7 @@ pub async fn acquire<S: ObjectStore>(
 async fn take_over<S: ObjectStore>(
     store: &StateObjects<'_, S>,
     keys: &StateKeys,
-    stored: &Small,
+    stored: &SmallObject,
     fresh: Lease,
     sole: bool,
     now_ms: u64,
@@ -425,7 +425,7 @@ async fn rewrite<S: ObjectStore>(
         Err(S3Error::Precondition { .. }) => match store.read(&keys.lease).await? {
             // The write took effect and its answer was lost, so the SDK's
             // retry met our own new ETag: the lease holds what we wrote.
-            Some(Small {
+            Some(SmallObject {
                 bytes: stored,
                 etag: Some(etag),
                 ..

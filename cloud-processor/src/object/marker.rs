@@ -3,7 +3,7 @@
 //! lease, and the rejects and quarantine reports. Every request on them goes
 //! through [`StateObjects`], which counts it.
 
-use relay_shared::store::{ObjectStore, PutMode, PutOptions, S3Error, Small};
+use relay_shared::store::{ObjectStore, PutMode, PutOptions, S3Error, SmallObject};
 use serde::{Deserialize, Serialize};
 
 fn is_zero(v: &u64) -> bool {
@@ -130,7 +130,7 @@ impl<'a, S: ObjectStore> StateObjects<'a, S> {
     }
 
     /// The object with its ETag and S3's times, or `None` if it does not exist.
-    pub async fn read(&self, key: &str) -> Result<Option<Small>, S3Error> {
+    pub async fn read(&self, key: &str) -> Result<Option<SmallObject>, S3Error> {
         count("get");
         match self.store.get_small(key).await {
             Ok(small) => Ok(Some(small)),

@@ -50,7 +50,7 @@ impl Container {
 
 /// What a byte outside any token does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
+pub enum Action {
     /// `{` or `[` opens a container where a value may be.
     Open(Container),
     /// `"` starts a string value.
@@ -86,28 +86,28 @@ use reason::*;
 
 /// What byte `b` does where `expect` holds, `inside` the innermost open
 /// container (`None` at the top level). Whitespace is the caller's to skip.
-pub fn step(expect: Expect, b: u8, inside: Option<Container>) -> Step {
+pub fn action(expect: Expect, b: u8, inside: Option<Container>) -> Action {
     use Expect::*;
     match (expect, b) {
-        (Value | ValueOrClose, b'{') => Step::Open(Container::Object),
-        (Value | ValueOrClose, b'[') => Step::Open(Container::Array),
-        (Value | ValueOrClose, b'"') => Step::String,
-        (ValueOrClose, b']') => Step::Close,
-        (Value | ValueOrClose, b'}' | b']' | b',' | b':') => Step::Unexpected(EXPECTED_VALUE),
-        (Value | ValueOrClose, _) => Step::Scalar,
-        (KeyOrClose, b'}') => Step::Close,
-        (Key | KeyOrClose, b'"') => Step::Key,
-        (Key, _) => Step::Unexpected(KEY_AFTER_COMMA),
-        (KeyOrClose, _) => Step::Unexpected(KEY_OR_CLOSE),
-        (Colon, b':') => Step::Colon,
-        (Colon, _) => Step::Unexpected(COLON),
+        (Value | ValueOrClose, b'{') => Action::Open(Container::Object),
+        (Value | ValueOrClose, b'[') => Action::Open(Container::Array),
+        (Value | ValueOrClose, b'"') => Action::String,
+        (ValueOrClose, b']') => Action::Close,
+        (Value | ValueOrClose, b'}' | b']' | b',' | b':') => Action::Unexpected(EXPECTED_VALUE),
+        (Value | ValueOrClose, _) => Action::Scalar,
+        (KeyOrClose, b'}') => Action::Close,
+        (Key | KeyOrClose, b'"') => Action::Key,
+        (Key, _) => Action::Unexpected(KEY_AFTER_COMMA),
+        (KeyOrClose, _) => Action::Unexpected(KEY_OR_CLOSE),
+        (Colon, b':') => Action::Colon,
+        (Colon, _) => Action::Unexpected(COLON),
         (CommaOrClose, b',') => match inside {
-            Some(c) => Step::Comma(c),
-            None => Step::Unexpected(AFTER_VALUE),
+            Some(c) => Action::Comma(c),
+            None => Action::Unexpected(AFTER_VALUE),
         },
-        (CommaOrClose, b'}') if inside == Some(Container::Object) => Step::Close,
-        (CommaOrClose, b']') if inside == Some(Container::Array) => Step::Close,
-        (CommaOrClose, _) => Step::Unexpected(match inside {
+        (CommaOrClose, b'}') if inside == Some(Container::Object) => Action::Close,
+        (CommaOrClose, b']') if inside == Some(Container::Array) => Action::Close,
+        (CommaOrClose, _) => Action::Unexpected(match inside {
             Some(Container::Array) => ARRAY_COMMA,
             Some(Container::Object) => OBJECT_COMMA,
             None => AFTER_VALUE,
@@ -141,12 +141,12 @@ mod tests {
             let mut i = 0;
             while i < text.len() {
                 let b = text[i];
-                match step(expect, b, stack.last().copied()) {
-                    Step::Open(c) => {
+                match action(expect, b, stack.last().copied()) {
+                    Action::Open(c) => {
                         stack.push(c);
                         expect = c.first();
                     }
-                    Step::String | Step::Key => {
+                    Action::String | Action::Key => {
                         let end = i + 1 + text[i + 1..].iter().position(|&c| c == b'"').unwrap();
                         i = end;
                         expect = if expect == Expect::Key || expect == Expect::KeyOrClose {
@@ -155,19 +155,19 @@ mod tests {
                             Expect::CommaOrClose
                         };
                     }
-                    Step::Scalar => {
+                    Action::Scalar => {
                         while i + 1 < text.len() && !is_structural(text[i + 1]) {
                             i += 1;
                         }
                         expect = Expect::CommaOrClose;
                     }
-                    Step::Colon => expect = Expect::Value,
-                    Step::Comma(c) => expect = c.after_comma(),
-                    Step::Close => {
+                    Action::Colon => expect = Expect::Value,
+                    Action::Comma(c) => expect = c.after_comma(),
+                    Action::Close => {
                         stack.pop();
                         expect = Expect::CommaOrClose;
                     }
-                    Step::Unexpected(why) => {
+                    Action::Unexpected(why) => {
                         panic!("{why} at {i} of {}", String::from_utf8_lossy(text))
                     }
                 }
@@ -182,30 +182,30 @@ mod tests {
         let obj = Some(Container::Object);
         let arr = Some(Container::Array);
         assert_eq!(
-            step(Expect::KeyOrClose, b'1', obj),
-            Step::Unexpected(KEY_OR_CLOSE)
+            action(Expect::KeyOrClose, b'1', obj),
+            Action::Unexpected(KEY_OR_CLOSE)
         );
         assert_eq!(
-            step(Expect::Key, b'}', obj),
-            Step::Unexpected(KEY_AFTER_COMMA)
+            action(Expect::Key, b'}', obj),
+            Action::Unexpected(KEY_AFTER_COMMA)
         );
-        assert_eq!(step(Expect::Colon, b',', obj), Step::Unexpected(COLON));
+        assert_eq!(action(Expect::Colon, b',', obj), Action::Unexpected(COLON));
         assert_eq!(
-            step(Expect::CommaOrClose, b']', obj),
-            Step::Unexpected("expected `,` or `}` in an object")
-        );
-        assert_eq!(
-            step(Expect::CommaOrClose, b'}', arr),
-            Step::Unexpected("expected `,` or `]` in an array")
+            action(Expect::CommaOrClose, b']', obj),
+            Action::Unexpected("expected `,` or `}` in an object")
         );
         assert_eq!(
-            step(Expect::Value, b']', arr),
-            Step::Unexpected(EXPECTED_VALUE)
+            action(Expect::CommaOrClose, b'}', arr),
+            Action::Unexpected("expected `,` or `]` in an array")
         );
-        assert_eq!(step(Expect::ValueOrClose, b']', arr), Step::Close);
         assert_eq!(
-            step(Expect::CommaOrClose, b',', None),
-            Step::Unexpected(AFTER_VALUE)
+            action(Expect::Value, b']', arr),
+            Action::Unexpected(EXPECTED_VALUE)
+        );
+        assert_eq!(action(Expect::ValueOrClose, b']', arr), Action::Close);
+        assert_eq!(
+            action(Expect::CommaOrClose, b',', None),
+            Action::Unexpected(AFTER_VALUE)
         );
         // The texts are the ones people see.
         assert_eq!(KEY_OR_CLOSE, "expected a string key or `}`");

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::store::{
-    Children, Got, Head, Listed, Listing, ObjectStore, PAGE_LIMIT, Page, Part, PutMode, PutOptions,
-    PutResult, S3Error, Small,
+    Children, Download, Head, Listed, Listing, ObjectStore, PAGE_LIMIT, Page, Part, PutMode,
+    PutOptions, PutResult, S3Error, SmallObject,
 };
 
 /// A fault to inject into one call.
@@ -356,7 +356,7 @@ impl ObjectStore for MemStore {
         }
     }
 
-    async fn get(&self, key: &str, version_id: Option<&str>) -> Result<Got, S3Error> {
+    async fn get(&self, key: &str, version_id: Option<&str>) -> Result<Download, S3Error> {
         let o = self.call("GetObject", key, false, |s| {
             s.objects
                 .get(&self.id(key))
@@ -364,18 +364,18 @@ impl ObjectStore for MemStore {
                 .cloned()
                 .ok_or_else(|| self.not_found(key))
         })?;
-        Ok(Got {
+        Ok(Download {
             head: Self::head_of(&o),
             body: Box::new(std::io::Cursor::new(o.bytes)),
         })
     }
 
-    async fn get_small(&self, key: &str) -> Result<Small, S3Error> {
+    async fn get_small(&self, key: &str) -> Result<SmallObject, S3Error> {
         self.call("GetObject", key, false, |s| {
             let now = Self::now(s);
             s.objects
                 .get(&self.id(key))
-                .map(|o| Small {
+                .map(|o| SmallObject {
                     bytes: o.bytes.clone(),
                     etag: Some(o.etag.clone()),
                     last_modified_ms: Some(whole_seconds(o.written_ms)),

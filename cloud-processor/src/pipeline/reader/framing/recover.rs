@@ -20,23 +20,11 @@
 
 use std::io::{self, Read};
 
-use super::{Bad, Cat, EXCERPT_BYTES, Large, Reader, Reject, State, Step, excerpt};
+use super::{ByteKind, Flaw, Found, Layout, Reader, State};
 use crate::pipeline::grammar::{self, Container, Expect};
 use crate::pipeline::json;
+use crate::pipeline::reader::item::{EXCERPT_BYTES, Large, Reject, excerpt};
 use crate::pipeline::stream::{Failure, Streamer};
-
-/// How the records of the current body or array are laid out, as learned
-/// from its first one: where a record can begin after a broken one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Layout {
-    /// Records begin lines, after this many spaces or tabs.
-    Lines(usize),
-    /// Array elements follow each other on a line: one begins after a comma.
-    Inline,
-    /// The first element of an array that began on the `[`'s line: not
-    /// known yet, so both kinds of place count (line starts at this indent).
-    Either(usize),
-}
 
 /// How the walk over a bad record ended.
 #[derive(Debug, Clone, Copy)]
@@ -126,13 +114,13 @@ const SWALLOW_SPAN: usize = 16;
 
 impl<R: Read> Reader<'_, R> {
     /// A bad record at `start`: reports it and moves past it.
-    pub(super) fn bad(&mut self, start: usize, bad: Bad, what: &str) -> io::Result<Step> {
+    pub(super) fn bad(&mut self, start: usize, bad: Flaw, what: &str) -> io::Result<Found> {
         let reason = match bad {
-            Bad::Invalid { at, reason } => {
+            Flaw::Invalid { at, reason } => {
                 format!("invalid JSON: {reason} (at byte {} of {what})", at - start)
             }
-            Bad::Truncated => "the file ends inside this record (truncated)".to_owned(),
-            Bad::Oversized => format!(
+            Flaw::Truncated => "the file ends inside this record (truncated)".to_owned(),
+            Flaw::Oversized => format!(
                 "the record is larger than the record size limit ({} bytes)",
                 self.max_record_bytes
             ),
@@ -141,15 +129,15 @@ impl<R: Read> Reader<'_, R> {
         // Where validation gave up, to tell afterwards whether the region
         // ended before it (the record was cut short by the next one).
         let gave_up = match bad {
-            Bad::Invalid { at, .. } => self.abs(at),
-            Bad::Oversized => self.abs(start) + self.max_record_bytes as u64,
-            Bad::Truncated => u64::MAX,
+            Flaw::Invalid { at, .. } => self.abs(at),
+            Flaw::Oversized => self.abs(start) + self.max_record_bytes as u64,
+            Flaw::Truncated => u64::MAX,
         };
         let layout = self.layout();
         // A record over the window may still be one: the walk that finds
         // its end feeds it to a parser that checks and projects it.
         let streamed = match (bad, self.large, self.projection) {
-            (Bad::Oversized, Some(limit), Some(root)) if self.buf[start] == b'{' => {
+            (Flaw::Oversized, Some(limit), Some(root)) if self.buf[start] == b'{' => {
                 self.tee = Some(Streamer::new(root, self.slots.len(), limit));
                 self.tee_from = self.abs(start);
                 Some(self.acct.rejected_bytes)
@@ -160,10 +148,10 @@ impl<R: Read> Reader<'_, R> {
         if let Some(rejected_before) = streamed
             && let Some(large) = self.streamed_record(walk, rejected_before, &mut reject, what)?
         {
-            return Ok(Step::Large(large));
+            return Ok(Found::Large(large));
         }
         match walk {
-            Walk::End(end) => self.take(Cat::Rejected, end),
+            Walk::End(end) => self.take(ByteKind::Rejected, end),
             // In an array written on one line no line end shows where an
             // element cut short stops. A string cut short swallows what
             // follows up to the next quote, the next element's `,{"`: resume
@@ -171,18 +159,18 @@ impl<R: Read> Reader<'_, R> {
             // making sense: values before that point belong to it and are
             // never taken for elements.
             Walk::Swallowed(next) if matches!(layout, Layout::Inline | Layout::Either(_)) => {
-                self.take(Cat::Rejected, next);
+                self.take(ByteKind::Rejected, next);
                 self.array_col = None;
             }
             Walk::Swallowed(at) => {
-                self.take(Cat::Rejected, at);
+                self.take(ByteKind::Rejected, at);
                 self.search(true, None)?;
             }
             Walk::Truncated(at, col) => {
-                self.take(Cat::Rejected, at);
+                self.take(ByteKind::Rejected, at);
                 self.search(true, col)?;
             }
-            Walk::Eof => self.take(Cat::Rejected, self.buf.len()),
+            Walk::Eof => self.take(ByteKind::Rejected, self.buf.len()),
         }
         let at_end = self.pos == self.buf.len() && self.eof;
         if !at_end && self.abs(self.pos) <= gave_up {
@@ -193,7 +181,7 @@ impl<R: Read> Reader<'_, R> {
                 "{what} is incomplete: the next record begins on line {line}, before it ends"
             );
         }
-        Ok(Step::Reject(self.finish_reject(reject)))
+        Ok(Found::Reject(self.finish_reject(reject)))
     }
 
     /// A record over the window, walked to its end while its bytes were fed
@@ -224,7 +212,7 @@ impl<R: Read> Reader<'_, R> {
             let passed = self.acct.rejected_bytes - rejected_before;
             self.acct.rejected_bytes -= passed;
             self.acct.record_bytes += passed;
-            self.take(Cat::Record, end);
+            self.take(ByteKind::Record, end);
             return Ok(Some(Large {
                 line: reject.line,
                 offset: reject.offset,
@@ -333,7 +321,7 @@ impl<R: Read> Reader<'_, R> {
             let keep = *i - LOOKBACK;
             if keep > self.pos {
                 self.feed_tee(keep)?;
-                self.take(Cat::Rejected, keep);
+                self.take(ByteKind::Rejected, keep);
                 self.compact();
                 *i = self.pos + LOOKBACK;
             }
@@ -360,22 +348,22 @@ impl<R: Read> Reader<'_, R> {
                 Container::Array
             }
         });
-        match grammar::step(w.expect, b, inside) {
-            grammar::Step::String => {
+        match grammar::action(w.expect, b, inside) {
+            grammar::Action::String => {
                 w.in_str = true;
                 w.expect = Expect::CommaOrClose;
             }
-            grammar::Step::Key => {
+            grammar::Action::Key => {
                 w.in_str = true;
                 w.expect = Expect::Colon;
             }
-            grammar::Step::Open(c) => {
+            grammar::Action::Open(c) => {
                 self.stack.push(b);
                 w.expect = c.first();
             }
-            grammar::Step::Colon => w.expect = Expect::Value,
-            grammar::Step::Comma(c) => w.expect = c.after_comma(),
-            grammar::Step::Close => {
+            grammar::Action::Colon => w.expect = Expect::Value,
+            grammar::Action::Comma(c) => w.expect = c.after_comma(),
+            grammar::Action::Close => {
                 self.stack.pop();
                 if self.stack.is_empty() {
                     return Some(Walk::End(i + 1));
@@ -383,11 +371,11 @@ impl<R: Read> Reader<'_, R> {
                 w.expect = Expect::CommaOrClose;
             }
             // A bare word: a bad token where a value may be.
-            grammar::Step::Scalar => {
+            grammar::Action::Scalar => {
                 w.in_word = true;
                 w.expect = Expect::CommaOrClose;
             }
-            grammar::Step::Unexpected(_) => {
+            grammar::Action::Unexpected(_) => {
                 return self.walk_off_grammar(w, b, i, top, first, before);
             }
         }
@@ -490,11 +478,11 @@ impl<R: Read> Reader<'_, R> {
         let mut i = self.pos;
         loop {
             if i >= self.buf.len() {
-                self.take(Cat::Rejected, i);
+                self.take(ByteKind::Rejected, i);
                 self.compact();
                 i = self.pos;
                 if !self.fill()? {
-                    self.take(Cat::Rejected, self.buf.len());
+                    self.take(ByteKind::Rejected, self.buf.len());
                     return Ok(());
                 }
             }
@@ -508,7 +496,7 @@ impl<R: Read> Reader<'_, R> {
                 }
             };
             if candidate && self.abs(i) > first {
-                self.take(Cat::Rejected, i);
+                self.take(ByteKind::Rejected, i);
                 if self.resumes_here(i, after_comma)? {
                     self.array_col = col;
                     return Ok(());
@@ -562,7 +550,7 @@ impl<R: Read> Reader<'_, R> {
             // Valid as far as the record limit: a record that begins here,
             // too large, to be rejected on its own. Searching on inside it
             // would enter its nested values.
-            Err(Bad::Oversized) => return Ok(true),
+            Err(Flaw::Oversized) => return Ok(true),
             // A bad record whose brackets still close is the next record,
             // bad in itself: the region ends here and it gets its own report.
             // Searching on inside it could take its nested values for records.

@@ -1,28 +1,16 @@
-//! The projection of one record too large for the reader's window, as a push
-//! parser: it checks the record as [`crate::pipeline::json`] does while the reader
-//! streams it past, and copies the wanted values into spools (memory, then a
-//! temporary file), so that no part of the record is ever held whole.
-//!
-//! Speed matters little here (records over the window are rare); agreement
-//! with the in-window path matters a lot, and is what the tests check: the
-//! same input gives the same validity and the same projected bytes whichever
-//! path reads it, however the input is split.
+//! The push parser over one record too large for the window: it checks the
+//! record as [`crate::pipeline::json`] does while the reader streams it past,
+//! and copies the wanted values into [`Spool`]s.
 
-use std::collections::VecDeque;
-use std::io::{self, Read, Seek, SeekFrom, Write};
-
-use tempfile::SpooledTempFile;
+use std::io;
 
 use crate::pipeline::grammar::reason::EXPECTED_VALUE;
-use crate::pipeline::grammar::{self, Container, Expect, Step};
+use crate::pipeline::grammar::{self, Action, Container, Expect};
 use crate::pipeline::json::{self, Node};
-use crate::pipeline::project::{Missing, Projection, Seen};
-use crate::pipeline::rules::{self, Kind, Transform};
 
-/// What a spool holds in memory before it moves to a temporary file.
-const SPOOL_MEMORY_BYTES: usize = 1 << 20;
-/// Bytes gathered before they are escaped and written to the spool.
-const SPOOL_BATCH_BYTES: usize = 64 << 10;
+use super::captured::Captured;
+use super::spool::Spool;
+
 /// Keys on a projected path are held to be matched; longer ones cannot name
 /// a field, and an escaped one this long is refused (it cannot be decoded
 /// without holding it).
@@ -76,84 +64,6 @@ struct Frame<'p> {
     index: usize,
 }
 
-/// A captured value: compact JSON text, with U+FFFE and U+FFFF escaped as
-/// [`crate::pipeline::compact::escape_for_sqs`] does.
-#[derive(Debug)]
-pub struct Spool {
-    file: SpooledTempFile,
-    batch: Vec<u8>,
-    len: u64,
-    /// The value's first byte, and whether a number has a fraction or an
-    /// exponent: enough to know its kind.
-    first: Option<u8>,
-    fraction: bool,
-}
-
-impl Spool {
-    fn new() -> Self {
-        Self {
-            file: SpooledTempFile::new(SPOOL_MEMORY_BYTES),
-            batch: Vec::new(),
-            len: 0,
-            first: None,
-            fraction: false,
-        }
-    }
-
-    /// The value's kind and length (compact, as it is sent).
-    fn seen(&self) -> (Kind, u64) {
-        let first = self.first.unwrap_or(b'n');
-        (
-            Kind::from_first(first, self.fraction),
-            self.len + self.batch.len() as u64,
-        )
-    }
-
-    /// The whole value, read back: for `hmac()`, whose values are bounded.
-    fn read_all(mut self) -> io::Result<Vec<u8>> {
-        self.flush(true)?;
-        self.file.seek(SeekFrom::Start(0))?;
-        let mut text = Vec::new();
-        self.file.take(self.len).read_to_end(&mut text)?;
-        Ok(text)
-    }
-
-    fn push(&mut self, run: &[u8]) -> io::Result<()> {
-        let first = *self
-            .first
-            .get_or_insert(run.first().copied().unwrap_or(b'n'));
-        if rules::is_number_start(first) {
-            self.fraction |= rules::has_fraction(run);
-        }
-        self.batch.extend_from_slice(run);
-        if self.batch.len() >= SPOOL_BATCH_BYTES {
-            self.flush(false)?;
-        }
-        Ok(())
-    }
-
-    /// Writes the batch, escaped. Unless `last`, a tail that may begin U+FFFE
-    /// or U+FFFF (`EF` or `EF BF`) waits for the bytes that decide it.
-    fn flush(&mut self, last: bool) -> io::Result<()> {
-        let hold = if last {
-            0
-        } else {
-            match self.batch[..] {
-                [.., 0xEF, 0xBF] => 2,
-                [.., 0xEF] => 1,
-                _ => 0,
-            }
-        };
-        let held = self.batch.split_off(self.batch.len() - hold);
-        crate::pipeline::compact::escape_for_sqs(&mut self.batch, 0);
-        self.file.write_all(&self.batch)?;
-        self.len += self.batch.len() as u64;
-        self.batch.clear();
-        self.batch.extend_from_slice(&held);
-        Ok(())
-    }
-}
-
 /// Why a record is not taken.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failure {
@@ -178,7 +88,7 @@ impl std::fmt::Display for Failure {
 
 /// How far a feed got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fed {
+pub enum FeedOutcome {
     /// The record is not over yet.
     More,
     /// The record ended after this many bytes of the slice.
@@ -243,25 +153,25 @@ impl<'p> Streamer<'p> {
         self.fed
     }
 
-    fn fail(&mut self, failure: Failure) -> Fed {
+    fn fail(&mut self, failure: Failure) -> FeedOutcome {
         if self.failure.is_none() {
             self.failure = Some(failure);
         }
-        Fed::Invalid
+        FeedOutcome::Invalid
     }
 
-    fn invalid(&mut self, at: u64, reason: &'static str) -> Fed {
+    fn invalid(&mut self, at: u64, reason: &'static str) -> FeedOutcome {
         self.fail(Failure::Invalid { at, reason })
     }
 
     /// Feeds the record's next bytes. An error is a failure to write a
     /// spool, never a verdict on the record.
-    pub fn feed(&mut self, bytes: &[u8]) -> io::Result<Fed> {
+    pub fn feed(&mut self, bytes: &[u8]) -> io::Result<FeedOutcome> {
         if self.failure.is_some() {
-            return Ok(Fed::Invalid);
+            return Ok(FeedOutcome::Invalid);
         }
         if self.phase == Phase::Done {
-            return Ok(Fed::Done(0));
+            return Ok(FeedOutcome::Done(0));
         }
         if self.fed + bytes.len() as u64 > self.limit {
             let limit = self.limit;
@@ -296,13 +206,13 @@ impl<'p> Streamer<'p> {
                 let used = &bytes[..=i];
                 return Ok(match self.check_utf8(used, base) {
                     Some(at) => self.invalid(at, "invalid UTF-8"),
-                    None => Fed::Done(i + 1),
+                    None => FeedOutcome::Done(i + 1),
                 });
             }
         }
         Ok(match self.check_utf8(bytes, base) {
             Some(at) => self.invalid(at, "invalid UTF-8"),
-            None => Fed::More,
+            None => FeedOutcome::More,
         })
     }
 
@@ -602,14 +512,14 @@ impl<'p> Streamer<'p> {
                 Container::Object
             }
         });
-        match grammar::step(expect, b, inside) {
-            Step::Open(_) | Step::String | Step::Scalar => {
+        match grammar::action(expect, b, inside) {
+            Action::Open(_) | Action::String | Action::Scalar => {
                 if expect == Expect::ValueOrClose {
                     self.pending = self.array_child();
                 }
                 self.value(b)
             }
-            Step::Key => {
+            Action::Key => {
                 self.capture(b)?;
                 self.key.clear();
                 self.key_long = false;
@@ -617,12 +527,12 @@ impl<'p> Streamer<'p> {
                 self.token = Token::Str { key: true, esc: 0 };
                 Ok(None)
             }
-            Step::Colon => {
+            Action::Colon => {
                 self.capture(b)?;
                 self.phase = Phase::In(Expect::Value);
                 Ok(None)
             }
-            Step::Comma(container) => {
+            Action::Comma(container) => {
                 self.capture(b)?;
                 if container == Container::Array {
                     if let Some(f) = self.frames.last_mut() {
@@ -633,8 +543,8 @@ impl<'p> Streamer<'p> {
                 self.phase = Phase::In(container.after_comma());
                 Ok(None)
             }
-            Step::Close => self.close(b),
-            Step::Unexpected(reason) => Ok(Some(reason)),
+            Action::Close => self.close(b),
+            Action::Unexpected(reason) => Ok(Some(reason)),
         }
     }
 
@@ -657,162 +567,12 @@ impl<'p> Streamer<'p> {
     }
 }
 
-/// The wanted values of one large record.
-#[derive(Debug)]
-pub struct Captured {
-    slots: Vec<Option<Spool>>,
-}
-
-impl Captured {
-    /// Per configured field, whether the record has it.
-    pub fn found(&self) -> impl Iterator<Item = bool> + '_ {
-        self.slots.iter().map(Option::is_some)
-    }
-
-    /// Per configured field, its value's kind and length, for the rules.
-    pub fn seen(&self) -> impl Iterator<Item = Seen> + '_ {
-        self.slots.iter().map(|s| s.as_ref().map(Spool::seen))
-    }
-
-    /// The projected record (as [`Projection::write`] writes it), to be read.
-    pub fn into_body(self, projection: &Projection) -> io::Result<Body> {
-        let mut body = Body::default();
-        body.push_bytes(b"{".to_vec());
-        let mut first = true;
-        let fields = projection.fields().iter();
-        for ((key, field), slot) in projection.encoded_keys().iter().zip(fields).zip(self.slots) {
-            let value = match (slot, projection.missing()) {
-                (Some(s), _) => Some(s),
-                (None, Missing::Null) => None,
-                (None, Missing::Omit) => continue,
-            };
-            let mut head = Vec::new();
-            if !first {
-                head.push(b',');
-            }
-            first = false;
-            head.extend_from_slice(key.as_bytes());
-            crate::pipeline::compact::escape_for_sqs(&mut head, 0);
-            body.push_bytes(head);
-            match value {
-                // Checked to be at most [`rules::MAX_HASHED_BYTES`].
-                Some(s) if field.transform != Transform::Copy => {
-                    let text = match field.transform {
-                        t if t.hashes() => s.read_all()?,
-                        _ => Vec::new(),
-                    };
-                    let mut out = Vec::new();
-                    projection.write_value(field.transform, &text, &mut out);
-                    body.push_bytes(out);
-                }
-                Some(mut s) => {
-                    s.flush(true)?;
-                    s.file.seek(SeekFrom::Start(0))?;
-                    body.len += s.len;
-                    body.pieces
-                        .push_back(Piece::Spool(s.file.take(s.len), s.len));
-                }
-                None => body.push_bytes(b"null".to_vec()),
-            }
-        }
-        body.push_bytes(b"}".to_vec());
-        Ok(body)
-    }
-}
-
-#[derive(Debug)]
-enum Piece {
-    Bytes(io::Cursor<Vec<u8>>),
-    /// A spool, read up to its length.
-    Spool(io::Take<SpooledTempFile>, u64),
-}
-
-/// A projected record read from its pieces, of a length known in advance.
-#[derive(Debug, Default)]
-pub struct Body {
-    pieces: VecDeque<Piece>,
-    /// The piece being read.
-    at: usize,
-    len: u64,
-    /// Dropped with the body: see [`Body::in_flight`].
-    guard: Option<std::sync::mpsc::SyncSender<()>>,
-}
-
-impl Body {
-    fn push_bytes(&mut self, b: Vec<u8>) {
-        self.len += b.len() as u64;
-        self.pieces.push_back(Piece::Bytes(io::Cursor::new(b)));
-    }
-
-    /// Its length in bytes.
-    pub fn len(&self) -> u64 {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// A receiver whose `recv` returns once this body is dropped (read and
-    /// stored, or given up), so its producer can wait before spooling the
-    /// next one: at most two large records use /tmp at a time.
-    pub fn in_flight(&mut self) -> std::sync::mpsc::Receiver<()> {
-        let (tx, rx) = std::sync::mpsc::sync_channel(0);
-        self.guard = Some(tx);
-        rx
-    }
-
-    /// Goes back to the start, to be read again.
-    pub fn rewind(&mut self) -> io::Result<()> {
-        for piece in &mut self.pieces {
-            match piece {
-                Piece::Bytes(c) => c.set_position(0),
-                Piece::Spool(t, len) => {
-                    t.get_mut().seek(SeekFrom::Start(0))?;
-                    t.set_limit(*len);
-                }
-            }
-        }
-        self.at = 0;
-        Ok(())
-    }
-
-    /// Puts `prefix` before and `suffix` after it (a body format's brackets).
-    #[must_use]
-    pub fn wrap(mut self, prefix: &[u8], suffix: &[u8]) -> Self {
-        if !prefix.is_empty() {
-            self.len += prefix.len() as u64;
-            self.pieces
-                .push_front(Piece::Bytes(io::Cursor::new(prefix.to_vec())));
-        }
-        if !suffix.is_empty() {
-            self.push_bytes(suffix.to_vec());
-        }
-        self
-    }
-}
-
-impl Read for Body {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while let Some(piece) = self.pieces.get_mut(self.at) {
-            let n = match piece {
-                Piece::Bytes(c) => c.read(buf)?,
-                Piece::Spool(s, _) => s.read(buf)?,
-            };
-            if n > 0 || buf.is_empty() {
-                return Ok(n);
-            }
-            self.at += 1;
-        }
-        Ok(0)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::project::{Missing, parse_fields};
+    use crate::pipeline::project::{Missing, Projection, parse_fields};
     use proptest::prelude::*;
+    use std::io::Read;
 
     fn projection(spec: &str, missing: Missing) -> Projection {
         Projection::new(&parse_fields(spec).unwrap(), missing)
@@ -830,16 +590,16 @@ mod tests {
                 .min(rest.len());
             let (piece, tail) = rest.split_at(n);
             match s.feed(piece).unwrap() {
-                Fed::More if tail.is_empty() => return Err("ends early".into()),
-                Fed::More => rest = tail,
-                Fed::Done(k) => {
+                FeedOutcome::More if tail.is_empty() => return Err("ends early".into()),
+                FeedOutcome::More => rest = tail,
+                FeedOutcome::Done(k) => {
                     let after = piece[k..].iter().chain(tail);
                     if !after.copied().all(json::is_ws) {
                         return Err("text after the record".into());
                     }
                     break;
                 }
-                Fed::Invalid => return Err(s.failure().unwrap().to_string()),
+                FeedOutcome::Invalid => return Err(s.failure().unwrap().to_string()),
             }
         }
         let mut out = Vec::new();
@@ -923,8 +683,8 @@ mod tests {
     fn a_record_over_the_limit_is_refused_with_its_size() {
         let p = projection("id", Missing::Omit);
         let mut s = Streamer::new(p.root(), p.slots(), 10);
-        assert_eq!(s.feed(br#"{"id":123"#).unwrap(), Fed::More);
-        assert_eq!(s.feed(b"45}").unwrap(), Fed::Invalid);
+        assert_eq!(s.feed(br#"{"id":123"#).unwrap(), FeedOutcome::More);
+        assert_eq!(s.feed(b"45}").unwrap(), FeedOutcome::Invalid);
         assert!(
             s.failure()
                 .unwrap()
