@@ -13,6 +13,7 @@ pub mod lease;
 pub mod ledger;
 pub mod metrics;
 pub mod s3;
+mod start;
 pub mod tracker;
 pub mod upload;
 mod watch;
@@ -21,6 +22,7 @@ use std::io;
 use std::path::PathBuf;
 
 pub use agent::run;
+pub use start::{StartError, bucket, check, start};
 
 /// Counts from one run of the agent, for logs and tests.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

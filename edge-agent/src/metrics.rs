@@ -213,7 +213,7 @@ fn register_at_zero() {
 }
 
 /// Installs the global recorder and serves `/metrics` and `/healthz` on `addr`.
-pub async fn serve(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
+pub async fn serve(addr: SocketAddr) -> Result<SocketAddr, relay_shared::telemetry::MetricsError> {
     const UPLOAD_BUCKETS: &[f64] = &[
         0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
     ];

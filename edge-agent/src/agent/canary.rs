@@ -11,7 +11,7 @@ use std::time::SystemTime;
 use relay_shared::store::ObjectStore;
 use tracing::warn;
 
-use super::Agent;
+use super::owner::Agent;
 use crate::metrics;
 use crate::tracker::FileStat;
 use crate::upload::{Job, Outcome};

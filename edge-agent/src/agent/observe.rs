@@ -10,7 +10,7 @@ use std::time::{Instant, SystemTime};
 use relay_shared::store::ObjectStore;
 use tracing::{error, warn};
 
-use super::Agent;
+use super::owner::Agent;
 use crate::config::OnSuccess;
 use crate::lease::{Probe, Refusal};
 use crate::metrics;

@@ -1,0 +1,67 @@
+//! The agent as the binary starts it: its settings logged, `/metrics` and
+//! `/healthz` served, its bucket reached through a client built once, S3
+//! access probed, and then the agent run until shutdown.
+
+use std::future::Future;
+
+use relay_shared::client::{ClientOptions, load_sdk_config, s3_client, with_attempt_timeout};
+use relay_shared::s3::Bucket;
+use relay_shared::store::S3Error;
+use relay_shared::telemetry::MetricsError;
+
+use crate::config::Config;
+use crate::s3::{Access, probe_put_access};
+use crate::upload::RetryPolicy;
+use crate::{AgentError, Summary};
+
+/// Why the agent could not start, or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("serving /metrics and /healthz: {0}")]
+    Metrics(#[from] MetricsError),
+    #[error("start-up check of S3 access failed: {0}")]
+    Access(S3Error),
+    #[error("edge agent stopped: {0}")]
+    Agent(#[from] AgentError),
+}
+
+/// The bucket, through an S3 client whose requests time out (built once).
+pub async fn bucket(config: &Config) -> Bucket {
+    let sdk = with_attempt_timeout(&load_sdk_config().await, config.aws_attempt_timeout);
+    let client = s3_client(
+        &sdk,
+        ClientOptions {
+            s3_path_style: config.s3_path_style,
+        },
+    );
+    Bucket::new(client, config.bucket.clone())
+}
+
+/// Starts the agent and runs it until `shutdown`. S3 out of reach at
+/// start-up is no reason to stop: files wait on disk until it answers.
+pub async fn start(
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<Summary, StartError> {
+    relay_shared::telemetry::log_start("edge-agent", &config.summary());
+    if let Some(addr) = config.metrics_addr {
+        let bound = crate::metrics::serve(addr).await?;
+        tracing::info!(%bound, "serving /metrics and /healthz");
+    }
+    let bucket = bucket(&config).await;
+    match probe_put_access(&bucket, &config.keys.source_prefix()).await {
+        Access::Allowed => tracing::info!(bucket = %config.bucket, "S3 access checked"),
+        Access::Denied(e) => return Err(StartError::Access(e)),
+        Access::Unknown(e) => {
+            tracing::warn!(error = %e, "could not reach S3 at start-up; files wait on disk until it answers")
+        }
+    }
+    // `run` logs its stop line with the summary.
+    Ok(crate::run(config, bucket, RetryPolicy::default(), shutdown).await?)
+}
+
+/// `edge-agent check`: every check's line on stdout; whether all passed.
+pub async fn check(config: &Config) -> bool {
+    let bucket = bucket(config).await;
+    relay_shared::check::print(&crate::check::check(config, &bucket).await)
+}
