@@ -91,13 +91,7 @@ const PAST_A_ONE_SECOND_LEASE: Duration = Duration::from_millis(3100);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_event_ten_times_to_concurrent_processors_sends_each_chunk_once() {
     let s = setup("once-dup", false).await;
-    put(
-        &s,
-        KEY,
-        zstd::encode_all(sample_file(300).as_bytes(), 3).unwrap(),
-    )
-    .await;
-    let body = notification(&s).await;
+    let body = put_sample(&s, KEY, 300).await;
     let mut tasks = Vec::new();
     for _ in 0..10 {
         // A separate processor each, as concurrent Lambdas would be.
@@ -136,13 +130,7 @@ async fn one_event_ten_times_to_concurrent_processors_sends_each_chunk_once() {
 /// take the expired lease over. Returns how often each chunk arrived.
 async fn crash_and_resume(fifo: bool) -> (BTreeMap<u32, (usize, String)>, DoneMarker) {
     let s = setup(if fifo { "once-crash-f" } else { "once-crash" }, fifo).await;
-    put(
-        &s,
-        KEY,
-        zstd::encode_all(sample_file(1500).as_bytes(), 3).unwrap(),
-    )
-    .await;
-    let body = notification(&s).await;
+    let body = put_sample(&s, KEY, 1500).await;
 
     let first = crashing(app_with(&s, Some(4096), FIELDS, 1).await, 3);
     let done = until_crash(
@@ -463,15 +451,7 @@ async fn reprocess_after_a_leftover_lease_sends_everything_again() {
     use cloud_processor::tools::{self as replay, Mode};
     use std::sync::atomic::Ordering;
     let s = setup("once-leftover", false).await;
-    let proxy = relay_shared::testing::FaultProxy::start(&s.emu.endpoint).await;
-    let app = app_on(
-        &s,
-        s.emu.s3_via(&proxy.endpoint()).await,
-        Some(4096),
-        FIELDS,
-        1,
-    )
-    .await;
+    let (proxy, app) = app_behind_proxy(&s, Some(4096), 1).await;
     put(
         &s,
         KEY,
@@ -562,15 +542,7 @@ async fn audit_lists_leases_with_no_live_owner_by_s3s_clock() {
 async fn lost_answers_to_its_own_lease_and_marker_neither_stall_nor_resend() {
     use std::sync::atomic::Ordering;
     let s = setup("once-lost-answer", false).await;
-    let proxy = relay_shared::testing::FaultProxy::start(&s.emu.endpoint).await;
-    let app = app_on(
-        &s,
-        s.emu.s3_via(&proxy.endpoint()).await,
-        Some(4096),
-        FIELDS,
-        120,
-    )
-    .await;
+    let (proxy, app) = app_behind_proxy(&s, Some(4096), 120).await;
     put(
         &s,
         KEY,

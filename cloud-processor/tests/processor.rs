@@ -228,23 +228,9 @@ async fn unreadable_objects_are_quarantined_and_oversized_records_rejected_if_as
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_download_cut_halfway_is_retried_not_quarantined() {
     let s = setup("proc-cut", false).await;
-    let proxy = relay_shared::testing::FaultProxy::start(&s.emu.endpoint).await;
-    let app = app_on(
-        &s,
-        s.emu.s3_via(&proxy.endpoint()).await,
-        Some(2048),
-        FIELDS,
-        120,
-    )
-    .await;
+    let (proxy, app) = app_behind_proxy(&s, Some(2048), 120).await;
     let key = "raw/e/2026/11/21/22/cut.json.zst";
-    put(
-        &s,
-        key,
-        zstd::encode_all(sample_file(3000).as_bytes(), 3).unwrap(),
-    )
-    .await;
-    let event = notification(&s).await;
+    let event = put_sample(&s, key, 3000).await;
 
     proxy
         .faults
@@ -302,13 +288,7 @@ async fn a_send_that_is_never_answered_times_out_and_is_retried() {
         .unwrap();
     let app = Processor::new(base.config, base.protocol, base.store, output);
     let key = "raw/e/2026/11/21/22/silent.json.zst";
-    put(
-        &s,
-        key,
-        zstd::encode_all(sample_file(500).as_bytes(), 3).unwrap(),
-    )
-    .await;
-    let event = notification(&s).await;
+    let event = put_sample(&s, key, 500).await;
 
     proxy
         .faults
@@ -346,21 +326,9 @@ async fn a_send_that_is_never_answered_times_out_and_is_retried() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chunks_sqs_refuses_for_good_quarantine_the_object_after_the_rest_is_sent() {
     let s = setup("proc-refuse", false).await;
-    let proxy = relay_shared::testing::FaultProxy::start(&s.emu.endpoint).await;
-    let sqs = relay_shared::client::sqs_client(&s.emu.sdk_via(&proxy.endpoint()));
-    let base = app(&s, Some(2048)).await;
-    let output = cloud_processor::SqsOutput::connect(sqs, &s.output, "relay", Some(2048))
-        .await
-        .unwrap();
-    let app = Processor::new(base.config, base.protocol, base.store, output);
+    let (proxy, app) = app_sending_through_proxy(&s, Some(2048)).await;
     let key = "raw/e/2026/11/21/22/refused.json.zst";
-    put(
-        &s,
-        key,
-        zstd::encode_all(sample_file(600).as_bytes(), 3).unwrap(),
-    )
-    .await;
-    let event = notification(&s).await;
+    let event = put_sample(&s, key, 600).await;
 
     // The first batch: chunks 1, 3, 5, 7 and 9 are refused as the sender's fault.
     proxy
@@ -427,13 +395,7 @@ async fn a_queue_limit_lowered_after_start_up_is_read_again_and_packed_for() {
     let app = app(&s, None).await;
     assert_eq!(app.output.max_message_bytes(), 8192);
     let key = "raw/e/2026/11/21/22/shrunk.json.zst";
-    put(
-        &s,
-        key,
-        zstd::encode_all(sample_file(400).as_bytes(), 3).unwrap(),
-    )
-    .await;
-    let event = notification(&s).await;
+    let event = put_sample(&s, key, 400).await;
     // Someone lowers the queue's limit while the processor runs.
     set_limit("2048").await.unwrap();
 
@@ -516,13 +478,7 @@ async fn fifo_output_and_a_repeated_event() {
     let app = app(&s, Some(8 * 1024)).await;
     assert!(app.output.is_fifo());
     let key = "raw/e/2026/11/21/22/1763800000001.json.zst";
-    put(
-        &s,
-        key,
-        zstd::encode_all(sample_file(100).as_bytes(), 3).unwrap(),
-    )
-    .await;
-    let body = notification(&s).await;
+    let body = put_sample(&s, key, 100).await;
     let first = Handler::new(&app)
         .process_message_body(&body)
         .await
@@ -731,8 +687,7 @@ async fn sns_fan_out_is_processed_and_unknown_bodies_reach_the_dlq() {
 async fn a_single_batch_object_costs_two_state_puts() {
     use std::sync::atomic::Ordering;
     let s = setup("proc-puts", false).await;
-    let proxy = relay_shared::testing::FaultProxy::start(&s.emu.endpoint).await;
-    let app = app_on(&s, s.emu.s3_via(&proxy.endpoint()).await, None, FIELDS, 120).await;
+    let (proxy, app) = app_behind_proxy(&s, None, 120).await;
     let (text, records) = relay_shared::sample::SampleGen::new(5).file(40_000);
     put(
         &s,

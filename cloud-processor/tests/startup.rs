@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use relay_shared::store::ObjectStore;
-use relay_shared::testing::{TcpProxy, http_get};
+use relay_shared::testing::{TransportProxy, Weather, http_get};
 
 /// A processor's command with the test's settings, talking to `endpoint`.
 fn processor(s: &Setup, endpoint: &str, args: &[&str]) -> Command {
@@ -98,8 +98,8 @@ async fn health_until(addr: &str, want: &str, log: &Path) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poller_started_during_an_outage_comes_up_by_itself() {
     let s = setup("startup-wait", false).await;
-    let proxy = TcpProxy::start(&s.emu.endpoint).await;
-    proxy.set_down(true);
+    let proxy = TransportProxy::start(&s.emu.endpoint, 0).await;
+    proxy.set(Weather::Refuse);
     let addr = format!("127.0.0.1:{}", relay_shared::testing::free_port());
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("poll.log");
@@ -127,7 +127,7 @@ async fn a_poller_started_during_an_outage_comes_up_by_itself() {
         "{text}"
     );
 
-    proxy.set_down(false);
+    proxy.set(Weather::Clear);
     let ready = health_until(&addr, "200 OK", &log).await;
     assert!(ready.ends_with("ok\n"), "{ready}");
     assert!(http_get(&addr, "/metrics").contains("relay_processor_ready 1"));
@@ -201,8 +201,8 @@ async fn settings_no_wait_can_fix_stop_the_poller_at_once() {
         );
     }
 
-    let proxy = TcpProxy::start(&s.emu.endpoint).await;
-    proxy.set_down(true);
+    let proxy = TransportProxy::start(&s.emu.endpoint, 0).await;
+    proxy.set(Weather::Refuse);
     let mut cmd = processor(&s, &proxy.endpoint(), &["poll"]);
     cmd.env("RELAY_STARTUP_WAIT_SECS", "2");
     let (code, text) = exits(cmd);
@@ -219,8 +219,8 @@ async fn settings_no_wait_can_fix_stop_the_poller_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_says_aws_is_not_answering() {
     let s = setup("startup-check", false).await;
-    let proxy = TcpProxy::start(&s.emu.endpoint).await;
-    proxy.set_down(true);
+    let proxy = TransportProxy::start(&s.emu.endpoint, 0).await;
+    proxy.set(Weather::Refuse);
     let mut cmd = processor(&s, &proxy.endpoint(), &["check"]);
     cmd.env("RELAY_CANARY_QUEUE_URL", &s.notifications);
     let (code, text) = exits(cmd);

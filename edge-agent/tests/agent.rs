@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-use relay_shared::testing::{Emulator, TcpProxy};
+use relay_shared::testing::{Emulator, TransportProxy, Weather};
 
 const PREFIX: &str = "raw/edge-test/";
 
@@ -135,14 +135,14 @@ async fn large_files_go_multipart_and_arrive_whole() {
 async fn backlog_drains_after_s3_comes_back() {
     let emu = Emulator::connect().await;
     let bucket = emu.bucket("agent-outage").await;
-    let proxy = TcpProxy::start(&emu.endpoint).await;
+    let proxy = TransportProxy::start(&emu.endpoint, 0).await;
     let via_proxy =
         relay_shared::s3::Bucket::new(emu.s3_via(&proxy.endpoint()).await, bucket.name());
     let dir = tempfile::tempdir().unwrap();
     for i in 0..15 {
         write_file(dir.path(), &name(i), i);
     }
-    proxy.set_down(true);
+    proxy.set(Weather::Refuse);
     let agent = start(
         config(dir.path(), bucket.name(), &["--on-success", "delete"]),
         via_proxy,
@@ -159,7 +159,7 @@ async fn backlog_drains_after_s3_comes_back() {
         "nothing is deleted while S3 is down"
     );
 
-    proxy.set_down(false);
+    proxy.set(Weather::Clear);
     wait_for_count(&bucket, PREFIX, 15, Duration::from_secs(30)).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     while !files_in(dir.path()).is_empty() && Instant::now() < deadline {

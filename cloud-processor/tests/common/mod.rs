@@ -124,6 +124,49 @@ pub async fn app_on(
     )
 }
 
+/// Stores `records` generated records, zstd-compressed, at `key`, and
+/// returns the notification S3 sent for it.
+pub async fn put_sample(s: &Setup, key: &str, records: usize) -> String {
+    put(
+        s,
+        key,
+        zstd::encode_all(sample_file(records).as_bytes(), 3).unwrap(),
+    )
+    .await;
+    notification(s).await
+}
+
+/// A processor whose S3 requests go through a fresh fault proxy, with a
+/// lease of `lease_ttl_secs`: the proxy, to inject faults, and the processor.
+pub async fn app_behind_proxy(
+    s: &Setup,
+    cap: Option<usize>,
+    lease_ttl_secs: u64,
+) -> (relay_shared::testing::FaultProxy, AwsProcessor) {
+    let proxy = relay_shared::testing::FaultProxy::start(&s.emu.endpoint).await;
+    let s3 = s.emu.s3_via(&proxy.endpoint()).await;
+    let app = app_on(s, s3, cap, FIELDS, lease_ttl_secs).await;
+    (proxy, app)
+}
+
+/// A processor whose output queue is reached through a fresh fault proxy
+/// (S3 directly): the proxy, to inject SQS faults, and the processor.
+pub async fn app_sending_through_proxy(
+    s: &Setup,
+    cap: Option<usize>,
+) -> (relay_shared::testing::FaultProxy, AwsProcessor) {
+    let proxy = relay_shared::testing::FaultProxy::start(&s.emu.endpoint).await;
+    let sqs = relay_shared::client::sqs_client(&s.emu.sdk_via(&proxy.endpoint()));
+    let base = app(s, cap).await;
+    let output = SqsOutput::connect(sqs, &s.output, "relay", cap)
+        .await
+        .unwrap();
+    (
+        proxy,
+        Processor::new(base.config, base.protocol, base.store, output),
+    )
+}
+
 pub async fn put(s: &Setup, key: &str, body: Vec<u8>) {
     s.bucket
         .put(key, body, &PutMode::Create, &PutOptions::default())

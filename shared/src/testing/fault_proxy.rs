@@ -92,7 +92,7 @@ impl FaultProxy {
             .trim_end_matches('/')
             .parse()
             .unwrap_or_else(|e| panic!("the proxy's upstream {upstream}: {e}"));
-        let (listener, addr) = super::bind_loopback().await;
+        let (listener, addr) = super::loopback::bind_loopback().await;
         let faults = Arc::new(Faults::default());
         let shared = faults.clone();
         let task = tokio::spawn(async move {

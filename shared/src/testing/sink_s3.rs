@@ -35,7 +35,7 @@ pub struct SinkS3 {
 
 impl SinkS3 {
     pub async fn start() -> Self {
-        let (listener, addr) = super::bind_loopback().await;
+        let (listener, addr) = super::loopback::bind_loopback().await;
         let counts = Arc::new(SinkCounts::default());
         let keys = Arc::new(Mutex::new(HashSet::new()));
         let shared = counts.clone();

@@ -76,7 +76,7 @@ impl TransportProxy {
             .trim_end_matches('/')
             .parse()
             .unwrap_or_else(|e| panic!("the proxy's upstream {upstream}: {e}"));
-        let (listener, addr) = super::bind_loopback().await;
+        let (listener, addr) = super::loopback::bind_loopback().await;
         let (weather, watching) = watch::channel(Weather::Clear);
         let stats = Arc::new(TransportStats::default());
         let counting = stats.clone();
