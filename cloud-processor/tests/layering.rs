@@ -84,43 +84,18 @@ fn files_and_functions_stay_short_and_main_is_thin() {
         Vec::<String>::new(),
         "functions over 100 lines"
     );
-    let main = tree
-        .files
-        .iter()
-        .find(|f| f.path.ends_with("main.rs"))
-        .unwrap();
-    assert!(main.lines() < 80, "main.rs has {} lines", main.lines());
+    assert!(
+        tree.main_lines() < 80,
+        "main.rs has {} lines",
+        tree.main_lines()
+    );
 }
 
 /// A `mod.rs` is an index: its modules and what it re-exports, so that the
 /// code of a folder is in files named for their jobs.
 #[test]
 fn every_mod_rs_is_an_index() {
-    let defining: Vec<String> = tree()
-        .files
-        .iter()
-        .filter(|f| f.path.ends_with("mod.rs"))
-        .filter(|f| {
-            f.text.lines().any(|l| {
-                let l = l
-                    .trim_start_matches("pub ")
-                    .trim_start_matches("pub(crate) ");
-                [
-                    "fn ",
-                    "async fn ",
-                    "struct ",
-                    "enum ",
-                    "impl",
-                    "trait ",
-                    "const ",
-                    "static ",
-                ]
-                .iter()
-                .any(|d| l.starts_with(d))
-            })
-        })
-        .map(|f| f.name())
-        .collect();
+    let defining = tree().mod_files_that_are_not_indexes();
     assert!(
         defining.is_empty(),
         "mod.rs files that define things: {defining:?}"

@@ -48,24 +48,14 @@ fn files_and_functions_stay_short_and_main_is_thin() {
     let tree = tree();
     assert_eq!(tree.long_files(800), Vec::<(String, usize)>::new());
     assert_eq!(tree.long_functions(100), Vec::<String>::new());
-    let main = tree
-        .files
-        .iter()
-        .find(|f| f.path.ends_with("main.rs"))
-        .unwrap();
-    assert!(main.lines() < 80, "main.rs has {} lines", main.lines());
-    for f in tree.files.iter().filter(|f| f.path.ends_with("mod.rs")) {
-        assert!(
-            !f.text.lines().any(|l| {
-                let l = l
-                    .trim_start_matches("pub ")
-                    .trim_start_matches("pub(crate) ");
-                ["fn ", "async fn ", "struct ", "enum ", "impl"]
-                    .iter()
-                    .any(|d| l.starts_with(d))
-            }),
-            "{} is not an index",
-            f.name()
-        );
-    }
+    assert!(
+        tree.main_lines() < 80,
+        "main.rs has {} lines",
+        tree.main_lines()
+    );
+    let defining = tree.mod_files_that_are_not_indexes();
+    assert!(
+        defining.is_empty(),
+        "mod.rs files that define things: {defining:?}"
+    );
 }

@@ -11,7 +11,7 @@ use crate::pipeline::project::{Field, Projection, SpecError, parse_fields};
 use crate::pipeline::rules::{HmacKey, Keys, Transform};
 
 /// Records up to this are framed in memory; larger ones stream through
-/// spools (see `stream.rs`).
+/// spools (see `pipeline/stream`).
 pub const RECORD_WINDOW_BYTES: usize = 1 << 20;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

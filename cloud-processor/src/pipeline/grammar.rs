@@ -1,8 +1,8 @@
 //! JSON's structure, written once: what may come next outside a token, and
 //! what each byte there does. Two machines step through it byte by byte:
-//! the walk that finds where a bad record ends (`reader/recover.rs`, lenient
+//! the walk that finds where a bad record ends (`reader/framing/recover.rs`, lenient
 //! about tokens) and the push parser for records over the window
-//! (`stream.rs`, strict). The window's scanner (`json.rs`) is a hand-written
+//! (`stream/streamer.rs`, strict). The window's scanner (`json.rs`) is a hand-written
 //! descent for speed; the fuzz targets and property tests hold all three to
 //! the same verdicts.
 

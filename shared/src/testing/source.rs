@@ -188,6 +188,43 @@ impl SourceTree {
         long
     }
 
+    /// `mod.rs` files that define functions, types, impls or constants
+    /// instead of only declaring modules and re-exporting: each should be
+    /// an index.
+    pub fn mod_files_that_are_not_indexes(&self) -> Vec<String> {
+        const DEFINITIONS: [&str; 8] = [
+            "fn ",
+            "async fn ",
+            "struct ",
+            "enum ",
+            "impl",
+            "trait ",
+            "const ",
+            "static ",
+        ];
+        self.files
+            .iter()
+            .filter(|f| f.path.ends_with("mod.rs"))
+            .filter(|f| {
+                f.text.lines().any(|l| {
+                    let l = l
+                        .trim_start_matches("pub ")
+                        .trim_start_matches("pub(crate) ");
+                    DEFINITIONS.iter().any(|d| l.starts_with(d))
+                })
+            })
+            .map(SourceFile::name)
+            .collect()
+    }
+
+    /// Lines of `main.rs`.
+    pub fn main_lines(&self) -> usize {
+        self.files
+            .iter()
+            .find(|f| f.path.ends_with("main.rs"))
+            .map_or(0, SourceFile::lines)
+    }
+
     /// Files whose code (before tests) contains `needle`.
     pub fn files_naming(&self, needle: &str) -> Vec<String> {
         self.files

@@ -18,7 +18,7 @@
 //! printed ones too), or the elements of top-level arrays. Each is validated
 //! whole by [`crate::pipeline::json`] before it is handed out.
 //!
-//! **Recovery** from a bad record is `recover.rs`'s: a bad record costs
+//! **Recovery** from a bad record is `framing/recover.rs`'s: a bad record costs
 //! only itself.
 //!
 //! **Memory.** The buffer holds at most one record window (the record limit
