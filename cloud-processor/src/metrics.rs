@@ -24,6 +24,7 @@ pub const CANARIES: &str = "relay_processor_canaries_total";
 pub const CANARY_LAG: &str = "relay_canary_lag_seconds";
 pub const CANARY_CREATED: &str = "relay_canary_last_created_timestamp_seconds";
 pub const READY: &str = "relay_processor_ready";
+pub const LEASES_CLEANED: &str = "relay_processor_leases_cleaned_total";
 
 /// Registers every counter, with each of its label values (the configured
 /// fields and their rules included), at zero, so a `rate()` alert has a
@@ -68,6 +69,7 @@ pub fn register_at_zero(fields: &[Field]) {
         SEND_RETRIES,
         FIFO_WINDOW_EXCEEDED,
         OFFLOADED,
+        LEASES_CLEANED,
     ] {
         metrics::counter!(name).increment(0);
     }
@@ -80,6 +82,7 @@ pub const OBJECT_SECONDS_BUCKETS: &[f64] = &[
 
 pub fn describe() {
     use metrics::{Unit, describe_counter, describe_histogram};
+    relay_shared::attempts::describe();
     describe_counter!(
         EVENTS,
         "Notifications by outcome: processed, ignored (test events, events that create nothing), unknown (no known shape: not acknowledged, so retried into the DLQ), failed"
@@ -143,6 +146,10 @@ pub fn describe() {
     describe_counter!(
         SCHEMA_REJECTS,
         "Records rejected for breaking a field's rule, by field and rule: required, type, hmac_length (a value over 1 MiB to hash)"
+    );
+    describe_counter!(
+        LEASES_CLEANED,
+        "Leases of finished objects deleted by the next event for them (their holder's delete failed, or the answer to its done marker was lost)"
     );
     describe_counter!(
         FIFO_WINDOW_EXCEEDED,

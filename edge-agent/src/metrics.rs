@@ -93,6 +93,7 @@ pub fn set_permanent_failure(reason: Option<String>) {
 
 fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    relay_shared::attempts::describe();
     describe_counter!(
         FILES,
         "Files handled, by outcome: uploaded, duplicate (S3 had exactly these bytes), conflict (S3 had other bytes under the name: stored under a conflict key), unverified (S3 had the name with no content hash: kept on disk), gone, not_regular (symlinks and special files: never opened), set_aside (a permanent failure)"

@@ -14,6 +14,8 @@ use aws_config::BehaviorVersion;
 pub use aws_config::SdkConfig;
 use aws_config::timeout::{TimeoutConfig, TimeoutConfigBuilder};
 
+use crate::attempts::RetryCounter;
+
 /// The environment variable that forces path-style S3 addressing.
 pub const S3_PATH_STYLE_ENV: &str = "RELAY_S3_PATH_STYLE";
 
@@ -69,15 +71,22 @@ fn with_timeout_config(
         .build()
 }
 
+/// An S3 client whose every retried request is counted
+/// ([`crate::attempts`]).
 pub fn s3_client(sdk: &SdkConfig, options: ClientOptions) -> aws_sdk_s3::Client {
     let conf = aws_sdk_s3::config::Builder::from(sdk)
         .force_path_style(options.s3_path_style)
+        .interceptor(RetryCounter)
         .build();
     aws_sdk_s3::Client::from_conf(conf)
 }
 
+/// An SQS client whose every retried request is counted.
 pub fn sqs_client(sdk: &SdkConfig) -> aws_sdk_sqs::Client {
-    aws_sdk_sqs::Client::new(sdk)
+    let conf = aws_sdk_sqs::config::Builder::from(sdk)
+        .interceptor(RetryCounter)
+        .build();
+    aws_sdk_sqs::Client::from_conf(conf)
 }
 
 /// One line for an AWS SDK error, as an operator should read it: the

@@ -5,6 +5,7 @@
 //! an in-memory fake for tests; [`retry`] is the one classification of AWS
 //! failures. Imports run one way: `retry` ← `store` ← `s3` → `client`.
 
+pub mod attempts;
 pub mod check;
 pub mod cli;
 pub mod client;

@@ -60,6 +60,83 @@ where
     }
 }
 
+/// Why a request was tried again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// The service asked us to slow down (429, SlowDown, Throttling...).
+    Throttled,
+    /// A 5xx answer that is not throttling.
+    ServerError,
+    /// No answer in time.
+    Timeout,
+    /// The connection failed or broke before an answer.
+    Connection,
+    /// An answer that could not be read (cut short, malformed).
+    Response,
+    /// A SendMessageBatch answered with some entries failed.
+    PartialBatch,
+    /// Anything else the caller chose to retry.
+    Other,
+}
+
+impl Cause {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Throttled => "throttled",
+            Self::ServerError => "server_error",
+            Self::Timeout => "timeout",
+            Self::Connection => "connection",
+            Self::Response => "response",
+            Self::PartialBatch => "partial_batch",
+            Self::Other => "other",
+        }
+    }
+
+    /// Every cause, for registering the counter at zero.
+    pub const ALL: [Cause; 7] = [
+        Self::Throttled,
+        Self::ServerError,
+        Self::Timeout,
+        Self::Connection,
+        Self::Response,
+        Self::PartialBatch,
+        Self::Other,
+    ];
+
+    /// The cause of an answer with HTTP `status` and `body` (S3's XML and
+    /// SQS's JSON errors both name their code in it).
+    pub fn of_answer(status: u16, body: &[u8]) -> Self {
+        let head = &body[..body.len().min(2048)];
+        let names = |needle: &[u8]| head.windows(needle.len()).any(|w| w == needle);
+        if status == 429 || names(b"SlowDown") || names(b"Throttl") || names(b"RequestLimitExceeded")
+        {
+            Self::Throttled
+        } else if status >= 500 {
+            Self::ServerError
+        } else {
+            Self::Other
+        }
+    }
+}
+
+/// The cause of a failed call, as the SDK reports it (after its own
+/// attempts): no answer in time, no connection, an unreadable answer, or
+/// the service's answer.
+pub fn cause_of<E>(err: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> Cause {
+    use aws_sdk_s3::error::SdkError;
+    match err {
+        SdkError::TimeoutError(_) => Cause::Timeout,
+        SdkError::DispatchFailure(d) if d.is_timeout() => Cause::Timeout,
+        SdkError::DispatchFailure(_) => Cause::Connection,
+        SdkError::ResponseError(_) => Cause::Response,
+        SdkError::ServiceError(s) => Cause::of_answer(
+            s.raw().status().as_u16(),
+            s.raw().body().bytes().unwrap_or_default(),
+        ),
+        _ => Cause::Other,
+    }
+}
+
 /// Delays between attempts: exponential from `min` to `max`, with jitter,
 /// for as many attempts as the caller makes. The one shape every retry loop
 /// of the workspace waits by.
@@ -126,5 +203,17 @@ mod tests {
         for code in ["AccessDenied", "NoSuchBucket", "InvalidParameterValue", ""] {
             assert_eq!(classify_code(Some(400), code), Class::Permanent, "{code}");
         }
+    }
+
+    #[test]
+    fn causes_are_read_from_s3_and_sqs_answers() {
+        let s3_slow = b"<Error><Code>SlowDown</Code><Message>Reduce</Message></Error>";
+        let sqs_throttled = br#"{"__type":"com.amazonaws.sqs#ThrottlingException","message":"x"}"#;
+        let s3_internal = b"<Error><Code>InternalError</Code></Error>";
+        assert_eq!(Cause::of_answer(503, s3_slow), Cause::Throttled);
+        assert_eq!(Cause::of_answer(400, sqs_throttled), Cause::Throttled);
+        assert_eq!(Cause::of_answer(429, b""), Cause::Throttled);
+        assert_eq!(Cause::of_answer(500, s3_internal), Cause::ServerError);
+        assert_eq!(Cause::of_answer(400, b"<Code>InvalidArgument</Code>"), Cause::Other);
     }
 }

@@ -47,10 +47,14 @@ where
             return S3Error::Conflict { bucket, key };
         }
         (_, "NoSuchKey" | "NotFound", _) => return S3Error::NotFound { bucket, key },
+        (Some(501), _, _) | (_, "NotImplemented", _) => {
+            return S3Error::Unsupported { bucket, key, op };
+        }
         (Some(404), "", _) => return S3Error::NotFound { bucket, key },
         _ => {}
     }
     let class = classify(&err);
+    let cause = crate::retry::cause_of(&err);
     let message = err
         .message()
         .map(str::to_owned)
@@ -60,6 +64,7 @@ where
         key,
         op,
         class,
+        cause,
         code: if code.is_empty() {
             status.map_or_else(|| "no response".to_owned(), |s| format!("HTTP {s}"))
         } else {
@@ -174,6 +179,7 @@ impl Bucket {
             key: key.to_owned(),
             op,
             class: Class::Transient,
+            cause: crate::retry::Cause::Response,
             code: "body".into(),
             message: e.to_string(),
             source: Box::new(e),
@@ -199,6 +205,7 @@ impl Bucket {
                         key,
                         op: "HeadBucket",
                         class: Class::Permanent,
+                        cause: crate::retry::Cause::Other,
                         code: "NoSuchBucket".into(),
                         source: "404 from HeadBucket".into(),
                     }));
@@ -635,6 +642,13 @@ mod tests {
             map(404, "NoSuchKey", None),
             S3Error::NotFound { .. }
         ));
+        let refused = map(501, "NotImplemented", None);
+        assert!(matches!(refused, S3Error::Unsupported { .. }), "{refused:?}");
+        assert_eq!(
+            (refused.kind(), refused.class()),
+            ("unsupported", Class::Permanent),
+            "a store that does not support a request is not a transient failure"
+        );
         for (status, code, kind, class) in [
             (503, "SlowDown", "throttled", Class::Throttled),
             (500, "InternalError", "transient", Class::Transient),

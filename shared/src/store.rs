@@ -238,6 +238,15 @@ pub enum S3Error {
     Conflict { bucket: String, key: String },
     #[error("s3://{bucket}/{key} does not exist")]
     NotFound { bucket: String, key: String },
+    /// 501 NotImplemented: the store does not support this request (one
+    /// S3 implementation refuses conditional deletes). Retrying cannot help;
+    /// a caller with a safe alternative uses it.
+    #[error("s3://{bucket}/{key}: {op} with these conditions is not supported by this store")]
+    Unsupported {
+        bucket: String,
+        key: String,
+        op: &'static str,
+    },
     /// Anything else, boxed: it is the rare path, and a small error keeps
     /// every `Result` in the hot path small.
     #[error(transparent)]
@@ -252,6 +261,8 @@ pub struct Failure {
     pub key: String,
     pub op: &'static str,
     pub class: Class,
+    /// Why the call failed, as a retry counts it.
+    pub cause: crate::retry::Cause,
     pub code: String,
     pub message: String,
     #[source]
@@ -267,11 +278,17 @@ impl crate::retry::Classified for S3Error {
 impl S3Error {
     /// A failure that is not a conditional outcome, classified by its code.
     pub fn failure(bucket: &str, key: &str, op: &'static str, code: &str, message: &str) -> Self {
+        let class = classify_code(None, code);
         Self::Other(Box::new(Failure {
             bucket: bucket.to_owned(),
             key: key.to_owned(),
             op,
-            class: classify_code(None, code),
+            class,
+            cause: match class {
+                Class::Throttled => crate::retry::Cause::Throttled,
+                Class::Transient => crate::retry::Cause::ServerError,
+                Class::Permanent => crate::retry::Cause::Other,
+            },
             code: code.to_owned(),
             message: message.to_owned(),
             source: message.to_owned().into(),
@@ -284,10 +301,21 @@ impl S3Error {
     pub fn class(&self) -> Class {
         match self {
             Self::Conflict { .. } => Class::Transient,
-            Self::AlreadyExists { .. } | Self::Precondition { .. } | Self::NotFound { .. } => {
-                Class::Permanent
-            }
+            Self::AlreadyExists { .. }
+            | Self::Precondition { .. }
+            | Self::NotFound { .. }
+            | Self::Unsupported { .. } => Class::Permanent,
             Self::Other(f) => f.class,
+        }
+    }
+
+    /// Where and why a retried call failed, for `relay_aws_retries_total`:
+    /// its operation and cause, if it is a failure a retry may fix.
+    pub fn retry_site(&self) -> Option<(&'static str, crate::retry::Cause)> {
+        match self {
+            Self::Other(f) if f.class.is_retryable() => Some((f.op, f.cause)),
+            Self::Conflict { .. } => Some(("ConditionalWrite", crate::retry::Cause::Other)),
+            _ => None,
         }
     }
 
@@ -298,6 +326,7 @@ impl S3Error {
             Self::Precondition { .. } => "precondition",
             Self::Conflict { .. } => "conflict",
             Self::NotFound { .. } => "not_found",
+            Self::Unsupported { .. } => "unsupported",
             Self::Other(f) => match f.code.as_str() {
                 "AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch" => "access_denied",
                 "NoSuchBucket" => "no_such_bucket",

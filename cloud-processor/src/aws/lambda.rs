@@ -16,7 +16,11 @@ pub struct Function {
 impl Function {
     pub fn new(sdk: &relay_shared::client::SdkConfig, name: impl Into<String>) -> Self {
         Self {
-            client: Client::new(sdk),
+            client: Client::from_conf(
+                aws_sdk_lambda::config::Builder::from(sdk)
+                    .interceptor(relay_shared::attempts::RetryCounter)
+                    .build(),
+            ),
             name: name.into(),
         }
     }

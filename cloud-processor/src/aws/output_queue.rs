@@ -135,6 +135,7 @@ impl SqsOutput {
             op: "SendMessageBatch",
             message: err.to_string(),
             class: Class::Permanent,
+            cause: relay_shared::retry::Cause::Other,
         })
     }
 

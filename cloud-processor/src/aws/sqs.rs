@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::types::{BatchResultErrorEntry, SendMessageBatchRequestEntry};
-use relay_shared::retry::classify;
+use relay_shared::attempts::{self, Cause};
+use relay_shared::retry::{cause_of, classify};
 
 use crate::output::QueueError;
 
@@ -19,6 +20,7 @@ pub(crate) fn call_error<E: ProvideErrorMetadata + std::error::Error + Send + Sy
     e: SdkError<E, aws_sdk_sqs::config::http::HttpResponse>,
 ) -> QueueError {
     let class = classify(&e);
+    let cause = cause_of(&e);
     let message = match (e.code(), e.message()) {
         (Some(c), Some(m)) => format!("{c}: {m}"),
         _ => relay_shared::client::describe(&e),
@@ -28,6 +30,7 @@ pub(crate) fn call_error<E: ProvideErrorMetadata + std::error::Error + Send + Sy
         op,
         message,
         class,
+        cause,
     }
 }
 
@@ -129,12 +132,19 @@ pub(crate) async fn send_batch(
                 tracing::warn!(queue = queue_url, failed = retry.len(), of = pending.len(), %last,
                     "SendMessageBatch partly failed; retrying those entries");
                 metrics::counter!(crate::metrics::SEND_RETRIES).increment(1);
+                attempts::count("sqs", "SendMessageBatch", Cause::PartialBatch);
                 pending.retain(|e| retry.contains(&e.id));
             }
             Err(e) => match call_error(queue_url, "SendMessageBatch", e) {
-                QueueError::Call { class, message, .. } if class.is_retryable() => {
+                QueueError::Call {
+                    class,
+                    message,
+                    cause,
+                    ..
+                } if class.is_retryable() => {
                     tracing::warn!(queue = queue_url, %message, "SendMessageBatch failed; retrying");
                     metrics::counter!(crate::metrics::SEND_RETRIES).increment(1);
+                    attempts::count("sqs", "SendMessageBatch", cause);
                     last = message;
                 }
                 permanent => {

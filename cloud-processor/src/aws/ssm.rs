@@ -49,7 +49,11 @@ pub struct Parameters {
 impl Parameters {
     pub fn new(sdk: &SdkConfig) -> Self {
         Self {
-            client: aws_sdk_ssm::Client::new(sdk),
+            client: aws_sdk_ssm::Client::from_conf(
+                aws_sdk_ssm::config::Builder::from(sdk)
+                    .interceptor(relay_shared::attempts::RetryCounter)
+                    .build(),
+            ),
         }
     }
 

@@ -65,8 +65,10 @@ pub enum Command {
     /// Re-send S3 events for raw objects to the notification queue: only those
     /// without a done marker (backfill), or all of them (reprocess).
     Replay(ReplayArgs),
-    /// Report raw objects with no done marker after a while, stale leases,
-    /// quarantined objects and reject reports.
+    /// Report raw objects with no done marker after a while, leases of
+    /// processors that died mid-object, leases finished objects left
+    /// behind, quarantined objects and reject reports. Exits 3 when an
+    /// object needs attention.
     Audit {
         #[command(flatten)]
         range: Range,
@@ -76,6 +78,10 @@ pub enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// Delete the leases finished objects left behind (harmless, but
+        /// they are state that stays).
+        #[arg(long)]
+        clean: bool,
     },
     /// Check the settings and every AWS resource they name (the bucket and
     /// its prefixes, both queues, the function's timeout), and with

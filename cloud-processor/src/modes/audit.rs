@@ -1,6 +1,8 @@
 //! `audit`: what is late, stuck, quarantined or rejected in a selection of
-//! raw objects: objects without a done marker after a while, leases with no
-//! live owner, quarantine and reject reports, and each source's last canary.
+//! raw objects: objects without a done marker after a while, leases of
+//! processors that died mid-object, leases finished objects left behind
+//! (harmless; `--clean` deletes them), quarantine and reject reports, and
+//! each source's last canary. It exits 3 only for what needs a person.
 
 use relay_shared::store::{ObjectStore, PAGE_LIMIT, S3Error};
 use serde::Serialize;
@@ -8,9 +10,9 @@ use serde::Serialize;
 use crate::cli::Range;
 use crate::modes::replay::{RawObject, Selection};
 use crate::modes::{Exit, ToolError, tool_store};
-use crate::object::lease::Lease;
+use crate::object::lease::{self, Lease};
 use crate::object::listing::SortedKeys;
-use crate::object::marker::{self, StateObjects};
+use crate::object::marker::{self, StateKeys, StateObjects};
 
 /// Every key under `prefix`.
 async fn keys<S: ObjectStore>(store: &S, prefix: &str) -> Result<Vec<String>, S3Error> {
@@ -24,8 +26,16 @@ pub struct AuditReport {
     /// Raw objects older than the threshold without a done marker.
     pub unprocessed: Vec<RawObject>,
     /// Leases with no live owner (expired by S3's clock, or released after
-    /// a failure): a processor died or failed, and no retry has come yet.
+    /// a failure) of objects without a done marker: a processor died or
+    /// failed mid-object, and no retry has come yet.
     pub stale_leases: Vec<String>,
+    /// Expired leases of objects that have their done marker: the holder
+    /// finished, but its delete of the lease failed (or the answer to its
+    /// marker was lost). Harmless; the next event for the object, or
+    /// `audit --clean`, deletes them.
+    pub finished_leases: Vec<String>,
+    /// How many of `finished_leases` `--clean` deleted.
+    pub cleaned_leases: usize,
     pub quarantined: Vec<String>,
     pub reject_reports: Vec<String>,
     /// Per edge source in the selection, its newest canary.
@@ -102,14 +112,23 @@ pub async fn audit<S: ObjectStore>(
         });
     }
     let folder = |f| marker::mirrored(&sel.state_prefix, f, &sel.raw_prefix, &sel.prefix);
-    for lease in keys(store, &folder(marker::LEASES)).await? {
-        // Judged as takers judge it, by S3's clock.
-        let local_now_ms = u64::try_from(now_secs).unwrap_or(0) * 1000;
-        if let Some(stored) = StateObjects::new(store).read(&lease).await?
-            && serde_json::from_slice::<Lease>(&stored.bytes)
-                .is_ok_and(|l| crate::object::lease::remaining_ms(&l, &stored, local_now_ms) == 0)
-        {
-            report.stale_leases.push(lease);
+    let state = StateObjects::new(store);
+    // Judged as takers judge them, by S3's clock.
+    let local_now_ms = u64::try_from(now_secs).unwrap_or(0).saturating_mul(1000);
+    for key in keys(store, &folder(marker::LEASES)).await? {
+        let Some(stored) = state.read(&key).await? else {
+            continue;
+        };
+        let expired = serde_json::from_slice::<Lease>(&stored.bytes)
+            .is_ok_and(|l| lease::remaining_ms(&l, &stored, local_now_ms) == 0);
+        if !expired {
+            continue;
+        }
+        let keys = StateKeys::of_lease(&sel.state_prefix, &sel.raw_prefix, &key);
+        if state.read(&keys.done).await?.is_some() {
+            report.finished_leases.push(key);
+        } else {
+            report.stale_leases.push(key);
         }
     }
     report.quarantined = keys(store, &folder(marker::QUARANTINE)).await?;
@@ -117,18 +136,45 @@ pub async fn audit<S: ObjectStore>(
     Ok(report)
 }
 
-/// `audit`: the report as text, or as JSON with `json`.
-pub async fn run(
-    range: &Range,
-    raw_prefix: &str,
-    older_than_mins: i64,
-    json: bool,
-) -> Result<Exit, ToolError> {
+/// How `audit` runs, from its flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    pub older_than_mins: i64,
+    pub json: bool,
+    /// Delete the leases finished objects left behind.
+    pub clean: bool,
+}
+
+/// Deletes the leases of finished objects the report names (their done
+/// markers exist, so no holder may send); returns how many went.
+pub async fn clean<S: ObjectStore>(
+    store: &S,
+    sel: &Selection,
+    report: &mut AuditReport,
+) -> Result<(), ToolError> {
+    let state = StateObjects::new(store);
+    for key in &report.finished_leases {
+        let keys = StateKeys::of_lease(&sel.state_prefix, &sel.raw_prefix, key);
+        match lease::remove_lease(&state, &keys, None).await {
+            Ok(()) | Err(S3Error::NotFound { .. }) => report.cleaned_leases += 1,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// `audit`: the report as text, or as JSON with `json`; with `clean`, the
+/// leases finished objects left behind are deleted first.
+pub async fn run(range: &Range, raw_prefix: &str, opts: &Options) -> Result<Exit, ToolError> {
     let sel = Selection::of(range, raw_prefix)?;
     let (_, store) = tool_store(range).await;
     let now = jiff::Timestamp::now().as_second();
-    let report = audit(&store, &sel, older_than_mins * 60, now).await?;
-    if json {
+    let older_than_mins = opts.older_than_mins;
+    let mut report = audit(&store, &sel, older_than_mins * 60, now).await?;
+    if opts.clean {
+        clean(&store, &sel, &mut report).await?;
+    }
+    if opts.json {
         println!(
             "{}",
             serde_json::to_string_pretty(&report).unwrap_or_default()
@@ -200,9 +246,10 @@ fn print_audit(report: &AuditReport, sel: &Selection, older_than_mins: i64, now:
             );
         }
     }
+    print_finished_leases(report, sel);
     for (title, keys, next) in [
         (
-            "leases with no live owner",
+            "leases of processors that died mid-object",
             &report.stale_leases,
             "a processor died or failed and no retry has come: replay the same prefix (missing mode); the retry resumes where the lease says",
         ),
@@ -224,6 +271,29 @@ fn print_audit(report: &AuditReport, sel: &Selection, older_than_mins: i64, now:
         for k in keys {
             println!("  {k}");
         }
+    }
+}
+
+/// Leases finished objects left behind: harmless, named, and deleted by
+/// `--clean` (or by the next event for their object).
+fn print_finished_leases(report: &AuditReport, sel: &Selection) {
+    let n = report.finished_leases.len();
+    if n == 0 {
+        return println!("leases left behind by finished objects: none");
+    }
+    if report.cleaned_leases > 0 {
+        return println!(
+            "leases left behind by finished objects: {n}, deleted {}",
+            report.cleaned_leases
+        );
+    }
+    println!(
+        "leases left behind by finished objects: {n} (harmless: each object is done; \
+         `cloud-processor audit --bucket {} --prefix {} --clean` deletes them)",
+        sel.bucket, sel.prefix
+    );
+    for k in &report.finished_leases {
+        println!("  {k}");
     }
 }
 
@@ -290,5 +360,45 @@ mod tests {
                 ("b", 1_795_800_030_000, true)
             ]
         );
+    }
+
+    /// A lease a finished object left behind is told apart from one a
+    /// processor left mid-object: only the second needs a person (exit 3),
+    /// and `--clean` deletes the first.
+    #[tokio::test]
+    async fn finished_objects_leases_are_not_taken_for_dead_processors() {
+        use relay_shared::store::{PutMode, PutOptions};
+        let store = relay_shared::testing::MemStore::new("b");
+        let lease = br#"{"owner":"p","expires_at_ms":0,"ttl_ms":60000,"fingerprint":"f","next_chunk":2}"#;
+        let (done_key, died_key) = (
+            "raw/a/2026/11/27/14/1795800000000.json.zst",
+            "raw/a/2026/11/27/14/1795800000001.json.zst",
+        );
+        for key in [done_key, died_key] {
+            store
+                .put(key, b"x".to_vec(), &PutMode::Create, &PutOptions::default())
+                .await
+                .unwrap();
+            store.insert(&StateKeys::new("state/", "raw/", key).lease, lease);
+        }
+        store.insert(&StateKeys::new("state/", "raw/", done_key).done, b"{}");
+        let sel = Selection {
+            bucket: "b".into(),
+            prefix: "raw/".into(),
+            raw_prefix: "raw/".into(),
+            state_prefix: "state/".into(),
+            since: None,
+            until: None,
+        };
+        // Long after the leases' last writes, by S3's clock.
+        store.at(4_000_000_000_000);
+        let mut report = audit(&store, &sel, 0, 4_000_000_000).await.unwrap();
+        let lease_of = |key| StateKeys::new("state/", "raw/", key).lease;
+        assert_eq!(report.finished_leases, [lease_of(done_key)]);
+        assert_eq!(report.stale_leases, [lease_of(died_key)]);
+        clean(&store, &sel, &mut report).await.unwrap();
+        assert_eq!(report.cleaned_leases, 1);
+        assert!(store.bytes(&lease_of(done_key)).is_none());
+        assert!(store.bytes(&lease_of(died_key)).is_some(), "a dead processor's lease is kept: it holds progress");
     }
 }

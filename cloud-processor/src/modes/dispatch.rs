@@ -39,7 +39,15 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> Result<Exit, R
             range,
             older_than_mins,
             json,
-        }) => return Ok(audit::run(&range, &raw_prefix, older_than_mins, json).await?),
+            clean,
+        }) => {
+            let options = audit::Options {
+                older_than_mins,
+                json,
+                clean,
+            };
+            return Ok(audit::run(&range, &raw_prefix, &options).await?);
+        }
         _ => {}
     }
     let config = match Config::from_common(&cli.common) {

@@ -42,6 +42,9 @@ pub async fn follow<S: ObjectStore, Q: MessageSink>(
             Ok(m) => m,
             Err(e) => {
                 failing += 1;
+                if let crate::output::QueueError::Call { cause, .. } = &e {
+                    relay_shared::attempts::count("sqs", "ReceiveMessage", *cause);
+                }
                 if failing == 1 {
                     warn!(error = %e, "receiving notifications failed; retrying every 5 s");
                 } else {

@@ -1,11 +1,14 @@
 //! The claim on one object: its lease, held by one attempt, with one owner.
 //!
 //! A claim ends one way: finished (the done marker is written and the lease
-//! deleted), released after a clean failure (its progress recorded and the
+//! deleted), released after a failure (its progress recorded and the
 //! object free at once), abandoned (the object is gone), or left to expire
-//! (its lease was lost to another processor, or the attempt broke). While
-//! the object's chunks are sent it is their [`Progress`]: it knows which
-//! chunks are settled, and it decides when a send may start.
+//! (its lease was lost to another processor, or the attempt broke). No
+//! error can drop a held claim: the attempt's settling releases it on every
+//! early return, and a claim dropped still open (a cancelled attempt)
+//! releases itself in the background. While the object's chunks are sent
+//! it is their [`Progress`]: it knows which chunks are settled, and it
+//! decides when a send may start.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -23,7 +26,7 @@ use crate::output::{BatchOutcome, Progress};
 
 /// This attempt's lease on one object.
 #[derive(Debug)]
-pub struct Claim<'a, S> {
+pub struct Claim<'a, S: ObjectStore> {
     store: &'a S,
     keys: &'a StateKeys,
     held: Held,
@@ -36,6 +39,8 @@ pub struct Claim<'a, S> {
     /// Left to expire instead of released: the attempt broke (a bug), and
     /// the retry resumes from its last record.
     leave: bool,
+    /// Not yet finished, released or abandoned.
+    open: bool,
 }
 
 /// The objects this process's attempts are on, so that a live lease in the
@@ -138,6 +143,7 @@ impl<'a, S: ObjectStore> Claim<'a, S> {
             held,
             lost: false,
             leave: false,
+            open: true,
         }))
     }
 
@@ -184,24 +190,50 @@ impl<'a, S: ObjectStore> Claim<'a, S> {
     /// After a clean failure, lets the next attempt resume at once instead
     /// of waiting for the lease to expire, recording what SQS settled.
     /// Best effort: expiry does the same.
-    pub async fn release(mut self) {
-        if self.lost || self.leave {
+    /// Does nothing for a claim already finished, released or abandoned.
+    pub async fn release(&mut self) {
+        if !std::mem::replace(&mut self.open, false) || self.lost || self.leave {
             return;
         }
         if let Err(e) = lease::release(self.store, self.keys, &mut self.held, now_ms()).await {
-            warn!(error = %e, "could not release the lease; the next attempt waits for it to expire");
+            warn!(lease = %self.keys.lease, error = %e, "could not release the lease; the next attempt waits for it to expire");
         }
     }
 
     /// Gives the lease up for an object that vanished: nothing is left to
     /// send, so there is no progress to keep.
-    pub async fn abandon(self) {
+    pub async fn abandon(&mut self) {
+        self.open = false;
         lease::abandon(self.store, self.keys, &self.held).await;
     }
 
-    /// Writes the done marker, then drops the lease.
-    pub async fn finish(self, marker: &DoneMarker) -> Result<(), Failure> {
-        Ok(lease::finish(self.store, self.keys, &self.held, marker).await?)
+    /// Writes the done marker, then drops the lease. A claim whose marker
+    /// could not be written stays open, to be released.
+    pub async fn finish(&mut self, marker: &DoneMarker) -> Result<(), Failure> {
+        lease::finish(self.store, self.keys, &self.held, marker).await?;
+        self.open = false;
+        Ok(())
+    }
+}
+
+/// A claim dropped while still open (its attempt's future was cancelled,
+/// or a path that forgot to settle it) releases its lease in the
+/// background, so no attempt keeps one for its TTL.
+impl<S: ObjectStore> Drop for Claim<'_, S> {
+    fn drop(&mut self) {
+        if !self.open || self.lost || self.leave {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        warn!(lease = %self.keys.lease, "an attempt ended without settling its lease; releasing it");
+        let (store, keys, mut held) = (self.store.clone(), self.keys.clone(), self.held.clone());
+        runtime.spawn(async move {
+            if let Err(e) = lease::release(&store, &keys, &mut held, now_ms()).await {
+                warn!(lease = %keys.lease, error = %e, "could not release the lease; the next attempt waits for it to expire");
+            }
+        });
     }
 }
 
@@ -243,7 +275,7 @@ impl<S: ObjectStore> Progress for Claim<'_, S> {
     }
 }
 
-impl<S> Claim<'_, S> {
+impl<S: ObjectStore> Claim<'_, S> {
     fn ttl_ms(&self) -> u64 {
         self.held.lease.ttl_ms.unwrap_or(0)
     }

@@ -238,6 +238,7 @@ pub async fn acquire<S: ObjectStore>(
 ) -> Result<Acquired, StateError> {
     let store = StateObjects::new(store);
     if store.read(&keys.done).await?.is_some() {
+        clear_finished_lease(&store, keys).await;
         return Ok(Acquired::Done);
     }
     let fresh = Lease {
@@ -252,22 +253,22 @@ pub async fn acquire<S: ObjectStore>(
         unrecorded_for_ms: 0,
     };
     let started = Instant::now();
-    match store
-        .write(&keys.lease, encode(&fresh), PutMode::Create)
-        .await
-    {
-        Ok(etag) => {
-            let held = Held {
-                lease: fresh,
-                etag,
-                renewed: started,
-                taken_over_after_ms: None,
-                unrecorded_since: None,
-            };
-            return confirm(&store, keys, held).await;
-        }
+    let bytes = encode(&fresh);
+    let held = |etag| Held {
+        lease: fresh.clone(),
+        etag,
+        renewed: started,
+        taken_over_after_ms: None,
+        unrecorded_since: None,
+    };
+    match store.write(&keys.lease, bytes.clone(), PutMode::Create).await {
+        Ok(etag) => return confirm(&store, keys, held(etag), now_ms).await,
         Err(S3Error::AlreadyExists { .. }) => {}
-        Err(e) => return Err(e.into()),
+        // The write may have landed with its answer lost.
+        Err(e) => match ours_after_all(&store, &keys.lease, &bytes).await {
+            Some(etag) => return confirm(&store, keys, held(etag), now_ms).await,
+            None => return Err(e.into()),
+        },
     }
     let Some(stored) = store.read(&keys.lease).await? else {
         // Released between our two calls: the holder finished or gave up.
@@ -280,7 +281,88 @@ pub async fn acquire<S: ObjectStore>(
             }
         });
     };
+    // Our own write, whose answer was lost and whose retry met it (412).
+    if stored.bytes == bytes
+        && let Some(etag) = stored.etag.clone()
+    {
+        note_own_write(&keys.lease);
+        return confirm(&store, keys, held(etag), now_ms).await;
+    }
     take_over(&store, keys, &stored, fresh, claimant.sole, now_ms).await
+}
+
+/// The ETag of the object at `key` if it holds exactly `bytes`: how a write
+/// whose answer was lost is recognised as our own. Every lease and marker
+/// names its writer and the time it was written, so no other write holds
+/// the same bytes.
+async fn ours_after_all<S: ObjectStore>(
+    store: &StateObjects<'_, S>,
+    key: &str,
+    bytes: &[u8],
+) -> Option<String> {
+    match store.read(key).await {
+        Ok(Some(SmallObject {
+            bytes: stored,
+            etag: Some(etag),
+            ..
+        })) if stored == bytes => {
+            note_own_write(key);
+            Some(etag)
+        }
+        _ => None,
+    }
+}
+
+fn note_own_write(key: &str) {
+    tracing::info!(key, "a write of ours took effect though its answer was lost; carrying on with it");
+}
+
+/// Deletes the lease, only while its ETag is `etag` where one is given. A
+/// store that refuses conditional deletes (501 NotImplemented) gets an
+/// unconditional one instead, which is safe because a lease is deleted only
+/// once its object's done marker exists or the object is gone: no holder
+/// may send then, and one that tries finds its lease lost at its next write.
+pub(crate) async fn remove_lease<S: ObjectStore>(
+    store: &StateObjects<'_, S>,
+    keys: &StateKeys,
+    etag: Option<&str>,
+) -> Result<(), S3Error> {
+    match store.remove(&keys.lease, etag).await {
+        Err(S3Error::Unsupported { .. }) if etag.is_some() => {
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                tracing::info!(
+                    "this S3 store refuses conditional deletes (501 NotImplemented); leases of finished objects are deleted unconditionally, which is safe once the done marker exists"
+                );
+            });
+            store.remove(&keys.lease, None).await
+        }
+        other => other,
+    }
+}
+
+/// The object is done: a lease still there was left behind (its holder's
+/// delete failed, or the answer to its marker write was lost). Whoever sees
+/// both removes the lease. Best effort: `audit` names any that stay.
+async fn clear_finished_lease<S: ObjectStore>(store: &StateObjects<'_, S>, keys: &StateKeys) {
+    let lease = match store.read(&keys.lease).await {
+        Ok(Some(lease)) => lease,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(lease = %keys.lease, error = %e, "could not look for a finished object's leftover lease; audit names it if it stays");
+            return;
+        }
+    };
+    match remove_lease(store, keys, lease.etag.as_deref()).await {
+        // Gone or rewritten meanwhile: its holder is on it.
+        Ok(()) | Err(S3Error::NotFound { .. } | S3Error::Precondition { .. }) => {
+            metrics::counter!(crate::metrics::LEASES_CLEANED).increment(1);
+            tracing::info!(lease = %keys.lease, "deleted the lease a finished object left behind");
+        }
+        Err(e) => {
+            tracing::warn!(lease = %keys.lease, error = %e, "could not delete a finished object's leftover lease; audit names it if it stays");
+        }
+    }
 }
 
 /// Takes over the lease read as `stored` if it has ended, or if it is our
@@ -334,42 +416,64 @@ async fn take_over<S: ObjectStore>(
     };
     let etag = stored.etag.clone().unwrap_or_default();
     let started = Instant::now();
-    match store
-        .write(&keys.lease, encode(&taken), PutMode::Update { etag })
-        .await
-    {
-        Ok(etag) => {
-            let held = Held {
-                lease: taken,
-                etag,
-                renewed: started,
-                taken_over_after_ms: unrecorded_age_ms(&theirs, stored),
-                unrecorded_since: None,
-            };
-            confirm(store, keys, held).await
-        }
-        Err(S3Error::Precondition { .. }) => Ok(Acquired::Busy {
-            owner: "(another taker)".into(),
-            expires_in_ms: ttl_ms,
-        }),
-        Err(e) => Err(e.into()),
-    }
+    let bytes = encode(&taken);
+    let written = store
+        .write(&keys.lease, bytes.clone(), PutMode::Update { etag })
+        .await;
+    let etag = match written {
+        Ok(etag) => etag,
+        // A 412 is another taker's write, or our own whose answer was lost
+        // and whose retry met it: the lease's bytes tell which.
+        Err(e) => match (ours_after_all(store, &keys.lease, &bytes).await, e) {
+            (Some(etag), _) => etag,
+            (None, S3Error::Precondition { .. }) => {
+                return Ok(Acquired::Busy {
+                    owner: "(another taker)".into(),
+                    expires_in_ms: ttl_ms,
+                });
+            }
+            (None, e) => return Err(e.into()),
+        },
+    };
+    let held = Held {
+        lease: taken,
+        etag,
+        renewed: started,
+        taken_over_after_ms: unrecorded_age_ms(&theirs, stored),
+        unrecorded_since: None,
+    };
+    confirm(store, keys, held, now_ms).await
 }
 
 /// Re-checks the done marker once the lease is ours. A holder writes its
 /// marker before it deletes its lease, so if the previous holder finished
 /// between our first check and our write, the marker is visible now (S3 reads
 /// are strongly consistent) and the object must not be sent again.
+///
+/// If the marker cannot be read, the lease is released (with the progress
+/// it carries) before the error is returned: a failed attempt never keeps
+/// a lease for its TTL.
 async fn confirm<S: ObjectStore>(
     store: &StateObjects<'_, S>,
     keys: &StateKeys,
-    held: Held,
+    mut held: Held,
+    now_ms: u64,
 ) -> Result<Acquired, StateError> {
-    if store.read(&keys.done).await?.is_none() {
-        return Ok(Acquired::Ours(held));
+    match store.read(&keys.done).await {
+        Ok(None) => Ok(Acquired::Ours(held)),
+        Ok(Some(_)) => {
+            if let Err(e) = remove_lease(store, keys, Some(&held.etag)).await {
+                tracing::warn!(lease = %keys.lease, error = %e, "could not delete the lease taken on a finished object; the next event for it does");
+            }
+            Ok(Acquired::Done)
+        }
+        Err(e) => {
+            if let Err(released) = release(store.inner(), keys, &mut held, now_ms).await {
+                tracing::warn!(lease = %keys.lease, error = %released, "could not release the lease after the done marker could not be read; it expires");
+            }
+            Err(e.into())
+        }
     }
-    let _ = store.remove(&keys.lease, Some(&held.etag)).await;
-    Ok(Acquired::Done)
 }
 
 /// Writes the lease's progress as `held` has it (only chunks SQS settled),
@@ -422,26 +526,18 @@ async fn rewrite<S: ObjectStore>(
     let bytes = encode(&lease);
     let etag = match store.write(&keys.lease, bytes.clone(), mode).await {
         Ok(etag) => etag,
-        Err(S3Error::Precondition { .. }) => match store.read(&keys.lease).await? {
-            // The write took effect and its answer was lost, so the SDK's
-            // retry met our own new ETag: the lease holds what we wrote.
-            Some(SmallObject {
-                bytes: stored,
-                etag: Some(etag),
-                ..
-            }) if stored == bytes => etag,
-            _ => {
+        // The write may have taken effect with its answer lost: after a 412
+        // the SDK's retry met our own new ETag; after a server error it may
+        // have landed all the same. The lease's bytes tell.
+        Err(e) => match (ours_after_all(&store, &keys.lease, &bytes).await, e) {
+            (Some(etag), _) => etag,
+            (None, S3Error::Precondition { .. } | S3Error::NotFound { .. }) => {
                 return Err(StateError::Lost {
                     key: keys.lease.clone(),
                 });
             }
+            (None, e) => return Err(e.into()),
         },
-        Err(S3Error::NotFound { .. }) => {
-            return Err(StateError::Lost {
-                key: keys.lease.clone(),
-            });
-        }
-        Err(e) => return Err(e.into()),
     };
     held.lease = lease;
     held.etag = etag;
@@ -454,7 +550,7 @@ async fn rewrite<S: ObjectStore>(
 /// there is no progress to keep. Best effort: expiry does the same.
 pub async fn abandon<S: ObjectStore>(store: &S, keys: &StateKeys, held: &Held) {
     let store = StateObjects::new(store);
-    if let Err(e) = store.remove(&keys.lease, Some(&held.etag)).await {
+    if let Err(e) = remove_lease(&store, keys, Some(&held.etag)).await {
         tracing::warn!(lease = %keys.lease, error = %e, "could not delete the lease of a vanished object; it expires");
     }
 }
@@ -474,16 +570,22 @@ pub async fn finish<S: ObjectStore>(
         .await
     {
         Ok(_) | Err(S3Error::AlreadyExists { .. }) => {}
-        Err(e) => return Err(e.into()),
+        // Written with its answer lost, or not: the marker tells.
+        Err(e) => {
+            if !matches!(store.read(&keys.done).await, Ok(Some(_))) {
+                return Err(e.into());
+            }
+        }
     }
-    match store.remove(&keys.lease, Some(&held.etag)).await {
+    match remove_lease(&store, keys, Some(&held.etag)).await {
         Ok(()) | Err(S3Error::NotFound { .. }) => Ok(()),
         Err(S3Error::Precondition { .. }) => {
             tracing::info!(lease = %keys.lease, "the lease was taken over before the done marker; leaving it to its owner");
             Ok(())
         }
-        // The marker is what counts: a later taker of this lease finds the
-        // marker and deletes the lease; `audit` lists it until then.
+        // The marker is what counts: the next event for the object (a
+        // redelivery, a replay) finds both and deletes the lease, and
+        // `audit` names it as a finished object's lease until then.
         Err(e) => {
             tracing::warn!(lease = %keys.lease, error = %e, "could not delete a finished object's lease");
             Ok(())
@@ -774,15 +876,17 @@ mod tests {
         );
     }
 
-    /// A lease write takes effect and its answer is lost: the retry finds
-    /// the lease in our own name, and takes it on without waiting out its
-    /// TTL, unless another attempt of ours is on the object.
+    /// A lease write takes effect, its answer is lost and the read that
+    /// would show it is ours fails too: the attempt fails, and the retry
+    /// finds the lease in our own name and takes it on without waiting out
+    /// its TTL, unless another attempt of ours is on the object.
     #[tokio::test]
     async fn our_own_lease_back_from_a_lost_answer_is_taken_on_at_once() {
         use relay_shared::testing::Fault;
         let store = Mem::default();
         let k = keys();
         store.fail_on("PutObject", "/leases/", Fault::LoseResponse);
+        store.fail_on("GetObject", "/leases/", Fault::Unavailable);
         let me = Claimant {
             owner: "me",
             sole: true,
@@ -823,31 +927,119 @@ mod tests {
         ));
     }
 
-    /// A renewal takes effect and its answer is lost; the retry of the same
-    /// write meets our own new ETag. The lease holds exactly what we wrote,
-    /// so it is still ours.
+    /// A renewal takes effect and its answer is lost (a timeout, or a
+    /// server error on the SDK's last retry): the lease holds exactly what
+    /// we wrote, so it is still ours, at once.
     #[tokio::test]
     async fn a_renewal_whose_answer_was_lost_keeps_the_lease() {
         use relay_shared::testing::Fault;
         let store = Mem::default();
         let k = keys();
         let mut a = ours(store.at(0), "a", "fp", 0).await;
-        a.lease.next_chunk = 3;
-        store.fail_on("PutObject", "/leases/", Fault::LoseResponse);
-        assert!(matches!(
-            renew(store.at(1000), &k, &mut a, 1000).await,
-            Err(StateError::S3(_))
-        ));
-        renew(store.at(1000), &k, &mut a, 1000).await.unwrap();
-        let stored = store.get_small(&k.lease).await.unwrap();
-        assert_eq!(stored.etag.as_deref(), Some(a.etag.as_str()));
+        for (n, fault) in [Fault::LoseResponse, Fault::LoseThenFail].into_iter().enumerate() {
+            a.lease.next_chunk = 3 + n as u32;
+            store.fail_on("PutObject", "/leases/", fault);
+            renew(store.at(1000), &k, &mut a, 1000).await.unwrap();
+            let stored = store.get_small(&k.lease).await.unwrap();
+            assert_eq!(stored.etag.as_deref(), Some(a.etag.as_str()), "{fault:?}");
+        }
         // Someone else's write is not mistaken for ours.
         let b = ours(store.at(200_000), "b", "fp", 200_000).await;
         assert!(matches!(
             renew(store.at(200_000), &k, &mut a, 1000).await,
             Err(StateError::Lost { .. })
         ));
-        assert_eq!(b.lease.next_chunk, 3);
+        assert_eq!(b.lease.next_chunk, 4);
+    }
+
+    /// Every kind of lease write whose answer is lost (a first write, a
+    /// takeover, the done marker) is recognised as our own by its bytes
+    /// and carried on with in the same attempt: nothing waits out a lease
+    /// of its own failed call.
+    #[tokio::test]
+    async fn lost_answers_to_lease_and_marker_writes_are_carried_on_with_at_once() {
+        use relay_shared::testing::Fault;
+        let store = Mem::default();
+        let k = keys();
+        // A first write that landed, answered with a server error.
+        store.fail_on("PutObject", "/leases/", Fault::LoseThenFail);
+        let a = ours(store.at(0), "a", "fp", 0).await;
+        assert_eq!(
+            store.get_small(&k.lease).await.unwrap().etag.as_deref(),
+            Some(a.etag.as_str())
+        );
+        // A takeover that landed, whose answer was lost (a timeout, or the
+        // SDK's retry meeting its own write: 412). The takeover is the
+        // fourth call of the attempt (marker, create, read, takeover).
+        let mut b = None;
+        for (n, fault) in [Fault::LoseResponse, Fault::LoseThenPrecondition]
+            .into_iter()
+            .enumerate()
+        {
+            let at = 70_000 * (n as i64 + 1);
+            let theirs = store.get_small(&k.lease).await.unwrap();
+            store.fail_in(3, fault);
+            let owner = format!("b{n}");
+            let taken = acquire(store.at(at), &k, other(&owner), "fp", TTL, at as u64)
+                .await
+                .unwrap();
+            let Acquired::Ours(held) = taken else {
+                panic!("a takeover waited on its own write ({fault:?}): {taken:?}");
+            };
+            assert_ne!(Some(held.etag.as_str()), theirs.etag.as_deref());
+            b = Some(held);
+        }
+        let b = b.unwrap();
+        // A done marker that landed, answered with a server error: finished,
+        // and the lease is gone.
+        store.fail_on("PutObject", "/done/", Fault::LoseThenFail);
+        finish(store.at(150_000), &k, &b, &marker("b")).await.unwrap();
+        assert!(store.bytes(&k.done).is_some() && store.bytes(&k.lease).is_none());
+    }
+
+    /// The done marker cannot be read right after the lease is taken: the
+    /// attempt fails, and the lease is released with its progress, not kept
+    /// for its TTL.
+    #[tokio::test]
+    async fn a_failed_check_of_the_marker_releases_the_lease_it_took() {
+        use relay_shared::testing::Fault;
+        let store = Mem::default();
+        let k = keys();
+        let mut a = ours(store.at(0), "a", "fp", 0).await;
+        advance(store.at(1000), &k, &mut a, 5, 1000).await.unwrap();
+        // B takes over A's expired lease, then fails to read the marker.
+        store.fail_in(3, Fault::Unavailable);
+        let failed = acquire(store.at(70_000), &k, other("b"), "fp", TTL, 70_000).await;
+        assert!(matches!(failed, Err(StateError::S3(_))), "{failed:?}");
+        // Free at once, with A's progress kept.
+        let c = ours(store.at(70_500), "c", "fp", 70_500).await;
+        assert_eq!(c.lease.next_chunk, 5);
+    }
+
+    /// A finished object's lease left behind (its holder's delete failed)
+    /// is deleted by the next event for the object; on a store that refuses
+    /// conditional deletes (501), unconditionally.
+    #[tokio::test]
+    async fn whoever_finds_a_done_object_with_a_lease_deletes_the_lease() {
+        use relay_shared::testing::Fault;
+        for refuses_conditional in [false, true] {
+            let store = Mem::default();
+            if refuses_conditional {
+                store.without_conditional_deletes();
+            }
+            let k = keys();
+            let a = ours(store.at(0), "a", "fp", 0).await;
+            store.fail_on("DeleteObject", "/leases/", Fault::Unavailable);
+            finish(&store, &k, &a, &marker("a")).await.unwrap();
+            assert!(store.bytes(&k.lease).is_some(), "the delete failed");
+            assert_eq!(
+                acquire(store.at(1000), &k, other("b"), "fp", TTL, 1000)
+                    .await
+                    .unwrap(),
+                Acquired::Done
+            );
+            assert!(store.bytes(&k.lease).is_none(), "{refuses_conditional}");
+        }
     }
 
     #[tokio::test]

@@ -101,6 +101,15 @@ pub fn mirrored(state_prefix: &str, folder: &str, raw_prefix: &str, raw_key: &st
 }
 
 impl StateKeys {
+    /// The state keys of the object whose lease is at `lease_key`.
+    pub fn of_lease(state_prefix: &str, raw_prefix: &str, lease_key: &str) -> Self {
+        let rel = lease_key
+            .strip_prefix(state_prefix)
+            .and_then(|k| k.strip_prefix(LEASES))
+            .unwrap_or(lease_key);
+        Self::new(state_prefix, raw_prefix, &format!("{raw_prefix}{rel}"))
+    }
+
     /// `raw_key` must start with `raw_prefix`; the rest is kept verbatim.
     pub fn new(state_prefix: &str, raw_prefix: &str, raw_key: &str) -> Self {
         let at = |folder| mirrored(state_prefix, folder, raw_prefix, raw_key);
@@ -127,6 +136,11 @@ fn count(op: &'static str) {
 impl<'a, S: ObjectStore> StateObjects<'a, S> {
     pub fn new(store: &'a S) -> Self {
         Self { store }
+    }
+
+    /// The store under them.
+    pub fn inner(&self) -> &'a S {
+        self.store
     }
 
     /// The object with its ETag and S3's times, or `None` if it does not exist.
@@ -178,5 +192,6 @@ mod tests {
             k.quarantine,
             "state/quarantine/s/2026/11/21/22/1.json.zst.json"
         );
+        assert_eq!(StateKeys::of_lease("state/", "raw/", &k.lease), k);
     }
 }

@@ -511,14 +511,17 @@ mod tests {
     }
 
     /// The done marker's write takes effect but its answer is lost: the
-    /// attempt fails, and the retry finds the marker and sends nothing.
+    /// attempt finds its own marker and finishes, deleting its lease; a
+    /// repeat finds the marker and sends nothing.
     #[tokio::test]
     async fn a_lost_answer_to_the_done_marker_sends_nothing_twice() {
         let (store, obj) = object().await;
         store.fail_on("PutObject", "state/done/", Fault::LoseResponse);
         let queue = FakeQueue::default();
         let first = app(&store, queue.clone()).process_object(&obj).await;
-        assert!(first.is_err(), "{first:?}");
+        assert!(matches!(first, Ok(Outcome::Sent { .. })), "{first:?}");
+        let lease = StateKeys::new("state/", "raw/", KEY).lease;
+        assert_eq!(store.bytes(&lease), None, "no lease left behind");
         let sent = queue.bodies().len();
         let retry = app(&store, queue.clone())
             .process_object(&obj)
@@ -527,6 +530,27 @@ mod tests {
         assert_eq!(retry, Outcome::Duplicate);
         assert_eq!(queue.bodies().len(), sent, "nothing was sent again");
         assert!(delivered(&queue).values().all(|n| *n == 1));
+    }
+
+    /// Writing the reject report fails after every chunk was sent: the
+    /// attempt fails with its lease released, not kept for its TTL, so
+    /// another processor finishes the object at once, sending nothing again.
+    #[tokio::test]
+    async fn a_failure_while_settling_releases_the_lease_at_once() {
+        let (store, obj) = object_of("{\"id\":1}\nnot json\n{\"id\":2}\n").await;
+        store.fail_on("PutObject", "state/rejects/", Fault::Unavailable);
+        let queue = FakeQueue::default();
+        let err = app(&store, queue.clone())
+            .process_object(&obj)
+            .await
+            .unwrap_err();
+        assert!(matches!(err.failure, Failure::S3(_)), "{err}");
+        let outcome = app(&store, queue.clone())
+            .process_object(&obj)
+            .await
+            .expect("not busy: the failed attempt released its lease");
+        assert!(matches!(outcome, Outcome::Sent { records: 2, .. }), "{outcome:?}");
+        assert_eq!(queue.bodies().len(), 1, "the chunk was not sent again");
     }
 
     /// A batch stored but its answer lost: the attempt fails with the lease

@@ -21,16 +21,28 @@ use crate::pipeline::rules::RULES;
 use crate::pipeline::{Report, Stats, Unreadable};
 
 impl<S: ObjectStore, Q: MessageSink> Attempt<'_, S, Q> {
+    /// Settles the claim once the run is over. Whatever fails on the way
+    /// (a report, the marker), the claim is released before the error is
+    /// returned: the next attempt resumes at once.
     pub(super) async fn settle(
         &self,
-        claim: Claim<'_, S>,
+        mut claim: Claim<'_, S>,
+        ran: Result<Ran, Failure>,
+    ) -> Result<Outcome, Failure> {
+        let settled = self.conclude(&mut claim, ran).await;
+        if settled.is_err() {
+            claim.release().await;
+        }
+        settled
+    }
+
+    async fn conclude(
+        &self,
+        claim: &mut Claim<'_, S>,
         ran: Result<Ran, Failure>,
     ) -> Result<Outcome, Failure> {
         let (report, sent, etag) = match ran {
-            Err(e) => {
-                claim.release().await;
-                return Err(e);
-            }
+            Err(e) => return Err(e),
             Ok(Ran::Missing) => {
                 claim.abandon().await;
                 return Ok(Outcome::Missing);
@@ -48,7 +60,6 @@ impl<S: ObjectStore, Q: MessageSink> Attempt<'_, S, Q> {
             // The object's stream broke (a network fault), which says nothing
             // about its bytes: retry, resuming after the chunks already sent.
             Err(Unreadable::Io(e)) => {
-                claim.release().await;
                 Err(Failure::Read {
                     sent,
                     message: e.to_string(),
@@ -65,7 +76,7 @@ impl<S: ObjectStore, Q: MessageSink> Attempt<'_, S, Q> {
     /// not retried forever.
     async fn quarantine(
         &self,
-        claim: Claim<'_, S>,
+        claim: &mut Claim<'_, S>,
         mut marker: DoneMarker,
         reason: &str,
         sent: u32,
@@ -85,7 +96,7 @@ impl<S: ObjectStore, Q: MessageSink> Attempt<'_, S, Q> {
     /// for good now quarantines the object, with SQS's reasons.
     async fn finish(
         &self,
-        claim: Claim<'_, S>,
+        claim: &mut Claim<'_, S>,
         mut marker: DoneMarker,
         report: &Report,
         sent: u32,

@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use relay_shared::retry::{Class, Classified};
+use relay_shared::retry::{Cause, Class, Classified};
 
 use crate::output::batch;
 use crate::pipeline::body::Chunk;
@@ -21,6 +21,8 @@ pub enum QueueError {
         op: &'static str,
         message: String,
         class: Class,
+        /// Why, as a retry counts it.
+        cause: Cause,
     },
     #[error("queue {queue} refused message {id}: {code}: {message}")]
     Refused {

@@ -210,6 +210,9 @@ impl<S: ObjectStore> Agent<S> {
                     let kind = e.kind();
                     ::metrics::counter!(metrics::RETRIES, "kind" => kind).increment(1);
                     ::metrics::counter!(metrics::ERRORS, "kind" => kind).increment(1);
+                    if let Some((op, cause)) = e.retry_site() {
+                        relay_shared::attempts::count("s3", op, cause);
+                    }
                     if e.is_transient() {
                         warn!(error = %e, kind, attempt, retry_in_ms = delay.as_millis() as u64, "upload failed; retrying");
                     } else {

@@ -44,6 +44,14 @@ impl UploadError {
         }
     }
 
+    /// The S3 request that failed and why, if a retry may fix it.
+    pub fn retry_site(&self) -> Option<(&'static str, relay_shared::retry::Cause)> {
+        match self {
+            Self::S3(e) => e.retry_site(),
+            _ => None,
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Read { .. } => "read",

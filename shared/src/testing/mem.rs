@@ -24,6 +24,13 @@ pub enum Fault {
     /// The call takes effect, then its answer is lost (a timeout): the
     /// caller cannot tell whether it happened.
     LoseResponse,
+    /// The call takes effect, then its answer is lost, and the SDK's last
+    /// retry gets `500 InternalError`: the caller sees a server error for
+    /// a call that took effect.
+    LoseThenFail,
+    /// The call takes effect, then its answer is lost, and the SDK's retry
+    /// of the same conditional write meets it: `412 PreconditionFailed`.
+    LoseThenPrecondition,
 }
 
 #[derive(Debug, Clone)]
@@ -64,6 +71,9 @@ struct State {
     denied: Vec<String>,
     /// Every call, in order: (operation, key).
     log: Vec<(&'static str, String)>,
+    /// Conditional deletes are answered 501 NotImplemented, as one S3
+    /// implementation (LocalStack) answers them.
+    no_conditional_delete: bool,
     /// Run once after the first `op` call on a key containing the text.
     meanwhile: Vec<(&'static str, String, Meanwhile)>,
 }
@@ -174,6 +184,13 @@ impl MemStore {
         self.lock().objects.remove(&self.id(key));
     }
 
+    /// Answers every conditional delete `501 NotImplemented`, as LocalStack
+    /// does (AWS supports them).
+    pub fn without_conditional_deletes(&self) -> &Self {
+        self.lock().no_conditional_delete = true;
+        self
+    }
+
     /// Denies, for good, every write under `prefix` in this bucket.
     pub fn deny(&self, prefix: &str) -> &Self {
         let p = format!("{}/{prefix}", self.bucket);
@@ -262,6 +279,15 @@ impl MemStore {
                 // The effect stands; only its answer is lost.
                 let _ = f(&mut s);
                 Err(self.failure(key, op, "RequestTimeout"))
+            }
+            Some(Fault::LoseThenFail) => {
+                let _ = f(&mut s);
+                Err(self.failure(key, op, "InternalError"))
+            }
+            Some(Fault::LoseThenPrecondition) => {
+                let _ = f(&mut s);
+                let (bucket, key) = self.id(key);
+                Err(S3Error::Precondition { bucket, key })
             }
             None => f(&mut s),
         };
@@ -400,6 +426,14 @@ impl ObjectStore for MemStore {
 
     async fn delete(&self, key: &str, if_match: Option<&str>) -> Result<(), S3Error> {
         self.call("DeleteObject", key, true, |s| {
+            if if_match.is_some() && s.no_conditional_delete {
+                let (bucket, key) = self.id(key);
+                return Err(S3Error::Unsupported {
+                    bucket,
+                    key,
+                    op: "DeleteObject",
+                });
+            }
             match (if_match, s.objects.get(&self.id(key))) {
                 (Some(etag), Some(o)) if o.etag != etag => {
                     let (bucket, key) = self.id(key);

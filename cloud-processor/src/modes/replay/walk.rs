@@ -106,13 +106,13 @@ impl<S: ObjectStore> Shared<'_, S> {
             self.state_prefix(DONE, partition),
             after_rel.as_deref(),
         );
-        let mut leases = (self.opts.mode == Mode::Reprocess).then(|| {
-            SortedKeys::new(
-                self.store,
-                self.state_prefix(LEASES, partition),
-                after_rel.as_deref(),
-            )
-        });
+        // Leases are few: listed in step in both modes, so that missing mode
+        // deletes the ones finished objects left behind.
+        let mut leases = SortedKeys::new(
+            self.store,
+            self.state_prefix(LEASES, partition),
+            after_rel.as_deref(),
+        );
         let mut batch = Batch::default();
         let mut next = after.map(str::to_owned);
         let reached_end = loop {
@@ -130,8 +130,12 @@ impl<S: ObjectStore> Shared<'_, S> {
                     continue;
                 }
                 let is_done = done.contains(&rel).await?;
+                let leased = leases.contains(&rel).await?;
                 if is_done && self.opts.mode == Mode::Missing {
                     add(&self.counters.already_done, 1);
+                    if leased && !self.opts.dry_run {
+                        self.clear_finished_lease(&obj).await?;
+                    }
                     batch.passed = Some(obj.key);
                     continue;
                 }
@@ -142,8 +146,7 @@ impl<S: ObjectStore> Shared<'_, S> {
                     }
                     continue;
                 }
-                if let Some(leases) = &mut leases {
-                    let leased = leases.contains(&rel).await?;
+                if self.opts.mode == Mode::Reprocess {
                     self.clear_state(&obj, leased, is_done).await?;
                 }
                 batch.objects.push(obj);
@@ -168,12 +171,29 @@ impl<S: ObjectStore> Shared<'_, S> {
         };
         add(
             &self.counters.list_requests,
-            done.requests + leases.map_or(0, |l| l.requests),
+            done.requests + leases.requests,
         );
         if reached_end {
             self.advance(partition, Walked::Done)?;
         }
         Ok(reached_end)
+    }
+
+    /// A done object's lease, left behind by its holder: deleted, as the
+    /// processor deletes one it finds beside a done marker.
+    async fn clear_finished_lease(&self, obj: &RawObject) -> Result<(), S3Error> {
+        let keys = crate::object::marker::StateKeys::new(
+            &self.sel.state_prefix,
+            &self.sel.raw_prefix,
+            &obj.key,
+        );
+        match StateObjects::new(self.store).remove(&keys.lease, None).await {
+            Ok(()) | Err(S3Error::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        add(&self.counters.leases_deleted, 1);
+        add(&self.counters.delete_requests, 1);
+        Ok(())
     }
 
     /// Reprocess: the lease first, then the marker. Stopped in between, the
