@@ -30,6 +30,12 @@ pub const LEASES_CLEANED: &str = "relay_processor_leases_cleaned_total";
 /// fields and their rules included), at zero, so a `rate()` alert has a
 /// series from the first scrape (under `poll`).
 pub fn register_at_zero(fields: &[Field]) {
+    relay_shared::attempts::register_at_zero(&[
+        ("s3", "GetObject"),
+        ("s3", "PutObject"),
+        ("sqs", "SendMessageBatch"),
+        ("sqs", "ReceiveMessage"),
+    ]);
     for field in fields {
         metrics::counter!(FIELD_MISSING, "field" => field.name.clone()).increment(0);
         for rule in field.rules() {

@@ -636,7 +636,18 @@ async fn canaries_reach_their_own_queue_and_show_a_stopped_processor() {
     )
     .unwrap_or_else(|| panic!("no lag series:\n{page}"));
     assert!((0.0..30.0).contains(&lag), "lag {lag}");
-    assert!(series(&page, "relay_processor_canaries_total{outcome=\"sent\"}").unwrap() >= 2.0);
+    // SQS has a canary's message before the processor counts it (the done
+    // marker comes first): wait for the count to catch up.
+    let counted = Instant::now();
+    let mut page = page;
+    while series(&page, "relay_processor_canaries_total{outcome=\"sent\"}").unwrap_or(0.0) < 2.0 {
+        assert!(
+            counted.elapsed() < Duration::from_secs(10),
+            "canaries sent but not counted:\n{page}"
+        );
+        sleep(Duration::from_millis(200)).await;
+        page = scrape(processor_port).await;
+    }
     dashboard_names_are_exposed(&scrape(agent_port).await, &page);
 
     // The consumers' records are the data's, exactly: no canary among them.

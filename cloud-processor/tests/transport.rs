@@ -198,26 +198,6 @@ impl<'r> Fleet<'r> {
     }
 }
 
-/// Reads the output queue into `tally` until `done()` and the queue is
-/// empty with no record below `expected()` missing.
-async fn read_until(
-    relay: &Relay,
-    tally: &mut Tally,
-    expected: impl Fn() -> u64,
-    done: impl Fn() -> bool,
-) {
-    loop {
-        let batch = common::receive_batch(&relay.s.emu.sqs, &relay.s.output).await;
-        let empty = batch.is_empty();
-        for m in batch {
-            tally.count(m);
-        }
-        if empty && done() && tally.lost(expected()).is_empty() {
-            return;
-        }
-    }
-}
-
 fn percentile(sorted: &[u64], p: f64) -> u64 {
     let at = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[at.min(sorted.len() - 1)]

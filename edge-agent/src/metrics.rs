@@ -188,6 +188,7 @@ const ERROR_KINDS: &[&str] = &[
 ];
 
 fn register_at_zero() {
+    relay_shared::attempts::register_at_zero(&[("s3", "PutObject"), ("s3", "UploadPart")]);
     for outcome in FILE_OUTCOMES {
         ::metrics::counter!(FILES, "outcome" => *outcome).increment(0);
     }

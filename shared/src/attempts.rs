@@ -24,6 +24,18 @@ pub fn count(service: &str, operation: &str, cause: Cause) {
     .increment(1);
 }
 
+/// Registers the counter at zero for `calls` (service, operation), by every
+/// cause, so a `rate()` alert has a series from the first scrape.
+pub fn register_at_zero(calls: &[(&'static str, &'static str)]) {
+    for (service, operation) in calls {
+        for cause in Cause::ALL {
+            metrics::counter!(AWS_RETRIES, "service" => *service,
+                "operation" => *operation, "cause" => cause.label())
+            .increment(0);
+        }
+    }
+}
+
 /// Describes the counter to the metrics recorder.
 pub fn describe() {
     metrics::describe_counter!(
@@ -83,10 +95,9 @@ impl Intercept for RetryCounter {
                 Some(_) => Cause::Connection,
                 None if e.is_response_error() => Cause::Response,
                 None => match context.response() {
-                    Some(r) => Cause::of_answer(
-                        r.status().as_u16(),
-                        r.body().bytes().unwrap_or_default(),
-                    ),
+                    Some(r) => {
+                        Cause::of_answer(r.status().as_u16(), r.body().bytes().unwrap_or_default())
+                    }
                     None => Cause::Other,
                 },
             },

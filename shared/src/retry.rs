@@ -108,7 +108,10 @@ impl Cause {
     pub fn of_answer(status: u16, body: &[u8]) -> Self {
         let head = &body[..body.len().min(2048)];
         let names = |needle: &[u8]| head.windows(needle.len()).any(|w| w == needle);
-        if status == 429 || names(b"SlowDown") || names(b"Throttl") || names(b"RequestLimitExceeded")
+        if status == 429
+            || names(b"SlowDown")
+            || names(b"Throttl")
+            || names(b"RequestLimitExceeded")
         {
             Self::Throttled
         } else if status >= 500 {
@@ -122,7 +125,9 @@ impl Cause {
 /// The cause of a failed call, as the SDK reports it (after its own
 /// attempts): no answer in time, no connection, an unreadable answer, or
 /// the service's answer.
-pub fn cause_of<E>(err: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> Cause {
+pub fn cause_of<E>(
+    err: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+) -> Cause {
     use aws_sdk_s3::error::SdkError;
     match err {
         SdkError::TimeoutError(_) => Cause::Timeout,
@@ -214,6 +219,9 @@ mod tests {
         assert_eq!(Cause::of_answer(400, sqs_throttled), Cause::Throttled);
         assert_eq!(Cause::of_answer(429, b""), Cause::Throttled);
         assert_eq!(Cause::of_answer(500, s3_internal), Cause::ServerError);
-        assert_eq!(Cause::of_answer(400, b"<Code>InvalidArgument</Code>"), Cause::Other);
+        assert_eq!(
+            Cause::of_answer(400, b"<Code>InvalidArgument</Code>"),
+            Cause::Other
+        );
     }
 }

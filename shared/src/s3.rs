@@ -643,7 +643,10 @@ mod tests {
             S3Error::NotFound { .. }
         ));
         let refused = map(501, "NotImplemented", None);
-        assert!(matches!(refused, S3Error::Unsupported { .. }), "{refused:?}");
+        assert!(
+            matches!(refused, S3Error::Unsupported { .. }),
+            "{refused:?}"
+        );
         assert_eq!(
             (refused.kind(), refused.class()),
             ("unsupported", Class::Permanent),

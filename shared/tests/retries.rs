@@ -54,7 +54,9 @@ async fn the_sdks_own_retries_are_counted_by_cause() {
     let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(&endpoint)
         .region(aws_sdk_s3::config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_s3::config::Credentials::new("t", "t", None, None, "test"))
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            "t", "t", None, None, "test",
+        ))
         .retry_config(
             aws_config::retry::RetryConfig::standard()
                 .with_max_attempts(3)
@@ -62,19 +64,32 @@ async fn the_sdks_own_retries_are_counted_by_cause() {
         )
         .load()
         .await;
-    let s3 = s3_client(&sdk, ClientOptions { s3_path_style: true });
-    s3.list_buckets().send().await.expect("the third attempt succeeds");
+    let s3 = s3_client(
+        &sdk,
+        ClientOptions {
+            s3_path_style: true,
+        },
+    );
+    s3.list_buckets()
+        .send()
+        .await
+        .expect("the third attempt succeeds");
     let page = handle.render();
     let line = |cause: &str| {
         page.lines()
-            .find(|l| l.starts_with("relay_aws_retries_total") && l.contains(&format!("cause=\"{cause}\"")))
+            .find(|l| {
+                l.starts_with("relay_aws_retries_total")
+                    && l.contains(&format!("cause=\"{cause}\""))
+            })
             .unwrap_or_else(|| panic!("no {cause} retry counted:\n{page}"))
             .to_owned()
     };
     for cause in ["throttled", "server_error"] {
         let l = line(cause);
         assert!(
-            l.contains("service=\"s3\"") && l.contains("operation=\"ListBuckets\"") && l.ends_with(" 1"),
+            l.contains("service=\"s3\"")
+                && l.contains("operation=\"ListBuckets\"")
+                && l.ends_with(" 1"),
             "{l}"
         );
     }

@@ -369,7 +369,8 @@ mod tests {
     async fn finished_objects_leases_are_not_taken_for_dead_processors() {
         use relay_shared::store::{PutMode, PutOptions};
         let store = relay_shared::testing::MemStore::new("b");
-        let lease = br#"{"owner":"p","expires_at_ms":0,"ttl_ms":60000,"fingerprint":"f","next_chunk":2}"#;
+        let lease =
+            br#"{"owner":"p","expires_at_ms":0,"ttl_ms":60000,"fingerprint":"f","next_chunk":2}"#;
         let (done_key, died_key) = (
             "raw/a/2026/11/27/14/1795800000000.json.zst",
             "raw/a/2026/11/27/14/1795800000001.json.zst",
@@ -399,6 +400,9 @@ mod tests {
         clean(&store, &sel, &mut report).await.unwrap();
         assert_eq!(report.cleaned_leases, 1);
         assert!(store.bytes(&lease_of(done_key)).is_none());
-        assert!(store.bytes(&lease_of(died_key)).is_some(), "a dead processor's lease is kept: it holds progress");
+        assert!(
+            store.bytes(&lease_of(died_key)).is_some(),
+            "a dead processor's lease is kept: it holds progress"
+        );
     }
 }

@@ -4,15 +4,15 @@
 //! deleted), released after a failure (its progress recorded and the
 //! object free at once), abandoned (the object is gone), or left to expire
 //! (its lease was lost to another processor, or the attempt broke). No
-//! error can drop a held claim: the attempt's settling releases it on every
-//! early return, and a claim dropped still open (a cancelled attempt)
-//! releases itself in the background. While the object's chunks are sent
+//! error can drop a held claim: the attempt's one way out, its settling,
+//! releases it on every early return, and confirming a fresh lease releases
+//! it if the marker cannot be read. While the object's chunks are sent
 //! it is their [`Progress`]: it knows which chunks are settled, and it
 //! decides when a send may start.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use relay_shared::store::ObjectStore;
 use tracing::{info, warn};
@@ -89,11 +89,7 @@ impl Drop for Entered<'_> {
     }
 }
 
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+pub(crate) use crate::object::lease::now_ms;
 
 impl<'a, S: ObjectStore> Claim<'a, S> {
     /// Takes the object on: `None` if its done marker exists (the event is
@@ -195,7 +191,7 @@ impl<'a, S: ObjectStore> Claim<'a, S> {
         if !std::mem::replace(&mut self.open, false) || self.lost || self.leave {
             return;
         }
-        if let Err(e) = lease::release(self.store, self.keys, &mut self.held, now_ms()).await {
+        if let Err(e) = lease::release_retried(self.store, self.keys, &mut self.held).await {
             warn!(lease = %self.keys.lease, error = %e, "could not release the lease; the next attempt waits for it to expire");
         }
     }
@@ -216,24 +212,14 @@ impl<'a, S: ObjectStore> Claim<'a, S> {
     }
 }
 
-/// A claim dropped while still open (its attempt's future was cancelled,
-/// or a path that forgot to settle it) releases its lease in the
-/// background, so no attempt keeps one for its TTL.
+/// A claim dropped while still open means a way out of an attempt that
+/// did not settle it (a bug, or a cancelled attempt, which a crash looks
+/// like): its lease expires. Said, so that it is seen.
 impl<S: ObjectStore> Drop for Claim<'_, S> {
     fn drop(&mut self) {
-        if !self.open || self.lost || self.leave {
-            return;
+        if self.open && !self.lost && !self.leave {
+            warn!(lease = %self.keys.lease, "an attempt ended without settling its lease; it expires");
         }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        warn!(lease = %self.keys.lease, "an attempt ended without settling its lease; releasing it");
-        let (store, keys, mut held) = (self.store.clone(), self.keys.clone(), self.held.clone());
-        runtime.spawn(async move {
-            if let Err(e) = lease::release(&store, &keys, &mut held, now_ms()).await {
-                warn!(lease = %keys.lease, error = %e, "could not release the lease; the next attempt waits for it to expire");
-            }
-        });
     }
 }
 

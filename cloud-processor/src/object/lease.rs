@@ -16,12 +16,23 @@
 //! on resume. SQS drops the resend for FIFO queues within its 5-minute
 //! deduplication window. For standard queues it is the one possible duplicate.
 
-use std::time::Instant;
+use std::future::Future;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use relay_shared::retry::{Class, Classified};
 
 use relay_shared::store::{ObjectStore, PutMode, S3Error, SmallObject};
 use serde::{Deserialize, Serialize};
 
 use crate::object::marker::{DoneMarker, StateKeys, StateObjects};
+
+/// This host's clock, in ms since the epoch: it only fills a lease's
+/// `expires_at_ms` for people, and judges leases of older processors.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
 
 /// SQS FIFO drops a resent message only within this long of the first send.
 pub const FIFO_DEDUP_WINDOW_MS: u64 = 5 * 60 * 1000;
@@ -202,6 +213,15 @@ pub enum StateError {
     Lost { key: String },
 }
 
+impl Classified for StateError {
+    fn class(&self) -> Class {
+        match self {
+            Self::S3(e) => e.class(),
+            Self::Corrupt { .. } | Self::Lost { .. } => Class::Permanent,
+        }
+    }
+}
+
 fn decode<T: for<'de> Deserialize<'de>>(key: &str, bytes: &[u8]) -> Result<T, StateError> {
     serde_json::from_slice(bytes).map_err(|e| StateError::Corrupt {
         key: key.to_owned(),
@@ -261,7 +281,10 @@ pub async fn acquire<S: ObjectStore>(
         taken_over_after_ms: None,
         unrecorded_since: None,
     };
-    match store.write(&keys.lease, bytes.clone(), PutMode::Create).await {
+    match store
+        .write(&keys.lease, bytes.clone(), PutMode::Create)
+        .await
+    {
         Ok(etag) => return confirm(&store, keys, held(etag), now_ms).await,
         Err(S3Error::AlreadyExists { .. }) => {}
         // The write may have landed with its answer lost.
@@ -314,7 +337,32 @@ async fn ours_after_all<S: ObjectStore>(
 }
 
 fn note_own_write(key: &str) {
-    tracing::info!(key, "a write of ours took effect though its answer was lost; carrying on with it");
+    tracing::info!(
+        key,
+        "a write of ours took effect though its answer was lost; carrying on with it"
+    );
+}
+
+/// Runs `op` again, up to three times in all with a short backoff, while it
+/// fails for a reason a retry may fix: a lease left behind by a failed
+/// delete or release costs another attempt its TTL, or stays for good.
+pub(crate) async fn retried<T, E: Classified, F: Future<Output = Result<T, E>>>(
+    mut op: impl FnMut() -> F,
+) -> Result<T, E> {
+    let mut backoff = relay_shared::retry::backoff(
+        std::time::Duration::from_millis(100),
+        std::time::Duration::from_secs(1),
+    );
+    let mut tries = 1;
+    loop {
+        match op().await {
+            Err(e) if tries < 3 && e.class().is_retryable() => {
+                tries += 1;
+                tokio::time::sleep(backoff.next().unwrap_or_default()).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Deletes the lease, only while its ETag is `etag` where one is given. A
@@ -327,7 +375,7 @@ pub(crate) async fn remove_lease<S: ObjectStore>(
     keys: &StateKeys,
     etag: Option<&str>,
 ) -> Result<(), S3Error> {
-    match store.remove(&keys.lease, etag).await {
+    match retried(|| store.remove(&keys.lease, etag)).await {
         Err(S3Error::Unsupported { .. }) if etag.is_some() => {
             static SAID: std::sync::Once = std::sync::Once::new();
             SAID.call_once(|| {
@@ -335,7 +383,7 @@ pub(crate) async fn remove_lease<S: ObjectStore>(
                     "this S3 store refuses conditional deletes (501 NotImplemented); leases of finished objects are deleted unconditionally, which is safe once the done marker exists"
                 );
             });
-            store.remove(&keys.lease, None).await
+            retried(|| store.remove(&keys.lease, None)).await
         }
         other => other,
     }
@@ -502,6 +550,30 @@ pub async fn release<S: ObjectStore>(
         .unrecorded_since
         .map_or(0, |t| t.elapsed().as_millis() as u64);
     rewrite(store, keys, held, 0, now_ms, unrecorded_for_ms).await
+}
+
+/// [`release`], tried again (up to three times in all) while it fails for
+/// a reason a retry may fix: a lease a failed attempt could not release
+/// costs the next attempt its TTL.
+pub async fn release_retried<S: ObjectStore>(
+    store: &S,
+    keys: &StateKeys,
+    held: &mut Held,
+) -> Result<(), StateError> {
+    let mut backoff = relay_shared::retry::backoff(
+        std::time::Duration::from_millis(100),
+        std::time::Duration::from_secs(1),
+    );
+    let mut tries = 1;
+    loop {
+        match release(store, keys, held, now_ms()).await {
+            Err(e) if tries < 3 && e.class().is_retryable() => {
+                tries += 1;
+                tokio::time::sleep(backoff.next().unwrap_or_default()).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 async fn rewrite<S: ObjectStore>(
@@ -936,7 +1008,10 @@ mod tests {
         let store = Mem::default();
         let k = keys();
         let mut a = ours(store.at(0), "a", "fp", 0).await;
-        for (n, fault) in [Fault::LoseResponse, Fault::LoseThenFail].into_iter().enumerate() {
+        for (n, fault) in [Fault::LoseResponse, Fault::LoseThenFail]
+            .into_iter()
+            .enumerate()
+        {
             a.lease.next_chunk = 3 + n as u32;
             store.fail_on("PutObject", "/leases/", fault);
             renew(store.at(1000), &k, &mut a, 1000).await.unwrap();
@@ -993,7 +1068,9 @@ mod tests {
         // A done marker that landed, answered with a server error: finished,
         // and the lease is gone.
         store.fail_on("PutObject", "/done/", Fault::LoseThenFail);
-        finish(store.at(150_000), &k, &b, &marker("b")).await.unwrap();
+        finish(store.at(150_000), &k, &b, &marker("b"))
+            .await
+            .unwrap();
         assert!(store.bytes(&k.done).is_some() && store.bytes(&k.lease).is_none());
     }
 
@@ -1029,7 +1106,10 @@ mod tests {
             }
             let k = keys();
             let a = ours(store.at(0), "a", "fp", 0).await;
-            store.fail_on("DeleteObject", "/leases/", Fault::Unavailable);
+            // The delete fails on every try (three).
+            for _ in 0..3 {
+                store.fail_on("DeleteObject", "/leases/", Fault::Unavailable);
+            }
             finish(&store, &k, &a, &marker("a")).await.unwrap();
             assert!(store.bytes(&k.lease).is_some(), "the delete failed");
             assert_eq!(

@@ -549,7 +549,10 @@ mod tests {
             .process_object(&obj)
             .await
             .expect("not busy: the failed attempt released its lease");
-        assert!(matches!(outcome, Outcome::Sent { records: 2, .. }), "{outcome:?}");
+        assert!(
+            matches!(outcome, Outcome::Sent { records: 2, .. }),
+            "{outcome:?}"
+        );
         assert_eq!(queue.bodies().len(), 1, "the chunk was not sent again");
     }
 

@@ -59,12 +59,10 @@ impl<S: ObjectStore, Q: MessageSink> Attempt<'_, S, Q> {
             Ok(report) => self.finish(claim, marker, &report, sent).await,
             // The object's stream broke (a network fault), which says nothing
             // about its bytes: retry, resuming after the chunks already sent.
-            Err(Unreadable::Io(e)) => {
-                Err(Failure::Read {
-                    sent,
-                    message: e.to_string(),
-                })
-            }
+            Err(Unreadable::Io(e)) => Err(Failure::Read {
+                sent,
+                message: e.to_string(),
+            }),
             Err(unreadable) => {
                 let reason = unreadable.to_string();
                 self.quarantine(claim, marker, &reason, sent).await

@@ -286,6 +286,26 @@ mod tests {
         assert_eq!(queue.counts().len() as u32, CHUNKS);
     }
 
+    /// What docs/guarantees.md states for a standard queue: each lost
+    /// answer can add one copy of its batch, so two in a row give three
+    /// copies of it, and nothing else is sent twice.
+    #[tokio::test]
+    async fn two_lost_answers_in_a_row_give_three_copies_of_that_batch_and_no_more() {
+        let store = Mem::default();
+        let queue = Queue::scripted(&[Fault::None, Fault::LoseAnswer, Fault::LoseAnswer]);
+        for at in [0, 1000] {
+            let (lost, _) = attempt(&store, &queue, at).await;
+            assert!(matches!(lost, Err(SendError::Queue(_))), "{lost:?}");
+        }
+        attempt(&store, &queue, 2000).await.0.unwrap();
+        let counts = queue.counts();
+        assert_eq!(counts.len() as u32, CHUNKS);
+        for (chunk, n) in counts {
+            let want = if (10..20).contains(&chunk) { 3 } else { 1 };
+            assert_eq!(n, want, "chunk {chunk}");
+        }
+    }
+
     #[tokio::test]
     async fn a_refused_chunk_holds_up_nothing_after_it_and_is_recorded() {
         let store = Mem::default();

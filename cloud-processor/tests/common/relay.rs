@@ -522,3 +522,23 @@ pub fn assert_exactly_once(relay: &Relay, w: &Writer, tally: &Tally) {
         relay.logs()
     );
 }
+
+/// Reads the output queue into `tally` until `done()` and the queue is
+/// empty with no record below `expected()` missing.
+pub async fn read_until(
+    relay: &Relay,
+    tally: &mut Tally,
+    expected: impl Fn() -> u64,
+    done: impl Fn() -> bool,
+) {
+    loop {
+        let batch = super::receive_batch(&relay.s.emu.sqs, &relay.s.output).await;
+        let empty = batch.is_empty();
+        for m in batch {
+            tally.count(m);
+        }
+        if empty && done() && tally.lost(expected()).is_empty() {
+            return;
+        }
+    }
+}

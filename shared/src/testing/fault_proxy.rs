@@ -23,6 +23,8 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 
+use super::storm::{Call, Storm, StormFault, error_answer, operation};
+
 /// What the proxy injects, adjustable while it runs, and what it has injected.
 #[derive(Debug, Default)]
 pub struct Faults {
@@ -66,9 +68,36 @@ pub struct Faults {
     pub forwarded: AtomicU64,
     /// S3 PUT requests forwarded so far (objects and parts).
     pub s3_puts: AtomicU64,
+    /// While set, a share of all requests gets one of AWS's own faults
+    /// (see [`Storm`]).
+    storm: std::sync::Mutex<Option<Storm>>,
 }
 
 impl Faults {
+    /// Starts a storm: AWS-shaped faults on `percent`% of requests, chosen
+    /// from `seed`, until [`Faults::stop_storm`].
+    pub fn start_storm(&self, percent: u32, seed: u64) {
+        *self.storm.lock().unwrap_or_else(|e| e.into_inner()) = Some(Storm::new(percent, seed));
+    }
+
+    /// Ends the storm; returns what it injected.
+    pub fn stop_storm(&self) -> Vec<(&'static str, String, StormFault, u64)> {
+        self.storm
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .map(|s| s.injected())
+            .unwrap_or_default()
+    }
+
+    fn storm_pick(&self, call: Call<'_>) -> Option<StormFault> {
+        self.storm
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+            .and_then(|s| s.pick(call))
+    }
+
     fn due(every: &AtomicU64, counter: &AtomicU64) -> bool {
         let every = every.load(Ordering::Relaxed);
         every != 0 && (counter.fetch_add(1, Ordering::Relaxed) + 1).is_multiple_of(every)
@@ -132,11 +161,22 @@ async fn handle(
     faults: Arc<Faults>,
 ) -> Result<Response<ProxyBody>, std::io::Error> {
     let is_get = req.method() == hyper::Method::GET;
-    let lose = lose_answer(&req, &faults);
-    let response = match respond(req, upstream, faults.clone()).await {
+    let target = req
+        .headers()
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let call = operation(req.method(), req.uri(), &target);
+    let storm = faults.storm_pick(call);
+    let lose = lose_answer(&req, &faults) || storm == Some(StormFault::LoseAnswer);
+    let mut response = match respond(req, upstream, faults.clone(), storm).await {
         Ok(r) => r,
         Err(never) => match never {},
     };
+    if storm == Some(StormFault::AnswerReplaced) && response.status().is_success() {
+        response = error_answer(call.service, StormFault::ServerError);
+    }
     if lose && response.status().is_success() {
         faults.lost_answers.fetch_add(1, Ordering::Relaxed);
         // A service error makes hyper close the connection unanswered.
@@ -149,14 +189,14 @@ async fn handle(
         Ok(b) => b.to_bytes(),
         Err(never) => match never {},
     };
-    if is_get
-        && parts.status.is_success()
-        && bytes.len() > 1024
-        && faults
-            .s3_get_cuts
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
-            .is_ok()
-    {
+    let cuttable = is_get && parts.status.is_success() && bytes.len() > 1024;
+    let cut = cuttable
+        && (storm == Some(StormFault::CutBody)
+            || faults
+                .s3_get_cuts
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok());
+    if cut {
         parts
             .headers
             .insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
@@ -228,6 +268,7 @@ async fn respond(
     req: Request<Incoming>,
     upstream: SocketAddr,
     faults: Arc<Faults>,
+    storm: Option<StormFault>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let (parts, body) = req.into_parts();
     // Read the whole request first, so the client sees our answer and not a
@@ -242,6 +283,14 @@ async fn respond(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
+    if let Some(fault @ (StormFault::Throttle | StormFault::ServerError)) = storm {
+        let service = if target.starts_with("AmazonSQS.") {
+            "sqs"
+        } else {
+            "s3"
+        };
+        return Ok(error_answer(service, fault));
+    }
     if !target.starts_with("AmazonSQS.") && parts.method == hyper::Method::PUT {
         faults.s3_puts.fetch_add(1, Ordering::Relaxed);
     }
@@ -281,8 +330,10 @@ async fn respond(
             .sqs_refuse_batches
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
             .is_ok();
+    let partial = storm == Some(StormFault::PartialBatch);
     let (body, withheld) =
-        if refuse || (batch && Faults::due(&faults.sqs_fail_every, &faults.sqs_batches)) {
+        if refuse || partial || (batch && Faults::due(&faults.sqs_fail_every, &faults.sqs_batches))
+        {
             withhold_entries(body)
         } else {
             (body, Vec::new())

@@ -2,7 +2,7 @@
 //! emulator (`emulator.rs`), an in-memory store with faults and a clock
 //! (`mem.rs`) and the one contract suite both must pass (`contract.rs`),
 //! two fault proxies (`fault_proxy.rs` speaks HTTP and answers as AWS does
-//! when it struggles; `transport.rs` knows only TCP and breaks connections
+//! when it struggles, at random with `storm.rs`; `transport.rs` knows only TCP and breaks connections
 //! anywhere), a keep-alive S3 sink (`sink_s3.rs`), helpers for running the
 //! real binaries (`binaries.rs`), loopback ports (`loopback.rs`), the docs' generated sections (`docs.rs`)
 //! and the source tree's layering (`source.rs`).
@@ -16,6 +16,7 @@ mod loopback;
 mod mem;
 mod sink_s3;
 pub mod source;
+mod storm;
 mod transport;
 
 pub use binaries::{assert_plain_log_with_start_line, first_metrics, http_get};
@@ -25,4 +26,5 @@ pub use fault_proxy::{FaultProxy, Faults};
 pub use loopback::free_port;
 pub use mem::{Fault, MemStore};
 pub use sink_s3::{SinkCounts, SinkS3};
+pub use storm::StormFault;
 pub use transport::{TransportProxy, TransportStats, Weather};

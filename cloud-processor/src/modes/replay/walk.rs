@@ -187,7 +187,10 @@ impl<S: ObjectStore> Shared<'_, S> {
             &self.sel.raw_prefix,
             &obj.key,
         );
-        match StateObjects::new(self.store).remove(&keys.lease, None).await {
+        match StateObjects::new(self.store)
+            .remove(&keys.lease, None)
+            .await
+        {
             Ok(()) | Err(S3Error::NotFound { .. }) => {}
             Err(e) => return Err(e),
         }
