@@ -6,21 +6,26 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-# A private emulator instance, so a developer's own `scripts/moto.sh start`
-# is neither reused nor stopped by the test run.
+# Private instances of both AWS implementations (moto, and LocalStack where
+# moto is lenient), so a developer's own `start` is neither reused nor
+# stopped by the test run.
 export RELAY_MOTO_DIR="$PWD/.moto/test"
+export RELAY_LOCALSTACK_DIR="$PWD/.localstack/test"
 scripts/moto.sh install
+scripts/localstack.sh install
 # cargo-lambda (the Lambda runtime test) lives in the same virtualenv.
 export PATH="$PWD/.venv/bin:$PATH"
+trap 'scripts/moto.sh stop; scripts/localstack.sh stop' EXIT
 env_lines=$(scripts/moto.sh start)
 eval "$env_lines"
-trap 'scripts/moto.sh stop' EXIT
+env_lines=$(scripts/localstack.sh start)
+eval "$env_lines"
 
 echo "== cargo fmt" >&2
 cargo fmt --all --check
 echo "== cargo clippy" >&2
 cargo clippy --workspace --all-targets --locked -- -D warnings
-echo "== cargo test (emulator at $AWS_ENDPOINT_URL)" >&2
+echo "== cargo test (moto at $AWS_ENDPOINT_URL, LocalStack at $RELAY_LOCALSTACK_URL)" >&2
 cargo test --workspace --locked
 
 echo "== edge agent .deb (packaging checked on the debug build)" >&2

@@ -25,6 +25,7 @@ pub const CANARY_LAG: &str = "relay_canary_lag_seconds";
 pub const CANARY_CREATED: &str = "relay_canary_last_created_timestamp_seconds";
 pub const READY: &str = "relay_processor_ready";
 pub const LEASES_CLEANED: &str = "relay_processor_leases_cleaned_total";
+pub const CHECKSUM_FAILURES: &str = "relay_processor_checksum_failures_total";
 
 /// Registers every counter, with each of its label values (the configured
 /// fields and their rules included), at zero, so a `rate()` alert has a
@@ -76,6 +77,7 @@ pub fn register_at_zero(fields: &[Field]) {
         FIFO_WINDOW_EXCEEDED,
         OFFLOADED,
         LEASES_CLEANED,
+        CHECKSUM_FAILURES,
     ] {
         metrics::counter!(name).increment(0);
     }
@@ -152,6 +154,10 @@ pub fn describe() {
     describe_counter!(
         SCHEMA_REJECTS,
         "Records rejected for breaking a field's rule, by field and rule: required, type, hmac_length (a value over 1 MiB to hash)"
+    );
+    describe_counter!(
+        CHECKSUM_FAILURES,
+        "Reads of an object whose bytes did not match the CRC32C S3 stored with it: read again, and quarantined after three"
     );
     describe_counter!(
         LEASES_CLEANED,

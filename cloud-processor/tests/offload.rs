@@ -156,7 +156,18 @@ async fn records_up_to_megabytes_reach_the_extended_client_intact_and_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_official_extended_client_receives_every_record_byte_for_byte() {
-    let s = setup("offload", false).await;
+    round_trip(setup("offload", false).await).await;
+}
+
+/// The same against LocalStack, whose S3 verifies every payload's CRC32C
+/// on upload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_extended_client_receives_every_record_on_localstack() {
+    let emu = relay_shared::testing::Emulator::localstack().await;
+    round_trip(setup_on(emu, "offload-ls", false).await).await;
+}
+
+async fn round_trip(s: Setup) {
     // Messages of at most 2 KiB, so records with a 5 KB field cannot fit,
     // the first and the last among them.
     let app = app_with(&s, Some(2048), "id,blob", 120).await;

@@ -7,6 +7,7 @@
 
 pub mod attempts;
 pub mod check;
+pub mod checksum;
 pub mod cli;
 pub mod client;
 pub mod keys;

@@ -11,7 +11,11 @@ use std::error::Error as StdError;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::{
+    ChecksumAlgorithm, ChecksumMode, ChecksumType, CompletedMultipartUpload, CompletedPart,
+};
+
+use crate::checksum::{ChecksumMismatch, crc32c, crc32c_base64, crc32c_combine};
 
 use crate::client::{ClientOptions, SdkConfig, s3_client};
 use crate::retry::{Class, classify};
@@ -230,8 +234,35 @@ macro_rules! head_of {
             content_type: $out.content_type,
             content_encoding: $out.content_encoding,
             metadata: $out.metadata.unwrap_or_default(),
+            checksum_crc32c: $out.checksum_crc32_c,
         }
     };
+}
+
+/// A download's body, its checksum failure made recognisable: the SDK
+/// checks the bytes against the CRC32C S3 stored and fails the read at its
+/// end; the failure reaches the reader as [`ChecksumMismatch`].
+struct Verified<R>(R);
+
+impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Verified<R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match std::pin::Pin::new(&mut self.0).poll_read(cx, buf) {
+            std::task::Poll::Ready(Err(e)) if error_chain(&e).contains("checksum mismatch") => {
+                let mismatch = ChecksumMismatch {
+                    detail: error_chain(&e),
+                };
+                std::task::Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    mismatch,
+                )))
+            }
+            other => other,
+        }
+    }
 }
 
 /// One object of a ListObjectsV2 page.
@@ -265,12 +296,18 @@ impl ObjectStore for Bucket {
             .bucket(&self.name)
             .key(key)
             .set_version_id(version_id.map(str::to_owned))
+            .checksum_mode(ChecksumMode::Enabled)
             .send()
             .await
             .map_err(self.err(key, "GetObject", None))?;
+        let head = head_of!(out);
+        if !head.verified() {
+            tracing::debug!(key, checksum = ?head.checksum_crc32c,
+                "the object has no CRC32C of all its bytes (an older multipart upload): its read is not verified");
+        }
         Ok(Download {
-            head: head_of!(out),
-            body: Box::new(out.body.into_async_read()),
+            head,
+            body: Box::new(Verified(out.body.into_async_read())),
         })
     }
 
@@ -351,6 +388,7 @@ impl ObjectStore for Bucket {
             .head_object()
             .bucket(&self.name)
             .key(key)
+            .checksum_mode(ChecksumMode::Enabled)
             .send()
             .await
             .map_err(self.err(key, "HeadObject", None))
@@ -427,7 +465,7 @@ impl ObjectStore for Bucket {
                     .send()
                     .await
                     .map_err(self.err(prefix, "ListObjectVersions", None))?;
-                let objects = page
+                let objects: Vec<Listed> = page
                     .versions()
                     .iter()
                     .filter(|v| v.is_latest() == Some(true))
@@ -440,9 +478,18 @@ impl ObjectStore for Bucket {
                         version_id: v.version_id().filter(|id| *id != "null").map(str::to_owned),
                     })
                     .collect();
-                let next_after = (page.is_truncated() == Some(true))
+                let mut objects = objects;
+                let mut next_after = (page.is_truncated() == Some(true))
                     .then(|| page.next_key_marker().map(str::to_owned))
                     .flatten();
+                // Some implementations ignore MaxKeys here (LocalStack, on an
+                // unversioned bucket): a page holds at most `limit` objects
+                // whatever the store answered, and the next starts after it.
+                let limit = usize::try_from(max_keys).unwrap_or(PAGE_LIMIT);
+                if objects.len() > limit {
+                    objects.truncate(limit);
+                    next_after = objects.last().map(|o| o.key.clone());
+                }
                 Ok(Page {
                     objects,
                     next_after,
@@ -505,6 +552,9 @@ impl ObjectStore for Bucket {
             .set_content_encoding(options.content_encoding.clone())
             .set_metadata(Some(options.metadata.clone()).filter(|m| !m.is_empty()))
             .checksum_algorithm(ChecksumAlgorithm::Crc32C)
+            // One CRC32C of all the object's bytes, not a checksum of its
+            // parts' checksums: every read of it can be verified.
+            .checksum_type(ChecksumType::FullObject)
             .send()
             .await
             .map_err(self.err(key, "CreateMultipartUpload", None))?;
@@ -526,6 +576,9 @@ impl ObjectStore for Bucket {
         number: i32,
         body: Vec<u8>,
     ) -> Result<Part, S3Error> {
+        // Our own CRC32C, which S3 verifies: the whole object's is combined
+        // from the parts' at completion.
+        let (crc, size) = (crc32c(&body), body.len() as u64);
         let out = self
             .client
             .upload_part()
@@ -533,7 +586,7 @@ impl ObjectStore for Bucket {
             .key(key)
             .upload_id(upload_id)
             .part_number(number)
-            .checksum_algorithm(ChecksumAlgorithm::Crc32C)
+            .checksum_crc32_c(crc32c_base64(crc))
             .body(body.into())
             .send()
             .await
@@ -541,7 +594,8 @@ impl ObjectStore for Bucket {
         Ok(Part {
             number,
             etag: out.e_tag.unwrap_or_default(),
-            checksum_crc32c: out.checksum_crc32_c,
+            crc32c: crc,
+            size,
         })
     }
 
@@ -552,13 +606,21 @@ impl ObjectStore for Bucket {
         parts: Vec<Part>,
         mode: &PutMode,
     ) -> Result<PutResult, S3Error> {
+        let mut parts = parts;
+        parts.sort_by_key(|p| p.number);
+        let whole = parts
+            .iter()
+            .skip(1)
+            .fold(parts.first().map_or(0, |p| p.crc32c), |crc, p| {
+                crc32c_combine(crc, p.crc32c, p.size)
+            });
         let parts = parts
             .into_iter()
             .map(|p| {
                 CompletedPart::builder()
                     .part_number(p.number)
                     .e_tag(p.etag)
-                    .set_checksum_crc32_c(p.checksum_crc32c)
+                    .checksum_crc32_c(crc32c_base64(p.crc32c))
                     .build()
             })
             .collect();
@@ -568,6 +630,8 @@ impl ObjectStore for Bucket {
             .bucket(&self.name)
             .key(key)
             .upload_id(upload_id)
+            .checksum_crc32_c(crc32c_base64(whole))
+            .checksum_type(ChecksumType::FullObject)
             .multipart_upload(
                 CompletedMultipartUpload::builder()
                     .set_parts(Some(parts))

@@ -65,6 +65,20 @@ pub struct Head {
     pub content_encoding: Option<String>,
     /// User metadata (`x-amz-meta-*`), keys without the prefix.
     pub metadata: HashMap<String, String>,
+    /// The CRC32C S3 keeps for the whole object (base64), if it keeps one:
+    /// a read of it is verified. A multipart object of an older agent has
+    /// only a checksum of its parts' checksums (`...-N`), which cannot be.
+    pub checksum_crc32c: Option<String>,
+}
+
+impl Head {
+    /// Whether a download of the object is checked against a CRC32C of
+    /// all its bytes.
+    pub fn verified(&self) -> bool {
+        self.checksum_crc32c
+            .as_deref()
+            .is_some_and(|c| !c.contains('-'))
+    }
 }
 
 /// An object's body, read as it arrives: raw objects can be gigabytes.
@@ -137,7 +151,11 @@ pub struct Children {
 pub struct Part {
     pub number: i32,
     pub etag: String,
-    pub checksum_crc32c: Option<String>,
+    /// The part's CRC32C, computed by us and verified by S3 on upload.
+    pub crc32c: u32,
+    /// Its length in bytes: with the CRC32Cs of all parts, it gives the
+    /// whole object's.
+    pub size: u64,
 }
 
 /// The operations the relay needs from one bucket, and no more.

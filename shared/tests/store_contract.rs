@@ -1,16 +1,30 @@
-//! The object-store contract, over the in-memory store and over S3 on the
-//! emulator: the same suite, so the fake cannot drift from S3.
+//! The object-store contract, over the in-memory store and over S3 on both
+//! local implementations (moto and LocalStack): the same suite, so the fake
+//! cannot drift from S3, and the adapter is held to two implementations.
+
+#![allow(clippy::unwrap_used)]
 
 use relay_shared::testing::{Emulator, MemStore, contract};
 
 #[tokio::test]
 async fn the_in_memory_store_keeps_the_contract() {
     contract::object_store(&MemStore::new("mem"), "t/").await;
+    // As a store without conditional deletes (LocalStack) keeps it.
+    let refusing = MemStore::new("mem");
+    refusing.without_conditional_deletes();
+    contract::object_store(&refusing, "t/").await;
 }
 
 #[tokio::test]
 async fn s3_keeps_the_contract() {
     let emu = Emulator::connect().await;
+    let bucket = emu.bucket("contract").await;
+    contract::object_store(&bucket, "t/").await;
+}
+
+#[tokio::test]
+async fn localstack_keeps_the_contract() {
+    let emu = Emulator::localstack().await;
     let bucket = emu.bucket("contract").await;
     contract::object_store(&bucket, "t/").await;
 }
@@ -45,8 +59,16 @@ async fn a_missing_bucket_is_reported_as_permanent_and_named() {
 /// their ids, as its events name them (the module's bucket is versioned).
 #[tokio::test]
 async fn a_versioned_bucket_lists_current_versions_with_their_ids() {
+    versioned_listing(Emulator::connect().await).await;
+}
+
+#[tokio::test]
+async fn a_versioned_bucket_lists_current_versions_with_their_ids_on_localstack() {
+    versioned_listing(Emulator::localstack().await).await;
+}
+
+async fn versioned_listing(emu: Emulator) {
     use relay_shared::store::{Listing, ObjectStore, PutMode, PutOptions};
-    let emu = Emulator::connect().await;
     let bucket = emu.bucket("contract-versioned").await;
     emu.enable_versioning(bucket.name()).await;
     assert!(bucket.versioned().await.unwrap());

@@ -178,6 +178,13 @@ impl<'a, S: ObjectStore> Claim<'a, S> {
         &self.held.lease
     }
 
+    /// Counts a read whose bytes did not match S3's checksum (kept in the
+    /// lease when it is released); returns how many there were.
+    pub fn note_checksum_failure(&mut self) -> u32 {
+        self.held.lease.checksum_failures += 1;
+        self.held.lease.checksum_failures
+    }
+
     /// Leaves the lease to expire rather than releasing it.
     pub fn leave(&mut self) {
         self.leave = true;

@@ -33,6 +33,15 @@ pub enum Failure {
          the next attempt resumes after them"
     )]
     Read { sent: u32, message: String },
+    #[error(
+        "read {reads} time(s) with bytes that do not match the CRC32C S3 stored ({message}); \
+         {sent} messages were sent, and the next attempt reads it again"
+    )]
+    Checksum {
+        reads: u32,
+        sent: u32,
+        message: String,
+    },
     #[error("storing a record too large for a message: {0}")]
     Payload(PayloadError),
     #[error("the pipeline task failed: {0}")]

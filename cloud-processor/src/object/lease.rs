@@ -85,7 +85,14 @@ pub struct Lease {
     /// came before any unrecorded send.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub unrecorded_for_ms: u64,
+    /// Reads of the object whose bytes did not match S3's checksum: after
+    /// [`MAX_CHECKSUM_FAILURES`], it is quarantined.
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub checksum_failures: u32,
 }
+
+/// Reads that may fail S3's checksum before the object is quarantined.
+pub const MAX_CHECKSUM_FAILURES: u32 = 3;
 
 fn is_zero(v: &u64) -> bool {
     *v == 0
@@ -271,6 +278,7 @@ pub async fn acquire<S: ObjectStore>(
         refused: Vec::new(),
         refused_count: 0,
         unrecorded_for_ms: 0,
+        checksum_failures: 0,
     };
     let started = Instant::now();
     let bytes = encode(&fresh);
@@ -457,6 +465,7 @@ async fn take_over<S: ObjectStore>(
             settled: theirs.settled.clone(),
             refused: theirs.refused.clone(),
             refused_count: theirs.refused_count,
+            checksum_failures: theirs.checksum_failures,
             ..fresh
         }
     } else {
@@ -841,6 +850,7 @@ mod tests {
             refused: Vec::new(),
             refused_count: 0,
             unrecorded_for_ms: 0,
+            checksum_failures: 0,
         };
         // A batch of 10..20 where SQS stored the even chunks only.
         lease.settle(&[10, 12, 14, 16, 18], &[]);

@@ -532,6 +532,41 @@ mod tests {
         assert!(delivered(&queue).values().all(|n| *n == 1));
     }
 
+    /// A download whose bytes do not match the CRC32C S3 stored (a
+    /// corrupted object) is never marked done: the object fits the
+    /// in-memory window, so it is verified before anything is sent; it is
+    /// read again on the next attempts and quarantined on the third, with
+    /// the reason, having sent nothing.
+    #[tokio::test]
+    async fn an_object_failing_its_checksum_sends_nothing_and_is_quarantined_after_three_reads() {
+        let (store, obj) = object().await;
+        store.corrupt_reads_of(KEY);
+        let queue = FakeQueue::default();
+        for reads in 1..3 {
+            let err = app(&store, queue.clone())
+                .process_object(&obj)
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err.failure, Failure::Checksum { reads: r, sent: 0, .. } if r == reads),
+                "{err}"
+            );
+            assert!(err.to_string().contains("CRC32C"), "{err}");
+            let done = StateKeys::new("state/", "raw/", KEY).done;
+            assert_eq!(store.bytes(&done), None, "never marked done on bad bytes");
+        }
+        let outcome = app(&store, queue.clone())
+            .process_object(&obj)
+            .await
+            .unwrap();
+        let Outcome::Quarantined { reason } = outcome else {
+            panic!("{outcome:?}")
+        };
+        assert!(reason.contains("on 3 reads"), "{reason}");
+        assert!(queue.bodies().is_empty(), "nothing was sent");
+        assert_eq!(marker(&store).outcome, "quarantined");
+    }
+
     /// Writing the reject report fails after every chunk was sent: the
     /// attempt fails with its lease released, not kept for its TTL, so
     /// another processor finishes the object at once, sending nothing again.

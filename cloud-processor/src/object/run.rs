@@ -7,10 +7,13 @@
 use std::ops::ControlFlow;
 use std::time::Instant;
 
-use relay_shared::store::{ObjectStore, S3Error};
+use relay_shared::checksum::ChecksumMismatch;
+use relay_shared::store::{Body, Download, ObjectStore, S3Error};
+use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tracing::warn;
 
+use crate::cli::RECORD_WINDOW_BYTES;
 use crate::object::claim::Claim;
 use crate::object::error::Failure;
 use crate::object::plan::Attempt;
@@ -50,8 +53,18 @@ impl<S: ObjectStore, Q: MessageSink> Attempt<'_, S, Q> {
         };
         let etag = got.head.etag.clone().unwrap_or_default();
         let dedup_base = dedup_base(&obj.bucket, &obj.key, got.head.version_id.as_deref(), &etag);
+        let body = match verified_first(got).await {
+            Ok(body) => body,
+            Err(unreadable) => {
+                return Ok(Ran::Read {
+                    report: Err(unreadable),
+                    sent: 0,
+                    etag,
+                });
+            }
+        };
         let (tx, mut rx) = mpsc::channel::<Chunk>(4);
-        let reader = tokio_util::io::SyncIoBridge::new(got.body);
+        let reader = tokio_util::io::SyncIoBridge::new(body);
         let settings = self.plan.settings.clone();
         let task = tokio::task::spawn_blocking(move || {
             pipeline::run(reader, &settings, |chunk| {
@@ -92,5 +105,26 @@ impl<S: ObjectStore, Q: MessageSink> Attempt<'_, S, Q> {
             sent: sent?,
             etag,
         })
+    }
+}
+
+/// Objects up to this size (as stored, compressed) are read whole and
+/// their checksum verified before any of their records is sent; larger
+/// ones are verified as they stream, at their end.
+pub const VERIFY_BEFORE_SEND_BYTES: u64 = RECORD_WINDOW_BYTES as u64;
+
+/// The object's body to run the pipeline over: read whole first, so that
+/// S3's checksum is verified before anything is sent, when the object fits
+/// [`VERIFY_BEFORE_SEND_BYTES`]; streamed otherwise.
+async fn verified_first(got: Download) -> Result<Body, Unreadable> {
+    if got.head.size > VERIFY_BEFORE_SEND_BYTES {
+        return Ok(got.body);
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(got.head.size).unwrap_or(0));
+    let mut body = got.body;
+    match body.read_to_end(&mut bytes).await {
+        Ok(_) => Ok(Box::new(std::io::Cursor::new(bytes))),
+        Err(e) if ChecksumMismatch::is(&e) => Err(Unreadable::Checksum(e)),
+        Err(e) => Err(Unreadable::Io(e)),
     }
 }

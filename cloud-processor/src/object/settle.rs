@@ -11,6 +11,7 @@ use tracing::{error, info};
 use crate::metrics as m;
 use crate::object::claim::{Claim, now_ms};
 use crate::object::error::Failure;
+use crate::object::lease::MAX_CHECKSUM_FAILURES;
 use crate::object::marker::DoneMarker;
 use crate::object::plan::Attempt;
 use crate::object::processor::Outcome;
@@ -63,6 +64,23 @@ impl<S: ObjectStore, Q: MessageSink> Attempt<'_, S, Q> {
                 sent,
                 message: e.to_string(),
             }),
+            // Other bytes than S3 stored: read again, unless it kept
+            // happening, which is a fact about the object.
+            Err(Unreadable::Checksum(e)) => {
+                let reads = claim.note_checksum_failure();
+                metrics::counter!(m::CHECKSUM_FAILURES).increment(1);
+                if reads < MAX_CHECKSUM_FAILURES {
+                    return Err(Failure::Checksum {
+                        reads,
+                        sent,
+                        message: e.to_string(),
+                    });
+                }
+                let reason = format!(
+                    "its bytes did not match the CRC32C S3 stored with them on {reads} reads: {e}"
+                );
+                self.quarantine(claim, marker, &reason, sent).await
+            }
             Err(unreadable) => {
                 let reason = unreadable.to_string();
                 self.quarantine(claim, marker, &reason, sent).await

@@ -6,46 +6,16 @@
 use std::io::{self, BufRead, BufReader, Read};
 use std::ops::ControlFlow;
 
+use relay_shared::checksum::ChecksumMismatch;
+
 use crate::pipeline::body::Chunk;
 use crate::pipeline::limit::Limited;
 use crate::pipeline::records::parse;
 use crate::pipeline::report::{Report, Unreadable};
 use crate::pipeline::settings::Settings;
+use crate::pipeline::source::{Source, SourceFailure};
 
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
-
-/// The object's stream, remembering whether it failed, so a download that
-/// breaks inside the zstd decoder is not taken for corrupt data.
-struct Source<R> {
-    inner: R,
-    failed: std::sync::Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl<R: BufRead> Read for Source<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let r = self.inner.read(buf);
-        if r.is_err() {
-            self.failed
-                .store(true, std::sync::atomic::Ordering::Relaxed);
-        }
-        r
-    }
-}
-
-impl<R: BufRead> BufRead for Source<R> {
-    fn fill_buf(&mut self) -> io::Result<&[u8]> {
-        let r = self.inner.fill_buf();
-        if r.is_err() {
-            self.failed
-                .store(true, std::sync::atomic::Ordering::Relaxed);
-        }
-        r
-    }
-
-    fn consume(&mut self, amt: usize) {
-        self.inner.consume(amt);
-    }
-}
 
 /// How much decoded data the decoding thread may hold ahead of the parser:
 /// `HANDOFF_BUFFERS` buffers of `HANDOFF_BYTES` in the channel, plus one
@@ -132,12 +102,15 @@ pub fn run(
     settings: &Settings,
     on_chunk: impl FnMut(Chunk) -> ControlFlow<()>,
 ) -> Result<Report, Unreadable> {
-    let failed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let failed = std::sync::Arc::new(SourceFailure::default());
     let mut src = Source {
         inner: BufReader::with_capacity(128 * 1024, src),
         failed: failed.clone(),
     };
-    let head = src.fill_buf().map_err(Unreadable::Io)?;
+    let head = src.fill_buf().map_err(|e| match ChecksumMismatch::is(&e) {
+        true => Unreadable::Checksum(e),
+        false => Unreadable::Io(e),
+    })?;
     let zstd = head.starts_with(&ZSTD_MAGIC);
     let limit = settings.max_decompressed_bytes;
     if !zstd {

@@ -15,6 +15,7 @@ mod records;
 mod report;
 pub mod rules;
 mod settings;
+mod source;
 pub mod stream;
 #[cfg(test)]
 mod tests;

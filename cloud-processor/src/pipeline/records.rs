@@ -14,6 +14,7 @@ use crate::pipeline::reader::{Item, Large, Reader, Reject, excerpt};
 use crate::pipeline::report::{MAX_REPORTED_REJECTS, Report, Stats, Unreadable};
 use crate::pipeline::rules::{RULES, Violation};
 use crate::pipeline::settings::{LargeRecords, Settings};
+use crate::pipeline::source::SourceFailure;
 
 /// The record a projection came from, for its reject if it is one.
 enum Origin<'a> {
@@ -295,7 +296,7 @@ pub(super) fn parse(
     decoded: impl Read,
     settings: &Settings,
     on_chunk: impl FnMut(Chunk) -> ControlFlow<()>,
-    failed: &std::sync::atomic::AtomicBool,
+    failed: &SourceFailure,
     zstd: bool,
 ) -> Result<Report, Unreadable> {
     let limit = settings.max_decompressed_bytes;
@@ -330,7 +331,9 @@ pub(super) fn parse(
     let classify = |e: io::Error| {
         if e.get_ref().is_some_and(|inner| inner.is::<LimitExceeded>()) {
             Unreadable::TooLarge { limit }
-        } else if failed.load(std::sync::atomic::Ordering::Relaxed) {
+        } else if failed.mismatched() {
+            Unreadable::Checksum(e)
+        } else if failed.broke() {
             Unreadable::Io(e)
         } else if zstd {
             Unreadable::Corrupt(e)

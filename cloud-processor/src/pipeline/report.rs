@@ -83,4 +83,8 @@ pub enum Unreadable {
     TooLarge { limit: u64 },
     #[error("reading it failed: {0}")]
     Io(io::Error),
+    /// The bytes read are not what S3 stored (their CRC32C differs):
+    /// corrupted on the way or in storage; read again, it may pass.
+    #[error("{0}")]
+    Checksum(io::Error),
 }

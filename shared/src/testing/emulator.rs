@@ -21,6 +21,47 @@ pub struct Emulator {
     pub sdk: SdkConfig,
     pub s3: aws_sdk_s3::Client,
     pub sqs: aws_sdk_sqs::Client,
+    /// Which implementation it is: where they differ (docs/development.md),
+    /// a test asserts AWS's behaviour on the one that has it.
+    pub kind: Implementation,
+}
+
+/// The local AWS implementations the suite runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Implementation {
+    /// moto server (`scripts/moto.sh`): `AWS_ENDPOINT_URL`.
+    Moto,
+    /// LocalStack (`scripts/localstack.sh`): `RELAY_LOCALSTACK_URL`.
+    LocalStack,
+}
+
+impl Implementation {
+    /// Whether a FIFO queue drops a deduplication id sent again within five
+    /// minutes even after the first copy was consumed, as SQS does (moto
+    /// compares only with messages still queued).
+    pub fn deduplicates_consumed_fifo_messages(self) -> bool {
+        self == Self::LocalStack
+    }
+
+    /// Whether conditional deletes are supported (LocalStack answers 501).
+    pub fn supports_conditional_deletes(self) -> bool {
+        self == Self::Moto
+    }
+
+    /// Whether S3 events carry the object's `versionId` and a `sequencer`.
+    pub fn events_carry_version_ids(self) -> bool {
+        self == Self::LocalStack
+    }
+
+    /// Whether a PutObject or part with a wrong CRC32C is refused.
+    pub fn refuses_wrong_checksums(self) -> bool {
+        self == Self::LocalStack
+    }
+
+    /// Whether ListObjectVersions honours `MaxKeys` on an unversioned bucket.
+    pub fn pages_unversioned_version_listings(self) -> bool {
+        self == Self::Moto
+    }
 }
 
 /// A name no other test (or earlier run against the same emulator) has used.
@@ -56,6 +97,21 @@ impl Emulator {
             ),
         };
         Self::connect_to(endpoint).await
+    }
+
+    /// Connects to LocalStack at `RELAY_LOCALSTACK_URL` or panics with
+    /// instructions: a test that needs it fails, never skips.
+    pub async fn localstack() -> Self {
+        let endpoint = match std::env::var("RELAY_LOCALSTACK_URL") {
+            Ok(e) if !e.is_empty() => e,
+            _ => panic!(
+                "RELAY_LOCALSTACK_URL is not set, so there is no LocalStack to test against: start it \
+                 with `scripts/localstack.sh start` and export what it prints, or run `scripts/test.sh`"
+            ),
+        };
+        let mut emu = Self::connect_to(endpoint).await;
+        emu.kind = Implementation::LocalStack;
+        emu
     }
 
     /// Connects to the emulator at `endpoint` (a test's private instance) or
@@ -96,6 +152,7 @@ impl Emulator {
             sdk,
             s3,
             sqs,
+            kind: Implementation::Moto,
         }
     }
 

@@ -55,6 +55,10 @@ pub struct Faults {
     pub s3_lose_put_answers: std::sync::Mutex<Vec<String>>,
     /// PUT answers lost so far.
     pub lost_answers: AtomicU64,
+    /// The next this-many downloads of raw objects (GETs of a key under
+    /// `raw/`) have one byte of their body flipped, their checksum header
+    /// untouched: corrupted on the way, as a verified read must catch.
+    pub s3_get_corruptions: AtomicU64,
     /// While set, S3 DELETE requests are answered `500 InternalError`
     /// without reaching the emulator (a cleanup that fails).
     pub s3_fail_deletes: std::sync::atomic::AtomicBool,
@@ -161,6 +165,7 @@ async fn handle(
     faults: Arc<Faults>,
 ) -> Result<Response<ProxyBody>, std::io::Error> {
     let is_get = req.method() == hyper::Method::GET;
+    let raw_get = is_get && req.uri().path().contains("/raw/");
     let target = req
         .headers()
         .get("x-amz-target")
@@ -185,10 +190,23 @@ async fn handle(
         ));
     }
     let (mut parts, body) = response.into_parts();
-    let bytes = match body.collect().await {
+    let mut bytes = match body.collect().await {
         Ok(b) => b.to_bytes(),
         Err(never) => match never {},
     };
+    if raw_get
+        && parts.status.is_success()
+        && !bytes.is_empty()
+        && faults
+            .s3_get_corruptions
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+    {
+        let mut flipped = bytes.to_vec();
+        let middle = flipped.len() / 2;
+        flipped[middle] ^= 0x20;
+        bytes = Bytes::from(flipped);
+    }
     let cuttable = is_get && parts.status.is_success() && bytes.len() > 1024;
     let cut = cuttable
         && (storm == Some(StormFault::CutBody)

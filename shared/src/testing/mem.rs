@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::checksum::ChecksumMismatch;
 use crate::store::{
     Children, Download, Head, Listed, Listing, ObjectStore, PAGE_LIMIT, Page, Part, PutMode,
     PutOptions, PutResult, S3Error, SmallObject,
@@ -74,6 +75,9 @@ struct State {
     /// Conditional deletes are answered 501 NotImplemented, as one S3
     /// implementation (LocalStack) answers them.
     no_conditional_delete: bool,
+    /// Keys whose reads deliver other bytes than S3 stored, and fail the
+    /// checksum at their end, as the SDK's verified read does.
+    corrupt_reads: Vec<String>,
     /// Run once after the first `op` call on a key containing the text.
     meanwhile: Vec<(&'static str, String, Meanwhile)>,
 }
@@ -188,6 +192,14 @@ impl MemStore {
     /// does (AWS supports them).
     pub fn without_conditional_deletes(&self) -> &Self {
         self.lock().no_conditional_delete = true;
+        self
+    }
+
+    /// Every read of `key` delivers its bytes with one flipped, then fails
+    /// with [`ChecksumMismatch`] at the end, as S3's verified read of a
+    /// corrupted object does.
+    pub fn corrupt_reads_of(&self, key: &str) -> &Self {
+        self.lock().corrupt_reads.push(key.to_owned());
         self
     }
 
@@ -365,6 +377,9 @@ impl MemStore {
             content_type: o.options.content_type.clone(),
             content_encoding: o.options.content_encoding.clone(),
             metadata: o.options.metadata.clone(),
+            checksum_crc32c: Some(crate::checksum::crc32c_base64(crate::checksum::crc32c(
+                &o.bytes,
+            ))),
         }
     }
 }
@@ -390,8 +405,16 @@ impl ObjectStore for MemStore {
                 .cloned()
                 .ok_or_else(|| self.not_found(key))
         })?;
+        let head = Self::head_of(&o);
+        let corrupt = self.lock().corrupt_reads.iter().any(|k| k == key);
+        if corrupt {
+            return Ok(Download {
+                head,
+                body: Box::new(Corrupted::new(o.bytes)),
+            });
+        }
         Ok(Download {
-            head: Self::head_of(&o),
+            head,
             body: Box::new(std::io::Cursor::new(o.bytes)),
         })
     }
@@ -556,11 +579,13 @@ impl ObjectStore for MemStore {
                 .filter(|u| u.bucket == self.bucket && u.key == key)
                 .ok_or_else(|| self.failure(key, "UploadPart", "NoSuchUpload"))?;
             let etag = format!("\"p{number}-{}\"", body.len());
+            let (crc32c, size) = (crate::checksum::crc32c(&body), body.len() as u64);
             upload.parts.insert(number, body);
             Ok(Part {
                 number,
                 etag,
-                checksum_crc32c: None,
+                crc32c,
+                size,
             })
         })
     }
@@ -599,6 +624,45 @@ impl ObjectStore for MemStore {
             s.uploads.remove(upload_id);
             Ok(())
         })
+    }
+}
+
+/// A body whose bytes are not the stored ones (one flipped), which fails
+/// with [`ChecksumMismatch`] where a verified read finds it: at the end.
+struct Corrupted {
+    bytes: std::io::Cursor<Vec<u8>>,
+}
+
+impl Corrupted {
+    fn new(mut bytes: Vec<u8>) -> Self {
+        let middle = bytes.len() / 2;
+        if let Some(b) = bytes.get_mut(middle) {
+            *b ^= 0x20;
+        }
+        Self {
+            bytes: std::io::Cursor::new(bytes),
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for Corrupted {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        std::task::ready!(std::pin::Pin::new(&mut self.bytes).poll_read(cx, buf))?;
+        if buf.filled().len() == before && buf.remaining() > 0 {
+            let mismatch = ChecksumMismatch {
+                detail: "injected by the test".into(),
+            };
+            return std::task::Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                mismatch,
+            )));
+        }
+        std::task::Poll::Ready(Ok(()))
     }
 }
 

@@ -21,7 +21,7 @@ mod transport;
 
 pub use binaries::{assert_plain_log_with_start_line, first_metrics, http_get};
 pub use docs::check_generated;
-pub use emulator::{Emulator, loopback_aws_env, unique_name};
+pub use emulator::{Emulator, Implementation, loopback_aws_env, unique_name};
 pub use fault_proxy::{FaultProxy, Faults};
 pub use loopback::free_port;
 pub use mem::{Fault, MemStore};
