@@ -23,7 +23,7 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 
-use super::storm::{Call, Storm, StormFault, error_answer, operation};
+use super::storm::{Attempt, Call, Storm, StormFault, StormReport, error_answer, operation};
 
 /// What the proxy injects, adjustable while it runs, and what it has injected.
 #[derive(Debug, Default)]
@@ -84,22 +84,22 @@ impl Faults {
         *self.storm.lock().unwrap_or_else(|e| e.into_inner()) = Some(Storm::new(percent, seed));
     }
 
-    /// Ends the storm; returns what it injected.
-    pub fn stop_storm(&self) -> Vec<(&'static str, String, StormFault, u64)> {
+    /// Ends the storm; returns what it injected and the SDK's retries.
+    pub fn stop_storm(&self) -> StormReport {
         self.storm
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take()
-            .map(|s| s.injected())
+            .map(|s| s.report())
             .unwrap_or_default()
     }
 
-    fn storm_pick(&self, call: Call<'_>) -> Option<StormFault> {
+    fn storm_pick(&self, call: Call<'_>, attempt: Option<&Attempt>) -> Option<StormFault> {
         self.storm
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .as_mut()
-            .and_then(|s| s.pick(call))
+            .and_then(|s| s.pick(call, attempt))
     }
 
     fn due(every: &AtomicU64, counter: &AtomicU64) -> bool {
@@ -173,7 +173,7 @@ async fn handle(
         .unwrap_or_default()
         .to_owned();
     let call = operation(req.method(), req.uri(), &target);
-    let storm = faults.storm_pick(call);
+    let storm = faults.storm_pick(call, Attempt::of(req.headers()).as_ref());
     let lose = lose_answer(&req, &faults) || storm == Some(StormFault::LoseAnswer);
     let mut response = match respond(req, upstream, faults.clone(), storm).await {
         Ok(r) => r,

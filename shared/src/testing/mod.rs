@@ -26,5 +26,5 @@ pub use fault_proxy::{FaultProxy, Faults};
 pub use loopback::free_port;
 pub use mem::{Fault, MemStore};
 pub use sink_s3::{SinkCounts, SinkS3};
-pub use storm::StormFault;
+pub use storm::{StormFault, StormReport};
 pub use transport::{TransportProxy, TransportStats, Weather};

@@ -4,10 +4,12 @@
 //! errors (`ThrottlingException`, `InternalFailure`), SendMessageBatch
 //! answered with some entries failed, downloads cut short, and answers to
 //! writes and deletes that reached the emulator lost or replaced by a 500.
-//! It counts what it injected, by service, operation and kind, so a test
-//! can hold the relay's retry counter to it.
+//! It counts what it injected, by service, operation and kind, and which
+//! of those the SDK tried again (its `amz-sdk-invocation-id` and
+//! `amz-sdk-request: attempt=N` headers tell), so a test can hold the
+//! relay's retry counter to the retries that happened.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -86,12 +88,48 @@ impl Call<'_> {
     }
 }
 
-/// The storm's state: its rate, its random source, and what it injected.
+/// The storm's state: its rate, its random source, what it injected, and
+/// the SDK's retries of the requests it hit.
 #[derive(Debug)]
 pub struct Storm {
     percent: u32,
     rng: fastrand::Rng,
     injected: BTreeMap<(&'static str, String, StormFault), u64>,
+    /// The fault last injected into each SDK invocation, until its next attempt.
+    hit: HashMap<String, StormFault>,
+    /// SDK attempts that followed an injected fault, by the fault's cause.
+    sdk_retries: BTreeMap<&'static str, u64>,
+}
+
+/// An SDK attempt, from its headers: the invocation (the same for every
+/// attempt of one call) and the attempt's number, from 1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    pub invocation: String,
+    pub number: u32,
+}
+
+impl Attempt {
+    /// From `amz-sdk-invocation-id` and `amz-sdk-request` (`attempt=2; max=3`).
+    pub fn of(headers: &hyper::HeaderMap) -> Option<Self> {
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let number = header("amz-sdk-request")?
+            .split(';')
+            .find_map(|part| part.trim().strip_prefix("attempt="))?
+            .parse()
+            .ok()?;
+        Some(Self {
+            invocation: header("amz-sdk-invocation-id")?.to_owned(),
+            number,
+        })
+    }
+}
+
+/// What a storm did: its faults, and the SDK's retries of them by cause.
+#[derive(Debug, Clone, Default)]
+pub struct StormReport {
+    pub injected: Vec<(&'static str, String, StormFault, u64)>,
+    pub sdk_retries: BTreeMap<&'static str, u64>,
 }
 
 impl Storm {
@@ -101,11 +139,24 @@ impl Storm {
             percent: percent.min(100),
             rng: fastrand::Rng::with_seed(seed),
             injected: BTreeMap::new(),
+            hit: HashMap::new(),
+            sdk_retries: BTreeMap::new(),
         }
     }
 
-    /// The fault for this request, if it gets one (and counts it).
-    pub fn pick(&mut self, call: Call<'_>) -> Option<StormFault> {
+    /// The fault for this request, if it gets one (and counts it). A
+    /// later attempt of an invocation the storm hit counts as a retry of
+    /// that fault.
+    pub fn pick(&mut self, call: Call<'_>, attempt: Option<&Attempt>) -> Option<StormFault> {
+        if let Some(a) = attempt
+            && a.number >= 2
+            && let Some(cause) = self
+                .hit
+                .remove(&a.invocation)
+                .and_then(StormFault::retry_cause)
+        {
+            *self.sdk_retries.entry(cause).or_default() += 1;
+        }
         if self.rng.u32(0..100) >= self.percent {
             return None;
         }
@@ -115,15 +166,22 @@ impl Storm {
             .injected
             .entry((call.service, call.operation.to_owned(), fault))
             .or_default() += 1;
+        if let Some(a) = attempt {
+            self.hit.insert(a.invocation.clone(), fault);
+        }
         Some(fault)
     }
 
-    /// What was injected so far: (service, operation, fault) and how often.
-    pub fn injected(&self) -> Vec<(&'static str, String, StormFault, u64)> {
-        self.injected
-            .iter()
-            .map(|((s, o, f), n)| (*s, o.clone(), *f, *n))
-            .collect()
+    /// What was injected so far, and the SDK's retries of it.
+    pub fn report(&self) -> StormReport {
+        StormReport {
+            injected: self
+                .injected
+                .iter()
+                .map(|((s, o, f), n)| (*s, o.clone(), *f, *n))
+                .collect(),
+            sdk_retries: self.sdk_retries.clone(),
+        }
     }
 }
 
@@ -251,14 +309,43 @@ mod tests {
             service: "sqs",
             operation: "ReceiveMessage",
         };
-        let hits: Vec<_> = (0..10_000).filter_map(|_| storm.pick(read)).collect();
+        let hits: Vec<_> = (0..10_000).filter_map(|_| storm.pick(read, None)).collect();
         assert!((1_700..2_300).contains(&hits.len()), "{}", hits.len());
         assert!(
             hits.iter()
                 .all(|f| matches!(f, StormFault::Throttle | StormFault::ServerError)),
             "a read's answer is never lost"
         );
-        let total: u64 = storm.injected().iter().map(|i| i.3).sum();
+        let total: u64 = storm.report().injected.iter().map(|i| i.3).sum();
         assert_eq!(total, hits.len() as u64);
+    }
+
+    /// A later attempt of an invocation the storm hit is the SDK's retry of
+    /// that fault; a first attempt, or one after a clean answer, is not.
+    #[test]
+    fn the_sdks_attempts_after_a_fault_are_its_retries() {
+        let mut headers = hyper::HeaderMap::new();
+        headers.insert("amz-sdk-invocation-id", HeaderValue::from_static("inv-1"));
+        headers.insert(
+            "amz-sdk-request",
+            HeaderValue::from_static("attempt=2; max=3"),
+        );
+        let second = Attempt::of(&headers).unwrap();
+        assert_eq!(second.number, 2);
+        let first = Attempt {
+            number: 1,
+            ..second.clone()
+        };
+        let mut storm = Storm::new(100, 3);
+        let read = Call {
+            service: "sqs",
+            operation: "ReceiveMessage",
+        };
+        let fault = storm.pick(read, Some(&first)).unwrap();
+        storm.percent = 0;
+        assert_eq!(storm.pick(read, Some(&second)), None);
+        assert_eq!(storm.pick(read, Some(&second)), None, "counted once");
+        let cause = fault.retry_cause().unwrap();
+        assert_eq!(storm.report().sdk_retries, BTreeMap::from([(cause, 1)]));
     }
 }
