@@ -3,12 +3,15 @@
 # tables (copy them into README.md with the machine they came from).
 #   scripts/bench.sh            all benchmarks
 #   scripts/bench.sh agent      only the edge agent's
+#   scripts/bench.sh backlog    the edge agent's memory under a 10,000 and a 100,000-file
+#                               backlog, and its recovery after an S3 black hole (no emulator)
 #   scripts/bench.sh processor  only the cloud processor's (no emulator needed)
 #   scripts/bench.sh demo       the whole relay, release build, for RELAY_BENCH_DEMO_SECS
 #                               (default 60) at RELAY_DEMO_RATE: sustained rate and latency
 #   scripts/bench.sh replay     replay over RELAY_BENCH_REPLAY_OBJECTS (default 100,000)
 #                               raw objects, next to a boto3 script
-# Knobs: RELAY_BENCH_FILES, RELAY_BENCH_FILE_BYTES, RELAY_BENCH_MB,
+# Knobs: RELAY_BENCH_FILES, RELAY_BENCH_FILE_BYTES, RELAY_BENCH_BACKLOGS,
+# RELAY_BENCH_OUTAGE_SECS, RELAY_BENCH_MB,
 # RELAY_BENCH_GB (see each bench's header).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -32,6 +35,10 @@ if [[ $which == all || $which == agent ]]; then
   trap 'scripts/moto.sh stop' EXIT
   echo "== edge agent (release build, $(nproc) cores, $(uname -m))" >&2
   cargo bench --locked -p edge-agent --bench agent
+fi
+if [[ $which == all || $which == backlog ]]; then
+  echo "== edge agent backlog memory and outage recovery (release build, $(nproc) cores, $(uname -m))" >&2
+  cargo bench --locked -p edge-agent --bench backlog
 fi
 if [[ $which == all || $which == replay ]]; then
   echo "== replay at scale (release build, $(nproc) cores, $(uname -m))" >&2

@@ -26,7 +26,7 @@ cargo fmt --all --check
 echo "== cargo clippy" >&2
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test (moto at $AWS_ENDPOINT_URL, LocalStack at $RELAY_LOCALSTACK_URL)" >&2
-cargo test --workspace --locked
+cargo test --workspace --locked --no-fail-fast
 
 echo "== edge agent .deb (packaging checked on the debug build)" >&2
 RELAY_DEB_PROFILE=dev scripts/package-deb.sh

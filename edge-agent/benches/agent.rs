@@ -19,61 +19,12 @@ use relay_shared::store::ObjectStore;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use relay_shared::sample::SampleGen;
 use relay_shared::testing::Emulator;
 
-/// Linux reports process CPU time in clock ticks of 1/100 s.
-const TICKS_PER_SEC: f64 = 100.0;
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// (user + system) CPU seconds of a live process, from /proc.
-fn cpu_secs(pid: &str) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the parenthesised command name; utime and stime are 14 and 15.
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / TICKS_PER_SEC
-}
-
-/// CPU seconds of this process's waited-for children (cutime + cstime).
-fn children_cpu_secs() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    (f[13].parse::<f64>().unwrap() + f[14].parse::<f64>().unwrap()) / TICKS_PER_SEC
-}
-
-fn peak_rss_kib(pid: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
-fn generate(dir: &Path, files: usize, bytes: usize) -> (Vec<PathBuf>, u64) {
-    let mut sample = SampleGen::new(42);
-    let mut total = 0;
-    let paths = (0..files)
-        .map(|i| {
-            let (text, _) = sample.file(bytes);
-            let path = dir.join(format!("{}.json", 1_763_800_000_000u64 + i as u64 * 10));
-            std::fs::write(&path, &text).unwrap();
-            total += text.len() as u64;
-            path
-        })
-        .collect();
-    (paths, total)
-}
+mod common;
+use common::{children_cpu_secs, cpu_secs, env_usize, generate};
 
 /// Reads every file, so that each run reads from the page cache as the
 /// agent does in use (it reads files just written). This VM reclaims cold
@@ -114,25 +65,6 @@ fn zstd_cli_cpu_secs(paths: &[PathBuf], list: &Path) -> Option<f64> {
         .status()
         .ok()?;
     status.success().then(|| children_cpu_secs() - before)
-}
-
-/// Reads one sample from the agent's /metrics (plain HTTP/1.0, no client needed).
-fn scrape(addr: &str, metric: &str) -> f64 {
-    use std::io::Write;
-    let Ok(mut conn) = std::net::TcpStream::connect(addr) else {
-        return 0.0;
-    };
-    let mut body = String::new();
-    if conn.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").is_err()
-        || conn.read_to_string(&mut body).is_err()
-    {
-        return 0.0;
-    }
-    body.lines()
-        .find(|l| l.starts_with(metric))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
 }
 
 #[tokio::main]
@@ -278,55 +210,16 @@ struct Cost {
 /// Runs the release agent over the backlog (keep mode, a fresh ledger) until
 /// it has uploaded every file, then stops it.
 async fn run_agent(run: &Run<'_>) -> Cost {
-    let files = run.files;
-    let metrics_addr = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().to_string()
-    };
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_edge-agent"));
-    let mut agent = relay_shared::testing::loopback_aws_env(&mut cmd, run.endpoint)
-        .args([
-            "--watch-dir",
-            &run.dir.display().to_string(),
-            "--bucket",
-            run.bucket,
-        ])
-        .args(["--source-id", "bench", "--settle-ms", "200"])
-        .args(["--metrics-addr", &metrics_addr, "--s3-path-style", "true"])
-        .args(["--state-dir", &run.state_dir.display().to_string()])
-        .env("RUST_LOG", "warn")
-        .spawn()
-        .unwrap();
-    let pid = agent.id().to_string();
+    let agent = common::Agent::spawn(run.endpoint, run.dir, run.bucket, run.state_dir);
     let started = Instant::now();
-    let mut last_report = Instant::now();
-    loop {
-        let done = scrape(
-            &metrics_addr,
-            "relay_agent_files_total{outcome=\"uploaded\"}",
-        );
-        if done as usize >= files {
-            break;
-        }
-        if last_report.elapsed() > Duration::from_secs(10) {
-            eprintln!("  {done} / {files} files after {:.0?}", started.elapsed());
-            last_report = Instant::now();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(1800),
-            "agent did not finish"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let files = run.files;
+    tokio::task::block_in_place(|| agent.wait_for(files, started));
     let wall = started.elapsed().as_secs_f64();
-    let agent_cpu = cpu_secs(&pid);
-    let rss_mib = peak_rss_kib(&pid) as f64 / 1024.0;
-    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    agent.wait().unwrap();
-
-    Cost {
-        cpu: agent_cpu,
+    let cost = Cost {
+        cpu: agent.cpu_secs(),
         wall,
-        rss_mib,
-    }
+        rss_mib: agent.peak_rss_mib(),
+    };
+    agent.stop();
+    cost
 }

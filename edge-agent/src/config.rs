@@ -31,12 +31,47 @@ pub const DEFAULT_MULTIPART_THRESHOLD_BYTES: u64 = 8 * 1024 * 1024;
 pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9187";
 pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 30;
 pub const DEFAULT_CANARY_SECS: u64 = 60;
+/// Longer than a few retries of one file, shorter than any alert's `for`.
+pub const DEFAULT_DEGRADED_AFTER_SECS: u64 = 30;
 
-/// The default time one S3 request may take: a base for the answer, plus
-/// the time to send a whole part at 512 kbit/s (64 KiB/s), so that a slow
-/// but moving link is never cut off (8 MiB parts: 158 s).
-pub fn default_aws_attempt_timeout_secs(part_bytes: u64) -> u64 {
-    30 + part_bytes.div_ceil(64 * 1024)
+/// By default one S3 request may take this long for its answer, plus its
+/// body's time at [`ATTEMPT_BYTES_PER_SEC`]: a small file's upload stuck in
+/// a black hole is abandoned after about 10 s (and a new connection to one
+/// fails after the SDK's 3.1 s connect timeout), so uploads resume within
+/// seconds of S3 answering again; an 8 MiB part gets 138 s, so a slow but
+/// moving link is never cut off.
+pub const ATTEMPT_BASE_SECS: u64 = 10;
+/// 512 kbit/s: the slowest link a body is given time for.
+pub const ATTEMPT_BYTES_PER_SEC: u64 = 64 * 1024;
+
+/// How long one S3 request may take before it is abandoned and retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptTimeout {
+    /// [`ATTEMPT_BASE_SECS`] plus the body at [`ATTEMPT_BYTES_PER_SEC`].
+    Sized(relay_shared::s3::AttemptBudget),
+    /// `RELAY_AWS_ATTEMPT_TIMEOUT_SECS`, whatever the body.
+    Fixed(Duration),
+}
+
+impl AttemptTimeout {
+    /// The timeout of a request that sends no body (or a client's default).
+    pub fn base(&self) -> Duration {
+        match self {
+            Self::Sized(b) => b.base,
+            Self::Fixed(d) => *d,
+        }
+    }
+
+    fn summary(&self) -> String {
+        match self {
+            Self::Sized(b) => format!(
+                "{} plus 1 per {} KiB sent",
+                b.base.as_secs(),
+                b.bytes_per_sec / 1024
+            ),
+            Self::Fixed(d) => d.as_secs().to_string(),
+        }
+    }
 }
 
 /// Parses `argv`. A subcommand that reads no settings (completions, man)
@@ -137,8 +172,9 @@ pub struct Args {
     pub shutdown_timeout_secs: Option<u64>,
     /// How long one S3 request may take, its body sent and its answer
     /// received, before it is abandoned and retried, so a silent connection
-    /// fails instead of holding an upload slot until TCP gives up
-    /// [default: 30 plus 1 per 64 KiB of the part size: 158 for 8 MiB].
+    /// fails instead of holding an upload slot until TCP gives up, and
+    /// uploads resume within seconds of an outage's end [default: 10 plus 1
+    /// per 64 KiB the request sends: 10 for a small file, 138 for an 8 MiB part].
     #[arg(long, global = true, env = "RELAY_AWS_ATTEMPT_TIMEOUT_SECS")]
     pub aws_attempt_timeout_secs: Option<u64>,
     /// Every this many seconds, upload a canary: a one-record object on the
@@ -146,6 +182,11 @@ pub struct Args {
     /// it off [default: 60].
     #[arg(long, global = true, env = "RELAY_CANARY_SECS")]
     pub canary_secs: Option<u64>,
+    /// After S3 has failed every upload for this many seconds, `/healthz`
+    /// answers "degraded" (still 200: files wait on disk, nothing is lost)
+    /// and `relay_agent_degraded` is 1 [default: 30].
+    #[arg(long, global = true, env = "RELAY_DEGRADED_AFTER_SECS")]
+    pub degraded_after_secs: Option<u64>,
     /// Force path-style S3 addressing (needed by emulators on 127.0.0.1)
     /// [default: false].
     #[arg(long, global = true, env = "RELAY_S3_PATH_STYLE", num_args = 0..=1, default_missing_value = "true", require_equals = false)]
@@ -210,6 +251,7 @@ pub struct FileConfig {
     pub aws_attempt_timeout_secs: Option<u64>,
     /// Seconds between canaries; 0 turns them off.
     pub canary_secs: Option<u64>,
+    pub degraded_after_secs: Option<u64>,
     /// Force path-style S3 addressing.
     pub s3_path_style: Option<bool>,
     /// `text` or `json`.
@@ -268,11 +310,15 @@ impl Config {
             ),
             (
                 "aws_attempt_timeout_secs",
-                self.aws_attempt_timeout.as_secs().to_string(),
+                self.aws_attempt_timeout.summary(),
             ),
             (
                 "canary_secs",
                 self.canary.map_or(0, |c| c.as_secs()).to_string(),
+            ),
+            (
+                "degraded_after_secs",
+                self.degraded_after.as_secs().to_string(),
             ),
         ]
     }
@@ -297,9 +343,11 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub shutdown_timeout: Duration,
     /// How long one S3 request may take before it is retried.
-    pub aws_attempt_timeout: Duration,
+    pub aws_attempt_timeout: AttemptTimeout,
     /// How often a canary is uploaded, if at all.
     pub canary: Option<Duration>,
+    /// How long S3 may fail every upload before `/healthz` says degraded.
+    pub degraded_after: Duration,
     pub s3_path_style: bool,
     pub log_format: LogFormat,
 }
@@ -358,14 +406,19 @@ impl Config {
             MIN_PART_BYTES..=(5 << 30),
             "bytes is outside S3's part sizes (5 MiB to 5 GiB)",
         )?;
-        let aws_attempt_timeout_secs = pick!(aws_attempt_timeout_secs)
-            .unwrap_or_else(|| default_aws_attempt_timeout_secs(multipart_threshold_bytes));
-        if aws_attempt_timeout_secs == 0 {
-            return Err(invalid(
-                "aws_attempt_timeout_secs",
-                "must be at least 1 second",
-            ));
-        }
+        let aws_attempt_timeout = match pick!(aws_attempt_timeout_secs) {
+            Some(0) => {
+                return Err(invalid(
+                    "aws_attempt_timeout_secs",
+                    "must be at least 1 second",
+                ));
+            }
+            Some(secs) => AttemptTimeout::Fixed(Duration::from_secs(secs)),
+            None => AttemptTimeout::Sized(relay_shared::s3::AttemptBudget {
+                base: Duration::from_secs(ATTEMPT_BASE_SECS),
+                bytes_per_sec: ATTEMPT_BYTES_PER_SEC,
+            }),
+        };
         Ok(Self {
             recursive: pick!(recursive).unwrap_or(false),
             include: include(pick!(include))?,
@@ -396,10 +449,13 @@ impl Config {
             shutdown_timeout: Duration::from_secs(
                 pick!(shutdown_timeout_secs).unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT_SECS),
             ),
-            aws_attempt_timeout: Duration::from_secs(aws_attempt_timeout_secs),
+            aws_attempt_timeout,
             canary: Some(pick!(canary_secs).unwrap_or(DEFAULT_CANARY_SECS))
                 .filter(|&s| s > 0)
                 .map(Duration::from_secs),
+            degraded_after: Duration::from_secs(
+                pick!(degraded_after_secs).unwrap_or(DEFAULT_DEGRADED_AFTER_SECS),
+            ),
             s3_path_style: pick!(s3_path_style).unwrap_or(false),
             log_format: pick!(log_format).unwrap_or_default(),
             watch_dir,
@@ -632,15 +688,22 @@ mod tests {
         assert_eq!(c.zstd_level, 3);
         assert_eq!(c.metrics_addr, Some("127.0.0.1:9187".parse().unwrap()));
         assert_eq!(c.state_dir, dir.path().join(".relay-agent"));
-        // Long enough to send a whole 8 MiB part at 512 kbit/s.
-        assert_eq!(c.aws_attempt_timeout, Duration::from_secs(30 + 128));
-        let big_parts = ["--multipart-threshold-bytes", "67108864"];
+        // Short for a small file, long enough for an 8 MiB part at 512 kbit/s.
+        let AttemptTimeout::Sized(budget) = c.aws_attempt_timeout else {
+            panic!("{:?}", c.aws_attempt_timeout)
+        };
+        assert_eq!(budget.for_bytes(20_000), Duration::from_secs(11));
+        assert_eq!(budget.for_bytes(8 << 20), Duration::from_secs(10 + 128));
+        let fixed = ["--aws-attempt-timeout-secs", "42"];
         let c = Config::resolve(
-            args(&[&["--watch-dir", d, "--bucket", "b"][..], &big_parts].concat()),
+            args(&[&["--watch-dir", d, "--bucket", "b"][..], &fixed].concat()),
             || Some("h".into()),
         )
         .unwrap();
-        assert_eq!(c.aws_attempt_timeout, Duration::from_secs(30 + 1024));
+        assert_eq!(
+            c.aws_attempt_timeout,
+            AttemptTimeout::Fixed(Duration::from_secs(42))
+        );
         assert!(c.wants("1732227000.json"));
         assert!(!c.wants(".1732227000.json"));
         assert!(!c.wants("1732227000.json.tmp"));

@@ -7,10 +7,24 @@
 //! at worst lose the lines of the last batch, files S3 already has, which
 //! costs a duplicate 412 each on restart, never data. A torn last line, from
 //! a crash mid-append, is ignored on load.
+//!
+//! A state directory that is full or read-only never stops uploads: the
+//! ledger keeps its records in memory and stops appending after the first
+//! failed write, so no torn line is ever followed by another (a fragment
+//! glued to the next line could name a file never uploaded). It is repaired
+//! by an atomic rewrite of the whole set once the directory can be written
+//! again, which also drops the fragment.
 
 use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use crate::tracker::FileStat;
+
+/// How often a ledger that cannot be written tries to rewrite itself.
+const REPAIR_EVERY: Duration = Duration::from_secs(5);
 
 /// What a ledger line says of a file: its size and mtime (nanoseconds) when
 /// it was uploaded, or nothing for lines written before they were kept.
@@ -42,23 +56,35 @@ fn format_line(rel: &str, seen: Seen) -> String {
         None => format!("{rel}\n"),
     }
 }
-use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+
+/// The writes that can fail, as `relay_agent_state_errors_total` labels them.
+pub const WRITE_OPS: &[&str] = &["create", "rewrite", "open", "append", "sync"];
+
+/// Why the ledger's records are, for now, only in memory.
+#[derive(Debug)]
+pub struct Unwritable {
+    /// What failed: `create`, `rewrite`, `open`, `append` or `sync`.
+    pub op: &'static str,
+    pub error: io::Error,
+    last_try: Instant,
+}
 
 #[derive(Debug)]
 pub struct Ledger {
     path: PathBuf,
-    file: File,
+    /// The append handle; `None` while the file cannot be written.
+    file: Option<File>,
     done: HashMap<String, Seen>,
     dirty: bool,
+    unwritable: Option<Unwritable>,
 }
 
 impl Ledger {
     /// Opens (creating if needed) the ledger for one bucket in `state_dir`.
-    /// Entries whose file no longer exists under `watch_dir` are compacted away.
+    /// Entries whose file no longer exists under `watch_dir` are compacted
+    /// away. Fails only if an existing ledger cannot be read; one that
+    /// cannot be written opens [`Ledger::unwritable`], in memory.
     pub fn open(state_dir: &Path, bucket: &str, watch_dir: &Path) -> io::Result<Self> {
-        std::fs::create_dir_all(state_dir)?;
         let path = state_dir.join(format!("uploaded-{bucket}.log"));
         let text = match std::fs::read(&path) {
             Ok(bytes) => bytes,
@@ -76,16 +102,40 @@ impl Ledger {
             .filter(|(rel, _)| watch_dir.join(rel).exists())
             .map(|(rel, seen)| (rel.to_owned(), seen))
             .collect();
-        if done.len() < total || text.last().is_some_and(|&b| b != b'\n') {
-            rewrite(&path, &done)?;
-        }
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
-        Ok(Self {
+        let mut ledger = Self {
             path,
-            file,
+            file: None,
             done,
             dirty: false,
-        })
+            unwritable: None,
+        };
+        let compact = ledger.done.len() < total || text.last().is_some_and(|&b| b != b'\n');
+        let opened = std::fs::create_dir_all(state_dir)
+            .map_err(|e| ("create", e))
+            .and_then(|()| ledger.open_for_append(compact));
+        if let Err((op, error)) = opened {
+            ledger.unwritable = Some(Unwritable {
+                op,
+                error,
+                last_try: Instant::now(),
+            });
+        }
+        Ok(ledger)
+    }
+
+    /// Rewrites the file from the records in memory if `rewrite_first`,
+    /// then opens it for appending.
+    fn open_for_append(&mut self, rewrite_first: bool) -> Result<(), (&'static str, io::Error)> {
+        if rewrite_first {
+            rewrite(&self.path, &self.done).map_err(|e| ("rewrite", e))?;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .map_err(|e| ("open", e))?;
+        self.file = Some(file);
+        Ok(())
     }
 
     pub fn contains(&self, rel: &str) -> bool {
@@ -116,8 +166,15 @@ impl Ledger {
         &self.path
     }
 
+    /// Why records are only in memory for now, if they are.
+    pub fn unwritable(&self) -> Option<&Unwritable> {
+        self.unwritable.as_ref()
+    }
+
     /// Records that `rel` (a path relative to the watch dir) is in S3 as it
-    /// is with `stat`. Durable after the next [`Ledger::sync`].
+    /// is with `stat`. Durable after the next [`Ledger::sync`]. The record
+    /// is kept in memory whatever happens; an error means it is not (yet)
+    /// on disk, and the ledger stops appending until it is repaired.
     pub fn record(&mut self, rel: &str, stat: FileStat) -> io::Result<()> {
         if rel.contains('\n') {
             return Err(io::Error::new(
@@ -129,22 +186,72 @@ impl Ledger {
         if self.done.get(rel) == Some(&seen) {
             return Ok(());
         }
+        self.done.insert(rel.to_owned(), seen);
+        let Some(file) = &mut self.file else {
+            return Ok(());
+        };
         // One write call per line: with O_APPEND, concurrent agents sharing
         // the file never interleave inside a line. A later line for the same
         // path supersedes an earlier one.
-        self.file.write_all(format_line(rel, seen).as_bytes())?;
-        self.done.insert(rel.to_owned(), seen);
-        self.dirty = true;
-        Ok(())
+        match file.write_all(format_line(rel, seen).as_bytes()) {
+            Ok(()) => {
+                self.dirty = true;
+                Ok(())
+            }
+            Err(e) => Err(self.broken("append", e)),
+        }
     }
 
-    /// Makes every record so far durable, with one fsync if anything changed.
+    /// Makes every record so far durable, with one fsync if anything
+    /// changed; a ledger that cannot be written tries, every few seconds,
+    /// to rewrite itself whole instead.
     pub fn sync(&mut self) -> io::Result<()> {
-        if self.dirty {
-            self.file.sync_data()?;
+        if let Some(u) = &self.unwritable {
+            if u.last_try.elapsed() < REPAIR_EVERY {
+                return Ok(());
+            }
+            return self.repair();
+        }
+        if self.dirty
+            && let Some(file) = &self.file
+        {
+            file.sync_data().map_err(|e| self.broken("sync", e))?;
             self.dirty = false;
         }
         Ok(())
+    }
+
+    /// Rewrites the ledger from memory, dropping any torn line.
+    fn repair(&mut self) -> io::Result<()> {
+        match self.open_for_append(true) {
+            Ok(()) => {
+                self.unwritable = None;
+                self.dirty = false;
+                Ok(())
+            }
+            Err((op, e)) => {
+                let kind = e.kind();
+                let message = e.to_string();
+                self.unwritable = Some(Unwritable {
+                    op,
+                    error: e,
+                    last_try: Instant::now(),
+                });
+                Err(io::Error::new(kind, message))
+            }
+        }
+    }
+
+    /// Stops appending after a failed write; returns the error to report.
+    fn broken(&mut self, op: &'static str, error: io::Error) -> io::Error {
+        self.file = None;
+        let report = io::Error::new(error.kind(), error.to_string());
+        self.unwritable = Some(Unwritable {
+            op,
+            error,
+            last_try: Instant::now(),
+        });
+        report
     }
 
     /// Forgets a path whose file is gone, so the set does not grow forever.
@@ -158,11 +265,17 @@ fn rewrite(path: &Path, done: &HashMap<String, Seen>) -> io::Result<()> {
     let tmp = path.with_extension("log.tmp");
     let mut entries: Vec<(&String, &Seen)> = done.iter().collect();
     entries.sort();
-    let mut f = File::create(&tmp)?;
-    for (rel, seen) in entries {
-        f.write_all(format_line(rel, *seen).as_bytes())?;
+    let written = File::create(&tmp).and_then(|mut f| {
+        for (rel, seen) in entries {
+            f.write_all(format_line(rel, *seen).as_bytes())?;
+        }
+        f.sync_all()
+    });
+    if let Err(e) = written {
+        // Do not leave a partial copy taking the space a retry needs.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
     }
-    f.sync_all()?;
     std::fs::rename(&tmp, path)?;
     if let Some(dir) = path.parent() {
         File::open(dir)?.sync_all()?;

@@ -9,6 +9,7 @@
 mod agent;
 pub mod check;
 pub mod config;
+pub mod health;
 pub mod lease;
 pub mod ledger;
 pub mod metrics;

@@ -5,9 +5,6 @@
 //! while uploads are failing for a reason only an operator can fix.
 
 use std::net::SocketAddr;
-use std::sync::Mutex;
-
-use relay_shared::telemetry::Health;
 
 pub const FILES: &str = "relay_agent_files_total";
 pub const BYTES_IN: &str = "relay_agent_bytes_in_total";
@@ -20,76 +17,12 @@ pub const BACKLOG: &str = "relay_agent_backlog_files";
 pub const OLDEST_WAITING: &str = "relay_agent_oldest_waiting_seconds";
 pub const REJECTED: &str = "relay_agent_rejected_files_total";
 pub const RESCANS: &str = "relay_agent_rescans_total";
+pub const WATCH_DIR_CHANGES: &str = "relay_agent_watch_dir_changes_total";
 pub const SET_ASIDE: &str = "relay_agent_set_aside_files";
 pub const CANARIES: &str = "relay_agent_canaries_total";
 pub const CANARY_LAST_SENT: &str = "relay_agent_canary_last_sent_timestamp_seconds";
-pub const LEASES: &str = "relay_agent_leases_enabled";
-pub const HEALTHY: &str = "relay_agent_healthy";
+pub use crate::health::{DEGRADED, HEALTHY, LEASES, S3_FAILING_SECONDS, STATE_ERRORS};
 pub const LEASE_REFUSALS: &str = "relay_agent_lease_refusals_total";
-
-static PERMANENT_FAILURE: Mutex<Option<String>> = Mutex::new(None);
-static PARKED: Mutex<Vec<String>> = Mutex::new(Vec::new());
-static FINISH_MODE: Mutex<String> = Mutex::new(String::new());
-
-/// Publishes how finished files are judged: the gauge, and a line of
-/// `/healthz`.
-pub fn set_finish_mode(mode: &crate::lease::Mode) {
-    let (enabled, line) = match mode {
-        crate::lease::Mode::Leases { .. } => (
-            1.0,
-            "finished files: read leases (no process holds a file open for writing)".to_owned(),
-        ),
-        crate::lease::Mode::SettleOnly { reason } => (
-            0.0,
-            format!("finished files: settle time only; leases refused: {reason}"),
-        ),
-    };
-    ::metrics::gauge!(LEASES).set(enabled);
-    if let Ok(mut slot) = FINISH_MODE.lock() {
-        *slot = line;
-    }
-}
-
-/// Names the files set aside after a permanent failure, with their reasons.
-pub fn name_set_aside(files: Vec<String>) {
-    if let Ok(mut slot) = PARKED.lock() {
-        *slot = files;
-    }
-    publish_health();
-}
-
-/// `/healthz`'s verdict as a gauge, for alerts: 1 healthy, 0 not.
-fn publish_health() {
-    let healthy = matches!(health(), Health::Ok(_));
-    ::metrics::gauge!(HEALTHY).set(if healthy { 1.0 } else { 0.0 });
-}
-
-/// What `/healthz` reports: healthy (with how files are judged), or why not.
-fn health() -> Health {
-    let failure = PERMANENT_FAILURE.lock().ok().and_then(|s| s.clone());
-    let parked = PARKED.lock().map(|p| p.clone()).unwrap_or_default();
-    if failure.is_none() && parked.is_empty() {
-        let mode = FINISH_MODE.lock().map(|m| m.clone()).unwrap_or_default();
-        return Health::Ok(Some(mode).filter(|m| !m.is_empty()).into_iter().collect());
-    }
-    let mut lines: Vec<String> = failure.into_iter().collect();
-    if !parked.is_empty() {
-        lines.push(format!(
-            "{} file(s) set aside after a permanent failure, retried every minute:",
-            parked.len()
-        ));
-        lines.extend(parked.iter().take(20).map(|p| format!("  {p}")));
-    }
-    Health::Unhealthy(lines.join("\n"))
-}
-
-/// Marks the agent unhealthy with the reason, or healthy with `None`.
-pub fn set_permanent_failure(reason: Option<String>) {
-    if let Ok(mut slot) = PERMANENT_FAILURE.lock() {
-        *slot = reason;
-    }
-    publish_health();
-}
 
 fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
@@ -120,7 +53,7 @@ fn describe() {
     );
     describe_counter!(
         ERRORS,
-        "Errors by kind (upload failures, unreadable files, after-success actions)"
+        "Errors by kind (failed upload attempts, unreadable files, after-success actions)"
     );
     describe_gauge!(BACKLOG, "Files seen but not yet in S3");
     describe_gauge!(
@@ -137,12 +70,29 @@ fn describe() {
         "Directory rescans after an inotify queue overflow or watch error"
     );
     describe_counter!(
+        WATCH_DIR_CHANGES,
+        "The watch directory's path changing under the agent, by change: missing (removed or renamed away; /healthz is unhealthy until it is back) or rewatched (a new directory there, watched and rescanned)"
+    );
+    describe_counter!(
         CANARIES,
         "Canaries (heartbeat objects on the data's path, RELAY_CANARY_SECS) by outcome: sent (S3 holds it) or failed"
     );
     describe_gauge!(
+        DEGRADED,
+        "1 while /healthz answers 200 degraded: S3 has failed every upload for over 30 s (work waits; nothing is lost)"
+    );
+    describe_gauge!(
+        S3_FAILING_SECONDS,
+        Unit::Seconds,
+        "How long S3 has failed every upload attempt (0 when it answers)"
+    );
+    describe_counter!(
+        STATE_ERRORS,
+        "Failed writes to the state directory by op: the upload ledger's create, rewrite, open, append, sync, and canary. A full or read-only disk; /healthz names the directory"
+    );
+    describe_gauge!(
         HEALTHY,
-        "1 while /healthz answers 200, 0 while it answers 503 (a permanent failure, or files set aside)"
+        "1 while /healthz answers 200 (ok or degraded), 0 while it answers 503 (a permanent failure, files set aside, a missing watch directory, a state directory that cannot be written)"
     );
     describe_gauge!(
         LEASES,
@@ -196,11 +146,15 @@ fn register_at_zero() {
         ::metrics::counter!(RETRIES, "kind" => *kind).increment(0);
         ::metrics::counter!(ERRORS, "kind" => *kind).increment(0);
     }
-    for kind in ["ledger", "after_success"] {
-        ::metrics::counter!(ERRORS, "kind" => kind).increment(0);
+    ::metrics::counter!(ERRORS, "kind" => "after_success").increment(0);
+    for op in crate::ledger::WRITE_OPS.iter().chain(&["canary"]) {
+        ::metrics::counter!(STATE_ERRORS, "op" => *op).increment(0);
     }
     for name in [BYTES_IN, BYTES_OUT, REJECTED, RESCANS] {
         ::metrics::counter!(name).increment(0);
+    }
+    for change in ["missing", "rewatched"] {
+        ::metrics::counter!(WATCH_DIR_CHANGES, "change" => change).increment(0);
     }
     for outcome in ["sent", "failed"] {
         ::metrics::counter!(CANARIES, "outcome" => outcome).increment(0);
@@ -211,7 +165,7 @@ fn register_at_zero() {
     for name in [BACKLOG, OLDEST_WAITING, SET_ASIDE, CANARY_LAST_SENT] {
         ::metrics::gauge!(name).set(0.0);
     }
-    publish_health();
+    crate::health::publish();
 }
 
 /// Installs the global recorder and serves `/metrics` and `/healthz` on `addr`.
@@ -220,7 +174,7 @@ pub async fn serve(addr: SocketAddr) -> Result<SocketAddr, relay_shared::telemet
         0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
     ];
     const RATIO_BUCKETS: &[f64] = &[1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 15.0, 20.0];
-    let health: relay_shared::telemetry::HealthCheck = std::sync::Arc::new(health);
+    let health: relay_shared::telemetry::HealthCheck = std::sync::Arc::new(crate::health::health);
     let bound = relay_shared::telemetry::serve_metrics(
         addr,
         "edge-agent",

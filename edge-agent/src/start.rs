@@ -4,12 +4,14 @@
 
 use std::future::Future;
 
-use relay_shared::client::{ClientOptions, load_sdk_config, s3_client, with_attempt_timeout};
+use relay_shared::client::{
+    ClientOptions, load_sdk_config, s3_client, with_attempt_timeout, with_single_attempt,
+};
 use relay_shared::s3::Bucket;
 use relay_shared::store::S3Error;
 use relay_shared::telemetry::MetricsError;
 
-use crate::config::Config;
+use crate::config::{AttemptTimeout, Config};
 use crate::s3::{Access, probe_put_access};
 use crate::upload::RetryPolicy;
 use crate::{AgentError, Summary};
@@ -26,15 +28,23 @@ pub enum StartError {
 }
 
 /// The bucket, through an S3 client whose requests time out (built once).
+/// The agent retries every upload itself, so the client makes one attempt
+/// per call: a failure is logged and counted when it happens.
 pub async fn bucket(config: &Config) -> Bucket {
-    let sdk = with_attempt_timeout(&load_sdk_config().await, config.aws_attempt_timeout);
+    let timeout = config.aws_attempt_timeout;
+    let sdk = with_single_attempt(&load_sdk_config().await);
+    let sdk = with_attempt_timeout(&sdk, timeout.base());
     let client = s3_client(
         &sdk,
         ClientOptions {
             s3_path_style: config.s3_path_style,
         },
     );
-    Bucket::new(client, config.bucket.clone())
+    let bucket = Bucket::new(client, config.bucket.clone());
+    match timeout {
+        AttemptTimeout::Sized(budget) => bucket.with_attempt_budget(budget),
+        AttemptTimeout::Fixed(_) => bucket,
+    }
 }
 
 /// Starts the agent and runs it until `shutdown`. S3 out of reach at

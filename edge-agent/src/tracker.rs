@@ -83,6 +83,33 @@ struct Pending {
     closed: bool,
 }
 
+impl Pending {
+    /// What an observation of a followed file changes.
+    fn update(&mut self, stat: FileStat, signal: Signal, now: Instant) {
+        if self.stat != stat {
+            self.stat = stat;
+            self.stable_since = now;
+            self.closed = false;
+        }
+        match signal {
+            Signal::Changed => {
+                self.finished = false;
+                self.linked = false;
+                self.closed = false;
+            }
+            // A name created again (deleted and created anew) starts over.
+            Signal::Created => {
+                self.finished = false;
+                self.linked = true;
+                self.closed = false;
+            }
+            Signal::Finished => self.finished = true,
+            // A scan says nothing new about a file we already follow.
+            Signal::Discovered => {}
+        }
+    }
+}
+
 /// Files seen but not yet handed out for upload.
 #[derive(Debug)]
 pub struct Tracker {
@@ -109,29 +136,7 @@ impl Tracker {
             return;
         };
         match self.pending.get_mut(path) {
-            Some(p) => {
-                if p.stat != stat {
-                    p.stat = stat;
-                    p.stable_since = now;
-                    p.closed = false;
-                }
-                match signal {
-                    Signal::Changed => {
-                        p.finished = false;
-                        p.linked = false;
-                        p.closed = false;
-                    }
-                    // A name created again (deleted and created anew) starts over.
-                    Signal::Created => {
-                        p.finished = false;
-                        p.linked = true;
-                        p.closed = false;
-                    }
-                    Signal::Finished => p.finished = true,
-                    // A scan says nothing new about a file we already follow.
-                    Signal::Discovered => {}
-                }
-            }
+            Some(p) => p.update(stat, signal, now),
             None => {
                 self.pending.insert(
                     path.to_owned(),
@@ -146,6 +151,18 @@ impl Tracker {
                 );
             }
         }
+    }
+
+    /// Re-stats every followed file with `stat` (`None`: gone), in place,
+    /// so a change restarts its wait; a scan's signal says nothing new.
+    pub fn restat(&mut self, now: Instant, stat: impl Fn(&Path) -> Option<FileStat>) {
+        self.pending.retain(|path, p| match stat(path) {
+            Some(s) => {
+                p.update(s, Signal::Discovered, now);
+                true
+            }
+            None => false,
+        });
     }
 
     /// How long the file has been unchanged: since it was last seen to
@@ -182,14 +199,14 @@ impl Tracker {
         }
     }
 
-    fn is_due(&self, p: &Pending, now: Instant, wall: SystemTime) -> bool {
+    fn is_due(waits: Waits, p: &Pending, now: Instant, wall: SystemTime) -> bool {
         match p.judge {
-            Judge::Lease => p.closed && Self::quiet_for(p, now, wall) >= self.waits.quiet,
+            Judge::Lease => p.closed && Self::quiet_for(p, now, wall) >= waits.quiet,
             // A linked-in file must hold something: an empty one may be a
             // writer's fresh file it has not written to yet.
             Judge::Settle => {
                 (p.finished || (p.linked && p.stat.size > 0))
-                    && Self::quiet_for(p, now, wall) >= self.waits.settle
+                    && Self::quiet_for(p, now, wall) >= waits.settle
             }
         }
     }
@@ -198,22 +215,14 @@ impl Tracker {
     /// judged each, oldest mtime first (then by path, so the order is
     /// deterministic).
     pub fn take_due(&mut self, now: Instant, wall: SystemTime) -> Vec<(PathBuf, FileStat, Judge)> {
+        let waits = self.waits;
         let mut due: Vec<(PathBuf, FileStat, Judge)> = self
             .pending
-            .iter()
-            .filter(|(_, p)| self.is_due(p, now, wall))
-            .map(|(path, p)| (path.clone(), p.stat, p.judge))
+            .extract_if(|_, p| Self::is_due(waits, p, now, wall))
+            .map(|(path, p)| (path, p.stat, p.judge))
             .collect();
-        for (path, _, _) in &due {
-            self.pending.remove(path);
-        }
         due.sort_by(|a, b| a.1.mtime.cmp(&b.1.mtime).then_with(|| a.0.cmp(&b.0)));
         due
-    }
-
-    /// Paths to re-stat on the next tick.
-    pub fn paths(&self) -> impl Iterator<Item = &Path> {
-        self.pending.keys().map(PathBuf::as_path)
     }
 
     pub fn len(&self) -> usize {

@@ -692,7 +692,7 @@ fn a_silent_s3_endpoint_fails_requests_at_the_attempt_timeout() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // The SDK makes up to three attempts per call, with backoff between.
+    // One attempt per call: the agent retries uploads itself.
     let deadline = started + Duration::from_secs(60);
     while child.try_wait().unwrap().is_none() {
         if std::time::Instant::now() > deadline {

@@ -84,8 +84,8 @@ fn every_stated_default_is_the_resolved_one() {
         (
             "aws_attempt_timeout_secs",
             format!(
-                "30 plus 1 per 64 KiB of the part size: {} for 8 MiB",
-                c.aws_attempt_timeout.as_secs()
+                "{} plus 1 per 64 KiB the request sends: 10 for a small file, 138 for an 8 MiB part",
+                c.aws_attempt_timeout.base().as_secs()
             ),
         ),
         ("canary_secs", c.canary.unwrap().as_secs().to_string()),

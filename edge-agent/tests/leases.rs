@@ -20,6 +20,8 @@ use relay_shared::testing::Emulator;
 const PREFIX: &str = "raw/edge-test/";
 /// `spawn_agent`'s settle time.
 const SETTLE: Duration = Duration::from_millis(150);
+/// How long a test waits for what it expects.
+const WITHIN: Duration = Duration::from_secs(20);
 
 fn append(path: &Path) -> File {
     OpenOptions::new().append(true).open(path).unwrap()
@@ -65,7 +67,12 @@ async fn a_writer_pausing_across_an_agent_restart_loses_nothing_in_delete_mode()
     drop(writer);
 
     wait_for_count(&bucket, PREFIX, 1, Duration::from_secs(15)).await;
-    wait_until(|| !path.exists(), "the file is deleted once S3 holds it").await;
+    wait_until(
+        || !path.exists(),
+        "the file is deleted once S3 holds it",
+        WITHIN,
+    )
+    .await;
     sigterm(&agent);
     assert!(agent.wait().unwrap().success());
     let stored = objects(&bucket, PREFIX).await;
@@ -157,7 +164,7 @@ async fn closing_and_reopening_to_append_loses_nothing() {
         } else {
             wait_for_count(&bucket, PREFIX, 1, Duration::from_secs(15)).await;
             if mode == "delete" {
-                wait_until(|| !path.exists(), "deleted once stored").await;
+                wait_until(|| !path.exists(), "deleted once stored", WITHIN).await;
             }
         }
         OpenOptions::new()
@@ -299,6 +306,17 @@ async fn an_agent_that_may_not_lease_falls_back_to_settle_time_and_says_so() {
             .unwrap(),
     );
     relay_shared::testing::first_metrics(&addr, &log2).await;
+    // The mode is chosen after the S3 check: a file written before then
+    // would be the one the start-up probe tries, and is refused there.
+    wait_until(
+        || {
+            relay_shared::testing::http_get(&addr, "/metrics")
+                .contains("relay_agent_leases_enabled 1")
+        },
+        "the agent has chosen read leases for the empty directory",
+        WITHIN,
+    )
+    .await;
     std::fs::write(watch2.join(name(6)), b"{\"live\":2}\n").unwrap();
     wait_for_count(&bucket, PREFIX, 3, Duration::from_secs(15)).await;
     let metrics = relay_shared::testing::http_get(&addr, "/metrics");
@@ -313,6 +331,7 @@ async fn an_agent_that_may_not_lease_falls_back_to_settle_time_and_says_so() {
                 .contains("relay_agent_set_aside_files 1")
         },
         "the unreadable file is set aside",
+        WITHIN,
     )
     .await;
     let unhealthy = relay_shared::testing::http_get(&addr, "/metrics");
@@ -374,17 +393,7 @@ async fn wait_for_log(log: &Path, message: &str) {
     wait_until(
         || std::fs::read_to_string(log).is_ok_and(|t| t.contains(message)),
         message,
+        WITHIN,
     )
     .await;
-}
-
-async fn wait_until(done: impl Fn() -> bool, what: &str) {
-    let started = std::time::Instant::now();
-    while !done() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "not within 20 s: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }

@@ -57,6 +57,16 @@ pub fn with_attempt_timeout(sdk: &SdkConfig, attempt: Duration) -> SdkConfig {
     with_timeout_config(sdk, |b| b.operation_attempt_timeout(attempt))
 }
 
+/// `sdk` making one attempt per call, for a caller that retries every call
+/// itself, without limit: each failed attempt then reaches it (to be
+/// logged, counted and backed off at once) instead of hiding behind the
+/// SDK's two more, up to three attempt timeouts long in a black hole.
+pub fn with_single_attempt(sdk: &SdkConfig) -> SdkConfig {
+    sdk.to_builder()
+        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(1))
+        .build()
+}
+
 /// `sdk` with its timeout settings (or the defaults) changed by `set`.
 fn with_timeout_config(
     sdk: &SdkConfig,

@@ -133,11 +133,30 @@ impl aws_sdk_s3::config::Intercept for ServerDate {
     }
 }
 
+/// How long one attempt of a request that sends a body may take: a base
+/// for the answer, plus the body's time at a slow but moving rate. A
+/// small file's upload stuck in a black hole is abandoned within seconds,
+/// and a large part on a slow link is never cut off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttemptBudget {
+    pub base: std::time::Duration,
+    pub bytes_per_sec: u64,
+}
+
+impl AttemptBudget {
+    /// The budget of an attempt that sends `bytes`.
+    pub fn for_bytes(&self, bytes: u64) -> std::time::Duration {
+        self.base + std::time::Duration::from_secs(bytes.div_ceil(self.bytes_per_sec.max(1)))
+    }
+}
+
 /// One bucket, with the few operations the relay needs.
 #[derive(Debug, Clone)]
 pub struct Bucket {
     client: Client,
     name: String,
+    /// Per-request attempt timeouts sized to the body, where set.
+    budget: Option<AttemptBudget>,
 }
 
 impl Bucket {
@@ -150,7 +169,30 @@ impl Bucket {
         Self {
             client,
             name: name.into(),
+            budget: None,
         }
+    }
+
+    /// Gives each request that sends a body an attempt timeout sized to it
+    /// (the client's own attempt timeout applies to the others).
+    #[must_use]
+    pub fn with_attempt_budget(mut self, budget: AttemptBudget) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// The client's timeouts, with the attempt timeout sized to `bytes`.
+    fn sized(&self, bytes: u64) -> Option<aws_sdk_s3::config::Builder> {
+        let budget = self.budget?;
+        let base = self
+            .client
+            .config()
+            .timeout_config()
+            .cloned()
+            .unwrap_or_else(|| aws_sdk_s3::config::timeout::TimeoutConfig::builder().build());
+        let mut timeouts = base.to_builder();
+        timeouts.set_operation_attempt_timeout(Some(budget.for_bytes(bytes)));
+        Some(aws_sdk_s3::config::Builder::default().timeout_config(timeouts.build()))
     }
 
     /// Reads a whole small object and its ETag.
@@ -286,7 +328,10 @@ impl ObjectStore for Bucket {
     }
 
     fn in_bucket(&self, name: &str) -> Self {
-        Self::new(self.client.clone(), name)
+        Self {
+            name: name.to_owned(),
+            ..self.clone()
+        }
     }
 
     async fn get(&self, key: &str, version_id: Option<&str>) -> Result<Download, S3Error> {
@@ -345,6 +390,7 @@ impl ObjectStore for Bucket {
         mode: &PutMode,
         options: &PutOptions,
     ) -> Result<PutResult, S3Error> {
+        let sized = self.sized(body.len() as u64);
         let req = self
             .client
             .put_object()
@@ -360,6 +406,10 @@ impl ObjectStore for Bucket {
             PutMode::Create => req.if_none_match("*"),
             PutMode::Update { etag } => req.if_match(etag),
         };
+        let mut req = req.customize();
+        if let Some(sized) = sized {
+            req = req.config_override(sized);
+        }
         let out = req
             .send()
             .await
@@ -579,7 +629,7 @@ impl ObjectStore for Bucket {
         // Our own CRC32C, which S3 verifies: the whole object's is combined
         // from the parts' at completion.
         let (crc, size) = (crc32c(&body), body.len() as u64);
-        let out = self
+        let mut req = self
             .client
             .upload_part()
             .bucket(&self.name)
@@ -588,6 +638,11 @@ impl ObjectStore for Bucket {
             .part_number(number)
             .checksum_crc32_c(crc32c_base64(crc))
             .body(body.into())
+            .customize();
+        if let Some(sized) = self.sized(size) {
+            req = req.config_override(sized);
+        }
+        let out = req
             .send()
             .await
             .map_err(self.err(key, "UploadPart", None))?;

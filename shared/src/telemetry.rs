@@ -91,6 +91,10 @@ pub enum Health {
     /// 503 `starting: <what it waits for>`: not ready yet, and not broken
     /// either; it comes up by itself once what it waits for answers.
     Starting(String),
+    /// 200 `degraded: <reason>`: working, but not keeping up (a dependency
+    /// is failing and work waits); nothing is lost, and a restart would not
+    /// help, so a liveness probe passes.
+    Degraded(String),
     /// 503 `unhealthy: <reason>`.
     Unhealthy(String),
 }
@@ -111,6 +115,7 @@ impl Health {
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("starting: {what}\n"),
             ),
+            Self::Degraded(reason) => (StatusCode::OK, format!("degraded: {reason}\n")),
             Self::Unhealthy(reason) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("unhealthy: {reason}\n"),

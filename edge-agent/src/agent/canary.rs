@@ -11,7 +11,7 @@ use std::time::SystemTime;
 use relay_shared::store::ObjectStore;
 use tracing::warn;
 
-use super::owner::Agent;
+use super::owner::{Agent, Ready};
 use crate::metrics;
 use crate::tracker::FileStat;
 use crate::upload::{Job, Outcome};
@@ -36,6 +36,10 @@ impl<S: ObjectStore> Agent<S> {
     /// the data: it takes the data's path (compression, the key scheme,
     /// the conditional put), so its lag is what data sees.
     pub(super) fn canary(&mut self) {
+        if !self.watching() {
+            tracing::debug!("no canary while the watch directory is missing");
+            return;
+        }
         let created_ms = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
@@ -56,13 +60,14 @@ impl<S: ObjectStore> Agent<S> {
             Ok(m) => FileStat::of(&m),
             Err(e) => {
                 ::metrics::counter!(metrics::CANARIES, "outcome" => "failed").increment(1);
+                ::metrics::counter!(metrics::STATE_ERRORS, "op" => "canary").increment(1);
                 warn!(path = %path.display(), error = %e, "cannot write a canary; the processor will see it missing");
                 return;
             }
         };
         // Never in the ledger: it has no path under the watch directory.
         let job = self.job(path, String::new(), key.key, name, stat, true);
-        self.ready.push_back(job);
+        self.ready.push_back(Ready::Canary(Box::new(job)));
     }
 
     /// A canary's upload ended: it is never kept, never in the ledger, and
@@ -70,6 +75,7 @@ impl<S: ObjectStore> Agent<S> {
     pub(super) fn finish_canary(&mut self, job: &Job, outcome: &Outcome) {
         let outcome = match outcome {
             Outcome::Uploaded { .. } | Outcome::Duplicate | Outcome::Conflict { .. } => {
+                crate::health::s3_answered();
                 ::metrics::gauge!(metrics::CANARY_LAST_SENT).set(
                     SystemTime::now()
                         .duration_since(SystemTime::UNIX_EPOCH)

@@ -1,13 +1,15 @@
 //! The agent: one owning task (`owner.rs`) turns the watched directory
-//! (`observe.rs`) into uploads, acts on each outcome (`outcome.rs`), and
-//! queues its canaries behind the data (`canary.rs`); `run.rs` starts and
-//! stops it.
+//! (`observe.rs`, followed by its path in `root.rs`) into uploads, acts on each outcome (`outcome.rs`),
+//! queues its canaries behind the data (`canary.rs`) and keeps its state
+//! directory's health (`state.rs`); `run.rs` starts and stops it.
 
 mod canary;
 mod observe;
 mod outcome;
 mod owner;
+mod root;
 mod run;
+mod state;
 #[cfg(test)]
 mod tests;
 

@@ -10,7 +10,7 @@ use std::time::{Instant, SystemTime};
 use relay_shared::store::ObjectStore;
 use tracing::{error, warn};
 
-use super::owner::Agent;
+use super::owner::{Agent, Ready};
 use crate::config::OnSuccess;
 use crate::lease::{Probe, Refusal};
 use crate::metrics;
@@ -27,7 +27,7 @@ impl<S: ObjectStore> Agent<S> {
     }
 
     /// Paths the agent itself writes to or moves files into.
-    fn is_own(&self, path: &Path) -> bool {
+    pub(super) fn is_own(&self, path: &Path) -> bool {
         path.starts_with(&self.config.state_dir)
             || matches!(&self.config.on_success, OnSuccess::Move(dir) if path.starts_with(dir))
     }
@@ -36,7 +36,9 @@ impl<S: ObjectStore> Agent<S> {
         tracing::trace!(?msg, "watch event");
         match msg {
             WatchMsg::File(path, signal) => self.observe(&path, signal),
-            WatchMsg::Dir(dir) => self.scan(&dir),
+            WatchMsg::Moved(path) => self.moved_in(&path),
+            WatchMsg::Dir(dir) => self.new_dir(&dir),
+            WatchMsg::Root => self.check_root(true),
             WatchMsg::Rescan(reason) => {
                 warn!(%reason, "rescanning the watch directory");
                 ::metrics::counter!(metrics::RESCANS).increment(1);
@@ -50,15 +52,11 @@ impl<S: ObjectStore> Agent<S> {
         if self.inflight.contains_key(path) || self.queued.contains(path) || self.is_own(path) {
             return;
         }
-        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
-            if let Some(name) = path.file_name() {
-                self.reject(
-                    path,
-                    None,
-                    &format!("file name {name:?} is not valid UTF-8"),
-                );
-            }
+        let Some(name) = path.file_name() else {
             return;
+        };
+        let Some(name) = name.to_str() else {
+            return self.reject_name(path, name);
         };
         if !self.config.wants(name) {
             return;
@@ -125,17 +123,10 @@ impl<S: ObjectStore> Agent<S> {
         }
     }
 
-    pub(super) fn sync_ledger(&mut self) {
-        if let Some(ledger) = &mut self.ledger
-            && let Err(e) = ledger.sync()
-        {
-            ::metrics::counter!(metrics::ERRORS, "kind" => "ledger").increment(1);
-            error!(path = %ledger.path().display(), error = %e, "cannot sync the upload ledger; after a crash, kept files may be offered to S3 again (harmless 412s)");
-        }
-    }
-
     pub(super) fn tick(&mut self) {
+        self.check_root(false);
         self.sync_ledger();
+        crate::health::publish();
         let (now, wall) = (Instant::now(), SystemTime::now());
         self.retry_set_aside(now);
         self.restat(now);
@@ -162,14 +153,12 @@ impl<S: ObjectStore> Agent<S> {
 
     /// Re-stats every followed file, so a change restarts its wait.
     fn restat(&mut self, now: Instant) {
-        let paths: Vec<PathBuf> = self.tracker.paths().map(Path::to_path_buf).collect();
-        for path in paths {
-            let stat = std::fs::metadata(&path)
+        self.tracker.restat(now, |path| {
+            std::fs::metadata(path)
                 .ok()
-                .filter(|m| m.is_file())
-                .map(|m| FileStat::of(&m));
-            self.tracker.observe(&path, stat, Signal::Discovered, now);
-        }
+                .filter(std::fs::Metadata::is_file)
+                .map(|m| FileStat::of(&m))
+        });
     }
 
     /// Asks the kernel, for each quiet lease-judged file, whether a writer
@@ -217,7 +206,7 @@ impl<S: ObjectStore> Agent<S> {
             .tracker
             .oldest_mtime()
             .into_iter()
-            .chain(self.ready.front().map(|j| j.stat.mtime))
+            .chain(self.ready.front().map(Ready::mtime))
             .chain(self.inflight.values().copied())
             .min();
         let age = oldest
@@ -226,9 +215,32 @@ impl<S: ObjectStore> Agent<S> {
         ::metrics::gauge!(metrics::OLDEST_WAITING).set(age.as_secs_f64());
     }
 
+    /// Queues a finished file for upload: as a path and a stat only, so a
+    /// large backlog costs little memory; its job is made when a slot frees.
     pub(super) fn enqueue(&mut self, path: PathBuf, stat: FileStat, judge: Judge) {
+        self.queued.insert(path.clone());
+        self.ready.push_back(Ready::File { path, stat, judge });
+    }
+
+    /// The next upload, its key and metadata made now; files whose path
+    /// gives no key are rejected on the way.
+    pub(super) fn next_job(&mut self) -> Option<Job> {
+        loop {
+            let (path, stat, judge) = match self.ready.pop_front()? {
+                Ready::Canary(job) => return Some(*job),
+                Ready::File { path, stat, judge } => (path, stat, judge),
+            };
+            self.queued.remove(&path);
+            if let Some(job) = self.file_job(path, stat, judge) {
+                return Some(job);
+            }
+        }
+    }
+
+    fn file_job(&mut self, path: PathBuf, stat: FileStat, judge: Judge) -> Option<Job> {
         let Some(rel) = self.rel(&path) else {
-            return self.reject(&path, Some(stat), "its path is not valid UTF-8");
+            self.reject(&path, Some(stat), "its path is not valid UTF-8");
+            return None;
         };
         let name = path
             .file_name()
@@ -237,12 +249,14 @@ impl<S: ObjectStore> Agent<S> {
             .to_owned();
         let key = match self.config.keys.raw_key(&name) {
             Ok(k) => k.key,
-            Err(e) => return self.reject(&path, Some(stat), &e.to_string()),
+            Err(e) => {
+                self.reject(&path, Some(stat), &e.to_string());
+                return None;
+            }
         };
-        self.queued.insert(path.clone());
         let mut job = self.job(path, rel, key, name, stat, false);
         job.lease = self.leases.filter(|_| judge == Judge::Lease);
-        self.ready.push_back(job);
+        Some(job)
     }
 
     /// An upload of the file at `path`, named `name`, under `key`.
@@ -270,6 +284,23 @@ impl<S: ObjectStore> Agent<S> {
                 canary,
             },
         }
+    }
+
+    /// A name that is not UTF-8 gives no key: rejected once per file (held
+    /// back until it changes), not once per event.
+    fn reject_name(&mut self, path: &Path, name: &std::ffi::OsStr) {
+        let Some(stat) = std::fs::symlink_metadata(path)
+            .ok()
+            .filter(std::fs::Metadata::is_file)
+            .map(|m| FileStat::of(&m))
+        else {
+            return self.release(path);
+        };
+        if self.held_back.get(path).is_some_and(|h| h.stat == stat) {
+            return;
+        }
+        let reason = format!("file name {name:?} is not valid UTF-8");
+        self.reject(path, Some(stat), &reason);
     }
 
     fn reject(&mut self, path: &Path, stat: Option<FileStat>, reason: &str) {

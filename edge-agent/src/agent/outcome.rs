@@ -59,13 +59,22 @@ impl<S: ObjectStore> Agent<S> {
                     "shutdown interrupted the retry backoff; the file is relayed on the next start"
                 );
             }
-            Outcome::Gone => {
+            Outcome::Gone { in_s3 } => {
                 self.summary.gone += 1;
                 ::metrics::counter!(metrics::FILES, "outcome" => "gone").increment(1);
-                debug!("file vanished before upload; a peer agent handled it");
+                if in_s3 {
+                    debug!(
+                        "the file was removed after its key was stored: a peer agent sharing the directory relayed it"
+                    );
+                } else {
+                    warn!(action = %self.config.on_success,
+                        "the file was removed before S3 held it, by someone other than this agent: nothing of it was stored, and nothing is left to relay");
+                }
             }
             Outcome::Changed => {
-                warn!("file changed after it looked finished; waiting for it to settle again");
+                warn!(
+                    "the file changed while it was read (it grew, shrank or was replaced after it looked finished): nothing was stored; it is followed again and relayed once it settles"
+                );
                 self.observe(&job.path, Signal::Discovered);
             }
             Outcome::Open => {
@@ -79,7 +88,8 @@ impl<S: ObjectStore> Agent<S> {
     /// its key, or stored under its conflict key): count it, then delete,
     /// move or record it.
     pub(super) fn stored(&mut self, job: &Job, outcome: Outcome, retries: u32, elapsed: Duration) {
-        metrics::set_permanent_failure(None);
+        crate::health::set_permanent_failure(None);
+        crate::health::s3_answered();
         match outcome {
             Outcome::Uploaded {
                 compressed_bytes,
@@ -171,15 +181,15 @@ impl<S: ObjectStore> Agent<S> {
             .collect();
         named.sort();
         ::metrics::gauge!(metrics::SET_ASIDE).set(named.len() as f64);
-        metrics::name_set_aside(named);
+        crate::health::name_set_aside(named);
     }
 
     pub(super) fn after_success(&mut self, job: &Job) {
         let result = match &self.config.on_success {
-            OnSuccess::Keep => match &mut self.ledger {
-                Some(ledger) => ledger.record(&job.rel, job.stat).map(|()| None),
-                None => Ok(None),
-            },
+            OnSuccess::Keep => {
+                self.record_upload(job);
+                Ok(None)
+            }
             OnSuccess::Delete => unless_reopened(job, |path| std::fs::remove_file(path)),
             OnSuccess::Move(dir) => {
                 let target = dir.join(&job.rel);

@@ -17,7 +17,7 @@ use crate::lease::Leases;
 use crate::ledger::Ledger;
 use crate::tracker::{FileStat, Judge, Tracker};
 use crate::upload::{self, Job, Outcome, RetryPolicy, UploadError};
-use crate::watch::WatchMsg;
+use crate::watch::{Watch, WatchMsg};
 use crate::{Summary, metrics};
 
 /// Upload tasks in flight; each returns its job, how it ended, its retries
@@ -31,7 +31,10 @@ pub(super) struct Agent<S> {
     /// Turns true at shutdown: uploads waiting to retry stop at once.
     pub(super) stopping: tokio::sync::watch::Sender<bool>,
     pub(super) tracker: Tracker,
-    pub(super) ready: VecDeque<Job>,
+    /// The watch on the directory's path; `None` in unit tests.
+    pub(super) watch: Option<Watch>,
+    /// Finished files (and canaries) waiting for an upload slot, oldest first.
+    pub(super) ready: VecDeque<Ready>,
     /// Paths in `ready`.
     pub(super) queued: HashSet<PathBuf>,
     /// Paths being uploaded, with their mtime for the oldest-file gauge.
@@ -52,6 +55,28 @@ pub(super) struct Agent<S> {
 }
 
 pub(super) type Done = Result<(Job, Outcome, u32, Duration), tokio::task::JoinError>;
+
+/// An upload waiting for a slot. A file is only its path and stat (the
+/// whole backlog may wait like this); a canary's job is made when it is
+/// written.
+#[derive(Debug)]
+pub(super) enum Ready {
+    File {
+        path: PathBuf,
+        stat: FileStat,
+        judge: Judge,
+    },
+    Canary(Box<Job>),
+}
+
+impl Ready {
+    pub(super) fn mtime(&self) -> SystemTime {
+        match self {
+            Self::File { stat, .. } => stat.mtime,
+            Self::Canary(job) => job.stat.mtime,
+        }
+    }
+}
 
 /// A file kept out of the upload flow, with the stat it had then.
 #[derive(Debug, Clone)]
@@ -84,6 +109,7 @@ impl<S: ObjectStore> Agent<S> {
         };
         Self {
             tracker: Tracker::new(judge, config.waits()),
+            watch: None,
             leases,
             refusals_logged: HashSet::new(),
             ready: VecDeque::new(),
@@ -140,10 +166,9 @@ impl<S: ObjectStore> Agent<S> {
     /// Starts ready uploads while slots are free.
     pub(super) fn fill_slots(&mut self, uploads: &mut Uploads) {
         while uploads.len() < self.config.concurrency {
-            let Some(job) = self.ready.pop_front() else {
+            let Some(job) = self.next_job() else {
                 break;
             };
-            self.queued.remove(&job.path);
             self.spawn(uploads, job);
         }
     }
@@ -214,11 +239,11 @@ impl<S: ObjectStore> Agent<S> {
                         relay_shared::attempts::count("s3", op, cause);
                     }
                     if e.is_transient() {
-                        warn!(error = %e, kind, attempt, retry_in_ms = delay.as_millis() as u64, "upload failed; retrying");
+                        crate::health::s3_failed(kind, &e.to_string(), delay);
                     } else {
                         let fix = upload::fix_hint(kind, &bucket, &prefix);
                         error!(error = %e, kind, attempt, retry_in_secs = delay.as_secs(), %fix, "upload failed and needs attention; the file is set aside and retried later");
-                        metrics::set_permanent_failure(Some(format!("{e} ({fix})")));
+                        crate::health::set_permanent_failure(Some(format!("{e} ({fix})")));
                     }
                 };
                 let (outcome, retries) =

@@ -14,8 +14,8 @@ use crate::config::{Config, OnSuccess};
 use crate::lease::{self, Leases, Mode};
 use crate::ledger::Ledger;
 use crate::upload::{self, RetryPolicy};
-use crate::watch;
-use crate::{AgentError, Summary, metrics};
+use crate::watch::Watch;
+use crate::{AgentError, Summary};
 
 /// Runs until `shutdown` resolves, then stops taking new files and gives
 /// in-flight uploads `config.shutdown_timeout` to finish.
@@ -25,6 +25,7 @@ pub async fn run<S: ObjectStore>(
     retry: RetryPolicy,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Summary, AgentError> {
+    crate::health::set_degraded_after(config.degraded_after);
     let ledger = match config.on_success {
         OnSuccess::Keep => Some(
             Ledger::open(&config.state_dir, &config.bucket, &config.watch_dir).map_err(
@@ -36,9 +37,12 @@ pub async fn run<S: ObjectStore>(
         ),
         _ => None,
     };
+    if let Some(ledger) = &ledger {
+        super::state::report_unwritable(ledger);
+    }
     let (tx, rx) = mpsc::channel(4096);
     // Watch before scanning, so a file created during the scan is not missed.
-    let watcher = watch::start(&config.watch_dir, config.recursive, tx).map_err(|source| {
+    let watch = Watch::start(&config.watch_dir, config.recursive, tx).map_err(|source| {
         AgentError::Watch {
             dir: config.watch_dir.clone(),
             source,
@@ -46,6 +50,7 @@ pub async fn run<S: ObjectStore>(
     })?;
     let leases = finish_mode(&config);
     let mut agent = Agent::new(config, sink, retry, ledger, leases);
+    agent.watch = Some(watch);
     let root = agent.config.watch_dir.clone();
     agent.scan(&root);
     info!(
@@ -57,7 +62,7 @@ pub async fn run<S: ObjectStore>(
     );
     let mut uploads = JoinSet::new();
     agent.follow(rx, &mut uploads, shutdown).await;
-    drop(watcher);
+    agent.watch = None;
     agent.drain(uploads).await;
     agent.log_stopped();
     Ok(agent.summary)
@@ -94,7 +99,7 @@ fn finish_mode(config: &Config) -> Option<Leases> {
             "read leases are refused in the watch directory, so finished files are judged by settle time alone: a writer that pauses for longer than it may have its file stored short. Grant CAP_LEASE (the packaged unit does) or run the agent as the files' owner"
         ),
     }
-    metrics::set_finish_mode(&mode);
+    crate::health::set_finish_mode(&mode);
     match mode {
         Mode::Leases { .. } => leases,
         Mode::SettleOnly { .. } => None,

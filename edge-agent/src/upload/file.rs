@@ -54,7 +54,7 @@ pub(super) fn open_expected(
 ) -> io::Result<Result<File, Outcome>> {
     let file = match open_regular(path)? {
         Opened::Ready(f) => f,
-        Opened::Gone => return Ok(Err(Outcome::Gone)),
+        Opened::Gone => return Ok(Err(Outcome::Gone { in_s3: false })),
         Opened::NotRegular => return Ok(Err(Outcome::NotRegular)),
     };
     if FileStat::of(&file.metadata()?) != expect {
@@ -77,7 +77,7 @@ pub(super) fn recheck(path: &Path, expect: FileStat) -> Option<Outcome> {
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.is_file() && FileStat::of(&m) == expect => None,
         Ok(_) => Some(Outcome::Changed),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Some(Outcome::Gone),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Some(Outcome::Gone { in_s3: false }),
         Err(_) => Some(Outcome::Changed),
     }
 }

@@ -81,8 +81,10 @@ pub enum Outcome {
     /// agent stored it), so whether it holds these bytes is unknown. The
     /// file is kept on disk.
     Unverified,
-    /// The file disappeared before it could be read: a peer agent took it.
-    Gone,
+    /// The file disappeared before it was stored. `in_s3`: its key is in
+    /// S3 (a peer agent sharing the directory stored it, then removed it);
+    /// otherwise someone removed it before any agent stored it.
+    Gone { in_s3: bool },
     /// The file changed after it was judged finished; it goes back to settling.
     Changed,
     /// A writer opened the file again after it was judged finished (its

@@ -59,6 +59,13 @@ async fn held<S: ObjectStore>(sink: &S, key: &str, meta: &ObjectMeta) -> Result<
     })
 }
 
+/// A file gone before it was stored: whether a peer agent stored it (its
+/// key is in S3), which only the log line tells apart.
+async fn gone<S: ObjectStore>(sink: &S, key: &str) -> Result<Outcome, UploadError> {
+    let in_s3 = sink.head(key).await?.is_some();
+    Ok(Outcome::Gone { in_s3 })
+}
+
 /// One attempt to store the file: under its key, or, if S3 holds other
 /// bytes there, under its conflict key.
 pub async fn upload_once<S: ObjectStore>(
@@ -78,6 +85,7 @@ pub async fn upload_once<S: ObjectStore>(
                 parts,
             });
         }
+        Stored::Early(Outcome::Gone { .. }) => return gone(sink, &job.key).await,
         Stored::Early(outcome) => return Ok(outcome),
         Stored::Taken => held(sink, &job.key, &meta).await?,
     };
@@ -116,8 +124,27 @@ pub async fn upload_once<S: ObjectStore>(
 }
 
 /// Compresses the file and stores it under `key` with `If-None-Match: *`,
-/// filling in `meta.content_hash`.
+/// filling in `meta.content_hash`. A read that fails because the file
+/// changed under it (it shrank or grew past the size pledged to zstd) is a
+/// changed file, waited for again, not an unreadable one.
 async fn store<S: ObjectStore>(
+    sink: &S,
+    job: &Job,
+    key: &str,
+    meta: &mut ObjectMeta,
+    level: i32,
+    part_bytes: u64,
+) -> Result<Stored, UploadError> {
+    let result = store_as_judged(sink, job, key, meta, level, part_bytes).await;
+    if let Err(UploadError::Read { .. }) = result
+        && let Some(outcome) = recheck(&job.path, job.stat)
+    {
+        return Ok(Stored::Early(outcome));
+    }
+    result
+}
+
+async fn store_as_judged<S: ObjectStore>(
     sink: &S,
     job: &Job,
     key: &str,

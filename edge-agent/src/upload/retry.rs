@@ -23,7 +23,10 @@ impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
             min_delay: Duration::from_millis(200),
-            max_delay: Duration::from_secs(30),
+            // Short: after an outage, a file waits at most this long past
+            // S3's return for its next attempt. During one, each upload
+            // slot makes an attempt every 5 s: a trickle.
+            max_delay: Duration::from_secs(5),
             permanent_delay: Duration::from_secs(60),
         }
     }

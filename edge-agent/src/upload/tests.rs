@@ -197,6 +197,29 @@ async fn large_files_go_multipart_and_decode_whole() {
     assert_eq!(s3.open_uploads(), 0);
 }
 
+/// A file that shrinks or grows while its parts are read fails the read
+/// (zstd was pledged its size): that is a changed file, waited for again,
+/// not an unreadable one set aside with a permissions hint. Nothing is
+/// stored, and the multipart upload is aborted.
+#[tokio::test]
+async fn a_file_changed_while_its_parts_are_read_is_changed_not_unreadable() {
+    for (what, change) in [("shrinks", 1_200_000usize), ("grows", 4_000_000)] {
+        let dir = tempfile::tempdir().unwrap();
+        let content = noise(2_500_000);
+        let job = job_for(dir.path(), "2.json", &content);
+        let s3 = store();
+        let path = job.path.clone();
+        s3.meanwhile("UploadPart", "", move |_| {
+            let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+            f.set_len(change as u64).unwrap();
+        });
+        let out = upload_once(&s3, &job, 3, 1_000_000).await;
+        assert!(matches!(out, Ok(Outcome::Changed)), "{what}: {out:?}");
+        assert!(s3.bytes(&job.key).is_none(), "{what}: nothing stored");
+        assert_eq!(s3.open_uploads(), 0, "{what}: the upload is aborted");
+    }
+}
+
 #[tokio::test]
 async fn changed_and_vanished_files_are_not_uploaded() {
     let dir = tempfile::tempdir().unwrap();
@@ -210,9 +233,15 @@ async fn changed_and_vanished_files_are_not_uploaded() {
     std::fs::remove_file(&job.path).unwrap();
     assert_eq!(
         upload_once(&s3, &job, 3, 5 << 20).await.unwrap(),
-        Outcome::Gone
+        Outcome::Gone { in_s3: false }
     );
     assert!(s3.keys().is_empty());
+    // Removed by a peer agent once it had stored the file: told apart.
+    s3.insert(&job.key, b"stored by a peer");
+    assert_eq!(
+        upload_once(&s3, &job, 3, 5 << 20).await.unwrap(),
+        Outcome::Gone { in_s3: true }
+    );
 }
 
 /// A shutdown signal that never fires.

@@ -175,29 +175,122 @@ impl std::ops::DerefMut for Reaped {
 
 /// The agent binary, with JSON logs to `log`, for kill -9 and peer tests.
 pub fn spawn_agent(dir: &Path, bucket: &str, log: &Path, extra: &[&str]) -> Child {
+    agent_command(dir, bucket, log, extra).spawn().unwrap()
+}
+
+/// The agent binary's command line: JSON logs to `log` at INFO, no
+/// metrics and 150 ms of settle time unless `extra` sets them.
+pub fn agent_command(dir: &Path, bucket: &str, log: &Path, extra: &[&str]) -> Command {
     let log_file = std::fs::File::create(log).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_edge-agent"))
-        .args([
-            "--watch-dir",
-            &dir.display().to_string(),
-            "--bucket",
-            bucket,
-        ])
-        .args(["--source-id", SOURCE, "--metrics-addr", "off"])
-        // 150 ms unless the test sets its own.
-        .args(
-            Some(["--settle-ms", "150"])
-                .filter(|_| !extra.contains(&"--settle-ms"))
-                .into_iter()
-                .flatten(),
-        )
-        .args(["--log-format", "json", "--s3-path-style", "true"])
-        .args(extra)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log_file)
-        .spawn()
-        .unwrap()
+    let unless_set = |flag: &'static str, value: &'static str| {
+        Some([flag, value])
+            .filter(|_| !extra.contains(&flag))
+            .into_iter()
+            .flatten()
+    };
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_edge-agent"));
+    cmd.args([
+        "--watch-dir",
+        &dir.display().to_string(),
+        "--bucket",
+        bucket,
+    ])
+    .args(["--source-id", SOURCE])
+    .args(unless_set("--metrics-addr", "off"))
+    .args(unless_set("--settle-ms", "150"))
+    .args(["--log-format", "json", "--s3-path-style", "true"])
+    .args(extra)
+    .env("RUST_LOG", "info")
+    .stdout(Stdio::null())
+    .stderr(log_file);
+    cmd
+}
+
+/// The agent binary serving `/metrics` and `/healthz` on a free port.
+pub struct Observed {
+    pub child: Reaped,
+    pub addr: String,
+    pub log: PathBuf,
+}
+
+impl Observed {
+    /// Spawns the agent on `dir` with `extra` flags, through `endpoint`
+    /// (the emulator if `None`), and waits until it serves metrics.
+    pub async fn spawn(
+        dir: &Path,
+        bucket: &str,
+        log: &Path,
+        endpoint: Option<&str>,
+        extra: &[&str],
+    ) -> Self {
+        let addr = format!("127.0.0.1:{}", relay_shared::testing::free_port());
+        let mut args = vec!["--metrics-addr", addr.as_str()];
+        args.extend_from_slice(extra);
+        let mut cmd = agent_command(dir, bucket, log, &args);
+        if let Some(endpoint) = endpoint {
+            relay_shared::testing::loopback_aws_env(&mut cmd, endpoint);
+        }
+        let child = Reaped(cmd.spawn().unwrap());
+        relay_shared::testing::first_metrics(&addr, log).await;
+        Self {
+            child,
+            addr,
+            log: log.to_owned(),
+        }
+    }
+
+    pub fn metrics(&self) -> String {
+        relay_shared::testing::http_get(&self.addr, "/metrics")
+    }
+
+    pub fn health(&self) -> String {
+        relay_shared::testing::http_get(&self.addr, "/healthz")
+    }
+
+    /// The value of one series (its full name with labels), 0 if absent.
+    pub fn value(&self, series: &str) -> f64 {
+        self.metrics()
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// The sum of every series of a metric.
+    pub fn sum(&self, metric: &str) -> f64 {
+        self.metrics()
+            .lines()
+            .filter(|l| l.starts_with(metric) && !l.starts_with('#'))
+            .filter(|l| l[metric.len()..].starts_with(['{', ' ']))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    pub fn lines(&self) -> Vec<serde_json::Value> {
+        log_lines(&self.log)
+    }
+
+    /// Log lines whose message starts with `start`.
+    pub fn logged(&self, start: &str) -> Vec<serde_json::Value> {
+        self.lines()
+            .into_iter()
+            .filter(|l| l["message"].as_str().is_some_and(|m| m.starts_with(start)))
+            .collect()
+    }
+
+    /// Stops the agent with SIGTERM; it must exit cleanly.
+    pub fn stop(mut self) {
+        sigterm(&self.child);
+        assert!(self.child.wait().unwrap().success());
+    }
+}
+
+/// Polls `done` every 50 ms; panics naming `what` after `within`.
+pub async fn wait_until(done: impl Fn() -> bool, what: &str, within: Duration) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < within, "not within {within:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Log lines of a JSON-logging agent, parsed.

@@ -29,6 +29,11 @@ pub enum Weather {
     Silent,
     /// New connections are closed at once; open ones are reset.
     Refuse,
+    /// A black hole: connections are accepted and nothing passes either
+    /// way, and a connection caught in it stays so after the weather
+    /// changes, as when packets are dropped and no reset ever comes: only
+    /// the client's own timeout ends it.
+    BlackHole,
 }
 
 /// What the proxy has done, for a test's report.
@@ -40,6 +45,8 @@ pub struct TransportStats {
     /// Connections that went silent (and were reset afterwards).
     pub silenced: AtomicU64,
     pub refused: AtomicU64,
+    /// Connections caught in a black hole (never answered nor reset).
+    pub black_holed: AtomicU64,
 }
 
 impl TransportStats {
@@ -47,12 +54,13 @@ impl TransportStats {
     pub fn summary(&self) -> String {
         let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
         format!(
-            "{} connections: {} requests cut, {} responses cut, {} silenced then reset, {} refused",
+            "{} connections: {} requests cut, {} responses cut, {} silenced then reset, {} refused, {} black-holed",
             n(&self.connections),
             n(&self.cut_requests),
             n(&self.cut_responses),
             n(&self.silenced),
-            n(&self.refused)
+            n(&self.refused),
+            n(&self.black_holed)
         )
     }
 }
@@ -180,6 +188,10 @@ impl Connection {
             };
             let weather = *self.weather.borrow();
             match weather {
+                Weather::BlackHole => {
+                    self.stats.black_holed.fetch_add(1, Ordering::Relaxed);
+                    return swallow(from_client).await;
+                }
                 Weather::Silent => {
                     if !self.silenced {
                         self.silenced = true;
@@ -206,6 +218,13 @@ impl Connection {
             }
         }
     }
+}
+
+/// Reads and drops what the client sends until it gives up.
+async fn swallow(mut from_client: impl tokio::io::AsyncRead + Unpin) -> End {
+    let mut sink = vec![0u8; 16 * 1024];
+    while matches!(from_client.read(&mut sink).await, Ok(n) if n > 0) {}
+    End::Closed
 }
 
 #[cfg(test)]
@@ -289,5 +308,26 @@ mod tests {
             matches!(read, Err(_) | Ok(0)),
             "nothing of the swallowed bytes comes back: {read:?}"
         );
+    }
+
+    /// A connection caught in a black hole stays silent after the weather
+    /// clears (only the client can end it), while new ones pass.
+    #[tokio::test]
+    async fn a_black_holed_connection_stays_silent_after_the_weather_clears() {
+        let proxy = TransportProxy::start(&echo().await, 2).await;
+        let addr = proxy.endpoint().trim_start_matches("http://").to_owned();
+        proxy.set(Weather::BlackHole);
+        let mut s = TcpStream::connect(&addr).await.unwrap();
+        s.write_all(b"hello").await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        proxy.set(Weather::Clear);
+        s.write_all(b"again").await.unwrap();
+        let mut buf = [0u8; 5];
+        let read =
+            tokio::time::timeout(std::time::Duration::from_millis(500), s.read(&mut buf)).await;
+        assert!(read.is_err(), "nothing comes back, nor a reset: {read:?}");
+        assert_eq!(proxy.stats.black_holed.load(Ordering::Relaxed), 1);
+        let ping = b"0123456789abcdef";
+        assert_eq!(round_trip(&proxy, ping).await.unwrap(), ping.repeat(30));
     }
 }
