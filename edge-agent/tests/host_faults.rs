@@ -176,7 +176,13 @@ async fn an_s3_black_hole_is_logged_counted_and_degraded() {
     )
     .await;
     assert!(agent.health().contains("200 OK"), "{}", agent.health());
-    assert_eq!(agent.value("relay_agent_degraded"), 1.0);
+    // The gauges follow on the agent's next tick.
+    wait_until(
+        || agent.value("relay_agent_degraded") == 1.0,
+        "relay_agent_degraded is 1",
+        WITHIN,
+    )
+    .await;
     assert_eq!(agent.value("relay_agent_healthy"), 1.0);
     assert!(agent.sum("relay_agent_retries_total") >= 1.0);
     assert!(agent.value("relay_agent_s3_failing_seconds") >= 1.0);

@@ -53,6 +53,7 @@ fn defined_metrics() -> BTreeSet<String> {
     let mut names = BTreeSet::new();
     for file in [
         "edge-agent/src/metrics.rs",
+        "edge-agent/src/health.rs",
         "cloud-processor/src/metrics.rs",
         "shared/src/telemetry.rs",
         "shared/src/attempts.rs",
