@@ -9,6 +9,7 @@ locals {
       dimensions  = { QueueName = aws_sqs_queue.notifications_dlq.name }
       statistic   = "Maximum"
       threshold   = 0
+      periods     = 1
     }
     output-dlq = {
       description = "Output messages consumers failed on repeatedly."
@@ -17,6 +18,7 @@ locals {
       dimensions  = { QueueName = aws_sqs_queue.output_dlq.name }
       statistic   = "Maximum"
       threshold   = 0
+      periods     = 1
     }
     oldest-notification = {
       description = "Notifications are waiting too long: the processor is failing, throttled or too slow."
@@ -25,14 +27,37 @@ locals {
       dimensions  = { QueueName = aws_sqs_queue.notifications.name }
       statistic   = "Maximum"
       threshold   = var.oldest_notification_alarm_secs
+      periods     = 1
     }
     processor-errors = {
-      description = "The processor returned errors (failed objects are retried from the queue)."
+      description = "Invocations of the processor failed as a whole (a crash, a timeout, a bad event): objects that fail one by one are reported to SQS instead and counted by ${var.name}-objects-failed."
       namespace   = "AWS/Lambda"
       metric      = "Errors"
       dimensions  = { FunctionName = aws_lambda_function.processor.function_name }
       statistic   = "Sum"
       threshold   = 0
+      periods     = 1
+    }
+    # The Lambda reports failed notifications as batch item failures and
+    # returns Ok, so Lambda's Errors stays at 0 while objects fail: the
+    # processor's own count (EMF) sees them. Sustained, not one retry.
+    objects-failed = {
+      description = "Objects keep failing in the processor (relay_processor_objects_total{outcome=failed}): see the function's log for the object and its error; failed objects are retried from the queue, and after max_receive_count deliveries land in the notifications DLQ."
+      namespace   = "relay"
+      metric      = "relay_processor_objects_total"
+      dimensions  = { outcome = "failed" }
+      statistic   = "Sum"
+      threshold   = 0
+      periods     = 3
+    }
+    aws-throttled = {
+      description = "AWS has throttled the processor's requests for 15 minutes (over one retry a second): nothing is lost, but work waits. relay_aws_retries_total names the service and operation; spread the load or ask for a higher limit."
+      namespace   = "relay"
+      metric      = "relay_aws_retries_by_cause_total"
+      dimensions  = { cause = "throttled" }
+      statistic   = "Sum"
+      threshold   = 300
+      periods     = 3
     }
     processor-throttles = {
       description = "The processor was throttled: raise reserved concurrency or lower the mapping's maximum concurrency."
@@ -41,6 +66,7 @@ locals {
       dimensions  = { FunctionName = aws_lambda_function.processor.function_name }
       statistic   = "Sum"
       threshold   = 0
+      periods     = 1
     }
     }, {
     # Per edge source, from the processor's canary metric (EMF, dimension
@@ -52,6 +78,7 @@ locals {
       dimensions  = { source = id }
       statistic   = "Maximum"
       threshold   = var.canary_lag_alarm_secs
+      periods     = 1
     }
   })
 }
@@ -65,7 +92,7 @@ resource "aws_cloudwatch_metric_alarm" "this" {
   dimensions          = each.value.dimensions
   statistic           = each.value.statistic
   period              = 300
-  evaluation_periods  = 1
+  evaluation_periods  = each.value.periods
   comparison_operator = "GreaterThanThreshold"
   threshold           = each.value.threshold
   treat_missing_data  = "notBreaching"

@@ -97,6 +97,24 @@ resource "aws_s3_bucket_policy" "this" {
   depends_on = [aws_s3_bucket_public_access_block.this]
 }
 
+locals {
+  # Every folder the processor writes under the state prefix
+  # (cloud-processor/src/object/marker.rs; a test holds the two to each
+  # other), with how many days its current objects live. Disjoint prefixes
+  # on purpose: where rules overlap, S3 applies the shortest expiration,
+  # which could expire markers before their raw objects. Markers are kept
+  # as long as the raw objects unless told otherwise: a raw object without
+  # its marker is processed again by a replay. Leases have no lifetime:
+  # each is deleted when its object is done, and `audit` names the ones a
+  # processor that died left behind.
+  state_folders = {
+    done       = coalesce(var.marker_expiration_days, var.raw_expiration_days)
+    leases     = null
+    rejects    = var.report_expiration_days
+    quarantine = var.report_expiration_days
+  }
+}
+
 resource "aws_s3_bucket_lifecycle_configuration" "this" {
   bucket = aws_s3_bucket.this.id
 
@@ -129,25 +147,6 @@ resource "aws_s3_bucket_lifecycle_configuration" "this" {
   }
 
   rule {
-    id     = "markers"
-    status = "Enabled"
-    filter {
-      prefix = "${var.state_prefix}done/"
-    }
-    # Markers are kept as long as the raw objects unless told otherwise: a raw
-    # object without its marker is processed again by a replay.
-    expiration {
-      days = coalesce(var.marker_expiration_days, var.raw_expiration_days)
-    }
-    noncurrent_version_expiration {
-      noncurrent_days = 1
-    }
-    abort_incomplete_multipart_upload {
-      days_after_initiation = 1
-    }
-  }
-
-  rule {
     id     = "payloads"
     status = "Enabled"
     filter {
@@ -164,18 +163,22 @@ resource "aws_s3_bucket_lifecycle_configuration" "this" {
     }
   }
 
-  # Disjoint prefixes on purpose: where rules overlap, S3 applies the
-  # shortest expiration, which could expire markers before their raw objects.
+  # One rule per folder the processor writes under the state prefix, each
+  # with its current objects' lifetime (`state_folders`).
   dynamic "rule" {
-    for_each = toset(["rejects", "quarantine"])
+    for_each = local.state_folders
     content {
-      id     = rule.value
+      id     = "state-${rule.key}"
       status = "Enabled"
       filter {
-        prefix = "${var.state_prefix}${rule.value}/"
+        prefix = "${var.state_prefix}${rule.key}/"
       }
+      # A lifetime, after which delete markers old enough go too; or, for
+      # leases (deleted when their object is done), every delete marker
+      # once it is the only version left.
       expiration {
-        days = var.report_expiration_days
+        days                         = rule.value
+        expired_object_delete_marker = rule.value == null ? true : null
       }
       noncurrent_version_expiration {
         noncurrent_days = 1

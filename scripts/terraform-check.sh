@@ -188,6 +188,10 @@ alarms=$("$root/.venv/bin/aws" --endpoint-url "$ep" cloudwatch describe-alarms -
   --query 'MetricAlarms[].[AlarmName,TreatMissingData]' --output text | sort)
 want=$'relay-tf-test-canary-lag-edge-1\tnotBreaching\nrelay-tf-test-canary-lag-edge-2\tnotBreaching\nrelay-tf-test-canary-missing-edge-1\tbreaching\nrelay-tf-test-canary-missing-edge-2\tbreaching'
 [[ $alarms == "$want" ]] || { echo "canary alarms: $alarms" >&2; exit 1; }
+# Every alarm the module makes, with its threshold and period, is the
+# table in infra/README.md (RELAY_UPDATE_DOCS=1 rewrites it).
+"$root/.venv/bin/aws" --endpoint-url "$ep" cloudwatch describe-alarms --alarm-name-prefix relay-tf-test- --output json \
+  | python3 "$root/scripts/alarm_table.py" "$root/infra/README.md" relay-tf-test edge-1 edge-2
 board=$(terraform -chdir="$work/module" output -raw dashboard_name)
 "$root/.venv/bin/aws" --endpoint-url "$ep" cloudwatch get-dashboard --dashboard-name "$board" \
   --query DashboardBody --output text | grep -q relay_canary_lag_seconds \
@@ -200,6 +204,23 @@ bucket=$(terraform -chdir="$work/module" output -raw bucket)
 "$root/.venv/bin/aws" --endpoint-url "$ep" s3api get-bucket-lifecycle-configuration --bucket "$bucket" \
   --query "Rules[?ID=='payloads'].[Filter.Prefix,Expiration.Days]" --output text | grep -qx $'payloads/\t14' \
   || { echo "no 14-day lifecycle rule on payloads/" >&2; exit 1; }
+# Nothing accumulates: every rule but the bucket-wide abort expires
+# noncurrent versions after a day, each state folder has its rule, and
+# leases' delete markers go once they are the only version left.
+lifecycle=$("$root/.venv/bin/aws" --endpoint-url "$ep" s3api get-bucket-lifecycle-configuration --bucket "$bucket")
+python3 - "$lifecycle" <<'PY' || exit 1
+import json, sys
+rules = {r["ID"]: r for r in json.loads(sys.argv[1])["Rules"]}
+want = {"abort-incomplete-uploads", "raw", "payloads", "state-done", "state-leases", "state-rejects", "state-quarantine"}
+missing = want - rules.keys()
+assert not missing, f"lifecycle rules missing: {missing}"
+for id, r in rules.items():
+    if id != "abort-incomplete-uploads":
+        assert r.get("NoncurrentVersionExpiration", {}).get("NoncurrentDays") == 1, f"{id}: {r}"
+        assert r["Filter"]["Prefix"], f"{id}: {r}"
+assert rules["state-leases"]["Expiration"].get("ExpiredObjectDeleteMarker") is True, rules["state-leases"]
+assert rules["state-leases"]["Filter"]["Prefix"] == "state/leases/", rules["state-leases"]
+PY
 # A payload prefix under the raw prefix is refused.
 if terraform -chdir="$work/module" plan -var payload_prefix=raw/payloads/ >"$work/plan.log" 2>&1; then
   echo "a payload prefix under the raw prefix was accepted" >&2

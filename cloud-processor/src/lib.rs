@@ -30,7 +30,9 @@ pub use aws::{AwsProcessor, Function, HMAC_KEY_PLACEHOLDER, SqsNotifications, Sq
 // What arrives.
 pub use ingest::{HandleError, Handler};
 // One object, exactly once.
-pub use object::{DoneMarker, Failure, ObjectRef, Outcome, ProcessError, Processor, StateKeys};
+pub use object::{
+    DoneMarker, Failure, ObjectRef, Outcome, ProcessError, Processor, STATE_FOLDERS, StateKeys,
+};
 // Chunks to SQS.
 pub use output::{MessageSink, QueueError, attributes_size};
 // The pure pipeline.

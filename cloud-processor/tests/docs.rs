@@ -62,3 +62,36 @@ fn the_modules_hmac_key_placeholder_is_the_one_the_processor_refuses() {
         "infra/lambda.tf does not write {wanted:?}"
     );
 }
+
+/// Every folder the processor writes under the state prefix has a
+/// lifecycle rule in the module (`state_folders` in infra/main.tf), and
+/// the module names no folder the code does not write: state never
+/// accumulates unseen. (`scripts/terraform-check.sh` checks what an apply
+/// makes of them: each with noncurrent versions expiring, and leases'
+/// delete markers removed.)
+#[test]
+fn the_modules_lifecycle_rules_cover_every_state_folder() {
+    let tf =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../infra/main.tf")).unwrap();
+    let block = tf
+        .split_once("state_folders = {")
+        .and_then(|(_, rest)| rest.split_once('}'))
+        .map(|(block, _)| block)
+        .expect("infra/main.tf has a `state_folders = { ... }` map");
+    let mut have: Vec<String> = block
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(k, _)| k.trim().to_owned()))
+        .filter(|k| !k.is_empty() && !k.starts_with('#'))
+        .collect();
+    have.sort();
+    let mut want: Vec<String> = cloud_processor::STATE_FOLDERS
+        .iter()
+        .map(|f| f.trim_end_matches('/').to_owned())
+        .collect();
+    want.sort();
+    assert_eq!(have, want, "infra/main.tf's state_folders against the code");
+    assert!(
+        tf.contains("for_each = local.state_folders"),
+        "a lifecycle rule per state folder"
+    );
+}

@@ -16,17 +16,25 @@ pub use crate::retry::Cause;
 
 /// Retried AWS requests, by `service`, `operation` and `cause`.
 pub const AWS_RETRIES: &str = "relay_aws_retries_total";
+/// The same retries by cause alone: CloudWatch (the Lambda's Embedded
+/// Metric Format) aggregates a metric only over its full dimension set,
+/// so an alarm on throttling across every call needs this one.
+pub const AWS_RETRIES_BY_CAUSE: &str = "relay_aws_retries_by_cause_total";
 
 /// Counts one retry of `operation` on `service`.
 pub fn count(service: &str, operation: &str, cause: Cause) {
     metrics::counter!(AWS_RETRIES, "service" => service.to_owned(),
         "operation" => operation.to_owned(), "cause" => cause.label())
     .increment(1);
+    metrics::counter!(AWS_RETRIES_BY_CAUSE, "cause" => cause.label()).increment(1);
 }
 
 /// Registers the counter at zero for `calls` (service, operation), by every
 /// cause, so a `rate()` alert has a series from the first scrape.
 pub fn register_at_zero(calls: &[(&'static str, &'static str)]) {
+    for cause in Cause::ALL {
+        metrics::counter!(AWS_RETRIES_BY_CAUSE, "cause" => cause.label()).increment(0);
+    }
     for (service, operation) in calls {
         for cause in Cause::ALL {
             metrics::counter!(AWS_RETRIES, "service" => *service,
@@ -41,6 +49,10 @@ pub fn describe() {
     metrics::describe_counter!(
         AWS_RETRIES,
         "AWS requests tried again, by service, operation and cause (throttled, server_error, timeout, connection, response, partial_batch, other): the SDK's own attempts and the relay's retry loops alike"
+    );
+    metrics::describe_counter!(
+        AWS_RETRIES_BY_CAUSE,
+        "relay_aws_retries_total by cause alone, for CloudWatch alarms (the Lambda's alarm <name>-aws-throttled watches cause=throttled)"
     );
 }
 

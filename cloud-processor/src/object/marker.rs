@@ -92,6 +92,9 @@ pub const DONE: &str = "done/";
 pub const LEASES: &str = "leases/";
 pub const REJECTS: &str = "rejects/";
 pub const QUARANTINE: &str = "quarantine/";
+/// Every folder written under the state prefix: the Terraform module's
+/// lifecycle rules cover each (`tests/docs.rs` holds them to this).
+pub const STATE_FOLDERS: [&str; 4] = [DONE, LEASES, REJECTS, QUARANTINE];
 
 /// A raw key, or a prefix of raw keys, mirrored under one state folder:
 /// `raw/<rel>` becomes `state/<folder><rel>`.

@@ -20,7 +20,7 @@ mod run;
 mod settle;
 
 pub use error::{Failure, ProcessError};
-pub use marker::{DoneMarker, StateKeys};
+pub use marker::{DoneMarker, STATE_FOLDERS, StateKeys};
 pub use object_ref::ObjectRef;
 pub use plan::settings;
 pub use processor::{Outcome, Processor};
