@@ -47,8 +47,10 @@ data "aws_iam_policy_document" "processor" {
     }
   }
   statement {
-    sid       = "ConsumeNotifications"
-    actions   = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility"]
+    sid = "ConsumeNotifications"
+    # SendMessage: an object unfinished at the invocation's deadline, or
+    # busy elsewhere, has its notification handed on as a fresh one.
+    actions   = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility", "sqs:SendMessage"]
     resources = [aws_sqs_queue.notifications.arn]
   }
   statement {

@@ -28,7 +28,7 @@ pub use modes::{Exit, RunError, is_tool, run};
 // The AWS adapters.
 pub use aws::{AwsProcessor, Function, HMAC_KEY_PLACEHOLDER, SqsNotifications, SqsOutput};
 // What arrives.
-pub use ingest::{HandleError, Handler};
+pub use ingest::{HandleError, Handler, MAX_HANDOFFS};
 // One object, exactly once.
 pub use object::{
     DoneMarker, Failure, ObjectRef, Outcome, ProcessError, Processor, STATE_FOLDERS, StateKeys,

@@ -44,7 +44,7 @@ pub fn register_at_zero(fields: &[Field]) {
                 .increment(0);
         }
     }
-    for outcome in ["processed", "ignored", "unknown", "failed"] {
+    for outcome in ["processed", "ignored", "unknown", "failed", "handed_on"] {
         metrics::counter!(EVENTS, "outcome" => outcome).increment(0);
     }
     for outcome in [
@@ -53,6 +53,8 @@ pub fn register_at_zero(fields: &[Field]) {
         "missing",
         "duplicate",
         "ignored",
+        "paused",
+        "busy",
         "failed",
     ] {
         metrics::counter!(OBJECTS, "outcome" => outcome).increment(0);
@@ -93,11 +95,11 @@ pub fn describe() {
     relay_shared::attempts::describe();
     describe_counter!(
         EVENTS,
-        "Notifications by outcome: processed, ignored (test events, events that create nothing), unknown (no known shape: not acknowledged, so retried into the DLQ), failed"
+        "Notifications by outcome: processed, ignored (test events, events that create nothing), unknown (no known shape: not acknowledged, so retried into the DLQ), failed (retried, then the DLQ), handed_on (an object unfinished at the deadline or busy elsewhere: sent again as a fresh notification)"
     );
     describe_counter!(
         OBJECTS,
-        "Objects handled, by outcome (sent, quarantined, missing, failed)"
+        "Objects handled, by outcome: sent, quarantined, missing, duplicate, ignored, paused (stopped at the invocation's deadline with its progress recorded; it goes on), busy (another processor holds it), failed"
     );
     describe_counter!(RECORDS_IN, "Records read from objects, good or bad");
     describe_counter!(

@@ -1,5 +1,6 @@
-//! Test support: an in-memory queue that follows a script of faults, and a
-//! sink that crashes the process's send path at a chosen batch. With
+//! Test support: an in-memory queue that follows a script of faults, a
+//! sink that crashes the process's send path at a chosen batch, and a
+//! notification queue that records what is handed on or shown again. With
 //! `relay_shared::testing::MemStore` they run the handler and the lease
 //! protocol with no emulator. Compiled for tests and the `test-support`
 //! feature only.
@@ -154,6 +155,37 @@ impl MessageSink for FakeQueue {
 
     fn queue_url(&self) -> &str {
         "fake"
+    }
+}
+
+/// A notification queue that records each notification handed on (its
+/// body, delay and hand-on count) and each one shown again early.
+#[derive(Debug, Clone, Default)]
+pub struct FakeNotifications {
+    pub handed_on: Arc<Mutex<Vec<(String, Duration, u32)>>>,
+    pub shown_again: Arc<Mutex<Vec<(String, Duration)>>>,
+}
+
+impl crate::ingest::NotificationQueue for FakeNotifications {
+    async fn show_again(&self, receipt: &str, after: Duration) -> Result<(), QueueError> {
+        self.shown_again
+            .lock()
+            .unwrap()
+            .push((receipt.to_owned(), after));
+        Ok(())
+    }
+
+    async fn hand_on(
+        &self,
+        body: &str,
+        after: Duration,
+        handoffs: u32,
+    ) -> Result<bool, QueueError> {
+        self.handed_on
+            .lock()
+            .unwrap()
+            .push((body.to_owned(), after, handoffs));
+        Ok(true)
     }
 }
 

@@ -20,11 +20,13 @@ pub struct SqsNotifications {
     queue_url: String,
 }
 
-/// One notification received: its body and the handle that deletes it.
+/// One notification received: its body, the handle that deletes it, and
+/// how many times it was handed on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Received {
     pub body: String,
     pub receipt: String,
+    pub handoffs: u32,
 }
 
 /// How long a receive waits for messages (SQS's longest long poll).
@@ -85,6 +87,7 @@ impl SqsNotifications {
             .max_number_of_messages(10)
             .wait_time_seconds(LONG_POLL_SECS)
             .visibility_timeout(i32::try_from(visibility_secs).unwrap_or(43_200))
+            .message_attribute_names(crate::ingest::HANDOFFS_ATTRIBUTE)
             .customize()
             .config_override(self.long_poll_timeouts())
             .send()
@@ -95,9 +98,16 @@ impl SqsNotifications {
             .unwrap_or_default()
             .into_iter()
             .filter_map(|m| {
+                let handoffs = m
+                    .message_attributes
+                    .as_ref()
+                    .and_then(|a| a.get(crate::ingest::HANDOFFS_ATTRIBUTE))
+                    .and_then(|v| v.string_value()?.parse().ok())
+                    .unwrap_or(0);
                 Some(Received {
                     body: m.body?,
                     receipt: m.receipt_handle?,
+                    handoffs,
                 })
             })
             .collect())
@@ -164,6 +174,38 @@ impl SqsNotifications {
         }
     }
 
+    /// Sends a notification again as a fresh message (SendMessage, its
+    /// delay at most SQS's 15 minutes), with `relay.handoffs`: an object
+    /// left unfinished goes on without its notification's receive count
+    /// growing towards the dead-letter queue.
+    pub async fn hand_on(
+        &self,
+        body: &str,
+        after: Duration,
+        handoffs: u32,
+    ) -> Result<(), QueueError> {
+        let delay = i32::try_from(after.as_secs().min(900)).unwrap_or(900);
+        let count = aws_sdk_sqs::types::MessageAttributeValue::builder()
+            .data_type("Number")
+            .string_value(handoffs.to_string())
+            .build()
+            .map_err(|e| QueueError::GaveUp {
+                queue: self.queue_url.clone(),
+                failed: 1,
+                last: e.to_string(),
+            })?;
+        self.client
+            .send_message()
+            .queue_url(&self.queue_url)
+            .message_body(body)
+            .delay_seconds(delay)
+            .message_attributes(crate::ingest::HANDOFFS_ATTRIBUTE, count)
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| call_error(&self.queue_url, "SendMessage", e))
+    }
+
     /// Deletes a processed notification.
     pub async fn delete(&self, receipt: &str) -> Result<(), QueueError> {
         self.client
@@ -197,5 +239,16 @@ impl SqsNotifications {
 impl NotificationQueue for SqsNotifications {
     async fn show_again(&self, receipt: &str, after: Duration) -> Result<(), QueueError> {
         SqsNotifications::show_again(self, receipt, after).await
+    }
+
+    async fn hand_on(
+        &self,
+        body: &str,
+        after: Duration,
+        handoffs: u32,
+    ) -> Result<bool, QueueError> {
+        SqsNotifications::hand_on(self, body, after, handoffs)
+            .await
+            .map(|()| true)
     }
 }

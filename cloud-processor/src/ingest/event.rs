@@ -44,7 +44,13 @@ pub struct SqsMessage {
     /// To change the message's visibility after a failure.
     pub receipt_handle: String,
     pub body: String,
+    /// How many times this notification was handed on as a fresh one
+    /// (its `relay.handoffs` attribute; 0 for one S3 sent).
+    pub handoffs: u32,
 }
+
+/// The message attribute that counts a notification's hand-ons.
+pub const HANDOFFS_ATTRIBUTE: &str = "relay.handoffs";
 
 /// How many bytes of an unknown payload are logged.
 pub const EXCERPT_BYTES: usize = 200;
@@ -107,6 +113,23 @@ struct SqsRecord {
     receipt_handle: String,
     #[serde(default)]
     body: String,
+    #[serde(rename = "messageAttributes", default)]
+    attributes: std::collections::HashMap<String, SqsAttribute>,
+}
+
+#[derive(Deserialize)]
+struct SqsAttribute {
+    #[serde(rename = "stringValue", default)]
+    string_value: Option<String>,
+}
+
+impl SqsRecord {
+    fn handoffs(&self) -> u32 {
+        self.attributes
+            .get(HANDOFFS_ATTRIBUTE)
+            .and_then(|a| a.string_value.as_deref()?.parse().ok())
+            .unwrap_or(0)
+    }
 }
 
 #[derive(Deserialize)]
@@ -160,6 +183,7 @@ pub fn classify(event: &Value) -> Result<Incoming, EventError> {
                     messages
                         .into_iter()
                         .map(|m| SqsMessage {
+                            handoffs: m.handoffs(),
                             message_id: m.message_id,
                             receipt_handle: m.receipt_handle,
                             body: m.body,
@@ -326,6 +350,11 @@ mod tests {
         };
         assert_eq!(msgs.len(), 2);
         assert_eq!(msgs[0].message_id, "m-1");
+        assert_eq!(
+            (msgs[0].handoffs, msgs[1].handoffs),
+            (3, 0),
+            "relay.handoffs"
+        );
         let Notice::Objects(objs) = from_text(&msgs[0].body).unwrap() else {
             panic!()
         };

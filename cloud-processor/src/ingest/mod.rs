@@ -6,6 +6,9 @@
 pub mod event;
 mod handler;
 mod queue;
+#[cfg(test)]
+mod tests;
 
-pub use handler::{HandleError, Handler, show_again};
+pub use event::HANDOFFS_ATTRIBUTE;
+pub use handler::{HandleError, Handler, MAX_HANDOFFS, hand_on, note_failed, show_again};
 pub use queue::NotificationQueue;

@@ -14,7 +14,7 @@ use tracing::{error, info, warn};
 
 use crate::aws::{AwsProcessor, Readiness, SqsNotifications, Startup, connect};
 use crate::cli::{Aws, Config, ConfigError, PollArgs, queue_url_problem};
-use crate::ingest::{Handler, show_again};
+use crate::ingest::{Handler, hand_on, note_failed, show_again};
 use crate::modes::ServeError;
 use crate::object::Processor;
 use crate::output::MessageSink;
@@ -73,7 +73,14 @@ pub async fn follow<S: ObjectStore, Q: MessageSink>(
                         warn!(error = %e, "deleting a processed notification failed");
                     }
                 }
+                Err(e) if hand_on(queue, &m.body, m.handoffs, &e).await => {
+                    // A fresh notification goes on with the object.
+                    if let Err(d) = queue.delete(&m.receipt).await {
+                        warn!(error = %d, "deleting a handed-on notification failed; its redelivery is skipped or goes on as the once-only protocol says");
+                    }
+                }
                 Err(e) => {
+                    note_failed(&e);
                     // Back sooner than the visibility timeout where that
                     // helps (see `HandleError::retry_after`).
                     let after = e.retry_after().map(|d| d.min(full));

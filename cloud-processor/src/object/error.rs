@@ -89,6 +89,39 @@ impl ProcessError {
         }
     }
 
+    /// Whether the object is unfinished rather than failing, and when to
+    /// go on with it: stopped at the invocation's deadline after sending
+    /// (its progress recorded), at once; busy in another processor's
+    /// hands, when that lease ends. Its notification is then handed on as
+    /// a fresh one instead of failed (if the invocation made progress: see
+    /// `ingest`), so a long object does not reach the dead-letter queue for
+    /// the deliveries it takes.
+    pub fn unfinished(&self) -> Option<Duration> {
+        match &self.failure {
+            Failure::Deadline { .. } => Some(Duration::ZERO),
+            Failure::Busy { expires_in_ms, .. } => {
+                Some(Duration::from_millis(*expires_in_ms) + Duration::from_secs(2))
+            }
+            _ => None,
+        }
+    }
+
+    /// The label `relay_processor_objects_total` counts this under:
+    /// `paused` (stopped at the deadline, its progress recorded), `busy`,
+    /// or `failed`.
+    pub fn outcome_label(&self) -> &'static str {
+        match &self.failure {
+            Failure::Deadline { .. } => "paused",
+            Failure::Busy { .. } => "busy",
+            _ => "failed",
+        }
+    }
+
+    /// Whether this attempt sent anything.
+    pub fn sent_some(&self) -> bool {
+        matches!(self.failure, Failure::Deadline { sent } if sent > 0)
+    }
+
     /// When a notification that failed this way is worth trying again. A
     /// busy object is free when its lease ends; a settings mismatch needs a
     /// person, so it waits the queue's visibility timeout (`None`); anything

@@ -135,7 +135,7 @@ impl<S: ObjectStore, Q: MessageSink> Processor<S, Q> {
             Ok(Outcome::Missing) => "missing",
             Ok(Outcome::Duplicate) => "duplicate",
             Ok(Outcome::Ignored) => "ignored",
-            Err(_) => "failed",
+            Err(e) => e.outcome_label(),
         };
         metrics::counter!(m::OBJECTS, "outcome" => outcome).increment(1);
         metrics::histogram!(m::OBJECT_SECONDS).record(started.elapsed().as_secs_f64());
@@ -396,7 +396,7 @@ mod tests {
         assert!(
             matches!(
                 &err,
-                crate::ingest::HandleError::Object(ProcessError {
+                crate::ingest::HandleError::Unfinished(ProcessError {
                     failure: Failure::Busy { .. },
                     ..
                 })

@@ -4,8 +4,9 @@
 //! two fault proxies (`fault_proxy.rs` speaks HTTP and answers as AWS does
 //! when it struggles, at random with `storm.rs`; `transport.rs` knows only TCP and breaks connections
 //! anywhere), a keep-alive S3 sink (`sink_s3.rs`), helpers for running the
-//! real binaries (`binaries.rs`), loopback ports (`loopback.rs`), the docs' generated sections (`docs.rs`)
-//! and the source tree's layering (`source.rs`).
+//! real binaries (`binaries.rs`), a Lambda Runtime API with real deadlines
+//! (`runtime_api.rs`), loopback ports (`loopback.rs`), the docs' generated
+//! sections (`docs.rs`) and the source tree's layering (`source.rs`).
 
 mod binaries;
 pub mod contract;
@@ -14,6 +15,7 @@ mod emulator;
 mod fault_proxy;
 mod loopback;
 mod mem;
+mod runtime_api;
 mod sink_s3;
 pub mod source;
 mod storm;
@@ -25,6 +27,7 @@ pub use emulator::{Emulator, Implementation, loopback_aws_env, unique_name};
 pub use fault_proxy::{FaultProxy, Faults};
 pub use loopback::free_port;
 pub use mem::{Fault, MemStore};
+pub use runtime_api::{Answer, RuntimeApi};
 pub use sink_s3::{SinkCounts, SinkS3};
 pub use storm::{StormFault, StormReport};
 pub use transport::{TransportProxy, TransportStats, Weather};
