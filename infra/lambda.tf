@@ -24,6 +24,9 @@ resource "aws_lambda_function" "processor" {
   memory_size                    = var.lambda_memory_mb
   timeout                        = var.lambda_timeout_secs
   reserved_concurrent_executions = var.lambda_reserved_concurrency
+  # Each apply that changes code or settings publishes a version; the event
+  # source mapping invokes the alias `live`, so a rollback is one variable.
+  publish = true
 
   tracing_config {
     mode = "Active"
@@ -93,9 +96,18 @@ resource "aws_ssm_parameter" "hmac_key" {
   tags             = local.tags
 }
 
+# What the event source mapping invokes: the version this apply published,
+# or `processor_version` to roll back to an earlier one without a rebuild.
+resource "aws_lambda_alias" "live" {
+  name             = "live"
+  description      = "relay: the version notifications are processed by"
+  function_name    = aws_lambda_function.processor.function_name
+  function_version = coalesce(var.processor_version, aws_lambda_function.processor.version)
+}
+
 resource "aws_lambda_event_source_mapping" "notifications" {
   event_source_arn        = aws_sqs_queue.notifications.arn
-  function_name           = aws_lambda_function.processor.arn
+  function_name           = aws_lambda_alias.live.arn
   batch_size              = var.notification_batch_size
   function_response_types = ["ReportBatchItemFailures"]
 

@@ -87,3 +87,13 @@ output "hmac_previous_key_parameter" {
   description = "The SSM parameter to put the key being retired in (RELAY_HMAC_PREVIOUS_KEY_PARAMETER), or null without hmac_previous_key_parameter."
   value       = try(aws_ssm_parameter.hmac_key["previous"].name, null)
 }
+
+output "processor_version" {
+  description = "The function version this apply published; note it before an upgrade to roll back to it with processor_version."
+  value       = aws_lambda_function.processor.version
+}
+
+output "processor_live_version" {
+  description = "The version the alias `live` points at: the one processing notifications."
+  value       = aws_lambda_alias.live.function_version
+}

@@ -360,3 +360,13 @@ variable "tags" {
   type        = map(string)
   default     = {}
 }
+
+variable "processor_version" {
+  description = "The published function version the alias `live` (and so the event source mapping) uses; null for the version this apply publishes. Set to an earlier version (output processor_version of that apply) to roll back without rebuilding."
+  type        = string
+  default     = null
+  validation {
+    condition     = var.processor_version == null || can(regex("^[0-9]+$", var.processor_version))
+    error_message = "processor_version is a published version number, such as \"7\"."
+  }
+}
