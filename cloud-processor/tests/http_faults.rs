@@ -26,9 +26,8 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use aws_sdk_sqs::types::QueueAttributeName;
 use common::relay::*;
-use common::{Setup, setup};
+use common::setup;
 use relay_shared::store::ObjectStore;
 use relay_shared::testing::{FaultProxy, StormFault, free_port, http_get};
 
@@ -37,7 +36,6 @@ use relay_shared::testing::{FaultProxy, StormFault, free_port, http_get};
 const LEASE_TTL_SECS: u32 = 5;
 const VISIBILITY_SECS: u32 = 13;
 /// The module's dead-letter threshold.
-const MAX_RECEIVE_COUNT: &str = "5";
 const FILE_EVERY: Duration = Duration::from_millis(250);
 const RECORDS_PER_FILE: usize = 200;
 
@@ -46,41 +44,6 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// A dead-letter queue behind the notification queue, as the module has.
-async fn with_dead_letters(s: &Setup) -> String {
-    let dlq = s.emu.queue("storm-dlq", false).await;
-    let arn = common::queue_arn(&s.emu, &dlq).await;
-    let policy =
-        format!(r#"{{"deadLetterTargetArn":"{arn}","maxReceiveCount":"{MAX_RECEIVE_COUNT}"}}"#);
-    s.emu
-        .sqs
-        .set_queue_attributes()
-        .queue_url(&s.notifications)
-        .attributes(QueueAttributeName::RedrivePolicy, policy)
-        .send()
-        .await
-        .unwrap();
-    dlq
-}
-
-async fn depth(s: &Setup, queue: &str) -> u64 {
-    let out = s
-        .emu
-        .sqs
-        .get_queue_attributes()
-        .queue_url(queue)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-        .send()
-        .await
-        .unwrap();
-    out.attributes()
-        .into_iter()
-        .flatten()
-        .filter_map(|(_, v)| v.parse::<u64>().ok())
-        .sum()
 }
 
 /// The three processes, each serving /metrics on a port of its own.
@@ -164,7 +127,7 @@ async fn storm(fifo: bool) {
     let seed = env_u64("RELAY_STORM_SEED", 1);
     let secs = env_u64("RELAY_STORM_SECS", 25);
     let s = setup(if fifo { "storm-f" } else { "storm" }, fifo).await;
-    let dlq = with_dead_letters(&s).await;
+    let dlq = common::dead_letters_behind(&s.emu, &s.notifications, "storm-dlq").await;
     let proxy = FaultProxy::start(&s.emu.endpoint).await;
     let relay = Relay::new(s, Some(proxy.endpoint()));
     let mut fleet = fleet(&relay);
@@ -282,7 +245,7 @@ async fn storm(fifo: bool) {
         "{audit:?}"
     );
     assert_eq!(
-        depth(&relay.s, &dlq).await,
+        common::queue_depth(&relay.s.emu, &dlq).await,
         0,
         "notifications in the dead-letter queue"
     );

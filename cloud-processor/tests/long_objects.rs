@@ -16,32 +16,10 @@ use std::collections::BTreeMap;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
+use aws_sdk_sqs::types::MessageSystemAttributeName;
 use relay_shared::store::{ObjectStore, PutMode, PutOptions};
 use relay_shared::testing::{Emulator, RuntimeApi};
 use serde_json::{Value, json};
-
-/// The module's `max_receive_count`, read from infra/variables.tf.
-fn module_max_receive_count() -> u32 {
-    let tf = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../infra/variables.tf"
-    ))
-    .unwrap();
-    let block = tf.split_once("variable \"max_receive_count\" {").unwrap().1;
-    block
-        .lines()
-        .find_map(|l| {
-            l.trim()
-                .strip_prefix("default")?
-                .trim()
-                .strip_prefix('=')?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .expect("a default")
-}
 
 struct KillOnDrop(Child);
 
@@ -81,42 +59,14 @@ fn sqs_event(messages: &[aws_sdk_sqs::types::Message]) -> Value {
     json!({ "Records": records })
 }
 
-async fn depth(emu: &Emulator, queue: &str) -> u64 {
-    let out = emu
-        .sqs
-        .get_queue_attributes()
-        .queue_url(queue)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-        .send()
-        .await
-        .unwrap();
-    out.attributes()
-        .into_iter()
-        .flatten()
-        .filter_map(|(_, v)| v.parse::<u64>().ok())
-        .sum()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_object_finishes_over_more_invocations_than_max_receive_count() {
-    let max_receive_count = module_max_receive_count();
+    let max_receive_count = common::module_max_receive_count();
     let emu = Emulator::connect().await;
     let bucket = emu.bucket("long-object").await;
     let output = emu.queue("long-out", false).await;
     let notifications = emu.queue("long-notifications", false).await;
-    let dlq = emu.queue("long-notifications-dlq", false).await;
-    let arn = common::queue_arn(&emu, &dlq).await;
-    emu.sqs
-        .set_queue_attributes()
-        .queue_url(&notifications)
-        .attributes(
-            QueueAttributeName::RedrivePolicy,
-            format!(r#"{{"deadLetterTargetArn":"{arn}","maxReceiveCount":"{max_receive_count}"}}"#),
-        )
-        .send()
-        .await
-        .unwrap();
+    let dlq = common::dead_letters_behind(&emu, &notifications, "long-notifications-dlq").await;
 
     // 1,000 messages of four records. An invocation with a 3 s deadline
     // sends about 30 of them against the emulator (debug build), so the
@@ -222,11 +172,15 @@ async fn a_long_object_finishes_over_more_invocations_than_max_receive_count() {
         "the object took {invocations} invocations; it must need more than {max_receive_count} to show anything"
     );
     assert_eq!(
-        depth(&emu, &dlq).await,
+        common::queue_depth(&emu, &dlq).await,
         0,
         "nothing in the dead-letter queue"
     );
-    assert_eq!(depth(&emu, &notifications).await, 0, "no notification left");
+    assert_eq!(
+        common::queue_depth(&emu, &notifications).await,
+        0,
+        "no notification left"
+    );
 
     let mut seen: BTreeMap<u64, u32> = BTreeMap::new();
     loop {

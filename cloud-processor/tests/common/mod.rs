@@ -382,6 +382,66 @@ pub async fn queue_arn(emu: &Emulator, url: &str) -> String {
         .clone()
 }
 
+/// The module's `max_receive_count`, read from infra/variables.tf, so the
+/// tests' dead-letter queues move a message when the deployed one would.
+pub fn module_max_receive_count() -> u32 {
+    let tf = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../infra/variables.tf"
+    ))
+    .unwrap();
+    let block = tf.split_once("variable \"max_receive_count\" {").unwrap().1;
+    block
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("default")?
+                .trim()
+                .strip_prefix('=')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .expect("a default")
+}
+
+/// A dead-letter queue named `name` behind `queue`, with the module's
+/// `max_receive_count`, as the module makes it; its URL.
+pub async fn dead_letters_behind(emu: &Emulator, queue: &str, name: &str) -> String {
+    let dlq = emu.queue(name, false).await;
+    let arn = queue_arn(emu, &dlq).await;
+    let count = module_max_receive_count();
+    emu.sqs
+        .set_queue_attributes()
+        .queue_url(queue)
+        .attributes(
+            QueueAttributeName::RedrivePolicy,
+            format!(r#"{{"deadLetterTargetArn":"{arn}","maxReceiveCount":"{count}"}}"#),
+        )
+        .send()
+        .await
+        .unwrap();
+    dlq
+}
+
+/// Messages in `queue`, visible or in flight.
+pub async fn queue_depth(emu: &Emulator, queue: &str) -> u64 {
+    let out = emu
+        .sqs
+        .get_queue_attributes()
+        .queue_url(queue)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .unwrap();
+    out.attributes()
+        .into_iter()
+        .flatten()
+        .filter_map(|(_, v)| v.parse::<u64>().ok())
+        .sum()
+}
+
 /// `cloud-processor poll` running in this process on `queue`, stopped and
 /// joined by [`Poller::stop`].
 pub struct Poller {
