@@ -218,4 +218,11 @@ async fn a_long_object_finishes_over_more_invocations_than_max_receive_count() {
         logged.contains("its notification is handed on as a fresh one"),
         "{logged}"
     );
+    // Each resume is planned, from a released lease: no warning of a
+    // processor that died.
+    assert!(
+        logged.contains("resuming an object from its recorded progress")
+            && !logged.contains("another processor left unfinished"),
+        "{logged}"
+    );
 }

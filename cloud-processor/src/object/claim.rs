@@ -160,7 +160,15 @@ impl<'a, S: ObjectStore> Claim<'a, S> {
                  a batch it sent unrecorded, if any, is outside SQS FIFO's deduplication window and arrives twice"
             );
         }
-        if resumed_from > 0 {
+        if resumed_from == 0 {
+            return;
+        }
+        if self.held.took_released {
+            info!(
+                resumed_from,
+                "resuming an object from its recorded progress (an earlier attempt stopped and released it)"
+            );
+        } else {
             warn!(
                 resumed_from,
                 "resuming an object another processor left unfinished"

@@ -181,6 +181,9 @@ pub struct Held {
     /// When we started a send that is not recorded yet: SQS may have
     /// applied it even if we saw it fail.
     pub unrecorded_since: Option<Instant>,
+    /// Whether the lease we took had been released by its holder (a
+    /// deadline stop, a failure): resuming it is planned, not a recovery.
+    pub took_released: bool,
 }
 
 impl Held {
@@ -288,6 +291,7 @@ pub async fn acquire<S: ObjectStore>(
         renewed: started,
         taken_over_after_ms: None,
         unrecorded_since: None,
+        took_released: false,
     };
     match store
         .write(&keys.lease, bytes.clone(), PutMode::Create)
@@ -498,6 +502,7 @@ async fn take_over<S: ObjectStore>(
         renewed: started,
         taken_over_after_ms: unrecorded_age_ms(&theirs, stored),
         unrecorded_since: None,
+        took_released: theirs.ttl_ms == Some(0),
     };
     confirm(store, keys, held, now_ms).await
 }
@@ -763,6 +768,7 @@ mod tests {
         assert_eq!((b.lease.owner.as_str(), b.lease.next_chunk), ("b", 3));
         // A's last write was 61 s before (S3's clock), plus the grain.
         assert_eq!(b.taken_over_after_ms, Some(62_000));
+        assert!(!b.took_released, "A never released it: a recovery");
 
         // A's next progress write fails: its lease is lost.
         assert!(matches!(
@@ -831,6 +837,8 @@ mod tests {
         assert_eq!(a.unrecorded_since, None);
         let b = ours(store.at(2000), "b", "fp", 2000).await;
         assert_eq!(b.lease.next_chunk, 2);
+        assert!(b.took_released, "a planned resume, not a recovery");
+        assert!(!a.took_released, "a fresh lease");
         let age = b.taken_over_after_ms.unwrap();
         assert!(
             (31_000..33_000).contains(&age),
