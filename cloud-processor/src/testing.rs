@@ -106,6 +106,16 @@ impl FakeQueue {
             .map(|(_, b)| b.clone())
             .collect()
     }
+
+    /// Every record stored, one per line of each body (NDJSON bodies), in
+    /// order, duplicates included.
+    pub fn records(&self) -> Vec<serde_json::Value> {
+        self.bodies()
+            .iter()
+            .flat_map(|b| b.split(|c| *c == b'\n'))
+            .map(|line| serde_json::from_slice(line).unwrap())
+            .collect()
+    }
 }
 
 impl MessageSink for FakeQueue {

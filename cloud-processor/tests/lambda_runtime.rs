@@ -10,20 +10,11 @@ mod common;
 use common::free_port;
 use relay_shared::store::ObjectStore;
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use relay_shared::store::{PutMode, PutOptions};
 use relay_shared::testing::Emulator;
-
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 async fn receive(emu: &Emulator, queue: &str) -> Vec<aws_sdk_sqs::types::Message> {
     emu.sqs
@@ -88,7 +79,7 @@ async fn s3_and_sqs_events_through_the_lambda_runtime_api() {
         .unwrap();
 
     let port = free_port();
-    let _api = KillOnDrop(
+    let _api = common::KillOnDrop(
         cargo_lambda(&[
             "watch",
             "--only-lambda-apis",
@@ -112,7 +103,7 @@ async fn s3_and_sqs_events_through_the_lambda_runtime_api() {
     }
     let log = tempfile::NamedTempFile::new().unwrap();
     let metrics_out = tempfile::NamedTempFile::new().unwrap();
-    let _function = KillOnDrop(
+    let _function = common::KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_cloud-processor"))
             .env(
                 "AWS_LAMBDA_RUNTIME_API",

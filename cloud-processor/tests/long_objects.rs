@@ -13,22 +13,13 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::MessageSystemAttributeName;
 use relay_shared::store::{ObjectStore, PutMode, PutOptions};
 use relay_shared::testing::{Emulator, RuntimeApi};
 use serde_json::{Value, json};
-
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// One delivery of the event source mapping: up to ten messages in one
 /// SQS event, as Lambda builds it.
@@ -95,7 +86,7 @@ async fn a_long_object_finishes_over_more_invocations_than_max_receive_count() {
 
     let api = RuntimeApi::start().await;
     let log = tempfile::NamedTempFile::new().unwrap();
-    let _function = KillOnDrop(
+    let _function = common::KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_cloud-processor"))
             .env("AWS_LAMBDA_RUNTIME_API", api.address())
             .env("AWS_LAMBDA_FUNCTION_NAME", "relay-test")

@@ -8,7 +8,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -33,21 +33,11 @@ fn processor(s: &Setup, endpoint: &str, args: &[&str]) -> Command {
     cmd
 }
 
-/// Kills the child when dropped, so a failing test leaves nothing running.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Waits for `cmd` to exit (60 s at most: it must not wait for AWS).
 fn exits(mut cmd: Command) -> (Option<i32>, String) {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("err.log");
-    let mut child = Running(
+    let mut child = common::KillOnDrop(
         cmd.stdout(std::fs::File::create(dir.path().join("out.log")).unwrap())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -107,7 +97,7 @@ async fn a_poller_started_during_an_outage_comes_up_by_itself() {
     cmd.env("RELAY_METRICS_ADDR", &addr)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap());
-    let mut poll = Running(cmd.spawn().unwrap());
+    let mut poll = common::KillOnDrop(cmd.spawn().unwrap());
 
     let starting = health_until(&addr, "starting: waiting for SQS (last error: ", &log).await;
     assert!(starting.contains(" 503 Service Unavailable"), "{starting}");

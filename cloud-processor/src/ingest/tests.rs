@@ -60,23 +60,17 @@ fn sqs_event(body: &str, handoffs: u32) -> Value {
 
 fn delivered(queue: &FakeQueue) -> Vec<u64> {
     let mut ids: Vec<u64> = queue
-        .bodies()
+        .records()
         .iter()
-        .flat_map(|b| {
-            String::from_utf8(b.clone())
-                .unwrap()
-                .lines()
-                .map(str::to_owned)
-                .collect::<Vec<_>>()
-        })
-        .map(|l| {
-            serde_json::from_str::<Value>(&l).unwrap()["id"]
-                .as_u64()
-                .unwrap()
-        })
+        .map(|r| r["id"].as_u64().unwrap())
         .collect();
     ids.sort_unstable();
     ids
+}
+
+/// The Lambda's answer when the one message, `m-1`, failed.
+fn failed_m1() -> Value {
+    json!({"batchItemFailures": [{"itemIdentifier": "m-1"}]})
 }
 
 /// Small, slow messages: 3000 records are about twelve batches of 100 ms,
@@ -141,10 +135,7 @@ async fn a_deadline_stop_without_progress_is_a_failure() {
         .handle_until(sqs_event(&notification(), 0), Some(Instant::now()))
         .await
         .unwrap();
-    assert_eq!(
-        answer,
-        json!({"batchItemFailures": [{"itemIdentifier": "m-1"}]})
-    );
+    assert_eq!(answer, failed_m1(), "m-1 is reported failed");
     assert!(notifications.handed_on.lock().unwrap().is_empty());
 }
 
@@ -174,10 +165,7 @@ async fn a_busy_object_is_handed_on_until_the_bound() {
         .handle(sqs_event(&notification(), MAX_HANDOFFS))
         .await
         .unwrap();
-    assert_eq!(
-        answer,
-        json!({"batchItemFailures": [{"itemIdentifier": "m-1"}]})
-    );
+    assert_eq!(answer, failed_m1(), "m-1 is reported failed");
     assert!(notifications.handed_on.lock().unwrap().is_empty());
 }
 
@@ -193,8 +181,5 @@ async fn without_a_queue_nothing_is_acknowledged_unsent() {
         .handle_until(sqs_event(&notification(), 0), Some(deadline))
         .await
         .unwrap();
-    assert_eq!(
-        answer,
-        json!({"batchItemFailures": [{"itemIdentifier": "m-1"}]})
-    );
+    assert_eq!(answer, failed_m1(), "m-1 is reported failed");
 }

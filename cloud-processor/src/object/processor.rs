@@ -405,21 +405,9 @@ mod tests {
         );
         let ids = |queue: &FakeQueue| -> Vec<String> {
             let mut ids: Vec<String> = queue
-                .bodies()
+                .records()
                 .iter()
-                .flat_map(|b| {
-                    String::from_utf8(b.clone())
-                        .unwrap()
-                        .lines()
-                        .map(str::to_owned)
-                        .collect::<Vec<_>>()
-                })
-                .map(|l| {
-                    serde_json::from_str::<Value>(&l).unwrap()["id"]
-                        .as_str()
-                        .unwrap()
-                        .to_owned()
-                })
+                .map(|r| r["id"].as_str().unwrap().to_owned())
                 .collect();
             ids.sort();
             ids

@@ -382,6 +382,16 @@ pub async fn queue_arn(emu: &Emulator, url: &str) -> String {
         .clone()
 }
 
+/// Kills the child when dropped, so a failing test leaves nothing running.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The module's `max_receive_count`, read from infra/variables.tf, so the
 /// tests' dead-letter queues move a message when the deployed one would.
 pub fn module_max_receive_count() -> u32 {
