@@ -174,6 +174,8 @@ impl MessageSink for FakeQueue {
 pub struct FakeNotifications {
     pub handed_on: Arc<Mutex<Vec<(String, Duration, u32)>>>,
     pub shown_again: Arc<Mutex<Vec<(String, Duration)>>>,
+    /// Every hand-on fails, as SendMessage does when SQS is unreachable.
+    pub refuse_hand_on: bool,
 }
 
 impl crate::ingest::NotificationQueue for FakeNotifications {
@@ -191,6 +193,15 @@ impl crate::ingest::NotificationQueue for FakeNotifications {
         after: Duration,
         handoffs: u32,
     ) -> Result<bool, QueueError> {
+        if self.refuse_hand_on {
+            return Err(QueueError::Call {
+                queue: "notifications".into(),
+                op: "SendMessage",
+                message: "unreachable".into(),
+                class: relay_shared::retry::Class::Transient,
+                cause: relay_shared::retry::Cause::Connection,
+            });
+        }
         self.handed_on
             .lock()
             .unwrap()

@@ -183,3 +183,23 @@ async fn without_a_queue_nothing_is_acknowledged_unsent() {
         .unwrap();
     assert_eq!(answer, failed_m1(), "m-1 is reported failed");
 }
+
+/// A hand-on that fails (SQS unreachable) must not acknowledge the old
+/// notification: the message fails as before and comes back.
+#[tokio::test]
+async fn a_failed_hand_on_leaves_the_message_failed() {
+    let store = object(3000).await;
+    let app = processor(&store, long_object_queue());
+    let notifications = FakeNotifications {
+        refuse_hand_on: true,
+        ..FakeNotifications::default()
+    };
+    let handler = Handler::new(&app).with_queue(&notifications);
+    let deadline = Instant::now() + Duration::from_millis(300);
+    let answer = handler
+        .handle_until(sqs_event(&notification(), 0), Some(deadline))
+        .await
+        .unwrap();
+    assert_eq!(answer, failed_m1(), "m-1 is reported failed");
+    assert!(notifications.handed_on.lock().unwrap().is_empty());
+}
