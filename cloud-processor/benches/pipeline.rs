@@ -26,7 +26,7 @@ use std::ops::ControlFlow;
 
 use cloud_processor::BodyFormat;
 use cloud_processor::{Missing, Projection, parse_fields};
-use cloud_processor::{Settings, run_pipeline as run};
+use cloud_processor::{Resume, Settings, run_pipeline as run};
 use relay_shared::sample::SampleGen;
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -103,6 +103,7 @@ fn main() {
         large_records: cloud_processor::LargeRecords::Reject,
         max_large_record_bytes: 0,
         decode_thread: true,
+        resume: Resume::default(),
     };
     // CPU seconds this process has run, every thread included.
     let cpu = || -> f64 {

@@ -39,7 +39,7 @@ pub use output::{MessageSink, QueueError, attributes_size};
 pub use pipeline::body::{BodyFormat, Chunk};
 pub use pipeline::project::{Missing, Projection, parse_fields};
 pub use pipeline::rules::{HmacKey, RULES};
-pub use pipeline::{LargeRecords, Report, Settings, run as run_pipeline};
+pub use pipeline::{LargeRecords, Report, Resume, Settings, run as run_pipeline};
 
 /// The operator tools' library side, as the tests drive them.
 pub mod tools {

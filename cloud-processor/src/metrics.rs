@@ -26,6 +26,7 @@ pub const CANARY_CREATED: &str = "relay_canary_last_created_timestamp_seconds";
 pub const READY: &str = "relay_processor_ready";
 pub const LEASES_CLEANED: &str = "relay_processor_leases_cleaned_total";
 pub const CHECKSUM_FAILURES: &str = "relay_processor_checksum_failures_total";
+pub const SETTINGS_CHANGED: &str = "relay_processor_settings_changed_total";
 
 /// Registers every counter, with each of its label values (the configured
 /// fields and their rules included), at zero, so a `rate()` alert has a
@@ -80,6 +81,7 @@ pub fn register_at_zero(fields: &[Field]) {
         OFFLOADED,
         LEASES_CLEANED,
         CHECKSUM_FAILURES,
+        SETTINGS_CHANGED,
     ] {
         metrics::counter!(name).increment(0);
     }
@@ -164,6 +166,10 @@ pub fn describe() {
     describe_counter!(
         LEASES_CLEANED,
         "Leases of finished objects deleted by the next event for them (their holder's delete failed, or the answer to its done marker was lost)"
+    );
+    describe_counter!(
+        SETTINGS_CHANGED,
+        "Objects taken over half-sent under other settings (an upgrade that changed them): their records sent before keep the old shape, the rest are sent under the new settings"
     );
     describe_counter!(
         FIFO_WINDOW_EXCEEDED,

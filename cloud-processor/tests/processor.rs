@@ -31,6 +31,7 @@ fn expected(app: &AwsProcessor, key: &str, bytes: &[u8]) -> Vec<String> {
         large_records: cloud_processor::LargeRecords::Reject,
         max_large_record_bytes: 0,
         decode_thread: true,
+        resume: cloud_processor::Resume::default(),
     };
     let mut bodies = Vec::new();
     run_pipeline(bytes, &settings, |c| {
@@ -441,6 +442,7 @@ async fn a_send_stops_retrying_when_the_lease_would_run_out_and_says_what_sqs_to
         .map(|index| cloud_processor::Chunk {
             index,
             records: 1,
+            span: [u64::from(index), u64::from(index) + 1],
             body: format!("{{\"id\":{index}}}").into_bytes(),
             payload_size: None,
             stream: None,

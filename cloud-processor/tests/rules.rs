@@ -214,6 +214,7 @@ fn settings(window: usize) -> Settings {
         large_records: LargeRecords::Offload,
         max_large_record_bytes: 1 << 30,
         decode_thread: false,
+        resume: cloud_processor::Resume::default(),
     }
 }
 

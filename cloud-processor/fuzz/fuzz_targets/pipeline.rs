@@ -39,6 +39,7 @@ fn settings(streamed: bool, typed: bool) -> &'static Settings {
             // No thread per input: LeakSanitizer takes a finished thread's
             // TLS destructor record for a leak (32 bytes, in glibc).
             decode_thread: false,
+            resume: cloud_processor::Resume::default(),
         };
         let streamed = Settings {
             max_record_bytes: 32,

@@ -23,6 +23,7 @@ use crate::object::error::Failure;
 use crate::object::lease::{self, Acquired, Claimant, Held, Lease, StateError};
 use crate::object::marker::{DoneMarker, StateKeys};
 use crate::output::{BatchOutcome, Progress};
+use crate::pipeline::body::Chunk;
 
 /// This attempt's lease on one object.
 #[derive(Debug)]
@@ -106,7 +107,7 @@ impl<'a, S: ObjectStore> Claim<'a, S> {
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
         let acquired = lease::acquire(store, keys, claimant, fingerprint, ttl_ms, now_ms()).await?;
         let held = match acquired {
-            Acquired::Ours(held) => held,
+            Acquired::Ours(held) => *held,
             Acquired::Done => return Ok(None),
             Acquired::Busy {
                 owner,
@@ -159,6 +160,17 @@ impl<'a, S: ObjectStore> Claim<'a, S> {
                 "taking over an object whose previous holder last recorded progress over 5 minutes ago: \
                  a batch it sent unrecorded, if any, is outside SQS FIFO's deduplication window and arrives twice"
             );
+        }
+        if let Some(theirs) = &self.held.changed_from {
+            metrics::counter!(m::SETTINGS_CHANGED).increment(1);
+            warn!(
+                theirs = %theirs,
+                ours = %self.held.lease.fingerprint,
+                first_chunk = self.held.lease.first_chunk,
+                "the object was half-sent under other settings: its records sent then keep their shape, \
+                 the rest are sent under ours, numbered from first_chunk"
+            );
+            return;
         }
         if resumed_from == 0 {
             return;
@@ -263,8 +275,11 @@ impl<S: ObjectStore> Progress for Claim<'_, S> {
         Ok(self.held.renewed + Duration::from_millis(ttl_ms - ttl_ms / 3))
     }
 
-    fn settle(&mut self, outcome: &BatchOutcome) {
-        self.held.lease.settle(&outcome.accepted, &outcome.refused);
+    fn settle(&mut self, batch: &[Chunk], outcome: &BatchOutcome) {
+        let span_of = |index| batch.iter().find(|c| c.index == index).map(|c| c.span);
+        self.held
+            .lease
+            .settle(&outcome.accepted, &outcome.refused, span_of);
     }
 
     /// A failed write of the lease may have left it someone else's by now:

@@ -52,9 +52,10 @@ pub enum Failure {
     Busy { owner: String, expires_in_ms: u64 },
     #[error(
         "left half-sent ({next_chunk} chunks) by {owner} under other settings \
-         (fingerprint {theirs}, now {ours}), and resuming would cut its chunks differently. Restore the old \
-         settings, or delete the lease {lease} to send the object again from the start (its first \
-         {next_chunk} chunks then arrive twice)"
+         (fingerprint {theirs}, now {ours}) by a processor that did not record which records it sent, \
+         so nothing says where to resume. Roll back to the old version and settings to finish it, or \
+         delete the lease {lease} to send the object again from the start (its first {next_chunk} \
+         chunks then arrive twice)"
     )]
     ConfigChanged {
         owner: String,

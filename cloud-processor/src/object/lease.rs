@@ -12,6 +12,12 @@
 //!   lease is taken over with `If-Match`, and the new owner resumes from the
 //!   recorded chunk. That works because packing is deterministic.
 //!
+//! A lease left mid-file under other settings (an upgrade that changed the
+//! fields, say) is resumed by record, not by chunk: the lease keeps the
+//! position past the last record of its settled chunks, so the new holder
+//! skips every record sent under the old settings and sends the rest under
+//! the new ones, numbering its chunks after the old ones.
+//!
 //! A crash between a send and its progress write re-sends that one batch
 //! on resume. SQS drops the resend for FIFO queues within its 5-minute
 //! deduplication window. For standard queues it is the one possible duplicate.
@@ -21,10 +27,13 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use relay_shared::retry::{Class, Classified};
 
+use std::collections::BTreeMap;
+
 use relay_shared::store::{ObjectStore, PutMode, S3Error, SmallObject};
 use serde::{Deserialize, Serialize};
 
 use crate::object::marker::{DoneMarker, StateKeys, StateObjects};
+use crate::pipeline::{Position, Resume};
 
 /// This host's clock, in ms since the epoch: it only fills a lease's
 /// `expires_at_ms` for people, and judges leases of older processors.
@@ -89,6 +98,21 @@ pub struct Lease {
     /// [`MAX_CHECKSUM_FAILURES`], it is quarantined.
     #[serde(default, skip_serializing_if = "is_zero_u32")]
     pub checksum_failures: u32,
+    /// Chunks are numbered from here under this lease's settings, after
+    /// every number used under earlier ones (0 unless they changed).
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub first_chunk: u32,
+    /// Records handled under earlier settings (see [`Resume`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub earlier: Vec<[Position; 2]>,
+    /// One past the position of the last record in the chunks below
+    /// `next_chunk`: every record before it was sent or rejected. `None`
+    /// when no chunk is, or when a lease of an older processor never said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub through: Option<Position>,
+    /// The record spans of the chunks in `settled`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub spans: BTreeMap<u32, [Position; 2]>,
 }
 
 /// Reads that may fail S3's checksum before the object is quarantined.
@@ -113,17 +137,46 @@ pub struct Refused {
 }
 
 impl Lease {
+    /// A lease on an object nothing was sent of yet.
+    pub fn fresh(owner: &str, fingerprint: &str, ttl_ms: u64, now_ms: u64) -> Self {
+        Self {
+            owner: owner.to_owned(),
+            expires_at_ms: now_ms + ttl_ms,
+            ttl_ms: Some(ttl_ms),
+            fingerprint: fingerprint.to_owned(),
+            next_chunk: 0,
+            settled: Vec::new(),
+            refused: Vec::new(),
+            refused_count: 0,
+            unrecorded_for_ms: 0,
+            checksum_failures: 0,
+            first_chunk: 0,
+            earlier: Vec::new(),
+            through: None,
+            spans: BTreeMap::new(),
+        }
+    }
+
     /// Whether `chunk` needs no sending: SQS stored it or refused it.
     pub fn is_settled(&self, chunk: u32) -> bool {
         chunk < self.next_chunk || self.settled.contains(&chunk)
     }
 
-    /// Records what SQS did with some chunks, keeping the lease compact:
-    /// `next_chunk` moves past every settled chunk in a row.
-    pub fn settle(&mut self, accepted: &[u32], refused: &[(u32, String)]) {
+    /// Records what SQS did with some chunks, whose record spans `span_of`
+    /// gives, keeping the lease compact: `next_chunk` moves past every
+    /// settled chunk in a row.
+    pub fn settle(
+        &mut self,
+        accepted: &[u32],
+        refused: &[(u32, String)],
+        span_of: impl Fn(u32) -> Option<[Position; 2]>,
+    ) {
         for &chunk in accepted.iter().chain(refused.iter().map(|(c, _)| c)) {
             if !self.is_settled(chunk) {
                 self.settled.push(chunk);
+                if let Some(span) = span_of(chunk) {
+                    self.spans.insert(chunk, span);
+                }
             }
         }
         for (chunk, reason) in refused {
@@ -137,9 +190,40 @@ impl Lease {
         }
         while let Some(at) = self.settled.iter().position(|&c| c == self.next_chunk) {
             self.settled.swap_remove(at);
+            // Spans grow with the chunk number: the last one absorbed ends
+            // the prefix.
+            self.through = self.spans.remove(&self.next_chunk).map(|[_, end]| end);
             self.next_chunk += 1;
         }
         self.settled.sort_unstable();
+    }
+
+    /// How a run under this lease's settings picks up the object.
+    pub fn resume(&self) -> Resume {
+        Resume {
+            earlier: self.earlier.clone(),
+            first_chunk: self.first_chunk,
+        }
+    }
+
+    /// Everything this lease handled, as a run under other settings would
+    /// skip it; `None` if it cannot say (an older processor's lease that
+    /// settled chunks without recording their records).
+    pub fn handled(&self) -> Option<Resume> {
+        let mut ranges = self.earlier.clone();
+        if self.next_chunk > self.first_chunk {
+            ranges.push([0, self.through?]);
+        }
+        for chunk in &self.settled {
+            ranges.push(*self.spans.get(chunk)?);
+        }
+        let used = self.settled.iter().max().map_or(0, |&c| c + 1);
+        Some(Resume::new(ranges, used.max(self.next_chunk)))
+    }
+
+    /// Whether any chunk was settled under this lease's settings.
+    fn sent_any(&self) -> bool {
+        self.next_chunk > self.first_chunk || !self.settled.is_empty()
     }
 }
 
@@ -184,6 +268,9 @@ pub struct Held {
     /// Whether the lease we took had been released by its holder (a
     /// deadline stop, a failure): resuming it is planned, not a recovery.
     pub took_released: bool,
+    /// The fingerprint of the settings the object was half-sent under, when
+    /// they were not ours: the rest of its records go under ours.
+    pub changed_from: Option<String>,
 }
 
 impl Held {
@@ -198,13 +285,14 @@ impl Held {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Acquired {
     /// Ours; send from `held.lease.next_chunk` (0 for a fresh start).
-    Ours(Held),
+    Ours(Box<Held>),
     /// Already finished: the event is a duplicate.
     Done,
     /// Someone else holds a live lease: try again later.
     Busy { owner: String, expires_in_ms: u64 },
-    /// An expired lease was left mid-file under different settings: resuming
-    /// would cut chunks differently and duplicate or lose records.
+    /// An expired lease was left mid-file under different settings by a
+    /// processor that did not record its records' positions: nothing says
+    /// which records to skip.
     ConfigChanged {
         owner: String,
         next_chunk: u32,
@@ -271,18 +359,7 @@ pub async fn acquire<S: ObjectStore>(
         clear_finished_lease(&store, keys).await;
         return Ok(Acquired::Done);
     }
-    let fresh = Lease {
-        owner: claimant.owner.to_owned(),
-        expires_at_ms: now_ms + ttl_ms,
-        ttl_ms: Some(ttl_ms),
-        fingerprint: fingerprint.to_owned(),
-        next_chunk: 0,
-        settled: Vec::new(),
-        refused: Vec::new(),
-        refused_count: 0,
-        unrecorded_for_ms: 0,
-        checksum_failures: 0,
-    };
+    let fresh = Lease::fresh(claimant.owner, fingerprint, ttl_ms, now_ms);
     let started = Instant::now();
     let bytes = encode(&fresh);
     let held = |etag| Held {
@@ -292,6 +369,7 @@ pub async fn acquire<S: ObjectStore>(
         taken_over_after_ms: None,
         unrecorded_since: None,
         took_released: false,
+        changed_from: None,
     };
     match store
         .write(&keys.lease, bytes.clone(), PutMode::Create)
@@ -425,6 +503,41 @@ async fn clear_finished_lease<S: ObjectStore>(store: &StateObjects<'_, S>, keys:
     }
 }
 
+/// The lease a taker writes over `theirs`: their progress under the same
+/// settings; under other ones, what they handled as records to skip, with
+/// chunks numbered after theirs; `None` if they sent chunks without saying
+/// which records (an older processor's lease).
+fn carried_over(theirs: &Lease, fresh: Lease) -> Option<Lease> {
+    let kept = Lease {
+        refused: theirs.refused.clone(),
+        refused_count: theirs.refused_count,
+        checksum_failures: theirs.checksum_failures,
+        ..fresh
+    };
+    if theirs.fingerprint == kept.fingerprint {
+        return Some(Lease {
+            next_chunk: theirs.next_chunk,
+            settled: theirs.settled.clone(),
+            first_chunk: theirs.first_chunk,
+            earlier: theirs.earlier.clone(),
+            through: theirs.through,
+            spans: theirs.spans.clone(),
+            ..kept
+        });
+    }
+    if !theirs.sent_any() && theirs.earlier.is_empty() {
+        // Nothing was sent under other settings: a fresh start.
+        return Some(kept);
+    }
+    let handled = theirs.handled()?;
+    Some(Lease {
+        next_chunk: handled.first_chunk,
+        first_chunk: handled.first_chunk,
+        earlier: handled.earlier,
+        ..kept
+    })
+}
+
 /// Takes over the lease read as `stored` if it has ended, or if it is our
 /// own (`sole`: see [`Claimant::sole`]): it keeps the progress recorded
 /// under the same settings, and is refused if another processor left the
@@ -452,28 +565,18 @@ async fn take_over<S: ObjectStore>(
             owner: theirs.owner,
         });
     }
-    let ours = &fresh.fingerprint;
-    if theirs.fingerprint != *ours && (theirs.next_chunk > 0 || !theirs.settled.is_empty()) {
+    let ttl_ms = fresh.ttl_ms.unwrap_or(0);
+    let ours = fresh.fingerprint.clone();
+    let changed_from = (theirs.fingerprint != ours
+        && (theirs.sent_any() || !theirs.earlier.is_empty()))
+    .then(|| theirs.fingerprint.clone());
+    let Some(taken) = carried_over(&theirs, fresh) else {
         return Ok(Acquired::ConfigChanged {
             owner: theirs.owner,
             next_chunk: theirs.next_chunk,
             theirs: theirs.fingerprint,
-            ours: ours.clone(),
+            ours,
         });
-    }
-    // Nothing was sent under other settings, so starting over is safe.
-    let ttl_ms = fresh.ttl_ms.unwrap_or(0);
-    let taken = if theirs.fingerprint == *ours {
-        Lease {
-            next_chunk: theirs.next_chunk,
-            settled: theirs.settled.clone(),
-            refused: theirs.refused.clone(),
-            refused_count: theirs.refused_count,
-            checksum_failures: theirs.checksum_failures,
-            ..fresh
-        }
-    } else {
-        fresh
     };
     let etag = stored.etag.clone().unwrap_or_default();
     let started = Instant::now();
@@ -503,6 +606,7 @@ async fn take_over<S: ObjectStore>(
         taken_over_after_ms: unrecorded_age_ms(&theirs, stored),
         unrecorded_since: None,
         took_released: theirs.ttl_ms == Some(0),
+        changed_from,
     };
     confirm(store, keys, held, now_ms).await
 }
@@ -522,7 +626,7 @@ async fn confirm<S: ObjectStore>(
     now_ms: u64,
 ) -> Result<Acquired, StateError> {
     match store.read(&keys.done).await {
-        Ok(None) => Ok(Acquired::Ours(held)),
+        Ok(None) => Ok(Acquired::Ours(Box::new(held))),
         Ok(Some(_)) => {
             if let Err(e) = remove_lease(store, keys, Some(&held.etag)).await {
                 tracing::warn!(lease = %keys.lease, error = %e, "could not delete the lease taken on a finished object; the next event for it does");
@@ -723,7 +827,13 @@ mod tests {
             field_missing: Default::default(),
             offloaded: 0,
             schema_rejects: Default::default(),
+            earlier: 0,
         }
+    }
+
+    /// Chunk `c`'s records in the tests: positions 10c to 10c + 9.
+    fn span(c: u32) -> Option<[Position; 2]> {
+        Some([u64::from(c) * 10, u64::from(c) * 10 + 9])
     }
 
     /// Another process's claimant: its leases are never its own.
@@ -736,7 +846,7 @@ mod tests {
             .await
             .unwrap()
         {
-            Acquired::Ours(held) => held,
+            Acquired::Ours(held) => *held,
             other => panic!("{owner} expected the lease, got {other:?}"),
         }
     }
@@ -849,19 +959,11 @@ mod tests {
     #[test]
     fn settling_moves_next_chunk_past_every_settled_chunk_in_a_row() {
         let mut lease = Lease {
-            owner: "a".into(),
-            expires_at_ms: 0,
-            ttl_ms: Some(TTL),
-            fingerprint: "fp".into(),
             next_chunk: 10,
-            settled: Vec::new(),
-            refused: Vec::new(),
-            refused_count: 0,
-            unrecorded_for_ms: 0,
-            checksum_failures: 0,
+            ..Lease::fresh("a", "fp", TTL, 0)
         };
         // A batch of 10..20 where SQS stored the even chunks only.
-        lease.settle(&[10, 12, 14, 16, 18], &[]);
+        lease.settle(&[10, 12, 14, 16, 18], &[], span);
         assert_eq!(
             (lease.next_chunk, &lease.settled[..]),
             (11, &[12, 14, 16, 18][..])
@@ -871,11 +973,12 @@ mod tests {
         lease.settle(
             &[11, 13, 17, 19],
             &[(15, "InvalidParameterValue: no".into())],
+            span,
         );
         assert_eq!((lease.next_chunk, lease.settled.len()), (20, 0));
         assert_eq!((lease.refused_count, lease.refused[0].chunk), (1, 15));
         // Settling again changes nothing.
-        lease.settle(&[12], &[]);
+        lease.settle(&[12], &[], span);
         assert_eq!((lease.next_chunk, lease.settled.len()), (20, 0));
     }
 
@@ -884,7 +987,7 @@ mod tests {
         let store = Mem::default();
         let k = keys();
         let mut a = ours(store.at(0), "a", "fp", 0).await;
-        a.lease.settle(&[0, 2, 3], &[]);
+        a.lease.settle(&[0, 2, 3], &[], span);
         renew(store.at(1000), &k, &mut a, 1000).await.unwrap();
         // Taken over well inside the window: the takeover skips 0, 2 and 3.
         let b = ours(store.at(100_000), "b", "fp", 0).await;
@@ -913,8 +1016,10 @@ mod tests {
         assert!(store.bytes(&k.lease).is_none());
     }
 
+    /// A lease that settled chunks without their records' positions (an
+    /// older processor's) cannot say what to skip under other settings.
     #[tokio::test]
-    async fn a_config_change_mid_file_is_refused_but_not_before_any_send() {
+    async fn a_config_change_mid_file_without_positions_is_refused_but_not_before_any_send() {
         let store = Mem::default();
         let k = keys();
         let mut a = ours(store.at(0), "a", "old", 0).await;
@@ -938,6 +1043,46 @@ mod tests {
                 theirs: "new".into(),
                 ours: "newer".into()
             }
+        );
+    }
+
+    /// Under other settings, the new holder skips what the old one settled,
+    /// by position, and numbers its chunks after the old ones; a second
+    /// change adds what the second holder settled.
+    #[tokio::test]
+    async fn a_config_change_mid_file_resumes_by_position() {
+        let store = Mem::default();
+        let k = keys();
+        let mut a = ours(store.at(0), "a", "old", 0).await;
+        // 0..3 settled, 5 too (a batch SQS took in part); 3 and 4 not.
+        a.lease.settle(&[0, 1, 2, 5], &[], span);
+        assert_eq!((a.lease.through, a.lease.spans.len()), (Some(29), 1));
+        renew(store.at(1000), &k, &mut a, 1000).await.unwrap();
+        let mut b = ours(store.at(100_000), "b", "new", 100_000).await;
+        assert_eq!(b.changed_from.as_deref(), Some("old"));
+        let l = &b.lease;
+        assert_eq!(
+            (l.first_chunk, l.next_chunk, &l.earlier[..]),
+            (6, 6, &[[0, 29], [50, 59]][..])
+        );
+        assert!(l.is_settled(5) && !l.is_settled(6));
+        // B settles its first two chunks, whose records lie between.
+        b.lease.settle(&[6, 7], &[], |c| {
+            Some([u64::from(c) * 5, u64::from(c) * 5 + 4])
+        });
+        renew(store.at(101_000), &k, &mut b, 101_000).await.unwrap();
+        let c = ours(store.at(200_000), "c", "newer", 200_000).await;
+        assert_eq!(c.changed_from.as_deref(), Some("new"));
+        assert_eq!(
+            (c.lease.first_chunk, &c.lease.earlier[..]),
+            (8, &[[0, 39], [50, 59]][..])
+        );
+        // Resumed under its own settings, C's lease keeps all of it.
+        let again = ours(store.at(300_000), "c", "newer", 300_000).await;
+        assert_eq!(again.changed_from, None);
+        assert_eq!(
+            (again.lease.first_chunk, &again.lease.earlier[..]),
+            (8, &[[0, 39], [50, 59]][..])
         );
     }
 
@@ -997,7 +1142,7 @@ mod tests {
             .await
             .unwrap()
         {
-            Acquired::Ours(held) => held,
+            Acquired::Ours(held) => *held,
             other => panic!("waited on itself: {other:?}"),
         };
         assert_eq!(
@@ -1080,7 +1225,7 @@ mod tests {
                 panic!("a takeover waited on its own write ({fault:?}): {taken:?}");
             };
             assert_ne!(Some(held.etag.as_str()), theirs.etag.as_deref());
-            b = Some(held);
+            b = Some(*held);
         }
         let b = b.unwrap();
         // A done marker that landed, answered with a server error: finished,

@@ -47,6 +47,11 @@ pub struct DoneMarker {
     /// that did).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub schema_rejects: std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>>,
+    /// Records (and rejected regions) handled under earlier settings, when
+    /// the object was half-sent as they changed: the counts above are of
+    /// the rest.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub earlier: u64,
 }
 
 impl DoneMarker {
@@ -74,6 +79,7 @@ impl DoneMarker {
             field_missing: std::collections::BTreeMap::new(),
             offloaded: 0,
             schema_rejects: std::collections::BTreeMap::new(),
+            earlier: 0,
         }
     }
 }

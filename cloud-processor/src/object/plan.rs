@@ -54,6 +54,8 @@ pub fn settings(config: &Config, max_message_bytes: usize, source_key: &str) -> 
         large_records: config.large_records,
         max_large_record_bytes: config.max_record_bytes,
         decode_thread: config.decode_thread,
+        // Set from the lease once the object is claimed.
+        resume: crate::pipeline::Resume::default(),
     }
 }
 

@@ -19,7 +19,7 @@ use crate::object::error::Failure;
 use crate::object::plan::Attempt;
 use crate::output::{MessageSink, Payloads, Target, dedup_base, send_all};
 use crate::pipeline::body::Chunk;
-use crate::pipeline::{self, Report, Unreadable};
+use crate::pipeline::{self, Report, Settings, Unreadable};
 
 /// How a run ended when every chunk it read was sent.
 pub(super) enum Ran {
@@ -28,7 +28,7 @@ pub(super) enum Ran {
     /// Read to its end, or found unreadable, with `sent` chunks stored by
     /// SQS in this run; `etag` is the object as it was read.
     Read {
-        report: Result<Report, Unreadable>,
+        report: Box<Result<Report, Unreadable>>,
         sent: u32,
         etag: String,
     },
@@ -52,12 +52,14 @@ impl<S: ObjectStore, Q: MessageSink> Attempt<'_, S, Q> {
             Err(e) => return Err(e.into()),
         };
         let etag = got.head.etag.clone().unwrap_or_default();
-        let dedup_base = dedup_base(&obj.bucket, &obj.key, got.head.version_id.as_deref(), &etag);
+        let resume = claim.lease().resume();
+        let version = got.head.version_id.as_deref();
+        let dedup_base = dedup_base(&obj.bucket, &obj.key, version, &etag, resume.first_chunk);
         let body = match verified_first(got).await {
             Ok(body) => body,
             Err(unreadable) => {
                 return Ok(Ran::Read {
-                    report: Err(unreadable),
+                    report: Box::new(Err(unreadable)),
                     sent: 0,
                     etag,
                 });
@@ -65,7 +67,10 @@ impl<S: ObjectStore, Q: MessageSink> Attempt<'_, S, Q> {
         };
         let (tx, mut rx) = mpsc::channel::<Chunk>(4);
         let reader = tokio_util::io::SyncIoBridge::new(body);
-        let settings = self.plan.settings.clone();
+        let settings = Settings {
+            resume,
+            ..self.plan.settings.clone()
+        };
         let task = tokio::task::spawn_blocking(move || {
             pipeline::run(reader, &settings, |chunk| {
                 // A closed channel means sending failed: stop reading.
@@ -101,7 +106,7 @@ impl<S: ObjectStore, Q: MessageSink> Attempt<'_, S, Q> {
             }
         };
         Ok(Ran::Read {
-            report,
+            report: Box::new(report),
             sent: sent?,
             etag,
         })

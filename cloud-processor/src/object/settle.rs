@@ -48,7 +48,7 @@ impl<S: ObjectStore, Q: MessageSink> Attempt<'_, S, Q> {
                 claim.abandon().await;
                 return Ok(Outcome::Missing);
             }
-            Ok(Ran::Read { report, sent, etag }) => (report, sent, etag),
+            Ok(Ran::Read { report, sent, etag }) => (*report, sent, etag),
         };
         let marker = DoneMarker::new(
             self.owner,
@@ -156,6 +156,7 @@ impl<S: ObjectStore, Q: MessageSink> Attempt<'_, S, Q> {
             records_out = s.records_out,
             rejected = s.rejected,
             messages = s.chunks,
+            earlier = s.earlier,
             sent_now = sent,
             resumed_from = marker.resumed_from_chunk,
             elapsed_ms = marker.elapsed_ms,
@@ -182,6 +183,7 @@ impl<S: ObjectStore, Q: MessageSink> Attempt<'_, S, Q> {
         marker.rejected_bytes = s.rejected_bytes;
         marker.separator_bytes = s.separator_bytes;
         marker.offloaded = s.offloaded;
+        marker.earlier = s.earlier;
         // The canary's own fields, for a canary.
         let projection = &self.plan.settings.projection;
         for (name, &missing) in projection.names().iter().zip(&s.field_missing) {

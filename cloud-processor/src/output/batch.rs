@@ -170,6 +170,7 @@ mod tests {
                 b.push(Chunk {
                     index: i,
                     records: 1,
+                    span: [0, 1],
                     body: vec![b'x'; 100_000],
                     payload_size: None,
                     stream: None,
@@ -181,6 +182,7 @@ mod tests {
             .push(Chunk {
                 index: 9,
                 records: 1,
+                span: [9, 10],
                 body: vec![b'x'; 100_000],
                 payload_size: None,
                 stream: None,
@@ -199,7 +201,7 @@ mod tests {
             let mut b = Batcher::new(limit, key);
             let mut batches = Vec::new();
             for (i, s) in sizes.iter().enumerate() {
-                batches.extend(b.push(Chunk { index: i as u32, records: 1, body: vec![b'x'; *s], payload_size: None, stream: None }));
+                batches.extend(b.push(Chunk { index: i as u32, records: 1, span: [0, 1], body: vec![b'x'; *s], payload_size: None, stream: None }));
             }
             batches.extend(b.take());
             let mut next = 0;

@@ -59,8 +59,8 @@ pub trait Progress: Send {
     /// Called before each send: renews the claim if too little of it is
     /// left, and returns until when the send may retry.
     fn before_send(&mut self) -> impl Future<Output = Result<Instant, Self::Error>> + Send;
-    /// What SQS did with a batch, kept until [`Progress::record`] writes it.
-    fn settle(&mut self, outcome: &BatchOutcome);
+    /// What SQS did with `batch`, kept until [`Progress::record`] writes it.
+    fn settle(&mut self, batch: &[Chunk], outcome: &BatchOutcome);
     /// Writes what is settled, renewing the claim.
     fn record(&mut self) -> impl Future<Output = Result<(), Self::Error>> + Send;
 }
@@ -135,7 +135,7 @@ async fn send_batch<S, K: MessageSink, P: Progress>(
     }
     let until = progress.before_send().await.map_err(SendError::Progress)?;
     let outcome = t.sink.send(t.source_key, t.dedup_base, batch, until).await;
-    progress.settle(&outcome);
+    progress.settle(batch, &outcome);
     for (chunk, reason) in &outcome.refused {
         tracing::error!(chunk, %reason, "SQS refused a message for good; the object will be quarantined once everything else is sent");
     }
@@ -203,6 +203,7 @@ mod tests {
                 let chunk = Chunk {
                     index,
                     records: 1,
+                    span: [u64::from(index), u64::from(index) + 1],
                     body: b"{}".to_vec(),
                     payload_size: None,
                     stream: None,

@@ -8,6 +8,7 @@
 //! object and the config, which is what lets a resumed run re-create the
 //! same chunks.
 
+use crate::pipeline::resume::Position;
 use crate::pipeline::stream::Body;
 
 /// How records are joined in a body.
@@ -26,6 +27,9 @@ pub enum BodyFormat {
 pub struct Chunk {
     pub index: u32,
     pub records: u32,
+    /// The positions of its first record and one past its last: what a run
+    /// under other settings skips once the chunk is settled.
+    pub span: [Position; 2],
     pub body: Vec<u8>,
     /// Set for a record too large for any message: the chunk's body (a
     /// body of that one record) goes to S3 as a payload object of this many
@@ -63,6 +67,8 @@ pub struct Packer {
     body: Vec<u8>,
     records: u32,
     next_index: u32,
+    /// The span of the records in `body`.
+    span: [Position; 2],
 }
 
 impl Packer {
@@ -73,7 +79,15 @@ impl Packer {
             body: Vec::new(),
             records: 0,
             next_index: 0,
+            span: [0, 0],
         }
+    }
+
+    /// Numbers chunks from `first` (see [`crate::pipeline::Resume`]).
+    #[must_use]
+    pub fn numbered_from(mut self, first: u32) -> Self {
+        self.next_index = first;
+        self
     }
 
     /// The size of a body holding just this record.
@@ -84,9 +98,9 @@ impl Packer {
         }
     }
 
-    /// Adds a record. Returns the finished chunk when the record did not fit
-    /// in the current one (the record then starts the next chunk).
-    pub fn push(&mut self, record: &[u8]) -> Result<Option<Chunk>, Oversized> {
+    /// Adds the record at `pos`. Returns the finished chunk when the record
+    /// did not fit in the current one (the record then starts the next chunk).
+    pub fn push(&mut self, record: &[u8], pos: Position) -> Result<Option<Chunk>, Oversized> {
         if self.alone(record) > self.max_body_bytes {
             return Err(Oversized {
                 size: self.alone(record),
@@ -112,6 +126,10 @@ impl Packer {
             (BodyFormat::Array, _) => self.body.push(b','),
         }
         self.body.extend_from_slice(record);
+        if self.records == 0 {
+            self.span[0] = pos;
+        }
+        self.span[1] = pos + 1;
         self.records += 1;
         Ok(finished)
     }
@@ -128,6 +146,7 @@ impl Packer {
         let chunk = Chunk {
             index: self.next_index,
             records: self.records,
+            span: self.span,
             body,
             payload_size: None,
             stream: None,
@@ -141,7 +160,7 @@ impl Packer {
     /// offloaded (a body of that one record, in the body format), after the
     /// chunk in progress (returned first), so order within the object is
     /// kept and chunk numbers stay deterministic.
-    pub fn offload(&mut self, record: &[u8]) -> (Option<Chunk>, Chunk) {
+    pub fn offload(&mut self, record: &[u8], pos: Position) -> (Option<Chunk>, Chunk) {
         let before = self.take();
         let mut body = Vec::with_capacity(record.len() + 2);
         match self.format {
@@ -155,6 +174,7 @@ impl Packer {
         let chunk = Chunk {
             index: self.next_index,
             records: 1,
+            span: [pos, pos + 1],
             payload_size: Some(body.len() as u64),
             body,
             stream: None,
@@ -164,7 +184,7 @@ impl Packer {
     }
 
     /// As [`Packer::offload`], for a record read from spools.
-    pub fn offload_body(&mut self, record: Body) -> (Option<Chunk>, Chunk) {
+    pub fn offload_body(&mut self, record: Body, pos: Position) -> (Option<Chunk>, Chunk) {
         let before = self.take();
         let body = match self.format {
             BodyFormat::Ndjson => record,
@@ -173,6 +193,7 @@ impl Packer {
         let chunk = Chunk {
             index: self.next_index,
             records: 1,
+            span: [pos, pos + 1],
             payload_size: Some(body.len()),
             body: Vec::new(),
             stream: Some(body),
@@ -199,7 +220,7 @@ mod tests {
         let mut p = Packer::new(limit, format);
         let (mut chunks, mut oversized) = (Vec::new(), Vec::new());
         for (i, r) in records.iter().enumerate() {
-            match p.push(r) {
+            match p.push(r, i as u64) {
                 Ok(Some(c)) => chunks.push(c),
                 Ok(None) => {}
                 Err(_) => oversized.push(i),
@@ -295,11 +316,11 @@ mod tests {
             let records = records_of(&lens);
             let mut p = Packer::new(limit, format);
             let mut chunks = Vec::new();
-            for r in &records {
-                match p.push(r) {
+            for (i, r) in records.iter().enumerate() {
+                match p.push(r, i as u64) {
                     Ok(c) => chunks.extend(c),
                     Err(_) => {
-                        let (before, payload) = p.offload(r);
+                        let (before, payload) = p.offload(r, i as u64);
                         chunks.extend(before);
                         chunks.push(payload);
                     }
@@ -318,6 +339,9 @@ mod tests {
                     }
                     None => prop_assert!(c.body.len() <= limit),
                 }
+                // A chunk's span covers exactly the positions of its records.
+                let at = seen.len() as u64;
+                prop_assert_eq!(c.span, [at, at + parts.len() as u64]);
                 seen.extend(parts);
             }
             prop_assert_eq!(seen, records);

@@ -13,6 +13,7 @@ pub mod project;
 pub mod reader;
 mod records;
 mod report;
+mod resume;
 pub mod rules;
 mod settings;
 mod source;
@@ -22,4 +23,5 @@ mod tests;
 
 pub use decode::run;
 pub use report::{Report, Stats, Unreadable};
+pub use resume::{Position, Resume};
 pub use settings::{LargeRecords, Settings};

@@ -12,6 +12,7 @@ use crate::pipeline::limit::LimitExceeded;
 use crate::pipeline::project::{EmptyRecords, RecordError};
 use crate::pipeline::reader::{Item, Large, Reader, Reject, excerpt};
 use crate::pipeline::report::{MAX_REPORTED_REJECTS, Report, Stats, Unreadable};
+use crate::pipeline::resume::{Position, position};
 use crate::pipeline::rules::{RULES, Violation};
 use crate::pipeline::settings::{LargeRecords, Settings};
 use crate::pipeline::source::SourceFailure;
@@ -44,10 +45,45 @@ struct Run<'a, F> {
     /// Bytes the reader handed out as records that were rejected after all
     /// (too large for a message, or not an object inside a wrapper).
     moved: u64,
+    /// Into `settings.resume.earlier`, for [`crate::pipeline::Resume::is_earlier`].
+    cursor: usize,
     on_chunk: F,
 }
 
-impl<F: FnMut(Chunk) -> ControlFlow<()>> Run<'_, F> {
+impl<'a, F: FnMut(Chunk) -> ControlFlow<()>> Run<'a, F> {
+    fn new(settings: &'a Settings, on_chunk: F) -> Self {
+        let slots = settings.projection.slots();
+        Run {
+            settings,
+            packer: Packer::new(settings.max_body_bytes, settings.format)
+                .numbered_from(settings.resume.first_chunk),
+            report: Report {
+                stats: Stats {
+                    field_missing: vec![0; slots],
+                    schema_rejects: if settings.projection.has_rules() {
+                        vec![[0; RULES.len()]; slots]
+                    } else {
+                        Vec::new()
+                    },
+                    ..Stats::default()
+                },
+                ..Report::default()
+            },
+            record: Vec::with_capacity(4096),
+            moved: 0,
+            cursor: 0,
+            on_chunk,
+        }
+    }
+
+    /// Whether the record at `pos` was handled by an earlier run under
+    /// other settings: if so it is counted and skipped.
+    fn earlier(&mut self, pos: Position) -> bool {
+        let earlier = self.settings.resume.is_earlier(pos, &mut self.cursor);
+        self.report.stats.earlier += u64::from(earlier);
+        earlier
+    }
+
     fn reject(&mut self, reject: Reject) {
         self.report.stats.rejected += 1;
         if self.report.rejects.len() < MAX_REPORTED_REJECTS {
@@ -82,7 +118,7 @@ impl<F: FnMut(Chunk) -> ControlFlow<()>> Run<'_, F> {
     /// A record over the reader's window, projected into spools: packed like
     /// any other if its projection fits a message, else offloaded from the
     /// spools. Fails only if a spool cannot be read.
-    fn large(&mut self, l: Large) -> io::Result<ControlFlow<()>> {
+    fn large(&mut self, l: Large, pos: Position) -> io::Result<ControlFlow<()>> {
         self.report.stats.records_in += 1;
         let empty = self.note_fields(l.captured.found());
         let broken = self.settings.projection.check(l.captured.seen());
@@ -98,7 +134,7 @@ impl<F: FnMut(Chunk) -> ControlFlow<()>> Run<'_, F> {
                 length: l.length,
                 excerpt: l.excerpt,
             };
-            return Ok(self.pack(origin, l.line, l.offset));
+            return Ok(self.pack(origin, l.line, l.offset, pos));
         }
         if self.settings.large_records == LargeRecords::Reject {
             let too_big = crate::pipeline::body::Oversized {
@@ -111,7 +147,7 @@ impl<F: FnMut(Chunk) -> ControlFlow<()>> Run<'_, F> {
         self.report.stats.records_out += 1;
         self.report.stats.offloaded += 1;
         let stored = body.in_flight();
-        let (before, payload) = self.packer.offload_body(body);
+        let (before, payload) = self.packer.offload_body(body, pos);
         if let Some(chunk) = before
             && self.emit(chunk).is_break()
         {
@@ -130,8 +166,14 @@ impl<F: FnMut(Chunk) -> ControlFlow<()>> Run<'_, F> {
     }
 
     /// Packs the projection in `self.record` of the record `origin`.
-    fn pack(&mut self, origin: Origin<'_>, line: u64, offset: u64) -> ControlFlow<()> {
-        match self.packer.push(&self.record) {
+    fn pack(
+        &mut self,
+        origin: Origin<'_>,
+        line: u64,
+        offset: u64,
+        pos: Position,
+    ) -> ControlFlow<()> {
+        match self.packer.push(&self.record, pos) {
             Ok(Some(chunk)) => {
                 self.report.stats.records_out += 1;
                 self.emit(chunk)
@@ -143,7 +185,7 @@ impl<F: FnMut(Chunk) -> ControlFlow<()>> Run<'_, F> {
             Err(_) if self.settings.large_records == LargeRecords::Offload => {
                 self.report.stats.records_out += 1;
                 self.report.stats.offloaded += 1;
-                let (before, payload) = self.packer.offload(&self.record);
+                let (before, payload) = self.packer.offload(&self.record, pos);
                 if let Some(chunk) = before
                     && self.emit(chunk).is_break()
                 {
@@ -202,6 +244,7 @@ impl<F: FnMut(Chunk) -> ControlFlow<()>> Run<'_, F> {
         fields: &[Option<Span>],
         line: u64,
         offset: u64,
+        pos: Position,
     ) -> ControlFlow<()> {
         self.report.stats.records_in += 1;
         let empty = self.note_fields(fields.iter().map(Option::is_some));
@@ -217,19 +260,34 @@ impl<F: FnMut(Chunk) -> ControlFlow<()>> Run<'_, F> {
         self.settings
             .projection
             .write(bytes, fields, &mut self.record);
-        self.pack(Origin::Bytes(bytes), line, offset)
+        self.pack(Origin::Bytes(bytes), line, offset, pos)
     }
 
     /// In wrapper mode each top-level value holds the records at a pointer.
-    fn wrapper(&mut self, pointer: &str, bytes: &[u8], line: u64, offset: u64) -> ControlFlow<()> {
+    /// The wrapper is top-level value `item`; its records' positions count
+    /// inside it.
+    fn wrapper(
+        &mut self,
+        pointer: &str,
+        bytes: &[u8],
+        at: (u64, u64),
+        item: u64,
+    ) -> ControlFlow<()> {
+        let (line, offset) = at;
         let records = match records_at(bytes, pointer) {
             Ok(records) => records,
             Err(reason) => {
-                self.reject_record(bytes, line, offset, reason);
+                if !self.earlier(position(item, 0)) {
+                    self.reject_record(bytes, line, offset, reason);
+                }
                 return ControlFlow::Continue(());
             }
         };
-        for r in records {
+        for (i, r) in records.into_iter().enumerate() {
+            let pos = position(item, i as u64);
+            if self.earlier(pos) {
+                continue;
+            }
             let inner = r.get().as_bytes();
             self.record.clear();
             match self
@@ -241,7 +299,7 @@ impl<F: FnMut(Chunk) -> ControlFlow<()>> Run<'_, F> {
                     self.report.stats.records_in += 1;
                     match self.note_fields(found.into_iter()) {
                         Some(reason) => self.reject_record(inner, line, offset, reason),
-                        None => self.pack(Origin::Bytes(inner), line, offset)?,
+                        None => self.pack(Origin::Bytes(inner), line, offset, pos)?,
                     }
                 }
                 Err(e) => {
@@ -309,25 +367,7 @@ pub(super) fn parse(
     if settings.max_large_record_bytes > settings.max_record_bytes as u64 {
         reader = reader.with_large(settings.max_large_record_bytes);
     }
-    let mut run = Run {
-        settings,
-        packer: Packer::new(settings.max_body_bytes, settings.format),
-        report: Report {
-            stats: Stats {
-                field_missing: vec![0; settings.projection.slots()],
-                schema_rejects: if settings.projection.has_rules() {
-                    vec![[0; RULES.len()]; settings.projection.slots()]
-                } else {
-                    Vec::new()
-                },
-                ..Stats::default()
-            },
-            ..Report::default()
-        },
-        record: Vec::with_capacity(4096),
-        moved: 0,
-        on_chunk,
-    };
+    let mut run = Run::new(settings, on_chunk);
     let classify = |e: io::Error| {
         if e.get_ref().is_some_and(|inner| inner.is::<LimitExceeded>()) {
             Unreadable::TooLarge { limit }
@@ -342,22 +382,31 @@ pub(super) fn parse(
         }
     };
     let mut stopped = false;
+    let mut index = 0u64;
     while let Some(item) = reader.next_item().map_err(classify)? {
+        let (n, pos) = (index, position(index, 0));
+        index += 1;
+        let wrapped = settings.records_pointer.as_deref();
+        // A wrapper's records have positions of their own, checked inside.
+        let wrapper = wrapped.is_some() && matches!(item, Item::Record { .. });
+        if !wrapper && run.earlier(pos) {
+            continue;
+        }
         let flow = match item {
             Item::Record {
                 bytes,
                 line,
                 offset,
                 fields,
-            } => match &settings.records_pointer {
-                Some(p) => run.wrapper(p, bytes, line, offset),
-                None => run.record(bytes, fields, line, offset),
+            } => match wrapped {
+                Some(p) => run.wrapper(p, bytes, (line, offset), n),
+                None => run.record(bytes, fields, line, offset, pos),
             },
             Item::Reject(r) => {
                 run.reject(r);
                 ControlFlow::Continue(())
             }
-            Item::Large(l) => run.large(l).map_err(|e| {
+            Item::Large(l) => run.large(l, pos).map_err(|e| {
                 Unreadable::Io(io::Error::other(format!(
                     "a spool of a record too large for memory failed: {e}"
                 )))

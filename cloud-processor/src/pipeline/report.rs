@@ -36,6 +36,11 @@ pub struct Stats {
     /// `records_out`).
     pub offloaded: u64,
     pub chunks: u32,
+    /// Records (and rejected regions) skipped because a run under earlier
+    /// settings handled them: the object was resumed after a settings
+    /// change. Their bytes are still counted above.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub earlier: u64,
     /// Per configured field, in order: records read that lack it.
     pub field_missing: Vec<u64>,
     /// Per configured field, in order, and per rule in [`RULES`] order:
@@ -43,6 +48,10 @@ pub struct Stats {
     /// broken rule of a record counts). Empty when no field has a rule.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub schema_rejects: Vec<[u64; RULES.len()]>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Stats {

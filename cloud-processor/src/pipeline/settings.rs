@@ -3,6 +3,7 @@
 
 use crate::pipeline::body::BodyFormat;
 use crate::pipeline::project::Projection;
+use crate::pipeline::resume::Resume;
 
 /// Everything that shapes the output. Two runs with equal settings over the
 /// same object produce the same chunks.
@@ -27,6 +28,8 @@ pub struct Settings {
     /// Decode zstd on a thread of its own, ahead of parsing: faster in wall
     /// time with two cores to spare, about a sixth more CPU in all.
     pub decode_thread: bool,
+    /// Records handled by an earlier run under other settings.
+    pub resume: Resume,
 }
 
 /// What becomes of a projected record larger than any message body.

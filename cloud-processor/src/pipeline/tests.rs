@@ -22,6 +22,7 @@ fn settings(fields: &str) -> Settings {
         large_records: crate::pipeline::LargeRecords::Reject,
         max_large_record_bytes: 0,
         decode_thread: true,
+        resume: crate::pipeline::Resume::default(),
     }
 }
 
@@ -452,6 +453,52 @@ fn wrapper_pointer_mode() {
             "the wrapper has nothing at /data/records"
         ]
     );
+}
+
+/// In wrapper mode a chunk may end inside a wrapper: positions count the
+/// records within it, so a run under other settings skips exactly the
+/// records the settled chunks held, and rejects only the rest.
+#[test]
+fn a_resume_inside_a_wrapper_skips_exactly_the_settled_records() {
+    let text =
+        "{\"r\":[{\"a\":0},{\"a\":1},7,{\"a\":3}]}\n{\"r\":[{\"a\":4},{\"a\":5}]}\n{\"r\":{}}\n";
+    let old = Settings {
+        records_pointer: Some("/r".into()),
+        max_body_bytes: 16,
+        ..settings("a")
+    };
+    let mut chunks = Vec::new();
+    run(text.as_bytes(), &old, |c| {
+        chunks.push((c.index, c.span, String::from_utf8(c.body).unwrap()));
+        ControlFlow::Continue(())
+    })
+    .unwrap();
+    let at = crate::pipeline::resume::position;
+    assert_eq!(
+        chunks,
+        [
+            (0, [at(0, 0), at(0, 2)], "{\"a\":0}\n{\"a\":1}".to_owned()),
+            (1, [at(0, 3), at(1, 1)], "{\"a\":3}\n{\"a\":4}".to_owned()),
+            (2, [at(1, 1), at(1, 2)], "{\"a\":5}".to_owned()),
+        ]
+    );
+    // Chunk 1 was settled; chunks 0 and 2 were not.
+    let new = Settings {
+        resume: crate::pipeline::Resume {
+            earlier: vec![chunks[1].1],
+            first_chunk: 2,
+        },
+        ..Settings {
+            max_body_bytes: 64,
+            ..old
+        }
+    };
+    let (bodies, report) = collect(text.as_bytes(), &new).unwrap();
+    assert_eq!(bodies, ["{\"a\":0}\n{\"a\":1}\n{\"a\":5}"]);
+    // The 7 lies before the settled span and is rejected now; so is the
+    // wrapper with no array, after it.
+    assert_eq!((report.stats.earlier, report.stats.rejected), (2, 2));
+    assert_eq!(report.stats.records_out, 3);
 }
 
 #[test]

@@ -250,7 +250,13 @@ mod tests {
         assert_eq!(live, replayed);
         // So the same version is read, and the deduplication ids agree.
         let base = |o: &crate::object::ObjectRef| {
-            crate::output::dedup_base(&o.bucket, &o.key, o.version_id.as_deref(), "etag-as-read")
+            crate::output::dedup_base(
+                &o.bucket,
+                &o.key,
+                o.version_id.as_deref(),
+                "etag-as-read",
+                0,
+            )
         };
         assert_eq!(
             crate::output::dedup_id(&base(&live), 7),
