@@ -90,7 +90,9 @@ fn requested_subcommand(cmd: &clap::Command, argv: &[std::ffi::OsString]) -> Opt
 /// The settings reference of `cmd`, as Markdown: a table of the settings
 /// every mode reads (the top-level options), then one per subcommand with
 /// options of its own. Each row gives the flag, its environment variable,
-/// its key in the TOML file (the option's id: its long name in snake_case),
+/// its key in the TOML file (the option's id: its long name in snake_case;
+/// none for an option without an environment variable, which is the
+/// command's own argument, not a setting),
 /// its default, and its help. `docs/configuration.md` holds it, and a test
 /// renders it again and fails on any difference, so the page cannot drift
 /// from `--help`.
@@ -132,8 +134,10 @@ fn setting_row(a: &clap::Arg) -> String {
     let env = a
         .get_env()
         .map_or_else(|| "—".to_owned(), |e| code(&e.to_string_lossy()));
+    // Settings come from flags, the environment and the file alike; an
+    // option with no environment variable is the command's own argument.
     let id = a.get_id().as_str();
-    let key = if id == "config" {
+    let key = if id == "config" || a.get_env().is_none() {
         "—".to_owned()
     } else {
         code(id)
