@@ -196,13 +196,46 @@ pub struct Args {
     pub log_format: Option<LogFormat>,
 }
 
+/// How `check` runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
+pub struct CheckArgs {
+    /// Check as this systemd unit runs the agent: with the environment of
+    /// its `EnvironmentFile=` only, as its `User=` (when run as root) with
+    /// its ambient capabilities, and with the configured paths held against
+    /// its sandbox (`ProtectSystem=strict` and `ReadWritePaths=`,
+    /// `ProtectHome=`, `PrivateTmp=`), drop-ins included. E.g.
+    /// `sudo edge-agent check --unit /lib/systemd/system/relay-edge-agent.service`.
+    #[arg(long, value_name = "UNIT_FILE")]
+    pub unit: Option<PathBuf>,
+    /// Set on the re-run `--unit` makes as the unit's user.
+    #[arg(long, hide = true, requires = "unit")]
+    pub inside_unit: bool,
+}
+
+impl CheckArgs {
+    /// The unit to re-run the check as, unless this is that re-run.
+    pub fn rerun_as_unit(&self) -> Option<&Path> {
+        self.unit.as_deref().filter(|_| !self.inside_unit)
+    }
+}
+
+impl Args {
+    /// How to check, if the command is `check`.
+    pub fn check(&self) -> Option<CheckArgs> {
+        match &self.command {
+            Some(AgentCommand::Check(c)) => Some(c.clone()),
+            _ => None,
+        }
+    }
+}
+
 /// What to do instead of running.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Subcommand)]
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
 pub enum AgentCommand {
     /// Check the settings, the directories and their permissions, the
     /// metrics address and write access to S3, then exit: one line per
     /// check, and a non-zero exit status if any fails. Writes nothing.
-    Check,
+    Check(CheckArgs),
     /// Print a shell completion script, e.g. `edge-agent completions bash >
     /// /usr/share/bash-completion/completions/edge-agent`.
     Completions {

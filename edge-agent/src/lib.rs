@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod s3;
 mod start;
 pub mod tracker;
+pub mod unit;
 pub mod upload;
 mod watch;
 
@@ -23,7 +24,7 @@ use std::io;
 use std::path::PathBuf;
 
 pub use agent::run;
-pub use start::{StartError, bucket, check, start};
+pub use start::{StartError, bucket, check, check_as_unit, start};
 
 /// Counts from one run of the agent, for logs and tests.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

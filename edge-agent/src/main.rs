@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::CommandFactory;
-use edge_agent::config::{AgentCommand, Args, Config, EarlyExit};
+use edge_agent::config::{AgentCommand, Args, CheckArgs, Config, EarlyExit};
 use relay_shared::telemetry::{init_tracing, report_fatal, shutdown_signal};
 
 fn main() -> ExitCode {
@@ -25,10 +25,13 @@ fn main() -> ExitCode {
         Some(AgentCommand::Man) => return relay_shared::cli::print_man(Args::command()),
         _ => {}
     }
-    let checking = args.command == Some(AgentCommand::Check);
+    let checking = args.check();
+    if let Some(path) = checking.as_ref().and_then(CheckArgs::rerun_as_unit) {
+        return ExitCode::from(edge_agent::check_as_unit(path));
+    }
     let config = match Config::resolve(args, hostname) {
         Ok(c) => c,
-        Err(e) if checking => {
+        Err(e) if checking.is_some() => {
             println!("FAIL config: {e:#}");
             return ExitCode::from(1);
         }
@@ -37,8 +40,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if checking {
-        let passed = runtime(1).map(|rt| rt.block_on(edge_agent::check(&config)));
+    if let Some(check) = checking {
+        let unit = check.unit.as_deref();
+        let passed = runtime(1).map(|rt| rt.block_on(edge_agent::check(&config, unit)));
         return ExitCode::from(u8::from(!passed.unwrap_or(false)));
     }
     if let Err(e) = init_tracing(config.log_format, "info") {

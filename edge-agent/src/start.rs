@@ -3,7 +3,9 @@
 //! access probed, and then the agent run until shutdown.
 
 use std::future::Future;
+use std::path::Path;
 
+use relay_shared::check::Finding;
 use relay_shared::client::{
     ClientOptions, load_sdk_config, s3_client, with_attempt_timeout, with_single_attempt,
 };
@@ -13,6 +15,7 @@ use relay_shared::telemetry::MetricsError;
 
 use crate::config::{AttemptTimeout, Config};
 use crate::s3::{Access, probe_put_access};
+use crate::unit::Unit;
 use crate::upload::RetryPolicy;
 use crate::{AgentError, Summary};
 
@@ -70,8 +73,47 @@ pub async fn start(
     Ok(crate::run(config, bucket, RetryPolicy::default(), shutdown).await?)
 }
 
-/// `edge-agent check`: every check's line on stdout; whether all passed.
-pub async fn check(config: &Config) -> bool {
+/// `edge-agent check`: every check's line on stdout, with the configured
+/// paths held against `unit`'s sandbox if given; whether all passed.
+pub async fn check(config: &Config, unit: Option<&Path>) -> bool {
+    let unit = match unit.map(Unit::read).transpose() {
+        Ok(unit) => unit,
+        Err(e) => return fail(&format!("unit: {e}")) == 0,
+    };
     let bucket = bucket(config).await;
-    relay_shared::check::print(&crate::check::check(config, &bucket).await)
+    let mut findings = crate::check::check(config, &bucket).await;
+    if let Some(unit) = &unit {
+        let used = crate::unit::used_paths(config);
+        findings.extend(crate::unit::findings(unit, &used));
+    }
+    relay_shared::check::print(&findings)
+}
+
+/// `edge-agent check --unit`: re-runs the check as the unit at `path` would
+/// run the agent (see [`crate::unit::rerun`]). Returns the exit status.
+pub fn check_as_unit(path: &Path) -> u8 {
+    let root = rustix::process::geteuid().is_root();
+    let rerun = Unit::read(path).and_then(|unit| {
+        if let Some(warning) = crate::unit::not_as_user(&unit, root) {
+            relay_shared::check::print(&[warning]);
+        }
+        let exe = std::env::current_exe().unwrap_or_else(|_| "edge-agent".into());
+        crate::unit::rerun(&unit, path, &exe, root)
+    });
+    let mut cmd = match rerun {
+        Ok(cmd) => cmd,
+        Err(e) => return fail(&format!("unit: {e}")),
+    };
+    match cmd.status() {
+        Ok(status) => status.code().map_or(1, |c| u8::try_from(c).unwrap_or(1)),
+        Err(e) => fail(&format!(
+            "unit: could not run {:?} to check as the unit's user ({e}); setpriv is in util-linux",
+            cmd.get_program()
+        )),
+    }
+}
+
+fn fail(line: &str) -> u8 {
+    relay_shared::check::print(&[Finding::fail(line)]);
+    1
 }

@@ -766,3 +766,94 @@ async fn check_reports_each_problem_on_one_line_and_exits_non_zero() {
         "{text}"
     );
 }
+
+/// `check --unit` checks what the service will run: only the unit's
+/// environment file (the caller's own `RELAY_BUCKET` is ignored), the
+/// configured paths against its sandbox (drop-ins included), and, as root,
+/// the unit's user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_with_the_unit_fails_where_the_service_would() {
+    let emu = Emulator::connect().await;
+    let bucket = emu.bucket("agent-unit").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (watch, state) = (dir.path().join("out"), dir.path().join("state"));
+    std::fs::create_dir(&watch).unwrap();
+    let env_file = dir.path().join("agent.env");
+    std::fs::write(
+        &env_file,
+        format!(
+            "RELAY_WATCH_DIR={}\nRELAY_BUCKET={}\nRELAY_SOURCE_ID={SOURCE}\nRELAY_ON_SUCCESS=delete\n\
+             RELAY_STATE_DIR={}\nRELAY_METRICS_ADDR=off\nRELAY_S3_PATH_STYLE=true\n\
+             AWS_ENDPOINT_URL={}\nAWS_EC2_METADATA_DISABLED=true\nAWS_ACCESS_KEY_ID=test\n\
+             AWS_SECRET_ACCESS_KEY=test\nAWS_REGION=us-east-1\n",
+            watch.display(),
+            bucket.name(),
+            state.display(),
+            emu.endpoint
+        ),
+    )
+    .unwrap();
+    let unit = dir.path().join("relay-edge-agent.service");
+    let write_unit = |user: &str| {
+        std::fs::write(
+            &unit,
+            format!(
+                "[Service]\nEnvironmentFile={}\n{user}ProtectSystem=strict\nReadWritePaths={}\n",
+                env_file.display(),
+                state.display()
+            ),
+        )
+        .unwrap();
+    };
+    let run = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_edge-agent"))
+            .args(["check", "--unit", &unit.display().to_string()])
+            .env("RELAY_BUCKET", "not-this-one")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (out.status.code(), text)
+    };
+    write_unit("");
+    let (code, text) = run();
+    assert_eq!(code, Some(1), "{text}");
+    let failed: Vec<&str> = text.lines().filter(|l| l.starts_with("FAIL")).collect();
+    assert!(
+        failed.len() == 1
+            && failed[0].contains("unit sandbox: watch directory")
+            && failed[0].contains(&format!("ReadWritePaths={}", watch.display())),
+        "{text}"
+    );
+    assert!(text.contains(&format!("s3://{}/", bucket.name())), "{text}");
+
+    let drop_ins = dir.path().join("relay-edge-agent.service.d");
+    std::fs::create_dir(&drop_ins).unwrap();
+    std::fs::write(
+        drop_ins.join("override.conf"),
+        format!("[Service]\nReadWritePaths={}\n", watch.display()),
+    )
+    .unwrap();
+    let (code, text) = run();
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("unit sandbox: watch directory"), "{text}");
+
+    // The directories are root's: the unit's user may not delete files
+    // from the watch directory nor create the state directory.
+    write_unit("User=nobody\nGroup=nogroup\n");
+    let (code, text) = run();
+    if rustix::process::geteuid().is_root() {
+        assert_eq!(code, Some(1), "{text}");
+        for what in ["FAIL watch directory", "FAIL state directory"] {
+            assert!(
+                text.lines()
+                    .any(|l| l.starts_with(what) && l.contains("this user")),
+                "checked as nobody, not root:\n{text}"
+            );
+        }
+    } else {
+        assert!(
+            text.contains("only root can check as another user"),
+            "{text}"
+        );
+    }
+}

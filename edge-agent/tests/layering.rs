@@ -8,9 +8,9 @@
 use relay_shared::testing::source::{SourceTree, find_cycle};
 
 /// Top first: each module may import only those after it.
-const ORDER: [&str; 12] = [
-    "start", "check", "agent", "s3", "upload", "watch", "metrics", "health", "ledger", "config",
-    "tracker", "lease",
+const ORDER: [&str; 13] = [
+    "start", "check", "unit", "agent", "s3", "upload", "watch", "metrics", "health", "ledger",
+    "config", "tracker", "lease",
 ];
 
 fn tree() -> SourceTree {
