@@ -264,3 +264,53 @@ fn infra_inputs_and_outputs_are_rendered_from_the_module() {
     }
     relay_shared::testing::check_generated("infra/README.md", "outputs", &outputs);
 }
+
+/// Every script the docs' shell blocks run exists, is executable and parses
+/// (`bash -n`), and every file of the repository they name (what `install`
+/// and `cp` copy, say) exists: the commands can be run as written from a
+/// checkout. (The binaries' own commands are checked by their crates.)
+#[test]
+fn the_docs_commands_name_scripts_and_files_that_exist() {
+    use std::os::unix::fs::PermissionsExt;
+    let commands = relay_shared::testing::all_doc_commands();
+    let tops = [
+        "scripts/",
+        "edge-agent/",
+        "cloud-processor/",
+        "shared/",
+        "infra/",
+        "docs/",
+    ];
+    let mut scripts = 0;
+    for c in &commands {
+        let program = &c.argv[0];
+        if program.starts_with("scripts/") {
+            let mode = std::fs::metadata(repo(program)).map(|m| m.permissions().mode());
+            assert!(
+                mode.is_ok_and(|m| m & 0o111 != 0),
+                "{}: {program} is not an executable script",
+                c.at
+            );
+            let parsed = std::process::Command::new("bash")
+                .arg("-n")
+                .arg(repo(program))
+                .status();
+            assert!(
+                parsed.unwrap().success(),
+                "{}: {program} does not parse",
+                c.at
+            );
+            scripts += 1;
+        }
+        for arg in &c.argv[1..] {
+            if tops.iter().any(|t| arg.starts_with(t)) {
+                assert!(
+                    repo(arg).exists(),
+                    "{}: {arg} is not in the repository",
+                    c.at
+                );
+            }
+        }
+    }
+    assert!(scripts >= 4, "{commands:?}");
+}

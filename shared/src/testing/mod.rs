@@ -22,7 +22,7 @@ mod storm;
 mod transport;
 
 pub use binaries::{assert_plain_log_with_start_line, first_metrics, http_get};
-pub use docs::check_generated;
+pub use docs::{DocCommand, all_doc_commands, check_generated, doc_commands};
 pub use emulator::{Emulator, Implementation, loopback_aws_env, unique_name};
 pub use fault_proxy::{FaultProxy, Faults};
 pub use loopback::free_port;
