@@ -8,6 +8,8 @@
 #   scripts/bench.sh processor  only the cloud processor's (no emulator needed)
 #   scripts/bench.sh demo       the whole relay, release build, for RELAY_BENCH_DEMO_SECS
 #                               (default 60) at RELAY_DEMO_RATE: sustained rate and latency
+#   scripts/bench.sh lambda     the Lambda's time per file: the release binary behind a
+#                               Runtime API, RELAY_BENCH_LAMBDA_FILES (default 200) files
 #   scripts/bench.sh replay     replay over RELAY_BENCH_REPLAY_OBJECTS (default 100,000)
 #                               raw objects, next to a boto3 script
 # Knobs: RELAY_BENCH_FILES, RELAY_BENCH_FILE_BYTES, RELAY_BENCH_BACKLOGS,
@@ -39,6 +41,17 @@ fi
 if [[ $which == all || $which == backlog ]]; then
   echo "== edge agent backlog memory and outage recovery (release build, $(nproc) cores, $(uname -m))" >&2
   cargo bench --locked -p edge-agent --bench backlog
+fi
+if [[ $which == all || $which == lambda ]]; then
+  echo "== the Lambda's time per file (release build, $(nproc) cores, $(uname -m))" >&2
+  scripts/moto.sh install
+  if [[ -z ${AWS_ENDPOINT_URL:-} ]]; then
+    export RELAY_MOTO_DIR="$PWD/.moto/bench"
+    env_lines=$(scripts/moto.sh start)
+    eval "$env_lines"
+    trap 'scripts/moto.sh stop' EXIT
+  fi
+  cargo bench --locked -p cloud-processor --bench lambda
 fi
 if [[ $which == all || $which == replay ]]; then
   echo "== replay at scale (release build, $(nproc) cores, $(uname -m))" >&2

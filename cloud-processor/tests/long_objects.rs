@@ -18,37 +18,8 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::MessageSystemAttributeName;
 use relay_shared::store::{ObjectStore, PutMode, PutOptions};
-use relay_shared::testing::{Emulator, RuntimeApi};
+use relay_shared::testing::{Emulator, RuntimeApi, sqs_event};
 use serde_json::{Value, json};
-
-/// One delivery of the event source mapping: up to ten messages in one
-/// SQS event, as Lambda builds it.
-fn sqs_event(messages: &[aws_sdk_sqs::types::Message]) -> Value {
-    let records: Vec<Value> = messages
-        .iter()
-        .map(|m| {
-            let attributes: serde_json::Map<String, Value> = m
-                .message_attributes()
-                .into_iter()
-                .flatten()
-                .map(|(k, v)| {
-                    (
-                        k.clone(),
-                        json!({"stringValue": v.string_value(), "dataType": v.data_type()}),
-                    )
-                })
-                .collect();
-            json!({
-                "messageId": m.message_id(),
-                "receiptHandle": m.receipt_handle(),
-                "body": m.body(),
-                "messageAttributes": attributes,
-                "eventSource": "aws:sqs",
-            })
-        })
-        .collect();
-    json!({ "Records": records })
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_object_finishes_over_more_invocations_than_max_receive_count() {

@@ -27,7 +27,7 @@ pub use emulator::{Emulator, Implementation, loopback_aws_env, unique_name};
 pub use fault_proxy::{FaultProxy, Faults};
 pub use loopback::free_port;
 pub use mem::{Fault, MemStore};
-pub use runtime_api::{Answer, RuntimeApi};
+pub use runtime_api::{Answer, RuntimeApi, sqs_event};
 pub use sink_s3::{SinkCounts, SinkS3};
 pub use storm::{StormFault, StormReport};
 pub use transport::{TransportProxy, TransportStats, Weather};
