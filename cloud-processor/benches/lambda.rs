@@ -144,6 +144,7 @@ async fn main() {
         warm_cpu += cpu(pid) - cpu_before;
     }
     let _ = function.kill();
+    let _ = function.wait();
     let per_file = |d: Duration| d.as_secs_f64() * 1000.0 / warm_files as f64;
     let (cold_wall, cold_files) = cold.unwrap();
     println!(
