@@ -30,7 +30,7 @@ locals {
       periods     = 1
     }
     processor-errors = {
-      description = "Invocations of the processor failed as a whole (a crash, a timeout, a bad event): objects that fail one by one are reported to SQS instead and counted by ${var.name}-objects-failed."
+      description = "Invocations of the processor failed as a whole (a crash, a timeout, a bad event): objects that fail one by one are reported to SQS instead and counted by ${var.name}-notifications-failed."
       namespace   = "AWS/Lambda"
       metric      = "Errors"
       dimensions  = { FunctionName = aws_lambda_function.processor.function_name }
@@ -40,11 +40,13 @@ locals {
     }
     # The Lambda reports failed notifications as batch item failures and
     # returns Ok, so Lambda's Errors stays at 0 while objects fail: the
-    # processor's own count (EMF) sees them. Sustained, not one retry.
-    objects-failed = {
-      description = "Objects keep failing in the processor (relay_processor_objects_total{outcome=failed}): see the function's log for the object and its error; failed objects are retried from the queue, and after max_receive_count deliveries land in the notifications DLQ."
+    # processor's own count (EMF) sees them. Notifications, not objects: a
+    # notification also fails when its unfinished object could not be
+    # handed on (its object counts as paused). Sustained, not one retry.
+    notifications-failed = {
+      description = "Notifications keep failing in the processor (relay_processor_events_total{outcome=failed}): an object failed, or an unfinished one could not be handed on; see the function's log for the object and its error. Failed notifications are retried from the queue, and after max_receive_count deliveries land in the notifications DLQ."
       namespace   = "relay"
-      metric      = "relay_processor_objects_total"
+      metric      = "relay_processor_events_total"
       dimensions  = { outcome = "failed" }
       statistic   = "Sum"
       threshold   = 0
