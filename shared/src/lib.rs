@@ -17,6 +17,7 @@ pub mod s3;
 pub mod sample;
 pub mod store;
 pub mod telemetry;
+pub mod trace;
 
 #[cfg(feature = "test-support")]
 pub mod testing;

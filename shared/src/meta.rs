@@ -15,6 +15,13 @@ pub const SOURCE_ID: &str = "source-id";
 /// agent learns whether S3 holds exactly its file's bytes before it deletes
 /// or moves the file (a name may be used again for other content).
 pub const CONTENT_HASH: &str = "content-xxh3";
+/// `x-amz-meta-traceparent`: the file's W3C trace context
+/// ([`crate::trace::TraceContext`]), which the processor continues onto
+/// every message it sends for the file.
+pub const TRACEPARENT: &str = "traceparent";
+/// `x-amz-meta-written-ms`: the file's last write (its mtime), in ms since
+/// the Unix epoch: where the file-to-SQS latency is measured from.
+pub const WRITTEN_MS: &str = "written-ms";
 /// `x-amz-meta-canary: 1`: a heartbeat the agent sent on the data's path,
 /// not data (its name also ends in `.canary.json`).
 pub const CANARY: &str = "canary";

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use relay_shared::keys::KeyScheme;
 use relay_shared::meta;
 use relay_shared::store::PutOptions;
+use relay_shared::trace::TraceContext;
+use xxhash_rust::xxh3::{xxh3_64, xxh3_128};
 
 use crate::tracker::FileStat;
 
@@ -22,11 +24,31 @@ pub struct ObjectMeta {
     pub content_hash: u128,
     /// A canary (a heartbeat), not data.
     pub canary: bool,
+    /// The file's last write (its mtime), in ms since the Unix epoch.
+    pub written_ms: u64,
 }
 
-/// How an object's metadata is sent: the content type and encoding of a
-/// raw object, the file's name and size, the source and the content hash.
-pub fn put_options(m: &ObjectMeta) -> PutOptions {
+impl ObjectMeta {
+    /// The file's trace: derived from its key and content hash, so every
+    /// attempt at the same file (across restarts too) continues one trace,
+    /// and the same bytes under another key (another host, another name)
+    /// start another.
+    pub fn trace(&self, key: &str) -> TraceContext {
+        let seed = format!("{key}\0{}", meta::content_hash_hex(self.content_hash));
+        let trace = xxh3_128(seed.as_bytes()).max(1);
+        let span = xxh3_64(format!("{seed}\0upload").as_bytes()).max(1);
+        TraceContext {
+            trace_id: trace,
+            parent_id: span,
+            sampled: true,
+        }
+    }
+}
+
+/// How the object at `key` is stored: the content type and encoding of a
+/// raw object, the file's name, size and last write, the source, the
+/// content hash, and the file's trace.
+pub fn put_options(key: &str, m: &ObjectMeta) -> PutOptions {
     let mut metadata = HashMap::from([
         (
             meta::ORIGINAL_NAME.to_owned(),
@@ -38,6 +60,8 @@ pub fn put_options(m: &ObjectMeta) -> PutOptions {
             meta::CONTENT_HASH.to_owned(),
             meta::content_hash_hex(m.content_hash),
         ),
+        (meta::WRITTEN_MS.to_owned(), m.written_ms.to_string()),
+        (meta::TRACEPARENT.to_owned(), m.trace(key).to_string()),
     ]);
     if m.canary {
         metadata.insert(meta::CANARY.to_owned(), "1".to_owned());

@@ -196,7 +196,7 @@ async fn store_as_judged<S: ObjectStore>(
         return Ok(Stored::Early(Outcome::Changed));
     };
     meta.content_hash = pre_hash;
-    let upload_id = sink.start_multipart(key, &put_options(meta)).await?;
+    let upload_id = sink.start_multipart(key, &put_options(key, meta)).await?;
     let result = async {
         let mut parts = Vec::new();
         let mut compressed_bytes = first.len() as u64;
@@ -261,7 +261,7 @@ async fn put_whole<S: ObjectStore>(
     meta.content_hash = hash;
     let compressed_bytes = frame.len() as u64;
     match sink
-        .put(key, frame, &PutMode::Create, &put_options(meta))
+        .put(key, frame, &PutMode::Create, &put_options(key, meta))
         .await
     {
         Ok(_) => Ok(Stored::New {

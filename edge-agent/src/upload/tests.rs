@@ -42,6 +42,7 @@ fn job_for(dir: &Path, name: &str, content: &[u8]) -> Job {
             source_id: "s".into(),
             content_hash: 0,
             canary: false,
+            written_ms: 1_763_800_000_000,
         },
     }
 }
@@ -168,6 +169,36 @@ async fn files_either_side_of_the_whole_file_limit_are_stored_in_one_part() {
     }
     // Never whole when the frame might not fit one part.
     assert!(!whole(1 << 20, 1 << 20));
+}
+
+/// Every object carries its file's last write and a trace context, the
+/// same for the same file, whether stored whole or in parts, and another
+/// for the same bytes under another name.
+#[tokio::test]
+async fn objects_carry_the_files_last_write_and_one_trace_per_file() {
+    use relay_shared::meta::{TRACEPARENT, WRITTEN_MS};
+    use relay_shared::trace::TraceContext;
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = store();
+    let content = noise(3 << 20);
+    let mut traces = Vec::new();
+    for (name, part_bytes) in [("1.json", 5 << 20), ("2.json", 1 << 20)] {
+        let job = job_for(dir.path(), name, &content);
+        let out = upload_once(&s3, &job, 3, part_bytes).await.unwrap();
+        assert!(matches!(out, Outcome::Uploaded { .. }), "{out:?}");
+        let meta = s3.head(&job.key).await.unwrap().unwrap().metadata;
+        assert_eq!(meta[WRITTEN_MS], "1763800000000");
+        let trace = TraceContext::parse(&meta[TRACEPARENT]).expect("a valid traceparent");
+        let mut hashed = job.meta.clone();
+        hashed.content_hash = xxhash_rust::xxh3::xxh3_128(&content);
+        assert_eq!(
+            trace,
+            hashed.trace(&job.key),
+            "derived from key and content"
+        );
+        traces.push(trace.trace_id);
+    }
+    assert_ne!(traces[0], traces[1]);
 }
 
 #[tokio::test]
