@@ -199,6 +199,35 @@ fn plain(status: StatusCode, text: &str) -> Response<Body> {
     r
 }
 
+/// One delivery of an SQS event source mapping: up to ten messages in one
+/// SQS event, as Lambda builds it.
+pub fn sqs_event(messages: &[aws_sdk_sqs::types::Message]) -> serde_json::Value {
+    let records: Vec<serde_json::Value> = messages
+        .iter()
+        .map(|m| {
+            let attributes: serde_json::Map<String, serde_json::Value> = m
+                .message_attributes()
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        serde_json::json!({"stringValue": v.string_value(), "dataType": v.data_type()}),
+                    )
+                })
+                .collect();
+            serde_json::json!({
+                "messageId": m.message_id(),
+                "receiptHandle": m.receipt_handle(),
+                "body": m.body(),
+                "messageAttributes": attributes,
+                "eventSource": "aws:sqs",
+            })
+        })
+        .collect();
+    serde_json::json!({ "Records": records })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -256,33 +285,4 @@ mod tests {
             "{deadline} vs {now}"
         );
     }
-}
-
-/// One delivery of an SQS event source mapping: up to ten messages in one
-/// SQS event, as Lambda builds it.
-pub fn sqs_event(messages: &[aws_sdk_sqs::types::Message]) -> serde_json::Value {
-    let records: Vec<serde_json::Value> = messages
-        .iter()
-        .map(|m| {
-            let attributes: serde_json::Map<String, serde_json::Value> = m
-                .message_attributes()
-                .into_iter()
-                .flatten()
-                .map(|(k, v)| {
-                    (
-                        k.clone(),
-                        serde_json::json!({"stringValue": v.string_value(), "dataType": v.data_type()}),
-                    )
-                })
-                .collect();
-            serde_json::json!({
-                "messageId": m.message_id(),
-                "receiptHandle": m.receipt_handle(),
-                "body": m.body(),
-                "messageAttributes": attributes,
-                "eventSource": "aws:sqs",
-            })
-        })
-        .collect();
-    serde_json::json!({ "Records": records })
 }
