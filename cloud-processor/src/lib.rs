@@ -34,7 +34,7 @@ pub use object::{
     DoneMarker, Failure, ObjectRef, Outcome, ProcessError, Processor, STATE_FOLDERS, StateKeys,
 };
 // Chunks to SQS.
-pub use output::{MessageSink, QueueError, attributes_size};
+pub use output::{MessageSink, Origin, QueueError, attributes_size};
 // The pure pipeline.
 pub use pipeline::body::{BodyFormat, Chunk};
 pub use pipeline::project::{Missing, Projection, parse_fields};

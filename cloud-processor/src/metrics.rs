@@ -14,6 +14,7 @@ pub const BYTES: &str = "relay_processor_bytes_decompressed_total";
 pub const INPUT_BYTES: &str = "relay_processor_input_bytes_total";
 pub const ACCOUNTING_ERRORS: &str = "relay_processor_accounting_errors_total";
 pub const OBJECT_SECONDS: &str = "relay_processor_object_seconds";
+pub const FILE_LATENCY: &str = "relay_file_latency_seconds";
 pub const SEND_RETRIES: &str = "relay_processor_send_retries_total";
 pub const STATE_REQUESTS: &str = "relay_processor_state_requests_total";
 pub const FIFO_WINDOW_EXCEEDED: &str = "relay_processor_fifo_window_exceeded_total";
@@ -91,6 +92,10 @@ pub fn register_at_zero(fields: &[Field]) {
 pub const OBJECT_SECONDS_BUCKETS: &[f64] = &[
     0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
 ];
+/// From a quiet second to an outage's backlog.
+pub const FILE_LATENCY_BUCKETS: &[f64] = &[
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+];
 
 pub fn describe() {
     use metrics::{Unit, describe_counter, describe_histogram};
@@ -143,6 +148,11 @@ pub fn describe() {
         "Objects whose byte accounting did not add up (a bug: every byte should be counted once)"
     );
     describe_histogram!(OBJECT_SECONDS, Unit::Seconds, "Time to process one object");
+    describe_histogram!(
+        FILE_LATENCY,
+        Unit::Seconds,
+        "Per source: from a file's last write on the edge host (its mtime, stored with the object) to its last message accepted by SQS"
+    );
     describe_counter!(
         SEND_RETRIES,
         "SendMessageBatch attempts retried (throttling, partial failures)"

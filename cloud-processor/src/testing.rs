@@ -13,8 +13,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::output::{BatchOutcome, MessageSink, QueueError};
+use crate::output::{BatchOutcome, MessageSink, Origin, QueueError};
 use crate::pipeline::body::Chunk;
+use relay_shared::trace::TraceContext;
 
 /// What the fake queue does with one SendMessageBatch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +38,8 @@ type Stored = (u32, Vec<u8>);
 #[derive(Debug, Clone)]
 pub struct FakeQueue {
     stored: Arc<Mutex<Vec<Stored>>>,
+    /// The trace each batch was sent under, in order.
+    traces: Arc<Mutex<Vec<Option<TraceContext>>>>,
     script: Arc<Mutex<VecDeque<SendFault>>>,
     /// How long each send takes.
     delay: Duration,
@@ -62,6 +65,7 @@ impl FakeQueue {
     pub fn scripted(faults: &[SendFault]) -> Self {
         Self {
             stored: Arc::default(),
+            traces: Arc::default(),
             script: Arc::new(Mutex::new(faults.iter().copied().collect())),
             delay: Duration::ZERO,
             max_message_bytes: 1024,
@@ -97,6 +101,11 @@ impl FakeQueue {
             .collect()
     }
 
+    /// The trace each batch was sent under, in order.
+    pub fn traces(&self) -> Vec<Option<TraceContext>> {
+        self.traces.lock().unwrap().clone()
+    }
+
     /// Every message body stored, in order, duplicates included.
     pub fn bodies(&self) -> Vec<Vec<u8>> {
         self.stored
@@ -119,14 +128,9 @@ impl FakeQueue {
 }
 
 impl MessageSink for FakeQueue {
-    async fn send(
-        &self,
-        _key: &str,
-        _dedup: &str,
-        batch: &[Chunk],
-        _until: Instant,
-    ) -> BatchOutcome {
+    async fn send(&self, origin: &Origin<'_>, batch: &[Chunk], _until: Instant) -> BatchOutcome {
         tokio::time::sleep(self.delay).await;
+        self.traces.lock().unwrap().push(origin.trace);
         let fault = self
             .script
             .lock()
@@ -234,15 +238,9 @@ impl<Q> CrashAfter<Q> {
 }
 
 impl<Q: MessageSink> MessageSink for CrashAfter<Q> {
-    async fn send(
-        &self,
-        source_key: &str,
-        dedup_base: &str,
-        batch: &[Chunk],
-        until: Instant,
-    ) -> BatchOutcome {
+    async fn send(&self, origin: &Origin<'_>, batch: &[Chunk], until: Instant) -> BatchOutcome {
         let n = self.seen.fetch_add(1, Ordering::SeqCst) + 1;
-        let outcome = self.inner.send(source_key, dedup_base, batch, until).await;
+        let outcome = self.inner.send(origin, batch, until).await;
         if n == self.batches {
             self.crashed.notify_one();
             std::future::pending::<()>().await;

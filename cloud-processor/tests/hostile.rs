@@ -212,7 +212,7 @@ fn a_record_over_the_message_limit_is_rejected_with_its_size_if_asked() {
         "{\"id\":1}\n{\"id\":2}\n"
     );
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("big.json:2: offset 9 (5009 bytes): the projected record is 5009 bytes; a message body can hold at most 1898"), "{}", &err[..err.len().min(300)]);
+    assert!(err.contains("big.json:2: offset 9 (5009 bytes): the projected record is 5009 bytes; a message body can hold at most 1826"), "{}", &err[..err.len().min(300)]);
 }
 
 /// By default a record too large for a message is offloaded: `process`

@@ -129,6 +129,69 @@ async fn notification_to_exactly_the_expected_messages() {
     );
 }
 
+/// One file followed end to end: the trace context the agent stored with
+/// the object is continued on every message (`traceparent`, and X-Ray's
+/// `AWSTraceHeader`) under the processor's own span, and the done marker
+/// names the trace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_files_trace_reaches_every_message_and_the_marker() {
+    the_files_trace_is_followed(setup("proc-trace", false).await).await;
+}
+
+/// LocalStack returns the `AWSTraceHeader` system attribute, as SQS does
+/// (moto drops it): there it is checked on every message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_files_trace_reaches_xrays_header_on_localstack() {
+    let emu = relay_shared::testing::Emulator::localstack().await;
+    the_files_trace_is_followed(setup_on(emu, "proc-trace-ls", false).await).await;
+}
+
+async fn the_files_trace_is_followed(s: Setup) {
+    use relay_shared::testing::Implementation;
+    use relay_shared::trace::TraceContext;
+    let app = app(&s, Some(4096)).await;
+    let key = "raw/edge-1/2026/11/21/22/1763800000000.json.zst";
+    let agent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let options = relay_shared::store::PutOptions {
+        metadata: [
+            ("traceparent".to_owned(), agent.to_owned()),
+            ("written-ms".to_owned(), "1763800000000".to_owned()),
+        ]
+        .into(),
+        ..Default::default()
+    };
+    let body = zstd::encode_all(sample_file(300).as_bytes(), 3).unwrap();
+    s.bucket
+        .put(key, body, &relay_shared::store::PutMode::Create, &options)
+        .await
+        .unwrap();
+    let event = notification(&s).await;
+    Handler::new(&app)
+        .process_message_body(&event)
+        .await
+        .unwrap();
+    let messages = receive_all(&s.emu, &s.output).await;
+    assert!(messages.len() > 1, "{}", messages.len());
+    for m in &messages {
+        let t = TraceContext::parse(&m.attrs["traceparent"]).expect("a traceparent");
+        assert_eq!(t.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_ne!(t.parent_id, 0x00f0_67aa_0ba9_02b7, "the processor's span");
+        if s.emu.kind == Implementation::LocalStack {
+            assert_eq!(m.trace_header.as_ref(), Some(&t.xray_header()));
+        }
+    }
+    let (bytes, _) = s
+        .bucket
+        .get_bytes("state/done/edge-1/2026/11/21/22/1763800000000.json.zst")
+        .await
+        .unwrap();
+    let marker: cloud_processor::DoneMarker = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(
+        marker.trace_id.as_deref(),
+        Some("4bf92f3577b34da6a3ce929d0e0e4736")
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_body_format_plain_or_zstd() {
     let s = setup("proc-formats", false).await;
@@ -449,9 +512,12 @@ async fn a_send_stops_retrying_when_the_lease_would_run_out_and_says_what_sqs_to
         })
         .collect();
     // The lease's margin is already gone: one attempt, no retries.
-    let outcome = output
-        .send("raw/e/k.json", "b/raw/e/k.json\0v", &batch, Instant::now())
-        .await;
+    let origin = cloud_processor::Origin {
+        source_key: "raw/e/k.json",
+        dedup_base: "b/raw/e/k.json\0v",
+        trace: None,
+    };
+    let outcome = output.send(&origin, &batch, Instant::now()).await;
     assert!(
         matches!(
             outcome.failed,

@@ -9,16 +9,18 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{
-    BatchResultErrorEntry, MessageAttributeValue, SendMessageBatchRequestEntry,
+    BatchResultErrorEntry, MessageAttributeValue, MessageSystemAttributeNameForSends,
+    MessageSystemAttributeValue, SendMessageBatchRequestEntry,
 };
 use relay_shared::retry::{Class, classify_code};
 
 use super::queue_facts::read_limits;
 use super::sqs::{BatchResult, Unsent, Verdict, send_batch};
 use crate::output::batch::{
-    ATTR_CHUNK, ATTR_EXTENDED_PAYLOAD_SIZE, ATTR_RECORDS, ATTR_SOURCE_KEY, sqs_text,
+    ATTR_CHUNK, ATTR_EXTENDED_PAYLOAD_SIZE, ATTR_RECORDS, ATTR_SOURCE_KEY, ATTR_TRACEPARENT,
+    sqs_text,
 };
-use crate::output::{BatchOutcome, MessageSink, QueueError, dedup_id};
+use crate::output::{BatchOutcome, MessageSink, Origin, QueueError, dedup_id};
 use crate::pipeline::body::Chunk;
 
 /// Whether SQS refused a message for its size (`BatchRequestTooLong`,
@@ -88,10 +90,14 @@ impl SqsOutput {
 
     fn entry(
         &self,
-        source_key: &str,
-        dedup_base: &str,
+        origin: &Origin<'_>,
         chunk: &Chunk,
     ) -> Result<SendMessageBatchRequestEntry, QueueError> {
+        let Origin {
+            source_key,
+            dedup_base,
+            trace,
+        } = *origin;
         let string = |v: &str| {
             MessageAttributeValue::builder()
                 .data_type("String")
@@ -116,6 +122,7 @@ impl SqsOutput {
                     (ATTR_RECORDS.to_owned(), number(chunk.records.into())),
                 ]
                 .into_iter()
+                .chain(trace.map(|t| (ATTR_TRACEPARENT.to_owned(), string(&t.to_string()))))
                 // A claim check: the Extended Client resolves the pointer.
                 .chain(
                     chunk
@@ -125,6 +132,20 @@ impl SqsOutput {
                 .filter_map(|(k, v)| v.ok().map(|v| (k, v)))
                 .collect(),
             ));
+        if let Some(t) = trace {
+            // X-Ray and Lambda read the trace from this system attribute,
+            // which does not count towards the message's size.
+            let header = MessageSystemAttributeValue::builder()
+                .data_type("String")
+                .string_value(t.xray_header())
+                .build();
+            if let Ok(header) = header {
+                e = e.message_system_attributes(
+                    MessageSystemAttributeNameForSends::AwsTraceHeader,
+                    header,
+                );
+            }
+        }
         if self.fifo {
             e = e
                 .message_group_id(&self.group_id)
@@ -217,14 +238,13 @@ impl MessageSink for SqsOutput {
     /// SQS stored and which it refused, so that no retry resends a stored one.
     async fn send(
         &self,
-        source_key: &str,
-        dedup_base: &str,
+        origin: &Origin<'_>,
         batch: &[Chunk],
         until: std::time::Instant,
     ) -> BatchOutcome {
         let entries = batch
             .iter()
-            .map(|c| self.entry(source_key, dedup_base, c))
+            .map(|c| self.entry(origin, c))
             .collect::<Result<Vec<_>, _>>();
         let entries = match entries {
             Ok(entries) => entries,

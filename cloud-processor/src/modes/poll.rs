@@ -160,10 +160,16 @@ async fn serve_metrics(addr: &str, readiness: Readiness) -> Result<(), ServeErro
         let readiness = readiness.clone();
         std::sync::Arc::new(move || readiness.health())
     };
-    let buckets = [(
-        crate::metrics::OBJECT_SECONDS,
-        crate::metrics::OBJECT_SECONDS_BUCKETS,
-    )];
+    let buckets = [
+        (
+            crate::metrics::OBJECT_SECONDS,
+            crate::metrics::OBJECT_SECONDS_BUCKETS,
+        ),
+        (
+            crate::metrics::FILE_LATENCY,
+            crate::metrics::FILE_LATENCY_BUCKETS,
+        ),
+    ];
     let bound = relay_shared::telemetry::serve_metrics(parsed, "cloud-processor", &buckets, health)
         .await
         .map_err(|e| ServeError::Metrics(e.to_string()))?;

@@ -828,6 +828,7 @@ mod tests {
             offloaded: 0,
             schema_rejects: Default::default(),
             earlier: 0,
+            trace_id: None,
         }
     }
 

@@ -52,6 +52,9 @@ pub struct DoneMarker {
     /// the rest.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub earlier: u64,
+    /// The file's W3C trace id, as the agent stored it with the object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
 }
 
 impl DoneMarker {
@@ -80,6 +83,7 @@ impl DoneMarker {
             offloaded: 0,
             schema_rejects: std::collections::BTreeMap::new(),
             earlier: 0,
+            trace_id: None,
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod marker;
 mod object_ref;
 mod plan;
 mod processor;
+mod provenance;
 pub mod reports;
 mod run;
 mod settle;

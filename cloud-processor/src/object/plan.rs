@@ -24,6 +24,9 @@ pub(super) struct Plan<'a, Q> {
     pub canary: Option<Canary>,
     pub fingerprint: String,
     pub keys: StateKeys,
+    /// The edge source the key names (its first segment after the raw
+    /// prefix).
+    pub source: String,
 }
 
 /// One attempt at one object, as its stages (`run`, `settle`) share it.

@@ -122,7 +122,9 @@ impl<S: ObjectStore, Q: MessageSink> Processor<S, Q> {
         if !obj.key.starts_with(&self.config.raw_prefix) {
             return Ok(Outcome::Ignored);
         }
-        let span = tracing::info_span!("object", bucket = %obj.bucket, key = %obj.key);
+        // The trace id is recorded once the object's metadata is read.
+        let span = tracing::info_span!("object", bucket = %obj.bucket, key = %obj.key,
+            trace_id = tracing::field::Empty);
         let started = Instant::now();
         let result = self
             .process(obj, stop_at)
@@ -198,12 +200,15 @@ impl<S: ObjectStore, Q: MessageSink> Processor<S, Q> {
             &self.config.raw_prefix,
             &obj.key,
         );
+        let rest = obj.key.strip_prefix(&self.config.raw_prefix);
+        let source = rest.and_then(|r| r.split('/').next()).unwrap_or("unknown");
         Plan {
             route,
             settings,
             canary,
             fingerprint,
             keys,
+            source: source.to_owned(),
         }
     }
 }

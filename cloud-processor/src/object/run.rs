@@ -17,7 +17,8 @@ use crate::cli::RECORD_WINDOW_BYTES;
 use crate::object::claim::Claim;
 use crate::object::error::Failure;
 use crate::object::plan::Attempt;
-use crate::output::{MessageSink, Payloads, Target, dedup_base, send_all};
+use crate::object::provenance::Provenance;
+use crate::output::{MessageSink, Origin, Payloads, Target, dedup_base, send_all};
 use crate::pipeline::body::Chunk;
 use crate::pipeline::{self, Report, Settings, Unreadable};
 
@@ -31,6 +32,7 @@ pub(super) enum Ran {
         report: Box<Result<Report, Unreadable>>,
         sent: u32,
         etag: String,
+        provenance: Provenance,
     },
 }
 
@@ -55,6 +57,10 @@ impl<S: ObjectStore, Q: MessageSink> Attempt<'_, S, Q> {
         let resume = claim.lease().resume();
         let version = got.head.version_id.as_deref();
         let dedup_base = dedup_base(&obj.bucket, &obj.key, version, &etag, resume.first_chunk);
+        let provenance = Provenance::of(&got.head.metadata, &dedup_base, &self.plan.source);
+        if let Some(id) = provenance.trace_id() {
+            tracing::Span::current().record("trace_id", id);
+        }
         let body = match verified_first(got).await {
             Ok(body) => body,
             Err(unreadable) => {
@@ -62,6 +68,7 @@ impl<S: ObjectStore, Q: MessageSink> Attempt<'_, S, Q> {
                     report: Box::new(Err(unreadable)),
                     sent: 0,
                     etag,
+                    provenance,
                 });
             }
         };
@@ -85,9 +92,12 @@ impl<S: ObjectStore, Q: MessageSink> Attempt<'_, S, Q> {
             None => self.store.clone(),
         };
         let target = Target {
-            source_key: &obj.key,
+            origin: Origin {
+                source_key: &obj.key,
+                dedup_base: &dedup_base,
+                trace: provenance.trace,
+            },
             sink: &self.plan.route,
-            dedup_base: &dedup_base,
             stop_at,
             payloads: Some(Payloads {
                 store: &payload_store,
@@ -109,6 +119,7 @@ impl<S: ObjectStore, Q: MessageSink> Attempt<'_, S, Q> {
             report: Box::new(report),
             sent: sent?,
             etag,
+            provenance,
         })
     }
 }

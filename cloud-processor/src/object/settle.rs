@@ -15,6 +15,7 @@ use crate::object::lease::MAX_CHECKSUM_FAILURES;
 use crate::object::marker::DoneMarker;
 use crate::object::plan::Attempt;
 use crate::object::processor::Outcome;
+use crate::object::provenance::Provenance;
 use crate::object::run::Ran;
 use crate::object::{canary, reports};
 use crate::output::{MessageSink, Route};
@@ -42,22 +43,34 @@ impl<S: ObjectStore, Q: MessageSink> Attempt<'_, S, Q> {
         claim: &mut Claim<'_, S>,
         ran: Result<Ran, Failure>,
     ) -> Result<Outcome, Failure> {
-        let (report, sent, etag) = match ran {
+        let (report, sent, etag, provenance) = match ran {
             Err(e) => return Err(e),
             Ok(Ran::Missing) => {
                 claim.abandon().await;
                 return Ok(Outcome::Missing);
             }
-            Ok(Ran::Read { report, sent, etag }) => (*report, sent, etag),
+            Ok(Ran::Read {
+                report,
+                sent,
+                etag,
+                provenance,
+            }) => (*report, sent, etag, provenance),
         };
-        let marker = DoneMarker::new(
+        let mut marker = DoneMarker::new(
             self.owner,
             &self.plan.fingerprint,
             &etag,
             claim.resumed_from(),
         );
+        marker.trace_id = provenance.trace_id();
         match report {
-            Ok(report) => self.finish(claim, marker, &report, sent).await,
+            Ok(report) => {
+                let outcome = self.finish(claim, marker, &report, sent).await?;
+                if matches!(outcome, Outcome::Sent { .. }) && self.plan.canary.is_none() {
+                    note_latency(&provenance);
+                }
+                Ok(outcome)
+            }
             // The object's stream broke (a network fault), which says nothing
             // about its bytes: retry, resuming after the chunks already sent.
             Err(Unreadable::Io(e)) => Err(Failure::Read {
@@ -241,4 +254,12 @@ fn count(s: &Stats, sent: u32) {
     metrics::counter!(m::REJECTED).increment(s.rejected);
     metrics::counter!(m::MESSAGES).increment(u64::from(sent));
     metrics::counter!(m::BYTES).increment(s.bytes_decompressed);
+}
+
+/// The file's latency, from its last write on the host to its last message
+/// accepted by SQS (now), per source.
+fn note_latency(p: &Provenance) {
+    if let Some(secs) = p.latency_secs(now_ms()) {
+        metrics::histogram!(m::FILE_LATENCY, "source" => p.source.clone()).record(secs);
+    }
 }

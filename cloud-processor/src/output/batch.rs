@@ -16,6 +16,11 @@ pub const DEFAULT_MAX_BATCH_BYTES: usize = 1024 * 1024;
 pub const ATTR_SOURCE_KEY: &str = "relay.source_key";
 pub const ATTR_CHUNK: &str = "relay.chunk";
 pub const ATTR_RECORDS: &str = "relay.records";
+/// The file's W3C trace context, continued by the processor (present when
+/// the agent stored one with the object).
+pub const ATTR_TRACEPARENT: &str = "traceparent";
+/// A `traceparent` value: `00-` 32 hex digits `-` 16 `-` 2.
+const TRACEPARENT_BYTES: usize = 55;
 
 /// A string as SQS accepts it in a message attribute: characters outside
 /// #x9 | #xA | #xD | #x20-#xD7FF | #xE000-#xFFFD | #x10000-#x10FFFF (which
@@ -36,9 +41,10 @@ pub fn sqs_text(s: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
-/// Bytes the three attributes take, at most, for a given source key: SQS counts
+/// Bytes the attributes take, at most, for a given source key: SQS counts
 /// each attribute's name, data type and value. Chunk index and record count
-/// are u32, so at most 10 digits each.
+/// are u32, so at most 10 digits each; the trace context is always
+/// reserved for. (`AWSTraceHeader`, a system attribute, does not count.)
 pub fn attributes_size(source_key: &str) -> usize {
     let string = "String".len();
     let number = "Number".len();
@@ -51,6 +57,9 @@ pub fn attributes_size(source_key: &str) -> usize {
         + ATTR_RECORDS.len()
         + number
         + 10
+        + ATTR_TRACEPARENT.len()
+        + string
+        + TRACEPARENT_BYTES
 }
 
 /// The largest body of a message from `source_key` in a queue whose
@@ -162,7 +171,12 @@ mod tests {
                 + "relay.records".len()
                 + 6
                 + 10
+                + "traceparent".len()
+                + 6
+                + TRACEPARENT_BYTES
         );
+        let trace = relay_shared::trace::TraceContext::new(u128::MAX, u64::MAX).unwrap();
+        assert_eq!(trace.to_string().len(), TRACEPARENT_BYTES);
         // Ten 100 KB chunks fit a 1 MiB batch only without attributes.
         let mut b = Batcher::new(10 * 100_000 + 9 * attributes_size(key), key);
         for i in 0..9 {

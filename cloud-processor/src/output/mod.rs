@@ -13,4 +13,4 @@ pub use batch::{attributes_size, max_body_bytes};
 pub use dedup::{dedup_base, dedup_id};
 pub use payload::{PayloadError, Payloads};
 pub use send::{Progress, SendError, Target, send_all};
-pub use sink::{BatchOutcome, MessageSink, QueueError, Route};
+pub use sink::{BatchOutcome, MessageSink, Origin, QueueError, Route};

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 
 use crate::output::batch::{Batcher, DEFAULT_MAX_BATCH_BYTES};
 use crate::output::payload::{PayloadError, Payloads, offload};
-use crate::output::sink::{BatchOutcome, MessageSink, QueueError};
+use crate::output::sink::{BatchOutcome, MessageSink, Origin, QueueError};
 use crate::pipeline::body::Chunk;
 
 /// Why the send loop stopped before every chunk was settled. `E` is the
@@ -36,10 +36,9 @@ pub enum SendError<E> {
 /// Where one object's chunks go.
 #[derive(Debug)]
 pub struct Target<'a, S, K> {
-    /// The raw object's key: every message's `relay.source_key`.
-    pub source_key: &'a str,
+    /// The object, as every message names it.
+    pub origin: Origin<'a>,
     pub sink: &'a K,
-    pub dedup_base: &'a str,
     /// Start no batch after this (an invocation's deadline, less a margin).
     pub stop_at: Option<Instant>,
     /// Where records too large for a message go.
@@ -74,7 +73,7 @@ pub async fn send_all<S: ObjectStore, K: MessageSink, P: Progress>(
     chunks: &mut mpsc::Receiver<Chunk>,
     progress: &mut P,
 ) -> Result<u32, SendError<P::Error>> {
-    let mut batcher = Batcher::new(DEFAULT_MAX_BATCH_BYTES, t.source_key);
+    let mut batcher = Batcher::new(DEFAULT_MAX_BATCH_BYTES, t.origin.source_key);
     let mut renew = tokio::time::interval(progress.renew_every());
     renew.tick().await;
     let mut sent = 0u32;
@@ -117,7 +116,8 @@ async fn prepared<S: ObjectStore, K>(
     if c.payload_size.is_none() {
         return Ok(c);
     }
-    offload(t.payloads.as_ref(), t.source_key, t.dedup_base, c).await
+    let o = &t.origin;
+    offload(t.payloads.as_ref(), o.source_key, o.dedup_base, c).await
 }
 
 /// Sends one batch, `sent` chunks into the object, and settles what SQS
@@ -134,7 +134,7 @@ async fn send_batch<S, K: MessageSink, P: Progress>(
         return Err(SendError::Deadline { sent });
     }
     let until = progress.before_send().await.map_err(SendError::Progress)?;
-    let outcome = t.sink.send(t.source_key, t.dedup_base, batch, until).await;
+    let outcome = t.sink.send(&t.origin, batch, until).await;
     progress.settle(batch, &outcome);
     for (chunk, reason) in &outcome.refused {
         tracing::error!(chunk, %reason, "SQS refused a message for good; the object will be quarantined once everything else is sent");
@@ -214,9 +214,12 @@ mod tests {
             }
         });
         let target: Target<'_, Mem, Queue> = Target {
-            source_key: KEY,
+            origin: Origin {
+                source_key: KEY,
+                dedup_base: "b/raw/s/o.json.zst\0v1",
+                trace: None,
+            },
             sink: queue,
-            dedup_base: "b/raw/s/o.json.zst\0v1",
             stop_at,
             payloads: None,
         };

@@ -10,6 +10,7 @@ use relay_shared::retry::{Cause, Class, Classified};
 
 use crate::output::batch;
 use crate::pipeline::body::Chunk;
+use relay_shared::trace::TraceContext;
 
 /// What can go wrong with a queue, either of them: a call, a message the
 /// queue refused, a batch still failing after retries, a size refusal.
@@ -81,14 +82,23 @@ impl BatchOutcome {
     }
 }
 
+/// The object a batch comes from, as each of its messages says: its key
+/// (`relay.source_key`), the base of its FIFO deduplication ids, and the
+/// file's trace, continued (`traceparent` and `AWSTraceHeader`).
+#[derive(Debug, Clone, Copy)]
+pub struct Origin<'a> {
+    pub source_key: &'a str,
+    pub dedup_base: &'a str,
+    pub trace: Option<TraceContext>,
+}
+
 /// Where batches of chunks go: SQS, or a fake in tests.
 pub trait MessageSink: Send + Sync {
     /// Sends one batch, retrying what failed for a transient reason, but
     /// starting no attempt after `until` (while the sender's lease lasts).
     fn send(
         &self,
-        source_key: &str,
-        dedup_base: &str,
+        origin: &Origin<'_>,
         batch: &[Chunk],
         until: Instant,
     ) -> impl std::future::Future<Output = BatchOutcome> + Send;
@@ -114,15 +124,9 @@ pub enum Route<'a, Q> {
 }
 
 impl<Q: MessageSink> MessageSink for Route<'_, Q> {
-    async fn send(
-        &self,
-        source_key: &str,
-        dedup_base: &str,
-        batch: &[Chunk],
-        until: Instant,
-    ) -> BatchOutcome {
+    async fn send(&self, origin: &Origin<'_>, batch: &[Chunk], until: Instant) -> BatchOutcome {
         match self {
-            Self::Queue(q) => q.send(source_key, dedup_base, batch, until).await,
+            Self::Queue(q) => q.send(origin, batch, until).await,
             Self::Discard { .. } => BatchOutcome {
                 accepted: batch.iter().map(|c| c.index).collect(),
                 refused: Vec::new(),

@@ -221,6 +221,8 @@ pub struct Received {
     pub attrs: BTreeMap<String, String>,
     pub dedup_id: Option<String>,
     pub sent_ms: Option<u64>,
+    /// The `AWSTraceHeader` system attribute.
+    pub trace_header: Option<String>,
 }
 
 impl Received {
@@ -268,6 +270,9 @@ pub async fn receive_batch(sqs: &aws_sdk_sqs::Client, queue: &str) -> Vec<Receiv
             sent_ms: system
                 .get(&MessageSystemAttributeName::SentTimestamp)
                 .and_then(|t| t.parse().ok()),
+            trace_header: system
+                .get(&MessageSystemAttributeName::AwsTraceHeader)
+                .cloned(),
             message_id: m.message_id.unwrap(),
             body: m.body.unwrap(),
             attrs: m
