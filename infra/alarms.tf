@@ -82,17 +82,32 @@ locals {
       threshold   = var.canary_lag_alarm_secs
       periods     = 1
     }
+    }, {
+    # Per edge source: the data's own latency, from a file's last write on
+    # the host to its last message accepted by SQS (the processor's EMF
+    # histogram, dimension `source`), at its 99th percentile.
+    for id, _ in var.edge_sources : "file-latency-${id}" => {
+      description = "Files from ${id} take over ${var.file_latency_alarm_secs} s (99th percentile, 15 minutes) from their last write on the host to SQS: a backlog on the host (relay_agent_backlog_files), in the notification queue, or a slow processor."
+      namespace   = "relay"
+      metric      = "relay_file_latency_seconds"
+      dimensions  = { source = id }
+      statistic   = "p99"
+      threshold   = var.file_latency_alarm_secs
+      periods     = 3
+    }
   })
 }
 
 resource "aws_cloudwatch_metric_alarm" "this" {
-  for_each            = local.alarms
-  alarm_name          = "${var.name}-${each.key}"
-  alarm_description   = each.value.description
-  namespace           = each.value.namespace
-  metric_name         = each.value.metric
-  dimensions          = each.value.dimensions
-  statistic           = each.value.statistic
+  for_each          = local.alarms
+  alarm_name        = "${var.name}-${each.key}"
+  alarm_description = each.value.description
+  namespace         = each.value.namespace
+  metric_name       = each.value.metric
+  dimensions        = each.value.dimensions
+  # Percentiles (p99) are extended statistics, from the EMF histogram's values.
+  statistic           = startswith(each.value.statistic, "p") ? null : each.value.statistic
+  extended_statistic  = startswith(each.value.statistic, "p") ? each.value.statistic : null
   period              = 300
   evaluation_periods  = each.value.periods
   comparison_operator = "GreaterThanThreshold"

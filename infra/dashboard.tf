@@ -82,6 +82,18 @@ locals {
         ]
       }
     },
+    {
+      type = "metric", x = 0, y = 18, width = 24, height = 6
+      properties = {
+        title  = "File latency per edge source, p99 (s): last write on the host to SQS"
+        region = data.aws_region.current.name
+        view   = "timeSeries"
+        period = 300
+        metrics = [
+          [{ expression = "SEARCH('{relay,source} MetricName=\"relay_file_latency_seconds\"', 'p99', 300)", id = "latency" }],
+        ]
+      }
+    },
   ]
 }
 

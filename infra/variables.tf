@@ -330,6 +330,12 @@ variable "canary_lag_alarm_secs" {
   default     = 300
 }
 
+variable "file_latency_alarm_secs" {
+  description = "Per edge source: alarm when the 99th percentile of files' latency (last write on the host to SQS's acknowledgement of the file's last message, relay_file_latency_seconds) is above this many seconds for 15 minutes."
+  type        = number
+  default     = 120
+}
+
 variable "edge_sources" {
   description = "Edge sources by source id (each agent's RELAY_SOURCE_ID). Each gets a policy that lets it write and verify objects under raw/<source id>/ only, attached to role_name if given, and to a new IAM user if create_user is set."
   type = map(object({

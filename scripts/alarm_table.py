@@ -40,7 +40,7 @@ def row(alarm, name, sources):
         alarm["Namespace"],
         alarm["MetricName"],
         generic(dims),
-        alarm["Statistic"],
+        alarm.get("Statistic") or alarm["ExtendedStatistic"],
         OPS[alarm["ComparisonOperator"]],
         threshold,
         window,
