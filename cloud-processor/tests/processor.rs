@@ -190,6 +190,11 @@ async fn the_files_trace_is_followed(s: Setup) {
         marker.trace_id.as_deref(),
         Some("4bf92f3577b34da6a3ce929d0e0e4736")
     );
+    // The sample's truncated record is in the reject report, under the trace.
+    let rejects = cloud_processor::StateKeys::new("state/", "raw/", key).rejects;
+    let (bytes, _) = s.bucket.get_bytes(&rejects).await.unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(report["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

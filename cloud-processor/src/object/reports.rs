@@ -10,7 +10,7 @@ use relay_shared::store::S3Error;
 
 use crate::object::ObjectRef;
 use crate::object::lease::Lease;
-use crate::object::marker::StateObjects;
+use crate::object::marker::{DoneMarker, StateObjects};
 use crate::pipeline::Report;
 
 async fn put_json<S: ObjectStore>(store: &S, key: &str, value: &Value) -> Result<(), S3Error> {
@@ -21,18 +21,20 @@ async fn put_json<S: ObjectStore>(store: &S, key: &str, value: &Value) -> Result
         .map(drop)
 }
 
-/// Lists the records `report` rejected, with their byte ranges and reasons.
+/// Lists the records `report` rejected, with their byte ranges and reasons,
+/// for the object `marker` finishes (its ETag and trace).
 pub async fn rejects<S: ObjectStore>(
     store: &S,
     obj: &ObjectRef,
     key: &str,
-    etag: &str,
+    marker: &DoneMarker,
     report: &Report,
 ) -> Result<(), S3Error> {
     let s = &report.stats;
     let doc = json!({
         "source": format!("s3://{}/{}", obj.bucket, obj.key),
-        "etag": etag,
+        "etag": marker.etag,
+        "trace_id": marker.trace_id,
         "rejected": s.rejected,
         "reported": report.rejects.len(),
         "rejects": report.rejects,
@@ -47,13 +49,14 @@ pub async fn quarantine<S: ObjectStore>(
     store: &S,
     obj: &ObjectRef,
     key: &str,
-    etag: &str,
+    marker: &DoneMarker,
     reason: &str,
     sent: u32,
 ) -> Result<String, S3Error> {
     let doc = json!({
         "source": format!("s3://{}/{}", obj.bucket, obj.key),
-        "etag": etag,
+        "etag": marker.etag,
+        "trace_id": marker.trace_id,
         "reason": reason,
         "messages_sent_before_the_error": sent,
     });

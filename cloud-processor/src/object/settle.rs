@@ -112,7 +112,7 @@ impl<S: ObjectStore, Q: MessageSink> Attempt<'_, S, Q> {
     ) -> Result<Outcome, Failure> {
         let q = &self.plan.keys.quarantine;
         let reason =
-            reports::quarantine(&self.store, self.obj, q, &marker.etag, reason, sent).await?;
+            reports::quarantine(&self.store, self.obj, q, &marker, reason, sent).await?;
         marker.outcome = "quarantined".into();
         marker.finished_at_ms = now_ms();
         marker.elapsed_ms = self.started.elapsed().as_millis() as u64;
@@ -139,7 +139,7 @@ impl<S: ObjectStore, Q: MessageSink> Attempt<'_, S, Q> {
         }
         if !report.rejects.is_empty() {
             let key = &self.plan.keys.rejects;
-            reports::rejects(&self.store, self.obj, key, &marker.etag, report).await?;
+            reports::rejects(&self.store, self.obj, key, &marker, report).await?;
         }
         self.fill(&mut marker, s, is_canary);
         marker.elapsed_ms = self.started.elapsed().as_millis() as u64;
@@ -147,7 +147,7 @@ impl<S: ObjectStore, Q: MessageSink> Attempt<'_, S, Q> {
             (claim.lease().refused_count > 0).then(|| reports::refused_reason(claim.lease()));
         if let Some(reason) = &refused {
             let q = &self.plan.keys.quarantine;
-            reports::quarantine(&self.store, self.obj, q, &marker.etag, reason, sent).await?;
+            reports::quarantine(&self.store, self.obj, q, &marker, reason, sent).await?;
             marker.outcome = "quarantined".into();
         }
         claim.finish(&marker).await?;
