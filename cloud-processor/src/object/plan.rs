@@ -12,7 +12,8 @@ use sha2::Digest;
 use crate::cli::{Config, Protocol, RECORD_WINDOW_BYTES};
 use crate::object::ObjectRef;
 use crate::object::marker::StateKeys;
-use crate::output::{self, Route};
+use crate::output::batch::TRACEPARENT_RESERVE_BYTES;
+use crate::output::{self, MessageSink, Route};
 use crate::pipeline::Settings;
 
 /// How one object is to be processed, decided before it is claimed: where
@@ -27,6 +28,23 @@ pub(super) struct Plan<'a, Q> {
     /// The edge source the key names (its first segment after the raw
     /// prefix).
     pub source: String,
+    /// Whether messages carry the `traceparent` attribute (see
+    /// [`Plan::untraced`]).
+    pub traced: bool,
+}
+
+impl<Q: MessageSink> Plan<'_, Q> {
+    /// The plan the release before trace contexts made for the same object:
+    /// no `traceparent` attribute, so bodies [`TRACEPARENT_RESERVE_BYTES`]
+    /// larger, and so another fingerprint. An object that release left
+    /// half-sent is finished under it, chunk for chunk, so the upgrade
+    /// strands nothing (its lease recorded no positions to resume by).
+    pub fn untraced(mut self, config: &Config, protocol: &Protocol) -> Self {
+        self.settings.max_body_bytes += TRACEPARENT_RESERVE_BYTES;
+        self.fingerprint = fingerprint(config, protocol, &self.settings, self.route.queue_url());
+        self.traced = false;
+        self
+    }
 }
 
 /// One attempt at one object, as its stages (`run`, `settle`) share it.

@@ -146,34 +146,41 @@ impl<S: ObjectStore, Q: MessageSink> Processor<S, Q> {
 
     /// Claims the object, runs it, and settles the claim.
     async fn process(&self, obj: &ObjectRef, stop_at: Option<Instant>) -> Result<Outcome, Failure> {
-        let attempt = Attempt {
-            obj,
-            plan: self.plan(obj),
-            store: self.store.in_bucket(&obj.bucket),
-            started: Instant::now(),
-            owner: &self.owner,
-            protocol: &self.protocol,
-            newest_canary: &self.newest_canary,
-        };
-        let (store, plan) = (&attempt.store, &attempt.plan);
+        let (store, plan) = (self.store.in_bucket(&obj.bucket), self.plan(obj));
+        let keys = plan.keys.clone();
         let entered = self.attempts.enter(obj);
         let claimant = Claimant {
             owner: &self.owner,
             sole: entered.sole,
         };
-        let claimed = Claim::take(
-            store,
-            &plan.keys,
-            claimant,
-            &plan.fingerprint,
-            self.protocol.lease_ttl,
-        )
-        .await?;
+        let ttl = self.protocol.lease_ttl;
+        let untraced = self.plan(obj).untraced(&self.config, &self.protocol);
+        let (claimed, plan) =
+            match Claim::take(&store, &keys, claimant, &plan.fingerprint, ttl).await {
+                // Left half-sent by the release before trace contexts.
+                Err(Failure::ConfigChanged { theirs, .. }) if theirs == untraced.fingerprint => {
+                    let fp = &untraced.fingerprint;
+                    (
+                        Claim::take(&store, &keys, claimant, fp, ttl).await?,
+                        untraced,
+                    )
+                }
+                taken => (taken?, plan),
+            };
         let Some(mut claim) = claimed else {
             claim::note_duplicate();
             return Ok(Outcome::Duplicate);
         };
         claim.note_takeover(plan.route.is_fifo());
+        let attempt = Attempt {
+            obj,
+            plan,
+            store: store.clone(),
+            started: Instant::now(),
+            owner: &self.owner,
+            protocol: &self.protocol,
+            newest_canary: &self.newest_canary,
+        };
         let ran = attempt.run(&mut claim, stop_at).await;
         attempt.settle(claim, ran).await
     }
@@ -209,6 +216,7 @@ impl<S: ObjectStore, Q: MessageSink> Processor<S, Q> {
             fingerprint,
             keys,
             source: source.to_owned(),
+            traced: true,
         }
     }
 }
@@ -228,6 +236,7 @@ mod tests {
     use relay_shared::store::{PutMode, PutOptions};
     use relay_shared::testing::{Fault, MemStore};
     use serde_json::Value;
+    use std::ops::ControlFlow;
     use std::collections::BTreeMap;
 
     const KEY: &str = "raw/e/2026/11/21/22/1763800000000.json.zst";
@@ -839,5 +848,42 @@ mod tests {
             .unwrap();
         assert_eq!(outcome, Outcome::Missing);
         assert_eq!(store.keys(), Vec::<String>::new());
+    }
+
+    /// An object the release before trace contexts left half-sent (its
+    /// lease has that release's fingerprint and no positions) is finished
+    /// under that release's plan, chunk for chunk: every record once.
+    #[tokio::test]
+    async fn an_object_the_untraced_release_left_half_sent_is_finished_under_its_plan() {
+        let (store, obj) = object().await;
+        let queue = FakeQueue::default();
+        let app = app(&store, queue.clone());
+        let old = app.plan(&obj).untraced(&app.config, &app.protocol);
+        assert_ne!(old.fingerprint, app.plan(&obj).fingerprint);
+        // What the old release sent: its first chunk, under its settings.
+        let raw = store.bytes(KEY).unwrap();
+        let mut before = Vec::new();
+        crate::pipeline::run(&raw[..], &old.settings, |c| {
+            before.push(c);
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        let lease = StateKeys::new("state/", "raw/", KEY).lease;
+        let left = format!(
+            "{{\"owner\":\"old\",\"expires_at_ms\":0,\"ttl_ms\":0,\"fingerprint\":\"{}\",\"next_chunk\":1}}",
+            old.fingerprint
+        );
+        store.insert(&lease, left.as_bytes());
+        let outcome = app.process_object(&obj).await.unwrap();
+        assert!(matches!(outcome, Outcome::Sent { .. }), "{outcome:?}");
+        let mut seen = delivered(&queue);
+        for line in before[0].body.split(|b| *b == b'\n') {
+            let v: Value = serde_json::from_slice(line).unwrap();
+            *seen.entry(v["id"].as_u64().unwrap()).or_default() += 1;
+        }
+        assert_eq!(seen.len(), RECORDS);
+        assert!(seen.values().all(|n| *n == 1), "every record once");
+        assert_eq!(queue.counts().keys().next(), Some(&1), "from the old plan's chunk 1");
+        assert_eq!(marker(&store).fingerprint, old.fingerprint);
     }
 }

@@ -95,7 +95,7 @@ impl<S: ObjectStore, Q: MessageSink> Attempt<'_, S, Q> {
             origin: Origin {
                 source_key: &obj.key,
                 dedup_base: &dedup_base,
-                trace: provenance.trace,
+                trace: provenance.trace.filter(|_| self.plan.traced),
             },
             sink: &self.plan.route,
             stop_at,

@@ -111,8 +111,7 @@ impl<S: ObjectStore, Q: MessageSink> Attempt<'_, S, Q> {
         sent: u32,
     ) -> Result<Outcome, Failure> {
         let q = &self.plan.keys.quarantine;
-        let reason =
-            reports::quarantine(&self.store, self.obj, q, &marker, reason, sent).await?;
+        let reason = reports::quarantine(&self.store, self.obj, q, &marker, reason, sent).await?;
         marker.outcome = "quarantined".into();
         marker.finished_at_ms = now_ms();
         marker.elapsed_ms = self.started.elapsed().as_millis() as u64;

@@ -21,6 +21,9 @@ pub const ATTR_RECORDS: &str = "relay.records";
 pub const ATTR_TRACEPARENT: &str = "traceparent";
 /// A `traceparent` value: `00-` 32 hex digits `-` 16 `-` 2.
 const TRACEPARENT_BYTES: usize = 55;
+/// What the `traceparent` attribute takes of a message: its name, data
+/// type and value.
+pub const TRACEPARENT_RESERVE_BYTES: usize = ATTR_TRACEPARENT.len() + 6 + TRACEPARENT_BYTES;
 
 /// A string as SQS accepts it in a message attribute: characters outside
 /// #x9 | #xA | #xD | #x20-#xD7FF | #xE000-#xFFFD | #x10000-#x10FFFF (which
@@ -57,9 +60,7 @@ pub fn attributes_size(source_key: &str) -> usize {
         + ATTR_RECORDS.len()
         + number
         + 10
-        + ATTR_TRACEPARENT.len()
-        + string
-        + TRACEPARENT_BYTES
+        + TRACEPARENT_RESERVE_BYTES
 }
 
 /// The largest body of a message from `source_key` in a queue whose
