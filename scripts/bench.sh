@@ -18,6 +18,16 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 which=${1:-all}
+# A private moto, unless AWS_ENDPOINT_URL names one already.
+moto_unless_given() {
+  scripts/moto.sh install
+  if [[ -z ${AWS_ENDPOINT_URL:-} ]]; then
+    export RELAY_MOTO_DIR="$PWD/.moto/bench"
+    env_lines=$(scripts/moto.sh start)
+    eval "$env_lines"
+    trap 'scripts/moto.sh stop' EXIT
+  fi
+}
 if [[ $which == all || $which == demo ]]; then
   echo "== end-to-end demo (release build, $(nproc) cores, $(uname -m))" >&2
   RELAY_DEMO_PROFILE=release RELAY_DEMO_DURATION_SECS=${RELAY_BENCH_DEMO_SECS:-60} scripts/demo.sh
@@ -44,24 +54,12 @@ if [[ $which == all || $which == backlog ]]; then
 fi
 if [[ $which == all || $which == lambda ]]; then
   echo "== the Lambda's time per file (release build, $(nproc) cores, $(uname -m))" >&2
-  scripts/moto.sh install
-  if [[ -z ${AWS_ENDPOINT_URL:-} ]]; then
-    export RELAY_MOTO_DIR="$PWD/.moto/bench"
-    env_lines=$(scripts/moto.sh start)
-    eval "$env_lines"
-    trap 'scripts/moto.sh stop' EXIT
-  fi
+  moto_unless_given
   cargo bench --locked -p cloud-processor --bench lambda
 fi
 if [[ $which == all || $which == replay ]]; then
   echo "== replay at scale (release build, $(nproc) cores, $(uname -m))" >&2
   cargo build --locked --release -p cloud-processor --bin cloud-processor
-  scripts/moto.sh install
-  if [[ -z ${AWS_ENDPOINT_URL:-} ]]; then
-    export RELAY_MOTO_DIR="$PWD/.moto/bench"
-    env_lines=$(scripts/moto.sh start)
-    eval "$env_lines"
-    trap 'scripts/moto.sh stop' EXIT
-  fi
+  moto_unless_given
   .venv/bin/python scripts/bench_replay.py "$PWD/target/release/cloud-processor"
 fi

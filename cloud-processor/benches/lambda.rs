@@ -18,8 +18,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_sqs::types::Message;
 use relay_shared::sample::SampleGen;
 use relay_shared::store::{ObjectStore, PutMode, PutOptions};
-use relay_shared::testing::{Emulator, RuntimeApi, sqs_event};
-use serde_json::json;
+use relay_shared::testing::{Emulator, RuntimeApi, s3_put_event, sqs_event};
 
 const RECORDS_PER_FILE: usize = 1_000;
 const FILES_PER_INVOCATION: i32 = 5;
@@ -82,9 +81,7 @@ async fn main() {
             .put(&key, body, &PutMode::Create, &PutOptions::default())
             .await
             .unwrap();
-        let event = json!({"Records": [{"eventVersion": "2.1", "eventSource": "aws:s3",
-            "eventName": "ObjectCreated:Put",
-            "s3": {"bucket": {"name": bucket.name()}, "object": {"key": key}}}]});
+        let event = s3_put_event(bucket.name(), &key);
         emu.sqs
             .send_message()
             .queue_url(&notifications)

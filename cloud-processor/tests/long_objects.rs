@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::MessageSystemAttributeName;
 use relay_shared::store::{ObjectStore, PutMode, PutOptions};
-use relay_shared::testing::{Emulator, RuntimeApi, sqs_event};
-use serde_json::{Value, json};
+use relay_shared::testing::{Emulator, RuntimeApi, s3_put_event, sqs_event};
+use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_object_finishes_over_more_invocations_than_max_receive_count() {
@@ -44,9 +44,7 @@ async fn a_long_object_finishes_over_more_invocations_than_max_receive_count() {
         .put(key, body, &PutMode::Create, &PutOptions::default())
         .await
         .unwrap();
-    let event = json!({"Records": [{"eventVersion": "2.1", "eventSource": "aws:s3",
-        "eventName": "ObjectCreated:Put",
-        "s3": {"bucket": {"name": bucket.name()}, "object": {"key": key}}}]});
+    let event = s3_put_event(bucket.name(), key);
     emu.sqs
         .send_message()
         .queue_url(&notifications)

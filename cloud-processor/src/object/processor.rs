@@ -236,8 +236,8 @@ mod tests {
     use relay_shared::store::{PutMode, PutOptions};
     use relay_shared::testing::{Fault, MemStore};
     use serde_json::Value;
-    use std::ops::ControlFlow;
     use std::collections::BTreeMap;
+    use std::ops::ControlFlow;
 
     const KEY: &str = "raw/e/2026/11/21/22/1763800000000.json.zst";
     // About 30 messages of 1 KiB once projected: three batches.
@@ -883,7 +883,11 @@ mod tests {
         }
         assert_eq!(seen.len(), RECORDS);
         assert!(seen.values().all(|n| *n == 1), "every record once");
-        assert_eq!(queue.counts().keys().next(), Some(&1), "from the old plan's chunk 1");
+        assert_eq!(
+            queue.counts().keys().next(),
+            Some(&1),
+            "from the old plan's chunk 1"
+        );
         assert_eq!(marker(&store).fingerprint, old.fingerprint);
     }
 }

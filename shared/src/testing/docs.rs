@@ -77,6 +77,37 @@ pub fn doc_commands(program: &str) -> Vec<DocCommand> {
     all
 }
 
+/// Runs every `program` command of the docs' shell blocks as far as it can
+/// run here, with the binary at `exe`: `man` and `completions` whole; any
+/// other with `--help` appended, so each flag must exist on its subcommand
+/// and each value must parse. Panics naming the page and line of the first
+/// that fails.
+pub fn check_doc_commands(program: &str, exe: &str) {
+    let commands = doc_commands(program);
+    assert!(commands.len() >= 3, "{commands:?}");
+    for c in commands {
+        let whole = matches!(
+            c.argv.get(1).map(String::as_str),
+            Some("man" | "completions")
+        );
+        let mut args = c.argv[1..].to_vec();
+        if !whole {
+            args.push("--help".into());
+        }
+        let out = std::process::Command::new(exe)
+            .args(&args)
+            .output()
+            .unwrap_or_else(|e| panic!("{exe}: {e}"));
+        assert!(
+            out.status.success() && !out.stdout.is_empty(),
+            "{}: {:?} fails: {}",
+            c.at,
+            c.argv,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 /// Every command of the pages' `sh` blocks.
 pub fn all_doc_commands() -> Vec<DocCommand> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");

@@ -22,12 +22,12 @@ mod storm;
 mod transport;
 
 pub use binaries::{assert_plain_log_with_start_line, first_metrics, http_get};
-pub use docs::{DocCommand, all_doc_commands, check_generated, doc_commands};
+pub use docs::{DocCommand, all_doc_commands, check_doc_commands, check_generated, doc_commands};
 pub use emulator::{Emulator, Implementation, loopback_aws_env, unique_name};
 pub use fault_proxy::{FaultProxy, Faults};
 pub use loopback::free_port;
 pub use mem::{Fault, MemStore};
-pub use runtime_api::{Answer, RuntimeApi, sqs_event};
+pub use runtime_api::{Answer, RuntimeApi, s3_put_event, sqs_event};
 pub use sink_s3::{SinkCounts, SinkS3};
 pub use storm::{StormFault, StormReport};
 pub use transport::{TransportProxy, TransportStats, Weather};

@@ -199,6 +199,14 @@ fn plain(status: StatusCode, text: &str) -> Response<Body> {
     r
 }
 
+/// An S3 `ObjectCreated:Put` notification for one object, as S3 sends it
+/// to a queue.
+pub fn s3_put_event(bucket: &str, key: &str) -> serde_json::Value {
+    serde_json::json!({"Records": [{"eventVersion": "2.1", "eventSource": "aws:s3",
+        "eventName": "ObjectCreated:Put",
+        "s3": {"bucket": {"name": bucket}, "object": {"key": key}}}]})
+}
+
 /// One delivery of an SQS event source mapping: up to ten messages in one
 /// SQS event, as Lambda builds it.
 pub fn sqs_event(messages: &[aws_sdk_sqs::types::Message]) -> serde_json::Value {
