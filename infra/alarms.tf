@@ -138,3 +138,24 @@ resource "aws_cloudwatch_metric_alarm" "canary_missing" {
   ok_actions          = var.alarm_actions
   tags                = local.tags
 }
+
+# Per edge source: its data, not only its canary, keeps arriving. A source
+# whose canary arrives but whose files stop (a stalled watch, a container
+# that stopped writing) is seen here, not by the canary alarms.
+resource "aws_cloudwatch_metric_alarm" "source_quiet" {
+  for_each            = { for id, s in var.edge_sources : id => s if s.quiet_minutes > 0 }
+  alarm_name          = "${var.name}-source-quiet-${each.key}"
+  alarm_description   = "No data file from ${each.key} has reached SQS for ${each.value.quiet_minutes} minutes. If its canary alarms are quiet, the agent is up: check the agent's backlog and watch (relay_agent_backlog_files, /healthz), then whether the container still writes files."
+  namespace           = "relay"
+  metric_name         = "relay_file_latency_seconds"
+  dimensions          = { source = each.key }
+  statistic           = "SampleCount"
+  period              = 300
+  evaluation_periods  = each.value.quiet_minutes / 5
+  comparison_operator = "LessThanThreshold"
+  threshold           = 1
+  treat_missing_data  = "breaching"
+  alarm_actions       = var.alarm_actions
+  ok_actions          = var.alarm_actions
+  tags                = local.tags
+}

@@ -337,15 +337,20 @@ variable "file_latency_alarm_secs" {
 }
 
 variable "edge_sources" {
-  description = "Edge sources by source id (each agent's RELAY_SOURCE_ID). Each gets a policy that lets it write and verify objects under raw/<source id>/ only, attached to role_name if given, and to a new IAM user if create_user is set."
+  description = "Edge sources by source id (each agent's RELAY_SOURCE_ID). Each gets a policy that lets it write and verify objects under raw/<source id>/ only, attached to role_name if given, and to a new IAM user if create_user is set. quiet_minutes: alarm when no data file from the source has reached SQS for this long (its canary may still arrive: a stalled watch, a container that stopped writing); 0 for none, else 5 to 1440, in steps of 5."
   type = map(object({
-    role_name   = optional(string)
-    create_user = optional(bool, false)
+    role_name     = optional(string)
+    create_user   = optional(bool, false)
+    quiet_minutes = optional(number, 60)
   }))
   default = {}
   validation {
     condition     = alltrue([for id, _ in var.edge_sources : can(regex("^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$", id))])
     error_message = "Source ids are 1-128 letters, digits, `_`, `.` or `-`, starting with a letter or digit (one key segment)."
+  }
+  validation {
+    condition     = alltrue([for _, s in var.edge_sources : s.quiet_minutes == 0 || (s.quiet_minutes >= 5 && s.quiet_minutes <= 1440 && s.quiet_minutes % 5 == 0)])
+    error_message = "quiet_minutes is 0 (no alarm) or 5 to 1440, in steps of 5."
   }
 }
 
