@@ -12,7 +12,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::Message;
@@ -23,7 +23,7 @@ use relay_shared::testing::{Emulator, RuntimeApi, s3_put_event, sqs_event};
 const RECORDS_PER_FILE: usize = 1_000;
 const FILES_PER_INVOCATION: i32 = 5;
 /// The module's `lambda_memory_mb` and `lambda_timeout_secs`.
-const MEMORY_MB: &str = "1024";
+const MEMORY_MB: u32 = 1024;
 const TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The function process's CPU time (user and system, every thread), from
@@ -92,11 +92,12 @@ async fn main() {
     }
 
     let api = RuntimeApi::start().await;
-    let mut function = Command::new(env!("CARGO_BIN_EXE_cloud-processor"))
-        .env("AWS_LAMBDA_RUNTIME_API", api.address())
-        .env("AWS_LAMBDA_FUNCTION_NAME", "relay-bench")
-        .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
-        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", MEMORY_MB)
+    let mut function = api
+        .function(
+            env!("CARGO_BIN_EXE_cloud-processor"),
+            "relay-bench",
+            MEMORY_MB,
+        )
         .env("RELAY_FIELDS", cloud_processor::testing::SAMPLE_FIELDS)
         .env("RELAY_OUTPUT_QUEUE_URL", &output)
         .env("RELAY_NOTIFICATION_QUEUE_URL", &notifications)

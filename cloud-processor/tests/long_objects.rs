@@ -13,7 +13,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::MessageSystemAttributeName;
@@ -56,11 +55,7 @@ async fn a_long_object_finishes_over_more_invocations_than_max_receive_count() {
     let api = RuntimeApi::start().await;
     let log = tempfile::NamedTempFile::new().unwrap();
     let _function = common::KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_cloud-processor"))
-            .env("AWS_LAMBDA_RUNTIME_API", api.address())
-            .env("AWS_LAMBDA_FUNCTION_NAME", "relay-test")
-            .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
-            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512")
+        api.function(env!("CARGO_BIN_EXE_cloud-processor"), "relay-test", 512)
             .env("RELAY_FIELDS", "id,pad")
             .env("RELAY_MAX_MESSAGE_BYTES", "1024")
             .env("RELAY_OUTPUT_QUEUE_URL", &output)

@@ -25,9 +25,9 @@
 use std::future::Future;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use relay_shared::retry::{Class, Classified};
-
 use std::collections::BTreeMap;
+
+use relay_shared::retry::{Class, Classified};
 
 use relay_shared::store::{ObjectStore, PutMode, S3Error, SmallObject};
 use serde::{Deserialize, Serialize};
@@ -221,9 +221,10 @@ impl Lease {
         Some(Resume::new(ranges, used.max(self.next_chunk)))
     }
 
-    /// Whether any chunk was settled under this lease's settings.
-    fn sent_any(&self) -> bool {
-        self.next_chunk > self.first_chunk || !self.settled.is_empty()
+    /// Whether the lease records any progress: chunks settled under its
+    /// settings, or records handled under earlier ones.
+    fn has_progress(&self) -> bool {
+        self.next_chunk > self.first_chunk || !self.settled.is_empty() || !self.earlier.is_empty()
     }
 }
 
@@ -525,7 +526,7 @@ fn carried_over(theirs: &Lease, fresh: Lease) -> Option<Lease> {
             ..kept
         });
     }
-    if !theirs.sent_any() && theirs.earlier.is_empty() {
+    if !theirs.has_progress() {
         // Nothing was sent under other settings: a fresh start.
         return Some(kept);
     }
@@ -567,9 +568,8 @@ async fn take_over<S: ObjectStore>(
     }
     let ttl_ms = fresh.ttl_ms.unwrap_or(0);
     let ours = fresh.fingerprint.clone();
-    let changed_from = (theirs.fingerprint != ours
-        && (theirs.sent_any() || !theirs.earlier.is_empty()))
-    .then(|| theirs.fingerprint.clone());
+    let changed_from =
+        (theirs.fingerprint != ours && theirs.has_progress()).then(|| theirs.fingerprint.clone());
     let Some(taken) = carried_over(&theirs, fresh) else {
         return Ok(Acquired::ConfigChanged {
             owner: theirs.owner,

@@ -40,10 +40,19 @@ impl<Q: MessageSink> Plan<'_, Q> {
     /// half-sent is finished under it, chunk for chunk, so the upgrade
     /// strands nothing (its lease recorded no positions to resume by).
     pub fn untraced(mut self, config: &Config, protocol: &Protocol) -> Self {
+        self.fingerprint = self.untraced_fingerprint(config, protocol);
         self.settings.max_body_bytes += TRACEPARENT_RESERVE_BYTES;
-        self.fingerprint = fingerprint(config, protocol, &self.settings, self.route.queue_url());
         self.traced = false;
         self
+    }
+
+    /// The fingerprint of [`Plan::untraced`], without making it.
+    pub fn untraced_fingerprint(&self, config: &Config, protocol: &Protocol) -> String {
+        let settings = Settings {
+            max_body_bytes: self.settings.max_body_bytes + TRACEPARENT_RESERVE_BYTES,
+            ..self.settings.clone()
+        };
+        fingerprint(config, protocol, &settings, self.route.queue_url())
     }
 }
 

@@ -154,19 +154,22 @@ impl<S: ObjectStore, Q: MessageSink> Processor<S, Q> {
             sole: entered.sole,
         };
         let ttl = self.protocol.lease_ttl;
-        let untraced = self.plan(obj).untraced(&self.config, &self.protocol);
-        let (claimed, plan) =
-            match Claim::take(&store, &keys, claimant, &plan.fingerprint, ttl).await {
-                // Left half-sent by the release before trace contexts.
-                Err(Failure::ConfigChanged { theirs, .. }) if theirs == untraced.fingerprint => {
-                    let fp = &untraced.fingerprint;
-                    (
-                        Claim::take(&store, &keys, claimant, fp, ttl).await?,
-                        untraced,
-                    )
-                }
-                taken => (taken?, plan),
-            };
+        let taken = Claim::take(&store, &keys, claimant, &plan.fingerprint, ttl).await;
+        let (claimed, plan) = match taken {
+            // Perhaps left half-sent by the release before trace contexts:
+            // its plan is worked out only then, not for every object.
+            Err(Failure::ConfigChanged { theirs, .. })
+                if theirs == plan.untraced_fingerprint(&self.config, &self.protocol) =>
+            {
+                let untraced = plan.untraced(&self.config, &self.protocol);
+                let fp = &untraced.fingerprint;
+                (
+                    Claim::take(&store, &keys, claimant, fp, ttl).await?,
+                    untraced,
+                )
+            }
+            taken => (taken?, plan),
+        };
         let Some(mut claim) = claimed else {
             claim::note_duplicate();
             return Ok(Outcome::Duplicate);

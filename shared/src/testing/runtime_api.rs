@@ -77,6 +77,17 @@ impl RuntimeApi {
         self.addr.to_string()
     }
 
+    /// The binary at `exe` as Lambda starts a function named `name` with
+    /// `memory_mb`, served by this API: its settings are the caller's.
+    pub fn function(&self, exe: &str, name: &str, memory_mb: u32) -> std::process::Command {
+        let mut cmd = std::process::Command::new(exe);
+        cmd.env("AWS_LAMBDA_RUNTIME_API", self.address())
+            .env("AWS_LAMBDA_FUNCTION_NAME", name)
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", memory_mb.to_string());
+        cmd
+    }
+
     /// Invokes the function with `event`, giving it `timeout` from when it
     /// takes the event; waits for its answer, or `timeout` plus a second.
     pub async fn invoke(&self, event: serde_json::Value, timeout: Duration) -> Answer {
