@@ -78,7 +78,7 @@ pub async fn start(
 pub async fn check(config: &Config, unit: Option<&Path>) -> bool {
     let unit = match unit.map(Unit::read).transpose() {
         Ok(unit) => unit,
-        Err(e) => return fail(&format!("unit: {e}")) == 0,
+        Err(e) => return relay_shared::check::print(&[Finding::fail(format!("unit: {e}"))]),
     };
     let bucket = bucket(config).await;
     let mut findings = crate::check::check(config, &bucket).await;

@@ -1,7 +1,8 @@
 //! What a raw object says of the file it came from, in the metadata the
 //! edge agent stored: the file's trace, which this processor continues onto
-//! every message and into the done marker and its log lines, and the
-//! file's last write, which the file-to-SQS latency is measured from.
+//! every message and into the done marker and its log lines, the file's
+//! last write, which the file-to-SQS latency is measured from, and the
+//! edge source it is counted under.
 
 use std::collections::HashMap;
 

@@ -1,4 +1,6 @@
-//! Generated sections of the docs, checked against what the code renders.
+//! The docs checked against the code: their generated sections against
+//! what the code renders, and their shell commands against the binaries
+//! and the files of the repository.
 
 /// Checks that the part of the page at `path` (relative to the repository)
 /// between `<!-- generated: {section} -->` and `<!-- end generated: {section} -->`
