@@ -35,12 +35,12 @@ trap 'scripts/moto.sh stop' EXIT
 # The tests run the agent binary beside them, so build both in one profile.
 cargo build --locked --release -p edge-agent --bin edge-agent
 if [[ -z $only || $only == transport ]]; then
-  cargo test --locked --release -p cloud-processor --test transport -- --nocapture
+  cargo test --locked --release -p cloud-processor --test integration -- transport:: --nocapture
 fi
 if [[ -z $only || $only == storm ]]; then
   for seed in $seeds; do
     echo "== AWS errors, seed $seed ($RELAY_STORM_PERCENT% of requests for $RELAY_STORM_SECS s)" >&2
-    RELAY_STORM_SEED=$seed cargo test --locked --release -p cloud-processor --test http_faults \
-      -- --nocapture --test-threads 1
+    RELAY_STORM_SEED=$seed cargo test --locked --release -p cloud-processor --test integration \
+      -- http_faults:: --nocapture --test-threads 1
   done
 fi

@@ -6,6 +6,10 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+# The run writes about 4 GB (target/, the virtualenv); a full disk shows up
+# later as a linker's bus error, so say up front what there is.
+echo "== disk: $(df -h --output=avail . | tail -n 1 | tr -d ' ') free here" >&2
+
 # Private instances of both AWS implementations (moto, and LocalStack where
 # moto is lenient), so a developer's own `start` is neither reused nor
 # stopped by the test run.
@@ -36,4 +40,4 @@ scripts/terraform-check.sh
 
 echo "== Prometheus alert rules" >&2
 scripts/promtool-check.sh
-echo "== all checks passed" >&2
+echo "== all checks passed (target/ holds $(du -sh target | cut -f1))" >&2

@@ -8,7 +8,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use relay_shared::store::ObjectStore;
 use std::collections::BTreeMap;

@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // A test: a panic is a failure.
 
-mod common;
+use crate::common;
 
 use cloud_processor::Handler;
 use std::collections::BTreeMap;

@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use relay_shared::store::{Listing, ObjectStore};
 use std::collections::BTreeMap;

@@ -1,7 +1,7 @@
 //! The edge agent against the real S3 protocol (the local emulator): every
 //! finished file arrives once, with its content, whatever happens around it.
 
-mod common;
+use crate::common;
 
 use relay_shared::store::ObjectStore;
 use std::io::Write;

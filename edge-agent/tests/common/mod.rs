@@ -1,6 +1,5 @@
 //! Helpers for the agent's integration tests against the local emulator.
 
-#![allow(dead_code)] // Each test binary uses a different subset.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test-only helpers: a panic is a test failure.
 
 use relay_shared::store::ObjectStore;
