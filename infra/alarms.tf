@@ -95,6 +95,18 @@ locals {
       threshold   = var.file_latency_alarm_secs
       periods     = 3
     }
+    }, {
+    # Per edge source: what its completeness manifests name that is not in
+    # SQS (the processor's EMF counter, dimension `source`).
+    for id, _ in var.edge_sources : "ledger-${id}" => {
+      description = "The completeness manifests of ${id} name files that are not in SQS: stored without a done marker after the grace period, refused or stalled on the host, or a manifest missing. The processor's log names each file, its key and the replay that fixes it; `cloud-processor audit` lists them."
+      namespace   = "relay"
+      metric      = "relay_processor_ledger_findings_total"
+      dimensions  = { source = id }
+      statistic   = "Sum"
+      threshold   = 0
+      periods     = 1
+    }
   })
 }
 

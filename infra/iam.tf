@@ -36,6 +36,12 @@ data "aws_iam_policy_document" "processor" {
     resources = ["${aws_s3_bucket.this.arn}/${var.payload_prefix}*"]
   }
   statement {
+    # The agents' manifests, reconciled against the done markers.
+    sid       = "ReadManifests"
+    actions   = ["s3:GetObject"]
+    resources = ["${aws_s3_bucket.this.arn}/${local.ledger_prefix}*"]
+  }
+  statement {
     # Without ListBucket a missing marker reads as 403, not 404.
     sid       = "ListState"
     actions   = ["s3:ListBucket"]
@@ -43,7 +49,7 @@ data "aws_iam_policy_document" "processor" {
     condition {
       test     = "StringLike"
       variable = "s3:prefix"
-      values   = ["${var.state_prefix}*", "${var.raw_prefix}*"]
+      values   = ["${var.state_prefix}*", "${var.raw_prefix}*", "${local.ledger_prefix}*"]
     }
   }
   statement {
@@ -113,13 +119,18 @@ resource "aws_iam_role_policy" "processor" {
 # - s3:GetObject, for HeadObject when a put finds its key taken (412): the
 #   object's content hash tells whether S3 holds exactly the file's bytes
 #   before the file is deleted or moved. HeadObject has no permission of
-#   its own.
+#   its own;
+# and s3:PutObject under ledger/<source id>/, for its completeness manifests.
 
 locals {
   # Every source named in var.edge_sources, plus "*" for the shared policy.
   edge_policies = merge(
     { for id, _ in var.edge_sources : id => "${var.raw_prefix}${id}/*" },
     var.edge_role_name != null || var.create_edge_user ? { "*" = "${var.raw_prefix}*" } : {},
+  )
+  edge_manifests = merge(
+    { for id, _ in var.edge_sources : id => "${local.ledger_prefix}${id}/*" },
+    var.edge_role_name != null || var.create_edge_user ? { "*" = "${local.ledger_prefix}*" } : {},
   )
 }
 
@@ -134,6 +145,11 @@ data "aws_iam_policy_document" "edge" {
     sid       = "VerifyRawObjects"
     actions   = ["s3:GetObject"]
     resources = ["${aws_s3_bucket.this.arn}/${each.value}"]
+  }
+  statement {
+    sid       = "PutManifests"
+    actions   = ["s3:PutObject"]
+    resources = ["${aws_s3_bucket.this.arn}/${local.edge_manifests[each.key]}"]
   }
 }
 

@@ -98,6 +98,10 @@ resource "aws_s3_bucket_policy" "this" {
 }
 
 locals {
+  # Where the edge agents' completeness manifests are: fixed by the code
+  # (relay_shared::manifest::PREFIX; a test holds the two to each other).
+  ledger_prefix = "ledger/"
+
   # Every folder the processor writes under the state prefix
   # (cloud-processor/src/object/marker.rs; a test holds the two to each
   # other), with how many days its current objects live. Disjoint prefixes
@@ -163,6 +167,25 @@ resource "aws_s3_bucket_lifecycle_configuration" "this" {
     }
   }
 
+  # The agents' manifests: read when the next ones arrive and by `audit`;
+  # kept as long as reports.
+  rule {
+    id     = "ledger"
+    status = "Enabled"
+    filter {
+      prefix = local.ledger_prefix
+    }
+    expiration {
+      days = var.report_expiration_days
+    }
+    noncurrent_version_expiration {
+      noncurrent_days = 1
+    }
+    abort_incomplete_multipart_upload {
+      days_after_initiation = 1
+    }
+  }
+
   # One rule per folder the processor writes under the state prefix, each
   # with its current objects' lifetime (`state_folders`).
   dynamic "rule" {
@@ -194,7 +217,7 @@ resource "aws_s3_bucket_lifecycle_configuration" "this" {
   lifecycle {
     precondition {
       condition = alltrue([
-        for other in [var.raw_prefix, var.state_prefix] :
+        for other in [var.raw_prefix, var.state_prefix, local.ledger_prefix] :
         !startswith(var.payload_prefix, other) && !startswith(other, var.payload_prefix)
       ])
       error_message = "payload_prefix must not overlap raw_prefix or state_prefix: offloaded records would be taken for raw objects (and trigger the processor) or for state, and their lifecycle rules would overlap."

@@ -69,6 +69,13 @@ resource "aws_s3_bucket_notification" "raw" {
     events        = ["s3:ObjectCreated:*"]
     filter_prefix = var.raw_prefix
   }
+  # The agents' completeness manifests: each one's event reconciles them.
+  queue {
+    id            = "relay-ledger"
+    queue_arn     = aws_sqs_queue.notifications.arn
+    events        = ["s3:ObjectCreated:*"]
+    filter_prefix = local.ledger_prefix
+  }
   depends_on = [aws_sqs_queue_policy.notifications]
 }
 

@@ -28,6 +28,7 @@ pub const READY: &str = "relay_processor_ready";
 pub const LEASES_CLEANED: &str = "relay_processor_leases_cleaned_total";
 pub const CHECKSUM_FAILURES: &str = "relay_processor_checksum_failures_total";
 pub const SETTINGS_CHANGED: &str = "relay_processor_settings_changed_total";
+pub const LEDGER_FINDINGS: &str = "relay_processor_ledger_findings_total";
 
 /// Registers every counter, with each of its label values (the configured
 /// fields and their rules included), at zero, so a `rate()` alert has a
@@ -58,6 +59,7 @@ pub fn register_at_zero(fields: &[Field]) {
         "paused",
         "busy",
         "failed",
+        "reconciled",
     ] {
         metrics::counter!(OBJECTS, "outcome" => outcome).increment(0);
     }
@@ -106,7 +108,7 @@ pub fn describe() {
     );
     describe_counter!(
         OBJECTS,
-        "Objects handled, by outcome: sent, quarantined, missing, duplicate, ignored, paused (stopped at the invocation's deadline with its progress recorded; it goes on), busy (another processor holds it), failed"
+        "Objects handled, by outcome: sent, quarantined, missing, duplicate, ignored, paused (stopped at the invocation's deadline with its progress recorded; it goes on), busy (another processor holds it), failed, reconciled (an edge agent's manifest)"
     );
     describe_counter!(RECORDS_IN, "Records read from objects, good or bad");
     describe_counter!(
@@ -180,6 +182,10 @@ pub fn describe() {
     describe_counter!(
         SETTINGS_CHANGED,
         "Objects taken over half-sent under other settings (an upgrade that changed them): their records sent before keep the old shape, the rest are sent under the new settings"
+    );
+    describe_counter!(
+        LEDGER_FINDINGS,
+        "Per source, from its agent's manifests: files stored without a done marker after RELAY_LEDGER_GRACE_SECS, files the agent cannot upload (each manifest again while they stay), files waiting on the host longer than the grace period, missing manifests, and manifests that cannot be read. Each is logged with its file, key and fix; `audit` lists them"
     );
     describe_counter!(
         FIFO_WINDOW_EXCEEDED,

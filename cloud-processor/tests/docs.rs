@@ -96,6 +96,23 @@ fn the_modules_lifecycle_rules_cover_every_state_folder() {
     );
 }
 
+/// The module's manifest prefix (its notification, lifecycle rule and
+/// policies) is the one the agent writes under and the processor reads.
+#[test]
+fn the_modules_ledger_prefix_is_the_codes() {
+    let tf =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../infra/main.tf")).unwrap();
+    let want = format!("ledger_prefix = \"{}\"", relay_shared::manifest::PREFIX);
+    assert!(tf.contains(&want), "infra/main.tf lacks {want:?}");
+    let queues =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../infra/queues.tf"))
+            .unwrap();
+    assert!(
+        queues.contains("filter_prefix = local.ledger_prefix"),
+        "no notification for manifests"
+    );
+}
+
 /// Every `cloud-processor` command in the docs' shell blocks (README, docs/,
 /// infra/README.md) runs as written as far as it can here: `man` and
 /// `completions` run whole; any other is run with `--help` appended, so

@@ -21,6 +21,7 @@ pub const WATCH_DIR_CHANGES: &str = "relay_agent_watch_dir_changes_total";
 pub const SET_ASIDE: &str = "relay_agent_set_aside_files";
 pub const CANARIES: &str = "relay_agent_canaries_total";
 pub const CANARY_LAST_SENT: &str = "relay_agent_canary_last_sent_timestamp_seconds";
+pub const MANIFESTS: &str = "relay_agent_manifests_total";
 pub use crate::health::{DEGRADED, HEALTHY, LEASES, S3_FAILING_SECONDS, STATE_ERRORS};
 pub const LEASE_REFUSALS: &str = "relay_agent_lease_refusals_total";
 
@@ -76,6 +77,10 @@ fn describe() {
     describe_counter!(
         CANARIES,
         "Canaries (heartbeat objects on the data's path, RELAY_CANARY_SECS) by outcome: sent (S3 holds it) or failed"
+    );
+    describe_counter!(
+        MANIFESTS,
+        "Completeness manifests (with every canary and at shutdown: the files stored, refused and waiting) by outcome: stored, or failed (tried again, same key, next interval)"
     );
     describe_gauge!(
         DEGRADED,
@@ -147,7 +152,10 @@ fn register_at_zero() {
         ::metrics::counter!(ERRORS, "kind" => *kind).increment(0);
     }
     ::metrics::counter!(ERRORS, "kind" => "after_success").increment(0);
-    for op in crate::ledger::WRITE_OPS.iter().chain(&["canary"]) {
+    for op in crate::ledger::WRITE_OPS
+        .iter()
+        .chain(&["canary", "manifest"])
+    {
         ::metrics::counter!(STATE_ERRORS, "op" => *op).increment(0);
     }
     for name in [BYTES_IN, BYTES_OUT, REJECTED, RESCANS] {
@@ -158,6 +166,9 @@ fn register_at_zero() {
     }
     for outcome in ["sent", "failed"] {
         ::metrics::counter!(CANARIES, "outcome" => outcome).increment(0);
+    }
+    for outcome in ["stored", "failed"] {
+        ::metrics::counter!(MANIFESTS, "outcome" => outcome).increment(0);
     }
     for reason in ["not_owner", "unsupported", "other"] {
         ::metrics::counter!(LEASE_REFUSALS, "reason" => reason).increment(0);

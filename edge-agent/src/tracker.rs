@@ -237,6 +237,13 @@ impl Tracker {
         self.pending.contains_key(path)
     }
 
+    /// The files waiting to be finished, with their last write.
+    pub fn waiting(&self) -> impl Iterator<Item = (&Path, SystemTime)> {
+        self.pending
+            .iter()
+            .map(|(p, w)| (p.as_path(), w.stat.mtime))
+    }
+
     /// The oldest mtime among waiting files: how stale the data on disk is.
     pub fn oldest_mtime(&self) -> Option<SystemTime> {
         self.pending.values().map(|p| p.stat.mtime).min()

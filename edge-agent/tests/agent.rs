@@ -45,11 +45,21 @@ async fn backlog_and_live_files_arrive_once_with_their_content() {
     wait_for_count(&bucket, PREFIX, 30, Duration::from_secs(30)).await;
     let summary = agent.stop().await;
 
-    let stored = objects(&bucket, "").await;
+    let stored = objects(&bucket, "raw/").await;
     assert_eq!(
         stored, expected,
         "exactly the expected keys, each with its bytes"
     );
+    // The manifest stored at shutdown names each of them, and nothing the
+    // agent ignores on purpose.
+    let mut listed = std::collections::BTreeSet::new();
+    for key in keys(&bucket, "ledger/").await {
+        let (body, _) = bucket.get_bytes(&key).await.unwrap();
+        let m = relay_shared::manifest::Manifest::parse(&key, &body).unwrap();
+        assert!(m.refused.is_empty() && m.waiting.is_empty(), "{m:?}");
+        listed.extend(m.uploaded.into_iter().map(|u| u.key));
+    }
+    assert_eq!(listed, expected.keys().cloned().collect());
     assert_eq!(
         (summary.uploaded, summary.duplicates, summary.rejected),
         (30, 0, 0)

@@ -11,6 +11,7 @@ pub mod checksum;
 pub mod cli;
 pub mod client;
 pub mod keys;
+pub mod manifest;
 pub mod meta;
 pub mod retry;
 pub mod s3;

@@ -307,6 +307,11 @@ pub struct Aws {
     /// counted, and nothing is sent.
     #[arg(long, env = "RELAY_CANARY_QUEUE_URL")]
     pub canary_queue_url: Option<String>,
+    /// How long a file an edge agent stored may go without its done marker
+    /// before the agent's manifests report it missing (and how long a file
+    /// may wait on the host before it is reported stalled).
+    #[arg(long, env = "RELAY_LEDGER_GRACE_SECS", default_value_t = 900)]
+    pub ledger_grace_secs: u64,
 }
 
 /// Settings shared by every mode.

@@ -293,6 +293,7 @@ impl Aws {
             ("state_prefix", self.state_prefix.clone()),
             ("fifo_group_id", self.fifo_group_id.clone()),
             ("lease_ttl_secs", self.lease_ttl_secs.to_string()),
+            ("ledger_grace_secs", self.ledger_grace_secs.to_string()),
             ("aws_attempt_timeout_secs", t.attempt.as_secs().to_string()),
             (
                 "aws_operation_timeout_secs",
@@ -332,6 +333,8 @@ pub struct Protocol {
     /// a key prefix.
     pub payload_bucket: Option<String>,
     pub payload_prefix: String,
+    /// How long an edge agent's stored file may lack its done marker.
+    pub ledger_grace: std::time::Duration,
 }
 
 impl Protocol {
@@ -344,6 +347,7 @@ impl Protocol {
             timeouts: timeouts.resolve(Some(lease_ttl_secs)),
             payload_bucket: None,
             payload_prefix: "payloads/".into(),
+            ledger_grace: std::time::Duration::from_secs(900),
         }
     }
 }
@@ -355,6 +359,7 @@ impl Aws {
         Ok(Protocol {
             payload_bucket: self.payload_bucket.clone().filter(|b| !b.is_empty()),
             payload_prefix: self.payload_prefix.clone(),
+            ledger_grace: std::time::Duration::from_secs(self.ledger_grace_secs),
             ..Protocol::new(&self.state_prefix, self.lease_ttl_secs, self.timeouts)
         })
     }
@@ -388,6 +393,19 @@ pub fn check_aws(aws: &Aws, raw_prefix: &str) -> Result<(), ConfigError> {
                 aws.state_prefix
             ),
         );
+    }
+    let ledger = relay_shared::manifest::PREFIX;
+    for (name, p) in [
+        ("RELAY_RAW_PREFIX", raw_prefix),
+        ("RELAY_STATE_PREFIX", &aws.state_prefix),
+        ("RELAY_PAYLOAD_PREFIX", &aws.payload_prefix),
+    ] {
+        if p.starts_with(ledger) || ledger.starts_with(p) {
+            return invalid(
+                name,
+                format!("{p:?} overlaps {ledger:?}, where the edge agents' manifests are"),
+            );
+        }
     }
     if aws.lease_ttl_secs < 5 {
         return invalid(
@@ -559,6 +577,7 @@ mod tests {
             payload_prefix: "payloads/".into(),
             payload_bucket: None,
             canary_queue_url: None,
+            ledger_grace_secs: 900,
         };
         assert!(check_aws(&aws("state/"), "raw/").is_ok());
         assert!(
@@ -578,6 +597,9 @@ mod tests {
             let err = check_aws(&aws, "raw/").unwrap_err().to_string();
             assert!(err.contains("RELAY_PAYLOAD_PREFIX"), "{payloads}: {err}");
         }
+        // The agents' manifests have a prefix of their own.
+        let err = check_aws(&aws("ledger/state/"), "raw/").unwrap_err();
+        assert!(err.to_string().contains("manifests"), "{err}");
     }
 
     #[test]
@@ -593,6 +615,7 @@ mod tests {
             payload_prefix: "payloads/".into(),
             payload_bucket: None,
             canary_queue_url: None,
+            ledger_grace_secs: 900,
         };
         let secs = |aws: &Aws| {
             let t = aws.timeouts.resolve(Some(aws.lease_ttl_secs));

@@ -16,6 +16,7 @@ mod object_ref;
 mod plan;
 mod processor;
 mod provenance;
+pub mod reconcile;
 pub mod reports;
 mod run;
 mod settle;

@@ -7,17 +7,18 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use relay_shared::keys::canary_of;
-use relay_shared::store::ObjectStore;
+use relay_shared::store::{ObjectStore, S3Error};
 use tracing::Instrument;
 
 use crate::cli::{Config, Protocol};
 use crate::metrics as m;
 use crate::object::canary;
-use crate::object::claim::{self, Attempts, Claim};
+use crate::object::claim::{self, Attempts, Claim, now_ms};
 use crate::object::error::ProcessError;
 use crate::object::lease::Claimant;
 use crate::object::marker::StateKeys;
 use crate::object::plan::{self, Attempt, Plan};
+use crate::object::reconcile::{self, ReconcileError};
 use crate::object::{Failure, ObjectRef};
 use crate::output::{MessageSink, Route};
 use crate::pipeline::project::Projection;
@@ -65,6 +66,8 @@ pub enum Outcome {
     Ignored,
     /// The object no longer exists.
     Missing,
+    /// An edge agent's manifest, reconciled: this many findings need a person.
+    Reconciled { findings: u64 },
 }
 
 impl<S: ObjectStore, Q: MessageSink> Processor<S, Q> {
@@ -119,6 +122,9 @@ impl<S: ObjectStore, Q: MessageSink> Processor<S, Q> {
         obj: &ObjectRef,
         stop_at: Option<Instant>,
     ) -> Result<Outcome, ProcessError> {
+        if obj.key.starts_with(relay_shared::manifest::PREFIX) {
+            return self.reconcile(obj).await;
+        }
         if !obj.key.starts_with(&self.config.raw_prefix) {
             return Ok(Outcome::Ignored);
         }
@@ -137,11 +143,35 @@ impl<S: ObjectStore, Q: MessageSink> Processor<S, Q> {
             Ok(Outcome::Missing) => "missing",
             Ok(Outcome::Duplicate) => "duplicate",
             Ok(Outcome::Ignored) => "ignored",
+            Ok(Outcome::Reconciled { .. }) => "reconciled",
             Err(e) => e.outcome_label(),
         };
         metrics::counter!(m::OBJECTS, "outcome" => outcome).increment(1);
         metrics::histogram!(m::OBJECT_SECONDS).record(started.elapsed().as_secs_f64());
         result
+    }
+
+    /// Reconciles an edge agent's manifest (see [`reconcile`]). A manifest
+    /// that cannot be read is a finding, never a retry; S3 failing is.
+    async fn reconcile(&self, obj: &ObjectRef) -> Result<Outcome, ProcessError> {
+        let store = self.store.in_bucket(&obj.bucket);
+        let ledger = reconcile::Ledger {
+            state_prefix: &self.protocol.state_prefix,
+            raw_prefix: &self.config.raw_prefix,
+            grace: self.protocol.ledger_grace,
+        };
+        let outcome = match ledger.on_manifest(&store, &obj.key, now_ms()).await {
+            Ok(found) => Outcome::Reconciled {
+                findings: reconcile::note(&found),
+            },
+            Err(ReconcileError::Manifest(e)) => Outcome::Reconciled {
+                findings: reconcile::note_unreadable(&obj.key, &e),
+            },
+            Err(ReconcileError::S3(S3Error::NotFound { .. })) => Outcome::Missing,
+            Err(ReconcileError::S3(e)) => return Err(ProcessError::new(obj, Failure::S3(e))),
+        };
+        metrics::counter!(m::OBJECTS, "outcome" => "reconciled").increment(1);
+        Ok(outcome)
     }
 
     /// Claims the object, runs it, and settles the claim.

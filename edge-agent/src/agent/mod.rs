@@ -3,7 +3,9 @@
 //! queues its canaries behind the data (`canary.rs`) and keeps its state
 //! directory's health (`state.rs`); `run.rs` starts and stops it.
 
+mod book;
 mod canary;
+mod manifest;
 mod observe;
 mod outcome;
 mod owner;

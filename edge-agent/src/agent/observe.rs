@@ -311,6 +311,7 @@ impl<S: ObjectStore> Agent<S> {
         error!(path = %path.display(), %reason, "cannot relay this file; it stays on disk until renamed or the key scheme is fixed");
         ::metrics::counter!(metrics::REJECTED).increment(1);
         self.summary.rejected += 1;
+        self.note_refused(path, reason);
         if let Some(stat) = stat {
             self.hold_back(path, stat, None);
         }

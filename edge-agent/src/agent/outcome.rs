@@ -90,6 +90,11 @@ impl<S: ObjectStore> Agent<S> {
     pub(super) fn stored(&mut self, job: &Job, outcome: Outcome, retries: u32, elapsed: Duration) {
         crate::health::set_permanent_failure(None);
         crate::health::s3_answered();
+        let key = match &outcome {
+            Outcome::Conflict { key, .. } => key.clone(),
+            _ => job.key.clone(),
+        };
+        self.note_stored(job, &key);
         match outcome {
             Outcome::Uploaded {
                 compressed_bytes,
@@ -165,6 +170,7 @@ impl<S: ObjectStore> Agent<S> {
 
     /// Lets a held-back file be observed again.
     pub(super) fn release(&mut self, path: &Path) {
+        self.forget_refused(path);
         if let Some(held) = self.held_back.remove(path)
             && held.set_aside.is_some()
         {

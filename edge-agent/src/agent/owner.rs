@@ -52,6 +52,8 @@ pub(super) struct Agent<S> {
     pub(super) summary: Summary,
     /// Canaries made since start-up.
     pub(super) canary_seq: u64,
+    /// What the next completeness manifest says.
+    pub(super) book: super::book::Book,
 }
 
 pub(super) type Done = Result<(Job, Outcome, u32, Duration), tokio::task::JoinError>;
@@ -120,6 +122,7 @@ impl<S: ObjectStore> Agent<S> {
             ledger,
             summary: Summary::default(),
             canary_seq: 0,
+            book: super::book::Book::open(&config.state_dir),
             stopping: tokio::sync::watch::Sender::new(false),
             sink,
             retry,
@@ -149,16 +152,22 @@ impl<S: ObjectStore> Agent<S> {
         if canary_every.is_some() {
             self.clear_canaries();
         }
+        let mut manifests = super::book::Puts::new();
         tokio::pin!(shutdown);
         loop {
             self.fill_slots(uploads);
+            self.start_manifest(&mut manifests);
             tokio::select! {
                 biased;
                 () = &mut shutdown => break,
                 Some(done) = uploads.join_next(), if !uploads.is_empty() => self.finish(done),
                 Some(msg) = rx.recv() => self.handle(msg),
                 _ = tick.tick() => self.tick(),
-                _ = canary.tick(), if canary_every.is_some() => self.canary(),
+                Some(done) = manifests.join_next(), if !manifests.is_empty() => self.manifest_done(done),
+                _ = canary.tick(), if canary_every.is_some() => {
+                    self.canary();
+                    self.book.due = true;
+                }
             }
         }
     }
@@ -200,6 +209,10 @@ impl<S: ObjectStore> Agent<S> {
             }
         }
         self.sync_ledger();
+        if self.config.canary.is_some() {
+            // After the uploads: the last manifest names what they stored.
+            self.final_manifest(Duration::from_secs(10)).await;
+        }
     }
 
     pub(super) fn log_stopped(&self) {

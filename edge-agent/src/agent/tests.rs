@@ -102,6 +102,75 @@ async fn canaries_take_the_datas_path_and_leave_nothing_behind() {
     assert_eq!(agent.summary.uploaded, 0, "canaries are not data");
 }
 
+/// Stores the manifest that is due, as the owning task does.
+async fn manifest(agent: &mut Agent<MemStore>) {
+    let mut puts = super::book::Puts::new();
+    agent.book.due = true;
+    agent.start_manifest(&mut puts);
+    agent.manifest_done(puts.join_next().await.unwrap());
+}
+
+fn manifests(s3: &MemStore) -> Vec<relay_shared::manifest::Manifest> {
+    let keys = s3.keys().into_iter().filter(|k| k.starts_with("ledger/"));
+    keys.map(|k| relay_shared::manifest::Manifest::parse(&k, &s3.bytes(&k).unwrap()).unwrap())
+        .collect()
+}
+
+/// A manifest names every file S3 holds since the last one (by its key),
+/// every file the agent refuses (with why) and every file still waiting;
+/// one that fails to store is stored later under the same key with nothing
+/// dropped, and a restart goes on with the next sequence number.
+#[tokio::test]
+async fn manifests_name_stored_refused_and_waiting_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = store();
+    let (a, b) = ("1763800000010.json", "1763800000011.json");
+    let mut agent = agent_with(dir.path(), &s3, &[(a, b"{}\n"), ("notes.txt", b"x")]);
+    drain(&mut agent).await;
+    let waiting = dir.path().join("1763800000012.json");
+    std::fs::write(&waiting, b"{").unwrap();
+    let stat = FileStat::of(&std::fs::metadata(&waiting).unwrap());
+    let signal = crate::tracker::Signal::Changed;
+    agent
+        .tracker
+        .observe(&waiting, Some(stat), signal, Instant::now());
+    s3.fail_on("PutObject", "ledger/", Fault::Unavailable);
+    manifest(&mut agent).await;
+    assert!(manifests(&s3).is_empty(), "failed");
+    // More is stored before the retry: the retry lists both, same key.
+    let path = dir.path().join(b);
+    std::fs::write(&path, b"{}\n").unwrap();
+    agent.enqueue(
+        path.clone(),
+        FileStat::of(&std::fs::metadata(&path).unwrap()),
+        Judge::Settle,
+    );
+    drain(&mut agent).await;
+    manifest(&mut agent).await;
+    let [m] = &manifests(&s3)[..] else {
+        panic!("{:?}", s3.keys())
+    };
+    assert_eq!((m.source.as_str(), m.seq, m.interval_secs), ("s", 1, 60));
+    let stored: Vec<_> = m
+        .uploaded
+        .iter()
+        .map(|u| (u.file.as_str(), u.key.clone()))
+        .collect();
+    assert_eq!(stored, [(a, key_of(a)), (b, key_of(b))]);
+    assert_eq!(m.refused.len(), 1, "{m:?}");
+    assert_eq!(m.refused[0].file, "notes.txt");
+    assert!(m.refused[0].reason.contains("timestamp"), "{m:?}");
+    assert_eq!(m.waiting.len(), 1, "{m:?}");
+    assert_eq!(m.waiting[0].file, "1763800000012.json");
+    // Stored files are named once; a new agent on the same state goes on.
+    let mut again = agent_with(dir.path(), &s3, &[]);
+    manifest(&mut again).await;
+    let all = manifests(&s3);
+    assert_eq!(all.iter().map(|m| m.seq).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(all[1].epoch_ms, all[0].epoch_ms);
+    assert!(all[1].uploaded.is_empty());
+}
+
 #[test]
 fn canaries_are_on_by_default_and_zero_turns_them_off() {
     let dir = tempfile::tempdir().unwrap();
@@ -342,14 +411,25 @@ async fn permanently_failing_files_do_not_block_the_others() {
     let watched = s3.clone();
     let stop = async move {
         for _ in 0..200 {
-            if watched.keys().len() == 6 {
+            if watched
+                .keys()
+                .iter()
+                .filter(|k| k.starts_with("raw/"))
+                .count()
+                == 6
+            {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     };
     let summary = crate::run(config, s3.clone(), policy, stop).await.unwrap();
-    assert_eq!(s3.keys().len(), 6, "every good file stored");
+    let raw = s3
+        .keys()
+        .into_iter()
+        .filter(|k| k.starts_with("raw/"))
+        .count();
+    assert_eq!(raw, 6, "every good file stored");
     assert_eq!((summary.uploaded, summary.set_aside), (6, 4));
     let left: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()

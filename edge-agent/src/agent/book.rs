@@ -1,0 +1,70 @@
+//! What the next completeness manifest will say, and where the manifest
+//! sequence stands (kept in the state directory); `manifest.rs` builds and
+//! stores manifests from it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use relay_shared::manifest::{Position, Uploaded};
+use relay_shared::store::S3Error;
+use tokio::task::JoinSet;
+use tracing::info;
+
+/// Manifests being stored (at most one at a time).
+pub(super) type Puts = JoinSet<(Position, usize, Result<(), S3Error>)>;
+
+/// What the next manifest will say, and where the sequence stands.
+#[derive(Debug, Default)]
+pub(super) struct Book {
+    pub(super) epoch_ms: u64,
+    /// The last sequence number stored.
+    pub(super) seq: u64,
+    /// Files S3 holds since the last manifest stored, oldest first.
+    pub(super) stored: Vec<Uploaded>,
+    /// Files refused by name, and why.
+    pub(super) refused: BTreeMap<PathBuf, String>,
+    /// The manifest tried and not yet stored: retried under the same key.
+    pub(super) retry: Option<Position>,
+    /// A manifest is due (the canary's interval passed).
+    pub(super) due: bool,
+}
+
+pub(super) fn now_ms() -> u64 {
+    ms(SystemTime::now())
+}
+
+/// Milliseconds since the epoch (0 before it).
+pub(super) fn ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Book {
+    /// The sequence as the state directory has it (`<epoch> <seq>`), or a
+    /// new epoch.
+    pub(super) fn open(state_dir: &Path) -> Self {
+        let path = state_dir.join(STATE_FILE);
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let mut parts = text.split_whitespace().map(str::parse::<u64>);
+        if let (Some(Ok(epoch_ms)), Some(Ok(seq))) = (parts.next(), parts.next()) {
+            return Self {
+                epoch_ms,
+                seq,
+                ..Self::default()
+            };
+        }
+        let epoch_ms = now_ms();
+        info!(
+            epoch_ms,
+            "manifests start a new sequence (no earlier one in the state directory)"
+        );
+        Self {
+            epoch_ms,
+            ..Self::default()
+        }
+    }
+}
+
+/// The state directory's record of the manifest sequence.
+pub(super) const STATE_FILE: &str = "manifest-sequence";
