@@ -11,6 +11,7 @@ mod hostile;
 mod http_faults;
 mod lambda_runtime;
 mod layering;
+mod ledger;
 mod localstack;
 mod long_objects;
 mod offload;

@@ -111,7 +111,8 @@ impl Ledger<'_> {
         self.grace.as_secs().div_ceil(interval_secs.max(1)).max(1)
     }
 
-    fn stalled(&self, m: &Manifest, now_ms: u64) -> Vec<Waiting> {
+    /// The files `m` says are waiting since before the grace period.
+    pub fn stalled(&self, m: &Manifest, now_ms: u64) -> Vec<Waiting> {
         let grace_ms = u64::try_from(self.grace.as_millis()).unwrap_or(u64::MAX);
         m.waiting
             .iter()

@@ -1,12 +1,11 @@
-//! `audit`: what is late, stuck, quarantined or rejected in a selection of
-//! raw objects: objects without a done marker after a while, leases of
-//! processors that died mid-object, leases finished objects left behind
-//! (harmless; `--clean` deletes them), quarantine and reject reports, and
-//! each source's last canary. It exits 3 only for what needs a person.
+//! `audit`'s report: the raw objects, leases, quarantine and reject
+//! reports and canaries of the selection, with each source's ledger
+//! (`ledger.rs`), as text or JSON, and its exit code.
 
 use relay_shared::store::{ObjectStore, PAGE_LIMIT, S3Error};
 use serde::Serialize;
 
+use super::ledger;
 use crate::cli::Range;
 use crate::modes::replay::{RawObject, Selection};
 use crate::modes::{Exit, ToolError, tool_store};
@@ -40,6 +39,8 @@ pub struct AuditReport {
     pub reject_reports: Vec<String>,
     /// Per edge source in the selection, its newest canary.
     pub last_canaries: Vec<LastCanary>,
+    /// Per edge source, its manifests checked against the done markers.
+    pub ledger: Vec<ledger::SourceLedger>,
 }
 
 /// A source's newest canary (see the agent's `RELAY_CANARY_SECS`).
@@ -133,6 +134,7 @@ pub async fn audit<S: ObjectStore>(
     }
     report.quarantined = keys(store, &folder(marker::QUARANTINE)).await?;
     report.reject_reports = keys(store, &folder(marker::REJECTS)).await?;
+    report.ledger = ledger::audit(store, sel, older_than_secs, now_secs).await?;
     Ok(report)
 }
 
@@ -182,13 +184,20 @@ pub async fn run(range: &Range, raw_prefix: &str, opts: &Options) -> Result<Exit
     } else {
         print_audit(&report, &sel, older_than_mins, now);
     }
-    Ok(
-        if report.unprocessed.is_empty() && report.stale_leases.is_empty() {
-            Exit::Success
-        } else {
-            Exit::Findings
-        },
-    )
+    Ok(if report.needs_a_person() {
+        Exit::Findings
+    } else {
+        Exit::Success
+    })
+}
+
+impl AuditReport {
+    /// Whether anything found needs a person: exit 3.
+    pub fn needs_a_person(&self) -> bool {
+        !self.unprocessed.is_empty()
+            || !self.stale_leases.is_empty()
+            || self.ledger.iter().any(|l| l.count() > 0)
+    }
 }
 
 /// The audit as text: per finding, how many, how old, and what to do next.
@@ -247,6 +256,7 @@ fn print_audit(report: &AuditReport, sel: &Selection, older_than_mins: i64, now:
         }
     }
     print_finished_leases(report, sel);
+    ledger::print(&report.ledger);
     for (title, keys, next) in [
         (
             "leases of processors that died mid-object",
