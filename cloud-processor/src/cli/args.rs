@@ -75,6 +75,10 @@ pub enum Command {
         /// Raw objects older than this without a done marker are reported.
         #[arg(long, default_value_t = 60)]
         older_than_mins: i64,
+        /// Also report stretches of a source's file names longer than this
+        /// with no file (by the timestamps in the names).
+        #[arg(long)]
+        gap_mins: Option<u32>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,

@@ -38,11 +38,13 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> Result<Exit, R
         Some(Command::Audit {
             range,
             older_than_mins,
+            gap_mins,
             json,
             clean,
         }) => {
             let options = audit::Options {
                 older_than_mins,
+                gap_mins,
                 json,
                 clean,
             };

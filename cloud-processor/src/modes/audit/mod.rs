@@ -5,6 +5,7 @@
 //! each source's last canary, and each source's completeness ledger
 //! (`ledger.rs`). It exits 3 only for what needs a person.
 
+mod gaps;
 mod ledger;
 mod report;
 

@@ -5,6 +5,7 @@
 use relay_shared::store::{ObjectStore, PAGE_LIMIT, S3Error};
 use serde::Serialize;
 
+use super::gaps::{NameGap, NameGaps};
 use super::ledger;
 use crate::cli::Range;
 use crate::modes::replay::{RawObject, Selection};
@@ -41,6 +42,8 @@ pub struct AuditReport {
     pub last_canaries: Vec<LastCanary>,
     /// Per edge source, its manifests checked against the done markers.
     pub ledger: Vec<ledger::SourceLedger>,
+    /// Stretches of a source's file names with no file (`--gap-mins`).
+    pub name_gaps: Vec<NameGap>,
 }
 
 /// A source's newest canary (see the agent's `RELAY_CANARY_SECS`).
@@ -63,7 +66,20 @@ pub async fn audit<S: ObjectStore>(
     older_than_secs: i64,
     now_secs: i64,
 ) -> Result<AuditReport, ToolError> {
+    audit_with_gaps(store, sel, older_than_secs, None, now_secs).await
+}
+
+/// As [`audit`], and with `gap_mins`, the stretches of each source's file
+/// names longer than that with no file.
+pub async fn audit_with_gaps<S: ObjectStore>(
+    store: &S,
+    sel: &Selection,
+    older_than_secs: i64,
+    gap_mins: Option<u32>,
+    now_secs: i64,
+) -> Result<AuditReport, ToolError> {
     let mut report = AuditReport::default();
+    let mut gaps = gap_mins.map(NameGaps::new);
     let mut newest: std::collections::BTreeMap<String, (u64, RawObject, bool)> = Default::default();
     let mut done = SortedKeys::new(
         store,
@@ -87,6 +103,9 @@ pub async fn audit<S: ObjectStore>(
                 continue;
             };
             let is_done = done.contains(rel).await?;
+            if let Some(gaps) = &mut gaps {
+                gaps.see(&sel.raw_prefix, &obj.key);
+            }
             if let Some(c) = relay_shared::keys::canary_of(&sel.raw_prefix, &obj.key) {
                 let slot = newest
                     .entry(c.source_id)
@@ -135,6 +154,7 @@ pub async fn audit<S: ObjectStore>(
     report.quarantined = keys(store, &folder(marker::QUARANTINE)).await?;
     report.reject_reports = keys(store, &folder(marker::REJECTS)).await?;
     report.ledger = ledger::audit(store, sel, older_than_secs, now_secs).await?;
+    report.name_gaps = gaps.map(|g| g.found).unwrap_or_default();
     Ok(report)
 }
 
@@ -142,6 +162,8 @@ pub async fn audit<S: ObjectStore>(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Options {
     pub older_than_mins: i64,
+    /// Report stretches of a source's file names longer than this with no file.
+    pub gap_mins: Option<u32>,
     pub json: bool,
     /// Delete the leases finished objects left behind.
     pub clean: bool,
@@ -172,7 +194,8 @@ pub async fn run(range: &Range, raw_prefix: &str, opts: &Options) -> Result<Exit
     let (_, store) = tool_store(range).await;
     let now = jiff::Timestamp::now().as_second();
     let older_than_mins = opts.older_than_mins;
-    let mut report = audit(&store, &sel, older_than_mins * 60, now).await?;
+    let mut report =
+        audit_with_gaps(&store, &sel, older_than_mins * 60, opts.gap_mins, now).await?;
     if opts.clean {
         clean(&store, &sel, &mut report).await?;
     }
@@ -182,7 +205,7 @@ pub async fn run(range: &Range, raw_prefix: &str, opts: &Options) -> Result<Exit
             serde_json::to_string_pretty(&report).unwrap_or_default()
         );
     } else {
-        print_audit(&report, &sel, older_than_mins, now);
+        print_audit(&report, &sel, (older_than_mins, opts.gap_mins), now);
     }
     Ok(if report.needs_a_person() {
         Exit::Findings
@@ -197,11 +220,17 @@ impl AuditReport {
         !self.unprocessed.is_empty()
             || !self.stale_leases.is_empty()
             || self.ledger.iter().any(|l| l.count() > 0)
+            || !self.name_gaps.is_empty()
     }
 }
 
 /// The audit as text: per finding, how many, how old, and what to do next.
-fn print_audit(report: &AuditReport, sel: &Selection, older_than_mins: i64, now: i64) {
+fn print_audit(
+    report: &AuditReport,
+    sel: &Selection,
+    (older_than_mins, gap_mins): (i64, Option<u32>),
+    now: i64,
+) {
     let age = |secs: i64| {
         let secs = secs.max(0);
         match secs {
@@ -257,6 +286,7 @@ fn print_audit(report: &AuditReport, sel: &Selection, older_than_mins: i64, now:
     }
     print_finished_leases(report, sel);
     ledger::print(&report.ledger);
+    print_name_gaps(report, gap_mins);
     for (title, keys, next) in [
         (
             "leases of processors that died mid-object",
@@ -281,6 +311,28 @@ fn print_audit(report: &AuditReport, sel: &Selection, older_than_mins: i64, now:
         for k in keys {
             println!("  {k}");
         }
+    }
+}
+
+/// Stretches of each source's file names with no file, with what they may
+/// also be.
+fn print_name_gaps(report: &AuditReport, gap_mins: Option<u32>) {
+    let Some(mins) = gap_mins else {
+        return;
+    };
+    if report.name_gaps.is_empty() {
+        return println!("file-name gaps: none over {mins} min");
+    }
+    println!(
+        "file-name gaps over {mins} min: {} (names carry the host's clock: a clock that jumped \
+         forward shows here too, while the manifests' sequence does not)",
+        report.name_gaps.len()
+    );
+    for g in &report.name_gaps {
+        println!(
+            "  {}: {} min with no file, between {} and {}",
+            g.source, g.minutes, g.after, g.before
+        );
     }
 }
 
@@ -369,6 +421,24 @@ mod tests {
                 ("a", 1_795_800_060_000, false),
                 ("b", 1_795_800_030_000, true)
             ]
+        ); // With --gap-mins, a source's files far apart by their names (the
+        // canaries between them are no data) are a gap.
+        put("raw/a/2026/11/27/15/1795803600000.json.zst".into()).await;
+        let quiet = audit_with_gaps(&store, &sel, 0, Some(30), i64::MAX / 2)
+            .await
+            .unwrap();
+        let gaps: Vec<_> = quiet
+            .name_gaps
+            .iter()
+            .map(|g| (g.source.as_str(), g.minutes))
+            .collect();
+        assert_eq!(gaps, [("a", 60)]);
+        assert!(
+            audit(&store, &sel, 0, i64::MAX / 2)
+                .await
+                .unwrap()
+                .name_gaps
+                .is_empty()
         );
     }
 
