@@ -120,7 +120,8 @@ resource "aws_iam_role_policy" "processor" {
 #   object's content hash tells whether S3 holds exactly the file's bytes
 #   before the file is deleted or moved. HeadObject has no permission of
 #   its own;
-# and s3:PutObject under ledger/<source id>/, for its completeness manifests.
+# and s3:PutObject under ledger/<source id>/, for its completeness manifests
+# (with s3:AbortMultipartUpload, for `check`'s probe there).
 
 locals {
   # Every source named in var.edge_sources, plus "*" for the shared policy.
@@ -148,7 +149,7 @@ data "aws_iam_policy_document" "edge" {
   }
   statement {
     sid       = "PutManifests"
-    actions   = ["s3:PutObject"]
+    actions   = ["s3:PutObject", "s3:AbortMultipartUpload"]
     resources = ["${aws_s3_bucket.this.arn}/${local.edge_manifests[each.key]}"]
   }
 }

@@ -132,19 +132,27 @@ pub async fn check(config: &Config, bucket: &Bucket) -> Vec<Finding> {
     }
     out.push(finished_files(config));
     let prefix = config.keys.source_prefix();
-    out.push(match probe_put_access(bucket, &prefix).await {
-        Access::Allowed => Finding::ok(format!(
-            "S3: may write under s3://{}/{prefix}",
-            config.bucket
-        )),
+    let raw = s3_access(bucket, &config.bucket, &prefix, "").await;
+    // A bucket that is missing or out of reach is said once, not per prefix.
+    let reached = raw.verdict == relay_shared::check::Verdict::Ok;
+    out.push(raw);
+    if config.canary.is_some() && reached {
+        let ledger = relay_shared::manifest::source_prefix(config.keys.source_id());
+        out.push(s3_access(bucket, &config.bucket, &ledger, "completeness manifests ").await);
+    }
+    out
+}
+
+/// Whether this agent may write `what` under `prefix`, tried as it writes.
+async fn s3_access(store: &Bucket, bucket: &str, prefix: &str, what: &str) -> Finding {
+    match probe_put_access(store, prefix).await {
+        Access::Allowed => Finding::ok(format!("S3: may write {what}under s3://{bucket}/{prefix}")),
         Access::Denied(e) => Finding::fail(format!(
-            "S3: may not write under s3://{}/{prefix}: {e}; {}",
-            config.bucket,
-            crate::upload::fix_hint(e.kind(), &config.bucket, &prefix)
+            "S3: may not write {what}under s3://{bucket}/{prefix}: {e}; {}",
+            crate::upload::fix_hint(e.kind(), bucket, prefix)
         )),
         Access::Unknown(e) => Finding::fail(format!(
             "S3: could not be reached ({e}); check the network and the endpoint"
         )),
-    });
-    out
+    }
 }

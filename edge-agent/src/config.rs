@@ -178,8 +178,9 @@ pub struct Args {
     #[arg(long, global = true, env = "RELAY_AWS_ATTEMPT_TIMEOUT_SECS")]
     pub aws_attempt_timeout_secs: Option<u64>,
     /// Every this many seconds, upload a canary: a one-record object on the
-    /// data's path, whose end-to-end lag the processor measures; `0` turns
-    /// it off [default: 60].
+    /// data's path, whose end-to-end lag the processor measures, and a
+    /// completeness manifest (the files stored, refused and waiting) under
+    /// `ledger/`; `0` turns both off [default: 60].
     #[arg(long, global = true, env = "RELAY_CANARY_SECS")]
     pub canary_secs: Option<u64>,
     /// After S3 has failed every upload for this many seconds, `/healthz`

@@ -742,7 +742,12 @@ async fn check_reports_each_problem_on_one_line_and_exits_non_zero() {
     let text = String::from_utf8_lossy(&good.stdout);
     assert!(good.status.success(), "{text}");
     assert!(
-        text.lines().all(|l| l.starts_with("ok ")) && text.contains("S3: may write under"),
+        text.lines().all(|l| l.starts_with("ok "))
+            && text.contains("S3: may write under")
+            && text.contains(&format!(
+                "S3: may write completeness manifests under s3://{}/ledger/{SOURCE}/",
+                bucket.name()
+            )),
         "{text}"
     );
     assert!(
