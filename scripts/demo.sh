@@ -56,7 +56,9 @@ output=$("${aws[@]}" sqs create-queue --queue-name relay-demo-output --query Que
 canaries=$("${aws[@]}" sqs create-queue --queue-name relay-demo-canary --query QueueUrl --output text)
 arn=$("${aws[@]}" sqs get-queue-attributes --queue-url "$notifications" --attribute-names QueueArn --query Attributes.QueueArn --output text)
 "${aws[@]}" s3api put-bucket-notification-configuration --bucket "$bucket" --notification-configuration \
-  "{\"QueueConfigurations\":[{\"QueueArn\":\"$arn\",\"Events\":[\"s3:ObjectCreated:*\"],\"Filter\":{\"Key\":{\"FilterRules\":[{\"Name\":\"prefix\",\"Value\":\"raw/\"}]}}}]}"
+  "{\"QueueConfigurations\":[$(for prefix in raw/ ledger/; do
+    printf '{"QueueArn":"%s","Events":["s3:ObjectCreated:*"],"Filter":{"Key":{"FilterRules":[{"Name":"prefix","Value":"%s"}]}}}\n' "$arn" "$prefix"
+  done | paste -sd, -)]}"
 
 free_port() { "$root/.venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 processor_port=$(free_port)
@@ -64,6 +66,7 @@ say "starting the cloud processor (poll mode; metrics on 127.0.0.1:$processor_po
 RELAY_FIELDS='id,ts=timestamp,type,user_id=user.id,country=geo.country,first_tag=tags.0' \
   RELAY_OUTPUT_QUEUE_URL=$output RELAY_NOTIFICATION_QUEUE_URL=$notifications \
   RELAY_CANARY_QUEUE_URL=$canaries RELAY_METRICS_ADDR=127.0.0.1:$processor_port \
+  RELAY_LEDGER_GRACE_SECS=10 \
   "$target_dir/cloud-processor" poll 2>"$work/processor.log" &
 processor_pid=$!
 

@@ -2,7 +2,10 @@
 
 Losses and duplicates are counted by the records' unique `id` field (the load
 generator numbers every record); latency is each message's SQS SentTimestamp
-minus the write time in its source file's name (epoch milliseconds).
+minus the write time in its source file's name (epoch milliseconds), and a
+file's latency is its last message's. The processor's own measure of the
+latter (relay_file_latency_seconds, from the file's mtime) is read from its
+histogram as Prometheus's histogram_quantile would, and set beside it.
 
 usage: demo_summary.py QUEUE_URL EXPECTED_RECORDS EXPECTED_FILES [TIMEOUT_SECS [PROCESSOR_METRICS_URL]]
 """
@@ -58,6 +61,35 @@ def canary_lag(samples):
     return f"{per_source} (last canary; {int(sent)} sent to the canary queue)"
 
 
+def histogram_quantile(samples, name, q):
+    """Prometheus's histogram_quantile over every series of `name`: the
+    buckets summed by their bound, interpolated linearly within one."""
+    buckets = {}
+    for labels, value in samples.get(name + "_bucket", {}).items():
+        le = [part.split("=", 1)[1].strip('"') for part in labels.split(",") if part.startswith("le=")]
+        if le:
+            bound = float("inf") if le[0] == "+Inf" else float(le[0])
+            buckets[bound] = buckets.get(bound, 0) + value
+    bounds = sorted(buckets)
+    if not bounds or buckets[bounds[-1]] == 0:
+        return float("nan")
+    rank = q * buckets[bounds[-1]]
+    lower, below = 0.0, 0.0
+    for bound in bounds:
+        if buckets[bound] >= rank:
+            if bound == float("inf"):
+                return lower
+            return lower + (bound - lower) * (rank - below) / max(buckets[bound] - below, 1e-9)
+        lower, below = bound, buckets[bound]
+    return float("nan")
+
+
+def ledger(samples):
+    """Manifests reconciled, and what they found (RELAY_LEDGER_GRACE_SECS)."""
+    reconciled = samples.get("relay_processor_objects_total", {}).get('outcome="reconciled"', 0)
+    return f"{int(reconciled)} manifests reconciled, {int(total(samples, 'relay_processor_ledger_findings_total'))} findings"
+
+
 def percentile(values, p):
     if not values:
         return float("nan")
@@ -71,6 +103,7 @@ def main():
     metrics_url = sys.argv[5] if len(sys.argv) > 5 else None
     sqs = boto3.client("sqs", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
     ids, seen_ids, latencies_ms, sources = 0, set(), [], set()
+    file_done_ms = {}
     messages, duplicates = 0, 0
     last_progress = time.time()
     while True:
@@ -82,7 +115,9 @@ def main():
             source = m["MessageAttributes"]["relay.source_key"]["StringValue"]
             sources.add(source)
             written_ms = int(source.rsplit("/", 1)[-1].split(".", 1)[0])
-            latencies_ms.append(int(m["Attributes"]["SentTimestamp"]) - written_ms)
+            sent_ms = int(m["Attributes"]["SentTimestamp"])
+            latencies_ms.append(sent_ms - written_ms)
+            file_done_ms[source] = max(file_done_ms.get(source, 0), sent_ms - written_ms)
             for line in m["Body"].splitlines():
                 rid = json.loads(line)["id"]
                 ids += 1
@@ -109,6 +144,12 @@ def main():
     print(f"  canary lag        {canary_lag(samples)}")
     print(f"  latency, file write to message in SQS: p50 {percentile(latencies_ms, 50):.0f} ms, "
           f"p99 {percentile(latencies_ms, 99):.0f} ms")
+    demo_p99 = percentile(list(file_done_ms.values()), 99)
+    relay_p99 = histogram_quantile(samples, "relay_file_latency_seconds", 0.99) * 1000
+    print(f"  latency per file (its last message), p99: {demo_p99:.0f} ms measured here, "
+          f"{relay_p99:.0f} ms by the processor's relay_file_latency_seconds "
+          f"({(relay_p99 - demo_p99) / demo_p99:+.0%})")
+    print(f"  ledger            {ledger(samples) if samples else 'unknown'}")
     sys.exit(0 if duplicates == 0 and lost == 0 else 1)
 
 

@@ -94,9 +94,14 @@ pub fn register_at_zero(fields: &[Field]) {
 pub const OBJECT_SECONDS_BUCKETS: &[f64] = &[
     0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
 ];
-/// From a quiet second to an outage's backlog.
+/// From a tenth of a second to an outage's backlog. Up to 10 s each bound
+/// is about 1.2 times the last, so a quantile read from them
+/// (`histogram_quantile`, per source: 34 series) is within about 10% of the
+/// true one where the relay usually is; beyond, coarser.
 pub const FILE_LATENCY_BUCKETS: &[f64] = &[
-    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+    0.1, 0.12, 0.15, 0.18, 0.22, 0.27, 0.33, 0.4, 0.5, 0.6, 0.72, 0.86, 1.0, 1.2, 1.5, 1.8, 2.2,
+    2.7, 3.3, 4.0, 5.0, 6.0, 7.2, 8.6, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 120.0, 300.0, 900.0,
+    3600.0,
 ];
 
 pub fn describe() {
