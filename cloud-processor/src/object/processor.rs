@@ -485,6 +485,36 @@ mod tests {
         assert_eq!(all, expected, "every record once");
     }
 
+    /// A manifest's event is reconciled, never sent: one that cannot be
+    /// read is a finding and is acknowledged (no retry into the DLQ), one
+    /// that is gone is missing, and nothing reaches the queue.
+    #[tokio::test]
+    async fn manifests_are_reconciled_and_a_bad_one_is_a_finding_not_a_retry() {
+        let store = MemStore::new("b");
+        let queue = FakeQueue::default();
+        let app = app(&store, queue.clone());
+        let obj = |key: &str| ObjectRef {
+            bucket: "b".into(),
+            key: key.into(),
+            etag: None,
+            version_id: None,
+            size: None,
+        };
+        let (bad, gone) = (
+            "ledger/e/1/0000000001.5.json",
+            "ledger/e/1/0000000002.6.json",
+        );
+        put_text(&store, bad, "{not a manifest").await;
+        let outcome = app.process_object(&obj(bad)).await.unwrap();
+        assert!(
+            matches!(outcome, Outcome::Reconciled { findings: 1 }),
+            "{outcome:?}"
+        );
+        let outcome = app.process_object(&obj(gone)).await.unwrap();
+        assert!(matches!(outcome, Outcome::Missing), "{outcome:?}");
+        assert!(delivered(&queue).is_empty());
+    }
+
     #[tokio::test]
     async fn every_record_once_and_the_marker_accounts_for_the_object() {
         let (store, obj) = object().await;
