@@ -57,7 +57,13 @@ async fn backlog_and_live_files_arrive_once_with_their_content() {
         let (body, _) = bucket.get_bytes(&key).await.unwrap();
         let m = relay_shared::manifest::Manifest::parse(&key, &body).unwrap();
         assert!(m.refused.is_empty() && m.waiting.is_empty(), "{m:?}");
-        listed.extend(m.uploaded.into_iter().map(|u| u.key));
+        for u in m.uploaded {
+            // The hash the manifest names is the one stored with the object.
+            let head = bucket.head(&u.key).await.unwrap().unwrap();
+            let stored = head.metadata.get(relay_shared::meta::CONTENT_HASH);
+            assert_eq!(stored, Some(&u.hash), "{}", u.key);
+            listed.insert(u.key);
+        }
     }
     assert_eq!(listed, expected.keys().cloned().collect());
     assert_eq!(

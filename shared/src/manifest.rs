@@ -2,8 +2,8 @@
 //! can say which files a host wrote that are not in SQS, and why.
 //!
 //! Every interval (and at shutdown) the agent uploads one manifest per
-//! source: the files it stored in S3 since the one before (name and
-//! key), the files it cannot upload (name and reason), and the
+//! source: the files it stored in S3 since the one before (name, key and
+//! content hash), the files it cannot upload (name and reason), and the
 //! files still waiting to be finished (since when). Manifests carry a
 //! sequence number that counts from 1 within an *epoch* (the start of the
 //! agent's state directory), so a missing manifest is itself a finding,
@@ -59,6 +59,9 @@ pub struct Uploaded {
     /// The file's path under the watch directory.
     pub file: String,
     pub key: String,
+    /// The xxh3-128 of the file's bytes, as the object's `content-hash`
+    /// metadata has it.
+    pub hash: String,
     /// When S3 was known to hold it (the agent's clock).
     pub stored_ms: u64,
 }
@@ -225,6 +228,7 @@ mod tests {
             uploaded: vec![Uploaded {
                 file: "a/1.json".into(),
                 key: "raw/s/2026/12/05/12/1.json.zst".into(),
+                hash: "00ff".into(),
                 stored_ms: 5,
             }],
             refused: vec![Refused {

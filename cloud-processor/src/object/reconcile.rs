@@ -239,6 +239,7 @@ mod tests {
                 .map(|f| Uploaded {
                     file: (*f).into(),
                     key: format!("raw/s/2026/12/05/12/{f}.zst"),
+                    hash: String::new(),
                     stored_ms: 0,
                 })
                 .collect(),

@@ -74,7 +74,7 @@ impl<S: ObjectStore> Agent<S> {
     /// not counted as data. One that failed is simply missing downstream.
     pub(super) fn finish_canary(&mut self, job: &Job, outcome: &Outcome) {
         let outcome = match outcome {
-            Outcome::Uploaded { .. } | Outcome::Duplicate | Outcome::Conflict { .. } => {
+            Outcome::Uploaded { .. } | Outcome::Duplicate { .. } | Outcome::Conflict { .. } => {
                 crate::health::s3_answered();
                 ::metrics::gauge!(metrics::CANARY_LAST_SENT).set(
                     SystemTime::now()

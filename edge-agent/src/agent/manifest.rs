@@ -22,11 +22,13 @@ use crate::metrics;
 use crate::upload::Job;
 
 impl<S: ObjectStore> Agent<S> {
-    /// S3 holds `job`'s file under `key`: the next manifest names it.
-    pub(super) fn note_stored(&mut self, job: &Job, key: &str) {
+    /// S3 holds `job`'s file (these bytes) under `key`: the next manifest
+    /// names it.
+    pub(super) fn note_stored(&mut self, job: &Job, key: &str, content_hash: u128) {
         self.book.stored.push(Uploaded {
             file: job.rel.clone(),
             key: key.to_owned(),
+            hash: relay_shared::meta::content_hash_hex(content_hash),
             stored_ms: now_ms(),
         });
     }

@@ -34,7 +34,7 @@ impl<S: ObjectStore> Agent<S> {
         let span = tracing::info_span!("file", path = %job.path.display(), key = %job.key);
         let _enter = span.enter();
         match outcome {
-            Outcome::Uploaded { .. } | Outcome::Duplicate | Outcome::Conflict { .. } => {
+            Outcome::Uploaded { .. } | Outcome::Duplicate { .. } | Outcome::Conflict { .. } => {
                 self.stored(&job, outcome, retries, elapsed);
             }
             Outcome::Unverified => {
@@ -90,15 +90,21 @@ impl<S: ObjectStore> Agent<S> {
     pub(super) fn stored(&mut self, job: &Job, outcome: Outcome, retries: u32, elapsed: Duration) {
         crate::health::set_permanent_failure(None);
         crate::health::s3_answered();
-        let key = match &outcome {
-            Outcome::Conflict { key, .. } => key.clone(),
-            _ => job.key.clone(),
+        let (key, hash) = match &outcome {
+            Outcome::Conflict {
+                key, content_hash, ..
+            } => (key.clone(), *content_hash),
+            Outcome::Uploaded { content_hash, .. } | Outcome::Duplicate { content_hash } => {
+                (job.key.clone(), *content_hash)
+            }
+            _ => (job.key.clone(), 0),
         };
-        self.note_stored(job, &key);
+        self.note_stored(job, &key, hash);
         match outcome {
             Outcome::Uploaded {
                 compressed_bytes,
                 parts,
+                ..
             } => {
                 self.summary.uploaded += 1;
                 ::metrics::counter!(metrics::FILES, "outcome" => "uploaded").increment(1);
@@ -118,7 +124,7 @@ impl<S: ObjectStore> Agent<S> {
                     "uploaded"
                 );
             }
-            Outcome::Duplicate => {
+            Outcome::Duplicate { .. } => {
                 self.summary.duplicates += 1;
                 ::metrics::counter!(metrics::FILES, "outcome" => "duplicate").increment(1);
                 info!(
@@ -129,6 +135,7 @@ impl<S: ObjectStore> Agent<S> {
             Outcome::Conflict {
                 key,
                 compressed_bytes,
+                ..
             } => {
                 self.summary.conflicts += 1;
                 ::metrics::counter!(metrics::FILES, "outcome" => "conflict").increment(1);

@@ -157,6 +157,8 @@ async fn manifests_name_stored_refused_and_waiting_files() {
         .map(|u| (u.file.as_str(), u.key.clone()))
         .collect();
     assert_eq!(stored, [(a, key_of(a)), (b, key_of(b))]);
+    let hash = relay_shared::meta::content_hash_hex(xxhash_rust::xxh3::xxh3_128(b"{}\n"));
+    assert!(m.uploaded.iter().all(|u| u.hash == hash), "{m:?}");
     assert_eq!(m.refused.len(), 1, "{m:?}");
     assert_eq!(m.refused[0].file, "notes.txt");
     assert!(m.refused[0].reason.contains("timestamp"), "{m:?}");

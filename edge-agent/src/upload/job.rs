@@ -93,14 +93,23 @@ pub struct Job {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// S3 stored it now.
-    Uploaded { compressed_bytes: u64, parts: u32 },
+    Uploaded {
+        compressed_bytes: u64,
+        parts: u32,
+        /// The xxh3-128 of the file's bytes, as its metadata has it.
+        content_hash: u128,
+    },
     /// S3 already had the key (412) with exactly this file's bytes (its
     /// content hash and size match): an earlier run or a peer agent uploaded it.
-    Duplicate,
+    Duplicate { content_hash: u128 },
     /// S3 had the key with other bytes: the name was used again. This file
     /// is stored (now, or already by an earlier attempt) under `key`, next
     /// to the first.
-    Conflict { key: String, compressed_bytes: u64 },
+    Conflict {
+        key: String,
+        compressed_bytes: u64,
+        content_hash: u128,
+    },
     /// S3 has the key, but its object carries no content hash (an older
     /// agent stored it), so whether it holds these bytes is unknown. The
     /// file is kept on disk.

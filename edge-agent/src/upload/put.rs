@@ -83,6 +83,7 @@ pub async fn upload_once<S: ObjectStore>(
             return Ok(Outcome::Uploaded {
                 compressed_bytes,
                 parts,
+                content_hash: meta.content_hash,
             });
         }
         Stored::Early(Outcome::Gone { .. }) => return gone(sink, &job.key).await,
@@ -90,7 +91,11 @@ pub async fn upload_once<S: ObjectStore>(
         Stored::Taken => held(sink, &job.key, &meta).await?,
     };
     match stored {
-        Held::Same => return Ok(Outcome::Duplicate),
+        Held::Same => {
+            return Ok(Outcome::Duplicate {
+                content_hash: meta.content_hash,
+            });
+        }
         Held::Unknown => return Ok(Outcome::Unverified),
         Held::Other => {}
     }
@@ -108,12 +113,14 @@ pub async fn upload_once<S: ObjectStore>(
         } => Ok(Outcome::Conflict {
             key: conflict,
             compressed_bytes,
+            content_hash: meta.content_hash,
         }),
         Stored::Early(outcome) => Ok(outcome),
         Stored::Taken => match held(sink, &conflict, &meta).await? {
             Held::Same => Ok(Outcome::Conflict {
                 key: conflict,
                 compressed_bytes: 0,
+                content_hash: meta.content_hash,
             }),
             Held::Other | Held::Unknown => Err(UploadError::HashClash {
                 key: conflict,

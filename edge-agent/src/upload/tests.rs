@@ -80,7 +80,9 @@ async fn single_put_round_trips_and_second_is_duplicate() {
     assert_eq!(zstd::decode_all(&stored[..]).unwrap(), content);
     assert_eq!(
         upload_once(&s3, &job, 3, 5 << 20).await.unwrap(),
-        Outcome::Duplicate
+        Outcome::Duplicate {
+            content_hash: xxhash_rust::xxh3::xxh3_128(&content)
+        }
     );
 }
 
@@ -217,7 +219,9 @@ async fn large_files_go_multipart_and_decode_whole() {
     // and its parts are aborted.
     assert_eq!(
         upload_once(&s3, &job, 3, 1_000_000).await.unwrap(),
-        Outcome::Duplicate
+        Outcome::Duplicate {
+            content_hash: xxhash_rust::xxh3::xxh3_128(&content)
+        }
     );
     let aborted = s3
         .calls()
@@ -378,7 +382,8 @@ async fn a_name_used_again_with_other_bytes_goes_to_a_conflict_key() {
         upload_once(&s3, &second, 3, 5 << 20).await.unwrap(),
         Outcome::Conflict {
             key,
-            compressed_bytes: 0
+            compressed_bytes: 0,
+            content_hash: xxhash_rust::xxh3::xxh3_128(b"{\"v\":2}\n{\"v\":3}\n")
         }
     );
     assert_eq!(s3.keys().len(), 2);
@@ -387,7 +392,9 @@ async fn a_name_used_again_with_other_bytes_goes_to_a_conflict_key() {
     let first = job_for(dir.path(), "1763800000006.json", b"{\"v\":1}\n");
     assert_eq!(
         upload_once(&s3, &first, 3, 5 << 20).await.unwrap(),
-        Outcome::Duplicate
+        Outcome::Duplicate {
+            content_hash: xxhash_rust::xxh3::xxh3_128(b"{\"v\":1}\n")
+        }
     );
 }
 
