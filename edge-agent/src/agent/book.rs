@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use relay_shared::manifest::{Position, Uploaded};
+use relay_shared::manifest::{Manifest, Position, Uploaded};
 use relay_shared::store::S3Error;
 use tokio::task::JoinSet;
 use tracing::info;
@@ -44,6 +44,9 @@ impl Book {
     /// The sequence as the state directory has it (`<epoch> <seq>`), or a
     /// new epoch.
     pub(super) fn open(state_dir: &Path) -> Self {
+        if let Some(book) = Self::pending(state_dir) {
+            return book;
+        }
         let path = state_dir.join(STATE_FILE);
         let text = std::fs::read_to_string(&path).unwrap_or_default();
         let mut parts = text.split_whitespace().map(str::parse::<u64>);
@@ -66,5 +69,26 @@ impl Book {
     }
 }
 
+impl Book {
+    /// The manifest the last run could not store before it stopped (its
+    /// key, a newline, its body): stored first, under its own key.
+    fn pending(state_dir: &Path) -> Option<Self> {
+        let text = std::fs::read(state_dir.join(PENDING_FILE)).ok()?;
+        let at = text.iter().position(|b| *b == b'\n')?;
+        let key = std::str::from_utf8(&text[..at]).ok()?;
+        let m = Manifest::parse(key, &text[at + 1..]).ok()?;
+        info!(%key, files = m.uploaded.len(), "the manifest the last run could not store is stored first");
+        Some(Self {
+            epoch_ms: m.epoch_ms,
+            seq: m.seq - 1,
+            retry: Some(m.position()),
+            stored: m.uploaded,
+            ..Self::default()
+        })
+    }
+}
+
 /// The state directory's record of the manifest sequence.
 pub(super) const STATE_FILE: &str = "manifest-sequence";
+/// The manifest a shutdown could not store, for the next start.
+pub(super) const PENDING_FILE: &str = "manifest-pending";

@@ -16,7 +16,7 @@ use relay_shared::manifest::{self, Manifest, Position, Refused, Uploaded, Waitin
 use relay_shared::store::{ObjectStore, PutMode, PutOptions, S3Error};
 use tracing::warn;
 
-use super::book::{Puts, STATE_FILE, ms, now_ms};
+use super::book::{PENDING_FILE, Puts, STATE_FILE, ms, now_ms};
 use super::owner::{Agent, Ready};
 use crate::metrics;
 use crate::upload::Job;
@@ -70,6 +70,7 @@ impl<S: ObjectStore> Agent<S> {
                 self.book.seq = at.seq;
                 self.book.retry = None;
                 self.save_sequence();
+                let _ = std::fs::remove_file(self.config.state_dir.join(PENDING_FILE));
             }
             Err(e) => {
                 ::metrics::counter!(metrics::MANIFESTS, "outcome" => "failed").increment(1);
@@ -83,11 +84,33 @@ impl<S: ObjectStore> Agent<S> {
         let mut puts = Puts::new();
         self.book.due = true;
         self.start_manifest(&mut puts);
-        match tokio::time::timeout(deadline, puts.join_next()).await {
-            Ok(Some(done)) => self.manifest_done(done),
-            _ => warn!(
-                "the last manifest was not stored before the shutdown deadline; the next start stores it"
-            ),
+        if let Ok(Some(done)) = tokio::time::timeout(deadline, puts.join_next()).await {
+            self.manifest_done(done);
+        }
+        if self.book.retry.is_some() {
+            self.save_pending();
+        }
+    }
+
+    /// Keeps the manifest not yet stored, with every file stored since the
+    /// last one, for the next start (a crash keeps none: those files are in
+    /// S3 but in no manifest, and `audit` still finds any not processed).
+    fn save_pending(&self) {
+        let (mut m, _) = self.manifest();
+        m.uploaded.clone_from(&self.book.stored);
+        let path = self.config.state_dir.join(PENDING_FILE);
+        let mut text = format!("{}\n", m.key()).into_bytes();
+        text.extend(m.to_bytes());
+        let written = std::fs::create_dir_all(&self.config.state_dir)
+            .and_then(|()| std::fs::write(&path, text));
+        match written {
+            Ok(()) => warn!(key = %m.key(), files = m.uploaded.len(),
+                "the last manifest was not stored before the shutdown deadline; the next start stores it first"),
+            Err(e) => {
+                ::metrics::counter!(crate::health::STATE_ERRORS, "op" => "manifest").increment(1);
+                warn!(path = %path.display(), error = %e,
+                    "the last manifest was not stored, nor kept for the next start: the files it lists are in S3 but in no manifest (`audit` still finds any not processed)");
+            }
         }
     }
 

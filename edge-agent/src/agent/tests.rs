@@ -173,6 +173,29 @@ async fn manifests_name_stored_refused_and_waiting_files() {
     assert!(all[1].uploaded.is_empty());
 }
 
+/// A manifest a shutdown could not store is kept in the state directory
+/// and stored first, under its own key, by the next start.
+#[tokio::test]
+async fn a_manifest_unstored_at_shutdown_is_stored_by_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = store();
+    let a = "1763800000020.json";
+    let mut agent = agent_with(dir.path(), &s3, &[(a, b"{}\n")]);
+    drain(&mut agent).await;
+    s3.fail_on("PutObject", "ledger/", Fault::Unavailable);
+    agent.final_manifest(Duration::from_secs(5)).await;
+    assert!(manifests(&s3).is_empty());
+    let mut next = agent_with(dir.path(), &s3, &[]);
+    manifest(&mut next).await;
+    let [m] = &manifests(&s3)[..] else {
+        panic!("{:?}", s3.keys())
+    };
+    assert_eq!(m.seq, 1);
+    let files: Vec<_> = m.uploaded.iter().map(|u| u.key.clone()).collect();
+    assert_eq!(files, [key_of(a)]);
+    assert!(!dir.path().join(".relay-agent/manifest-pending").exists());
+}
+
 #[test]
 fn canaries_are_on_by_default_and_zero_turns_them_off() {
     let dir = tempfile::tempdir().unwrap();
