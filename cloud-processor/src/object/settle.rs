@@ -43,6 +43,9 @@ impl<S: ObjectStore, Q: MessageSink> Attempt<'_, S, Q> {
         claim: &mut Claim<'_, S>,
         ran: Result<Ran, Failure>,
     ) -> Result<Outcome, Failure> {
+        // The run ends with its last message accepted by SQS: the file's
+        // latency ends here, not after the marker and the lease's delete.
+        let sent_at_ms = now_ms();
         let (report, sent, etag, provenance) = match ran {
             Err(e) => return Err(e),
             Ok(Ran::Missing) => {
@@ -67,7 +70,7 @@ impl<S: ObjectStore, Q: MessageSink> Attempt<'_, S, Q> {
             Ok(report) => {
                 let outcome = self.finish(claim, marker, &report, sent).await?;
                 if matches!(outcome, Outcome::Sent { .. }) && self.plan.canary.is_none() {
-                    note_latency(&provenance);
+                    note_latency(&provenance, sent_at_ms);
                 }
                 Ok(outcome)
             }
@@ -256,9 +259,9 @@ fn count(s: &Stats, sent: u32) {
 }
 
 /// The file's latency, from its last write on the host to its last message
-/// accepted by SQS (now), per source.
-fn note_latency(p: &Provenance) {
-    if let Some(secs) = p.latency_secs(now_ms()) {
+/// accepted by SQS (`sent_at_ms`), per source.
+fn note_latency(p: &Provenance, sent_at_ms: u64) {
+    if let Some(secs) = p.latency_secs(sent_at_ms) {
         metrics::histogram!(m::FILE_LATENCY, "source" => p.source.clone()).record(secs);
     }
 }
