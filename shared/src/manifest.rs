@@ -211,6 +211,34 @@ impl Manifest {
     }
 }
 
+/// A manifest for tests: `source`'s manifest `seq` of epoch 1, made at
+/// `seq` minutes, naming `files` stored then under one hour's raw keys.
+#[cfg(any(test, feature = "test-support"))]
+pub fn sample(source: &str, seq: u64, files: &[&str]) -> Manifest {
+    let made_ms = seq * 60_000;
+    Manifest {
+        version: VERSION,
+        source: source.to_owned(),
+        epoch_ms: 1,
+        seq,
+        created_ms: made_ms,
+        interval_secs: 60,
+        uploaded: files
+            .iter()
+            .map(|f| Uploaded {
+                file: (*f).to_owned(),
+                key: format!("raw/{source}/2026/12/05/12/{f}.zst"),
+                hash: String::new(),
+                stored_ms: made_ms,
+            })
+            .collect(),
+        refused: vec![],
+        refused_more: 0,
+        waiting: vec![],
+        waiting_more: 0,
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -212,8 +212,6 @@ pub fn replay_command(bucket: &str, key: &str) -> String {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use relay_shared::manifest::{Uploaded, VERSION};
-    use relay_shared::store::{PutMode, PutOptions};
     use relay_shared::testing::MemStore;
 
     const GRACE: Duration = Duration::from_secs(120);
@@ -226,52 +224,20 @@ mod tests {
         }
     }
 
-    fn manifest(seq: u64, files: &[&str]) -> Manifest {
-        Manifest {
-            version: VERSION,
-            source: "s".into(),
-            epoch_ms: 7,
-            seq,
-            created_ms: seq * 60_000,
-            interval_secs: 60,
-            uploaded: files
-                .iter()
-                .map(|f| Uploaded {
-                    file: (*f).into(),
-                    key: format!("raw/s/2026/12/05/12/{f}.zst"),
-                    hash: String::new(),
-                    stored_ms: 0,
-                })
-                .collect(),
-            refused: vec![],
-            refused_more: 0,
-            waiting: vec![],
-            waiting_more: 0,
-        }
-    }
-
-    async fn put(store: &MemStore, key: &str, body: Vec<u8>) {
-        let opts = PutOptions::default();
-        store
-            .put(key, body, &PutMode::Overwrite, &opts)
-            .await
-            .unwrap();
-    }
-
-    async fn store_manifest(store: &MemStore, m: &Manifest) -> String {
-        put(store, &m.key(), serde_json::to_vec(m).unwrap()).await;
+    fn store_manifest(store: &MemStore, m: &Manifest) -> String {
+        store.insert(&m.key(), &m.to_bytes());
         m.key()
     }
 
     #[tokio::test]
     async fn the_manifest_a_grace_period_back_is_checked_against_done_markers() {
         let store = MemStore::new("b");
-        store_manifest(&store, &manifest(1, &["1.json", "2.json"])).await;
-        store_manifest(&store, &manifest(2, &["3.json"])).await;
-        let newest = store_manifest(&store, &manifest(3, &[])).await;
-        put(&store, "state/done/s/2026/12/05/12/1.json.zst", vec![]).await;
+        store_manifest(&store, &manifest::sample("s", 1, &["1.json", "2.json"]));
+        store_manifest(&store, &manifest::sample("s", 2, &["3.json"]));
+        let newest = store_manifest(&store, &manifest::sample("s", 3, &[]));
+        store.insert("state/done/s/2026/12/05/12/1.json.zst", b"");
         let found = ledger().on_manifest(&store, &newest, 0).await.unwrap();
-        assert_eq!(found.checked, Some(manifest(1, &[]).key()));
+        assert_eq!(found.checked, Some(manifest::sample("s", 1, &[]).key()));
         let keys: Vec<_> = found.missing.iter().map(|m| m.key.as_str()).collect();
         assert_eq!(keys, ["raw/s/2026/12/05/12/2.json.zst"]);
         assert_eq!(
@@ -284,14 +250,14 @@ mod tests {
     #[tokio::test]
     async fn a_missing_manifest_is_a_gap_and_the_first_ones_check_nothing() {
         let store = MemStore::new("b");
-        let second = store_manifest(&store, &manifest(2, &["x.json"])).await;
+        let second = store_manifest(&store, &manifest::sample("s", 2, &["x.json"]));
         let found = ledger().on_manifest(&store, &second, 0).await.unwrap();
         assert_eq!((found.checked, found.gaps), (None, vec![]));
-        let fourth = store_manifest(&store, &manifest(4, &[])).await;
+        let fourth = store_manifest(&store, &manifest::sample("s", 4, &[]));
         let found = ledger().on_manifest(&store, &fourth, 0).await.unwrap();
         assert!(found.gaps.is_empty());
         assert_eq!(found.checked, Some(second));
-        let fifth = store_manifest(&store, &manifest(5, &[])).await;
+        let fifth = store_manifest(&store, &manifest::sample("s", 5, &[]));
         let found = ledger().on_manifest(&store, &fifth, 0).await.unwrap();
         assert_eq!(found.gaps, vec![3]);
         assert_eq!(found.count(), 1);
@@ -300,7 +266,7 @@ mod tests {
     #[tokio::test]
     async fn refused_and_long_waiting_files_are_reported_as_the_agent_sees_them() {
         let store = MemStore::new("b");
-        let mut m = manifest(1, &[]);
+        let mut m = manifest::sample("s", 1, &[]);
         m.refused = vec![Refused {
             file: "bad".into(),
             reason: "no timestamp".into(),
@@ -315,7 +281,7 @@ mod tests {
                 since_ms: 200_000,
             },
         ];
-        let key = store_manifest(&store, &m).await;
+        let key = store_manifest(&store, &m);
         let found = ledger().on_manifest(&store, &key, 250_000).await.unwrap();
         assert_eq!(found.refused, m.refused);
         assert_eq!(found.stalled, m.waiting[..1]);
@@ -325,8 +291,8 @@ mod tests {
     #[tokio::test]
     async fn a_malformed_manifest_is_an_error_naming_its_key() {
         let store = MemStore::new("b");
-        let key = manifest(1, &[]).key();
-        put(&store, &key, b"{not json".to_vec()).await;
+        let key = manifest::sample("s", 1, &[]).key();
+        store.insert(&key, b"{not json");
         let e = ledger().on_manifest(&store, &key, 0).await.unwrap_err();
         assert!(matches!(e, ReconcileError::Manifest(_)), "{e}");
         assert!(e.to_string().contains(&key), "{e}");

@@ -224,43 +224,10 @@ pub fn print(ledgers: &[SourceLedger]) {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use relay_shared::manifest::{Refused, Uploaded, VERSION, Waiting};
-    use relay_shared::store::{PutMode, PutOptions};
+    use relay_shared::manifest::{Refused, Waiting};
     use relay_shared::testing::MemStore;
 
     const MIN: u64 = 60_000;
-
-    fn manifest(seq: u64, files: &[&str]) -> Manifest {
-        Manifest {
-            version: VERSION,
-            source: "s".into(),
-            epoch_ms: 1,
-            seq,
-            created_ms: seq * MIN,
-            interval_secs: 60,
-            uploaded: files
-                .iter()
-                .map(|f| Uploaded {
-                    file: (*f).into(),
-                    key: format!("raw/s/2026/12/05/12/{f}.zst"),
-                    hash: String::new(),
-                    stored_ms: seq * MIN,
-                })
-                .collect(),
-            refused: vec![],
-            refused_more: 0,
-            waiting: vec![],
-            waiting_more: 0,
-        }
-    }
-
-    async fn put(store: &MemStore, key: &str, body: Vec<u8>) {
-        let opts = PutOptions::default();
-        store
-            .put(key, body, &PutMode::Overwrite, &opts)
-            .await
-            .unwrap();
-    }
 
     /// `audit` names the file stored without a done marker (with the replay
     /// that fixes it), the missing manifest, the refused and stalled files
@@ -269,10 +236,10 @@ mod tests {
     #[tokio::test]
     async fn audit_names_each_file_not_in_sqs_and_why() {
         let store = MemStore::new("b");
-        let first = manifest(1, &["a.json", "b.json"]);
-        put(&store, &first.key(), first.to_bytes()).await;
-        put(&store, "state/done/s/2026/12/05/12/b.json.zst", vec![]).await;
-        let mut newest = manifest(3, &["young.json"]);
+        let first = manifest::sample("s", 1, &["a.json", "b.json"]);
+        store.insert(&first.key(), &first.to_bytes());
+        store.insert("state/done/s/2026/12/05/12/b.json.zst", b"");
+        let mut newest = manifest::sample("s", 3, &["young.json"]);
         newest.uploaded[0].stored_ms = 29 * MIN;
         newest.refused = vec![Refused {
             file: "notes".into(),
@@ -282,16 +249,9 @@ mod tests {
             file: "held.json".into(),
             since_ms: MIN,
         }];
-        put(&store, &newest.key(), newest.to_bytes()).await;
-        put(&store, "ledger/s/1/0000000004.240000.json", b"{".to_vec()).await;
-        let sel = Selection {
-            bucket: "b".into(),
-            prefix: "raw/".into(),
-            raw_prefix: "raw/".into(),
-            state_prefix: "state/".into(),
-            since: None,
-            until: None,
-        };
+        store.insert(&newest.key(), &newest.to_bytes());
+        store.insert("ledger/s/1/0000000004.240000.json", b"{");
+        let sel = Selection::everything("b");
         let ledgers = audit(&store, &sel, 600, 30 * 60).await.unwrap();
         let [l] = &ledgers[..] else {
             panic!("{ledgers:?}")

@@ -401,14 +401,7 @@ mod tests {
         put("raw/a/2026/11/27/14/1795800000000.json.zst".into()).await;
         let done = StateKeys::new("state/", "raw/", &canary("b", 1_795_800_030_000)).done;
         put(done).await;
-        let sel = Selection {
-            bucket: "b".into(),
-            prefix: "raw/".into(),
-            raw_prefix: "raw/".into(),
-            state_prefix: "state/".into(),
-            since: None,
-            until: None,
-        };
+        let sel = Selection::everything("b");
         let report = audit(&store, &sel, 0, i64::MAX / 2).await.unwrap();
         let got: Vec<(&str, u64, bool)> = report
             .last_canaries
@@ -463,14 +456,7 @@ mod tests {
             store.insert(&StateKeys::new("state/", "raw/", key).lease, lease);
         }
         store.insert(&StateKeys::new("state/", "raw/", done_key).done, b"{}");
-        let sel = Selection {
-            bucket: "b".into(),
-            prefix: "raw/".into(),
-            raw_prefix: "raw/".into(),
-            state_prefix: "state/".into(),
-            since: None,
-            until: None,
-        };
+        let sel = Selection::everything("b");
         // Long after the leases' last writes, by S3's clock.
         store.at(4_000_000_000_000);
         let mut report = audit(&store, &sel, 0, 4_000_000_000).await.unwrap();

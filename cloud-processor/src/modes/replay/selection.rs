@@ -69,3 +69,19 @@ impl Selection {
         })
     }
 }
+
+/// Everything under `raw/` of `bucket`, with the state under `state/`, at
+/// any time: the unit tests' selection.
+#[cfg(test)]
+impl Selection {
+    pub fn everything(bucket: &str) -> Self {
+        Self {
+            bucket: bucket.to_owned(),
+            prefix: "raw/".into(),
+            raw_prefix: "raw/".into(),
+            state_prefix: "state/".into(),
+            since: None,
+            until: None,
+        }
+    }
+}
