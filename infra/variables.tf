@@ -16,7 +16,7 @@ variable "bucket_name" {
 }
 
 variable "raw_prefix" {
-  description = "Key prefix the edge agents write under; only these objects notify the processor."
+  description = "Key prefix the edge agents write raw objects under; these and the agents' manifests (ledger/) notify the processor."
   type        = string
   default     = "raw/"
 
