@@ -26,6 +26,18 @@ pub const WRITTEN_MS: &str = "written-ms";
 /// not data (its name also ends in `.canary.json`).
 pub const CANARY: &str = "canary";
 
+/// A time as `written-ms`, manifests and leases carry it: milliseconds
+/// since the Unix epoch (0 before it).
+pub fn unix_ms(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// This host's clock, as [`unix_ms`].
+pub fn now_ms() -> u64 {
+    unix_ms(std::time::SystemTime::now())
+}
+
 /// The content hash as it is stored in metadata.
 pub fn content_hash_hex(hash: u128) -> String {
     format!("{hash:032x}")

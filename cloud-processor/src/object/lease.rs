@@ -23,7 +23,7 @@
 //! deduplication window. For standard queues it is the one possible duplicate.
 
 use std::future::Future;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use std::collections::BTreeMap;
 
@@ -37,11 +37,7 @@ use crate::pipeline::{Position, Resume};
 
 /// This host's clock, in ms since the epoch: it only fills a lease's
 /// `expires_at_ms` for people, and judges leases of older processors.
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+pub(crate) use relay_shared::meta::now_ms;
 
 /// SQS FIFO drops a resent message only within this long of the first send.
 pub const FIFO_DEDUP_WINDOW_MS: u64 = 5 * 60 * 1000;

@@ -4,9 +4,9 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
 
 use relay_shared::manifest::{Manifest, Position, Uploaded};
+use relay_shared::meta::now_ms;
 use relay_shared::store::S3Error;
 use tokio::task::JoinSet;
 use tracing::info;
@@ -28,16 +28,6 @@ pub(super) struct Book {
     pub(super) retry: Option<Position>,
     /// A manifest is due (the canary's interval passed).
     pub(super) due: bool,
-}
-
-pub(super) fn now_ms() -> u64 {
-    ms(SystemTime::now())
-}
-
-/// Milliseconds since the epoch (0 before it).
-pub(super) fn ms(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl Book {

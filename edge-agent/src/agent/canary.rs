@@ -40,9 +40,7 @@ impl<S: ObjectStore> Agent<S> {
             tracing::debug!("no canary while the watch directory is missing");
             return;
         }
-        let created_ms = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let created_ms = relay_shared::meta::now_ms();
         let (name, key) = self.config.keys.canary_key(created_ms);
         self.canary_seq += 1;
         // Source ids are `[A-Za-z0-9_.-]`: nothing to escape.

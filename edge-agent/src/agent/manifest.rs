@@ -16,7 +16,9 @@ use relay_shared::manifest::{self, Manifest, Position, Refused, Uploaded, Waitin
 use relay_shared::store::{ObjectStore, PutMode, PutOptions, S3Error};
 use tracing::warn;
 
-use super::book::{PENDING_FILE, Puts, STATE_FILE, ms, now_ms};
+use relay_shared::meta::{now_ms, unix_ms};
+
+use super::book::{PENDING_FILE, Puts, STATE_FILE};
 use super::owner::{Agent, Ready};
 use crate::metrics;
 use crate::upload::Job;
@@ -181,7 +183,7 @@ impl<S: ObjectStore> Agent<S> {
             .filter(|(p, _)| !p.starts_with(&canaries))
             .map(|(p, t)| Waiting {
                 file: self.name(p),
-                since_ms: ms(t),
+                since_ms: unix_ms(t),
             })
             .collect();
         all.sort_by(|a, b| (a.since_ms, &a.file).cmp(&(b.since_ms, &b.file)));

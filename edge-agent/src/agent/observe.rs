@@ -282,10 +282,7 @@ impl<S: ObjectStore> Agent<S> {
                 source_id: self.config.keys.source_id().to_owned(),
                 content_hash: 0,
                 canary,
-                written_ms: stat
-                    .mtime
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                written_ms: relay_shared::meta::unix_ms(stat.mtime),
             },
         }
     }
