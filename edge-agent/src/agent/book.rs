@@ -57,9 +57,7 @@ impl Book {
             ..Self::default()
         }
     }
-}
 
-impl Book {
     /// The manifest the last run could not store before it stopped (its
     /// key, a newline, its body): stored first, under its own key.
     fn pending(state_dir: &Path) -> Option<Self> {

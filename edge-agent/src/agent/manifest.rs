@@ -49,7 +49,8 @@ impl<S: ObjectStore> Agent<S> {
             return;
         }
         self.book.due = false;
-        let (m, listed) = self.manifest();
+        let listed = self.book.stored.len().min(manifest::MAX_LISTED);
+        let m = self.manifest(listed);
         let (sink, at) = (self.sink.clone(), m.position());
         self.book.retry = Some(at);
         puts.spawn(async move { (at, listed, put(&sink, &m).await) });
@@ -98,35 +99,30 @@ impl<S: ObjectStore> Agent<S> {
     /// last one, for the next start (a crash keeps none: those files are in
     /// S3 but in no manifest, and `audit` still finds any not processed).
     fn save_pending(&self) {
-        let (mut m, _) = self.manifest();
-        m.uploaded.clone_from(&self.book.stored);
-        let path = self.config.state_dir.join(PENDING_FILE);
+        let m = self.manifest(self.book.stored.len());
         let mut text = format!("{}\n", m.key()).into_bytes();
         text.extend(m.to_bytes());
-        let written = std::fs::create_dir_all(&self.config.state_dir)
-            .and_then(|()| std::fs::write(&path, text));
-        match written {
+        match self.write_state(PENDING_FILE, &text) {
             Ok(()) => warn!(key = %m.key(), files = m.uploaded.len(),
                 "the last manifest was not stored before the shutdown deadline; the next start stores it first"),
             Err(e) => {
                 ::metrics::counter!(crate::health::STATE_ERRORS, "op" => "manifest").increment(1);
-                warn!(path = %path.display(), error = %e,
+                warn!(dir = %self.config.state_dir.display(), error = %e,
                     "the last manifest was not stored, nor kept for the next start: the files it lists are in S3 but in no manifest (`audit` still finds any not processed)");
             }
         }
     }
 
-    /// The manifest due now, and how many stored files it lists.
-    fn manifest(&self) -> (Manifest, usize) {
+    /// The manifest due now, listing the first `listed` files stored.
+    fn manifest(&self, listed: usize) -> Manifest {
         let at = self.book.retry.unwrap_or(Position {
             epoch_ms: self.book.epoch_ms,
             seq: self.book.seq + 1,
             created_ms: now_ms(),
         });
-        let listed = self.book.stored.len().min(manifest::MAX_LISTED);
         let (refused, refused_more) = capped(self.refused_now());
         let (waiting, waiting_more) = capped(self.waiting_now());
-        let m = Manifest {
+        Manifest {
             version: manifest::VERSION,
             source: self.config.keys.source_id().to_owned(),
             epoch_ms: at.epoch_ms,
@@ -138,8 +134,7 @@ impl<S: ObjectStore> Agent<S> {
             refused_more,
             waiting,
             waiting_more,
-        };
-        (m, listed)
+        }
     }
 
     fn name(&self, path: &Path) -> String {
@@ -193,16 +188,21 @@ impl<S: ObjectStore> Agent<S> {
     /// Keeps the sequence for the next start; a state directory that
     /// cannot be written costs a new epoch after a restart, not data.
     fn save_sequence(&self) {
-        let path = self.config.state_dir.join(STATE_FILE);
-        let tmp = path.with_extension("tmp");
         let text = format!("{} {}\n", self.book.epoch_ms, self.book.seq);
-        let written = std::fs::create_dir_all(&self.config.state_dir)
-            .and_then(|()| std::fs::write(&tmp, text))
-            .and_then(|()| std::fs::rename(&tmp, &path));
-        if let Err(e) = written {
+        if let Err(e) = self.write_state(STATE_FILE, text.as_bytes()) {
             ::metrics::counter!(crate::health::STATE_ERRORS, "op" => "manifest").increment(1);
-            warn!(path = %path.display(), error = %e, "cannot record the manifest sequence; a restart starts a new one");
+            warn!(dir = %self.config.state_dir.display(), error = %e, "cannot record the manifest sequence; a restart starts a new one");
         }
+    }
+
+    /// Writes `name` in the state directory whole: a temporary file renamed
+    /// over it, so a crash leaves the old one or the new.
+    fn write_state(&self, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+        let path = self.config.state_dir.join(name);
+        let tmp = path.with_extension("tmp");
+        std::fs::create_dir_all(&self.config.state_dir)
+            .and_then(|()| std::fs::write(&tmp, bytes))
+            .and_then(|()| std::fs::rename(&tmp, &path))
     }
 }
 

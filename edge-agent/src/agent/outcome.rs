@@ -97,7 +97,7 @@ impl<S: ObjectStore> Agent<S> {
             Outcome::Uploaded { content_hash, .. } | Outcome::Duplicate { content_hash } => {
                 (job.key.clone(), *content_hash)
             }
-            _ => (job.key.clone(), 0),
+            _ => return,
         };
         self.note_stored(job, &key, hash);
         match outcome {
