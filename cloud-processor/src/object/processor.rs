@@ -122,21 +122,20 @@ impl<S: ObjectStore, Q: MessageSink> Processor<S, Q> {
         obj: &ObjectRef,
         stop_at: Option<Instant>,
     ) -> Result<Outcome, ProcessError> {
-        if obj.key.starts_with(relay_shared::manifest::PREFIX) {
-            return self.reconcile(obj).await;
-        }
-        if !obj.key.starts_with(&self.config.raw_prefix) {
+        let manifest = obj.key.starts_with(relay_shared::manifest::PREFIX);
+        if !manifest && !obj.key.starts_with(&self.config.raw_prefix) {
             return Ok(Outcome::Ignored);
         }
         // The trace id is recorded once the object's metadata is read.
         let span = tracing::info_span!("object", bucket = %obj.bucket, key = %obj.key,
             trace_id = tracing::field::Empty);
         let started = Instant::now();
-        let result = self
-            .process(obj, stop_at)
-            .instrument(span)
-            .await
-            .map_err(|failure| ProcessError::new(obj, failure));
+        let result = if manifest {
+            self.reconcile(obj).instrument(span).await
+        } else {
+            self.process(obj, stop_at).instrument(span).await
+        }
+        .map_err(|failure| ProcessError::new(obj, failure));
         let outcome = match &result {
             Ok(Outcome::Sent { .. }) => "sent",
             Ok(Outcome::Quarantined { .. }) => "quarantined",
@@ -153,14 +152,14 @@ impl<S: ObjectStore, Q: MessageSink> Processor<S, Q> {
 
     /// Reconciles an edge agent's manifest (see [`reconcile`]). A manifest
     /// that cannot be read is a finding, never a retry; S3 failing is.
-    async fn reconcile(&self, obj: &ObjectRef) -> Result<Outcome, ProcessError> {
+    async fn reconcile(&self, obj: &ObjectRef) -> Result<Outcome, Failure> {
         let store = self.store.in_bucket(&obj.bucket);
         let ledger = reconcile::Ledger {
             state_prefix: &self.protocol.state_prefix,
             raw_prefix: &self.config.raw_prefix,
             grace: self.protocol.ledger_grace,
         };
-        let outcome = match ledger.on_manifest(&store, &obj.key, now_ms()).await {
+        Ok(match ledger.on_manifest(&store, &obj.key, now_ms()).await {
             Ok(found) => Outcome::Reconciled {
                 findings: reconcile::note(&found),
             },
@@ -168,10 +167,8 @@ impl<S: ObjectStore, Q: MessageSink> Processor<S, Q> {
                 findings: reconcile::note_unreadable(&obj.key, &e),
             },
             Err(ReconcileError::S3(S3Error::NotFound { .. })) => Outcome::Missing,
-            Err(ReconcileError::S3(e)) => return Err(ProcessError::new(obj, Failure::S3(e))),
-        };
-        metrics::counter!(m::OBJECTS, "outcome" => "reconciled").increment(1);
-        Ok(outcome)
+            Err(ReconcileError::S3(e)) => return Err(Failure::S3(e)),
+        })
     }
 
     /// Claims the object, runs it, and settles the claim.
