@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use relay_shared::manifest::{self, Manifest, Position};
-use relay_shared::store::{Listing, ObjectStore, PAGE_LIMIT};
+use relay_shared::store::ObjectStore;
 use serde::Serialize;
 
 use crate::modes::ToolError;
@@ -67,25 +67,19 @@ async fn positions<S: ObjectStore>(
     source: &str,
     unreadable: &mut Vec<String>,
 ) -> Result<BTreeMap<Position, String>, ToolError> {
-    let prefix = manifest::source_prefix(source);
-    let (mut all, mut after) = (BTreeMap::new(), None::<String>);
-    loop {
-        let page = store
-            .list_page(&prefix, after.as_deref(), Listing::Current, PAGE_LIMIT)
-            .await?;
-        for listed in page.objects {
-            match manifest::parse_key(&listed.key) {
-                Ok((_, at)) => {
-                    all.insert(at, listed.key);
-                }
-                Err(e) => unreadable.push(e.to_string()),
+    let mut all = BTreeMap::new();
+    for listed in store
+        .list(&manifest::source_prefix(source), usize::MAX)
+        .await?
+    {
+        match manifest::parse_key(&listed.key) {
+            Ok((_, at)) => {
+                all.insert(at, listed.key);
             }
-        }
-        match page.next_after {
-            Some(next) => after = Some(next),
-            None => return Ok(all),
+            Err(e) => unreadable.push(e.to_string()),
         }
     }
+    Ok(all)
 }
 
 /// Sequence numbers missing between manifests of the same epoch.
@@ -111,11 +105,10 @@ async fn source_ledger<S: ObjectStore>(
     let mut out = SourceLedger::default();
     let all = positions(store, source, &mut out.unreadable).await?;
     let secs = |ms: u64| i64::try_from(ms / 1000).unwrap_or(i64::MAX);
-    let in_window = |at: &Position| {
-        let t = secs(at.created_ms);
-        sel.since.is_none_or(|s| t >= s) && sel.until.is_none_or(|u| t < u)
-    };
-    let window: Vec<(&Position, &String)> = all.iter().filter(|(at, _)| in_window(at)).collect();
+    let window: Vec<(&Position, &String)> = all
+        .iter()
+        .filter(|(at, _)| sel.covers(secs(at.created_ms)))
+        .collect();
     let ledger = reconcile::Ledger {
         state_prefix: &sel.state_prefix,
         raw_prefix: &sel.raw_prefix,
@@ -124,7 +117,9 @@ async fn source_ledger<S: ObjectStore>(
     out.findings.source = source.to_owned();
     out.findings.gaps = gaps(window.iter().map(|(at, _)| *at));
     out.manifests = window.len();
-    for (_, key) in &window {
+    // The window's last readable manifest, so the newest is not read twice.
+    let mut last_read: Option<(Position, Manifest)> = None;
+    for (at, key) in &window {
         let Some(mut m) = readable(store, key, &mut out.unreadable).await? else {
             continue;
         };
@@ -134,8 +129,9 @@ async fn source_ledger<S: ObjectStore>(
         out.findings
             .missing
             .extend(ledger.missing(store, &m).await?);
+        last_read = Some((**at, m));
     }
-    if let Some(newest) = newest_readable(store, &all).await? {
+    if let Some(newest) = newest_readable(store, &all, last_read).await? {
         let now_ms = u64::try_from(now_secs).unwrap_or(0).saturating_mul(1000);
         out.findings.refused = newest.refused.clone();
         out.findings.refused_more = newest.refused_more;
@@ -145,12 +141,17 @@ async fn source_ledger<S: ObjectStore>(
 }
 
 /// The newest manifest that can be read (those that cannot are named
-/// already): what the agent says now.
+/// already): what the agent says now. `read` is one already read, used
+/// instead of reading it again (its refused and waiting lists are whole).
 async fn newest_readable<S: ObjectStore>(
     store: &S,
     all: &BTreeMap<Position, String>,
+    read: Option<(Position, Manifest)>,
 ) -> Result<Option<Manifest>, ToolError> {
-    for key in all.values().rev() {
+    for (at, key) in all.iter().rev() {
+        if read.as_ref().is_some_and(|(r, _)| r == at) {
+            return Ok(read.map(|(_, m)| m));
+        }
         if let Some(m) = readable(store, key, &mut Vec::new()).await? {
             return Ok(Some(m));
         }

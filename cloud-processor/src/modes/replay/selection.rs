@@ -36,8 +36,13 @@ fn instant(name: &'static str, value: Option<&str>) -> Result<Option<i64>, Confi
 impl Selection {
     /// Whether `obj` was stored within `--since` and `--until`.
     pub fn in_range(&self, obj: &RawObject) -> bool {
-        self.since.is_none_or(|t| obj.last_modified_secs >= t)
-            && self.until.is_none_or(|t| obj.last_modified_secs < t)
+        self.covers(obj.last_modified_secs)
+    }
+
+    /// Whether the instant `secs` (epoch seconds) is within `--since` and
+    /// `--until`.
+    pub fn covers(&self, secs: i64) -> bool {
+        self.since.is_none_or(|t| secs >= t) && self.until.is_none_or(|t| secs < t)
     }
 
     /// The objects `range` selects, with its instants parsed and checked.
