@@ -1,6 +1,7 @@
 //! `audit`'s report: the raw objects, leases, quarantine and reject
 //! reports and canaries of the selection, with each source's ledger
-//! (`ledger.rs`), as text or JSON, and its exit code.
+//! (`ledger.rs`) and file-name gaps (`gaps.rs`), as text or JSON, and its
+//! exit code.
 
 use relay_shared::store::{ObjectStore, PAGE_LIMIT, S3Error};
 use serde::Serialize;
