@@ -32,6 +32,11 @@ resource "aws_lambda_function" "processor" {
     mode = "Active"
   }
 
+  # An OpenTelemetry collector as a Lambda extension (the ADOT collector
+  # layer): the processor sends its spans to it on localhost, and its
+  # default configuration exports them to X-Ray.
+  layers = var.otel_collector_layer_arn == "" ? [] : [var.otel_collector_layer_arn]
+
   ephemeral_storage {
     size = var.lambda_ephemeral_storage_mb
   }
@@ -57,6 +62,10 @@ resource "aws_lambda_function" "processor" {
       },
       var.records_pointer == null ? {} : { RELAY_RECORDS_POINTER = var.records_pointer },
       var.canary_queue ? { RELAY_CANARY_QUEUE_URL = aws_sqs_queue.canary[0].id } : {},
+      var.otel_collector_layer_arn == "" ? {} : {
+        OTEL_EXPORTER_OTLP_ENDPOINT = "http://localhost:4318"
+        OTEL_SERVICE_NAME           = "${var.name}-processor"
+      },
       { for role, env in local.hmac_key_env : env => aws_ssm_parameter.hmac_key[role].name },
     )
   }

@@ -114,6 +114,17 @@ variable "lambda_architecture" {
   }
 }
 
+variable "otel_collector_layer_arn" {
+  description = "ARN of an OpenTelemetry collector layer (AWS Distro for OpenTelemetry's collector layer for the function's architecture and region, aws-otel-collector-*): the processor then sends each file's spans (claim, download, pipeline, each SendMessageBatch) to it over OTLP on localhost:4318, and its default configuration exports them to X-Ray. Empty: no spans are exported; the messages carry the trace either way."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.otel_collector_layer_arn == "" || can(regex("^arn:aws[a-z-]*:lambda:[a-z0-9-]+:[0-9]{12}:layer:[A-Za-z0-9_-]+:[0-9]+$", var.otel_collector_layer_arn))
+    error_message = "otel_collector_layer_arn must be a Lambda layer version ARN (arn:aws:lambda:<region>:<account>:layer:<name>:<version>) or empty."
+  }
+}
+
 variable "lambda_memory_mb" {
   description = "Lambda memory in MB; CPU scales with it. The processor streams, so memory is for speed, not size."
   type        = number

@@ -162,6 +162,16 @@ if terraform -chdir="$work/module" plan -var notification_visibility_timeout_sec
   exit 1
 fi
 grep -q "deduplication window" "$work/plan.log" || { cat "$work/plan.log" >&2; exit 1; }
+# An OpenTelemetry collector layer: the function carries it and sends its
+# spans to it on localhost (planned only: the emulator has no ADOT layer).
+layer=arn:aws:lambda:us-east-1:901920570463:layer:aws-otel-collector-amd64-ver-0-115-0:3
+terraform -chdir="$work/module" plan -var otel_collector_layer_arn=$layer >"$work/plan.log" 2>&1 || { cat "$work/plan.log" >&2; exit 1; }
+grep -q "\"$layer\"" "$work/plan.log" || { echo "the collector layer is not in the plan" >&2; cat "$work/plan.log" >&2; exit 1; }
+grep -Eq 'OTEL_EXPORTER_OTLP_ENDPOINT"? *= *"http://localhost:4318"' "$work/plan.log" || { echo "the OTLP endpoint is not in the plan" >&2; cat "$work/plan.log" >&2; exit 1; }
+if terraform -chdir="$work/module" plan -var otel_collector_layer_arn=otelcol >"$work/plan.log" 2>&1; then
+  echo "a collector layer that is not an ARN was accepted" >&2
+  exit 1
+fi
 # Offloaded records: the Lambda writes them under the payload prefix, they
 # expire on their own, and the consumer policy can read (and delete) them.
 large=$("$root/.venv/bin/aws" --endpoint-url "$ep" lambda get-function-configuration --function-name relay-tf-test-processor \

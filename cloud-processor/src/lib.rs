@@ -4,7 +4,8 @@
 //! the only code that names an AWS SDK type), `ingest` (events that name
 //! objects), `object` (each object claimed, run and settled once), `output`
 //! (chunks to SQS) and `pipeline` (pure: bytes to chunks). `cli` (settings)
-//! and `metrics` (names) sit beside them and import only `pipeline`.
+//! and `metrics` (names) sit beside them and import only `pipeline`;
+//! `spans` (the OTLP export of each object's spans) imports only `metrics`.
 //! `tests/layering.rs` holds the tree to that.
 //!
 //! The modules are private; what the binary, the tests, the benchmarks and
@@ -18,11 +19,14 @@ mod modes;
 mod object;
 mod output;
 mod pipeline;
+mod spans;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;
 
 // Settings.
 pub use cli::{AwsTimeouts, Cli, Config, ConfigError, Protocol, RECORD_WINDOW_BYTES, parse_from};
+// The processor's spans, over OTLP.
+pub use spans::{SettingsError as SpanSettingsError, layer_from_env as spans_layer};
 // How it runs.
 pub use modes::{Exit, RunError, is_tool, run};
 // The AWS adapters.

@@ -3,8 +3,8 @@
 
 use std::process::ExitCode;
 
-use cloud_processor::{ConfigError, is_tool, parse_from, run};
-use relay_shared::telemetry::{init_tracing, report_fatal, shutdown_signal};
+use cloud_processor::{ConfigError, is_tool, parse_from, run, spans_layer};
+use relay_shared::telemetry::{init_tracing_with, report_fatal, shutdown_signal};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -28,7 +28,15 @@ async fn main() -> ExitCode {
     } else {
         "info"
     };
-    if let Err(e) = init_tracing(format, filter) {
+    // Spans leave over OTLP only where OTEL_EXPORTER_OTLP_ENDPOINT is set.
+    let spans = match spans_layer() {
+        Ok(layer) => layer,
+        Err(e) => {
+            eprintln!("cloud-processor: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = init_tracing_with(format, filter, spans) {
         eprintln!("cloud-processor: {e}");
         return ExitCode::FAILURE;
     }

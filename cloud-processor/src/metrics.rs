@@ -29,6 +29,8 @@ pub const LEASES_CLEANED: &str = "relay_processor_leases_cleaned_total";
 pub const CHECKSUM_FAILURES: &str = "relay_processor_checksum_failures_total";
 pub const SETTINGS_CHANGED: &str = "relay_processor_settings_changed_total";
 pub const LEDGER_FINDINGS: &str = "relay_processor_ledger_findings_total";
+pub const SPANS_EXPORTED: &str = "relay_processor_spans_exported_total";
+pub const SPANS_DROPPED: &str = "relay_processor_spans_dropped_total";
 
 /// Registers every counter, with each of its label values (the configured
 /// fields and their rules included), at zero, so a `rate()` alert has a
@@ -188,9 +190,24 @@ pub fn describe() {
         SETTINGS_CHANGED,
         "Objects taken over half-sent under other settings (an upgrade that changed them): their records sent before keep the old shape, the rest are sent under the new settings"
     );
+    describe_checks();
+}
+
+/// The metrics of what watches the data path: the ledger, the FIFO
+/// window, the span export.
+fn describe_checks() {
+    use metrics::describe_counter;
     describe_counter!(
         LEDGER_FINDINGS,
         "Per source, from its agent's manifests: files stored without a done marker after RELAY_LEDGER_GRACE_SECS, files the agent cannot upload (each manifest again while they stay), files waiting on the host longer than the grace period, missing manifests, and manifests that cannot be read. Each is logged with its file, key and fix; `audit` lists them"
+    );
+    describe_counter!(
+        SPANS_EXPORTED,
+        "Spans sent to the OTLP collector (only with OTEL_EXPORTER_OTLP_ENDPOINT set)"
+    );
+    describe_counter!(
+        SPANS_DROPPED,
+        "Spans not exported, by reason: export_failed (the collector did not take them), buffer_full (more than 16384 waiting), too_many_children (an object's spans beyond 4096 in one attempt). Traces only: no record is lost"
     );
     describe_counter!(
         FIFO_WINDOW_EXCEEDED,

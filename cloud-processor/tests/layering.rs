@@ -1,6 +1,7 @@
 //! The processor's modules import one way, down the story of the data:
 //! modes -> aws -> ingest -> object -> output -> pipeline, with `cli`
-//! (settings) and `metrics` (names) beside them, importing only `pipeline`.
+//! (settings) and `metrics` (names) beside them, importing only `pipeline`,
+//! and `spans` (OTLP export), importing only `metrics`.
 //! No two files import each other, AWS SDK types appear only in `aws/`,
 //! and no file or function grows past what a reader takes in at once.
 
@@ -11,7 +12,11 @@ use relay_shared::testing::source::{SourceTree, find_cycle};
 /// The layers, top first: each may import only those after it.
 const LAYERS: [&str; 6] = ["modes", "aws", "ingest", "object", "output", "pipeline"];
 /// Beside the layers: any layer may import them, and they import only these.
-const SUPPORT: [(&str, &[&str]); 2] = [("cli", &["pipeline"]), ("metrics", &["pipeline"])];
+const SUPPORT: [(&str, &[&str]); 3] = [
+    ("cli", &["pipeline"]),
+    ("metrics", &["pipeline"]),
+    ("spans", &["metrics"]),
+];
 /// Not part of the data's story: the crate root's index and test support.
 const OUTSIDE: [&str; 2] = ["lib", "testing"];
 

@@ -20,5 +20,6 @@ mod processor;
 mod pseudonyms;
 mod replay;
 mod rules;
+mod spans;
 mod startup;
 mod transport;

@@ -14,17 +14,6 @@ use relay_shared::store::ObjectStore;
 
 const KEY: &str = "raw/e/2026/11/21/22/1763800000000.json.zst";
 
-/// The interpreter that has the Extended Client: the project's .venv
-/// (scripts/moto.sh installs it there), else `python3` on PATH.
-fn python() -> std::path::PathBuf {
-    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
-    if venv.exists() {
-        venv
-    } else {
-        "python3".into()
-    }
-}
-
 /// Receives `chunks` messages through the Extended Client: each body by its
 /// `relay.chunk`, never one twice.
 fn consume(s: &Setup, chunks: u32) -> BTreeMap<u64, String> {

@@ -23,21 +23,45 @@ pub fn stderr_colour() -> bool {
 /// Installs the global subscriber. `RUST_LOG` overrides `default_filter`.
 /// Errors only if a subscriber is already installed.
 pub fn init_tracing(format: LogFormat, default_filter: &str) -> Result<(), String> {
+    init_tracing_with(
+        format,
+        default_filter,
+        None::<tracing_subscriber::layer::Identity>,
+    )
+}
+
+/// As [`init_tracing`], with `extra` beside the log lines: a layer with its
+/// own filter (the processor's span export), which `RUST_LOG` does not
+/// narrow.
+pub fn init_tracing_with<L>(
+    format: LogFormat,
+    default_filter: &str,
+    extra: Option<L>,
+) -> Result<(), String>
+where
+    L: tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync + 'static,
+{
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let lines = tracing_subscriber::fmt::layer()
         .with_ansi(stderr_colour())
         .with_writer(std::io::stderr);
-    let result = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder
+    let lines = match format {
+        LogFormat::Text => lines.boxed(),
+        LogFormat::Json => lines
             .json()
             .flatten_event(true)
             .with_current_span(true)
-            .try_init(),
+            .boxed(),
     };
-    result.map_err(|e| e.to_string())
+    tracing_subscriber::registry()
+        .with(extra)
+        .with(lines.with_filter(filter))
+        .try_init()
+        .map_err(|e| e.to_string())
 }
 
 /// Reports the error that stops a binary, once: as one JSON log line where

@@ -77,6 +77,8 @@ pub async fn run(
                 .checked_sub(now)
                 .map(|left| Instant::now() + left);
             let result = handler.handle_until(event.payload, deadline).await;
+            // Before the answer: Lambda may freeze the process after it.
+            crate::spans::flush().await;
             if let Err(e) = emf.flush(std::io::stdout()) {
                 tracing::warn!(error = %e, "writing metrics failed");
             }

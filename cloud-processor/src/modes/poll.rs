@@ -96,6 +96,10 @@ pub async fn follow<S: ObjectStore, Q: MessageSink>(
     info!("poller stopped");
 }
 
+/// How often `poll` sends the spans it has (with an OTLP endpoint set), as
+/// OpenTelemetry's batch span processor does by default.
+const SPAN_FLUSH_EVERY: Duration = Duration::from_secs(5);
+
 /// `poll`: consumes the notification queue until `shutdown` (SIGTERM or
 /// Ctrl-C), serving `/metrics` and `/healthz` unless its address is `off`.
 /// The metrics server comes first, so `/healthz` tells the truth while
@@ -124,7 +128,16 @@ pub async fn run(
     };
     startup.readiness.ready();
     let (processor, queue) = started;
+    let spans = tokio::spawn(async {
+        let mut every = tokio::time::interval(SPAN_FLUSH_EVERY);
+        loop {
+            every.tick().await;
+            crate::spans::flush().await;
+        }
+    });
     follow(&processor, &queue, args.visibility_timeout_secs, shutdown).await;
+    spans.abort();
+    crate::spans::flush().await;
     Ok(())
 }
 

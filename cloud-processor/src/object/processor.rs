@@ -126,14 +126,18 @@ impl<S: ObjectStore, Q: MessageSink> Processor<S, Q> {
         if !manifest && !obj.key.starts_with(&self.config.raw_prefix) {
             return Ok(Outcome::Ignored);
         }
-        // The trace id is recorded once the object's metadata is read.
+        // The trace is recorded once the object's metadata is read; the
+        // spans inside this one (claim, download, pipeline, each send) are
+        // exported under it (see `spans`).
         let span = tracing::info_span!("object", bucket = %obj.bucket, key = %obj.key,
-            trace_id = tracing::field::Empty);
+            trace_id = tracing::field::Empty, traceparent = tracing::field::Empty,
+            span_id = tracing::field::Empty, outcome = tracing::field::Empty,
+            error = tracing::field::Empty);
         let started = Instant::now();
         let result = if manifest {
-            self.reconcile(obj).instrument(span).await
+            self.reconcile(obj).instrument(span.clone()).await
         } else {
-            self.process(obj, stop_at).instrument(span).await
+            self.process(obj, stop_at).instrument(span.clone()).await
         }
         .map_err(|failure| ProcessError::new(obj, failure));
         let outcome = match &result {
@@ -145,6 +149,10 @@ impl<S: ObjectStore, Q: MessageSink> Processor<S, Q> {
             Ok(Outcome::Reconciled { .. }) => "reconciled",
             Err(e) => e.outcome_label(),
         };
+        span.record("outcome", outcome);
+        if let Err(e) = &result {
+            span.record(crate::spans::ERROR_FIELD, e.to_string());
+        }
         metrics::counter!(m::OBJECTS, "outcome" => outcome).increment(1);
         metrics::histogram!(m::OBJECT_SECONDS).record(started.elapsed().as_secs_f64());
         result
@@ -180,23 +188,10 @@ impl<S: ObjectStore, Q: MessageSink> Processor<S, Q> {
             owner: &self.owner,
             sole: entered.sole,
         };
-        let ttl = self.protocol.lease_ttl;
-        let taken = Claim::take(&store, &keys, claimant, &plan.fingerprint, ttl).await;
-        let (claimed, plan) = match taken {
-            // Perhaps left half-sent by the release before trace contexts:
-            // its plan is worked out only then, not for every object.
-            Err(Failure::ConfigChanged { theirs, .. })
-                if theirs == plan.untraced_fingerprint(&self.config, &self.protocol) =>
-            {
-                let untraced = plan.untraced(&self.config, &self.protocol);
-                let fp = &untraced.fingerprint;
-                (
-                    Claim::take(&store, &keys, claimant, fp, ttl).await?,
-                    untraced,
-                )
-            }
-            taken => (taken?, plan),
-        };
+        let (claimed, plan) = self
+            .claim(&store, &keys, claimant, plan)
+            .instrument(tracing::info_span!("claim"))
+            .await?;
         let Some(mut claim) = claimed else {
             claim::note_duplicate();
             return Ok(Outcome::Duplicate);
@@ -213,6 +208,29 @@ impl<S: ObjectStore, Q: MessageSink> Processor<S, Q> {
         };
         let ran = attempt.run(&mut claim, stop_at).await;
         attempt.settle(claim, ran).await
+    }
+
+    /// Takes the object's lease under `plan`, or under the plan of the
+    /// release before trace contexts if that release left it half-sent
+    /// (worked out only then, not for every object).
+    async fn claim<'a>(
+        &self,
+        store: &'a S,
+        keys: &'a StateKeys,
+        claimant: Claimant<'_>,
+        plan: Plan<'a, Q>,
+    ) -> Result<(Option<Claim<'a, S>>, Plan<'a, Q>), Failure> {
+        let ttl = self.protocol.lease_ttl;
+        match Claim::take(store, keys, claimant, &plan.fingerprint, ttl).await {
+            Err(Failure::ConfigChanged { theirs, .. })
+                if theirs == plan.untraced_fingerprint(&self.config, &self.protocol) =>
+            {
+                let untraced = plan.untraced(&self.config, &self.protocol);
+                let fp = &untraced.fingerprint;
+                Ok((Claim::take(store, keys, claimant, fp, ttl).await?, untraced))
+            }
+            taken => Ok((taken?, plan)),
+        }
     }
 
     /// How `obj` is to be processed: a canary's record is projected to its

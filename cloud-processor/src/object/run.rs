@@ -11,7 +11,7 @@ use relay_shared::checksum::ChecksumMismatch;
 use relay_shared::store::{Body, Download, ObjectStore, S3Error};
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
-use tracing::warn;
+use tracing::{Instrument, warn};
 
 use crate::cli::RECORD_WINDOW_BYTES;
 use crate::object::claim::Claim;
@@ -45,7 +45,13 @@ impl<S: ObjectStore, Q: MessageSink> Attempt<'_, S, Q> {
         stop_at: Option<Instant>,
     ) -> Result<Ran, Failure> {
         let obj = self.obj;
-        let got = match self.store.get(&obj.key, obj.version_id.as_deref()).await {
+        let download = tracing::info_span!("download", bytes = tracing::field::Empty);
+        let got = match self
+            .store
+            .get(&obj.key, obj.version_id.as_deref())
+            .instrument(download.clone())
+            .await
+        {
             Ok(g) => g,
             Err(S3Error::NotFound { .. }) => {
                 warn!("the object no longer exists; nothing to do");
@@ -53,15 +59,14 @@ impl<S: ObjectStore, Q: MessageSink> Attempt<'_, S, Q> {
             }
             Err(e) => return Err(e.into()),
         };
+        download.record("bytes", got.head.size);
         let etag = got.head.etag.clone().unwrap_or_default();
         let resume = claim.lease().resume();
         let version = got.head.version_id.as_deref();
         let dedup_base = dedup_base(&obj.bucket, &obj.key, version, &etag, resume.first_chunk);
         let provenance = Provenance::of(&got.head.metadata, &dedup_base, &self.plan.source);
-        if let Some(id) = provenance.trace_id() {
-            tracing::Span::current().record("trace_id", id);
-        }
-        let body = match verified_first(got).await {
+        self.note_trace(&got.head.metadata, &provenance);
+        let body = match verified_first(got).instrument(download).await {
             Ok(body) => body,
             Err(unreadable) => {
                 return Ok(Ran::Read {
@@ -72,21 +77,16 @@ impl<S: ObjectStore, Q: MessageSink> Attempt<'_, S, Q> {
                 });
             }
         };
-        let (tx, mut rx) = mpsc::channel::<Chunk>(4);
-        let reader = tokio_util::io::SyncIoBridge::new(body);
         let settings = Settings {
             resume,
             ..self.plan.settings.clone()
         };
-        let task = tokio::task::spawn_blocking(move || {
-            pipeline::run(reader, &settings, |chunk| {
-                // A closed channel means sending failed: stop reading.
-                match tx.blocking_send(chunk) {
-                    Ok(()) => ControlFlow::Continue(()),
-                    Err(_) => ControlFlow::Break(()),
-                }
-            })
-        });
+        let pipeline_span = tracing::info_span!(
+            "pipeline",
+            records = tracing::field::Empty,
+            rejected = tracing::field::Empty
+        );
+        let (task, mut rx) = spawn_pipeline(body, settings, pipeline_span.clone());
         let payload_store = match &self.protocol.payload_bucket {
             Some(bucket) => self.store.in_bucket(bucket),
             None => self.store.clone(),
@@ -115,6 +115,11 @@ impl<S: ObjectStore, Q: MessageSink> Attempt<'_, S, Q> {
                 return Err(Failure::Task(e.to_string()));
             }
         };
+        if let Ok(r) = &report {
+            pipeline_span.record("records", r.stats.records_out);
+            pipeline_span.record("rejected", r.stats.rejected);
+        }
+        drop(pipeline_span);
         Ok(Ran::Read {
             report: Box::new(report),
             sent: sent?,
@@ -122,6 +127,52 @@ impl<S: ObjectStore, Q: MessageSink> Attempt<'_, S, Q> {
             provenance,
         })
     }
+}
+
+impl<S: ObjectStore, Q: MessageSink> Attempt<'_, S, Q> {
+    /// Names the file's trace on the object's span: its id for the log
+    /// lines, and the context the agent stored and this processor's span id,
+    /// which the exported spans (`spans`) are built from.
+    fn note_trace(&self, metadata: &std::collections::HashMap<String, String>, p: &Provenance) {
+        let Some(trace) = p.trace.filter(|_| self.plan.traced) else {
+            return;
+        };
+        let span = tracing::Span::current();
+        span.record("trace_id", trace.trace_id_hex());
+        span.record(
+            crate::spans::SPAN_ID_FIELD,
+            format!("{:016x}", trace.parent_id),
+        );
+        if let Some(incoming) = metadata.get(relay_shared::meta::TRACEPARENT) {
+            span.record(crate::spans::TRACEPARENT_FIELD, incoming.as_str());
+        }
+    }
+}
+
+/// Runs the pipeline over `body` on the blocking pool, inside `span`: its
+/// task, and the chunks it hands over.
+fn spawn_pipeline(
+    body: Body,
+    settings: Settings,
+    span: tracing::Span,
+) -> (
+    tokio::task::JoinHandle<Result<Report, Unreadable>>,
+    mpsc::Receiver<Chunk>,
+) {
+    let (tx, rx) = mpsc::channel::<Chunk>(4);
+    let reader = tokio_util::io::SyncIoBridge::new(body);
+    let task = tokio::task::spawn_blocking(move || {
+        span.in_scope(|| {
+            pipeline::run(reader, &settings, |chunk| {
+                // A closed channel means sending failed: stop reading.
+                match tx.blocking_send(chunk) {
+                    Ok(()) => ControlFlow::Continue(()),
+                    Err(_) => ControlFlow::Break(()),
+                }
+            })
+        })
+    });
+    (task, rx)
 }
 
 /// Objects up to this size (as stored, compressed) are read whole and

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use relay_shared::store::ObjectStore;
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use crate::output::batch::{Batcher, DEFAULT_MAX_BATCH_BYTES};
 use crate::output::payload::{PayloadError, Payloads, offload};
@@ -134,7 +135,22 @@ async fn send_batch<S, K: MessageSink, P: Progress>(
         return Err(SendError::Deadline { sent });
     }
     let until = progress.before_send().await.map_err(SendError::Progress)?;
-    let outcome = t.sink.send(&t.origin, batch, until).await;
+    let span = tracing::info_span!(
+        "send_message_batch",
+        messages = batch.len(),
+        accepted = tracing::field::Empty,
+        error = tracing::field::Empty
+    );
+    let outcome = t
+        .sink
+        .send(&t.origin, batch, until)
+        .instrument(span.clone())
+        .await;
+    span.record("accepted", outcome.accepted.len());
+    if let Some(e) = &outcome.failed {
+        span.record("error", e.to_string());
+    }
+    drop(span);
     progress.settle(batch, &outcome);
     for (chunk, reason) in &outcome.refused {
         tracing::error!(chunk, %reason, "SQS refused a message for good; the object will be quarantined once everything else is sent");

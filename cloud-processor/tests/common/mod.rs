@@ -212,6 +212,18 @@ pub async fn notification(s: &Setup) -> String {
     }
 }
 
+/// The interpreter with the project's Python test tools (the Extended
+/// Client, opentelemetry-proto): the project's .venv (scripts/moto.sh
+/// installs them there), else `python3` on PATH.
+pub fn python() -> std::path::PathBuf {
+    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+    if venv.exists() {
+        venv
+    } else {
+        "python3".into()
+    }
+}
+
 /// One message from the output queue: its SQS id, body and string
 /// attributes, its FIFO deduplication id, and when SQS took it (ms).
 pub struct Received {
