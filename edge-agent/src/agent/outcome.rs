@@ -201,7 +201,9 @@ impl<S: ObjectStore> Agent<S> {
         let result = match &self.config.on_success {
             OnSuccess::Keep => {
                 self.record_upload(job);
-                Ok(None)
+                // A change after the read went unseen while the file was in
+                // flight (its events are ignored then): follow it again.
+                Ok(changed_since_read(job))
             }
             OnSuccess::Delete => unless_reopened(job, |path| std::fs::remove_file(path)),
             OnSuccess::Move(dir) => {
@@ -230,6 +232,13 @@ impl<S: ObjectStore> Agent<S> {
             }
         }
     }
+}
+
+/// Whether the file at the job's path is no longer the one read (another
+/// size or mtime): `Some(why)` if so. A file gone is not changed.
+fn changed_since_read(job: &Job) -> Option<&'static str> {
+    let now = std::fs::symlink_metadata(&job.path).ok()?;
+    (FileStat::of(&now) != job.stat).then_some("it changed after it was read")
 }
 
 /// Deletes or moves the file (`act`) only while it is still the file S3

@@ -22,7 +22,8 @@ fn store() -> MemStore {
     MemStore::new("b")
 }
 
-/// A delete-mode agent on `dir`, with `extra` flags.
+/// A delete-mode agent on `dir` (unless `extra` names another), with
+/// `extra` flags.
 fn config(dir: &Path, extra: &[&str]) -> Config {
     let mut args = vec![
         "edge-agent",
@@ -34,11 +35,12 @@ fn config(dir: &Path, extra: &[&str]) -> Config {
         "s",
         "--settle-ms",
         "50",
-        "--on-success",
-        "delete",
         "--metrics-addr",
         "off",
     ];
+    if !extra.contains(&"--on-success") {
+        args.extend(["--on-success", "delete"]);
+    }
     args.extend_from_slice(extra);
     Config::resolve(crate::config::Args::parse_from(args), || None).unwrap()
 }
@@ -357,6 +359,44 @@ async fn a_file_is_deleted_only_while_it_is_what_s3_holds_and_no_writer_has_it()
     settled.lease = None;
     assert_eq!(unless_reopened(&settled, remove).unwrap(), None);
     assert!(!settled.path.exists());
+}
+
+/// In `keep` mode, a file appended to after it was read but before its
+/// upload ended (its events are ignored while it is in flight) is
+/// recorded as S3 holds it and followed again, so the appended part is
+/// relayed; a file unchanged is recorded and left alone.
+#[tokio::test]
+async fn a_kept_file_changed_while_in_flight_is_followed_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let s3 = store();
+    let keep = [
+        "--on-success",
+        "keep",
+        "--state-dir",
+        state.path().to_str().unwrap(),
+    ];
+    let mut agent = Agent::new(config(dir.path(), &keep), s3.clone(), fast(), None, None);
+    let mut uploads = JoinSet::new();
+    for (name, append) in [("1763800000020.json", true), ("1763800000021.json", false)] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, b"{\"part\":1}\n").unwrap();
+        let stat = FileStat::of(&std::fs::metadata(&path).unwrap());
+        agent.enqueue(path.clone(), stat, Judge::Settle);
+        let job = agent.next_job().unwrap();
+        agent.spawn(&mut uploads, job);
+        let done = uploads.join_next().await.unwrap();
+        if append {
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .unwrap();
+            std::io::Write::write_all(&mut f, b"{\"part\":2}\n").unwrap();
+        }
+        agent.finish(done);
+        assert_eq!(decoded(&s3, &key_of(name)), b"{\"part\":1}\n");
+        assert_eq!(agent.tracker.contains(&path), append, "{name}");
+    }
 }
 
 /// A file removed before it was read: it is gone, which is counted and is
