@@ -1,7 +1,8 @@
 //! What `/healthz` says, and the gauges that mirror it: healthy (with how
 //! finished files are judged), degraded (S3 has failed every upload for a
 //! while: work waits, nothing is lost), or unhealthy (a permanent failure,
-//! files set aside, a state directory that cannot be written). The agent's
+//! files set aside, a state directory that cannot be written, manifests
+//! that S3 refuses while it takes uploads). The agent's
 //! tasks report here; an S3 outage is logged once when it starts and once
 //! when it ends, not per file.
 
@@ -28,6 +29,12 @@ static FINISH_MODE: Mutex<String> = Mutex::new(String::new());
 static STATE_DIR: Mutex<Option<String>> = Mutex::new(None);
 static WATCH_DIR: Mutex<Option<String>> = Mutex::new(None);
 static OUTAGE: Mutex<Option<Outage>> = Mutex::new(None);
+/// Manifests that failed in a row, and the last failure.
+static MANIFESTS: Mutex<Option<(u32, String)>> = Mutex::new(None);
+/// Manifests failing this many times in a row while uploads reach S3 make
+/// `/healthz` unhealthy: one failure may be a blip, and an S3 outage fails
+/// the canary's upload too, which makes it "degraded" instead.
+pub const MANIFEST_FAILURES_UNHEALTHY: u32 = 2;
 
 /// S3 failing since `since`: the kinds of failure seen (each logged once),
 /// the attempts, and the last error.
@@ -130,6 +137,24 @@ pub fn s3_answered() {
     publish();
 }
 
+/// A manifest was not stored: from the second in a row, while S3 takes
+/// uploads, `/healthz` says so (the cloud side cannot account for this
+/// host's files without them).
+pub fn manifest_failed(key: &str, error: &str) {
+    let mut m = lock(&MANIFESTS);
+    let failures = m.as_ref().map_or(0, |(n, _)| *n) + 1;
+    *m = Some((failures, format!("{key}: {error}")));
+    drop(m);
+    publish();
+}
+
+/// A manifest was stored: manifests work again.
+pub fn manifest_stored() {
+    if lock(&MANIFESTS).take().is_some() {
+        publish();
+    }
+}
+
 /// How long S3 has failed every attempt, and the last error.
 fn outage() -> Option<(Duration, String)> {
     lock(&OUTAGE)
@@ -163,6 +188,15 @@ pub fn health() -> Health {
             parked.len()
         ));
         problems.extend(parked.iter().take(20).map(|p| format!("  {p}")));
+    }
+    let manifests = lock(&MANIFESTS).clone();
+    if let Some((failures, last)) = manifests
+        && failures >= MANIFEST_FAILURES_UNHEALTHY
+        && outage().is_none()
+    {
+        problems.push(format!(
+            "{failures} manifests in a row not stored, while uploads reach S3 (last: {last}): the cloud side cannot account for this host's files; `edge-agent check` tests the ledger prefix"
+        ));
     }
     if !problems.is_empty() {
         return Health::Unhealthy(problems.join("\n"));

@@ -1,7 +1,8 @@
 //! The edge agent (the real binary, against the emulator) under what hosts
 //! do to it: the watch directory removed, renamed away or replaced, a
 //! populated directory renamed into a recursive watch, a subdirectory in a
-//! non-recursive one, S3 turned into a black hole, and a full state disk.
+//! non-recursive one, S3 turned into a black hole, S3 refusing the
+//! manifests alone, and a full state disk.
 //! In each, nothing is lost, and the agent says what is happening in its
 //! log, its metrics and `/healthz`, never answering "ok" while it stalls.
 
@@ -206,6 +207,68 @@ async fn an_s3_black_hole_is_logged_counted_and_degraded() {
     .await;
     assert!(!agent.health().contains("degraded"), "{}", agent.health());
     assert_eq!(agent.logged("S3 answers again").len(), 1);
+    agent.stop();
+}
+
+/// S3 refusing the agent's manifests (a policy without `ledger/`) while it
+/// takes every upload: each refusal is a WARN naming the manifest's key and
+/// a count; from the second in a row `/healthz` is 503 saying the cloud
+/// side cannot account for this host's files, and the health gauge
+/// follows. Once S3 takes them, the manifest is stored under the key it
+/// was tried with and the agent is healthy again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_manifests_make_the_agent_unhealthy_until_one_is_stored() {
+    let emu = Emulator::connect().await;
+    let bucket = emu.bucket("agent-ledger-denied").await;
+    let proxy = relay_shared::testing::FaultProxy::start(&emu.endpoint).await;
+    *proxy.faults.s3_deny_puts_under.lock().unwrap() = Some("/ledger/".to_owned());
+    let work = tempfile::tempdir().unwrap();
+    let watch = work.path().join("in");
+    std::fs::create_dir(&watch).unwrap();
+    let log = work.path().join("agent.log");
+    let state = work.path().join("state").display().to_string();
+    let extra = ["--canary-secs", "1", "--state-dir", &state];
+    let agent = Observed::spawn(&watch, bucket.name(), &log, Some(&proxy.endpoint()), &extra).await;
+    write_file(&watch, &name(0), 0);
+    wait_for_count(&bucket, PREFIX, 1, WITHIN).await;
+    wait_until(
+        || agent.health().contains("manifests in a row not stored"),
+        "/healthz names the manifests",
+        WITHIN,
+    )
+    .await;
+    let health = agent.health();
+    assert!(
+        health.contains("503") && health.contains("ledger/edge-test/"),
+        "{health}"
+    );
+    assert!(health.contains("AccessDenied"), "{health}");
+    wait_until(
+        || agent.value("relay_agent_healthy") == 0.0,
+        "relay_agent_healthy is 0",
+        WITHIN,
+    )
+    .await;
+    let failed = r#"relay_agent_manifests_total{outcome="failed"}"#;
+    assert!(agent.value(failed) >= 2.0, "{}", agent.metrics());
+    let warned = agent.logged("a manifest was not stored");
+    assert!(warned.len() >= 2, "{warned:?}");
+    let key = warned[0]["key"].as_str().unwrap().to_owned();
+    assert!(key.starts_with("ledger/edge-test/"), "{key}");
+    assert_eq!(count(&bucket, "ledger/").await, 0);
+
+    *proxy.faults.s3_deny_puts_under.lock().unwrap() = None;
+    wait_until(
+        || agent.value("relay_agent_healthy") == 1.0,
+        "healthy again",
+        WITHIN,
+    )
+    .await;
+    assert!(agent.health().contains("200 OK"), "{}", agent.health());
+    // The manifest tried first is stored under its key, listing the file.
+    let (body, _) = bucket.get_bytes(&key).await.unwrap();
+    let manifest = String::from_utf8(body).unwrap();
+    assert!(manifest.contains(&key_for(&name(0))), "{manifest}");
     agent.stop();
 }
 

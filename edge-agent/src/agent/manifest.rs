@@ -74,10 +74,12 @@ impl<S: ObjectStore> Agent<S> {
                 self.book.retry = None;
                 self.save_sequence();
                 let _ = std::fs::remove_file(self.config.state_dir.join(PENDING_FILE));
+                crate::health::manifest_stored();
             }
             Err(e) => {
                 ::metrics::counter!(metrics::MANIFESTS, "outcome" => "failed").increment(1);
                 warn!(%key, error = %e, "a manifest was not stored; it is tried again, with the same key, at the next interval");
+                crate::health::manifest_failed(&key, &e.to_string());
             }
         }
     }

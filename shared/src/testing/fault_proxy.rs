@@ -59,6 +59,10 @@ pub struct Faults {
     /// `raw/`) have one byte of their body flipped, their checksum header
     /// untouched: corrupted on the way, as a verified read must catch.
     pub s3_get_corruptions: AtomicU64,
+    /// While set, S3 PUTs whose path contains it are answered
+    /// `403 AccessDenied` without reaching the emulator: a policy that does
+    /// not allow writing there.
+    pub s3_deny_puts_under: std::sync::Mutex<Option<String>>,
     /// While set, S3 DELETE requests are answered `500 InternalError`
     /// without reaching the emulator (a cleanup that fails).
     pub s3_fail_deletes: std::sync::atomic::AtomicBool,
@@ -311,6 +315,18 @@ async fn respond(
     }
     if !target.starts_with("AmazonSQS.") && parts.method == hyper::Method::PUT {
         faults.s3_puts.fetch_add(1, Ordering::Relaxed);
+    }
+    let denied = faults
+        .s3_deny_puts_under
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .is_some_and(|under| parts.uri.path().contains(under.as_str()));
+    if !target.starts_with("AmazonSQS.") && parts.method == hyper::Method::PUT && denied {
+        return Ok(plain(
+            StatusCode::FORBIDDEN,
+            "<Error><Code>AccessDenied</Code><Message>injected</Message></Error>".into(),
+        ));
     }
     if !target.starts_with("AmazonSQS.")
         && parts.method == hyper::Method::DELETE
