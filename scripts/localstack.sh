@@ -117,12 +117,15 @@ start() {
   fi
   local port=${RELAY_LOCALSTACK_PORT:-$(free_port)}
   rm -rf "$state/fs"
-  mkdir -p "$state/fs"
-  # setsid: not in the caller's process group (see moto.sh).
+  mkdir -p "$state/fs/tmp"
+  # setsid: not in the caller's process group (see moto.sh). TMPDIR: run
+  # this way LocalStack keeps its state (CloudWatch's metrics database among
+  # it) under the temporary directory, not FILESYSTEM_ROOT, and deletes it
+  # when it stops: each instance gets its own, so none removes another's.
   GATEWAY_SERVER=hypercorn GATEWAY_LISTEN="127.0.0.1:$port" LOCALSTACK_HOST="127.0.0.1:$port" \
-    SERVICES=s3,sqs SKIP_SSL_CERT_DOWNLOAD=1 DISABLE_EVENTS=1 LOCALSTACK_TELEMETRY_DISABLED=1 \
+    SERVICES=s3,sqs,cloudwatch SKIP_SSL_CERT_DOWNLOAD=1 DISABLE_EVENTS=1 LOCALSTACK_TELEMETRY_DISABLED=1 \
     PERSISTENCE=0 DNS_ADDRESS=0 SQS_ENDPOINT_STRATEGY=path FILESYSTEM_ROOT="$state/fs" \
-    AWS_EC2_METADATA_DISABLED=true \
+    AWS_EC2_METADATA_DISABLED=true TMPDIR="$state/fs/tmp" \
     setsid "$venv/bin/python" -m localstack.runtime.main >"$state/server.log" 2>&1 </dev/null &
   local pid=$!
   echo "$pid" >"$state/pid"

@@ -286,6 +286,41 @@ impl hyper::body::Body for Cut {
     }
 }
 
+/// The answer an S3 request gets without reaching the emulator, if a
+/// fault is set for it: a denied PUT, a failing DELETE, a SlowDown. Counts
+/// the PUTs on the way.
+fn s3_refusal(
+    faults: &Faults,
+    parts: &hyper::http::request::Parts,
+) -> Option<Response<Full<Bytes>>> {
+    if parts.method == hyper::Method::PUT {
+        faults.s3_puts.fetch_add(1, Ordering::Relaxed);
+        let denied = faults
+            .s3_deny_puts_under
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_some_and(|under| parts.uri.path().contains(under.as_str()));
+        if denied {
+            return Some(plain(
+                StatusCode::FORBIDDEN,
+                "<Error><Code>AccessDenied</Code><Message>injected</Message></Error>".into(),
+            ));
+        }
+    }
+    if parts.method == hyper::Method::DELETE && faults.s3_fail_deletes.load(Ordering::Relaxed) {
+        return Some(plain(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "<Error><Code>InternalError</Code><Message>injected</Message></Error>".into(),
+        ));
+    }
+    if Faults::due(&faults.s3_slowdown_every, &faults.s3_requests) {
+        faults.slowdowns.fetch_add(1, Ordering::Relaxed);
+        return Some(slow_down());
+    }
+    None
+}
+
 async fn respond(
     req: Request<Incoming>,
     upstream: SocketAddr,
@@ -313,35 +348,10 @@ async fn respond(
         };
         return Ok(error_answer(service, fault));
     }
-    if !target.starts_with("AmazonSQS.") && parts.method == hyper::Method::PUT {
-        faults.s3_puts.fetch_add(1, Ordering::Relaxed);
-    }
-    let denied = faults
-        .s3_deny_puts_under
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .as_ref()
-        .is_some_and(|under| parts.uri.path().contains(under.as_str()));
-    if !target.starts_with("AmazonSQS.") && parts.method == hyper::Method::PUT && denied {
-        return Ok(plain(
-            StatusCode::FORBIDDEN,
-            "<Error><Code>AccessDenied</Code><Message>injected</Message></Error>".into(),
-        ));
-    }
     if !target.starts_with("AmazonSQS.")
-        && parts.method == hyper::Method::DELETE
-        && faults.s3_fail_deletes.load(Ordering::Relaxed)
+        && let Some(refusal) = s3_refusal(&faults, &parts)
     {
-        return Ok(plain(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "<Error><Code>InternalError</Code><Message>injected</Message></Error>".into(),
-        ));
-    }
-    if !target.starts_with("AmazonSQS.")
-        && Faults::due(&faults.s3_slowdown_every, &faults.s3_requests)
-    {
-        faults.slowdowns.fetch_add(1, Ordering::Relaxed);
-        return Ok(slow_down());
+        return Ok(refusal);
     }
     if target == "AmazonSQS.SendMessageBatch"
         && faults
