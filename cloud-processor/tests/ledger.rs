@@ -158,15 +158,11 @@ impl Function {
         sources: &[&str],
     ) -> serde_json::Value {
         let readme = concat!(env!("CARGO_MANIFEST_DIR"), "/../infra/README.md");
-        let out = std::process::Command::new(common::python())
+        let mut script = std::process::Command::new(common::python());
+        let out = relay_shared::testing::loopback_aws_env(&mut script, &localstack.endpoint)
             .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/alarm_state.py"))
             .args([readme, self.emf.path().to_str().unwrap(), "ledger"])
             .args(sources)
-            .env("AWS_ENDPOINT_URL", &localstack.endpoint)
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_DEFAULT_REGION", "us-east-1")
             .output()
             .unwrap();
         assert!(

@@ -17,18 +17,14 @@ const KEY: &str = "raw/e/2026/11/21/22/1763800000000.json.zst";
 /// Receives `chunks` messages through the Extended Client: each body by its
 /// `relay.chunk`, never one twice.
 fn consume(s: &Setup, chunks: u32) -> BTreeMap<u64, String> {
-    let out = std::process::Command::new(python())
+    let mut consumer = std::process::Command::new(python());
+    let out = relay_shared::testing::loopback_aws_env(&mut consumer, &s.emu.endpoint)
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/tests/extended_consumer.py"
         ))
         .arg(&s.output)
         .arg(chunks.to_string())
-        .env("AWS_ENDPOINT_URL", &s.emu.endpoint)
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_DEFAULT_REGION", "us-east-1")
         .output()
         .expect("running the Extended Client consumer");
     assert!(

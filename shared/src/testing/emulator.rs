@@ -231,4 +231,6 @@ pub fn loopback_aws_env<'c>(
         .env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")
         .env("AWS_REGION", "us-east-1")
+        // Python's boto3 reads this one.
+        .env("AWS_DEFAULT_REGION", "us-east-1")
 }
