@@ -234,3 +234,34 @@ async fn a_collector_that_is_not_there_costs_spans_not_records_and_says_so() {
         "object, claim, download, pipeline and a send: {dropped:?}\n{emf}"
     );
 }
+
+/// Under `poll` (the real binary), a file's spans leave within the flush
+/// interval (5 s) while it keeps polling, not only at shutdown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poll_exports_a_files_spans_while_it_runs() {
+    let s = common::setup("otlp-poll", false).await;
+    let receiver = Receiver::start();
+    let endpoint = format!("http://127.0.0.1:{}", receiver.port);
+    let relay = crate::common::relay::Relay::new(s, None);
+    let mut poller =
+        relay.processor_with_env(1, 30, 5, &[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)]);
+    let key = put_traced(&relay.s.bucket, "1763800000002", 8).await;
+    let started = std::time::Instant::now();
+    let spans = loop {
+        let spans = receiver.spans();
+        if named(&spans, "object").len() == 1 {
+            break spans;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no object span from poll within 30 s\n{}",
+            relay.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    poller.assert_running();
+    let root = named(&spans, "object")[0];
+    assert_eq!(root["attributes"]["key"], key.as_str());
+    assert_eq!(root["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert!(!named(&spans, "send_message_batch").is_empty());
+}
