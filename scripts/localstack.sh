@@ -5,7 +5,7 @@
 # sequencer, conditional deletes refused).
 #
 #   scripts/localstack.sh install   create .venv-localstack with the pinned LocalStack (idempotent)
-#   scripts/localstack.sh start     start it on 127.0.0.1 (S3 and SQS only) and print `export` lines
+#   scripts/localstack.sh start     start it on 127.0.0.1 (S3, SQS and CloudWatch) and print `export` lines
 #   scripts/localstack.sh env       print the `export` lines of the running server
 #   scripts/localstack.sh stop      stop the server by its recorded PID
 #
@@ -86,7 +86,7 @@ wait_ready() {
     if "$venv/bin/python" - "$port" <<'PY' 2>/dev/null; then
 import json, sys, urllib.request
 health = json.load(urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/_localstack/health", timeout=1))
-sys.exit(0 if all(health["services"].get(s) in ("available", "running") for s in ("s3", "sqs")) else 1)
+sys.exit(0 if all(health["services"].get(s) in ("available", "running") for s in ("s3", "sqs", "cloudwatch")) else 1)
 PY
       return 0
     fi
