@@ -82,16 +82,61 @@ async fn put_traced(bucket: &relay_shared::s3::Bucket, name: &str, records: u64)
     key
 }
 
-fn function(api: &RuntimeApi, output: &str, endpoint: &str) -> std::process::Command {
-    let mut f = api.function(env!("CARGO_BIN_EXE_cloud-processor"), "relay-spans", 512);
-    f.env("RELAY_FIELDS", "id,pad")
-        .env("RELAY_MAX_MESSAGE_BYTES", "1024")
-        .env("RELAY_OUTPUT_QUEUE_URL", output)
-        .env("RELAY_S3_PATH_STYLE", "true")
-        .env("RELAY_LOG_FORMAT", "json")
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
-        .env("OTEL_SERVICE_NAME", "relay-spans-test");
-    f
+/// One traced file of `records` records, relayed by the real function
+/// (exporting to `endpoint`) in one invocation; its log and its stdout (the
+/// EMF metrics) are kept in files.
+struct Run {
+    emu: Emulator,
+    output: String,
+    key: String,
+    log: tempfile::NamedTempFile,
+    emf: tempfile::NamedTempFile,
+    _api: RuntimeApi,
+    _function: common::KillOnDrop,
+}
+
+impl Run {
+    async fn invoke(label: &str, name: &str, records: u64, endpoint: &str) -> Self {
+        let emu = Emulator::connect().await;
+        let bucket = emu.bucket(label).await;
+        let output = emu.queue(&format!("{label}-out"), false).await;
+        let key = put_traced(&bucket, name, records).await;
+        let api = RuntimeApi::start().await;
+        let (log, emf) = (
+            tempfile::NamedTempFile::new().unwrap(),
+            tempfile::NamedTempFile::new().unwrap(),
+        );
+        let function = api
+            .function(env!("CARGO_BIN_EXE_cloud-processor"), "relay-spans", 512)
+            .env("RELAY_FIELDS", "id,pad")
+            .env("RELAY_MAX_MESSAGE_BYTES", "1024")
+            .env("RELAY_OUTPUT_QUEUE_URL", &output)
+            .env("RELAY_S3_PATH_STYLE", "true")
+            .env("RELAY_LOG_FORMAT", "json")
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+            .env("OTEL_SERVICE_NAME", "relay-spans-test")
+            .stdout(emf.reopen().unwrap())
+            .stderr(log.reopen().unwrap())
+            .spawn()
+            .unwrap();
+        let function = common::KillOnDrop(function);
+        api.invoke(s3_put_event(bucket.name(), &key), Duration::from_secs(60))
+            .await
+            .unwrap();
+        Self {
+            emu,
+            output,
+            key,
+            log,
+            emf,
+            _api: api,
+            _function: function,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap()
+    }
 }
 
 fn named<'a>(spans: &'a [Value], name: &str) -> Vec<&'a Value> {
@@ -100,30 +145,15 @@ fn named<'a>(spans: &'a [Value], name: &str) -> Vec<&'a Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_otlp_receiver_gets_one_files_spans_from_claim_to_the_last_send() {
-    let emu = Emulator::connect().await;
-    let bucket = emu.bucket("otlp-spans").await;
-    let output = emu.queue("otlp-spans-out", false).await;
     // 120 records of about 215 bytes, three to a 1 KiB message: 40
     // messages, four SendMessageBatch calls.
-    let key = put_traced(&bucket, "1763800000000", 120).await;
     let receiver = Receiver::start();
-    let api = RuntimeApi::start().await;
-    let log = tempfile::NamedTempFile::new().unwrap();
     let endpoint = format!("http://127.0.0.1:{}", receiver.port);
-    let _function = common::KillOnDrop(
-        function(&api, &output, &endpoint)
-            .stdout(std::process::Stdio::null())
-            .stderr(log.reopen().unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    api.invoke(s3_put_event(bucket.name(), &key), Duration::from_secs(60))
-        .await
-        .unwrap();
+    let run = Run::invoke("otlp-spans", "1763800000000", 120, &endpoint).await;
     // Read at once: the spans left before the answer did.
     let spans = receiver.spans();
-    let log = std::fs::read_to_string(log.path()).unwrap();
-    let messages = common::receive_all(&emu, &output).await;
+    let log = run.log();
+    let messages = common::receive_all(&run.emu, &run.output).await;
     assert_eq!(messages.len(), 40, "{log}");
 
     let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -140,7 +170,7 @@ async fn an_otlp_receiver_gets_one_files_spans_from_claim_to_the_last_send() {
         root["parent_span_id"], "00f067aa0ba902b7",
         "the agent's upload span"
     );
-    assert_eq!(root["attributes"]["key"], key.as_str());
+    assert_eq!(root["attributes"]["key"], run.key.as_str());
     assert_eq!(root["attributes"]["outcome"], "sent");
     assert_eq!(root["status"], "STATUS_CODE_UNSET");
     // Every message names the object span as its parent.
@@ -193,35 +223,17 @@ async fn an_otlp_receiver_gets_one_files_spans_from_claim_to_the_last_send() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_collector_that_is_not_there_costs_spans_not_records_and_says_so() {
-    let emu = Emulator::connect().await;
-    let bucket = emu.bucket("otlp-gone").await;
-    let output = emu.queue("otlp-gone-out", false).await;
-    let key = put_traced(&bucket, "1763800000001", 8).await;
-    let api = RuntimeApi::start().await;
-    let (log, metrics) = (
-        tempfile::NamedTempFile::new().unwrap(),
-        tempfile::NamedTempFile::new().unwrap(),
-    );
     // A port nothing listens on.
     let endpoint = format!("http://127.0.0.1:{}", common::free_port());
-    let _function = common::KillOnDrop(
-        function(&api, &output, &endpoint)
-            .stdout(metrics.reopen().unwrap())
-            .stderr(log.reopen().unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    api.invoke(s3_put_event(bucket.name(), &key), Duration::from_secs(60))
-        .await
-        .unwrap();
-    assert_eq!(common::receive_all(&emu, &output).await.len(), 3);
-    let log = std::fs::read_to_string(log.path()).unwrap();
+    let run = Run::invoke("otlp-gone", "1763800000001", 8, &endpoint).await;
+    assert_eq!(common::receive_all(&run.emu, &run.output).await.len(), 3);
+    let log = run.log();
     let warned = log.lines().any(|l| {
         l.contains("\"WARN\"") && l.contains("exporting spans failed") && l.contains(&endpoint)
     });
     assert!(warned, "{log}");
     // The EMF line after the invocation counts the dropped spans.
-    let emf = std::fs::read_to_string(metrics.path()).unwrap();
+    let emf = std::fs::read_to_string(run.emf.path()).unwrap();
     let dropped = emf
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())

@@ -148,7 +148,7 @@ async fn send_batch<S, K: MessageSink, P: Progress>(
         .await;
     span.record("accepted", outcome.accepted.len());
     if let Some(e) = &outcome.failed {
-        span.record("error", e.to_string());
+        span.record(crate::spans::ERROR_FIELD, e.to_string());
     }
     drop(span);
     progress.settle(batch, &outcome);

@@ -116,7 +116,8 @@ where
             span: Finished {
                 name,
                 trace_id: 0,
-                span_id: next_span_id(),
+                // The root's id is the processor's span id, recorded later.
+                span_id: if root.is_some() { next_span_id() } else { 0 },
                 parent_id: root.and_then(|(_, p)| (p != 0).then_some(p)),
                 sampled: true,
                 producer: PRODUCERS.contains(&name),
@@ -129,10 +130,6 @@ where
             children: Vec::new(),
             dropped: 0,
         };
-        if open.root.is_none() {
-            // The root's id is the processor's span id, recorded later.
-            open.span.span_id = 0;
-        }
         attrs.record(&mut Fields(&mut open));
         span.extensions_mut().insert(open);
     }
