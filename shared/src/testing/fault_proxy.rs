@@ -1,8 +1,9 @@
 //! A fault-injecting HTTP proxy in front of the emulator: S3 requests answered
 //! `503 SlowDown`, SQS batch sends with some entries reported failed (and
 //! never delivered), the two partial failures real AWS produces under load,
-//! downloads that break halfway, sends that are never answered, and writes
-//! whose answer is lost after they took effect.
+//! downloads that break halfway, sends that are never answered, writes
+//! whose answer is lost after they took effect, and PUTs under a path
+//! refused `403 AccessDenied` (a policy that leaves a prefix out).
 //!
 //! It speaks HTTP/1.1 on both sides, buffers each body (test objects are
 //! small), and forwards everything else untouched. moto does not check
